@@ -1,0 +1,76 @@
+// Lint rules that keep the layers one-way (see docs/architecture.md, "Layers").
+// The rules are the point of this file: a layer importing upward fails `npm test`.
+import tseslint from 'typescript-eslint';
+
+const nodeIo = ['node:*', 'fs', 'fs/*', 'net', 'tls', 'http', 'https', 'child_process', 'os', 'path', 'dgram', 'worker_threads', 'cluster'];
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'build/**', 'node_modules/**'] },
+  {
+    files: ['**/*.ts'],
+    extends: [tseslint.configs.base],
+    rules: {
+      'no-debugger': 'error',
+      'no-duplicate-imports': 'error',
+    },
+  },
+  {
+    // core is pure: no I/O, no timers from node:, nothing outside core.
+    files: ['src/core/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: nodeIo, message: 'src/core is pure: no node: I/O modules.' },
+          { group: ['../*', '!../core/*'], message: 'src/core imports only from src/core.' },
+        ],
+      }],
+    },
+  },
+  {
+    // storage knows nothing of the network or of the engine above it.
+    files: ['src/storage/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: ['node:net', 'node:tls', 'node:http', 'node:https', 'node:dgram'], message: 'storage knows nothing of the network.' },
+          { group: ['../engine/*', '../server/*', '../client/*', '../protocol/*', '../cli/*'], message: 'storage depends only on core.' },
+        ],
+      }],
+    },
+  },
+  {
+    files: ['src/engine/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: ['../server/*', '../client/*', '../protocol/*', '../cli/*'], message: 'engine sits below server, client, protocol and cli.' }],
+      }],
+    },
+  },
+  {
+    files: ['src/protocol/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: nodeIo, message: 'protocol is pure: bytes in, typed messages out.' },
+          { group: ['../server/*', '../client/*', '../engine/*', '../storage/*', '../cli/*'], message: 'protocol depends only on core and api.' },
+        ],
+      }],
+    },
+  },
+  {
+    files: ['src/client/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: ['../server/*', '../engine/*', '../storage/*'], message: 'client meets the server only through protocol.' }],
+      }],
+    },
+  },
+  {
+    files: ['src/server/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: ['../client/*'], message: 'server meets the client only through protocol.' }],
+      }],
+    },
+  },
+);

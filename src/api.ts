@@ -1,0 +1,243 @@
+/**
+ * The public interfaces. Every Store implementation satisfies these: the
+ * embedded engine (in memory or on disk) and the remote client. One contract
+ * test suite (test/contract/) runs against each.
+ */
+import type { ErrorCode } from './core/errors.js';
+
+/** Values are bytes; strings are stored as their UTF-8 encoding. */
+export type Value = string | Uint8Array;
+
+export interface Stat {
+  /** Revision that created the node. */
+  readonly createRev: number;
+  /** Revision of the last write to the node's value. */
+  readonly modRev: number;
+  /** Writes to the value since creation (1 after create). */
+  readonly version: number;
+  /** Revision of the last change to the list of children. */
+  readonly childrenRev: number;
+  readonly numChildren: number;
+  /** Session id owning the node when it is ephemeral. */
+  readonly ephemeralOwner?: string;
+}
+
+export interface Entry {
+  readonly path: string;
+  readonly value: Uint8Array;
+  readonly stat: Stat;
+  /** The store revision this read reflects. */
+  readonly revision: number;
+  /** The value decoded as UTF-8. */
+  text(): string;
+  /** The value parsed as JSON. */
+  json<T = unknown>(): T;
+}
+
+/** Sorted child names, with the revision they reflect. */
+export type Listing = string[] & {
+  readonly revision: number;
+  /** True when `limit` cut the listing short: continue with `after: listing.at(-1)`. */
+  readonly more: boolean;
+};
+
+export interface ListOptions {
+  /** Only names sorting after this one (for paging). */
+  after?: string;
+  limit?: number;
+}
+
+/** Anything that identifies a held lock for fencing: the lock or its token. */
+export type Fence = number | { readonly token: number };
+
+export interface WriteOptions {
+  /** Fail LOCK_LOST unless this lock is still held by the writing session. */
+  fence?: Fence;
+  /** Fail LOCKED at once instead of waiting when another session's lock covers the path. */
+  wait?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface SetOptions extends WriteOptions {
+  ifVersion?: number;
+  ifModRev?: number;
+  ifAbsent?: boolean;
+}
+
+export interface CreateOptions extends WriteOptions {
+  /** Delete the node when the creating session ends. */
+  ephemeral?: boolean;
+  /** Append a zero-padded, increasing counter to the name. */
+  sequential?: boolean;
+}
+
+export interface DeleteOptions extends WriteOptions {
+  recursive?: boolean;
+  ifVersion?: number;
+}
+
+export type MultiOp =
+  | { op: 'set'; path: string; value: Value; ifVersion?: number; ifModRev?: number; ifAbsent?: boolean }
+  | { op: 'create'; path: string; value?: Value; ephemeral?: boolean; sequential?: boolean }
+  | { op: 'delete'; path: string; recursive?: boolean; ifVersion?: number }
+  | { op: 'check'; path: string; version?: number; modRev?: number; exists?: boolean };
+
+export interface MultiResult {
+  readonly revision: number;
+  /** Per op: the created path for create, whether a node was deleted for delete, undefined otherwise. */
+  readonly results: ReadonlyArray<string | boolean | undefined>;
+}
+
+/** Reads, the same on a store, a session and a transaction. */
+export interface Reader {
+  get(path: string): Promise<Entry | undefined>;
+  exists(path: string): Promise<boolean>;
+  list(path: string, options?: ListOptions): Promise<Listing>;
+}
+
+/** Writes outside a transaction: each is one commit, and returns its revision. */
+export interface Writer {
+  set(path: string, value: Value, options?: SetOptions): Promise<number>;
+  /** Returns the path created (with the counter appended when sequential). */
+  create(path: string, value?: Value, options?: CreateOptions): Promise<string>;
+  /** Returns whether a node was deleted. */
+  delete(path: string, options?: DeleteOptions): Promise<boolean>;
+  multi(ops: readonly MultiOp[], options?: WriteOptions): Promise<MultiResult>;
+}
+
+export interface CommitResult {
+  /** Revision of the commit; for a read-only transaction, the snapshot's. */
+  readonly revision: number;
+  /** True when validation failed and replay committed the transaction. */
+  readonly replayed: boolean;
+}
+
+export interface Transaction extends AsyncDisposable {
+  /** Revision of the snapshot the transaction reads. */
+  readonly snapshotRevision: number;
+  readonly state: 'open' | 'committed' | 'aborted';
+  get(path: string): Promise<Entry | undefined>;
+  exists(path: string): Promise<boolean>;
+  list(path: string, options?: ListOptions): Promise<Listing>;
+  set(path: string, value: Value, options?: Omit<SetOptions, keyof WriteOptions>): Promise<void>;
+  create(path: string, value?: Value, options?: Omit<CreateOptions, keyof WriteOptions>): Promise<string>;
+  delete(path: string, options?: Omit<DeleteOptions, keyof WriteOptions>): Promise<boolean>;
+  check(path: string, expect: { version?: number; modRev?: number; exists?: boolean }): Promise<void>;
+  /** Validates (and if needed replays) against the head; CONFLICT when a response would differ. */
+  commit(options?: WriteOptions): Promise<CommitResult>;
+  abort(): Promise<void>;
+}
+
+export interface TransactionOptions {
+  /** Re-runs of `fn` after CONFLICT (default 10). */
+  retries?: number;
+  signal?: AbortSignal;
+}
+
+export type LockMode = 'exclusive' | 'shared';
+
+export interface LockOptions {
+  mode?: LockMode;
+  /** Wait for the lock (default true); false → LOCKED at once when it is held. */
+  wait?: boolean;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface Lock extends AsyncDisposable {
+  readonly path: string;
+  readonly mode: LockMode;
+  /** Fencing token: strictly increasing across all grants of the store. */
+  readonly token: number;
+  /** True when the previous holder's session ended while holding it (EOWNERDEAD). */
+  readonly ownerDied: boolean;
+  /** Aborts (reason: LatchkeyError LOCK_LOST) when this lock is lost. */
+  readonly signal: AbortSignal;
+  readonly held: boolean;
+  upgrade(options?: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal }): Promise<void>;
+  downgrade(): Promise<void>;
+  /** Idempotent. */
+  release(): Promise<void>;
+}
+
+export interface LockInfo {
+  readonly path: string;
+  readonly mode: LockMode;
+  readonly session: string;
+  readonly token: number;
+  readonly since: number;
+}
+
+export interface LockWaiterInfo {
+  readonly path: string;
+  readonly mode: LockMode | 'write' | 'upgrade';
+  readonly session: string;
+  readonly since: number;
+}
+
+export interface LockTableInfo {
+  readonly held: readonly LockInfo[];
+  readonly waiting: readonly LockWaiterInfo[];
+}
+
+export interface SessionOptions {
+  name?: string;
+}
+
+export interface WatchOptions {
+  recursive?: boolean;
+  /** Deliver events from this revision on (inclusive), from the history window. */
+  fromRevision?: number;
+  signal?: AbortSignal;
+}
+
+export interface WatchEvent {
+  readonly type: 'put' | 'delete';
+  readonly path: string;
+  readonly revision: number;
+  readonly value?: Uint8Array;
+}
+
+export interface StoreStats {
+  readonly revision: number;
+  readonly nodes: number;
+  readonly commits: number;
+  /** Transaction commits that were checked against a moved head. */
+  readonly validations: number;
+  /** Of those, commits that needed replay (a witness moved) and still committed. */
+  readonly replays: number;
+  /** CONFLICTs returned by commit. */
+  readonly conflicts: number;
+  readonly openTransactions: number;
+  readonly sessions: number;
+  readonly readOnly?: string;
+  readonly [key: string]: unknown;
+}
+
+/** A session: the unit of ownership (locks, ephemeral nodes, transactions) and of death. */
+export interface Session extends Reader, Writer, AsyncDisposable {
+  readonly id: string;
+  readonly name: string;
+  readonly closed: boolean;
+  begin(): Transaction;
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  lock(path: string, options?: LockOptions): Promise<Lock>;
+  locks(): LockInfo[];
+  close(): Promise<void>;
+}
+
+export interface Store extends Reader, Writer, AsyncDisposable {
+  /** The newest revision visible to readers. */
+  readonly revision: number;
+  begin(): Transaction;
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  session(options?: SessionOptions): Session;
+  lock(path: string, options?: LockOptions): Promise<Lock>;
+  lockTable(): LockTableInfo;
+  watch(path: string, options?: WatchOptions): AsyncIterable<WatchEvent>;
+  snapshot(): Promise<void>;
+  stats(): StoreStats;
+  close(): Promise<void>;
+}
+
+export type { ErrorCode };

@@ -1,0 +1,180 @@
+/**
+ * Operations and their execution against a tree.
+ *
+ * A `Workspace` is a root pointer plus the revision its writes will carry and
+ * the mutations they produced. Every write path of the engine goes through
+ * it: plain writes on the pending head, transactions on their snapshot,
+ * replay on the head at commit, `multi` batches. An operation either throws a
+ * LatchkeyError having changed nothing, or succeeds completely.
+ */
+import { LatchkeyError, invalidArgument } from './errors.js';
+import { joinPath, parsePath, validName } from './path.js';
+import { type Mutation, type Node, EMPTY_VALUE, lookup, putNode, putRoot, removeNode } from './tree.js';
+
+export interface SetOptions {
+  /** Write only if the node's version is this (0 = the node must be absent). */
+  ifVersion?: number;
+  /** Write only if the node's modRev is this. */
+  ifModRev?: number;
+  /** Write only if the node does not exist. */
+  ifAbsent?: boolean;
+}
+
+export interface CreateOptions {
+  /** Session id that owns the node; it is deleted when that session ends. */
+  owner?: string;
+  /** Append a zero-padded, monotonically increasing counter to the name. */
+  sequential?: boolean;
+}
+
+export interface DeleteOptions {
+  recursive?: boolean;
+  ifVersion?: number;
+}
+
+export interface CheckOptions {
+  version?: number;
+  modRev?: number;
+  exists?: boolean;
+}
+
+/** An operation as recorded in a transaction and carried by `multi` and the wire. */
+export type Op =
+  | { op: 'get'; path: string }
+  | { op: 'list'; path: string; after?: string; limit?: number }
+  | ({ op: 'set'; path: string; value: Uint8Array } & SetOptions)
+  | ({ op: 'create'; path: string; value: Uint8Array } & CreateOptions)
+  | ({ op: 'delete'; path: string } & DeleteOptions)
+  | ({ op: 'check'; path: string } & CheckOptions);
+
+export type WriteOp = Extract<Op, { op: 'set' | 'create' | 'delete' | 'check' }>;
+
+export interface ListResult {
+  names: string[];
+  /** True when `limit` cut the listing short. */
+  more: boolean;
+}
+
+export const SEQUENTIAL_DIGITS = 10;
+
+function conflict(path: string, why: string): LatchkeyError {
+  return new LatchkeyError('CONFLICT', `${why} at ${path}`, { path });
+}
+
+function checkCount(name: string, v: number | undefined): void {
+  if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) throw invalidArgument(`${name} must be a non-negative integer`);
+}
+
+export class Workspace {
+  readonly mutations: Mutation[] = [];
+
+  constructor(public root: Node, readonly rev: number) {}
+
+  get(path: string): Node | undefined {
+    return lookup(this.root, parsePath(path));
+  }
+
+  list(path: string, after?: string, limit?: number): ListResult {
+    const node = lookup(this.root, parsePath(path));
+    if (node === undefined) throw new LatchkeyError('NOT_FOUND', `no node at ${path}`, { path });
+    if (after !== undefined && (typeof after !== 'string' || (after !== '' && !validName(after)))) throw invalidArgument('list: `after` must be a child name');
+    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) throw invalidArgument('list: `limit` must be a positive integer');
+    if (limit === undefined) return { names: node.children.keys(after === '' ? undefined : after), more: false };
+    const names = node.children.keys(after === '' ? undefined : after, limit + 1);
+    const more = names.length > limit;
+    if (more) names.pop();
+    return { names, more };
+  }
+
+  /** Creates every missing ancestor of segs (exclusive) as an empty node. */
+  private ensureParents(path: string, segs: readonly string[]): void {
+    let n: Node | undefined = this.root;
+    let i = 0;
+    for (; i < segs.length - 1; i++) {
+      const next: Node | undefined = n.children.get(segs[i]!);
+      if (next === undefined) break;
+      n = next;
+    }
+    if (n.ephemeralOwner !== undefined) throw invalidArgument(`${joinPath(segs, i)} is ephemeral and cannot have children (writing ${path})`);
+    for (; i < segs.length - 1; i++) this.put(segs, i + 1, EMPTY_VALUE);
+  }
+
+  private put(segs: readonly string[], upto: number, value: Uint8Array, owner?: string, seq?: boolean): void {
+    const path = joinPath(segs, upto);
+    const s = upto === segs.length ? segs : segs.slice(0, upto);
+    this.root = s.length === 0 ? putRoot(this.root, this.rev, value) : putNode(this.root, s, this.rev, value, owner, seq);
+    const m: Mutation = owner !== undefined || seq
+      ? { op: 'put', path, value, ...(owner !== undefined ? { ephemeralOwner: owner } : {}), ...(seq ? { seq: true } : {}) }
+      : { op: 'put', path, value };
+    this.mutations.push(m);
+  }
+
+  set(path: string, value: Uint8Array, o: SetOptions = {}): void {
+    const segs = parsePath(path);
+    checkCount('ifVersion', o.ifVersion);
+    checkCount('ifModRev', o.ifModRev);
+    const node = lookup(this.root, segs);
+    if (o.ifAbsent && node !== undefined) throw conflict(path, 'ifAbsent: node exists');
+    if (o.ifVersion !== undefined && (node?.version ?? 0) !== o.ifVersion) {
+      throw conflict(path, `ifVersion ${o.ifVersion}: version is ${node?.version ?? 0}`);
+    }
+    if (o.ifModRev !== undefined && (node?.modRev ?? 0) !== o.ifModRev) {
+      throw conflict(path, `ifModRev ${o.ifModRev}: modRev is ${node?.modRev ?? 0}`);
+    }
+    if (node === undefined) this.ensureParents(path, segs);
+    this.put(segs, segs.length, value);
+  }
+
+  /** Returns the path created (which differs from `path` when sequential). */
+  create(path: string, value: Uint8Array, o: CreateOptions = {}): string {
+    let segs = parsePath(path);
+    if (segs.length === 0) throw new LatchkeyError('EXISTS', 'the root always exists', { path });
+    if (o.sequential) {
+      const parentSegs = segs.slice(0, -1);
+      const parent = lookup(this.root, parentSegs);
+      const n = parent?.seq ?? 0;
+      path = path + String(n).padStart(SEQUENTIAL_DIGITS, '0');
+      segs = parsePath(path);
+    }
+    if (lookup(this.root, segs) !== undefined) throw new LatchkeyError('EXISTS', `node exists at ${path}`, { path });
+    this.ensureParents(path, segs);
+    this.put(segs, segs.length, value, o.owner, o.sequential === true);
+    return path;
+  }
+
+  /** Returns whether a node was deleted. */
+  delete(path: string, o: DeleteOptions = {}): boolean {
+    const segs = parsePath(path);
+    checkCount('ifVersion', o.ifVersion);
+    if (segs.length === 0) throw invalidArgument('the root cannot be deleted');
+    const node = lookup(this.root, segs);
+    if (o.ifVersion !== undefined && (node?.version ?? 0) !== o.ifVersion) {
+      throw conflict(path, `ifVersion ${o.ifVersion}: version is ${node?.version ?? 0}`);
+    }
+    if (node === undefined) return false;
+    if (!o.recursive && node.children.size > 0) {
+      throw new LatchkeyError('NOT_EMPTY', `${path} has ${node.children.size} children (use recursive)`, { path });
+    }
+    this.root = removeNode(this.root, segs, this.rev);
+    this.mutations.push({ op: 'del', path });
+    return true;
+  }
+
+  check(path: string, o: CheckOptions): void {
+    const node = lookup(this.root, parsePath(path));
+    if (o.exists !== undefined && (node !== undefined) !== o.exists) throw conflict(path, o.exists ? 'check: node is absent' : 'check: node exists');
+    if (o.version !== undefined && (node?.version ?? 0) !== o.version) throw conflict(path, `check: version is ${node?.version ?? 0}, not ${o.version}`);
+    if (o.modRev !== undefined && (node?.modRev ?? 0) !== o.modRev) throw conflict(path, `check: modRev is ${node?.modRev ?? 0}, not ${o.modRev}`);
+  }
+
+  /** Executes a write op; returns its result (created path, deleted flag, or undefined). */
+  write(op: WriteOp): string | boolean | undefined {
+    switch (op.op) {
+      case 'set': this.set(op.path, op.value, op); return undefined;
+      case 'create': return this.create(op.path, op.value, op);
+      case 'delete': return this.delete(op.path, op);
+      case 'check': this.check(op.path, op); return undefined;
+    }
+  }
+}
+

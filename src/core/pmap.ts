@@ -1,0 +1,252 @@
+/**
+ * A persistent (immutable, structurally shared) sorted map from names to
+ * values: a copy-on-write B+tree ordered by `compareNames`.
+ *
+ * Every update returns a new map and copies only the O(log n) nodes on the
+ * path to the changed leaf, so a directory with a million children takes a
+ * write in microseconds and an old version stays valid for as long as
+ * someone holds it (that is what makes snapshots O(1)).
+ *
+ * Invariants: all leaves are at the same depth; a non-root node holds between
+ * MIN and MAX entries (MIN = MAX/4 after deletes, which keeps the tree shallow
+ * without costly rebalancing); `keys[i]` of an inner node is the smallest key
+ * in `children[i]`; `size` is the number of entries below a node.
+ */
+import { compareNames } from './path.js';
+
+const MAX = 32;
+const MIN = 8;
+
+interface Leaf<V> {
+  readonly leaf: true;
+  readonly keys: readonly string[];
+  readonly vals: readonly V[];
+  readonly size: number;
+}
+interface Inner<V> {
+  readonly leaf: false;
+  readonly keys: readonly string[];
+  readonly children: readonly BNode<V>[];
+  readonly size: number;
+}
+type BNode<V> = Leaf<V> | Inner<V>;
+
+/** Index of the first key >= k (binary search). */
+function lowerBound(keys: readonly string[], k: string): number {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareNames(keys[mid]!, k) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Child index of an inner node that would hold k. */
+function childIndex(keys: readonly string[], k: string): number {
+  let lo = 0;
+  let hi = keys.length - 1;
+  // last i with keys[i] <= k, or 0
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (compareNames(keys[mid]!, k) <= 0) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+function sumSizes<V>(children: readonly BNode<V>[]): number {
+  let n = 0;
+  for (const c of children) n += c.size;
+  return n;
+}
+
+function mkLeaf<V>(keys: string[], vals: V[]): Leaf<V> {
+  return { leaf: true, keys, vals, size: keys.length };
+}
+function mkInner<V>(children: BNode<V>[]): Inner<V> {
+  return { leaf: false, keys: children.map((c) => c.keys[0]!), children, size: sumSizes(children) };
+}
+
+function withItem<T>(arr: readonly T[], i: number, v: T): T[] {
+  const out = arr.slice();
+  out[i] = v;
+  return out;
+}
+function inserted<T>(arr: readonly T[], i: number, v: T): T[] {
+  const out = arr.slice(0, i);
+  out.push(v);
+  for (let j = i; j < arr.length; j++) out.push(arr[j]!);
+  return out;
+}
+function removed<T>(arr: readonly T[], i: number): T[] {
+  const out = arr.slice(0, i);
+  for (let j = i + 1; j < arr.length; j++) out.push(arr[j]!);
+  return out;
+}
+
+/** Result of inserting into a subtree: one node, or two after a split. */
+type Ins<V> = [BNode<V>] | [BNode<V>, BNode<V>];
+
+function insertRec<V>(n: BNode<V>, k: string, v: V): Ins<V> {
+  if (n.leaf) {
+    const i = lowerBound(n.keys, k);
+    if (i < n.keys.length && n.keys[i] === k) return [mkLeaf(n.keys as string[], withItem(n.vals, i, v))];
+    const keys = inserted(n.keys, i, k);
+    const vals = inserted(n.vals, i, v);
+    if (keys.length <= MAX) return [mkLeaf(keys, vals)];
+    const h = keys.length >>> 1;
+    return [mkLeaf(keys.slice(0, h), vals.slice(0, h)), mkLeaf(keys.slice(h), vals.slice(h))];
+  }
+  const i = childIndex(n.keys, k);
+  const r = insertRec(n.children[i]!, k, v);
+  let children: BNode<V>[];
+  if (r.length === 1) children = withItem(n.children, i, r[0]);
+  else {
+    children = withItem(n.children, i, r[0]);
+    children = inserted(children, i + 1, r[1]);
+  }
+  if (children.length <= MAX) return [mkInner(children)];
+  const h = children.length >>> 1;
+  return [mkInner(children.slice(0, h)), mkInner(children.slice(h))];
+}
+
+/** Merges or rebalances children[i] with a neighbour after it fell below MIN. */
+function fixUnderflow<V>(children: BNode<V>[], i: number): BNode<V>[] {
+  const j = i > 0 ? i - 1 : i + 1;
+  if (j >= children.length) return children;
+  const a = children[Math.min(i, j)]!;
+  const b = children[Math.max(i, j)]!;
+  const lo = Math.min(i, j);
+  let merged: BNode<V>[];
+  if (a.leaf && b.leaf) {
+    const keys = [...a.keys, ...b.keys];
+    const vals = [...a.vals, ...b.vals];
+    if (keys.length <= MAX) merged = [mkLeaf(keys, vals)];
+    else {
+      const h = keys.length >>> 1;
+      merged = [mkLeaf(keys.slice(0, h), vals.slice(0, h)), mkLeaf(keys.slice(h), vals.slice(h))];
+    }
+  } else if (!a.leaf && !b.leaf) {
+    const kids = [...a.children, ...b.children];
+    if (kids.length <= MAX) merged = [mkInner(kids)];
+    else {
+      const h = kids.length >>> 1;
+      merged = [mkInner(kids.slice(0, h)), mkInner(kids.slice(h))];
+    }
+  } else {
+    return children; // unreachable: siblings share a depth
+  }
+  const out = children.slice(0, lo);
+  out.push(...merged);
+  for (let k = lo + 2; k < children.length; k++) out.push(children[k]!);
+  return out;
+}
+
+function entries<V>(n: BNode<V>): number {
+  return n.leaf ? n.keys.length : n.children.length;
+}
+
+/** Returns the new subtree (possibly with fewer than MIN entries), or undefined if k is absent. */
+function deleteRec<V>(n: BNode<V>, k: string): BNode<V> | undefined {
+  if (n.leaf) {
+    const i = lowerBound(n.keys, k);
+    if (i >= n.keys.length || n.keys[i] !== k) return undefined;
+    return mkLeaf(removed(n.keys, i), removed(n.vals, i));
+  }
+  const i = childIndex(n.keys, k);
+  const c = deleteRec(n.children[i]!, k);
+  if (c === undefined) return undefined;
+  let children: BNode<V>[];
+  if (entries(c) === 0) children = removed(n.children, i);
+  else {
+    children = withItem(n.children, i, c);
+    if (entries(c) < MIN && children.length > 1) children = fixUnderflow(children, i);
+  }
+  return mkInner(children);
+}
+
+const EMPTY_LEAF: Leaf<never> = { leaf: true, keys: [], vals: [], size: 0 };
+
+export class PMap<V> {
+  private constructor(private readonly root: BNode<V>) {}
+
+  static empty<V>(): PMap<V> {
+    return EMPTY as PMap<V>;
+  }
+
+  static fromSorted<V>(keys: readonly string[], vals: readonly V[]): PMap<V> {
+    if (keys.length === 0) return PMap.empty();
+    let level: BNode<V>[] = [];
+    const per = (MAX * 3) >>> 2;
+    for (let i = 0; i < keys.length; i += per) level.push(mkLeaf(keys.slice(i, i + per), vals.slice(i, i + per)));
+    while (level.length > 1) {
+      const up: BNode<V>[] = [];
+      for (let i = 0; i < level.length; i += per) up.push(mkInner(level.slice(i, i + per)));
+      level = up;
+    }
+    return new PMap(level[0]!);
+  }
+
+  get size(): number {
+    return this.root.size;
+  }
+
+  get(k: string): V | undefined {
+    let n: BNode<V> = this.root;
+    while (!n.leaf) n = n.children[childIndex(n.keys, k)]!;
+    const i = lowerBound(n.keys, k);
+    return i < n.keys.length && n.keys[i] === k ? n.vals[i] : undefined;
+  }
+
+  has(k: string): boolean {
+    return this.get(k) !== undefined;
+  }
+
+  set(k: string, v: V): PMap<V> {
+    const r = insertRec(this.root, k, v);
+    return new PMap(r.length === 1 ? r[0] : mkInner([r[0], r[1]]));
+  }
+
+  delete(k: string): PMap<V> {
+    let r = deleteRec(this.root, k);
+    if (r === undefined) return this;
+    while (!r.leaf && r.children.length === 1) r = r.children[0]!;
+    if (!r.leaf && r.children.length === 0) r = EMPTY_LEAF;
+    return new PMap(r);
+  }
+
+  /** Entries in order with key > `after` (or all), at most `limit`. */
+  *entries(after?: string): Generator<[string, V]> {
+    yield* walk(this.root, after);
+  }
+
+  keys(after?: string, limit = Infinity): string[] {
+    const out: string[] = [];
+    if (limit <= 0) return out;
+    for (const [k] of walk(this.root, after)) {
+      out.push(k);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+}
+
+function* walk<V>(n: BNode<V>, after: string | undefined): Generator<[string, V]> {
+  if (n.leaf) {
+    let i = 0;
+    if (after !== undefined) {
+      i = lowerBound(n.keys, after);
+      if (i < n.keys.length && n.keys[i] === after) i++;
+    }
+    for (; i < n.keys.length; i++) yield [n.keys[i]!, n.vals[i]!];
+    return;
+  }
+  let i = after === undefined ? 0 : childIndex(n.keys, after);
+  for (; i < n.children.length; i++) {
+    yield* walk(n.children[i]!, i === 0 || after === undefined ? after : compareNames(n.keys[i]!, after) > 0 ? undefined : after);
+  }
+}
+
+const EMPTY = new (PMap as unknown as new (root: BNode<never>) => PMap<never>)(EMPTY_LEAF);

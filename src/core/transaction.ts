@@ -1,0 +1,169 @@
+/**
+ * Transactions: snapshot reads, precise validation, replay.
+ *
+ * A transaction runs every operation on a private Workspace rooted at the
+ * snapshot it began with, so it reads its snapshot plus its own writes. Each
+ * operation is recorded with the response the caller saw, and each read with
+ * a cheap witness (the modRev of the node read, or the childrenRev of the
+ * directory listed, or "absent").
+ *
+ * Commit (`replayAt`) re-executes the record against the current head, in
+ * order, on a fresh Workspace:
+ *  - a read whose witness still matches gives the same response by
+ *    construction (validation passed for it);
+ *  - a read whose witness moved is re-answered and compared with what the
+ *    caller saw (replay); equal bytes or names are as good as unchanged;
+ *  - a write is re-executed and its outcome (success/result, or error code)
+ *    compared.
+ * Every response equal → the Workspace's mutations are the commit. The first
+ * difference → CONFLICT naming that path. This is oxenstored's replay
+ * (seed 002) with per-node validation in front of it, so transactions on
+ * disjoint nodes never conflict whatever prefix they share, and a read of a
+ * value rewritten with the same bytes does not conflict either.
+ *
+ * A node's `stat` returned inside a transaction is informational: replay
+ * compares values and existence, not revisions. A transaction that must
+ * depend on a version says so with `ifVersion`/`check`, which replay
+ * re-checks exactly.
+ */
+import { LatchkeyError, isErrorCode } from './errors.js';
+import { type ListResult, type WriteOp, Workspace } from './ops.js';
+import { type Node, bytesEqual, lookup } from './tree.js';
+import { parsePath } from './path.js';
+
+/** What an operation answered: a value, or an error code. */
+export type Outcome = { ok: true; value: unknown } | { ok: false; code: string };
+
+export type Recorded =
+  | { kind: 'get'; path: string; witness: number; value: Uint8Array | undefined }
+  | { kind: 'list'; path: string; after: string | undefined; limit: number | undefined; witness: number; result: ListResult | string }
+  | { kind: 'write'; op: WriteOp; outcome: Outcome };
+
+const ABSENT = -1;
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function outcomeOf(f: () => unknown): Outcome {
+  try {
+    return { ok: true, value: f() };
+  } catch (e) {
+    if (e instanceof LatchkeyError && e.code !== 'INTERNAL') return { ok: false, code: e.code };
+    throw e;
+  }
+}
+
+function sameOutcome(a: Outcome, b: Outcome): boolean {
+  if (a.ok !== b.ok) return false;
+  if (!a.ok || !b.ok) return (a as { code: string }).code === (b as { code: string }).code;
+  return a.value === b.value;
+}
+
+export class TxState {
+  readonly ws: Workspace;
+  readonly record: Recorded[] = [];
+  private writes = 0;
+
+  constructor(readonly snapshot: Node, readonly snapshotRev: number) {
+    this.ws = new Workspace(snapshot, snapshotRev + 1);
+  }
+
+  get hasWrites(): boolean {
+    return this.writes > 0;
+  }
+
+  get opCount(): number {
+    return this.record.length;
+  }
+
+  get(path: string): Node | undefined {
+    const node = this.ws.get(path);
+    this.record.push({ kind: 'get', path, witness: node === undefined ? ABSENT : node.modRev, value: node?.value });
+    return node;
+  }
+
+  list(path: string, after?: string, limit?: number): ListResult {
+    const segs = parsePath(path);
+    const dir = lookup(this.ws.root, segs);
+    const witness = dir === undefined ? ABSENT : dir.childrenRev;
+    let result: ListResult | string;
+    try {
+      result = this.ws.list(path, after, limit);
+    } catch (e) {
+      if (!(e instanceof LatchkeyError) || !isErrorCode(e.code) || e.code === 'INVALID_ARGUMENT') throw e;
+      this.record.push({ kind: 'list', path, after, limit, witness, result: e.code });
+      throw e;
+    }
+    this.record.push({ kind: 'list', path, after, limit, witness, result });
+    return result;
+  }
+
+  /** Executes and records a write; rethrows its error after recording it. */
+  write(op: WriteOp): string | boolean | undefined {
+    parsePath(op.path); // bad paths are the caller's bug, not a response to replay
+    this.writes++;
+    let outcome: Outcome;
+    try {
+      outcome = { ok: true, value: this.ws.write(op) };
+    } catch (e) {
+      if (!(e instanceof LatchkeyError) || e.code === 'INTERNAL' || e.code === 'INVALID_ARGUMENT') throw e;
+      outcome = { ok: false, code: e.code };
+      this.record.push({ kind: 'write', op, outcome });
+      throw e;
+    }
+    this.record.push({ kind: 'write', op, outcome });
+    return outcome.value as string | boolean | undefined;
+  }
+}
+
+export type ReplayResult =
+  | { ok: true; ws: Workspace; /** some witness moved but every response was equal */ replayed: boolean }
+  | { ok: false; path: string; index: number };
+
+/**
+ * Re-executes a transaction's record against `head` (whose writes will carry
+ * revision `rev`). Pure: returns the workspace to commit, or where it diverged.
+ */
+export function replayAt(record: readonly Recorded[], head: Node, rev: number, txRev: number): ReplayResult {
+  const ws = new Workspace(head, rev);
+  let replayed = false;
+  for (let i = 0; i < record.length; i++) {
+    const r = record[i]!;
+    switch (r.kind) {
+      case 'get': {
+        const node = ws.get(r.path);
+        const w = node === undefined ? ABSENT : node.modRev;
+        if (w === r.witness) break;
+        const own = w === rev && r.witness === txRev; // both are this transaction's own write
+        if ((node === undefined) !== (r.value === undefined)) return { ok: false, path: r.path, index: i };
+        if (node !== undefined && !bytesEqual(node.value, r.value!)) return { ok: false, path: r.path, index: i };
+        if (!own) replayed = true;
+        break;
+      }
+      case 'list': {
+        const dir = ws.get(r.path);
+        const w = dir === undefined ? ABSENT : dir.childrenRev;
+        if (w === r.witness) break;
+        const own = w === rev && r.witness === txRev;
+        const again = outcomeOf(() => ws.list(r.path, r.after, r.limit));
+        if (typeof r.result === 'string') {
+          if (again.ok || again.code !== r.result) return { ok: false, path: r.path, index: i };
+        } else {
+          const lr = again.ok ? (again.value as ListResult) : undefined;
+          if (lr === undefined || lr.more !== r.result.more || !sameNames(lr.names, r.result.names)) return { ok: false, path: r.path, index: i };
+        }
+        if (!own) replayed = true;
+        break;
+      }
+      case 'write': {
+        const again = outcomeOf(() => ws.write(r.op));
+        if (!sameOutcome(again, r.outcome)) return { ok: false, path: r.op.path, index: i };
+        break;
+      }
+    }
+  }
+  return { ok: true, ws, replayed };
+}

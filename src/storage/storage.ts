@@ -1,0 +1,37 @@
+/**
+ * The seam between the engine and durable storage.
+ *
+ * The engine applies a commit to its pending head synchronously, calls
+ * `log.append` (buffering only, no I/O), and later `log.sync()` for a whole
+ * group of commits; a commit is acknowledged and made visible only after the
+ * sync that covers it resolved. The engine never holds state across the
+ * await other than the group it is syncing (seed 000: slow I/O outside the
+ * critical section).
+ */
+import type { Mutation, Node } from '../core/tree.js';
+
+export interface CommitLog {
+  /** Buffers one commit's record. Synchronous; does no I/O. */
+  append(rev: number, mutations: readonly Mutation[]): void;
+  /**
+   * Writes and fsyncs everything appended so far. At most one sync is in
+   * flight at a time (the engine guarantees it). Rejects with a
+   * LatchkeyError (e.g. code READ_ONLY/INTERNAL with the errno as cause) on
+   * I/O failure; after a failure the log accepts nothing more.
+   */
+  sync(): Promise<void>;
+  /** Bytes of log written since the last snapshot (drives automatic snapshots). */
+  readonly bytesSinceSnapshot: number;
+}
+
+export interface Storage {
+  /** State recovered at open. */
+  readonly root: Node;
+  readonly revision: number;
+  readonly log: CommitLog;
+  /** Writes a snapshot of `root` (durable state at `rev`) while commits continue; then drops covered log. */
+  snapshot(root: Node, rev: number): Promise<void>;
+  stats(): Record<string, unknown>;
+  /** Flushes and releases the directory (ownership included). */
+  close(): Promise<void>;
+}
