@@ -164,7 +164,10 @@ class FileStorage implements DurableStorage {
     for (const r of drop) {
       await this.fs.unlink(path.join(this.dir, snapshotName(r))).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
     }
-    await this.wal.removeSegmentsThrough(this.snapshotRevs[0]!);
+    // While fewer snapshots than `snapshotsKept` exist, the empty tree at
+    // revision 0 is the oldest fallback: keep the whole log.
+    const oldest = this.snapshotRevs.length >= this.extra.snapshotsKept ? this.snapshotRevs[0]! : 0;
+    await this.wal.removeSegmentsThrough(oldest);
   }
 
   stats(): Record<string, unknown> {

@@ -218,6 +218,8 @@ interface Frame {
   expected: number;
   names: string[];
   nodes: Node[];
+  /** Nodes in the subtree so far (itself included). */
+  size: number;
 }
 
 class BlockReader {
@@ -341,7 +343,7 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
         const flags = r.varint();
         const f: Frame = {
           name, createRev: r.varint(), modRev: r.varint(), version: r.varint(), childrenRev: r.varint(),
-          seq: r.varint(), expected: r.varint(), value: EMPTY_VALUE, owner: undefined, names: [], nodes: [],
+          seq: r.varint(), expected: r.varint(), value: EMPTY_VALUE, owner: undefined, names: [], nodes: [], size: 1,
         };
         f.value = r.bytes();
         if (flags & FLAG_OWNER) f.owner = r.string();
@@ -362,12 +364,12 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
           const done = stack.pop()!;
           const node: Node = {
             value: done.value, createRev: done.createRev, modRev: done.modRev, version: done.version,
-            childrenRev: done.childrenRev, seq: done.seq, ephemeralOwner: done.owner,
+            childrenRev: done.childrenRev, seq: done.seq, ephemeralOwner: done.owner, size: done.size,
             children: done.nodes.length === 0 ? PMap.empty() : PMap.fromSorted(done.names, done.nodes),
           };
           const up = stack[stack.length - 1];
           if (up === undefined) root = node;
-          else { up.names.push(done.name); up.nodes.push(node); }
+          else { up.names.push(done.name); up.nodes.push(node); up.size += done.size; }
         }
       }
       pos += BLOCK_HEADER_SIZE + len;

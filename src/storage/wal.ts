@@ -4,11 +4,13 @@
  * Design (see docs/format.md for the byte layout):
  *
  * 1. The log is a sequence of segment files `wal-<firstRev>.log`, each a
- *    32-byte header followed by records. A record is one commit: a 20-byte
+ *    32-byte header followed by records. A record is one commit: a 24-byte
  *    header (magic "LR", format version, type, payload length, revision,
- *    CRC32C) and a msgpack payload listing the commit's mutations. The CRC
- *    covers the header's first 16 bytes and the payload, so a flipped bit in
- *    the length or the revision is caught like one in the data.
+ *    CRC32C of the payload, CRC32C of the header's first 20 bytes) and a
+ *    msgpack payload listing the commit's mutations. The header has its own
+ *    checksum so that its length field is trusted before it is used: a
+ *    record that runs past the end of the file is then really cut short (a
+ *    torn tail), never a flipped bit in a length in the middle of the log.
  * 2. Revisions are contiguous: record n+1 carries revision(n)+1, across
  *    segments too (a segment's header repeats the first revision its name
  *    promises). Recovery treats a gap as corruption.
@@ -45,7 +47,7 @@ import type { CommitLog } from './storage.js';
 export const WAL_FORMAT_VERSION = 1;
 export const SEGMENT_MAGIC = 'LATCHWAL';
 export const SEGMENT_HEADER_SIZE = 32;
-export const RECORD_HEADER_SIZE = 20;
+export const RECORD_HEADER_SIZE = 24;
 /** A record longer than this is damage, not data (the engine's transaction limits are far below). */
 export const MAX_RECORD_PAYLOAD = 256 * 1024 * 1024;
 const RECORD_MAGIC0 = 0x4c; // 'L'
@@ -92,9 +94,8 @@ export function encodeRecord(rev: number, muts: readonly Mutation[]): Uint8Array
   dv.setUint32(4, payload.length, true);
   writeU64(dv, 8, rev);
   rec.set(payload, RECORD_HEADER_SIZE);
-  let c = crc32c(rec, 0, 0, 16);
-  c = crc32c(rec, c, RECORD_HEADER_SIZE, rec.length);
-  dv.setUint32(16, c, true);
+  dv.setUint32(16, crc32c(payload), true);
+  dv.setUint32(20, crc32c(rec, 0, 0, 20), true);
   return rec;
 }
 
@@ -195,20 +196,24 @@ export function scanSegment(buf: Uint8Array, file: string, nameRev: number, isLa
   const stop = (reason: string, tornIf: boolean, revision?: number): SegmentScan =>
     isLast && tornIf
       ? { file, size, firstRev: nameRev, records, validEnd: off, torn: { offset: off, reason } }
-      : { file, size, firstRev: nameRev, records, validEnd: off, damage: { offset: off, revision, reason } };
+      : { file, size, firstRev: nameRev, records, validEnd: off, damage: { offset: off, revision: revision ?? expect, reason } };
   while (off < size) {
     const rem = size - off;
     if (rem < RECORD_HEADER_SIZE) return stop('record header truncated', true);
+    // The header is trusted only once its own checksum matches; a bad header
+    // is a torn tail only where nothing was written from it on (zeros).
+    if (dv.getUint32(off + 20, true) !== crc32c(buf, 0, off, off + 20)) return stop('record header checksum mismatch', allZero(buf, off));
     if (buf[off] !== RECORD_MAGIC0 || buf[off + 1] !== RECORD_MAGIC1 || buf[off + 2] !== WAL_FORMAT_VERSION || buf[off + 3] !== RECORD_TYPE_COMMIT) {
-      return stop('bad record header', allZero(buf, off));
+      return stop('bad record header', false);
     }
     const len = dv.getUint32(off + 4, true);
     const rev = readU64(dv, off + 8);
     const end = off + RECORD_HEADER_SIZE + len;
-    if (len > MAX_RECORD_PAYLOAD || end > size) return stop(`record length ${len} runs past the end of the file`, true, rev);
-    let c = crc32c(buf, 0, off, off + 16);
-    c = crc32c(buf, c, off + RECORD_HEADER_SIZE, end);
-    if (c !== dv.getUint32(off + 16, true)) return stop('record checksum mismatch', end === size || allZero(buf, end), rev);
+    if (len > MAX_RECORD_PAYLOAD) return stop(`record length ${len} out of range`, false, rev);
+    if (end > size) return stop(`record of ${len} bytes cut short by the end of the file`, true, rev);
+    if (crc32c(buf, 0, off + RECORD_HEADER_SIZE, end) !== dv.getUint32(off + 16, true)) {
+      return stop('record checksum mismatch', end === size || allZero(buf, end), rev);
+    }
     if (rev !== expect) return stop(`revision gap: expected ${expect}, found ${rev}`, false, rev);
     records.push({ rev, offset: off, payloadStart: off + RECORD_HEADER_SIZE, payloadEnd: end });
     expect = rev + 1;
