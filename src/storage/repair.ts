@@ -26,7 +26,7 @@ import { type Fs, realFs, writeAll } from './fs.js';
 import { acquireOwnership } from './ownership.js';
 import { listDir, replayRecord, walkLog } from './recovery.js';
 import { readSnapshot } from './snapshot.js';
-import { SEGMENT_HEADER_SIZE, scanSegment } from './wal.js';
+import { SEGMENT_HEADER_SIZE, highestRevisionAfter } from './wal.js';
 
 export interface RepairReport {
   readonly dir: string;
@@ -116,7 +116,6 @@ async function repairOwned(fs: Fs, dir: string): Promise<RepairReport> {
       return { dir, clean, revision, lost: lostFrom === undefined ? undefined : { from: lostFrom, to: lostTo }, movedAside, truncated };
     }
     const segs = listing.segments;
-    const seg = segs[p.segment]!;
     const next = segs.slice(p.segment + 1).find((s) => s.firstRev <= snapRev + 1);
     if (p.revision !== undefined && p.revision <= snapRev && next !== undefined && p.offset > 0) {
       // Covered by the snapshot, and the log goes on after it elsewhere.
@@ -126,17 +125,15 @@ async function repairOwned(fs: Fs, dir: string): Promise<RepairReport> {
     // Keep the prefix of the damaged segment, move it and everything after aside.
     const kept = Math.max(snapRev, walk.reach);
     let maxSeen: number | undefined;
+    const seen = (r: number | undefined): void => { if (r !== undefined) maxSeen = Math.max(maxSeen ?? 0, r); };
     for (let j = segs.length - 1; j > p.segment; j--) {
       const file = path.join(dir, segs[j]!.name);
-      const buf = await fs.readFile(file).catch(() => undefined);
-      if (buf !== undefined) {
-        const sc = scanSegment(buf, file, segs[j]!.firstRev, false);
-        const last = sc.records.at(-1)?.rev ?? segs[j]!.firstRev;
-        maxSeen = Math.max(maxSeen ?? 0, last);
-      }
+      const later = await fs.readFile(file).catch(() => undefined);
+      if (later !== undefined) seen(highestRevisionAfter(later, SEGMENT_HEADER_SIZE));
       movedAside.push({ file, to: await moveAside(fs, file), reason: `follows damage at ${p.file}:${p.offset}` });
     }
     const buf = await fs.readFile(p.file);
+    seen(highestRevisionAfter(buf, p.offset));
     const to = await moveAside(fs, p.file);
     movedAside.push({ file: p.file, to, reason: p.reason });
     if (p.offset > SEGMENT_HEADER_SIZE) {
@@ -152,6 +149,6 @@ async function repairOwned(fs: Fs, dir: string): Promise<RepairReport> {
       truncated.push({ file: p.file, keptBytes: p.offset });
     }
     await fs.syncDir(dir);
-    if (seg.firstRev > kept + 1 || (p.revision ?? kept + 1) > kept) noteLost(kept + 1, maxSeen !== undefined && maxSeen > kept ? maxSeen : undefined);
+    noteLost(kept + 1, maxSeen !== undefined && maxSeen > kept ? maxSeen : undefined);
   }
 }

@@ -222,6 +222,23 @@ export function scanSegment(buf: Uint8Array, file: string, nameRev: number, isLa
   return { file, size, firstRev: nameRev, records, validEnd: off };
 }
 
+/**
+ * The highest revision of any record header found intact at or after
+ * `from` (resynchronising byte by byte: the header checksum makes false
+ * positives negligible). Repair uses it to say how far a damaged log went.
+ */
+export function highestRevisionAfter(buf: Uint8Array, from: number): number | undefined {
+  const dv = dataView(buf);
+  let best: number | undefined;
+  for (let off = from; off + RECORD_HEADER_SIZE <= buf.length; off++) {
+    if (buf[off] !== RECORD_MAGIC0 || buf[off + 1] !== RECORD_MAGIC1 || buf[off + 2] !== WAL_FORMAT_VERSION) continue;
+    if (dv.getUint32(off + 20, true) !== crc32c(buf, 0, off, off + 20)) continue;
+    const rev = readU64(dv, off + 8);
+    if (rev !== undefined && (best === undefined || rev > best)) best = rev;
+  }
+  return best;
+}
+
 // ---------------------------------------------------------------------------
 // The writer
 
