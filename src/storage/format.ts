@@ -55,11 +55,16 @@ export function errnoOf(e: unknown): string | undefined {
   return typeof c === 'string' ? c : undefined;
 }
 
-/** Converts a failed disk operation (the storage edge's one conversion). */
-export function ioError(what: string, file: string, e: unknown, info: Record<string, unknown> = {}): LatchkeyError {
+/**
+ * Converts a failed disk operation (the storage edge's one conversion):
+ * `READ_ONLY` when the log failed (the store accepts no more commits),
+ * `IO` for anything else (a snapshot, reading at open, repair).
+ */
+export function ioError(what: string, file: string, e: unknown, info: Record<string, unknown> = {}, code: 'READ_ONLY' | 'IO' = 'IO'): LatchkeyError {
   if (e instanceof LatchkeyError) return e;
   const errno = errnoOf(e) ?? 'EUNKNOWN';
-  return new LatchkeyError('READ_ONLY', `${what} failed (${errno}) on ${file}; the store is read-only`, {
+  const tail = code === 'READ_ONLY' ? '; the store is read-only' : '';
+  return new LatchkeyError(code, `${what} failed (${errno}) on ${file}${tail}`, {
     cause: e, info: { errno, file, ...info },
   });
 }

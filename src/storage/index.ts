@@ -80,6 +80,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
     const rec = await recover(fs, dir, durable);
     const wal = await Wal.open({
       dir, fs, segmentBytes, durable, segments: rec.segments, activeSize: rec.activeSize, nextRev: rec.revision + 1,
+      bytesSinceSnapshot: rec.bytesAfterSnapshot,
     });
     const recoveryMs = performance.now() - t0;
     return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, {

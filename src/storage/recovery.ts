@@ -79,6 +79,8 @@ export interface LogWalk {
   readonly problem: LogProblem | undefined;
   /** Records applied (only when `apply` was given). */
   readonly replayed: number;
+  /** Bytes of the records after `snapRev` (they count toward the next automatic snapshot). */
+  readonly bytesAfter: number;
 }
 
 /**
@@ -94,6 +96,7 @@ export async function walkLog(
   let lastRev = 0;
   let reach = snapRev;
   let replayed = 0;
+  let bytesAfter = 0;
   let torn: LogWalk['torn'];
   let lastValidEnd: number | undefined;
   for (let i = 0; i < segments.length; i++) {
@@ -101,7 +104,7 @@ export async function walkLog(
     const file = path.join(dir, seg.name);
     const isLast = i === segments.length - 1;
     const problem = (offset: number, revision: number | undefined, reason: string): LogWalk =>
-      ({ lastRev, reach, torn, lastValidEnd, replayed, problem: { segment: i, file, offset, revision, reason } });
+      ({ lastRev, reach, torn, lastValidEnd, replayed, bytesAfter, problem: { segment: i, file, offset, revision, reason } });
     // A gap between segments matters only if the snapshot does not cover it.
     if (seg.firstRev > reach + 1 && seg.firstRev - 1 > snapRev) {
       return problem(0, reach + 1, `revision gap: the log resumes at ${seg.firstRev}, expected ${reach + 1}`);
@@ -129,6 +132,7 @@ export async function walkLog(
           replayed++;
         }
         reach = r.rev;
+        bytesAfter += r.payloadEnd - r.offset;
       }
       lastRev = r.rev;
     }
@@ -139,7 +143,7 @@ export async function walkLog(
     if (isLast) lastValidEnd = scan.torn?.offset === 0 ? undefined : scan.validEnd;
     expect = (scan.records.at(-1)?.rev ?? seg.firstRev - 1) + 1;
   }
-  return { lastRev, reach, torn, lastValidEnd, problem: undefined, replayed };
+  return { lastRev, reach, torn, lastValidEnd, problem: undefined, replayed, bytesAfter };
 }
 
 export interface Recovered {
@@ -153,6 +157,7 @@ export interface Recovered {
   readonly torn: { file: string; offset: number; bytes: number; reason: string } | undefined;
   readonly damagedSnapshots: { file: string; rev: number; movedTo: string; reason: string }[];
   readonly replayed: number;
+  readonly bytesAfterSnapshot: number;
   readonly snapshotsKept: { name: string; rev: number }[];
 }
 
@@ -251,6 +256,6 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   return {
     root, revision, snapshot, segments, activeSize,
     torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
-    damagedSnapshots, replayed: walk.replayed, snapshotsKept: snaps,
+    damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, snapshotsKept: snaps,
   };
 }

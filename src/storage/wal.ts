@@ -260,6 +260,8 @@ export interface WalInit {
   activeSize: number | undefined;
   /** Revision the next append must carry. */
   nextRev: number;
+  /** Log bytes already past the newest snapshot (found by recovery). */
+  bytesSinceSnapshot?: number;
 }
 
 export interface WalStats {
@@ -297,6 +299,7 @@ export class Wal implements CommitLog {
     this.segments = [...init.segments];
     this.nextRev = init.nextRev;
     this.durableRev = init.nextRev - 1;
+    this.sinceSnapshot = init.bytesSinceSnapshot ?? 0;
   }
 
   static async open(init: WalInit): Promise<Wal> {
@@ -364,7 +367,7 @@ export class Wal implements CommitLog {
       await writeAll(fh, group, this.activeSize);
       if (this.durable) await fh.datasync();
     } catch (e) {
-      this.failure = ioError('writing the log', file, e, { revisions: [first, last] });
+      this.failure = ioError('writing the log', file, e, { revisions: [first, last] }, 'READ_ONLY');
       // Best effort (see design note 5); the failure stands whatever happens here.
       if (this.fh !== undefined && this.activeFile() === file) await this.fh.truncate(at).catch(() => undefined);
       throw this.failure;
@@ -442,7 +445,7 @@ export class Wal implements CommitLog {
       }
     } catch (e) {
       await fh?.close().catch(() => undefined);
-      throw ioError('starting a log segment', file, e);
+      throw ioError('starting a log segment', file, e, {}, 'READ_ONLY');
     }
     this.fh = fh;
     this.activeSize = SEGMENT_HEADER_SIZE;

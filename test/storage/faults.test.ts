@@ -88,7 +88,8 @@ test('faults: a failed snapshot (EIO on rename) leaves no file behind and the lo
     const d = new Driver(s);
     await d.many(10);
     fs.inject({ op: 'rename', code: 'EIO', file: /\.snap$/, times: 1 });
-    await assert.rejects(s.snapshot(d.root, d.rev), (e: unknown) => LatchkeyError.is(e) && (e as LatchkeyError).info?.['errno'] === 'EIO');
+    await assert.rejects(s.snapshot(d.root, d.rev), (e: unknown) => LatchkeyError.is(e, 'IO') && e.info?.['errno'] === 'EIO');
+    assert.equal(s.stats()['readOnly'], undefined, 'a failed snapshot does not stop commits');
     assert.deepEqual(await files(dir, /snap/), []);
     await d.many(3);
     await s.snapshot(d.root, d.rev);

@@ -215,3 +215,27 @@ test('wal: segments are removed only once a newer snapshot covers them, keeping 
     await removeDir(dir);
   }
 });
+
+test('wal: log bytes written before a reopen still count toward the next automatic snapshot', async () => {
+  const dir = await tempDir();
+  try {
+    const s = await openStorage(dir, { snapshotEveryBytes: 3000 });
+    const d = new Driver(s);
+    await d.many(20);
+    const bytes = s.log.bytesSinceSnapshot;
+    assert.ok(bytes > 0 && !s.needsSnapshot());
+    await s.close();
+    const s2 = await openStorage(dir, { snapshotEveryBytes: 3000 });
+    assert.equal(s2.log.bytesSinceSnapshot, bytes);
+    const d2 = new Driver(s2);
+    while (!s2.needsSnapshot()) await d2.many(1);
+    await s2.snapshot(d2.root, d2.rev);
+    assert.equal(s2.log.bytesSinceSnapshot, 0);
+    await s2.close();
+    const s3 = await openStorage(dir, { snapshotEveryBytes: 3000 });
+    assert.equal(s3.log.bytesSinceSnapshot, 0);
+    await s3.close();
+  } finally {
+    await removeDir(dir);
+  }
+});
