@@ -71,6 +71,8 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
   dir = path.resolve(dir);
   try {
     await fs.mkdir(dir);
+    // The directory's own entry must be durable before anything in it is acknowledged.
+    if (durable) await fs.syncDir(path.dirname(dir));
   } catch (e) {
     throw ioError('creating the data directory', dir, e);
   }

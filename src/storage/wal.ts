@@ -354,13 +354,14 @@ export class Wal implements CommitLog {
     this.pending = [];
     this.pendingBytes = 0;
     this.syncing = true;
-    const at = this.activeSize;
+    let at = this.activeSize;
     let file = this.activeFile();
     try {
       if (this.rotateRequested || this.activeSize >= this.segmentBytes) {
         if (this.activeSize > SEGMENT_HEADER_SIZE) await this.rotate(first);
         this.rotateRequested = false;
         file = this.activeFile();
+        at = this.activeSize;
       }
       const fh = this.fh;
       assert(fh !== undefined, 'log has no open segment');
