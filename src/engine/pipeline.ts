@@ -62,11 +62,12 @@ export class CommitPipeline {
     return this.group.length;
   }
 
-  submit(rev: number, mutations: readonly Mutation[], before: Node, after: Node): Promise<void> {
+  /** Returns undefined when the commit was published at once (no log), else when it will be. */
+  submit(rev: number, mutations: readonly Mutation[], before: Node, after: Node): Promise<void> | undefined {
     if (this.failure) return Promise.reject(this.failure);
     if (this.log === undefined) {
       this.publishOne({ rev, mutations, before, after });
-      return Promise.resolve();
+      return undefined;
     }
     this.log.append(rev, mutations);
     return new Promise<void>((resolve, reject) => {
