@@ -31,18 +31,26 @@ export interface Node {
   readonly seq: number;
   /** Nodes in this subtree, itself included (the root's is the store's node count). */
   readonly size: number;
+  /**
+   * Access-control entries, opaque to the engine (the XenStore adapter keeps
+   * XenStore permissions here: `n0`, `r5`, …, the first naming the owner).
+   */
+  readonly perms: readonly string[] | undefined;
 }
 
 /**
  * One change in a commit.
  * - `put` writes a node's value, creating it (its parent must exist: creation
  *   of missing parents is spelled out as puts of their own).
+ *   `seq: true` says the parent's sequential counter advanced.
  * - `del` removes a node and its whole subtree.
- * `seq: true` on a put says the parent's sequential counter advanced.
+ * - `perms` replaces an existing node's access-control entries (a metadata
+ *   write: modRev moves, version does not).
  */
 export type Mutation =
   | { readonly op: 'put'; readonly path: string; readonly value: Uint8Array; readonly ephemeralOwner?: string; readonly seq?: boolean }
-  | { readonly op: 'del'; readonly path: string };
+  | { readonly op: 'del'; readonly path: string }
+  | { readonly op: 'perms'; readonly path: string; readonly perms: readonly string[] };
 
 export const EMPTY_VALUE: Uint8Array = new Uint8Array(0);
 
@@ -52,17 +60,17 @@ export const EMPTY_VALUE: Uint8Array = new Uint8Array(0);
  */
 export function mkNode(
   value: Uint8Array, createRev: number, modRev: number, version: number, childrenRev: number,
-  children: PMap<Node>, ephemeralOwner: string | undefined, seq: number, size: number,
+  children: PMap<Node>, ephemeralOwner: string | undefined, seq: number, size: number, perms: readonly string[] | undefined,
 ): Node {
-  return { value, createRev, modRev, version, childrenRev, children, ephemeralOwner, seq, size };
+  return { value, createRev, modRev, version, childrenRev, children, ephemeralOwner, seq, size, perms };
 }
 
 function withChildren(n: Node, children: PMap<Node>, childrenRev: number, seq: number, size: number): Node {
-  return mkNode(n.value, n.createRev, n.modRev, n.version, childrenRev, children, n.ephemeralOwner, seq, size);
+  return mkNode(n.value, n.createRev, n.modRev, n.version, childrenRev, children, n.ephemeralOwner, seq, size, n.perms);
 }
 
 export function emptyRoot(): Node {
-  return mkNode(EMPTY_VALUE, 0, 0, 0, 0, PMap.empty(), undefined, 0, 1);
+  return mkNode(EMPTY_VALUE, 0, 0, 0, 0, PMap.empty(), undefined, 0, 1, undefined);
 }
 
 export function lookup(root: Node, segs: readonly string[]): Node | undefined {
@@ -91,8 +99,8 @@ export function putNode(root: Node, segs: readonly string[], rev: number, value:
   return updateParent(root, segs, 0, (parent) => {
     const old = parent.children.get(name);
     const node = old === undefined
-      ? mkNode(value, rev, rev, 1, rev, PMap.empty(), ephemeralOwner, 0, 1)
-      : mkNode(value, old.createRev, rev, old.version + 1, old.childrenRev, old.children, old.ephemeralOwner, old.seq, old.size);
+      ? mkNode(value, rev, rev, 1, rev, PMap.empty(), ephemeralOwner, 0, 1, undefined)
+      : mkNode(value, old.createRev, rev, old.version + 1, old.childrenRev, old.children, old.ephemeralOwner, old.seq, old.size, old.perms);
     return withChildren(parent, parent.children.set(name, node),
       old === undefined ? rev : parent.childrenRev,
       seq ? parent.seq + 1 : parent.seq,
@@ -112,7 +120,20 @@ export function removeNode(root: Node, segs: readonly string[], rev: number): No
 
 /** Writes the root's own value (the root always exists). */
 export function putRoot(root: Node, rev: number, value: Uint8Array): Node {
-  return mkNode(value, root.createRev, rev, root.version + 1, root.childrenRev, root.children, root.ephemeralOwner, root.seq, root.size);
+  return mkNode(value, root.createRev, rev, root.version + 1, root.childrenRev, root.children, root.ephemeralOwner, root.seq, root.size, root.perms);
+}
+
+/** Replaces a node's access-control entries (the root's included). */
+export function setPerms(root: Node, segs: readonly string[], rev: number, perms: readonly string[]): Node {
+  const p = Object.freeze([...perms]);
+  const withPerms = (n: Node): Node => mkNode(n.value, n.createRev, rev, n.version, n.childrenRev, n.children, n.ephemeralOwner, n.seq, n.size, p);
+  if (segs.length === 0) return withPerms(root);
+  const name = segs[segs.length - 1]!;
+  return updateParent(root, segs, 0, (parent) => {
+    const old = parent.children.get(name);
+    assert(old !== undefined, `perms of a missing node /${segs.join('/')}`);
+    return withChildren(parent, parent.children.set(name, withPerms(old)), parent.childrenRev, parent.seq, parent.size);
+  });
 }
 
 /** Applies a commit's mutations at `rev`. Used by recovery and followers; asserts they fit. */
@@ -121,6 +142,8 @@ export function applyMutations(root: Node, rev: number, muts: readonly Mutation[
     const segs = splitPath(m.path);
     if (m.op === 'put') {
       root = segs.length === 0 ? putRoot(root, rev, m.value) : putNode(root, segs, rev, m.value, m.ephemeralOwner, m.seq);
+    } else if (m.op === 'perms') {
+      root = setPerms(root, segs, rev, m.perms);
     } else {
       root = removeNode(root, segs, rev);
     }

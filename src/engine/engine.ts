@@ -18,7 +18,7 @@
  */
 import type { CommitResult, StoreStats, WriteOptions } from '../api.js';
 import { BugError, LatchkeyError, assert } from '../core/errors.js';
-import { Workspace } from '../core/ops.js';
+import { type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
@@ -354,10 +354,21 @@ function splitSegs(path: string): string[] {
 export function writeTargets(tx: TxState): WriteTarget[] {
   const out: WriteTarget[] = [];
   for (const r of tx.record) {
-    if (r.kind !== 'write' || r.op.op === 'check') continue;
-    out.push(targetOf(r.op.op, r.op.path, r.op.op === 'create' && r.op.sequential === true));
+    if (r.kind !== 'write') continue;
+    const t = targetOfOp(r.op);
+    if (t !== undefined) out.push(t);
   }
   return out;
+}
+
+/** Where a write op touches the tree (undefined for `check`, which only reads). */
+export function targetOfOp(op: WriteOp): WriteTarget | undefined {
+  switch (op.op) {
+    case 'check': return undefined;
+    case 'setPerms': return { path: op.path, subtree: false };
+    case 'create': return targetOf('create', op.path, op.sequential === true);
+    default: return targetOf(op.op, op.path);
+  }
 }
 
 export function targetOf(op: 'set' | 'create' | 'delete', path: string, sequential = false): WriteTarget {

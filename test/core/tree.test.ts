@@ -137,3 +137,20 @@ test('tree: conditional writes fail with CONFLICT and change nothing', () => {
   ws.set('/fresh', Buffer.from('2'), { ifVersion: 0 });
   assert.equal(ws.mutations.length, 3);
 });
+
+test('tree: perms are metadata: modRev moves, version does not, and replay keeps them', () => {
+  const ws = new Workspace(emptyRoot(), 1);
+  ws.set('/p/q', Buffer.from('v'));
+  const ws2 = new Workspace(ws.root, 2);
+  ws2.setPerms('/p/q', ['n0', 'r5']);
+  ws2.setPerms('/', ['n0']);
+  const q = ws2.get('/p/q')!;
+  assert.deepEqual(q.perms, ['n0', 'r5']);
+  assert.deepEqual([q.modRev, q.version], [2, 1]);
+  assert.throws(() => ws2.setPerms('/nope', ['n0']), (e: unknown) => LatchkeyError.is(e, 'NOT_FOUND'));
+  const again = applyMutations(applyMutations(emptyRoot(), 1, ws.mutations), 2, ws2.mutations);
+  assert.deepEqual(again.children.get('p')!.children.get('q')!.perms, ['n0', 'r5']);
+  assert.deepEqual(again.perms, ['n0']);
+  ws2.set('/p/q', Buffer.from('w'));
+  assert.deepEqual(ws2.get('/p/q')!.perms, ['n0', 'r5'], 'a value write keeps perms');
+});
