@@ -29,6 +29,8 @@ export interface Node {
   readonly ephemeralOwner: string | undefined;
   /** Next counter for sequential children. */
   readonly seq: number;
+  /** Nodes in this subtree, itself included (the root's is the store's node count). */
+  readonly size: number;
 }
 
 /**
@@ -47,7 +49,7 @@ export const EMPTY_VALUE: Uint8Array = new Uint8Array(0);
 export function emptyRoot(): Node {
   return {
     value: EMPTY_VALUE, createRev: 0, modRev: 0, version: 0, childrenRev: 0,
-    children: PMap.empty(), ephemeralOwner: undefined, seq: 0,
+    children: PMap.empty(), ephemeralOwner: undefined, seq: 0, size: 1,
   };
 }
 
@@ -68,7 +70,7 @@ function updateParent(root: Node, segs: readonly string[], depth: number, fn: (p
   const child = root.children.get(name);
   assert(child !== undefined, `parent missing at /${segs.slice(0, depth + 1).join('/')}`);
   const updated = updateParent(child, segs, depth + 1, fn);
-  return { ...root, children: root.children.set(name, updated) };
+  return { ...root, children: root.children.set(name, updated), size: root.size + updated.size - child.size };
 }
 
 export function putNode(root: Node, segs: readonly string[], rev: number, value: Uint8Array, ephemeralOwner?: string, seq?: boolean): Node {
@@ -80,7 +82,7 @@ export function putNode(root: Node, segs: readonly string[], rev: number, value:
     if (old === undefined) {
       node = {
         value, createRev: rev, modRev: rev, version: 1, childrenRev: rev,
-        children: PMap.empty(), ephemeralOwner, seq: 0,
+        children: PMap.empty(), ephemeralOwner, seq: 0, size: 1,
       };
     } else {
       node = { ...old, value, modRev: rev, version: old.version + 1 };
@@ -90,6 +92,7 @@ export function putNode(root: Node, segs: readonly string[], rev: number, value:
       children: parent.children.set(name, node),
       childrenRev: old === undefined ? rev : parent.childrenRev,
       seq: seq ? parent.seq + 1 : parent.seq,
+      size: old === undefined ? parent.size + 1 : parent.size,
     };
   });
 }
@@ -98,8 +101,9 @@ export function removeNode(root: Node, segs: readonly string[], rev: number): No
   assert(segs.length > 0, 'cannot remove the root');
   const name = segs[segs.length - 1]!;
   return updateParent(root, segs, 0, (parent) => {
-    assert(parent.children.has(name), `removing a missing node /${segs.join('/')}`);
-    return { ...parent, children: parent.children.delete(name), childrenRev: rev };
+    const gone = parent.children.get(name);
+    assert(gone !== undefined, `removing a missing node /${segs.join('/')}`);
+    return { ...parent, children: parent.children.delete(name), childrenRev: rev, size: parent.size - gone.size };
   });
 }
 
@@ -119,13 +123,6 @@ export function applyMutations(root: Node, rev: number, muts: readonly Mutation[
     }
   }
   return root;
-}
-
-/** Counts the nodes of a subtree, itself included. */
-export function countNodes(n: Node): number {
-  let c = 1;
-  for (const [, child] of n.children.entries()) c += countNodes(child);
-  return c;
 }
 
 /** Visits a subtree depth-first in name order, parents before children. */

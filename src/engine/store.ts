@@ -1,0 +1,73 @@
+/**
+ * The embedded Store: the engine plus its default session. Store-level
+ * operations (sessions, lock table, watches, snapshots, stats, close) live
+ * here; reads and writes are the default session's.
+ */
+import type { LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import { Engine, type EngineOptions } from './engine.js';
+import { SessionImpl } from './session.js';
+
+export class EmbeddedStore extends SessionImpl implements Store {
+  private readonly sessions = new Set<SessionImpl>();
+
+  constructor(engine: Engine) {
+    super(engine, 'default');
+  }
+
+  static create(options: EngineOptions = {}): EmbeddedStore {
+    return new EmbeddedStore(new Engine(options));
+  }
+
+  /** The engine, for layers above (server, watches, tests). */
+  get internals(): Engine {
+    return this.engine;
+  }
+
+  get revision(): number {
+    return this.engine.visibleRev;
+  }
+
+  session(options: SessionOptions = {}): Session {
+    this.checkOpen();
+    const engine = this.engine;
+    const sessions = this.sessions;
+    const s = new (class extends SessionImpl {
+      override async end(died: boolean): Promise<void> {
+        sessions.delete(this);
+        await super.end(died);
+      }
+    })(engine, options.name);
+    sessions.add(s);
+    return s;
+  }
+
+  lockTable(): LockTableInfo {
+    return { held: [], waiting: [] };
+  }
+
+  watch(_path: string, _options: WatchOptions = {}): AsyncIterable<WatchEvent> {
+    throw new LatchkeyError('INTERNAL', 'watches are not implemented yet');
+  }
+
+  snapshot(): Promise<void> {
+    this.checkOpen();
+    return this.engine.snapshot();
+  }
+
+  stats(): StoreStats {
+    return this.engine.stats();
+  }
+
+  /** Ends every session (cleanly), waits for in-flight commits, releases storage. */
+  override async close(): Promise<void> {
+    if (this.engine.closed) return;
+    for (const s of [...this.sessions]) await s.close().catch(() => {});
+    await super.close().catch(() => {});
+    await this.engine.close();
+  }
+
+  override async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
