@@ -93,10 +93,12 @@ test('pipeline: a failed sync fails its group and every commit behind it, rolls 
   const a = store.set('/a', '1');
   await tick();
   const b = store.set('/b', '1'); // queued behind the failing sync
+  const sawA = store.create('/a'); // answers EXISTS from the pending head only if that becomes durable
   const eio = new LatchkeyError('READ_ONLY', 'EIO on fsync');
   log.syncs[1]!.reject(eio);
   await assert.rejects(a, (e: unknown) => e === eio);
   await assert.rejects(b, (e: unknown) => e === eio);
+  await assert.rejects(sawA, (e: unknown) => e === eio);
   assert.equal(await store.get('/a'), undefined);
   assert.equal((await store.get('/durable'))!.text(), '1', 'acknowledged data stays');
   await assert.rejects(store.set('/c', '1'), (e: unknown) => LatchkeyError.is(e, 'READ_ONLY'));
