@@ -7,12 +7,15 @@ import type { LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEv
 import { LatchkeyError } from '../core/errors.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { SessionImpl } from './session.js';
+import { type InternalWatchOptions, type Watch, watch, watchRegistry } from './watch.js';
 
 export class EmbeddedStore extends SessionImpl implements Store {
   private readonly sessions = new Set<SessionImpl>();
 
   constructor(engine: Engine) {
     super(engine, 'default');
+    // The watch history starts with the store, so a watcher can resume from any recent revision.
+    watchRegistry(engine);
   }
 
   static create(options: EngineOptions = {}): EmbeddedStore {
@@ -46,8 +49,13 @@ export class EmbeddedStore extends SessionImpl implements Store {
     return { held: [], waiting: [] };
   }
 
-  watch(_path: string, _options: WatchOptions = {}): AsyncIterable<WatchEvent> {
-    throw new LatchkeyError('INTERNAL', 'watches are not implemented yet');
+  watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {
+    return watch(this.engine, path, options);
+  }
+
+  /** watch() with the server's knobs (queue bound, shared value bytes) and its batch interface. */
+  watchInternal(path: string, options: InternalWatchOptions): Watch {
+    return watch(this.engine, path, options);
   }
 
   snapshot(): Promise<void> {
@@ -65,6 +73,7 @@ export class EmbeddedStore extends SessionImpl implements Store {
     for (const s of [...this.sessions]) await s.close().catch(() => {});
     await super.close().catch(() => {});
     await this.engine.close();
+    watchRegistry(this.engine).endAll(new LatchkeyError('CLOSED', 'the store is closed'));
   }
 
   override async [Symbol.asyncDispose](): Promise<void> {
