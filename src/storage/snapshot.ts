@@ -25,14 +25,15 @@
  *    ArrayBuffer per block, not one per value).
  *
  * A node entry: nameLen, name (UTF-8), flags, createRev, modRev, version,
- * childrenRev, seq, childCount, valueLen, value, [ownerLen, owner] — all
- * integers as unsigned LEB128 varints. The root's name is empty.
+ * childrenRev, seq, childCount, valueLen, value, [ownerLen, owner],
+ * [permCount, (len, perm)…] — all integers as unsigned LEB128 varints. The
+ * root's name is empty.
  */
 import path from 'node:path';
 import { LatchkeyError } from '../core/errors.js';
 import { compareNames } from '../core/path.js';
 import { PMap } from '../core/pmap.js';
-import { EMPTY_VALUE, type Node } from '../core/tree.js';
+import { EMPTY_VALUE, type Node, mkNode } from '../core/tree.js';
 import { crc32c } from './crc32c.js';
 import { corrupt, dataView, errnoOf, ioError, readU64, snapshotName, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, readAt } from './fs.js';
@@ -46,6 +47,7 @@ const BLOCK_END = 2;
 const BLOCK_TARGET = 1 << 20;
 const MAX_BLOCK = 1 << 30;
 const FLAG_OWNER = 1;
+const FLAG_PERMS = 2;
 const MAGIC_BYTES = new TextEncoder().encode(SNAPSHOT_MAGIC);
 const utf8 = new TextEncoder();
 const utf8d = new TextDecoder('utf-8', { fatal: true });
@@ -123,7 +125,7 @@ function encodeHeader(rev: number): Uint8Array {
 
 function encodeNode(w: BlockWriter, name: string, n: Node): void {
   w.string(name);
-  w.varint(n.ephemeralOwner !== undefined ? FLAG_OWNER : 0);
+  w.varint((n.ephemeralOwner !== undefined ? FLAG_OWNER : 0) | (n.perms !== undefined ? FLAG_PERMS : 0));
   w.varint(n.createRev);
   w.varint(n.modRev);
   w.varint(n.version);
@@ -132,6 +134,10 @@ function encodeNode(w: BlockWriter, name: string, n: Node): void {
   w.varint(n.children.size);
   w.bytes(n.value);
   if (n.ephemeralOwner !== undefined) w.string(n.ephemeralOwner);
+  if (n.perms !== undefined) {
+    w.varint(n.perms.length);
+    for (const p of n.perms) w.string(p);
+  }
 }
 
 export interface SnapshotWriteResult {
@@ -215,6 +221,7 @@ interface Frame {
   childrenRev: number;
   seq: number;
   owner: string | undefined;
+  perms: string[] | undefined;
   expected: number;
   names: string[];
   nodes: Node[];
@@ -343,11 +350,17 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
         const flags = r.varint();
         const f: Frame = {
           name, createRev: r.varint(), modRev: r.varint(), version: r.varint(), childrenRev: r.varint(),
-          seq: r.varint(), expected: r.varint(), value: EMPTY_VALUE, owner: undefined, names: [], nodes: [], size: 1,
+          seq: r.varint(), expected: r.varint(), value: EMPTY_VALUE, owner: undefined, perms: undefined, names: [], nodes: [], size: 1,
         };
         f.value = r.bytes();
         if (flags & FLAG_OWNER) f.owner = r.string();
-        if (flags & ~FLAG_OWNER) throw fail('unknown node flags');
+        if (flags & FLAG_PERMS) {
+          const n = r.varint();
+          if (n > body.length) throw fail('bad perms count');
+          f.perms = [];
+          for (let i = 0; i < n; i++) f.perms.push(r.string());
+        }
+        if (flags & ~(FLAG_OWNER | FLAG_PERMS)) throw fail('unknown node flags');
         nodes++;
         if (root !== undefined) throw fail('node after the end of the tree');
         const parent = stack[stack.length - 1];
@@ -362,11 +375,9 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
         // Close every frame whose children are all in.
         while (stack.length > 0 && stack[stack.length - 1]!.names.length === stack[stack.length - 1]!.expected) {
           const done = stack.pop()!;
-          const node: Node = {
-            value: done.value, createRev: done.createRev, modRev: done.modRev, version: done.version,
-            childrenRev: done.childrenRev, seq: done.seq, ephemeralOwner: done.owner, size: done.size,
-            children: done.nodes.length === 0 ? PMap.empty() : PMap.fromSorted(done.names, done.nodes),
-          };
+          const node = mkNode(done.value, done.createRev, done.modRev, done.version, done.childrenRev,
+            done.nodes.length === 0 ? PMap.empty() : PMap.fromSorted(done.names, done.nodes),
+            done.owner, done.seq, done.size, done.perms);
           const up = stack[stack.length - 1];
           if (up === undefined) root = node;
           else { up.names.push(done.name); up.nodes.push(node); up.size += done.size; }

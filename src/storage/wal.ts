@@ -57,6 +57,7 @@ const MAGIC_BYTES = new TextEncoder().encode(SEGMENT_MAGIC);
 
 const PUT = 1;
 const DEL = 2;
+const PERMS = 3;
 
 // useRecords: false — msgpackr's record extension would make a record depend
 // on structure definitions held by the writer, and every record must decode alone.
@@ -79,6 +80,7 @@ export function encodeSegmentHeader(firstRev: number): Uint8Array {
 
 function mutationTuple(m: Mutation): unknown[] {
   if (m.op === 'del') return [DEL, m.path];
+  if (m.op === 'perms') return [PERMS, m.path, m.perms];
   if (m.ephemeralOwner === undefined && !m.seq) return [PUT, m.path, m.value];
   return [PUT, m.path, m.value, m.ephemeralOwner ?? null, m.seq ? 1 : 0];
 }
@@ -115,6 +117,8 @@ export function decodeMutations(payload: Uint8Array, where: { file: string; offs
     if (!Array.isArray(t) || typeof t[1] !== 'string') throw bad('malformed mutation');
     if (t[0] === DEL && t.length === 2) {
       out.push({ op: 'del', path: t[1] });
+    } else if (t[0] === PERMS && t.length === 3 && Array.isArray(t[2]) && (t[2] as unknown[]).every((p) => typeof p === 'string')) {
+      out.push({ op: 'perms', path: t[1], perms: t[2] as string[] });
     } else if (t[0] === PUT && (t.length === 3 || t.length === 5) && t[2] instanceof Uint8Array) {
       const value = t[2];
       if (t.length === 3) {

@@ -51,6 +51,7 @@ export class Driver {
         ws.set(`/k/${r % keys}`, enc(`value ${r}`));
         ws.set(`/log/${String(r).padStart(6, '0')}`, enc(`rev ${r}`));
         if (r % 5 === 0) ws.delete(`/k/${(r + 3) % keys}`);
+        if (r % 7 === 0) ws.setPerms('/log', [`n${r}`, 'r1']);
       });
     }
   }
@@ -64,7 +65,7 @@ export function enc(s: string): Uint8Array {
 export function dump(root: Node): unknown[] {
   const out: unknown[] = [];
   for (const [p, n] of walkTree(root)) {
-    out.push([p, Buffer.from(n.value).toString('hex'), n.createRev, n.modRev, n.version, n.childrenRev, n.seq, n.ephemeralOwner ?? null, n.size]);
+    out.push([p, Buffer.from(n.value).toString('hex'), n.createRev, n.modRev, n.version, n.childrenRev, n.seq, n.ephemeralOwner ?? null, n.size, n.perms ?? null]);
   }
   return out;
 }

@@ -21,6 +21,8 @@ function sampleTree(): Workspace {
   for (let i = 0; i < 3000; i++) ws.set(`/wide/${String(i).padStart(5, '0')}`, enc(`v${i}`));
   ws.set('/' + 'n'.repeat(200), enc('long ascii name'));
   ws.delete('/a/b/c');
+  ws.setPerms('/wide', ['n0', 'r5', 'ü7']);
+  ws.setPerms('/', []);
   return ws;
 }
 
