@@ -117,7 +117,7 @@ async function repairOwned(fs: Fs, dir: string): Promise<RepairReport> {
     }
     const segs = listing.segments;
     const next = segs.slice(p.segment + 1).find((s) => s.firstRev <= snapRev + 1);
-    if (p.revision !== undefined && p.revision <= snapRev && next !== undefined && p.offset > 0) {
+    if (p.revision !== undefined && p.revision <= snapRev && next !== undefined) {
       // Covered by the snapshot, and the log goes on after it elsewhere.
       movedAside.push({ file: p.file, to: await moveAside(fs, p.file), reason: p.reason });
       continue;
