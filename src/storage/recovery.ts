@@ -9,8 +9,12 @@
  *    (segments are kept back to the second-newest snapshot for this reason).
  *    With no valid snapshot, recovery starts from the empty tree at
  *    revision 0, which needs the log from revision 1.
- * 2. Every segment is read and every record's checksum verified, also the
- *    records the snapshot covers: damage anywhere is reported, never skipped.
+ * 2. Every segment that holds a record after the snapshot is read whole and
+ *    every record in it verified (also the ones the snapshot covers): damage
+ *    there is reported, never skipped. Segments whose records the snapshot
+ *    covers entirely are not read at open — they are kept only for the
+ *    fallback of rule 1, which reads and verifies them when it needs them;
+ *    `repair` verifies everything.
  * 3. Records after the snapshot's revision must be contiguous (each one the
  *    previous plus one, starting at snapshot+1). A gap, or a bad record that
  *    is not a torn tail, fails with CORRUPT naming file, offset and revision.
@@ -91,6 +95,7 @@ export interface LogWalk {
 export async function walkLog(
   fs: Fs, dir: string, segments: readonly SegmentRef[], snapRev: number,
   apply?: (rev: number, payload: Uint8Array, where: { file: string; offset: number }) => void,
+  verifyCovered = true,
 ): Promise<LogWalk> {
   let expect: number | undefined;
   let lastRev = 0;
@@ -111,6 +116,13 @@ export async function walkLog(
     }
     if (expect !== undefined && seg.firstRev < expect) {
       return problem(0, seg.firstRev, `segment overlaps the previous one (starts at ${seg.firstRev}, expected ${expect})`);
+    }
+    const next = segments[i + 1];
+    if (!verifyCovered && next !== undefined && next.firstRev - 1 <= snapRev) {
+      // Every record here is covered by the snapshot in use: not needed now.
+      lastRev = next.firstRev - 1;
+      expect = next.firstRev;
+      continue;
     }
     let buf: Uint8Array;
     try {
@@ -209,7 +221,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
 
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
     root = replayRecord(root, rev, payload, at);
-  });
+  }, false);
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';
   if (walk.problem) throw logCorrupt(walk.problem, lostSnapshot);
   // A damaged snapshot newer than what the fallback reaches: revisions would be lost.
