@@ -26,7 +26,7 @@
  */
 import path from 'node:path';
 import { BugError, LatchkeyError } from '../core/errors.js';
-import { type Node, applyMutations, emptyRoot } from '../core/tree.js';
+import { type Mutation, type Node, applyMutations, emptyRoot } from '../core/tree.js';
 import { corrupt, errnoOf, ioError, parseSegmentName, parseSnapshotName } from './format.js';
 import type { Fs } from './fs.js';
 import { readSnapshot } from './snapshot.js';
@@ -170,6 +170,8 @@ export interface Recovered {
   readonly damagedSnapshots: { file: string; rev: number; movedTo: string; reason: string }[];
   readonly replayed: number;
   readonly bytesAfterSnapshot: number;
+  /** False when no node can have an ephemeral owner (none in the snapshot, none created by the log). */
+  readonly mayHaveEphemerals: boolean;
   readonly snapshotsKept: { name: string; rev: number }[];
 }
 
@@ -182,8 +184,9 @@ export function logCorrupt(p: LogProblem, extra = ''): LatchkeyError {
 }
 
 /** Decodes and applies one verified record; a record that does not apply is CORRUPT. */
-export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }): Node {
+export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }, each?: (m: Mutation) => void): Node {
   const muts = decodeMutations(payload, { ...at, revision: rev });
+  if (each) for (const m of muts) each(m);
   try {
     return applyMutations(root, rev, muts);
   } catch (e) {
@@ -202,6 +205,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   let root: Node = emptyRoot();
   let snapRev = 0;
   let snapshot: Recovered['snapshot'];
+  let mayHaveEphemerals = false;
   while (snaps.length > 0) {
     const s = snaps[snaps.length - 1]!;
     const file = path.join(dir, s.name);
@@ -209,6 +213,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
       const loaded = await readSnapshot(fs, file);
       if (loaded.revision !== s.rev) throw corrupt(`snapshot ${file} holds revision ${loaded.revision}, its name says ${s.rev}`, { file, offset: 16 });
       root = loaded.root;
+      mayHaveEphemerals = loaded.ephemerals > 0;
       snapRev = s.rev;
       snapshot = { file, revision: s.rev };
       break;
@@ -220,7 +225,9 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   }
 
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
-    root = replayRecord(root, rev, payload, at);
+    root = replayRecord(root, rev, payload, at, (m) => {
+      if (m.op === 'put' && m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
+    });
   }, false);
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';
   if (walk.problem) throw logCorrupt(walk.problem, lostSnapshot);
@@ -268,6 +275,6 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   return {
     root, revision, snapshot, segments, activeSize,
     torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
-    damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, snapshotsKept: snaps,
+    damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, mayHaveEphemerals, snapshotsKept: snaps,
   };
 }

@@ -287,6 +287,8 @@ export interface LoadedSnapshot {
   readonly revision: number;
   readonly nodes: number;
   readonly bytes: number;
+  /** Nodes with an ephemeral owner. */
+  readonly ephemerals: number;
 }
 
 /**
@@ -316,6 +318,7 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
 
     let pos = SNAPSHOT_HEADER_SIZE;
     let nodes = 0;
+    let ephemerals = 0;
     const stack: Frame[] = [];
     let root: Node | undefined;
     let ended = false;
@@ -356,6 +359,7 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
         const expected = r.varint();
         const value = r.bytes();
         const owner = flags & FLAG_OWNER ? r.string() : undefined;
+        if (owner !== undefined) ephemerals++;
         let perms: string[] | undefined;
         if (flags & FLAG_PERMS) {
           const n = r.varint();
@@ -401,7 +405,7 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
       pos += BLOCK_HEADER_SIZE + len;
     }
     if (pos !== size) throw bad(pos, 'data after the end block');
-    return { root: root!, revision: rev, nodes, bytes: size };
+    return { root: root!, revision: rev, nodes, bytes: size, ephemerals };
   } finally {
     await fh.close();
   }
