@@ -24,10 +24,12 @@
  *    and two upgraders see each other as a deadlock). A waiter is grantable
  *    iff it conflicts with no holder of another session and with no earlier
  *    waiter of any session (a session's own requests keep their order).
- *    Invariant between calls: no waiter is grantable. Granting never makes
- *    another waiter grantable (the new holder conflicts with exactly what the
- *    waiter did), so after a removal the requests to grant are exactly the
- *    grantable ones, computed once, in any order; each is returned once.
+ *    Invariant between calls: no waiter is grantable. Granting a waiter
+ *    never blocks anything and unblocks only later waiters of its own
+ *    session (they queued behind it; as a holder it is theirs); so after a
+ *    removal the table grants everything that became grantable, rescanning
+ *    around a grant only when its session has other waiters. Each request
+ *    is returned once, in the list of the call that granted it.
  *
  * 3. Data structure. A trie of path nodes keyed by segment, created on demand
  *    and pruned when empty. Each node keeps, per class, exact and subtree
@@ -52,8 +54,8 @@
  *      - a candidate's check looks for an earlier conflicting waiter below
  *        its path by walking the nodes with such waiters, stopping at the
  *        first earlier one: cheap when few waiters sit below a waiter, at
- *        worst proportional to the waiters below it (weak spot, see README
- *        of the issue: a per-subtree min-order index would bound it).
+ *        worst proportional to the waiters below it (the weak spot: a
+ *        per-subtree min-order index would bound it by O(depth·log n)).
  *
  * 4. Deadlock. The wait-for graph is over sessions: A → B when a waiting
  *    request of A is blocked by a holder of B or an earlier waiter of B. A
