@@ -20,6 +20,8 @@ export interface Stat {
   readonly numChildren: number;
   /** Session id owning the node when it is ephemeral. */
   readonly ephemeralOwner?: string;
+  /** Access-control entries, when set (XenStore permissions). */
+  readonly perms?: readonly string[];
 }
 
 export interface Entry {

@@ -1,3 +1,5 @@
 export * from './api.js';
 export { LatchkeyError, BugError, ErrorCodes } from './core/errors.js';
 export type { ErrorCode } from './core/errors.js';
+export { open } from './engine/open.js';
+export type { OpenOptions } from './engine/open.js';

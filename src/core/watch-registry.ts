@@ -1,0 +1,294 @@
+/**
+ * The watch registry: which watchers see which commits, and the history
+ * window they can resume from. Pure: the engine feeds it each commit once it
+ * is durable, in revision order (its commit hook), and it hands each
+ * matching watcher that revision's events in one call.
+ *
+ * Events. A commit's mutations become events in mutation order: a `put` is
+ * one `put` event carrying the new value; a `del` of a subtree is one
+ * `delete` event per node that existed in it (read from the root *before*
+ * the commit), parents before children. So a watcher sees every node that
+ * changed, whatever the shape of the write.
+ *
+ * Scope. A plain watch on P sees events for P only; a recursive one sees P
+ * and everything below it. Matching walks the event path's ancestors: O(depth)
+ * map lookups per event, however many watchers there are.
+ *
+ * History. The registry keeps the last commits (their mutations and the root
+ * before them: O(1) each thanks to structural sharing) so a watcher can start
+ * at an earlier revision. Events are expanded from that lazily, only when a
+ * watcher asks. The window is bounded by a count of events and by bytes of
+ * values; the oldest commits leave first. Asking for a revision older than
+ * the window fails with NOT_FOUND and `info.compacted: true` — the caller
+ * must re-read the state and watch from its revision.
+ *
+ * Gaplessness is the engine's side of the contract (hooks in revision
+ * order, each revision once); the registry asserts it.
+ */
+import { LatchkeyError, assert, invalidArgument } from './errors.js';
+import { parsePath } from './path.js';
+import { type Mutation, type Node, lookup } from './tree.js';
+
+export interface WatchEventData {
+  readonly type: 'put' | 'delete';
+  readonly path: string;
+  readonly revision: number;
+  /** The node's value (shared, immutable: copy before handing it to users). */
+  readonly value?: Uint8Array;
+}
+
+export interface WatchSink {
+  /** One call per revision with this watcher's events of it, in order; never empty. */
+  deliver(revision: number, events: WatchEventData[]): void;
+  /** The registry is closing (the store closed): no more events will come. */
+  end(error: LatchkeyError): void;
+}
+
+export interface HistoryLimits {
+  /** Events (nodes changed) kept for resuming (default 100,000). */
+  maxEvents?: number;
+  /** Bytes of values and paths kept for resuming (default 64 MiB). */
+  maxBytes?: number;
+}
+
+interface Commit {
+  readonly rev: number;
+  readonly mutations: readonly Mutation[];
+  readonly before: Node;
+  readonly events: number;
+  readonly bytes: number;
+}
+
+interface Watcher {
+  readonly path: string;
+  readonly recursive: boolean;
+  readonly sink: WatchSink;
+  /** Live events below this revision are not delivered (they came from history, or precede fromRevision). */
+  readonly from: number;
+}
+
+export interface Subscription {
+  /** The first revision this watch delivers. */
+  readonly revision: number;
+  cancel(): void;
+}
+
+function ancestorsAndSelf(path: string, fn: (p: string) => void): void {
+  fn('/');
+  if (path === '/') return;
+  for (let i = path.indexOf('/', 1); i !== -1; i = path.indexOf('/', i + 1)) fn(path.slice(0, i));
+  fn(path);
+}
+
+function subtreeSize(before: Node, path: string): number {
+  return lookup(before, path === '/' ? [] : path.slice(1).split('/'))?.size ?? 0;
+}
+
+/** Expands one commit into its events, in mutation order (a deleted subtree parents first). */
+export function eventsOf(rev: number, mutations: readonly Mutation[], before: Node, want?: (path: string) => boolean): WatchEventData[] {
+  const out: WatchEventData[] = [];
+  // Nodes put earlier in this same commit and then deleted: read the tree as
+  // the commit went, not only as it was before it. Rare; handled by re-walking
+  // from `before` with the puts applied is costly, so track the put paths.
+  let putInCommit: Set<string> | undefined;
+  for (const m of mutations) {
+    if (m.op === 'put') {
+      if (want === undefined || want(m.path)) out.push({ type: 'put', path: m.path, revision: rev, value: m.value });
+      (putInCommit ??= new Set()).add(m.path);
+      continue;
+    }
+    if (m.op === 'perms') {
+      // A metadata change is reported as a put of the node's (unchanged) value.
+      if (want === undefined || want(m.path)) {
+        let value: Uint8Array | undefined;
+        for (let i = mutations.indexOf(m) - 1; i >= 0 && value === undefined; i--) {
+          const earlier = mutations[i]!;
+          if (earlier.op === 'put' && earlier.path === m.path) value = earlier.value;
+        }
+        value ??= lookup(before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value ?? new Uint8Array(0);
+        out.push({ type: 'put', path: m.path, revision: rev, value });
+      }
+      continue;
+    }
+    const segs = m.path === '/' ? [] : m.path.slice(1).split('/');
+    const gone = lookup(before, segs);
+    const seen = new Set<string>();
+    if (gone !== undefined) {
+      walk(gone, m.path, (p) => {
+        seen.add(p);
+        if (want === undefined || want(p)) out.push({ type: 'delete', path: p, revision: rev });
+      });
+    }
+    if (putInCommit !== undefined) {
+      for (const p of putInCommit) {
+        if (!seen.has(p) && (p === m.path || p.startsWith(m.path === '/' ? '/' : m.path + '/'))) {
+          if (want === undefined || want(p)) out.push({ type: 'delete', path: p, revision: rev });
+        }
+      }
+      for (const p of [...putInCommit]) if (p === m.path || p.startsWith(m.path + '/')) putInCommit.delete(p);
+    }
+  }
+  return out;
+}
+
+function walk(n: Node, path: string, fn: (p: string) => void): void {
+  fn(path);
+  for (const [name, child] of n.children.entries()) walk(child, path === '/' ? '/' + name : path + '/' + name, fn);
+}
+
+export class WatchRegistry {
+  private readonly exact = new Map<string, Set<Watcher>>();
+  private readonly recursive = new Map<string, Set<Watcher>>();
+  private watchers = 0;
+  private readonly history: Commit[] = [];
+  private historyHead = 0;
+  private historyEvents = 0;
+  private historyBytes = 0;
+  /** Every revision >= this one (up to head) is in the history window. */
+  private oldest: number;
+  private head: number;
+  private readonly maxEvents: number;
+  private readonly maxBytes: number;
+
+  constructor(headRev: number, limits: HistoryLimits = {}) {
+    this.head = headRev;
+    this.oldest = headRev + 1;
+    this.maxEvents = limits.maxEvents ?? 100_000;
+    this.maxBytes = limits.maxBytes ?? 64 * 1024 * 1024;
+  }
+
+  /** The oldest revision a new watch may start from. */
+  get oldestRevision(): number {
+    return this.oldest;
+  }
+
+  get revision(): number {
+    return this.head;
+  }
+
+  get size(): number {
+    return this.watchers;
+  }
+
+  /**
+   * Registers a watcher. With `fromRevision`, first delivers (synchronously,
+   * through `sink`) the history from that revision. Returns the first revision
+   * it will deliver.
+   */
+  subscribe(path: string, recursive: boolean, fromRevision: number | undefined, sink: WatchSink): Subscription {
+    parsePath(path);
+    if (fromRevision !== undefined && (!Number.isSafeInteger(fromRevision) || fromRevision < 0)) {
+      throw invalidArgument('watch: fromRevision must be a non-negative integer');
+    }
+    let from = fromRevision === undefined ? this.head + 1 : Math.max(1, fromRevision);
+    if (from < this.oldest) {
+      throw new LatchkeyError('NOT_FOUND', `watch: revision ${from} is compacted; the history window starts at ${this.oldest}`, {
+        path, info: { compacted: true, oldestRevision: this.oldest, fromRevision: from },
+      });
+    }
+    const match = matcher(path, recursive);
+    for (let i = this.historyHead; i < this.history.length; i++) {
+      const c = this.history[i]!;
+      if (c.rev < from) continue;
+      const evs = eventsOf(c.rev, c.mutations, c.before, match);
+      if (evs.length > 0) sink.deliver(c.rev, evs);
+    }
+    from = Math.max(from, this.head + 1);
+    const w: Watcher = { path, recursive, sink, from };
+    const map = recursive ? this.recursive : this.exact;
+    let set = map.get(path);
+    if (set === undefined) map.set(path, (set = new Set()));
+    set.add(w);
+    this.watchers++;
+    let live = true;
+    return {
+      revision: fromRevision === undefined ? this.head + 1 : Math.max(1, fromRevision),
+      cancel: () => {
+        if (!live) return;
+        live = false;
+        const s = map.get(path);
+        if (s === undefined || !s.delete(w)) return; // already ended by endAll
+        this.watchers--;
+        if (s.size === 0) map.delete(path);
+      },
+    };
+  }
+
+  /** Ends every watch (the store is closing). */
+  endAll(error: LatchkeyError): void {
+    const all = [...this.exact.values(), ...this.recursive.values()].flatMap((s) => [...s]);
+    this.exact.clear();
+    this.recursive.clear();
+    this.watchers = 0;
+    for (const w of all) w.sink.end(error);
+  }
+
+  /** Feeds one durable commit. Revisions must come in order, each once. */
+  publish(rev: number, mutations: readonly Mutation[], before: Node): void {
+    assert(rev === this.head + 1, `watch registry: commit ${rev} after ${this.head}`);
+    this.head = rev;
+    this.remember(rev, mutations, before);
+    if (this.watchers === 0) return;
+    const events = eventsOf(rev, mutations, before);
+    let byWatcher: Map<Watcher, WatchEventData[]> | undefined;
+    const add = (w: Watcher, e: WatchEventData): void => {
+      if (w.from > rev) return;
+      byWatcher ??= new Map();
+      const list = byWatcher.get(w);
+      if (list === undefined) byWatcher.set(w, [e]);
+      else list.push(e);
+    };
+    const anyRecursive = this.recursive.size > 0;
+    for (const e of events) {
+      const ex = this.exact.get(e.path);
+      if (ex !== undefined) for (const w of ex) add(w, e);
+      if (anyRecursive) {
+        ancestorsAndSelf(e.path, (p) => {
+          const rs = this.recursive.get(p);
+          if (rs !== undefined) for (const w of rs) add(w, e);
+        });
+      }
+    }
+    if (byWatcher === undefined) return;
+    for (const [w, evs] of byWatcher) w.sink.deliver(rev, evs);
+  }
+
+  private remember(rev: number, mutations: readonly Mutation[], before: Node): void {
+    let events = 0;
+    let bytes = 0;
+    for (const m of mutations) {
+      bytes += m.path.length;
+      if (m.op === 'put') {
+        events++;
+        bytes += m.value.length;
+      } else if (m.op === 'perms') {
+        events++;
+      } else {
+        events += subtreeSize(before, m.path);
+      }
+    }
+    this.history.push({ rev, mutations, before, events, bytes });
+    this.historyEvents += events;
+    this.historyBytes += bytes;
+    // Trim the oldest commits while over either bound (the newest always stays).
+    while (this.history.length - this.historyHead > 1 && (this.historyEvents > this.maxEvents || this.historyBytes > this.maxBytes)) {
+      const old = this.history[this.historyHead]!;
+      this.history[this.historyHead] = undefined as unknown as Commit;
+      this.historyHead++;
+      this.historyEvents -= old.events;
+      this.historyBytes -= old.bytes;
+      this.oldest = old.rev + 1;
+    }
+    if (this.historyHead > 1024 && this.historyHead * 2 > this.history.length) {
+      this.history.splice(0, this.historyHead);
+      this.historyHead = 0;
+    }
+  }
+}
+
+function matcher(path: string, recursive: boolean): (p: string) => boolean {
+  if (!recursive) return (p) => p === path;
+  if (path === '/') return () => true;
+  const prefix = path + '/';
+  return (p) => p === path || p.startsWith(prefix);
+}

@@ -1,0 +1,378 @@
+/**
+ * The engine: the heads, the commit path, sessions and counters. The public
+ * Store and Session objects (session.ts) are thin layers over it.
+ *
+ * Two heads:
+ *  - `pending` is what writers validate against and apply to, synchronously:
+ *    every commit moves it at once, so a burst of commits is ordered by
+ *    arrival with no lock and no await inside the critical section;
+ *  - `visible` is what readers and new transactions see: it moves only when
+ *    the pipeline publishes a commit after its fsync (pipeline.ts).
+ * Revisions count commits: `pending.rev >= visible.rev`, both contiguous.
+ *
+ * Every write goes the same way (`write`): admission by mandatory locks (may
+ * wait), fence check, synchronous execution on a Workspace over the pending
+ * head, then the pipeline. An operation that fails or changes nothing
+ * answers only after the state it observed is durable, so no caller can learn
+ * of a commit that a crash could take back.
+ */
+import type { CommitResult, StoreStats, WriteOptions } from '../api.js';
+import { BugError, LatchkeyError, assert } from '../core/errors.js';
+import { type WriteOp, Workspace } from '../core/ops.js';
+import { parentPath } from '../core/path.js';
+import { type TxState, replayAt } from '../core/transaction.js';
+import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
+import type { Storage } from '../storage/storage.js';
+import { CommitPipeline, type Published } from './pipeline.js';
+
+export interface EngineOptions {
+  storage?: Storage;
+  /** Largest value accepted, in bytes (default 1 MiB). */
+  maxValueBytes?: number;
+  /** Take a snapshot automatically after this many bytes of log (default 64 MiB). */
+  snapshotEveryBytes?: number;
+}
+
+/** A place a write touches: the node at `path`, or its whole subtree. */
+export interface WriteTarget {
+  readonly path: string;
+  readonly subtree: boolean;
+}
+
+/** A write admitted by the lock service; `done` is called once the write is applied (or abandoned). */
+export interface Admission {
+  done(): void;
+}
+
+/**
+ * Mandatory locks and fencing, supplied by the lock service. Reads never go
+ * through it. `admit` returns at once when no other session's lock covers the
+ * targets, or a promise that resolves in FIFO order with lock requests.
+ */
+export interface WriteGate {
+  admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission>;
+  /** Throws LOCK_LOST unless `fence` names a lock `session` still holds. */
+  checkFence(session: string, fence: NonNullable<WriteOptions['fence']>): void;
+  /** The session ended (died: without a clean close); release its locks. */
+  sessionEnded(session: string, died: boolean): void;
+}
+
+export type CommitHook = (c: Published) => void;
+
+const NO_ADMISSION: Admission = { done() {} };
+
+export class Engine {
+  visibleRoot: Node;
+  visibleRev: number;
+  private pendingRoot: Node;
+  private pendingRev: number;
+  private readonly pipeline: CommitPipeline;
+  readonly maxValueBytes: number;
+  private readonly snapshotEveryBytes: number;
+  gate: WriteGate | undefined;
+  private readonly hooks: CommitHook[] = [];
+  /** Ephemeral nodes by owning session (kept for the pending head). */
+  private readonly ephemerals = new Map<string, Set<string>>();
+  readOnlyReason: string | undefined;
+  closed = false;
+  private snapshotting: Promise<void> | undefined;
+  openTransactions = 0;
+  sessionsOpen = 0;
+  readonly counters = { commits: 0, validations: 0, replays: 0, conflicts: 0, txCommits: 0, snapshots: 0, snapshotErrors: 0 };
+  lastSnapshotError: string | undefined;
+
+  constructor(readonly options: EngineOptions = {}) {
+    const storage = options.storage;
+    this.visibleRoot = this.pendingRoot = storage?.root ?? emptyRoot();
+    this.visibleRev = this.pendingRev = storage?.revision ?? 0;
+    this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
+    this.snapshotEveryBytes = options.snapshotEveryBytes ?? 64 * 1024 * 1024;
+    this.pipeline = new CommitPipeline(storage?.log, {
+      publish: (c) => this.publish(c),
+      failed: (e) => this.failed(e),
+    }, this.visibleRev);
+  }
+
+  get storage(): Storage | undefined {
+    return this.options.storage;
+  }
+
+  /** Deletes ephemeral nodes left by sessions of a previous run (they all died with it). */
+  async removeStaleEphemerals(): Promise<void> {
+    const stale: string[] = [];
+    for (const [path, node] of walkTree(this.visibleRoot)) if (node.ephemeralOwner !== undefined) stale.push(path);
+    if (stale.length === 0) return;
+    await this.write('', [], {}, (ws) => {
+      for (const p of stale) ws.delete(p, { recursive: true });
+    });
+  }
+
+  onCommit(hook: CommitHook): () => void {
+    this.hooks.push(hook);
+    return () => {
+      const i = this.hooks.indexOf(hook);
+      if (i >= 0) this.hooks.splice(i, 1);
+    };
+  }
+
+  checkOpen(): void {
+    if (this.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.readOnlyReason !== undefined) throw new LatchkeyError('READ_ONLY', `the store is read-only: ${this.readOnlyReason}`);
+  }
+
+  /**
+   * Runs `fn` on a Workspace over the pending head and commits what it wrote.
+   * Resolves with fn's result and the revision it reflects, once durable.
+   * (Not async: a write that needs no lock wait costs no extra ticks.)
+   */
+  write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
+    this.checkWritable();
+    const admission = this.admit(session, targets, opts);
+    if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn));
+    return this.writeAdmitted(admission, session, opts, fn);
+  }
+
+  private writeAdmitted<T>(admission: Admission, session: string, opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
+    let ws: Workspace;
+    let value: T;
+    try {
+      this.checkWritable();
+      if (opts.fence !== undefined) this.fenceCheck(session, opts.fence);
+      ws = new Workspace(this.pendingRoot, this.pendingRev + 1);
+      value = fn(ws);
+    } catch (e) {
+      admission.done();
+      return this.afterPublished(this.pendingRev, () => { throw e; });
+    }
+    if (ws.mutations.length === 0) {
+      admission.done();
+      const rev = this.pendingRev;
+      return this.afterPublished(rev, () => ({ value, rev }));
+    }
+    const done = this.commit(ws);
+    admission.done();
+    const result = { value, rev: ws.rev };
+    return done === undefined ? Promise.resolve(result) : done.then(() => result);
+  }
+
+  /**
+   * Answers with `f` once everything up to `rev` is published: a response
+   * that observed the pending head must not reveal a commit a crash could
+   * take back.
+   */
+  private afterPublished<R>(rev: number, f: () => R): Promise<R> {
+    if (rev <= this.visibleRev) {
+      try {
+        return Promise.resolve(f());
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    return this.pipeline.whenPublished(rev).catch(() => {}).then(f);
+  }
+
+  private admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
+    if (this.gate === undefined || targets.length === 0) return NO_ADMISSION;
+    return this.gate.admit(session, targets, opts);
+  }
+
+  private fenceCheck(session: string, fence: NonNullable<WriteOptions['fence']>): void {
+    if (this.gate === undefined) throw new LatchkeyError('LOCK_LOST', 'fence given but no lock service is running');
+    this.gate.checkFence(session, fence);
+  }
+
+  /** Moves the pending head to `ws` and hands the commit to the pipeline. Synchronous up to the returned promise. */
+  private commit(ws: Workspace): Promise<void> | undefined {
+    assert(ws.rev === this.pendingRev + 1, `commit at ${ws.rev} over pending ${this.pendingRev}`);
+    const before = this.pendingRoot;
+    this.trackEphemerals(before, ws.mutations);
+    this.pendingRoot = ws.root;
+    this.pendingRev = ws.rev;
+    this.counters.commits++;
+    return this.pipeline.submit(ws.rev, ws.mutations, before, ws.root);
+  }
+
+  /** Commits a transaction: direct when its snapshot is the pending head, else validate + replay. */
+  async commitTx(session: string, tx: TxState, opts: WriteOptions): Promise<CommitResult> {
+    if (!tx.hasWrites) return { revision: tx.snapshotRev, replayed: false };
+    this.checkWritable();
+    const targets = writeTargets(tx);
+    const admission = await this.admit(session, targets, opts);
+    let ws: Workspace;
+    let replayed = false;
+    try {
+      this.checkWritable();
+      if (opts.fence !== undefined) this.fenceCheck(session, opts.fence);
+      if (tx.snapshotRev === this.pendingRev) {
+        ws = tx.ws;
+      } else {
+        this.counters.validations++;
+        const r = replayAt(tx.record, this.pendingRoot, this.pendingRev + 1, tx.snapshotRev + 1);
+        if (!r.ok) {
+          this.counters.conflicts++;
+          throw new LatchkeyError('CONFLICT', `transaction conflicts at ${r.path}: a response would differ at head`, { path: r.path, info: { op: r.index } });
+        }
+        ws = r.ws;
+        replayed = r.replayed;
+        if (replayed) this.counters.replays++;
+      }
+    } catch (e) {
+      admission.done();
+      throw e;
+    }
+    this.counters.txCommits++;
+    if (ws.mutations.length === 0) {
+      admission.done();
+      const rev = this.pendingRev;
+      return this.afterPublished(rev, () => ({ revision: rev, replayed }));
+    }
+    const done = this.commit(ws);
+    admission.done();
+    await done;
+    return { revision: ws.rev, replayed };
+  }
+
+  private publish(c: Published): void {
+    this.visibleRoot = c.after;
+    this.visibleRev = c.rev;
+    for (const h of this.hooks) {
+      try {
+        h(c);
+      } catch (e) {
+        // A hook is a bug if it throws; keep publishing for everyone else.
+        queueMicrotask(() => { throw new BugError(`commit hook threw: ${(e as Error).message}`); });
+      }
+    }
+    this.maybeSnapshot();
+  }
+
+  private failed(e: LatchkeyError): void {
+    this.readOnlyReason = e.message;
+    this.pendingRoot = this.visibleRoot;
+    this.pendingRev = this.visibleRev;
+  }
+
+  /** Keeps the per-session index of ephemeral nodes in step with the pending head. */
+  private trackEphemerals(before: Node, muts: readonly Mutation[]): void {
+    for (const m of muts) {
+      if (m.op === 'put') {
+        if (m.ephemeralOwner !== undefined) {
+          let set = this.ephemerals.get(m.ephemeralOwner);
+          if (set === undefined) this.ephemerals.set(m.ephemeralOwner, (set = new Set()));
+          set.add(m.path);
+        }
+        continue;
+      }
+      if (this.ephemerals.size === 0) continue;
+      // Ephemeral nodes have no children, so a deleted subtree holds them only as leaves.
+      const gone = lookup(before, splitSegs(m.path));
+      if (gone === undefined) continue;
+      if (gone.children.size === 0) {
+        if (gone.ephemeralOwner !== undefined) this.ephemerals.get(gone.ephemeralOwner)?.delete(m.path);
+        continue;
+      }
+      for (const [p, n] of walkTree(gone, m.path)) if (n.ephemeralOwner !== undefined) this.ephemerals.get(n.ephemeralOwner)?.delete(p);
+    }
+  }
+
+  /** Paths of the ephemeral nodes a session owns at the pending head. */
+  ephemeralsOf(session: string): string[] {
+    return [...(this.ephemerals.get(session) ?? [])];
+  }
+
+  /** Deletes a dead or closed session's ephemeral nodes in one commit. */
+  async endSession(session: string, died: boolean): Promise<void> {
+    this.gate?.sessionEnded(session, died);
+    const mine = this.ephemerals.get(session);
+    this.ephemerals.delete(session);
+    if (mine === undefined || mine.size === 0 || this.readOnlyReason !== undefined) return;
+    const paths = [...mine];
+    await this.write('', [], {}, (ws) => {
+      for (const p of paths) ws.delete(p, { recursive: true });
+    });
+  }
+
+  private maybeSnapshot(): void {
+    const storage = this.options.storage;
+    if (storage === undefined || this.snapshotting !== undefined) return;
+    if (storage.log.bytesSinceSnapshot < this.snapshotEveryBytes) return;
+    void this.snapshot().catch(() => {});
+  }
+
+  /** Writes a snapshot of the visible (durable) head while commits continue. */
+  snapshot(): Promise<void> {
+    const storage = this.options.storage;
+    if (storage === undefined) return Promise.resolve();
+    if (this.snapshotting !== undefined) return this.snapshotting;
+    const p = storage.snapshot(this.visibleRoot, this.visibleRev).then(
+      () => { this.counters.snapshots++; },
+      (e: unknown) => {
+        this.counters.snapshotErrors++;
+        this.lastSnapshotError = (e as Error).message;
+        throw e;
+      },
+    ).finally(() => { this.snapshotting = undefined; });
+    this.snapshotting = p;
+    return p;
+  }
+
+  stats(): StoreStats {
+    const s: Record<string, unknown> = {
+      revision: this.visibleRev,
+      pendingRevision: this.pendingRev,
+      nodes: this.visibleRoot.size,
+      ...this.counters,
+      groupSyncs: this.pipeline.syncs,
+      commitsPerSync: this.pipeline.syncs === 0 ? 0 : this.pipeline.synced / this.pipeline.syncs,
+      openTransactions: this.openTransactions,
+      sessions: this.sessionsOpen,
+    };
+    if (this.readOnlyReason !== undefined) s.readOnly = this.readOnlyReason;
+    if (this.lastSnapshotError !== undefined) s.lastSnapshotError = this.lastSnapshotError;
+    if (this.options.storage) s.storage = this.options.storage.stats();
+    return s as unknown as StoreStats;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pipeline.drain();
+    if (this.snapshotting) await this.snapshotting.catch(() => {});
+    await this.options.storage?.close();
+  }
+}
+
+function splitSegs(path: string): string[] {
+  return path === '/' ? [] : path.slice(1).split('/');
+}
+
+/** The places a transaction's writes touch, for lock admission. */
+export function writeTargets(tx: TxState): WriteTarget[] {
+  const out: WriteTarget[] = [];
+  for (const r of tx.record) {
+    if (r.kind !== 'write') continue;
+    const t = targetOfOp(r.op);
+    if (t !== undefined) out.push(t);
+  }
+  return out;
+}
+
+/** Where a write op touches the tree (undefined for `check`, which only reads). */
+export function targetOfOp(op: WriteOp): WriteTarget | undefined {
+  switch (op.op) {
+    case 'check': return undefined;
+    case 'setPerms': return { path: op.path, subtree: false };
+    case 'create': return targetOf('create', op.path, op.sequential === true);
+    default: return targetOf(op.op, op.path);
+  }
+}
+
+export function targetOf(op: 'set' | 'create' | 'delete', path: string, sequential = false): WriteTarget {
+  // A sequential create's final name is chosen at apply time: admit the parent's subtree.
+  if (sequential) return { path: parentPath(path), subtree: true };
+  return { path, subtree: op === 'delete' };
+}

@@ -1,0 +1,146 @@
+/**
+ * The commit pipeline (seed 000: never hold the critical section across slow I/O).
+ *
+ *   validate + apply  →  append  →  [group] fsync  →  publish + acknowledge
+ *   (synchronous, on      (buffer,     (off the event     (in revision order)
+ *    the pending head)     no I/O)      loop, one at a time)
+ *
+ * The engine applies a commit to its *pending* head synchronously, so the
+ * next commit validates against it at once; the commit then waits here.
+ * While one sync is in flight, commits that arrive join the next group
+ * (group commit). When a sync resolves, its group's commits become visible
+ * (readers' head moves to the group's last root) and are acknowledged, in
+ * revision order; commit hooks (watches) see each commit once, in order.
+ *
+ * Rules that keep state consistent while the sync runs without any lock:
+ *  1. One sync in flight; groups are strictly ordered.
+ *  2. Readers only ever see the published head, so nothing a crash could
+ *     take back is visible.
+ *  3. A failed sync fails its group and every commit queued behind it (they
+ *     were validated against the failed ones), rolls the pending head back to
+ *     the published one, and turns the store read-only: a failed fsync is
+ *     never retried and reported as success (fsyncgate).
+ * Without a log (in-memory, durability irrelevant) commits publish at once.
+ */
+import { LatchkeyError } from '../core/errors.js';
+import type { Mutation, Node } from '../core/tree.js';
+import type { CommitLog } from '../storage/storage.js';
+
+export interface Published {
+  readonly rev: number;
+  readonly mutations: readonly Mutation[];
+  readonly before: Node;
+  readonly after: Node;
+}
+
+interface Pending extends Published {
+  resolve(): void;
+  reject(e: unknown): void;
+}
+
+export interface PipelineHost {
+  /** Makes `root` at `rev` the head that readers see. */
+  publish(c: Published): void;
+  /** Called once when a sync failed: the store must turn read-only and roll back its pending head. */
+  failed(error: LatchkeyError): void;
+}
+
+export class CommitPipeline {
+  private group: Pending[] = [];
+  private syncing = false;
+  private waiters: Array<{ rev: number; resolve: () => void }> = [];
+  private failure: LatchkeyError | undefined;
+  private publishedRev: number;
+  syncs = 0;
+  synced = 0;
+
+  constructor(private readonly log: CommitLog | undefined, private readonly host: PipelineHost, rev: number) {
+    this.publishedRev = rev;
+  }
+
+  get inFlight(): number {
+    return this.group.length;
+  }
+
+  /** Returns undefined when the commit was published at once (no log), else when it will be. */
+  submit(rev: number, mutations: readonly Mutation[], before: Node, after: Node): Promise<void> | undefined {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.log === undefined) {
+      this.publishOne({ rev, mutations, before, after });
+      return undefined;
+    }
+    this.log.append(rev, mutations);
+    return new Promise<void>((resolve, reject) => {
+      this.group.push({ rev, mutations, before, after, resolve, reject });
+      if (!this.syncing) {
+        this.syncing = true;
+        queueMicrotask(() => void this.flush());
+      }
+    });
+  }
+
+  /** Resolves when every commit up to `rev` is published (immediately if it is). */
+  whenPublished(rev: number): Promise<void> {
+    if (rev <= this.publishedRev) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve) => this.waiters.push({ rev, resolve }));
+  }
+
+  private publishOne(c: Published): void {
+    this.publishedRev = c.rev;
+    this.host.publish(c);
+  }
+
+  private async flush(): Promise<void> {
+    while (this.group.length > 0) {
+      const batch = this.group;
+      this.group = [];
+      try {
+        await this.log!.sync();
+      } catch (e) {
+        const err = e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', `log sync failed: ${(e as Error).message}`, { cause: e });
+        this.fail(err, batch);
+        return;
+      }
+      this.syncs++;
+      this.synced += batch.length;
+      for (const c of batch) this.publishOne(c);
+      for (const c of batch) c.resolve();
+      this.wakeWaiters();
+    }
+    this.syncing = false;
+  }
+
+  private wakeWaiters(): void {
+    if (this.waiters.length === 0) return;
+    const keep: typeof this.waiters = [];
+    for (const w of this.waiters) (w.rev <= this.publishedRev ? w.resolve() : keep.push(w));
+    this.waiters = keep;
+  }
+
+  private fail(err: LatchkeyError, batch: Pending[]): void {
+    this.failure = err;
+    const all = [...batch, ...this.group];
+    this.group = [];
+    this.syncing = false;
+    this.host.failed(err);
+    for (const c of all) c.reject(err);
+    for (const w of this.waiters) w.resolve(); // nothing more will publish; callers re-check state
+    this.waiters = [];
+  }
+
+  /** Resolves once nothing is waiting for a sync. */
+  async drain(): Promise<void> {
+    while (this.syncing && !this.failure) {
+      try {
+        await this.whenPublished(this.lastSubmitted());
+      } catch {
+        return; // the failure is reported to each commit and through the host
+      }
+    }
+  }
+
+  private lastSubmitted(): number {
+    return this.group.length > 0 ? this.group[this.group.length - 1]!.rev : this.publishedRev + 1;
+  }
+}

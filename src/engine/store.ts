@@ -1,0 +1,82 @@
+/**
+ * The embedded Store: the engine plus its default session. Store-level
+ * operations (sessions, lock table, watches, snapshots, stats, close) live
+ * here; reads and writes are the default session's.
+ */
+import type { LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import { Engine, type EngineOptions } from './engine.js';
+import { SessionImpl } from './session.js';
+import { type InternalWatchOptions, type Watch, watch, watchRegistry } from './watch.js';
+
+export class EmbeddedStore extends SessionImpl implements Store {
+  private readonly sessions = new Set<SessionImpl>();
+
+  constructor(engine: Engine) {
+    super(engine, 'default');
+    // The watch history starts with the store, so a watcher can resume from any recent revision.
+    watchRegistry(engine);
+  }
+
+  static create(options: EngineOptions = {}): EmbeddedStore {
+    return new EmbeddedStore(new Engine(options));
+  }
+
+  /** The engine, for layers above (server, watches, tests). */
+  get internals(): Engine {
+    return this.engine;
+  }
+
+  get revision(): number {
+    return this.engine.visibleRev;
+  }
+
+  session(options: SessionOptions = {}): Session {
+    this.checkOpen();
+    const engine = this.engine;
+    const sessions = this.sessions;
+    const s = new (class extends SessionImpl {
+      override async end(died: boolean): Promise<void> {
+        sessions.delete(this);
+        await super.end(died);
+      }
+    })(engine, options.name);
+    sessions.add(s);
+    return s;
+  }
+
+  lockTable(): LockTableInfo {
+    return { held: [], waiting: [] };
+  }
+
+  watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {
+    return watch(this.engine, path, options);
+  }
+
+  /** watch() with the server's knobs (queue bound, shared value bytes) and its batch interface. */
+  watchInternal(path: string, options: InternalWatchOptions): Watch {
+    return watch(this.engine, path, options);
+  }
+
+  snapshot(): Promise<void> {
+    this.checkOpen();
+    return this.engine.snapshot();
+  }
+
+  stats(): StoreStats {
+    return this.engine.stats();
+  }
+
+  /** Ends every session (cleanly), waits for in-flight commits, releases storage. */
+  override async close(): Promise<void> {
+    if (this.engine.closed) return;
+    for (const s of [...this.sessions]) await s.close().catch(() => {});
+    await super.close().catch(() => {});
+    await this.engine.close();
+    watchRegistry(this.engine).endAll(new LatchkeyError('CLOSED', 'the store is closed'));
+  }
+
+  override async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The Transaction object: a TxState (core) bound to a session and the engine.
+ * All reads and writes happen on the transaction's private workspace; nothing
+ * is visible to anyone else until `commit`.
+ */
+import type { CommitResult, Entry, Listing, ListOptions, Transaction, Value, WriteOptions } from '../api.js';
+import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import { TxState } from '../core/transaction.js';
+import type { Engine } from './engine.js';
+import { makeEntry, makeListing, toBytes } from './entry.js';
+
+export interface TxOwner {
+  readonly id: string;
+  /** Called once when the transaction ends, however it ends. */
+  txEnded(tx: TransactionImpl): void;
+}
+
+export class TransactionImpl implements Transaction {
+  private readonly tx: TxState;
+  state: 'open' | 'committed' | 'aborted' = 'open';
+  private abortReason: string | undefined;
+  private committing = false;
+
+  constructor(private readonly engine: Engine, private readonly owner: TxOwner) {
+    this.tx = new TxState(engine.visibleRoot, engine.visibleRev);
+    engine.openTransactions++;
+  }
+
+  get snapshotRevision(): number {
+    return this.tx.snapshotRev;
+  }
+
+  private checkOpen(): void {
+    if (this.state === 'open' && !this.committing) return;
+    if (this.committing) throw new LatchkeyError('INVALID_ARGUMENT', 'transaction is committing');
+    if (this.state === 'committed') throw new LatchkeyError('CLOSED', 'transaction already committed');
+    throw new LatchkeyError('ABORTED', `transaction aborted${this.abortReason ? `: ${this.abortReason}` : ''}`);
+  }
+
+  async get(path: string): Promise<Entry | undefined> {
+    this.checkOpen();
+    const n = this.tx.get(path);
+    return n === undefined ? undefined : makeEntry(path, n, this.tx.snapshotRev);
+  }
+
+  async exists(path: string): Promise<boolean> {
+    this.checkOpen();
+    return this.tx.get(path) !== undefined;
+  }
+
+  async list(path: string, options: ListOptions = {}): Promise<Listing> {
+    this.checkOpen();
+    const r = this.tx.list(path, options.after, options.limit);
+    return makeListing(r.names, this.tx.snapshotRev, r.more);
+  }
+
+  async set(path: string, value: Value, options: { ifVersion?: number; ifModRev?: number; ifAbsent?: boolean } = {}): Promise<void> {
+    this.checkOpen();
+    const v = toBytes(value, this.engine.maxValueBytes, path);
+    this.tx.write({ op: 'set', path, value: v, ifVersion: options.ifVersion, ifModRev: options.ifModRev, ifAbsent: options.ifAbsent });
+  }
+
+  async create(path: string, value?: Value, options: { ephemeral?: boolean; sequential?: boolean } = {}): Promise<string> {
+    this.checkOpen();
+    const v = toBytes(value, this.engine.maxValueBytes, path);
+    return this.tx.write({
+      op: 'create', path, value: v, sequential: options.sequential === true,
+      ...(options.ephemeral ? { owner: this.owner.id } : {}),
+    }) as string;
+  }
+
+  async delete(path: string, options: { recursive?: boolean; ifVersion?: number } = {}): Promise<boolean> {
+    this.checkOpen();
+    return this.tx.write({ op: 'delete', path, recursive: options.recursive === true, ifVersion: options.ifVersion }) as boolean;
+  }
+
+  async check(path: string, expect: { version?: number; modRev?: number; exists?: boolean }): Promise<void> {
+    this.checkOpen();
+    if (expect === null || typeof expect !== 'object') throw invalidArgument('check: expectations must be an object');
+    this.tx.write({ op: 'check', path, version: expect.version, modRev: expect.modRev, exists: expect.exists });
+  }
+
+  async commit(options: WriteOptions = {}): Promise<CommitResult> {
+    this.checkOpen();
+    this.committing = true;
+    try {
+      const r = await this.engine.commitTx(this.owner.id, this.tx, options);
+      this.finish('committed');
+      return r;
+    } catch (e) {
+      this.finish('aborted', e instanceof LatchkeyError ? e.code : 'error');
+      throw e;
+    } finally {
+      this.committing = false;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.state !== 'open' || this.committing) return;
+    this.finish('aborted', 'aborted by caller');
+  }
+
+  /** Ends the transaction because its session ended. */
+  kill(reason: string): void {
+    if (this.state === 'open' && !this.committing) this.finish('aborted', reason);
+  }
+
+  private finish(state: 'committed' | 'aborted', reason?: string): void {
+    if (this.state !== 'open') return;
+    this.state = state;
+    this.abortReason = reason;
+    this.engine.openTransactions--;
+    this.owner.txEnded(this);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.abort();
+  }
+}

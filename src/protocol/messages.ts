@@ -1,0 +1,184 @@
+/**
+ * Every message of the protocol, as schemas (checked on receipt) from which
+ * the TypeScript types are inferred: what the code compiles against is what
+ * the decoder lets through.
+ *
+ * `requests` is the one table of operations: `Record<op, {args, result}>`.
+ * The server's dispatcher is typed `{ [K in RequestOp]: Handler<K> }`, so an
+ * operation added here fails to compile until it is handled, and the client
+ * checks each reply against the result schema of the op it sent.
+ *
+ * Handles (transactions, locks, watches, extra sessions) are numbers chosen
+ * by the client, unique on its connection. Choosing them client-side lets a
+ * client pipeline `begin` and the transaction's first operations without
+ * waiting for a reply, and name a lock in `cancel` before it is granted.
+ */
+import { ErrorCodes, LatchkeyError, isErrorCode } from '../core/errors.js';
+import {
+  type Infer, type Schema, anyMap, arrayOf, bool, bytes, literal, nil, nullable, num, object, opt, str, tagged, uint, union,
+} from './schema.js';
+
+export const PROTOCOL_MAGIC = 'latchkey';
+export const PROTOCOL_VERSION = 1;
+export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
+
+// ---------------------------------------------------------------- pieces
+
+const stat = object({
+  createRev: uint, modRev: uint, version: uint, childrenRev: uint, numChildren: uint, ephemeralOwner: opt(str),
+});
+const entry = object({ path: str, value: bytes, stat, revision: uint });
+export type WireEntry = Infer<typeof entry>;
+export type WireStat = Infer<typeof stat>;
+
+const listing = object({ names: arrayOf(str), more: bool, revision: uint });
+const lockMode = literal('exclusive', 'shared');
+
+export const wireMultiOp = tagged('op', {
+  set: object({ op: literal('set'), path: str, value: bytes, ifVersion: opt(uint), ifModRev: opt(uint), ifAbsent: opt(bool) }),
+  create: object({ op: literal('create'), path: str, value: opt(bytes), ephemeral: opt(bool), sequential: opt(bool) }),
+  delete: object({ op: literal('delete'), path: str, recursive: opt(bool), ifVersion: opt(uint) }),
+  check: object({ op: literal('check'), path: str, version: opt(uint), modRev: opt(uint), exists: opt(bool) }),
+});
+export type WireMultiOp = Infer<typeof wireMultiOp>;
+
+const lockInfo = object({ path: str, mode: lockMode, session: str, token: uint, since: num });
+const waiterInfo = object({ path: str, mode: literal('exclusive', 'shared', 'write', 'upgrade'), session: str, since: num });
+
+export const wireEvent = object({ type: literal('put', 'delete'), path: str, revision: uint, value: opt(bytes) });
+export type WireEvent = Infer<typeof wireEvent>;
+
+export const wireError = object({ code: str, message: str, path: opt(str), info: opt(anyMap) });
+export type WireError = Infer<typeof wireError>;
+
+const limits = object({
+  maxFrame: uint, maxValue: uint, maxInFlight: uint, maxTransactions: uint, maxTxOps: uint,
+  maxLocks: uint, maxWatches: uint, maxWatchQueue: uint, maxSessions: uint, maxConnections: uint,
+});
+
+// Arguments shared by writes outside a transaction.
+const fence = opt(uint);
+const wait = opt(bool);
+
+// ---------------------------------------------------------------- the table
+
+function op<A, R>(args: Schema<A>, result: Schema<R>): { readonly args: Schema<A>; readonly result: Schema<R> } {
+  return { args, result };
+}
+
+/**
+ * `tx` on a read or write runs it inside that open transaction; without it the
+ * read sees the head and the write is its own commit. `fence`, `wait` apply
+ * to commits only (outside a transaction, or on `commit`).
+ */
+export const requests = {
+  get: op(object({ path: str, tx: opt(uint) }), nullable(entry)),
+  exists: op(object({ path: str, tx: opt(uint) }), bool),
+  list: op(object({ path: str, after: opt(str), limit: opt(uint), tx: opt(uint) }), listing),
+  /** Result: the commit's revision, or nil inside a transaction. */
+  set: op(object({ path: str, value: bytes, ifVersion: opt(uint), ifModRev: opt(uint), ifAbsent: opt(bool), fence, wait, tx: opt(uint) }), nullable(uint)),
+  create: op(object({ path: str, value: opt(bytes), ephemeral: opt(bool), sequential: opt(bool), fence, wait, tx: opt(uint) }), str),
+  delete: op(object({ path: str, recursive: opt(bool), ifVersion: opt(uint), fence, wait, tx: opt(uint) }), bool),
+  check: op(object({ path: str, tx: uint, version: opt(uint), modRev: opt(uint), exists: opt(bool) }), nil),
+  multi: op(object({ ops: arrayOf(wireMultiOp), fence, wait }), object({ revision: uint, results: arrayOf(union(union(str, bool, 'string or boolean'), nil, 'string, boolean or nil')) })),
+  begin: op(object({ tx: uint }), object({ snapshotRevision: uint })),
+  commit: op(object({ tx: uint, fence, wait }), object({ revision: uint, replayed: bool })),
+  abort: op(object({ tx: uint }), nil),
+  lock: op(object({ lock: uint, path: str, mode: opt(lockMode), wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint, ownerDied: bool, mode: lockMode })),
+  upgrade: op(object({ lock: uint, wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint })),
+  downgrade: op(object({ lock: uint }), nil),
+  release: op(object({ lock: uint }), nil),
+  locks: op(object({}), arrayOf(lockInfo)),
+  lockTable: op(object({}), object({ held: arrayOf(lockInfo), waiting: arrayOf(waiterInfo) })),
+  /** Result: the first revision the watch can deliver (events carry revisions > or ≥ it, see docs). */
+  watch: op(object({ watch: uint, path: str, recursive: opt(bool), fromRevision: opt(uint) }), object({ revision: uint })),
+  unwatch: op(object({ watch: uint }), nil),
+  /** Opens another session on this connection; later requests name it in the envelope's `s`. */
+  session: op(object({ session: uint, name: opt(str) }), object({ id: str, name: str })),
+  endSession: op(object({ session: uint }), nil),
+  stats: op(object({}), anyMap),
+  snapshot: op(object({}), nil),
+  ping: op(object({}), nil),
+} as const;
+
+export type RequestTable = typeof requests;
+export type RequestOp = keyof RequestTable;
+export type Args<K extends RequestOp> = Infer<RequestTable[K]['args']>;
+export type Result<K extends RequestOp> = Infer<RequestTable[K]['result']>;
+export const REQUEST_OPS = Object.keys(requests) as RequestOp[];
+
+export function isRequestOp(s: unknown): s is RequestOp {
+  return typeof s === 'string' && Object.prototype.hasOwnProperty.call(requests, s);
+}
+
+// ---------------------------------------------------------------- envelopes
+
+/** Client → server. A request's id, and the id a cancel names, travel in the frame header. */
+export const helloBody = object({
+  t: literal('hello'), magic: literal(PROTOCOL_MAGIC), versions: arrayOf(uint, 16),
+  token: opt(str), name: opt(str),
+});
+export type HelloBody = Infer<typeof helloBody>;
+
+const requestEnvelope = object({ t: literal('req'), op: str, s: opt(uint), a: anyMap });
+const cancelBody = object({ t: literal('cancel') });
+
+export type ClientMessage =
+  | HelloBody
+  | { [K in RequestOp]: { t: 'req'; id: number; op: K; s: number; a: Args<K> } }[RequestOp]
+  | { t: 'cancel'; id: number };
+
+export type RequestMessage = Extract<ClientMessage, { t: 'req' }>;
+
+export const welcomeBody = object({
+  t: literal('welcome'), version: uint, session: str, name: str, ttlMs: uint, revision: uint, limits,
+});
+export type WelcomeBody = Infer<typeof welcomeBody>;
+
+const serverBodies = {
+  welcome: welcomeBody,
+  ok: object({ t: literal('ok'), r: (v: unknown) => v, rev: uint }),
+  err: object({ t: literal('err'), e: wireError }),
+  event: object({ t: literal('event'), w: uint, ev: arrayOf(wireEvent) }),
+  watchEnd: object({ t: literal('watchEnd'), w: uint, e: wireError }),
+  lockLost: object({ t: literal('lockLost'), l: uint, e: wireError }),
+  sessionEnd: object({ t: literal('sessionEnd'), s: uint, e: wireError }),
+  bye: object({ t: literal('bye'), e: wireError }),
+};
+export const serverBody = tagged('t', serverBodies);
+type ServerBodyOf<K extends keyof typeof serverBodies> = Infer<(typeof serverBodies)[K]>;
+
+/** Server → client. `ok`/`err` carry the request's id; everything else is pushed with id 0. */
+export type ServerMessage =
+  | ServerBodyOf<'welcome'>
+  | (Omit<ServerBodyOf<'ok'>, 'r'> & { id: number; r: unknown })
+  | (ServerBodyOf<'err'> & { id: number })
+  | ServerBodyOf<'event'>
+  | ServerBodyOf<'watchEnd'>
+  | ServerBodyOf<'lockLost'>
+  | ServerBodyOf<'sessionEnd'>
+  | ServerBodyOf<'bye'>;
+
+export type ServerBody = { [K in keyof typeof serverBodies]: ServerBodyOf<K> }[keyof typeof serverBodies];
+
+// ---------------------------------------------------------------- errors
+
+/** The one place a LatchkeyError (or anything thrown) becomes its wire form. */
+export function toWireError(e: unknown): WireError {
+  if (e instanceof LatchkeyError) {
+    const w: WireError = { code: e.code, message: e.message };
+    if (e.path !== undefined) w.path = e.path;
+    if (e.info !== undefined) w.info = e.info;
+    return w;
+  }
+  return { code: 'INTERNAL', message: e instanceof Error ? `internal error: ${e.message}` : 'internal error' };
+}
+
+/** The one place a wire error becomes a LatchkeyError again, the same code, message, path and info. */
+export function fromWireError(w: WireError): LatchkeyError {
+  if (isErrorCode(w.code)) return new LatchkeyError(w.code, w.message, { ...(w.path !== undefined ? { path: w.path } : {}), ...(w.info !== undefined ? { info: w.info } : {}) });
+  // A newer peer may know codes this one does not; keep what it said.
+  return new LatchkeyError('INTERNAL', w.message, { ...(w.path !== undefined ? { path: w.path } : {}), info: { ...w.info, code: w.code } });
+}
+
+export const KNOWN_ERROR_CODES: readonly string[] = ErrorCodes;
