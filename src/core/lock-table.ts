@@ -161,6 +161,8 @@ export class LockRequest {
   /** For an upgrade: the S lock being upgraded. For a lock: its pending upgrade. */
   link: LockRequest | undefined = undefined;
   entries: Entry[] = [];
+  /** The caller's bookkeeping (the engine keeps its waiter or lock handle here). */
+  owner: unknown = undefined;
 
   constructor(readonly id: number, readonly session: string, public kind: RequestKind, public order: number, now: number) {
     this.since = now;
@@ -207,7 +209,7 @@ export interface LockTableOptions {
 export interface SessionEnd {
   /** Waiting requests of the session, now done (the caller rejects them). */
   readonly cancelled: LockRequest[];
-  /** Locks and write holds it held, now released. */
+  /** Locks it held, now released (admitted writes stay held until applied). */
   readonly released: LockRequest[];
   /** Requests of other sessions granted as a result. */
   readonly granted: LockRequest[];
@@ -355,9 +357,11 @@ export class LockTable {
    */
   endSession(session: string): SessionEnd {
     const cancelled = [...(this.waitingBySession.get(session) ?? [])];
-    const released = [...(this.heldBySession.get(session) ?? [])];
+    // Write holds stay: the write was admitted and the engine is applying it;
+    // it releases the hold once the write is on the pending head.
+    const released = [...(this.heldBySession.get(session) ?? [])].filter((r) => r.kind !== 'write');
     for (const r of cancelled) this.dropWaiting(r);
-    for (const r of released) this.dropHeld(r, r.kind !== 'write');
+    for (const r of released) this.dropHeld(r, true);
     this.out = [];
     for (const r of [...cancelled, ...released]) for (const e of r.entries) this.scanAfter(e.node, CONFLICTS[e.cls]!);
     for (const r of cancelled) this.prune(r);

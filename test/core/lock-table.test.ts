@@ -473,7 +473,8 @@ function runModel(cmds: readonly Cmd[]): void {
         const s = `s${c.s}`;
         for (const r of m.reqs) {
           if (r.session !== s) continue;
-          if (r.state === 'held' && r.kind !== 'write') for (const e of r.entries) if (!m.taints.includes(e.path)) m.taints.push(e.path);
+          if (r.state === 'held' && r.kind === 'write') continue; // admitted writes stay held until applied
+          if (r.state === 'held') for (const e of r.entries) if (!m.taints.includes(e.path)) m.taints.push(e.path);
           if (r.state !== 'done') r.state = 'done';
           r.link = undefined;
         }
@@ -489,12 +490,16 @@ function runModel(cmds: readonly Cmd[]): void {
     assert.equal(t.size.waiting, m.waiting().length);
   }
   // Liveness: ending every session leaves every request granted or failed, and the table empty.
+  for (const r of m.reqs) if (r.kind === 'write' && r.state === 'held') { r.state = 'done'; seeGrants(t.release(r.real), m.settle()); }
   for (let s = 0; s < NSESS; s++) {
     const sess = `s${s}`;
-    for (const r of m.reqs) if (r.session === sess) r.state = 'done';
-    t.endSession(sess);
-    for (const r of m.reqs) if (r.state === 'waiting') assert.equal(r.real.state === 'waiting' || r.real.state === 'held', true);
+    for (const r of m.reqs) if (r.session === sess && r.state !== 'held') r.state = 'done';
+    for (const r of m.reqs) if (r.session === sess && r.state === 'held' && r.kind !== 'write') { r.state = 'done'; for (const e of r.entries) if (!m.taints.includes(e.path)) m.taints.push(e.path); }
+    seeGrants(t.endSession(sess).granted, m.settle());
   }
+  // Writes granted meanwhile are applied by the engine, which then releases them.
+  for (const r of m.reqs) if (r.kind === 'write' && r.state === 'held') { r.state = 'done'; seeGrants(t.release(r.real), m.settle()); }
+  assert.equal(m.waiting().length, 0);
   assert.deepEqual(t.size, { held: 0, waiting: 0 });
   for (const r of m.reqs) if (r.kind !== 'upgrade') assert.equal(r.real.state, 'done');
 }
