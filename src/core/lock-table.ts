@@ -103,7 +103,7 @@ const NBIT = 1 << N;
 const CONFLICTS = [(1 << X) | (1 << W) | (1 << N), 0b1111, (1 << S) | (1 << X), (1 << S) | (1 << X)];
 const ALL = 0b1111;
 
-function sumMask(a: Int32Array, mask: number): number {
+function sumMask(a: readonly number[], mask: number): number {
   let n = 0;
   for (let c = 0; c < NCLS; c++) if (mask & (1 << c)) n += a[c]!;
   return n;
@@ -116,19 +116,18 @@ class Entry {
 }
 
 class PathNode {
-  readonly children = new Map<string, PathNode>();
+  // Maps and sets are made on first use: most nodes are leaves with one request.
+  children: Map<string, PathNode> | undefined = undefined;
   /** Children whose subtree holds waiters. */
-  readonly wchildren = new Set<PathNode>();
+  wchildren: Set<PathNode> | undefined = undefined;
   /** Holders at this path, and in this subtree (inclusive), by class. */
-  readonly h = new Int32Array(NCLS);
-  readonly sh = new Int32Array(NCLS);
-  hs: Map<string, Int32Array> | undefined = undefined;
-  shs: Map<string, Int32Array> | undefined = undefined;
-  readonly holds = new Set<Entry>();
+  readonly h = [0, 0, 0, 0];
+  readonly sh = [0, 0, 0, 0];
+  holds: Set<Entry> | undefined = undefined;
   /** Waiting entries here by class (FIFO lists), and waiters in this subtree (inclusive). */
   readonly head: (Entry | undefined)[] = [undefined, undefined, undefined, undefined];
   readonly tail: (Entry | undefined)[] = [undefined, undefined, undefined, undefined];
-  readonly sw = new Int32Array(NCLS);
+  readonly sw = [0, 0, 0, 0];
   /** Owner-died taint here, and taints in this subtree (inclusive). */
   taint = false;
   st = 0;
@@ -146,7 +145,7 @@ class PathNode {
   }
 
   empty(): boolean {
-    return this.children.size === 0 && this.holds.size === 0 && this.waiting() === 0 && this.st === 0;
+    return (this.children === undefined || this.children.size === 0) && (this.holds === undefined || this.holds.size === 0) && this.waiting() === 0 && this.st === 0;
   }
 }
 
@@ -423,10 +422,10 @@ export class LockTable {
     let n = this.root;
     for (let i = 0; i < segs.length; i++) {
       const name = segs[i]!;
-      let c = n.children.get(name);
+      let c = n.children?.get(name);
       if (c === undefined) {
         c = new PathNode(n, name, i + 1);
-        n.children.set(name, c);
+        (n.children ??= new Map()).set(name, c);
       }
       n = c;
     }
@@ -438,10 +437,25 @@ export class LockTable {
     for (const e of req.entries) {
       let n = e.node;
       while (n.parent !== undefined && n.empty()) {
-        n.parent.children.delete(n.name);
+        n.parent.children!.delete(n.name);
         n = n.parent;
       }
     }
+  }
+
+  /**
+   * Is there a holder at n or below, of a class in mask, of another session?
+   * Subtree counts minus the asker's own holds there (found through its
+   * list of holds: sessions hold few locks; this costs O(own locks · depth)).
+   */
+  private foreignBelow(n: PathNode, session: string, mask: number): boolean {
+    const all = sumMask(n.sh, mask);
+    if (all === 0) return false;
+    const mine = this.heldBySession.get(session);
+    if (mine === undefined) return true;
+    let own = 0;
+    for (const r of mine) for (const e of r.entries) if ((mask & (1 << e.cls)) && isUnder(e.node, n)) own++;
+    return all > own;
   }
 
   /** Would a new request (class cls at segs, newest) wait? Read-only: creates no nodes. */
@@ -451,18 +465,18 @@ export class LockTable {
     let n = this.root;
     for (let i = 0; ; i++) {
       if (i === segs.length) break;
-      if (foreign(n.h, n.hs, session, amask) > 0) return true;
+      if (foreignAt(n, session, amask)) return true;
       for (let c = 0; c < NCLS; c++) if ((amask & (1 << c)) && n.head[c] !== undefined) return true;
-      const next = n.children.get(segs[i]!);
+      const next = n.children?.get(segs[i]!);
       if (next === undefined) return false;
       n = next;
     }
     if (cls === N) {
-      if (foreign(n.h, n.hs, session, mask) > 0) return true;
+      if (foreignAt(n, session, mask)) return true;
       for (let c = 0; c < NCLS; c++) if ((mask & (1 << c)) && n.head[c] !== undefined) return true;
       return false;
     }
-    if (foreign(n.sh, n.shs, session, mask) > 0) return true;
+    if (this.foreignBelow(n, session, mask)) return true;
     return sumMask(n.sw, mask) > 0;
   }
 
@@ -477,12 +491,12 @@ export class LockTable {
     const mask = CONFLICTS[e.cls]!;
     const amask = mask & ~NBIT;
     for (let a = e.node.parent; a !== undefined; a = a.parent) {
-      if (foreign(a.h, a.hs, session, amask) > 0) return true;
+      if (foreignAt(a, session, amask)) return true;
       if (earlierHead(a, amask, order)) return true;
     }
     const n = e.node;
-    if (e.cls === N) return foreign(n.h, n.hs, session, mask) > 0 || earlierHead(n, mask, order);
-    if (foreign(n.sh, n.shs, session, mask) > 0) return true;
+    if (e.cls === N) return foreignAt(n, session, mask) || earlierHead(n, mask, order);
+    if (this.foreignBelow(n, session, mask)) return true;
     let below = sumMask(n.sw, mask);
     if (registered && (mask & (1 << e.cls))) below--;
     if (below <= 0) return false;
@@ -491,7 +505,7 @@ export class LockTable {
     while (stack.length > 0) {
       const m = stack.pop()!;
       if (earlierHead(m, mask, order)) return true;
-      for (const c of m.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
+      if (m.wchildren !== undefined) for (const c of m.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
     }
     return false;
   }
@@ -501,7 +515,7 @@ export class LockTable {
     const session = e.req.session;
     const mask = CONFLICTS[e.cls]!;
     const visit = (m: PathNode, mk: number): boolean => {
-      for (const h of m.holds) if ((mk & (1 << h.cls)) && h.req.session !== session && f(h, true)) return true;
+      if (m.holds !== undefined) for (const h of m.holds) if ((mk & (1 << h.cls)) && h.req.session !== session && f(h, true)) return true;
       for (let c = 0; c < NCLS; c++) {
         if (!(mk & (1 << c))) continue;
         for (let w = m.head[c]; w !== undefined && w.req.order < order; w = w.next) if (f(w, false)) return true;
@@ -514,7 +528,7 @@ export class LockTable {
     while (stack.length > 0) {
       const m = stack.pop()!;
       if (visit(m, mask)) return true;
-      for (const c of m.children.values()) if (sumMask(c.sh, mask) > 0 || sumMask(c.sw, mask) > 0) stack.push(c);
+      if (m.children !== undefined) for (const c of m.children.values()) if (sumMask(c.sh, mask) > 0 || sumMask(c.sw, mask) > 0) stack.push(c);
     }
     return false;
   }
@@ -617,7 +631,7 @@ export class LockTable {
     for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) {
       const was = m.waiting();
       m.sw[c]!++;
-      if (was === 0 && m.parent !== undefined) m.parent.wchildren.add(m);
+      if (was === 0 && m.parent !== undefined) (m.parent.wchildren ??= new Set()).add(m);
     }
   }
 
@@ -636,32 +650,24 @@ export class LockTable {
     e.prev = e.next = undefined;
     for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) {
       m.sw[c]!--;
-      if (m.waiting() === 0 && m.parent !== undefined) m.parent.wchildren.delete(m);
+      if (m.waiting() === 0 && m.parent !== undefined) m.parent.wchildren!.delete(m);
     }
   }
 
   private addHold(e: Entry): void {
     const s = e.req.session;
     const c = e.cls;
-    e.node.holds.add(e);
+    (e.node.holds ??= new Set()).add(e);
     e.node.h[c]!++;
-    bump(e.node, 'hs', s, c, 1);
-    for (let m: PathNode | undefined = e.node; m !== undefined; m = m.parent) {
-      m.sh[c]!++;
-      bump(m, 'shs', s, c, 1);
-    }
+    for (let m: PathNode | undefined = e.node; m !== undefined; m = m.parent) m.sh[c]!++;
   }
 
   private removeHold(e: Entry): void {
     const s = e.req.session;
     const c = e.cls;
-    e.node.holds.delete(e);
+    e.node.holds!.delete(e);
     e.node.h[c]!--;
-    bump(e.node, 'hs', s, c, -1);
-    for (let m: PathNode | undefined = e.node; m !== undefined; m = m.parent) {
-      m.sh[c]!--;
-      bump(m, 'shs', s, c, -1);
-    }
+    for (let m: PathNode | undefined = e.node; m !== undefined; m = m.parent) m.sh[c]!--;
   }
 
   private dropWaiting(req: LockRequest): void {
@@ -704,7 +710,7 @@ export class LockTable {
         m.taint = false;
         for (let a: PathNode | undefined = m; a !== undefined; a = a.parent) a.st--;
       }
-      for (const c of m.children.values()) if (c.st > 0) stack.push(c);
+      if (m.children !== undefined) for (const c of m.children.values()) if (c.st > 0) stack.push(c);
     }
     // Nodes below n kept alive only by their taint are pruned with n's
     // holder when it is pruned; prune the now-empty ones below here.
@@ -712,6 +718,7 @@ export class LockTable {
   }
 
   private pruneBelow(n: PathNode): void {
+    if (n.children === undefined) return;
     for (const c of [...n.children.values()]) {
       this.pruneBelow(c);
       if (c.empty()) n.children.delete(c.name);
@@ -791,10 +798,10 @@ export class LockTable {
     for (let a: PathNode | undefined = node; a !== undefined; a = a.parent) if (hasOwnWaiters(a)) this.scanNode(a);
     if (mask === 0) return;
     const stack: PathNode[] = [];
-    for (const c of node.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
+    if (node.wchildren !== undefined) for (const c of node.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
     while (stack.length > 0) {
       const m = stack.pop()!;
-      for (const c of m.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
+      if (m.wchildren !== undefined) for (const c of m.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
       if (hasOwnWaiters(m)) this.scanNode(m);
     }
   }
@@ -836,21 +843,21 @@ function earlierHead(n: PathNode, mask: number, order: number): boolean {
   return false;
 }
 
-/** Holders in `counts` of the classes in `mask` that belong to a session other than `session`. */
-function foreign(counts: Int32Array, bySession: Map<string, Int32Array> | undefined, session: string, mask: number): number {
-  const all = sumMask(counts, mask);
-  if (all === 0) return 0;
-  const own = bySession?.get(session);
-  return own === undefined ? all : all - sumMask(own, mask);
+/**
+ * Is there a holder at exactly n, of a class in mask, of another session?
+ * The counts answer "none" in O(1); otherwise the first foreign holder
+ * found answers "yes" (only a node crowded with the asker's own holds
+ * costs more).
+ */
+function foreignAt(n: PathNode, session: string, mask: number): boolean {
+  if (sumMask(n.h, mask) === 0) return false;
+  for (const h of n.holds!) if ((mask & (1 << h.cls)) && h.req.session !== session) return true;
+  return false;
 }
 
-function bump(n: PathNode, key: 'hs' | 'shs', session: string, c: number, d: number): void {
-  let map = n[key];
-  if (map === undefined) map = n[key] = new Map();
-  let a = map.get(session);
-  if (a === undefined) map.set(session, (a = new Int32Array(NCLS)));
-  a[c]! += d;
-  if (d < 0 && a[0] === 0 && a[1] === 0 && a[2] === 0 && a[3] === 0) map.delete(session);
+function isUnder(m: PathNode, n: PathNode): boolean {
+  while (m.depth > n.depth) m = m.parent!;
+  return m === n;
 }
 
 /**
