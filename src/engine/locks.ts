@@ -26,6 +26,7 @@ import type { Admission, WriteGate } from './engine.js';
 const NO_ADMISSION: Admission = { done() {} };
 
 interface Waiter {
+  /** Settles the waiting promise with what the grant gives the caller. */
   resolve(req: LockRequest): void;
   reject(e: unknown): void;
   cleanup(): void;
@@ -69,7 +70,7 @@ export class LockService implements WriteGate {
       checkWaitOptions(options);
       const req = this.table.lock(session, path, mode, options.wait !== false);
       if (req.state === 'held') return Promise.resolve(new LockImpl(this, req));
-      return this.waitFor(req, options).then(() => new LockImpl(this, req));
+      return this.waitFor<Lock>(req, options, (r) => new LockImpl(this, r));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -84,7 +85,7 @@ export class LockService implements WriteGate {
       if (req.kind === 'exclusive') return Promise.resolve();
       const up = this.table.upgrade(req, options.wait !== false);
       if (up.state !== 'waiting') return Promise.resolve();
-      return this.waitFor(up, options).then(() => undefined);
+      return this.waitFor<void>(up, options, () => undefined);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -135,9 +136,9 @@ export class LockService implements WriteGate {
     checkWaitOptions(opts);
     const req = this.table.admitWrite(session, targets, opts.wait !== false);
     if (req === undefined) return NO_ADMISSION;
-    return this.waitFor(req, opts).then((): Admission => ({
+    return this.waitFor<Admission>(req, opts, (r) => ({
       done: () => {
-        if (req.state === 'held') this.deliver(this.table.release(req));
+        if (r.state === 'held') this.deliver(this.table.release(r));
       },
     }));
   }
@@ -181,8 +182,8 @@ export class LockService implements WriteGate {
   }
 
   /** Waits for a queued request; its timer or signal cancels it (and hands on what that unblocks). */
-  private waitFor(req: LockRequest, o: { timeoutMs?: number; signal?: AbortSignal }): Promise<LockRequest> {
-    return new Promise<LockRequest>((resolve, reject) => {
+  private waitFor<T>(req: LockRequest, o: { timeoutMs?: number; signal?: AbortSignal }, make: (granted: LockRequest) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const signal = o.signal;
       const cancel = (e: LatchkeyError): void => {
@@ -194,7 +195,7 @@ export class LockService implements WriteGate {
       };
       const onAbort = (): void => cancel(aborted(signal!));
       const w: Waiter = {
-        resolve,
+        resolve: (g) => resolve(make(g)),
         reject,
         cleanup: () => {
           if (timer !== undefined) clearTimeout(timer);
@@ -221,12 +222,13 @@ function lost(req: LockRequest, why: string): LatchkeyError {
 /** A held lock, as the user sees it. */
 export class LockImpl implements Lock {
   private controller: AbortController | undefined = undefined;
-  private lostReason: LatchkeyError | undefined = undefined;
+  /** Why the lock was lost; the error is made only if someone looks at the signal. */
+  private lostWhy: string | undefined = undefined;
 
   constructor(private readonly service: LockService, readonly req: LockRequest) {
     req.owner = this;
     // Lost between its grant and this handle (its session ended meanwhile).
-    if (req.state !== 'held') this.lostReason = lost(req, 'its session ended');
+    if (req.state !== 'held') this.lostWhy = 'its session ended';
   }
 
   get path(): string { return this.req.path; }
@@ -239,16 +241,16 @@ export class LockImpl implements Lock {
   get signal(): AbortSignal {
     if (this.controller === undefined) {
       this.controller = new AbortController();
-      if (this.lostReason !== undefined) this.controller.abort(this.lostReason);
+      if (this.lostWhy !== undefined) this.controller.abort(lost(this.req, this.lostWhy));
     }
     return this.controller.signal;
   }
 
   /** @internal The lock was taken away (its session ended). */
   lose(why: string): void {
-    if (this.lostReason !== undefined) return;
-    this.lostReason = lost(this.req, why);
-    this.controller?.abort(this.lostReason);
+    if (this.lostWhy !== undefined) return;
+    this.lostWhy = why;
+    this.controller?.abort(lost(this.req, why));
   }
 
   upgrade(options: UpgradeOptions = {}): Promise<void> {
