@@ -123,7 +123,8 @@ class PathNode {
   /** Holders at this path, and in this subtree (inclusive), by class. */
   readonly h = [0, 0, 0, 0];
   readonly sh = [0, 0, 0, 0];
-  holds: Set<Entry> | undefined = undefined;
+  /** Holding entries here: an intrusive list through Entry.prev/next (an entry waits or holds, never both). */
+  hhead: Entry | undefined = undefined;
   /** Waiting entries here by class (FIFO lists), and waiters in this subtree (inclusive). */
   readonly head: (Entry | undefined)[] = [undefined, undefined, undefined, undefined];
   readonly tail: (Entry | undefined)[] = [undefined, undefined, undefined, undefined];
@@ -145,8 +146,19 @@ class PathNode {
   }
 
   empty(): boolean {
-    return (this.children === undefined || this.children.size === 0) && (this.holds === undefined || this.holds.size === 0) && this.waiting() === 0 && this.st === 0;
+    return (this.children === undefined || this.children.size === 0) && this.hhead === undefined && this.waiting() === 0 && this.st === 0;
   }
+}
+
+class SessionRec {
+  held: LockRequest | undefined = undefined;
+  waiting: LockRequest | undefined = undefined;
+}
+
+function listOf(head: LockRequest | undefined): LockRequest[] {
+  const out: LockRequest[] = [];
+  for (let r = head; r !== undefined; r = r.snext) out.push(r);
+  return out;
 }
 
 /** One request: a lock (held or waiting), an upgrade, or a write admission. */
@@ -162,6 +174,9 @@ export class LockRequest {
   entries: Entry[] = [];
   /** The caller's bookkeeping (the engine keeps its waiter or lock handle here). */
   owner: unknown = undefined;
+  /** @internal Links in its session's list of held or waiting requests. */
+  sprev: LockRequest | undefined = undefined;
+  snext: LockRequest | undefined = undefined;
 
   constructor(readonly id: number, readonly session: string, public kind: RequestKind, public order: number, now: number) {
     this.since = now;
@@ -229,8 +244,8 @@ export class LockTable {
   private nextUpgradeOrder = -Number.MAX_SAFE_INTEGER;
   private lastToken: number;
   private readonly tokens = new Map<number, LockRequest>();
-  private readonly heldBySession = new Map<string, Set<LockRequest>>();
-  private readonly waitingBySession = new Map<string, Set<LockRequest>>();
+  /** Each session's held and waiting requests (intrusive lists: no allocation per grant). */
+  private readonly sessions = new Map<string, SessionRec>();
   private holdCount = 0;
   private waitCount = 0;
   /** Grants made by the current operation. */
@@ -355,10 +370,11 @@ export class LockTable {
    * its holds released with owner-died taint, and the next waiters granted.
    */
   endSession(session: string): SessionEnd {
-    const cancelled = [...(this.waitingBySession.get(session) ?? [])];
+    const rec = this.sessions.get(session);
+    const cancelled = listOf(rec?.waiting);
     // Write holds stay: the write was admitted and the engine is applying it;
     // it releases the hold once the write is on the pending head.
-    const released = [...(this.heldBySession.get(session) ?? [])].filter((r) => r.kind !== 'write');
+    const released = listOf(rec?.held).filter((r) => r.kind !== 'write');
     for (const r of cancelled) this.dropWaiting(r);
     for (const r of released) this.dropHeld(r, true);
     this.out = [];
@@ -378,19 +394,19 @@ export class LockTable {
   /** Locks held by `session` (not write holds). */
   held(session: string): LockRequest[] {
     const out: LockRequest[] = [];
-    for (const r of this.heldBySession.get(session) ?? []) if (r.kind !== 'write') out.push(r);
+    for (let r = this.sessions.get(session)?.held; r !== undefined; r = r.snext) if (r.kind !== 'write') out.push(r);
     return out.sort((a, b) => a.token - b.token);
   }
 
   allHeld(): LockRequest[] {
     const out: LockRequest[] = [];
-    for (const set of this.heldBySession.values()) for (const r of set) if (r.kind !== 'write') out.push(r);
+    for (const rec of this.sessions.values()) for (let r = rec.held; r !== undefined; r = r.snext) if (r.kind !== 'write') out.push(r);
     return out.sort((a, b) => a.token - b.token);
   }
 
   allWaiting(): LockRequest[] {
     const out: LockRequest[] = [];
-    for (const set of this.waitingBySession.values()) for (const r of set) out.push(r);
+    for (const rec of this.sessions.values()) for (let r = rec.waiting; r !== undefined; r = r.snext) out.push(r);
     return out.sort((a, b) => a.order - b.order);
   }
 
@@ -451,10 +467,8 @@ export class LockTable {
   private foreignBelow(n: PathNode, session: string, mask: number): boolean {
     const all = sumMask(n.sh, mask);
     if (all === 0) return false;
-    const mine = this.heldBySession.get(session);
-    if (mine === undefined) return true;
     let own = 0;
-    for (const r of mine) for (const e of r.entries) if ((mask & (1 << e.cls)) && isUnder(e.node, n)) own++;
+    for (let r = this.sessions.get(session)?.held; r !== undefined; r = r.snext) for (const e of r.entries) if ((mask & (1 << e.cls)) && isUnder(e.node, n)) own++;
     return all > own;
   }
 
@@ -515,7 +529,7 @@ export class LockTable {
     const session = e.req.session;
     const mask = CONFLICTS[e.cls]!;
     const visit = (m: PathNode, mk: number): boolean => {
-      if (m.holds !== undefined) for (const h of m.holds) if ((mk & (1 << h.cls)) && h.req.session !== session && f(h, true)) return true;
+      for (let h = m.hhead; h !== undefined; h = h.next) if ((mk & (1 << h.cls)) && h.req.session !== session && f(h, true)) return true;
       for (let c = 0; c < NCLS; c++) {
         if (!(mk & (1 << c))) continue;
         for (let w = m.head[c]; w !== undefined && w.req.order < order; w = w.next) if (f(w, false)) return true;
@@ -550,9 +564,7 @@ export class LockTable {
   private enqueue(req: LockRequest): LockRequest {
     for (const e of req.entries) this.addWaiter(e);
     this.waitCount++;
-    let set = this.waitingBySession.get(req.session);
-    if (set === undefined) this.waitingBySession.set(req.session, (set = new Set()));
-    set.add(req);
+    this.link(req, true);
     const cycle = this.findCycle(req);
     if (cycle !== undefined) {
       this.dropWaiting(req);
@@ -567,8 +579,8 @@ export class LockTable {
   /** A path in the session wait-for graph from req's blockers back to req's session, as cycle steps. */
   private findCycle(req: LockRequest): CycleStep[] | undefined {
     const me = req.session;
-    const mine = this.waitingBySession.get(me);
-    if ((this.heldBySession.get(me)?.size ?? 0) === 0 && (mine === undefined || mine.size <= 1)) return undefined;
+    const rec = this.sessions.get(me)!;
+    if (rec.held === undefined && rec.waiting === req && req.snext === undefined) return undefined;
     // BFS over sessions; `via` remembers how each was reached.
     const via = new Map<string, CycleStep>();
     const queue: string[] = [];
@@ -591,7 +603,7 @@ export class LockTable {
       let hit = false;
       while (queue.length > 0 && !hit) {
         const s = queue.shift()!;
-        for (const r of this.waitingBySession.get(s) ?? []) {
+        for (let r = this.sessions.get(s)?.waiting; r !== undefined; r = r.snext) {
           if (edgesOf(r, s) !== undefined) { hit = true; break; }
         }
       }
@@ -608,6 +620,27 @@ export class LockTable {
       if (cur === me) break;
     }
     return steps.reverse();
+  }
+
+  /** Puts req on its session's waiting (or held) list. */
+  private link(req: LockRequest, waiting: boolean): void {
+    let rec = this.sessions.get(req.session);
+    if (rec === undefined) this.sessions.set(req.session, (rec = new SessionRec()));
+    const head = waiting ? rec.waiting : rec.held;
+    req.sprev = undefined;
+    req.snext = head;
+    if (head !== undefined) head.sprev = req;
+    if (waiting) rec.waiting = req; else rec.held = req;
+  }
+
+  private unlink(req: LockRequest, waiting: boolean): void {
+    const rec = this.sessions.get(req.session)!;
+    if (req.sprev !== undefined) req.sprev.snext = req.snext;
+    else if (waiting) rec.waiting = req.snext;
+    else rec.held = req.snext;
+    if (req.snext !== undefined) req.snext.sprev = req.sprev;
+    req.sprev = req.snext = undefined;
+    if (rec.waiting === undefined && rec.held === undefined) this.sessions.delete(req.session);
   }
 
   private addWaiter(e: Entry): void {
@@ -657,7 +690,11 @@ export class LockTable {
   private addHold(e: Entry): void {
     const s = e.req.session;
     const c = e.cls;
-    (e.node.holds ??= new Set()).add(e);
+    const n = e.node;
+    e.prev = undefined;
+    e.next = n.hhead;
+    if (n.hhead !== undefined) n.hhead.prev = e;
+    n.hhead = e;
     e.node.h[c]!++;
     for (let m: PathNode | undefined = e.node; m !== undefined; m = m.parent) m.sh[c]!++;
   }
@@ -665,7 +702,10 @@ export class LockTable {
   private removeHold(e: Entry): void {
     const s = e.req.session;
     const c = e.cls;
-    e.node.holds!.delete(e);
+    const n = e.node;
+    if (e.prev === undefined) n.hhead = e.next; else e.prev.next = e.next;
+    if (e.next !== undefined) e.next.prev = e.prev;
+    e.prev = e.next = undefined;
     e.node.h[c]!--;
     for (let m: PathNode | undefined = e.node; m !== undefined; m = m.parent) m.sh[c]!--;
   }
@@ -675,9 +715,7 @@ export class LockTable {
     for (const e of req.entries) this.removeWaiter(e);
     req.state = 'done';
     this.waitCount--;
-    const set = this.waitingBySession.get(req.session)!;
-    set.delete(req);
-    if (set.size === 0) this.waitingBySession.delete(req.session);
+    this.unlink(req, true);
     if (req.kind === 'upgrade' && req.link !== undefined && req.link.link === req) req.link.link = undefined;
   }
 
@@ -691,9 +729,7 @@ export class LockTable {
     req.state = 'done';
     this.holdCount--;
     if (req.token !== 0) this.tokens.delete(req.token);
-    const set = this.heldBySession.get(req.session)!;
-    set.delete(req);
-    if (set.size === 0) this.heldBySession.delete(req.session);
+    this.unlink(req, false);
   }
 
   private setTaint(n: PathNode): void {
@@ -741,9 +777,7 @@ export class LockTable {
     req.state = 'held';
     req.since = this.clock();
     this.holdCount++;
-    let set = this.heldBySession.get(req.session);
-    if (set === undefined) this.heldBySession.set(req.session, (set = new Set()));
-    set.add(req);
+    this.link(req, false);
     if (req.kind !== 'write') {
       req.token = ++this.lastToken;
       this.tokens.set(req.token, req);
@@ -773,9 +807,7 @@ export class LockTable {
   private grantWaiting(req: LockRequest): void {
     for (const e of req.entries) this.removeWaiter(e);
     this.waitCount--;
-    const set = this.waitingBySession.get(req.session)!;
-    set.delete(req);
-    if (set.size === 0) this.waitingBySession.delete(req.session);
+    this.unlink(req, true);
     if (req.kind === 'upgrade') {
       req.state = 'waiting';
       this.finishUpgrade(req);
@@ -786,7 +818,7 @@ export class LockTable {
     this.out.push(req);
     // Its session's own waiters that queued behind it (FIFO ignores sessions)
     // may now be grantable: the new holder is theirs, so it does not block them.
-    if (this.waitingBySession.has(req.session)) for (const e of req.entries) this.work.push({ node: e.node, mask: ALL });
+    if (this.sessions.get(req.session)?.waiting !== undefined) for (const e of req.entries) this.work.push({ node: e.node, mask: ALL });
   }
 
   /**
@@ -851,7 +883,7 @@ function earlierHead(n: PathNode, mask: number, order: number): boolean {
  */
 function foreignAt(n: PathNode, session: string, mask: number): boolean {
   if (sumMask(n.h, mask) === 0) return false;
-  for (const h of n.holds!) if ((mask & (1 << h.cls)) && h.req.session !== session) return true;
+  for (let h = n.hhead; h !== undefined; h = h.next) if ((mask & (1 << h.cls)) && h.req.session !== session) return true;
   return false;
 }
 
