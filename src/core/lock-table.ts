@@ -322,6 +322,15 @@ export class LockTable {
     req.link = lock;
     req.entries.push(new Entry(req, e.node, X));
     if (!this.blocked(req, false)) {
+      // Granting at once still turns S into X: waiters that were compatible
+      // with the shared lock now wait for this session. If the session also
+      // waits for something, that can close a cycle: check as if it waited.
+      if (this.sessions.get(lock.session)?.waiting !== undefined) {
+        lock.link = req;
+        this.enqueue(req); // throws DEADLOCK, undone, if it closes a cycle
+        this.dropWaiting(req);
+        req.state = 'waiting';
+      }
       this.finishUpgrade(req);
       return req;
     }
@@ -350,7 +359,7 @@ export class LockTable {
     assert(req.link === undefined, 'release of a lock with an upgrade pending: cancel the upgrade first');
     this.dropHeld(req, false);
     this.out = [];
-    for (const e of req.entries) this.scanAfter(e.node, CONFLICTS[e.cls]!);
+    for (const e of req.entries) this.scanAfter(e.node, belowMask(e.cls));
     this.prune(req);
     return this.takeOut();
   }
@@ -360,7 +369,7 @@ export class LockTable {
     if (req.state !== 'waiting') return [];
     this.dropWaiting(req);
     this.out = [];
-    for (const e of req.entries) this.scanAfter(e.node, CONFLICTS[e.cls]!);
+    for (const e of req.entries) this.scanAfter(e.node, belowMask(e.cls));
     this.prune(req);
     return this.takeOut();
   }
@@ -378,7 +387,7 @@ export class LockTable {
     for (const r of cancelled) this.dropWaiting(r);
     for (const r of released) this.dropHeld(r, true);
     this.out = [];
-    for (const r of [...cancelled, ...released]) for (const e of r.entries) this.scanAfter(e.node, CONFLICTS[e.cls]!);
+    for (const r of [...cancelled, ...released]) for (const e of r.entries) this.scanAfter(e.node, belowMask(e.cls));
     for (const r of cancelled) this.prune(r);
     for (const r of released) this.prune(r);
     return { cancelled, released, granted: this.takeOut() };
@@ -599,7 +608,12 @@ export class LockTable {
       }
       return undefined;
     };
-    if (edgesOf(req, me) === undefined) {
+    // Start from every waiting request of this session, not just `req`: an
+    // upgrade also adds edges *into* the session (waiters it now goes
+    // before), so the new cycle may leave through another of its requests.
+    let seeded: string | undefined;
+    for (let r = rec.waiting; r !== undefined && seeded === undefined; r = r.snext) seeded = edgesOf(r, me);
+    if (seeded === undefined) {
       let hit = false;
       while (queue.length > 0 && !hit) {
         const s = queue.shift()!;
@@ -860,6 +874,11 @@ export class LockTable {
       this.grantWaiting(e.req);
     }
   }
+}
+
+/** Classes of the waiters below an entry of class c that it may have blocked (a node write blocks nothing below it). */
+function belowMask(c: Cls): number {
+  return c === N ? 0 : CONFLICTS[c]!;
 }
 
 function hasOwnWaiters(n: PathNode): boolean {

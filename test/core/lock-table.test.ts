@@ -156,6 +156,26 @@ test('lock-table: upgrade — two shared holders that both upgrade: one gets DEA
   assert.equal(a.state, 'held');
 });
 
+test('lock-table: an upgrade that closes a cycle through another of its session\'s waits fails DEADLOCK, even when it would be granted at once', () => {
+  const t = new LockTable();
+  const a = t.lock('A', '/r', 'shared');
+  t.lock('B', '/z', 'exclusive');
+  t.lock('D', '/q', 'exclusive');
+  assert.equal(t.lock('A', '/z', 'shared').state, 'waiting'); // A waits for B
+  assert.equal(t.lock('B', '/', 'shared').state, 'waiting'); // B waits for D, compatible with A's shared /r
+  // Upgrading /r makes B's request wait for A, while A waits for B.
+  let err: LatchkeyError | undefined;
+  try { t.upgrade(a); } catch (e) { err = e as LatchkeyError; }
+  assert.equal(err?.code, 'DEADLOCK');
+  assert.equal(a.kind, 'shared');
+  assert.equal(a.link, undefined);
+  assert.equal(t.allWaiting().length, 2);
+  // Without the cycle (A no longer waits), the same upgrade is granted at once.
+  t.cancel(t.allWaiting().find((r) => r.session === 'A')!);
+  assert.equal(t.upgrade(a).state, 'held');
+  assert.equal(a.kind, 'exclusive');
+});
+
 test('lock-table: an upgrade goes before queued waiters; downgrade lets shared waiters in', () => {
   const t = new LockTable();
   const a = t.lock('A', '/r', 'shared');
@@ -288,7 +308,9 @@ class Model {
   cycle(r: MReq): boolean {
     const me = r.session;
     const seen = new Set<string>();
-    const stack = this.blockers(r).map((b) => b.session).filter((s) => s !== me);
+    // Every waiting request of the session (r included) may start the cycle.
+    const stack = this.waiting().filter((q) => q.session === me).concat(this.reqs.includes(r) ? [] : [r])
+      .flatMap((q) => this.blockers(q)).map((b) => b.session).filter((s) => s !== me);
     while (stack.length > 0) {
       const s = stack.pop()!;
       if (s === me) return true;
@@ -391,7 +413,8 @@ function runModel(cmds: readonly Cmd[]): void {
     const probe: MReq = { id: -1, session, kind, entries, order: m.nextOrder(kind === 'upgrade'), state: 'waiting', ownerDied: false, real: undefined as unknown as LockRequest, ...(link ? { link } : {}) };
     m.reqs.push(probe);
     const mustWait = !m.grantable(probe);
-    const deadlock = mustWait && wait && m.cycle(probe);
+    // An upgrade granted at once can close a cycle too (S→X makes waiters wait for it).
+    const deadlock = (mustWait ? wait : kind === 'upgrade') && m.cycle(probe);
     m.reqs.pop();
     let real: LockRequest | undefined;
     let err = 'ok';
