@@ -33,13 +33,18 @@
  *
  * 3. Data structure. A trie of path nodes keyed by segment, created on demand
  *    and pruned when empty. Each node keeps, per class, exact and subtree
- *    counts of holders (also per session, so "another session's holder" is a
- *    subtraction) and of waiters, a FIFO doubly linked list of its waiting
- *    entries per class (so the earliest conflicting waiter at a node is a
- *    list head, and cancelling is O(1)), and the set of children whose
- *    subtree has waiters.
- *      - arrival: walk root→path (ancestors: exact counts and list heads) and
- *        read the subtree counts at the path: O(depth).
+ *    counts of holders and of waiters; an intrusive list of the entries
+ *    holding there; a FIFO doubly linked list of its waiting entries per
+ *    class (the earliest conflicting waiter at a node is a list head;
+ *    cancelling is O(1)); and the set of children whose subtree has
+ *    waiters. Each session has intrusive lists of its held and waiting
+ *    requests. A grant or a wait allocates nothing but its request.
+ *      - "another session's holder here": the counts say "none" in O(1);
+ *        otherwise the node's holder list is walked to the first foreign one.
+ *        "another session's holder below": subtree count minus the asker's
+ *        own holds below (found through its own list: O(own locks · depth)).
+ *      - arrival: walk root→path (counts and list heads at each ancestor)
+ *        and read the subtree counts at the path: O(depth).
  *      - release/cancel at P: only waiters that overlapped the removed entry
  *        can have become grantable: those at P's ancestors, at P, and below P
  *        (found through the children-with-waiters sets, pruned by the class
@@ -48,23 +53,26 @@
  *        later waiter there conflicts with it) — except that a blocked S or
  *        W waiter lets the walk continue over the compatible run behind it,
  *        whose members may be exempt from the blocker by being its session.
- *        Each grant costs O(depth) map updates; releasing an exclusive '/'
- *        over 7,000 waiters on 7,000 paths visits 7,000 nodes and grants each
- *        once.
- *      - a candidate's check looks for an earlier conflicting waiter below
- *        its path by walking the nodes with such waiters, stopping at the
- *        first earlier one: cheap when few waiters sit below a waiter, at
- *        worst proportional to the waiters below it (the weak spot: a
- *        per-subtree min-order index would bound it by O(depth·log n)).
+ *        Each grant costs O(depth); releasing an exclusive '/' over 7,000
+ *        waiters on 7,000 paths visits 7,000 nodes and grants each once.
+ *      - weak spots, where the cost is the number of requests involved
+ *        rather than O(depth): a candidate's check for an earlier conflicting
+ *        waiter *below* its path walks the nodes with such waiters until the
+ *        first earlier one (a per-subtree min-order index would bound it);
+ *        a blocked shared run at one node is rechecked when something it
+ *        overlapped leaves; a release visits every waiter it was blocking.
  *
  * 4. Deadlock. The wait-for graph is over sessions: A → B when a waiting
  *    request of A is blocked by a holder of B or an earlier waiter of B. A
- *    request that must wait is registered, then a search from its blockers
- *    looks for its own session; if found, the request is removed again (no
- *    side effects: nothing was waiting behind it that was not blocked
- *    already) and fails DEADLOCK naming the cycle. The search is skipped when
- *    nothing can wait on the requesting session (it holds nothing and waits
- *    for nothing else).
+ *    request that must wait is registered, then a search from the blockers
+ *    of every waiting request of its session looks for the session itself;
+ *    if found, the request is removed again (no side effects: nothing was
+ *    waiting behind it that was not blocked already) and fails DEADLOCK
+ *    naming the cycle. Edges appear only when a request waits or when an
+ *    upgrade turns S into X (waiters it now goes before wait for it), so an
+ *    upgrade is checked even when it is granted at once. The search is
+ *    skipped when nothing can wait on the requesting session (it holds
+ *    nothing and waits for nothing else).
  *
  * 5. Owner died. A lock whose session ends while holding it taints its path.
  *    Every later lock grant overlapping a taint carries ownerDied; the taint
