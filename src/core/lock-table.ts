@@ -23,13 +23,19 @@
  *    already holds the path, so nothing queued behind it could run anyway,
  *    and two upgraders see each other as a deadlock). A waiter is grantable
  *    iff it conflicts with no holder of another session and with no earlier
- *    waiter of any session (a session's own requests keep their order).
+ *    waiter — of any session (a session's own requests keep their order) —
+ *    except waiters that are behind a hold of its own session (they conflict
+ *    with one, so they cannot go first anyway; a holder writing under its
+ *    lock, or nesting a lock in it, must not queue behind its own waiters).
  *    Invariant between calls: no waiter is grantable. Granting a waiter
- *    never blocks anything and unblocks only later waiters of its own
- *    session (they queued behind it; as a holder it is theirs); so after a
- *    removal the table grants everything that became grantable, rescanning
- *    around a grant only when its session has other waiters. Each request
- *    is returned once, in the list of the call that granted it.
+ *    never blocks anything and unblocks only waiters of its own session
+ *    (its new holder is theirs, and waiters behind it become skippable).
+ *    So after a removal the table grants everything that became grantable:
+ *    a scan of the nodes the removed entry overlapped (note 3), plus a
+ *    direct check of the waiting requests of sessions that also hold locks
+ *    (the only ones a node scan's early stop can pass over) and of a granted
+ *    request's own session. Each request is returned once, by the call that
+ *    granted it.
  *
  * 3. Data structure. A trie of path nodes keyed by segment, created on demand
  *    and pruned when empty. Each node keeps, per class, exact and subtree
@@ -56,7 +62,10 @@
  *        Each grant costs O(depth); releasing an exclusive '/' over 7,000
  *        waiters on 7,000 paths visits 7,000 nodes and grants each once.
  *      - weak spots, where the cost is the number of requests involved
- *        rather than O(depth): a candidate's check for an earlier conflicting
+ *        rather than O(depth): every removal rechecks the waiting requests
+ *        of sessions that hold and wait at once (few, usually); a waiter
+ *        whose session holds locks but is not inside its own exclusive lock
+ *        looks at each earlier conflicting waiter; a candidate's check for an earlier conflicting
  *        waiter *below* its path walks the nodes with such waiters until the
  *        first earlier one (a per-subtree min-order index would bound it);
  *        a blocked shared run at one node is rechecked when something it
@@ -258,8 +267,10 @@ export class LockTable {
   private waitCount = 0;
   /** Grants made by the current operation. */
   private out: LockRequest[] = [];
-  /** Places to scan for grantable waiters (node, mask of classes that may have been unblocked below). */
-  private work: { node: PathNode; mask: number }[] = [];
+  /** Sessions that both hold and wait (their waiters may skip queues; see note 2). */
+  private readonly holdWait = new Set<SessionRec>();
+  /** Sessions whose waiting requests must be checked again before the current call returns. */
+  private readonly recheck = new Set<SessionRec>();
   readonly counters: LockTableCounters = { wakeups: 0, grants: 0, deadlocks: 0 };
 
   constructor(options: LockTableOptions = {}) {
@@ -441,10 +452,17 @@ export class LockTable {
 
   // ----------------------------------------------------------------- internals
 
+  /** After a removal's scans: checks the waiters the node scans do not cover, then hands over the grants. */
   private takeOut(): LockRequest[] {
-    while (this.work.length > 0) {
-      const w = this.work.pop()!;
-      this.scanAfter(w.node, w.mask);
+    for (const rec of this.holdWait) this.recheck.add(rec);
+    while (this.recheck.size > 0) {
+      const rec: SessionRec = this.recheck.values().next().value!;
+      this.recheck.delete(rec);
+      for (let r = rec.waiting; r !== undefined;) {
+        const next = r.snext;
+        if (!this.blocked(r, true)) this.grantWaiting(r);
+        r = next;
+      }
     }
     const out = this.out;
     this.out = [];
@@ -491,6 +509,15 @@ export class LockTable {
 
   /** Would a new request (class cls at segs, newest) wait? Read-only: creates no nodes. */
   private probe(segs: readonly string[], cls: Cls, session: string): boolean {
+    if (this.sessions.get(session)?.held !== undefined) {
+      // A session that holds locks may skip waiters queued behind them: the full check.
+      const tmp = new LockRequest(0, session, 'write', this.nextOrder, 0);
+      const e = new Entry(tmp, this.nodeAt(segs), cls);
+      tmp.entries.push(e);
+      const blocked = this.entryBlocked(e, this.nextOrder, false);
+      this.prune(tmp);
+      return blocked;
+    }
     const mask = CONFLICTS[cls]!;
     const amask = mask & ~NBIT;
     let n = this.root;
@@ -521,13 +548,18 @@ export class LockTable {
     const session = e.req.session;
     const mask = CONFLICTS[e.cls]!;
     const amask = mask & ~NBIT;
-    for (let a = e.node.parent; a !== undefined; a = a.parent) {
-      if (foreignAt(a, session, amask)) return true;
-      if (earlierHead(a, amask, order)) return true;
-    }
     const n = e.node;
-    if (e.cls === N) return foreignAt(n, session, mask) || earlierHead(n, mask, order);
-    if (this.foreignBelow(n, session, mask)) return true;
+    // Holders of other sessions.
+    for (let a = n.parent; a !== undefined; a = a.parent) if (foreignAt(a, session, amask)) return true;
+    if (e.cls === N ? foreignAt(n, session, mask) : this.foreignBelow(n, session, mask)) return true;
+    // Earlier waiters. A session that holds locks skips those queued behind its holds.
+    const rec = this.sessions.get(session);
+    if (rec?.held !== undefined) {
+      if (this.coveredByOwnExclusive(e)) return false;
+      return this.forEachEarlierWaiter(e, order, (w) => !this.behindHold(w.req, rec));
+    }
+    for (let a = n.parent; a !== undefined; a = a.parent) if (earlierHead(a, amask, order)) return true;
+    if (e.cls === N) return earlierHead(n, mask, order);
     let below = sumMask(n.sw, mask);
     if (registered && (mask & (1 << e.cls))) below--;
     if (below <= 0) return false;
@@ -541,15 +573,13 @@ export class LockTable {
     return false;
   }
 
-  /** Calls f for each holder (of another session) and each earlier waiter that blocks e; stops when f returns true. */
-  private forEachBlocker(e: Entry, order: number, f: (b: Entry, held: boolean) => boolean): boolean {
-    const session = e.req.session;
+  /** Calls f on each earlier waiting entry that conflicts with e (ignoring sessions); true as soon as f does. */
+  private forEachEarlierWaiter(e: Entry, order: number, f: (w: Entry) => boolean): boolean {
     const mask = CONFLICTS[e.cls]!;
     const visit = (m: PathNode, mk: number): boolean => {
-      for (let h = m.hhead; h !== undefined; h = h.next) if ((mk & (1 << h.cls)) && h.req.session !== session && f(h, true)) return true;
       for (let c = 0; c < NCLS; c++) {
         if (!(mk & (1 << c))) continue;
-        for (let w = m.head[c]; w !== undefined && w.req.order < order; w = w.next) if (f(w, false)) return true;
+        for (let w = m.head[c]; w !== undefined && w.req.order < order; w = w.next) if (f(w)) return true;
       }
       return false;
     };
@@ -559,9 +589,51 @@ export class LockTable {
     while (stack.length > 0) {
       const m = stack.pop()!;
       if (visit(m, mask)) return true;
-      if (m.children !== undefined) for (const c of m.children.values()) if (sumMask(c.sh, mask) > 0 || sumMask(c.sw, mask) > 0) stack.push(c);
+      if (m.wchildren !== undefined) for (const c of m.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
     }
     return false;
+  }
+
+  /** Is e inside an exclusive lock of its own session? Then nothing can be queued ahead of it that is not also behind that lock. */
+  private coveredByOwnExclusive(e: Entry): boolean {
+    for (let a: PathNode | undefined = e.node; a !== undefined; a = a.parent) {
+      if (a.h[X] === 0) continue;
+      for (let h = a.hhead; h !== undefined; h = h.next) if (h.cls === X && h.req.session === e.req.session) return true;
+    }
+    return false;
+  }
+
+  /** Does waiting request w conflict with a hold of rec's session (so it cannot be granted before that hold goes)? */
+  private behindHold(w: LockRequest, rec: SessionRec): boolean {
+    for (let h = rec.held; h !== undefined; h = h.snext) {
+      for (const he of h.entries) for (const we of w.entries) if (entriesConflict(he, we)) return true;
+    }
+    return false;
+  }
+
+  /** Calls f for each holder (of another session) and each earlier waiter that blocks e; stops when f returns true. */
+  private forEachBlocker(e: Entry, order: number, f: (b: Entry, held: boolean) => boolean): boolean {
+    const session = e.req.session;
+    const mask = CONFLICTS[e.cls]!;
+    const holders = (m: PathNode, mk: number): boolean => {
+      for (let h = m.hhead; h !== undefined; h = h.next) if ((mk & (1 << h.cls)) && h.req.session !== session && f(h, true)) return true;
+      return false;
+    };
+    for (let a = e.node.parent; a !== undefined; a = a.parent) if (holders(a, mask & ~NBIT)) return true;
+    if (e.cls === N) {
+      if (holders(e.node, mask)) return true;
+    } else {
+      const stack: PathNode[] = [e.node];
+      while (stack.length > 0) {
+        const m = stack.pop()!;
+        if (holders(m, mask)) return true;
+        if (m.children !== undefined) for (const c of m.children.values()) if (sumMask(c.sh, mask) > 0) stack.push(c);
+      }
+    }
+    const rec = this.sessions.get(session);
+    const skips = rec?.held !== undefined;
+    if (skips && this.coveredByOwnExclusive(e)) return false;
+    return this.forEachEarlierWaiter(e, order, (w) => (!skips || !this.behindHold(w.req, rec!)) && f(w, false));
   }
 
   private lockedError(path: string, session: string, targets: readonly { segs: readonly string[]; cls: Cls }[]): LatchkeyError {
@@ -653,6 +725,7 @@ export class LockTable {
     req.snext = head;
     if (head !== undefined) head.sprev = req;
     if (waiting) rec.waiting = req; else rec.held = req;
+    if (rec.held !== undefined && rec.waiting !== undefined) this.holdWait.add(rec);
   }
 
   private unlink(req: LockRequest, waiting: boolean): void {
@@ -662,7 +735,11 @@ export class LockTable {
     else rec.held = req.snext;
     if (req.snext !== undefined) req.snext.sprev = req.sprev;
     req.sprev = req.snext = undefined;
-    if (rec.waiting === undefined && rec.held === undefined) this.sessions.delete(req.session);
+    if (rec.held === undefined || rec.waiting === undefined) this.holdWait.delete(rec);
+    if (rec.waiting === undefined && rec.held === undefined) {
+      this.sessions.delete(req.session);
+      this.recheck.delete(rec);
+    }
   }
 
   private addWaiter(e: Entry): void {
@@ -838,9 +915,10 @@ export class LockTable {
     }
     this.counters.wakeups++;
     this.out.push(req);
-    // Its session's own waiters that queued behind it (FIFO ignores sessions)
-    // may now be grantable: the new holder is theirs, so it does not block them.
-    if (this.sessions.get(req.session)?.waiting !== undefined) for (const e of req.entries) this.work.push({ node: e.node, mask: ALL });
+    // Its session's other waiters may now be grantable: the new holder is
+    // theirs, and they may skip waiters queued behind it.
+    const rec = this.sessions.get(req.session);
+    if (rec?.waiting !== undefined) this.recheck.add(rec);
   }
 
   /**
@@ -860,7 +938,13 @@ export class LockTable {
     }
   }
 
-  /** Grants waiters at n in FIFO order until one stays blocked (see design note 3). */
+  /**
+   * Grants waiters at n in FIFO order until one stays blocked. Every later
+   * waiter there that conflicts with it stays blocked too (FIFO); a run of
+   * compatible ones behind a blocked S or W entry is still checked, since
+   * what blocks that entry may not block them (another path of the same
+   * write, or a holder of their own session).
+   */
   private scanNode(n: PathNode): void {
     const ptr: (Entry | undefined)[] = [n.head[0], n.head[1], n.head[2], n.head[3]];
     let blockedGroup = -1;
@@ -912,6 +996,12 @@ function foreignAt(n: PathNode, session: string, mask: number): boolean {
   if (sumMask(n.h, mask) === 0) return false;
   for (let h = n.hhead; h !== undefined; h = h.next) if ((mask & (1 << h.cls)) && h.req.session !== session) return true;
   return false;
+}
+
+/** Do two entries overlap and conflict (sessions aside)? */
+function entriesConflict(a: Entry, b: Entry): boolean {
+  if (!(CONFLICTS[a.cls]! & (1 << b.cls))) return false;
+  return a.node === b.node || (a.cls !== N && isUnder(b.node, a.node)) || (b.cls !== N && isUnder(a.node, b.node));
 }
 
 function isUnder(m: PathNode, n: PathNode): boolean {

@@ -38,6 +38,27 @@ test('lock-table: a session never conflicts with its own locks', () => {
   assert.equal(code(() => t.admitWrite('s2', [{ path: '/a/b', subtree: false }], false)), 'LOCKED');
 });
 
+test('lock-table: a holder\'s own requests do not queue behind waiters that wait for its locks', () => {
+  const t = new LockTable();
+  const x = t.lock('H', '/k', 'exclusive');
+  const w1 = t.lock('A', '/k', 'exclusive');
+  const w2 = t.admitWrite('B', [{ path: '/k/v', subtree: false }]);
+  assert.equal(w1.state, 'waiting');
+  assert.equal(w2?.state, 'waiting');
+  // Writing and nesting under its own exclusive lock: at once, not DEADLOCK.
+  assert.equal(t.admitWrite('H', [{ path: '/k/v', subtree: false }], false), undefined);
+  assert.equal(t.lock('H', '/k/sub', 'shared', false).state, 'held');
+  // A shared holder re-entering while an exclusive waiter queues for it.
+  const s = t.lock('R', '/doc', 'shared');
+  const xw = t.lock('W', '/doc', 'exclusive');
+  assert.equal(xw.state, 'waiting');
+  assert.equal(t.lock('R', '/doc/part', 'shared', false).state, 'held');
+  assert.equal(code(() => t.lock('Z', '/doc/part', 'shared', false)), 'LOCKED', 'others still queue behind the exclusive waiter');
+  t.release(s);
+  assert.equal(xw.state, 'waiting', 'R still holds /doc/part');
+  void x;
+});
+
 test('lock-table: wait:false fails LOCKED with no side effects', () => {
   const t = new LockTable();
   const h = t.lock('s1', '/a', 'exclusive');
@@ -297,8 +318,14 @@ class Model {
   held(): MReq[] { return this.reqs.filter((r) => r.state === 'held'); }
   waiting(): MReq[] { return this.reqs.filter((r) => r.state === 'waiting'); }
 
+  /** o waits behind a hold of `session`: requests of that session need not queue behind it. */
+  behindHoldOf(o: MReq, session: string): boolean {
+    return this.reqs.some((h) => h.state === 'held' && h.session === session && reqConflict(h, o));
+  }
   blockers(r: MReq): MReq[] {
-    return this.reqs.filter((o) => o !== r && ((o.state === 'held' && o.session !== r.session) || (o.state === 'waiting' && o.order < r.order)) && reqConflict(o, r));
+    return this.reqs.filter((o) => o !== r && reqConflict(o, r) && (
+      (o.state === 'held' && o.session !== r.session) ||
+      (o.state === 'waiting' && o.order < r.order && !this.behindHoldOf(o, r.session))));
   }
   grantable(r: MReq): boolean { return this.blockers(r).length === 0; }
 

@@ -299,3 +299,57 @@ test('locks: store.close rejects waiters and releases everything', async () => {
   await store.close();
   await assert.rejects(p, (e) => LatchkeyError.is(e));
 });
+
+test('locks: herd through the store — one release of "/" wakes 7,000 waiters on 7,000 records, each once', () => withStore(async (store) => {
+  const freeze = await store.lock('/', { mode: 'exclusive' });
+  const granted = new Set<number>();
+  const waits = Array.from({ length: 7000 }, (_, i) => store.session().lock(`/db/rec${i}`).then((l) => {
+    assert.ok(!granted.has(i), 'granted twice');
+    granted.add(i);
+    return l;
+  }));
+  assert.equal(await settled(Promise.race(waits)), false);
+  assert.equal(store.lockTable().waiting.length, 7000);
+  const before = store.stats().lockWakeups as number;
+  await freeze.release();
+  const locks = await Promise.all(waits);
+  assert.equal(granted.size, 7000);
+  assert.equal((store.stats().lockWakeups as number) - before, 7000);
+  assert.ok(locks.every((l) => l.held && !l.ownerDied));
+}));
+
+test('locks: mandatory under load — an exclusive holder never sees another session\'s write in its subtree', () => withStore(async (store) => {
+  const sessions = Array.from({ length: 6 }, (_, i) => store.session({ name: `s${i}` }));
+  let seed = 42;
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  let violations = 0;
+  let lockedRounds = 0;
+  await Promise.all(sessions.map(async (s, si) => {
+    for (let round = 0; round < 60; round++) {
+      const k = `/k${rnd(3)}`;
+      const choice = rnd(3);
+      if (choice === 0) {
+        const l = await s.lock(k, { timeoutMs: 5000 });
+        lockedRounds++;
+        const mine = `${si}:${round}`;
+        await s.set(`${k}/v`, mine, { fence: l });
+        for (let t = 0; t < rnd(4) + 1; t++) {
+          await new Promise((r) => setImmediate(r));
+          if ((await s.get(`${k}/v`))?.text() !== mine) violations++;
+        }
+        await l.release();
+      } else if (choice === 1) {
+        await s.set(`${k}/v`, `plain ${si}:${round}`);
+      } else {
+        const l = await s.lock(k, { mode: 'shared' });
+        const seen = (await s.get(`${k}/v`))?.text();
+        await new Promise((r) => setImmediate(r));
+        if ((await s.get(`${k}/v`))?.text() !== seen) violations++;
+        await l.release();
+      }
+    }
+  }));
+  assert.ok(lockedRounds > 0);
+  assert.equal(violations, 0);
+  assert.deepEqual(store.lockTable(), { held: [], waiting: [] });
+}));
