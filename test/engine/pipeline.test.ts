@@ -7,11 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LatchkeyError } from '../../src/core/errors.js';
-import type { Mutation } from '../../src/core/tree.js';
+import { type Mutation, emptyRoot } from '../../src/core/tree.js';
 import { Engine } from '../../src/engine/engine.js';
 import { EmbeddedStore } from '../../src/engine/store.js';
 import type { CommitLog, Storage } from '../../src/storage/storage.js';
-import { emptyRoot } from '../../src/core/tree.js';
 
 class ManualLog implements CommitLog {
   appended: Array<{ rev: number; mutations: readonly Mutation[] }> = [];
