@@ -438,6 +438,26 @@ export class LockTable {
     return out.sort((a, b) => a.order - b.order);
   }
 
+  /** For each held lock, how many waiting requests it blocks (a diagnostic: O(waiters · their blockers)). */
+  waitersPerLock(): Map<LockRequest, number> {
+    const out = new Map<LockRequest, number>();
+    for (const rec of this.sessions.values()) {
+      for (let r = rec.waiting; r !== undefined; r = r.snext) {
+        const seen = new Set<LockRequest>();
+        for (const e of r.entries) {
+          this.forEachBlocker(e, r.order, (b, held) => {
+            if (held && b.req.kind !== 'write' && !seen.has(b.req)) {
+              seen.add(b.req);
+              out.set(b.req, (out.get(b.req) ?? 0) + 1);
+            }
+            return false;
+          });
+        }
+      }
+    }
+    return out;
+  }
+
   /** Who `req` (waiting) is waiting for: conflicting holders and earlier conflicting waiters. */
   blockersOf(req: LockRequest): Blocker[] {
     const out: Blocker[] = [];

@@ -127,7 +127,8 @@ export class LockService implements WriteGate {
       const mode = r.kind;
       for (const path of r.paths) waiting.push({ path, mode, session: r.session, since: r.since });
     }
-    return { held: this.table.allHeld().map(info), waiting };
+    const blocked = this.table.waitersPerLock();
+    return { held: this.table.allHeld().map((r) => ({ ...info(r), waiters: blocked.get(r) ?? 0 })), waiting };
   }
 
   // -------------------------------------------------------------- the gate

@@ -79,6 +79,7 @@ test('locks: FIFO handoff — an exclusive waiter is not starved by later shared
   assert.equal(await settled(pb), false);
   assert.equal(await settled(pc), false, 'a shared request queues behind the exclusive waiter');
   assert.deepEqual(store.lockTable().waiting.map((w) => [w.path, w.mode, w.session]), [['/q', 'exclusive', b.id], ['/q', 'shared', c.id]]);
+  assert.deepEqual(store.lockTable().held.map((h) => [h.path, h.session, h.waiters]), [['/q', a.id, 1]], 'c waits for b, not for a');
   await la.release();
   const lb = await pb;
   assert.equal(await settled(pc), false);
