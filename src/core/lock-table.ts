@@ -129,6 +129,10 @@ function sumMask(a: readonly number[], mask: number): number {
 class Entry {
   prev: Entry | undefined = undefined;
   next: Entry | undefined = undefined;
+  /** A waiting entry whose session holds something overlapping its node ("entangled"): see scanNode. */
+  tangled = false;
+  tprev: Entry | undefined = undefined;
+  tnext: Entry | undefined = undefined;
   constructor(readonly req: LockRequest, public node: PathNode, public cls: Cls) {}
 }
 
@@ -142,6 +146,8 @@ class PathNode {
   readonly sh = [0, 0, 0, 0];
   /** Holding entries here: an intrusive list through Entry.prev/next (an entry waits or holds, never both). */
   hhead: Entry | undefined = undefined;
+  /** Entangled waiting entries here (through Entry.tprev/tnext). */
+  thead: Entry | undefined = undefined;
   /** Waiting entries here by class (FIFO lists), and waiters in this subtree (inclusive). */
   readonly head: (Entry | undefined)[] = [undefined, undefined, undefined, undefined];
   readonly tail: (Entry | undefined)[] = [undefined, undefined, undefined, undefined];
@@ -267,8 +273,8 @@ export class LockTable {
   private waitCount = 0;
   /** Grants made by the current operation. */
   private out: LockRequest[] = [];
-  /** Sessions that both hold and wait (their waiters may skip queues; see note 2). */
-  private readonly holdWait = new Set<SessionRec>();
+  /** Grants of the last lock/upgrade besides its own request (see drain). */
+  private extra: LockRequest[] = [];
   /** Sessions whose waiting requests must be checked again before the current call returns. */
   private readonly recheck = new Set<SessionRec>();
   readonly counters: LockTableCounters = { wakeups: 0, grants: 0, deadlocks: 0 };
@@ -304,8 +310,29 @@ export class LockTable {
     }
     const req = new LockRequest(this.nextId++, session, mode, this.nextOrder++, this.clock());
     req.entries.push(new Entry(req, this.nodeAt(segs), cls));
-    this.grantNew(req);
+    this.markHeld(req);
+    this.cascade(req.session);
     return req;
+  }
+
+  /**
+   * Requests of the caller's session that the last `lock` or `upgrade`
+   * granted besides the one it returned (a new hold can let the session's
+   * waiters skip waiters queued behind it). Deliver them like any grant.
+   */
+  drain(): LockRequest[] {
+    const out = this.extra;
+    if (out.length > 0) this.extra = [];
+    return out;
+  }
+
+  /** After a hold was added without a removal: grants the session's waiters it unblocked. */
+  private cascade(session: string): void {
+    const rec = this.sessions.get(session);
+    if (rec?.waiting === undefined) return;
+    this.out = [];
+    this.recheck.add(rec);
+    this.extra.push(...this.takeOut());
   }
 
   /**
@@ -351,6 +378,7 @@ export class LockTable {
         req.state = 'waiting';
       }
       this.finishUpgrade(req);
+      this.cascade(lock.session);
       return req;
     }
     if (!wait) throw this.lockedError(lock.path, lock.session, [{ segs: parsePath(lock.path), cls: X }]);
@@ -472,9 +500,8 @@ export class LockTable {
 
   // ----------------------------------------------------------------- internals
 
-  /** After a removal's scans: checks the waiters the node scans do not cover, then hands over the grants. */
+  /** After a removal's scans: rechecks the sessions that were granted something, then hands over the grants. */
   private takeOut(): LockRequest[] {
-    for (const rec of this.holdWait) this.recheck.add(rec);
     while (this.recheck.size > 0) {
       const rec: SessionRec = this.recheck.values().next().value!;
       this.recheck.delete(rec);
@@ -576,7 +603,7 @@ export class LockTable {
     const rec = this.sessions.get(session);
     if (rec?.held !== undefined) {
       if (this.coveredByOwnExclusive(e)) return false;
-      return this.forEachEarlierWaiter(e, order, (w) => !this.behindHold(w.req, rec));
+      return this.forEachEarlierWaiter(e, order, (w) => !this.behindHold(w, rec));
     }
     for (let a = n.parent; a !== undefined; a = a.parent) if (earlierHead(a, amask, order)) return true;
     if (e.cls === N) return earlierHead(n, mask, order);
@@ -623,12 +650,42 @@ export class LockTable {
     return false;
   }
 
-  /** Does waiting request w conflict with a hold of rec's session (so it cannot be granted before that hold goes)? */
-  private behindHold(w: LockRequest, rec: SessionRec): boolean {
-    for (let h = rec.held; h !== undefined; h = h.snext) {
-      for (const he of h.entries) for (const we of w.entries) if (entriesConflict(he, we)) return true;
-    }
+  /** Does waiting entry w conflict with a hold of rec's session (so it cannot be granted before that hold goes)? */
+  private behindHold(w: Entry, rec: SessionRec): boolean {
+    for (let h = rec.held; h !== undefined; h = h.snext) for (const he of h.entries) if (entriesConflict(he, w)) return true;
     return false;
+  }
+
+  /** Does rec's session hold anything overlapping node n (so its waiters at n may skip or be exempt)? */
+  private holdsNear(rec: SessionRec | undefined, n: PathNode): boolean {
+    for (let h = rec?.held; h !== undefined; h = h.snext) for (const he of h.entries) if (isUnder(n, he.node) || isUnder(he.node, n)) return true;
+    return false;
+  }
+
+  private setTangled(f: Entry, on: boolean): void {
+    if (f.tangled === on) return;
+    const n = f.node;
+    f.tangled = on;
+    if (on) {
+      f.tprev = undefined;
+      f.tnext = n.thead;
+      if (n.thead !== undefined) n.thead.tprev = f;
+      n.thead = f;
+    } else {
+      if (f.tprev === undefined) n.thead = f.tnext; else f.tprev.tnext = f.tnext;
+      if (f.tnext !== undefined) f.tnext.tprev = f.tprev;
+      f.tprev = f.tnext = undefined;
+    }
+  }
+
+  /** rec's session gained (or lost) a hold at node m: its waiting entries near m may change entanglement. */
+  private retangle(rec: SessionRec | undefined, m: PathNode, gained: boolean): void {
+    for (let r = rec?.waiting; r !== undefined; r = r.snext) {
+      for (const f of r.entries) {
+        if (!(isUnder(f.node, m) || isUnder(m, f.node))) continue;
+        this.setTangled(f, gained || this.holdsNear(rec, f.node));
+      }
+    }
   }
 
   /** Calls f for each holder (of another session) and each earlier waiter that blocks e; stops when f returns true. */
@@ -653,7 +710,7 @@ export class LockTable {
     const rec = this.sessions.get(session);
     const skips = rec?.held !== undefined;
     if (skips && this.coveredByOwnExclusive(e)) return false;
-    return this.forEachEarlierWaiter(e, order, (w) => (!skips || !this.behindHold(w.req, rec!)) && f(w, false));
+    return this.forEachEarlierWaiter(e, order, (w) => (!skips || !this.behindHold(w, rec!)) && f(w, false));
   }
 
   private lockedError(path: string, session: string, targets: readonly { segs: readonly string[]; cls: Cls }[]): LatchkeyError {
@@ -689,7 +746,7 @@ export class LockTable {
   private findCycle(req: LockRequest): CycleStep[] | undefined {
     const me = req.session;
     const rec = this.sessions.get(me)!;
-    if (rec.held === undefined && rec.waiting === req && req.snext === undefined) return undefined;
+    if (!this.mayBeWaitedOn(rec, req)) return undefined;
     // BFS over sessions; `via` remembers how each was reached.
     const via = new Map<string, CycleStep>();
     const queue: string[] = [];
@@ -736,6 +793,29 @@ export class LockTable {
     return steps.reverse();
   }
 
+  /**
+   * Could any request of another session be waiting for rec's session? Only
+   * then can a cycle pass through it. A conservative O(own requests · depth)
+   * test on the counts: a waiter overlapping one of its holds, or one of its
+   * waiting requests other than `newest` (nothing queues behind the newest).
+   */
+  private mayBeWaitedOn(rec: SessionRec, newest: LockRequest): boolean {
+    const near = (e: Entry, self: number): boolean => {
+      const mask = CONFLICTS[e.cls]!;
+      for (let a = e.node.parent; a !== undefined; a = a.parent) {
+        for (let c = 0; c < NCLS; c++) if ((mask & ~NBIT & (1 << c)) && a.head[c] !== undefined) return true;
+      }
+      const here = e.cls === N ? sumExact(e.node, mask) : sumMask(e.node.sw, mask);
+      return here > self;
+    };
+    for (let h = rec.held; h !== undefined; h = h.snext) for (const e of h.entries) if (near(e, 0)) return true;
+    for (let r = rec.waiting; r !== undefined; r = r.snext) {
+      if (r === newest && r.order > 0) continue;
+      for (const e of r.entries) if (near(e, CONFLICTS[e.cls]! & (1 << e.cls) ? 1 : 0)) return true;
+    }
+    return false;
+  }
+
   /** Puts req on its session's waiting (or held) list. */
   private link(req: LockRequest, waiting: boolean): void {
     let rec = this.sessions.get(req.session);
@@ -745,7 +825,6 @@ export class LockTable {
     req.snext = head;
     if (head !== undefined) head.sprev = req;
     if (waiting) rec.waiting = req; else rec.held = req;
-    if (rec.held !== undefined && rec.waiting !== undefined) this.holdWait.add(rec);
   }
 
   private unlink(req: LockRequest, waiting: boolean): void {
@@ -755,7 +834,6 @@ export class LockTable {
     else rec.held = req.snext;
     if (req.snext !== undefined) req.snext.sprev = req.sprev;
     req.sprev = req.snext = undefined;
-    if (rec.held === undefined || rec.waiting === undefined) this.holdWait.delete(rec);
     if (rec.waiting === undefined && rec.held === undefined) {
       this.sessions.delete(req.session);
       this.recheck.delete(rec);
@@ -785,6 +863,8 @@ export class LockTable {
       m.sw[c]!++;
       if (was === 0 && m.parent !== undefined) (m.parent.wchildren ??= new Set()).add(m);
     }
+    const rec = this.sessions.get(e.req.session);
+    if (rec?.held !== undefined && this.holdsNear(rec, n)) this.setTangled(e, true);
   }
 
   private append(n: PathNode, e: Entry): void {
@@ -795,6 +875,7 @@ export class LockTable {
   }
 
   private removeWaiter(e: Entry): void {
+    if (e.tangled) this.setTangled(e, false);
     const n = e.node;
     const c = e.cls;
     if (e.prev === undefined) n.head[c] = e.next; else e.prev.next = e.next;
@@ -849,6 +930,8 @@ export class LockTable {
     this.holdCount--;
     if (req.token !== 0) this.tokens.delete(req.token);
     this.unlink(req, false);
+    const rec = this.sessions.get(req.session);
+    if (rec?.waiting !== undefined) for (const e of req.entries) this.retangle(rec, e.node, false);
   }
 
   private setTaint(n: PathNode): void {
@@ -886,10 +969,6 @@ export class LockTable {
     return false;
   }
 
-  /** Grants a request that never waited. */
-  private grantNew(req: LockRequest): void {
-    this.markHeld(req);
-  }
 
   private markHeld(req: LockRequest): void {
     for (const e of req.entries) this.addHold(e);
@@ -897,6 +976,8 @@ export class LockTable {
     req.since = this.clock();
     this.holdCount++;
     this.link(req, false);
+    const rec = this.sessions.get(req.session)!;
+    if (rec.waiting !== undefined) for (const e of req.entries) this.retangle(rec, e.node, true);
     if (req.kind !== 'write') {
       req.token = ++this.lastToken;
       this.tokens.set(req.token, req);
@@ -959,13 +1040,25 @@ export class LockTable {
   }
 
   /**
-   * Grants waiters at n in FIFO order until one stays blocked. Every later
-   * waiter there that conflicts with it stays blocked too (FIFO); a run of
-   * compatible ones behind a blocked S or W entry is still checked, since
-   * what blocks that entry may not block them (another path of the same
-   * write, or a holder of their own session).
+   * Grants the waiters at n that became grantable. In FIFO order until one
+   * stays blocked: every later waiter there that conflicts with it stays
+   * blocked too — unless its session holds something overlapping n (it may
+   * skip waiters queued behind that hold, or be exempt from their blocker):
+   * those "entangled" entries are kept in a list of their own and checked
+   * after. A run of compatible waiters behind a blocked S or W entry is
+   * still checked, since what blocks that entry may not block them
+   * (another path of the same write).
    */
   private scanNode(n: PathNode): void {
+    this.scanQueue(n);
+    for (let f = n.thead; f !== undefined;) {
+      const next = f.tnext;
+      if (f.req.state === 'waiting' && !this.blocked(f.req, true)) this.grantWaiting(f.req);
+      f = next;
+    }
+  }
+
+  private scanQueue(n: PathNode): void {
     const ptr: (Entry | undefined)[] = [n.head[0], n.head[1], n.head[2], n.head[3]];
     let blockedGroup = -1;
     for (;;) {
@@ -991,6 +1084,13 @@ export class LockTable {
 /** Classes of the waiters below an entry of class c that it may have blocked (a node write blocks nothing below it). */
 function belowMask(c: Cls): number {
   return c === N ? 0 : CONFLICTS[c]!;
+}
+
+/** Waiting entries exactly at n of the classes in mask. */
+function sumExact(n: PathNode, mask: number): number {
+  let k = 0;
+  for (let c = 0; c < NCLS; c++) if (mask & (1 << c)) for (let w = n.head[c]; w !== undefined; w = w.next) k++;
+  return k;
 }
 
 function hasOwnWaiters(n: PathNode): boolean {

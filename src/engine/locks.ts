@@ -69,6 +69,7 @@ export class LockService implements WriteGate {
       const mode: LockMode = options.mode ?? 'exclusive';
       checkWaitOptions(options);
       const req = this.table.lock(session, path, mode, options.wait !== false);
+      this.deliver(this.table.drain());
       if (req.state === 'held') return Promise.resolve(new LockImpl(this, req));
       return this.waitFor<Lock>(req, options, (r) => new LockImpl(this, r));
     } catch (e) {
@@ -84,6 +85,7 @@ export class LockService implements WriteGate {
       if (req.state !== 'held') throw lost(req, 'it was released');
       if (req.kind === 'exclusive') return Promise.resolve();
       const up = this.table.upgrade(req, options.wait !== false);
+      this.deliver(this.table.drain());
       if (up.state !== 'waiting') return Promise.resolve();
       return this.waitFor<void>(up, options, () => undefined);
     } catch (e) {

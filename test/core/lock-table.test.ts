@@ -318,14 +318,15 @@ class Model {
   held(): MReq[] { return this.reqs.filter((r) => r.state === 'held'); }
   waiting(): MReq[] { return this.reqs.filter((r) => r.state === 'waiting'); }
 
-  /** o waits behind a hold of `session`: requests of that session need not queue behind it. */
-  behindHoldOf(o: MReq, session: string): boolean {
-    return this.reqs.some((h) => h.state === 'held' && h.session === session && reqConflict(h, o));
+  /** Entry oe waits behind a hold of `session`: requests of that session need not queue behind it. */
+  behindHoldOf(oe: MReq['entries'][number], session: string): boolean {
+    return this.reqs.some((h) => h.state === 'held' && h.session === session && h.entries.some((he) => entriesConflict(he, oe)));
   }
   blockers(r: MReq): MReq[] {
-    return this.reqs.filter((o) => o !== r && reqConflict(o, r) && (
-      (o.state === 'held' && o.session !== r.session) ||
-      (o.state === 'waiting' && o.order < r.order && !this.behindHoldOf(o, r.session))));
+    return this.reqs.filter((o) => o !== r && (
+      (o.state === 'held' && o.session !== r.session && reqConflict(o, r)) ||
+      (o.state === 'waiting' && o.order < r.order &&
+        o.entries.some((oe) => r.entries.some((re) => entriesConflict(oe, re)) && !this.behindHoldOf(oe, r.session)))));
   }
   grantable(r: MReq): boolean { return this.blockers(r).length === 0; }
 
@@ -464,6 +465,8 @@ function runModel(cmds: readonly Cmd[]): void {
       if (kind === 'upgrade') assert.equal(link!.real.kind, 'exclusive');
       else assert.equal(real.ownerDied, mr.ownerDied);
     }
+    // A new hold can let the session's own waiters skip the waiters behind it.
+    seeGrants(t.drain(), m.settle());
   };
   const locks = (): MReq[] => m.held().filter((r) => r.kind !== 'write').sort((a, b) => a.id - b.id);
 
