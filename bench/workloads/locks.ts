@@ -9,9 +9,11 @@ import { open, type Lock, type Session } from '../../src/index.js';
 import { LockTable } from '../../src/core/lock-table.js';
 import { type BenchOptions, now, percentile, rate, table } from '../util.js';
 
-async function handoffs(contenders: number, ms: number): Promise<{ perSec: number; p50: number; p99: number; count: number }> {
+async function handoffs(contenders: number, ms: number, privateLocks = false): Promise<{ perSec: number; p50: number; p99: number; count: number }> {
   const store = await open();
   const sessions: Session[] = Array.from({ length: contenders }, () => store.session());
+  // Each contender may also hold a lock of its own elsewhere (a worker's membership, say).
+  if (privateLocks) for (let i = 0; i < contenders; i++) await sessions[i]!.lock(`/workers/w${i}`);
   const lat: number[] = [];
   let releasedAt = -1;
   let count = 0;
@@ -95,6 +97,10 @@ export default async function locks(o: BenchOptions): Promise<void> {
   for (const n of [2, 8, 64]) {
     const h = await handoffs(n, ms);
     rows.push([n, h.perSec, h.p50.toFixed(1), h.p99.toFixed(1), h.count]);
+  }
+  for (const n of [64, 512]) {
+    const h = await handoffs(n, ms, true);
+    rows.push([`${n}, each holding another lock`, h.perSec, h.p50.toFixed(1), h.p99.toFixed(1), h.count]);
   }
   table('FIFO handoff of one exclusive lock', ['contenders', 'handoffs/s', 'p50 µs', 'p99 µs', 'handoffs'], rows);
 

@@ -27,15 +27,16 @@
  *    except waiters that are behind a hold of its own session (they conflict
  *    with one, so they cannot go first anyway; a holder writing under its
  *    lock, or nesting a lock in it, must not queue behind its own waiters).
+ *    Skipping is per entry: a waiting entry is skipped when it conflicts
+ *    with a hold of the asker's session.
  *    Invariant between calls: no waiter is grantable. Granting a waiter
  *    never blocks anything and unblocks only waiters of its own session
- *    (its new holder is theirs, and waiters behind it become skippable).
- *    So after a removal the table grants everything that became grantable:
- *    a scan of the nodes the removed entry overlapped (note 3), plus a
- *    direct check of the waiting requests of sessions that also hold locks
- *    (the only ones a node scan's early stop can pass over) and of a granted
- *    request's own session. Each request is returned once, by the call that
- *    granted it.
+ *    (its new holder is theirs, and waiters behind it become skippable). So
+ *    after a removal the table grants everything that became grantable: a
+ *    scan of the nodes the removed entry overlapped (note 3), then a check
+ *    of the other waiting requests of each session it granted something to.
+ *    A `lock` or `upgrade` granted at once does the latter too (`drain`).
+ *    Each request is returned once, by the call that granted it.
  *
  * 3. Data structure. A trie of path nodes keyed by segment, created on demand
  *    and pruned when empty. Each node keeps, per class, exact and subtree
@@ -55,21 +56,25 @@
  *        can have become grantable: those at P's ancestors, at P, and below P
  *        (found through the children-with-waiters sets, pruned by the class
  *        counts). At each node the lists are walked in order from the head
- *        and the walk stops at the first waiter that stays blocked (every
- *        later waiter there conflicts with it) — except that a blocked S or
- *        W waiter lets the walk continue over the compatible run behind it,
- *        whose members may be exempt from the blocker by being its session.
+ *        and the walk stops at the first waiter that stays blocked: every
+ *        later waiter there conflicts with it, so waits too — except (a) a
+ *        run of compatible waiters behind a blocked S or W entry, still
+ *        checked (another path of the same write may be what blocks it), and
+ *        (b) "entangled" waiting entries, whose session holds something
+ *        overlapping the node (they may skip, or be exempt from a blocker of
+ *        their own session): each node keeps those in a list of their own,
+ *        checked after the walk. Entanglement changes only when a session
+ *        gains or loses a hold, for its own waiting entries near that hold.
  *        Each grant costs O(depth); releasing an exclusive '/' over 7,000
  *        waiters on 7,000 paths visits 7,000 nodes and grants each once.
  *      - weak spots, where the cost is the number of requests involved
- *        rather than O(depth): every removal rechecks the waiting requests
- *        of sessions that hold and wait at once (few, usually); a waiter
- *        whose session holds locks but is not inside its own exclusive lock
- *        looks at each earlier conflicting waiter; a candidate's check for an earlier conflicting
- *        waiter *below* its path walks the nodes with such waiters until the
- *        first earlier one (a per-subtree min-order index would bound it);
- *        a blocked shared run at one node is rechecked when something it
- *        overlapped leaves; a release visits every waiter it was blocking.
+ *        rather than O(depth): a waiter whose session holds locks, but not
+ *        an exclusive one around it, looks at earlier conflicting waiters
+ *        until the first it cannot skip; a candidate's check for an earlier
+ *        conflicting waiter *below* its path walks the nodes with such
+ *        waiters until the first earlier one (a per-subtree min-order index
+ *        would bound it); a release visits every waiter it was blocking;
+ *        entangled entries at a node are all checked when it is scanned.
  *
  * 4. Deadlock. The wait-for graph is over sessions: A → B when a waiting
  *    request of A is blocked by a holder of B or an earlier waiter of B. A
@@ -79,9 +84,10 @@
  *    waiting behind it that was not blocked already) and fails DEADLOCK
  *    naming the cycle. Edges appear only when a request waits or when an
  *    upgrade turns S into X (waiters it now goes before wait for it), so an
- *    upgrade is checked even when it is granted at once. The search is
- *    skipped when nothing can wait on the requesting session (it holds
- *    nothing and waits for nothing else).
+ *    upgrade is checked even when it is granted at once. The search (over
+ *    every blocker of every waiting request it reaches) is skipped when no
+ *    waiter can be waiting on the requesting session: none overlaps its
+ *    holds or its other waiting requests (a test on the counts).
  *
  * 5. Owner died. A lock whose session ends while holding it taints its path.
  *    Every later lock grant overlapping a taint carries ownerDied; the taint
