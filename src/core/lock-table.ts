@@ -93,6 +93,8 @@
  *    Every later lock grant overlapping a taint carries ownerDied; the taint
  *    is cleared when a holder that was told (ownerDied) and covers the path
  *    releases explicitly — only that says the invariants are whole again.
+ *    Taints keep their trie nodes alive, so they are bounded (`maxTaints`,
+ *    oldest forgotten first) for stores that lock ever-new paths.
  *
  * 6. Tokens are a counter: strictly increasing over every grant (locks and
  *    upgrades). `byToken` serves fencing.
@@ -247,6 +249,8 @@ export interface LockTableOptions {
   clock?: () => number;
   /** Tokens start above this (e.g. the store revision). */
   firstToken?: number;
+  /** Owner-died taints kept at most (oldest forgotten first; default 100,000). */
+  maxTaints?: number;
 }
 
 export interface SessionEnd {
@@ -273,6 +277,9 @@ export class LockTable {
   private nextUpgradeOrder = -Number.MAX_SAFE_INTEGER;
   private lastToken: number;
   private readonly tokens = new Map<number, LockRequest>();
+  /** Owner-died taints, oldest first. */
+  private readonly taints = new Set<PathNode>();
+  private readonly maxTaints: number;
   /** Each session's held and waiting requests (intrusive lists: no allocation per grant). */
   private readonly sessions = new Map<string, SessionRec>();
   private holdCount = 0;
@@ -288,6 +295,7 @@ export class LockTable {
   constructor(options: LockTableOptions = {}) {
     this.clock = options.clock ?? (() => 0);
     this.lastToken = options.firstToken ?? 0;
+    this.maxTaints = options.maxTaints ?? 100_000;
   }
 
   get size(): { held: number; waiting: number } {
@@ -538,13 +546,7 @@ export class LockTable {
 
   /** Removes nodes left empty by `req`'s entries. */
   private prune(req: LockRequest): void {
-    for (const e of req.entries) {
-      let n = e.node;
-      while (n.parent !== undefined && n.empty()) {
-        n.parent.children!.delete(n.name);
-        n = n.parent;
-      }
-    }
+    for (const e of req.entries) this.pruneUp(e.node);
   }
 
   /**
@@ -944,29 +946,53 @@ export class LockTable {
     if (n.taint) return;
     n.taint = true;
     for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) m.st++;
+    this.taints.add(n);
+    if (this.taints.size > this.maxTaints) {
+      // Bounded memory: the oldest taint is forgotten (its path is no longer reported as owner-died).
+      const oldest: PathNode = this.taints.values().next().value!;
+      this.untaint(oldest);
+      this.pruneUp(oldest);
+    }
   }
 
+  private untaint(m: PathNode): void {
+    m.taint = false;
+    this.taints.delete(m);
+    for (let a: PathNode | undefined = m; a !== undefined; a = a.parent) a.st--;
+  }
+
+  /** Clears the taints at n and below (a told holder covering them released cleanly). */
   private clearTaints(n: PathNode): void {
+    const cleared: PathNode[] = [];
     const stack = [n];
     while (stack.length > 0) {
       const m = stack.pop()!;
       if (m.taint) {
-        m.taint = false;
-        for (let a: PathNode | undefined = m; a !== undefined; a = a.parent) a.st--;
+        this.untaint(m);
+        cleared.push(m);
       }
       if (m.children !== undefined) for (const c of m.children.values()) if (c.st > 0) stack.push(c);
     }
-    // Nodes below n kept alive only by their taint are pruned with n's
-    // holder when it is pruned; prune the now-empty ones below here.
-    this.pruneBelow(n);
+    for (const m of cleared) this.pruneUp(m);
   }
 
-  private pruneBelow(n: PathNode): void {
-    if (n.children === undefined) return;
-    for (const c of [...n.children.values()]) {
-      this.pruneBelow(c);
-      if (c.empty()) n.children.delete(c.name);
+  private pruneUp(n: PathNode): void {
+    while (n.parent !== undefined && n.empty() && n.parent.children?.get(n.name) === n) {
+      n.parent.children.delete(n.name);
+      n = n.parent;
     }
+  }
+
+  /** Trie nodes and owner-died taints (for tests and stats). */
+  get footprint(): { nodes: number; taints: number } {
+    let nodes = 0;
+    const stack = [this.root];
+    while (stack.length > 0) {
+      const m = stack.pop()!;
+      nodes++;
+      if (m.children !== undefined) for (const c of m.children.values()) stack.push(c);
+    }
+    return { nodes: nodes - 1, taints: this.taints.size };
   }
 
   private tainted(n: PathNode): boolean {

@@ -233,6 +233,17 @@ test('lock-table: owner died — the next holder is told, until a told holder re
   assert.equal(t.lock('n4', '/job', 'exclusive').ownerDied, false);
 });
 
+test('lock-table: owner-died taints are bounded, oldest forgotten first', () => {
+  const t = new LockTable({ maxTaints: 2 });
+  for (const p of ['/a', '/b', '/c']) {
+    t.lock('dead', p, 'exclusive');
+    t.endSession('dead');
+  }
+  assert.deepEqual(t.footprint, { nodes: 2, taints: 2 });
+  assert.equal(t.lock('x', '/a', 'shared').ownerDied, false, 'forgotten');
+  assert.equal(t.lock('x', '/c', 'shared').ownerDied, true);
+});
+
 test('lock-table: an explicit release hands on clean', () => {
   const t = new LockTable();
   const a = t.lock('A', '/k', 'exclusive');
@@ -555,6 +566,10 @@ function runModel(cmds: readonly Cmd[]): void {
   assert.equal(m.waiting().length, 0);
   assert.deepEqual(t.size, { held: 0, waiting: 0 });
   for (const r of m.reqs) if (r.kind !== 'upgrade') assert.equal(r.real.state, 'done');
+  // Nothing leaks: the only trie nodes left are the paths to the remaining owner-died taints.
+  const prefixes = new Set<string>();
+  for (const p of m.taints) for (let q = p; q !== '/'; q = q.slice(0, Math.max(1, q.lastIndexOf('/')))) prefixes.add(q);
+  assert.deepEqual(t.footprint, { nodes: prefixes.size, taints: m.taints.length });
 }
 
 test('lock-table: model-based — grants, FIFO, deadlock, owner-died and tokens agree with a brute-force model', () => {
