@@ -126,7 +126,6 @@ const GROUP = [0, 1, 2, 2];
 const NBIT = 1 << N;
 /** CONFLICTS[c]: bit mask of the classes that conflict with class c (when overlapping). */
 const CONFLICTS = [(1 << X) | (1 << W) | (1 << N), 0b1111, (1 << S) | (1 << X), (1 << S) | (1 << X)];
-const ALL = 0b1111;
 
 function sumMask(a: readonly number[], mask: number): number {
   let n = 0;
