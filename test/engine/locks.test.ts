@@ -354,3 +354,60 @@ test('locks: mandatory under load — an exclusive holder never sees another ses
   assert.equal(violations, 0);
   assert.deepEqual(store.lockTable(), { held: [], waiting: [] });
 }));
+
+test('locks: random sessions that lock, upgrade, write, time out, abort and die — every promise settles and the table empties', { timeout: 20_000 }, () => withStore(async (store) => {
+  let seed = 7;
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  const paths = ['/', '/a', '/a/b', '/a/c', '/b'];
+  const codes = new Map<string, number>();
+  const note = (e: unknown): void => {
+    if (!LatchkeyError.is(e)) throw e;
+    codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
+  };
+  const worker = async (w: number): Promise<void> => {
+    for (let life = 0; life < 4; life++) {
+      const s = store.session({ name: `w${w}.${life}` });
+      const dieAfter = rnd(12) + 2;
+      for (let step = 0; step < dieAfter; step++) {
+        const p = paths[rnd(paths.length)]!;
+        try {
+          switch (rnd(6)) {
+            case 0:
+            case 1: {
+              const l = await s.lock(p, { mode: rnd(2) === 0 ? 'shared' : 'exclusive', timeoutMs: rnd(3) === 0 ? 1 : 500 });
+              if (l.mode === 'shared' && rnd(2) === 0) await l.upgrade({ timeoutMs: 50 });
+              await s.set(`${p === '/' ? '' : p}/v${w}`, String(step), { fence: l });
+              await new Promise((r) => setTimeout(r, rnd(3)));
+              if (rnd(4) > 0) await l.release();
+              break;
+            }
+            case 2:
+              await s.set(`${p === '/' ? '' : p}/x`, String(step), { signal: AbortSignal.timeout(100) });
+              break;
+            case 3: {
+              const ac = new AbortController();
+              const pl = s.lock(p, { signal: ac.signal });
+              setTimeout(() => ac.abort(), rnd(2));
+              (await pl.catch((e: unknown) => { note(e); return undefined; }))?.release();
+              break;
+            }
+            default:
+              await s.create(`${p === '/' ? '' : p}/e${w}-`, '', { ephemeral: true, sequential: true });
+          }
+        } catch (e) {
+          note(e);
+        }
+      }
+      await kill(s);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, (_, w) => worker(w)));
+  if (process.env.LT_VERBOSE) console.log(codes, store.stats());
+  assert.deepEqual(store.lockTable(), { held: [], waiting: [] });
+  for (const c of codes.keys()) assert.ok(['TIMEOUT', 'ABORTED', 'DEADLOCK', 'LOCK_LOST', 'LOCKED'].includes(c), `unexpected ${c}`);
+  const left = [];
+  for (const p of ['/', '/a', '/a/b', '/a/c', '/b']) {
+    if (await store.exists(p)) for (const n of await store.list(p)) if (n.startsWith('e')) left.push(`${p}/${n}`);
+  }
+  assert.deepEqual(left, [], 'every ephemeral node went with its session');
+}));
