@@ -1091,7 +1091,7 @@ export class LockTable {
 
   private scanQueue(n: PathNode): void {
     const ptr: (Entry | undefined)[] = [n.head[0], n.head[1], n.head[2], n.head[3]];
-    let blockedGroup = -1;
+    let first: Entry | undefined; // the first entry here that stayed blocked
     for (;;) {
       let best = -1;
       for (let c = 0; c < NCLS; c++) {
@@ -1101,10 +1101,15 @@ export class LockTable {
       if (best < 0) return;
       const e = ptr[best]!;
       ptr[best] = e.next;
-      if (blockedGroup >= 0 && GROUP[e.cls] !== blockedGroup) return;
+      if (first !== undefined) {
+        if (GROUP[e.cls] !== GROUP[first.cls]) return;
+        // Same class, single-path blocker, a session holding nothing: what
+        // blocks `first` blocks e too (see note 3) — no need to look.
+        if (e.cls === first.cls && first.req.entries.length === 1 && this.sessions.get(e.req.session)!.held === undefined) continue;
+      }
       if (this.blocked(e.req, true)) {
         if (e.cls === X) return;
-        blockedGroup = GROUP[e.cls]!;
+        first ??= e;
         continue;
       }
       this.grantWaiting(e.req);
