@@ -57,9 +57,12 @@
  *        (found through the children-with-waiters sets, pruned by the class
  *        counts). At each node the lists are walked in order from the head
  *        and the walk stops at the first waiter that stays blocked: every
- *        later waiter there conflicts with it, so waits too — except (a) a
- *        run of compatible waiters behind a blocked S or W entry, still
- *        checked (another path of the same write may be what blocks it), and
+ *        later waiter there conflicts with it, so waits too — except (a) the
+ *        run of compatible waiters behind a blocked S or W entry: those of
+ *        the same class, behind a single-path entry, whose session holds
+ *        nothing, are blocked by the same thing and passed over in O(1);
+ *        the others are checked (another path of the same write, W versus N
+ *        geometry, or a session that may skip, can make them differ), and
  *        (b) "entangled" waiting entries, whose session holds something
  *        overlapping the node (they may skip, or be exempt from a blocker of
  *        their own session): each node keeps those in a list of their own,
