@@ -17,11 +17,10 @@
  * no access), xenstored's default.
  */
 import { LatchkeyError } from '../core/errors.js';
-import type { ListResult, WriteOp } from '../core/ops.js';
+import type { ListResult, WriteOp, Workspace } from '../core/ops.js';
 import { parentPath, parsePath } from '../core/path.js';
 import type { TxState } from '../core/transaction.js';
 import { EMPTY_VALUE, type Node, lookup } from '../core/tree.js';
-import type { Workspace } from '../core/ops.js';
 import { xsError } from './errno.js';
 import { DEFAULT_PERMS } from './paths.js';
 
