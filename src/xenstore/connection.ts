@@ -121,8 +121,13 @@ export class XsConnection implements XsConnectionContext {
         continue;
       }
       this.busy = true;
-      r.then((payload) => this.reply(p, payload), (e: unknown) => this.replyError(p, e)).finally(() => {
+      r.then((payload) => {
         this.busy = false;
+        this.reply(p, payload);
+        this.pump();
+      }, (e: unknown) => {
+        this.busy = false;
+        this.replyError(p, e);
         this.pump();
       });
     }
@@ -170,9 +175,9 @@ export class XsConnection implements XsConnectionContext {
     if (this.ended) return;
     this.out.push(b);
     this.outBytes += b.length;
-    if (this.outBytes + this.socket.writableLength > this.limits.maxQueuedOutputBytes) {
-      this.host.log(`xenstore: closing a connection that does not read its replies and events (${this.outBytes + this.socket.writableLength} bytes unread)`);
-      this.destroy();
+    // The socket's own buffer is added at flush time; within one turn only our batch grows.
+    if (this.outBytes > this.limits.maxQueuedOutputBytes) {
+      this.overflow(this.outBytes);
       return;
     }
     if (!this.flushScheduled) {
@@ -185,9 +190,20 @@ export class XsConnection implements XsConnectionContext {
     this.flushScheduled = false;
     if (this.ended || this.out.length === 0) return;
     const parts = this.out;
+    const bytes = this.outBytes;
     this.out = [];
     this.outBytes = 0;
-    this.socket.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    const unread = bytes + this.socket.writableLength;
+    if (unread > this.limits.maxQueuedOutputBytes) {
+      this.overflow(unread);
+      return;
+    }
+    this.socket.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes));
+  }
+
+  private overflow(unread: number): void {
+    this.host.log(`xenstore: closing a connection that does not read its replies and events (${unread} bytes unread)`);
+    this.destroy();
   }
 
   private maybeResume(): void {

@@ -2,8 +2,9 @@
 /**
  * A small runnable XenStore daemon until `latchkey serve --xenstore-socket`
  * exists: `node dist/xenstore/main.js --socket PATH [--data DIR]`.
- * In memory unless --data names a data directory. SIGINT/SIGTERM close the
- * listener and the store, then exit 0.
+ * In memory unless --data names a data directory; `--limit NAME=N` sets a
+ * limit of src/xenstore/limits.ts. SIGINT/SIGTERM close the listener and the
+ * store, then exit 0.
  */
 import { parseArgs } from 'node:util';
 import { open } from '../engine/open.js';
@@ -17,6 +18,7 @@ async function main(): Promise<number> {
         socket: { type: 'string' },
         data: { type: 'string' },
         quiet: { type: 'boolean', default: false },
+        limit: { type: 'string', multiple: true, default: [] },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -26,12 +28,27 @@ async function main(): Promise<number> {
     return 2;
   }
   if (values.help || values.socket === undefined) {
-    process.stderr.write('usage: latchkey-xenstore --socket PATH [--data DIR] [--quiet]\n');
+    process.stderr.write('usage: latchkey-xenstore --socket PATH [--data DIR] [--limit NAME=N]… [--quiet]\n');
     return values.help ? 0 : 2;
+  }
+  const limits: Record<string, number> = {};
+  for (const l of values.limit) {
+    const m = /^([A-Za-z]+)=([0-9]+)$/.exec(l);
+    if (m === null) {
+      process.stderr.write(`--limit takes NAME=N (e.g. maxTransactions=100), not ${JSON.stringify(l)}\n`);
+      return 2;
+    }
+    limits[m[1]!] = Number(m[2]);
   }
   const store = await open(values.data);
   const log = (m: string): void => { if (!values.quiet) process.stderr.write(m + '\n'); };
-  const server = await startXenstoreServer(store, { socketPath: values.socket, log });
+  let server;
+  try {
+    server = await startXenstoreServer(store, { socketPath: values.socket, log, limits });
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
   process.stdout.write(`latchkey: XenStore protocol on ${server.socketPath}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
