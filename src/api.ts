@@ -168,6 +168,8 @@ export interface LockInfo {
   readonly session: string;
   readonly token: number;
   readonly since: number;
+  /** In `lockTable()`: how many waiting requests this lock holds up. */
+  readonly waiters?: number;
 }
 
 export interface LockWaiterInfo {
@@ -212,6 +214,9 @@ export interface StoreStats {
   readonly conflicts: number;
   readonly openTransactions: number;
   readonly sessions: number;
+  /** Group syncs (fsyncs of the log) so far, and commits per sync on average. */
+  readonly groupSyncs?: number;
+  readonly commitsPerSync?: number;
   readonly readOnly?: string;
   readonly [key: string]: unknown;
 }
