@@ -55,6 +55,7 @@ export class XsConnection implements XsConnectionContext {
   private flushScheduled = false;
   private pendingAfterReply: Array<() => void> | undefined;
   private ended = false;
+  private overflowed = false;
   /** Counters for stats and tests. */
   requests = 0;
   errors = 0;
@@ -172,7 +173,7 @@ export class XsConnection implements XsConnectionContext {
 
   /** Queues bytes for the socket; one write per event-loop turn carries everything queued. */
   private send(b: Uint8Array): void {
-    if (this.ended) return;
+    if (this.ended || this.overflowed) return;
     this.out.push(b);
     this.outBytes += b.length;
     // The socket's own buffer is added at flush time; within one turn only our batch grows.
@@ -202,8 +203,13 @@ export class XsConnection implements XsConnectionContext {
   }
 
   private overflow(unread: number): void {
+    if (this.overflowed) return;
+    this.overflowed = true;
+    this.out = [];
+    this.outBytes = 0;
     this.host.log(`xenstore: closing a connection that does not read its replies and events (${unread} bytes unread)`);
-    this.destroy();
+    // Often reached from the engine's commit hook (a watch event): end the session outside it.
+    queueMicrotask(() => this.destroy());
   }
 
   private maybeResume(): void {
