@@ -199,7 +199,11 @@ export class XsConnection implements XsConnectionContext {
       this.overflow(unread);
       return;
     }
-    this.socket.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes));
+    if (!this.socket.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes)) && !this.paused) {
+      // The client is not reading its replies: stop reading its requests until it does ('drain').
+      this.paused = true;
+      this.socket.pause();
+    }
   }
 
   private overflow(unread: number): void {

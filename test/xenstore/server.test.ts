@@ -403,3 +403,33 @@ test('xenstore: closing the server closes its connections and leaves the store u
   await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('xenstore: more pipelined requests than maxOutstanding are all answered, in order', async () => {
+  await using f = await fixture({ maxOutstanding: 4 });
+  const c = await f.client();
+  const n = 500;
+  const replies = await Promise.all(Array.from({ length: n }, (_, i) => c.raw(XsType.WRITE, utf8(`/po/k${i}\0${i}`))));
+  assert.deepEqual(replies.map((r) => r.type), Array(n).fill(XsType.WRITE));
+  assert.deepEqual(replies.map((r) => r.reqId), [...replies.map((r) => r.reqId)].sort((a, b) => a - b));
+  assert.equal((await c.directory('/po')).length, n);
+});
+
+test('xenstore: a write into a subtree a latchkey session has locked waits for the lock', async () => {
+  await using f = await fixture();
+  const c = await f.client();
+  const d = await f.client();
+  const lock = await f.store.lock('/local/domain/3');
+  let wrote = false;
+  let read: string | undefined;
+  const w = c.write('/local/domain/3/x', 'after').then(() => { wrote = true; });
+  const r = c.read('/local/domain/3/x').then((v) => { read = v; });
+  while (f.store.lockTable().waiting.length === 0) await new Promise((res) => setTimeout(res, 1));
+  // Another connection is not held up; this one's later requests are (answers come in order).
+  await assert.rejects(d.read('/local/domain/3/x'), (e: unknown) => e instanceof XsReplyError && e.errno === 'ENOENT');
+  assert.equal(wrote, false);
+  assert.equal(read, undefined);
+  await lock.release();
+  await w;
+  await r;
+  assert.equal(read, 'after');
+});
