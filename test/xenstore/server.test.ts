@@ -433,3 +433,17 @@ test('xenstore: a write into a subtree a latchkey session has locked waits for t
   await r;
   assert.equal(read, 'after');
 });
+
+test('xenstore: connections beyond maxConnections are closed at once; the others carry on', async () => {
+  await using f = await fixture({ maxConnections: 2 });
+  const a = await f.client();
+  const b = await f.client();
+  const extra = await f.client();
+  await extra.whenClosed();
+  await a.write('/mc', '1');
+  assert.equal(await b.read('/mc'), '1');
+  await a.close();
+  for (let i = 0; i < 100 && f.server.stats().connections > 1; i++) await new Promise((r) => setTimeout(r, 5));
+  const again = await f.client();
+  assert.equal(await again.read('/mc'), '1');
+});
