@@ -16,7 +16,9 @@
  * otherwise). CPU seconds are reported next to wall time because the
  * machine is often shared.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { open } from '../../src/index.js';
@@ -156,6 +158,36 @@ async function runPeer(sock: string): Promise<Result | string> {
   }
 }
 
+const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/xenstore/main.js');
+
+/** The adapter in a process of its own (as oxenstored runs), the client here: `runs` runs on one process (the first cold). */
+async function runLatchkeyProcess(vms: number, runs: number): Promise<Result[] | string> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'latchkey-bench-xsp-'));
+  const sock = path.join(dir, 'xs.sock');
+  const child = spawn(process.execPath, [MAIN, '--socket', sock, '--limit', 'maxTransactions=1024', '--quiet'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.once('data', () => resolve());
+      child.once('exit', (c) => reject(new Error(`adapter exited ${c}`)));
+    });
+    const c = await XsClient.connect(sock);
+    try {
+      const out: Result[] = [];
+      for (let r = 0; r < runs; r++) out.push(await vmWorkloadXs(c, vms));
+      return out;
+    } finally {
+      await c.close();
+    }
+  } catch (e) {
+    return `failed: ${(e as Error).message}`;
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export default async function xenstore(o: BenchOptions): Promise<void> {
   const vms = 300;
   const runs = o.quick ? 1 : 3;
@@ -166,6 +198,13 @@ export default async function xenstore(o: BenchOptions): Promise<void> {
     const res = await runLatchkey(vms);
     if (r > 0) best = Math.min(best, res.seconds);
     rows.push([r === 0 ? 'latchkey cold' : `latchkey warm ${r}`, res.seconds.toFixed(3), res.cpu.toFixed(3), res.requests, res.transactions, res.validations, res.replays, res.conflicts, res.retries]);
+  }
+  // The adapter in its own process: the client's CPU is no longer the server's.
+  const sp = await runLatchkeyProcess(vms, runs + 1);
+  if (typeof sp === 'string') {
+    rows.push(['latchkey, own process', sp, '', '', '', '', '', '', '']);
+  } else {
+    sp.forEach((x, r) => rows.push([`latchkey, own process, ${r === 0 ? 'cold' : `warm ${r}`}`, x.seconds.toFixed(3), `${x.cpu.toFixed(3)} (client)`, x.requests, x.transactions, '-', '-', x.retries, x.retries]));
   }
   const peer = process.env.LATCHKEY_BENCH_XENSTORED_SOCKET;
   let note = '(peer: set LATCHKEY_BENCH_XENSTORED_SOCKET to a running oxenstored\'s socket to measure it in the same run)';
