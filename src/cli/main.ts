@@ -1,0 +1,155 @@
+#!/usr/bin/env node
+/**
+ * The `latchkey` command. For now: `latchkey serve`.
+ *
+ *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
+ *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
+ *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
+ *                  [--max-frame BYTES] [--max-connections N]
+ *
+ * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
+ * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0.
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { LatchkeyError } from '../core/errors.js';
+import { open } from '../engine/open.js';
+import { EmbeddedStore } from '../engine/store.js';
+import type { Limits } from '../protocol/limits.js';
+import { AuthTable } from '../server/auth.js';
+import { type ServeOptions, serve } from '../server/server.js';
+
+const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
+                      [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
+                      [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]`;
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`latchkey: ${message}\n`);
+  process.exit(code);
+}
+
+function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s);
+  if (m === null) fail(`--listen expects HOST:PORT, got ${s}`);
+  const port = Number(m[3]);
+  if (port > 65535) fail(`--listen: port ${port} is out of range`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+function positiveInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n <= 0) fail(`--${name} expects a positive integer, got ${v}`);
+  return n;
+}
+
+async function serveCommand(argv: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        data: { type: 'string' },
+        socket: { type: 'string' },
+        listen: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        auth: { type: 'string' },
+        'insecure-loopback': { type: 'boolean' },
+        'ttl-ms': { type: 'string' },
+        'max-value': { type: 'string' },
+        'max-frame': { type: 'string' },
+        'max-connections': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (e) {
+    fail(`${(e as Error).message}\n${usage}`);
+  }
+  if (values.help) {
+    process.stdout.write(`${usage}\n`);
+    return;
+  }
+  const data = path.resolve(values.data ?? './latchkey-data');
+  mkdirSync(data, { recursive: true });
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) fail('--tls-cert and --tls-key go together');
+  if (values['tls-cert'] !== undefined && values.listen === undefined) fail('TLS needs --listen');
+
+  let store: EmbeddedStore;
+  let inMemory = false;
+  try {
+    const s = await open(data);
+    if (!(s instanceof EmbeddedStore)) fail('open() did not return an embedded store');
+    store = s;
+  } catch (e) {
+    // Durable open(dir) lands with the storage layer; until then serve from memory, and say so loudly.
+    if (!LatchkeyError.is(e, 'INVALID_ARGUMENT') || !/not available/.test(e.message)) throw e;
+    store = (await open()) as EmbeddedStore;
+    inMemory = true;
+  }
+
+  const limits: Partial<{ -readonly [K in keyof Limits]: Limits[K] }> = {};
+  const maxValue = positiveInt('max-value', values['max-value']);
+  const maxFrame = positiveInt('max-frame', values['max-frame']);
+  const maxConnections = positiveInt('max-connections', values['max-connections']);
+  if (maxValue !== undefined) limits.maxValue = maxValue;
+  if (maxFrame !== undefined) limits.maxFrame = maxFrame;
+  if (maxConnections !== undefined) limits.maxConnections = maxConnections;
+  const opts: ServeOptions = { socket: path.resolve(values.socket ?? path.join(data, 'latchkey.sock')), limits };
+  if (values.listen !== undefined) opts.listen = parseHostPort(values.listen);
+  if (values['tls-cert'] !== undefined && values['tls-key'] !== undefined) opts.tls = { cert: values['tls-cert'], key: values['tls-key'] };
+  if (values.auth !== undefined) opts.auth = AuthTable.load(values.auth);
+  if (values['insecure-loopback']) opts.insecureLoopback = true;
+  const ttl = positiveInt('ttl-ms', values['ttl-ms']);
+  if (ttl !== undefined) opts.ttlMs = ttl;
+
+  const server = await serve(store, opts);
+  if (inMemory) process.stderr.write('latchkey: warning: durable storage is not in this build yet; data lives in memory and is lost on exit\n');
+  process.stdout.write(`data ${data}${inMemory ? ' (in memory)' : ''}\n`);
+  if (server.socketPath !== undefined) process.stdout.write(`unix://${server.socketPath}\n`);
+  if (server.tcpAddress !== undefined) {
+    const h = server.tcpAddress.host.includes(':') ? `[${server.tcpAddress.host}]` : server.tcpAddress.host;
+    process.stdout.write(`${opts.tls ? 'tls' : 'tcp'}://${h}:${server.tcpAddress.port}\n`);
+  }
+  process.stdout.write('ready\n');
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`latchkey: ${signal}: shutting down\n`);
+    void (async () => {
+      await server.close();
+      await store.close();
+      process.exit(0);
+    })().catch((e: unknown) => {
+      process.stderr.write(`latchkey: shutdown failed: ${(e as Error).message}\n`);
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  switch (cmd) {
+    case 'serve':
+      await serveCommand(rest);
+      return;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${usage}\n`);
+      return;
+    default:
+      fail(`unknown command ${cmd}\n${usage}`);
+  }
+}
+
+main().catch((e: unknown) => {
+  fail(e instanceof Error ? e.message : String(e), 1);
+});
