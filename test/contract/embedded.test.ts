@@ -1,0 +1,4 @@
+import { contract } from './suite.js';
+import { embedded } from './backends.js';
+
+contract(embedded);
