@@ -20,6 +20,8 @@ export interface Stat {
   readonly numChildren: number;
   /** Session id owning the node when it is ephemeral. */
   readonly ephemeralOwner?: string;
+  /** Access-control entries, when set (XenStore permissions). */
+  readonly perms?: readonly string[];
 }
 
 export interface Entry {
@@ -210,6 +212,9 @@ export interface StoreStats {
   readonly conflicts: number;
   readonly openTransactions: number;
   readonly sessions: number;
+  /** Group syncs (fsyncs of the log) so far, and commits per sync on average. */
+  readonly groupSyncs?: number;
+  readonly commitsPerSync?: number;
   readonly readOnly?: string;
   readonly [key: string]: unknown;
 }

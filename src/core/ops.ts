@@ -9,7 +9,7 @@
  */
 import { LatchkeyError, invalidArgument } from './errors.js';
 import { joinPath, parsePath, validName } from './path.js';
-import { type Mutation, type Node, EMPTY_VALUE, lookup, putNode, putRoot, removeNode } from './tree.js';
+import { type Mutation, type Node, EMPTY_VALUE, lookup, putNode, putRoot, removeNode, setPerms } from './tree.js';
 
 export interface SetOptions {
   /** Write only if the node's version is this (0 = the node must be absent). */
@@ -45,9 +45,10 @@ export type Op =
   | ({ op: 'set'; path: string; value: Uint8Array } & SetOptions)
   | ({ op: 'create'; path: string; value: Uint8Array } & CreateOptions)
   | ({ op: 'delete'; path: string } & DeleteOptions)
-  | ({ op: 'check'; path: string } & CheckOptions);
+  | ({ op: 'check'; path: string } & CheckOptions)
+  | { op: 'setPerms'; path: string; perms: readonly string[] };
 
-export type WriteOp = Extract<Op, { op: 'set' | 'create' | 'delete' | 'check' }>;
+export type WriteOp = Extract<Op, { op: 'set' | 'create' | 'delete' | 'check' | 'setPerms' }>;
 
 export interface ListResult {
   names: string[];
@@ -167,6 +168,15 @@ export class Workspace {
     if (o.modRev !== undefined && (node?.modRev ?? 0) !== o.modRev) throw conflict(path, `check: modRev is ${node?.modRev ?? 0}, not ${o.modRev}`);
   }
 
+  /** Replaces a node's access-control entries; NOT_FOUND when it does not exist. */
+  setPerms(path: string, perms: readonly string[]): void {
+    const segs = parsePath(path);
+    if (!Array.isArray(perms) || perms.some((p) => typeof p !== 'string')) throw invalidArgument('perms must be an array of strings');
+    if (lookup(this.root, segs) === undefined) throw new LatchkeyError('NOT_FOUND', `no node at ${path}`, { path });
+    this.root = setPerms(this.root, segs, this.rev, perms);
+    this.mutations.push({ op: 'perms', path, perms: [...perms] });
+  }
+
   /** Executes a write op; returns its result (created path, deleted flag, or undefined). */
   write(op: WriteOp): string | boolean | undefined {
     switch (op.op) {
@@ -174,6 +184,7 @@ export class Workspace {
       case 'create': return this.create(op.path, op.value, op);
       case 'delete': return this.delete(op.path, op);
       case 'check': this.check(op.path, op); return undefined;
+      case 'setPerms': this.setPerms(op.path, op.perms); return undefined;
     }
   }
 }

@@ -100,13 +100,16 @@ function insertRec<V>(n: BNode<V>, k: string, v: V): Ins<V> {
     return [mkLeaf(keys.slice(0, h), vals.slice(0, h)), mkLeaf(keys.slice(h), vals.slice(h))];
   }
   const i = childIndex(n.keys, k);
-  const r = insertRec(n.children[i]!, k, v);
-  let children: BNode<V>[];
-  if (r.length === 1) children = withItem(n.children, i, r[0]);
-  else {
-    children = withItem(n.children, i, r[0]);
-    children = inserted(children, i + 1, r[1]);
+  const child = n.children[i]!;
+  const r = insertRec(child, k, v);
+  if (r.length === 1) {
+    // The common case: one child replaced; keys change only if its smallest key did.
+    const c = r[0];
+    const keys = c.keys[0] === n.keys[i] ? n.keys : withItem(n.keys, i, c.keys[0]!);
+    return [{ leaf: false, keys, children: withItem(n.children, i, c), size: n.size - child.size + c.size }];
   }
+  let children = withItem(n.children, i, r[0]);
+  children = inserted(children, i + 1, r[1]);
   if (children.length <= MAX) return [mkInner(children)];
   const h = children.length >>> 1;
   return [mkInner(children.slice(0, h)), mkInner(children.slice(h))];

@@ -97,6 +97,19 @@ export function eventsOf(rev: number, mutations: readonly Mutation[], before: No
       (putInCommit ??= new Set()).add(m.path);
       continue;
     }
+    if (m.op === 'perms') {
+      // A metadata change is reported as a put of the node's (unchanged) value.
+      if (want === undefined || want(m.path)) {
+        let value: Uint8Array | undefined;
+        for (let i = mutations.indexOf(m) - 1; i >= 0 && value === undefined; i--) {
+          const earlier = mutations[i]!;
+          if (earlier.op === 'put' && earlier.path === m.path) value = earlier.value;
+        }
+        value ??= lookup(before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value ?? new Uint8Array(0);
+        out.push({ type: 'put', path: m.path, revision: rev, value });
+      }
+      continue;
+    }
     const segs = m.path === '/' ? [] : m.path.slice(1).split('/');
     const gone = lookup(before, segs);
     const seen = new Set<string>();
@@ -248,6 +261,8 @@ export class WatchRegistry {
       if (m.op === 'put') {
         events++;
         bytes += m.value.length;
+      } else if (m.op === 'perms') {
+        events++;
       } else {
         events += subtreeSize(before, m.path);
       }

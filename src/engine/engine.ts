@@ -18,7 +18,7 @@
  */
 import type { CommitResult, StoreStats, WriteOptions } from '../api.js';
 import { BugError, LatchkeyError, assert } from '../core/errors.js';
-import { Workspace } from '../core/ops.js';
+import { type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
@@ -127,10 +127,16 @@ export class Engine {
   /**
    * Runs `fn` on a Workspace over the pending head and commits what it wrote.
    * Resolves with fn's result and the revision it reflects, once durable.
+   * (Not async: a write that needs no lock wait costs no extra ticks.)
    */
-  async write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
+  write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
     this.checkWritable();
-    const admission = await this.admit(session, targets, opts);
+    const admission = this.admit(session, targets, opts);
+    if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn));
+    return this.writeAdmitted(admission, session, opts, fn);
+  }
+
+  private writeAdmitted<T>(admission: Admission, session: string, opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
     let ws: Workspace;
     let value: T;
     try {
@@ -140,19 +146,33 @@ export class Engine {
       value = fn(ws);
     } catch (e) {
       admission.done();
-      if (e instanceof LatchkeyError && e.code !== 'INTERNAL') await this.pipeline.whenPublished(this.pendingRev).catch(() => {});
-      throw e;
+      return this.afterPublished(this.pendingRev, () => { throw e; });
     }
     if (ws.mutations.length === 0) {
       admission.done();
       const rev = this.pendingRev;
-      await this.pipeline.whenPublished(rev);
-      return { value, rev };
+      return this.afterPublished(rev, () => ({ value, rev }));
     }
     const done = this.commit(ws);
     admission.done();
-    await done;
-    return { value, rev: ws.rev };
+    const result = { value, rev: ws.rev };
+    return done === undefined ? Promise.resolve(result) : done.then(() => result);
+  }
+
+  /**
+   * Answers with `f` once everything up to `rev` is published: a response
+   * that observed the pending head must not reveal a commit a crash could
+   * take back.
+   */
+  private afterPublished<R>(rev: number, f: () => R): Promise<R> {
+    if (rev <= this.visibleRev) {
+      try {
+        return Promise.resolve(f());
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    return this.pipeline.whenPublished(rev).then(f);
   }
 
   private admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
@@ -166,7 +186,7 @@ export class Engine {
   }
 
   /** Moves the pending head to `ws` and hands the commit to the pipeline. Synchronous up to the returned promise. */
-  private commit(ws: Workspace): Promise<void> {
+  private commit(ws: Workspace): Promise<void> | undefined {
     assert(ws.rev === this.pendingRev + 1, `commit at ${ws.rev} over pending ${this.pendingRev}`);
     const before = this.pendingRoot;
     this.trackEphemerals(before, ws.mutations);
@@ -207,8 +227,8 @@ export class Engine {
     this.counters.txCommits++;
     if (ws.mutations.length === 0) {
       admission.done();
-      await this.pipeline.whenPublished(this.pendingRev);
-      return { revision: this.pendingRev, replayed };
+      const rev = this.pendingRev;
+      return this.afterPublished(rev, () => ({ revision: rev, replayed }));
     }
     const done = this.commit(ws);
     admission.done();
@@ -334,10 +354,21 @@ function splitSegs(path: string): string[] {
 export function writeTargets(tx: TxState): WriteTarget[] {
   const out: WriteTarget[] = [];
   for (const r of tx.record) {
-    if (r.kind !== 'write' || r.op.op === 'check') continue;
-    out.push(targetOf(r.op.op, r.op.path, r.op.op === 'create' && r.op.sequential === true));
+    if (r.kind !== 'write') continue;
+    const t = targetOfOp(r.op);
+    if (t !== undefined) out.push(t);
   }
   return out;
+}
+
+/** Where a write op touches the tree (undefined for `check`, which only reads). */
+export function targetOfOp(op: WriteOp): WriteTarget | undefined {
+  switch (op.op) {
+    case 'check': return undefined;
+    case 'setPerms': return { path: op.path, subtree: false };
+    case 'create': return targetOf('create', op.path, op.sequential === true);
+    default: return targetOf(op.op, op.path);
+  }
 }
 
 export function targetOf(op: 'set' | 'create' | 'delete', path: string, sequential = false): WriteTarget {

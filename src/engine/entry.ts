@@ -24,6 +24,7 @@ export function statOf(n: Node): Stat {
     createRev: n.createRev, modRev: n.modRev, version: n.version, childrenRev: n.childrenRev, numChildren: n.children.size,
   };
   if (n.ephemeralOwner !== undefined) s.ephemeralOwner = n.ephemeralOwner;
+  if (n.perms !== undefined) s.perms = n.perms;
   return s;
 }
 

@@ -14,7 +14,7 @@ import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import type { WriteOp } from '../core/ops.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
-import { type Engine, type WriteTarget, targetOf } from './engine.js';
+import { type Engine, type WriteTarget, targetOf, targetOfOp } from './engine.js';
 import { makeEntry, makeListing, toBytes } from './entry.js';
 import { TransactionImpl } from './transaction.js';
 
@@ -95,7 +95,10 @@ export class SessionImpl implements Session {
     if (!Array.isArray(ops)) throw invalidArgument('multi: ops must be an array');
     const writes = ops.map((o, i) => this.toWriteOp(o, i));
     const targets: WriteTarget[] = [];
-    for (const w of writes) if (w.op !== 'check') targets.push(targetOf(w.op, w.path, w.op === 'create' && w.sequential === true));
+    for (const w of writes) {
+      const t = targetOfOp(w);
+      if (t !== undefined) targets.push(t);
+    }
     const r = await this.engine.write(this.id, targets, options, (ws) => writes.map((w, i) => {
       try {
         return ws.write(w);

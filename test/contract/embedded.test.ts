@@ -1,4 +1,4 @@
-import { contract } from './suite.js';
-import { embedded } from './backends.js';
+import { open } from '../../src/index.js';
+import { contractSuite } from './suite.js';
 
-contract(embedded);
+contractSuite('memory', async () => ({ store: await open(), cleanup: async () => {} }));

@@ -1,4 +1,4 @@
-import { contract } from './suite.js';
+import { contractSuite } from './suite.js';
 import { remote } from './backends.js';
 
-contract(remote('tcp'));
+contractSuite('remote-tcp', () => remote('tcp'));

@@ -1,28 +1,20 @@
 /**
- * The contract suite: one set of behaviours every Store implementation must
- * show, run against each backend (embedded, remote over Unix, remote over
- * TCP). A backend is a factory giving a fresh store and a way to dispose of it.
+ * The contract suite: behaviour every Store implementation must share
+ * (embedded in memory, embedded on disk, remote over a Unix socket or TCP).
+ * A backend calls `contractSuite(name, factory)`; each test gets a fresh,
+ * empty store from the factory and closes it after.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Store, WatchEvent } from '../../src/api.js';
-import { LatchkeyError } from '../../src/core/errors.js';
+import { LatchkeyError, type Store, type WatchEvent } from '../../src/index.js';
 
 export interface Backend {
-  readonly name: string;
-  open(): Promise<{ store: Store; close(): Promise<void> }>;
+  store: Store;
+  /** Releases whatever the backend set up (servers, directories). */
+  cleanup(): Promise<void>;
 }
 
-type Body = (store: Store) => Promise<void>;
-
-function code(c: string, re?: RegExp): (e: unknown) => boolean {
-  return (e: unknown) => {
-    assert.ok(e instanceof LatchkeyError, `expected a LatchkeyError, got ${String(e)}`);
-    assert.equal(e.code, c, e.message);
-    if (re) assert.match(e.message, re);
-    return true;
-  };
-}
+const is = (code: string, re?: RegExp) => (e: unknown): boolean => LatchkeyError.is(e) && e.code === code && (re === undefined || re.test(e.message));
 
 async function locksAvailable(store: Store): Promise<boolean> {
   try {
@@ -42,121 +34,168 @@ async function next(it: AsyncIterator<WatchEvent>): Promise<string> {
   return `${e.type} ${e.path}${e.value !== undefined ? `=${Buffer.from(e.value).toString()}` : ''}`;
 }
 
-export function contract(backend: Backend): void {
-  const t = (name: string, body: Body, opts: { locks?: boolean } = {}): void => {
-    test(`contract[${backend.name}]: ${name}`, async (ctx) => {
-      const { store, close } = await backend.open();
+export function contractSuite(name: string, make: () => Promise<Backend>): void {
+  const t = (title: string, fn: (s: Store) => Promise<void>): void => {
+    test(`contract[${name}]: ${title}`, async () => {
+      const b = await make();
       try {
-        if (opts.locks && !(await locksAvailable(store))) {
-          ctx.skip('locks are not implemented in this build');
-          return;
-        }
-        await body(store);
+        await fn(b.store);
       } finally {
-        await close();
+        await b.store.close().catch(() => {});
+        await b.cleanup();
       }
     });
   };
 
-  t('set, get, exists and list reflect writes, with revisions', async (s) => {
-    const r1 = await s.set('/a/b', 'hello');
-    assert.ok(r1 >= 1);
-    const e = await s.get('/a/b');
-    assert.ok(e !== undefined);
+  t('set creates parents; get returns value, text, json and stat', async (s) => {
+    const rev = await s.set('/a/b', 'hello');
+    const e = (await s.get('/a/b'))!;
     assert.equal(e.text(), 'hello');
-    assert.deepEqual(Array.from(e.value), Array.from(Buffer.from('hello')));
-    assert.equal(e.path, '/a/b');
+    assert.deepEqual([...e.value], [...Buffer.from('hello')]);
     assert.equal(e.stat.version, 1);
-    assert.equal(e.stat.createRev, r1);
-    assert.equal(e.stat.modRev, r1);
-    assert.ok(e.revision >= r1);
+    assert.equal(e.stat.createRev, rev);
+    assert.equal(e.stat.modRev, rev);
+    assert.ok(e.revision >= rev);
+    assert.equal((await s.get('/a'))!.stat.numChildren, 1);
+    await s.set('/j', JSON.stringify({ n: [1, 2] }));
+    assert.deepEqual((await s.get('/j'))!.json(), { n: [1, 2] });
+    await s.set('/bin', new Uint8Array([0, 255, 7]));
+    assert.deepEqual([...(await s.get('/bin'))!.value], [0, 255, 7]);
+    assert.equal(await s.get('/missing'), undefined);
     assert.equal(await s.exists('/a'), true);
     assert.equal(await s.exists('/nope'), false);
-    assert.equal(await s.get('/nope'), undefined);
-    const r2 = await s.set('/a/b', JSON.stringify({ n: 2 }));
-    assert.ok(r2 > r1);
-    const e2 = await s.get('/a/b');
-    assert.deepEqual(e2?.json(), { n: 2 });
-    assert.equal(e2?.stat.version, 2);
-    assert.ok(s.revision >= r2);
-    const l = await s.list('/a');
-    assert.deepEqual([...l], ['b']);
-    assert.equal(l.more, false);
-    assert.ok(l.revision >= r2);
+    assert.equal(s.revision, (await s.get('/bin'))!.revision);
   });
 
-  t('binary values round trip byte for byte', async (s) => {
-    const v = new Uint8Array(256).map((_, i) => i);
-    await s.set('/bin', v);
-    assert.deepEqual(Array.from((await s.get('/bin'))!.value), Array.from(v));
-    await s.set('/empty', new Uint8Array(0));
-    assert.equal((await s.get('/empty'))!.value.length, 0);
+  t('values are copied in and out', async (s) => {
+    const buf = new Uint8Array([1, 2, 3]);
+    await s.set('/c', buf);
+    buf[0] = 9;
+    const e = (await s.get('/c'))!;
+    e.value[1] = 9;
+    assert.deepEqual([...(await s.get('/c'))!.value], [1, 2, 3]);
   });
 
-  t('list pages with after and limit, in name order', async (s) => {
-    for (const n of ['c', 'a', 'e', 'b', 'd']) await s.set(`/dir/${n}`, n);
-    const p1 = await s.list('/dir', { limit: 2 });
-    assert.deepEqual([...p1], ['a', 'b']);
-    assert.equal(p1.more, true);
-    const p2 = await s.list('/dir', { after: p1.at(-1)!, limit: 2 });
-    assert.deepEqual([...p2], ['c', 'd']);
-    const p3 = await s.list('/dir', { after: 'd', limit: 2 });
-    assert.deepEqual([...p3], ['e']);
-    assert.equal(p3.more, false);
-    await assert.rejects(s.list('/missing'), code('NOT_FOUND'));
+  t('list is sorted by bytes and pages with after/limit', async (s) => {
+    const names = ['b', 'a', 'é', 'Z', 'a0', '\u{1F600}', '\uffff'];
+    for (const n of names) await s.set(`/d/${n}`, n);
+    const all = await s.list('/d');
+    assert.deepEqual([...all], [...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y))));
+    assert.equal(all.more, false);
+    assert.ok(all.revision >= 1);
+    const page1 = await s.list('/d', { limit: 3 });
+    assert.equal(page1.more, true);
+    const page2 = await s.list('/d', { after: page1.at(-1)!, limit: 10 });
+    assert.deepEqual([...page1, ...page2], [...all]);
+    assert.equal(page2.more, false);
+    await assert.rejects(s.list('/nowhere'), is('NOT_FOUND'));
+    assert.deepEqual([...(await s.list('/'))], ['d']);
   });
 
-  t('create, delete and their errors', async (s) => {
-    assert.equal(await s.create('/c', 'x'), '/c');
-    await assert.rejects(s.create('/c', 'y'), code('EXISTS'));
-    await s.set('/c/child', '1');
-    await assert.rejects(s.delete('/c'), code('NOT_EMPTY'));
-    assert.equal(await s.delete('/c', { recursive: true }), true);
-    assert.equal(await s.delete('/c'), false);
-    assert.equal(await s.exists('/c/child'), false);
+  t('create, delete, conditional writes', async (s) => {
+    assert.equal(await s.create('/x/c', 'x'), '/x/c');
+    await assert.rejects(s.create('/x/c', 'y'), is('EXISTS'));
+    await assert.rejects(s.delete('/x'), is('NOT_EMPTY'));
+    assert.equal(await s.delete('/x/nope'), false);
+    await s.set('/x/c', 'v2', { ifVersion: 1 });
+    await assert.rejects(s.set('/x/c', 'v3', { ifVersion: 1 }), is('CONFLICT'));
+    await assert.rejects(s.set('/x/c', 'v3', { ifAbsent: true }), is('CONFLICT'));
+    const mod = (await s.get('/x/c'))!.stat.modRev;
+    await s.set('/x/c', 'v3', { ifModRev: mod });
+    assert.equal((await s.get('/x/c'))!.text(), 'v3');
+    assert.equal(await s.delete('/x', { recursive: true }), true);
+    assert.equal(await s.get('/x/c'), undefined);
+    const seq1 = await s.create('/q/job-', 'a', { sequential: true });
+    const seq2 = await s.create('/q/job-', 'b', { sequential: true });
+    assert.match(seq1, /^\/q\/job-\d{10}$/);
+    assert.ok(seq2 > seq1);
   });
 
-  t('conditional writes: ifVersion, ifModRev, ifAbsent', async (s) => {
-    const r = await s.set('/k', 'v1');
-    await s.set('/k', 'v2', { ifVersion: 1 });
-    await assert.rejects(s.set('/k', 'v3', { ifVersion: 1 }), code('CONFLICT'));
-    await assert.rejects(s.set('/k', 'v3', { ifModRev: r }), code('CONFLICT'));
-    await assert.rejects(s.set('/k', 'v3', { ifAbsent: true }), code('CONFLICT'));
-    await s.set('/new', 'x', { ifAbsent: true });
-    await assert.rejects(s.delete('/k', { ifVersion: 7 }), code('CONFLICT'));
-    assert.equal((await s.get('/k'))!.text(), 'v2');
+  t('bad input gets typed errors and changes nothing', async (s) => {
+    const before = s.revision;
+    for (const p of ['', 'rel', '/a/', '/a//b', '/a/../b', '/nul\0', '/' + 'x'.repeat(300)]) {
+      await assert.rejects(s.set(p, 'v'), is('INVALID_PATH'), p);
+      await assert.rejects(s.get(p), is('INVALID_PATH'), p);
+    }
+    await assert.rejects(s.set('/big', new Uint8Array(2 * 1024 * 1024)), is('TOO_LARGE'));
+    await assert.rejects(s.delete('/'), is('INVALID_ARGUMENT'));
+    await assert.rejects(s.set('/v', 42 as unknown as string), is('INVALID_ARGUMENT'));
+    await assert.rejects(s.list('/', { limit: 0 }), is('INVALID_ARGUMENT'));
+    assert.equal(s.revision, before);
   });
 
-  t('invalid paths and arguments fail with the same codes', async (s) => {
-    await assert.rejects(s.get('relative'), code('INVALID_PATH', /absolute/));
-    await assert.rejects(s.set('/a//b', 'x'), code('INVALID_PATH'));
-    await assert.rejects(s.set('/a/../b', 'x'), code('INVALID_PATH'));
-    await assert.rejects(s.set('/' + 'x'.repeat(256), 'x'), code('INVALID_PATH'));
-    await assert.rejects(s.list('/', { limit: 0 }), code('INVALID_ARGUMENT'));
-    await assert.rejects(s.delete('/'), code('INVALID_ARGUMENT'));
-  });
-
-  t('a value over 1 MiB is TOO_LARGE and changes nothing', async (s) => {
-    await assert.rejects(s.set('/big', new Uint8Array(1024 * 1024 + 1)), code('TOO_LARGE'));
-    assert.equal(await s.exists('/big'), false);
-    await s.set('/big', new Uint8Array(1024 * 1024));
-    assert.equal((await s.get('/big'))!.value.length, 1024 * 1024);
-  });
-
-  t('multi is atomic: all ops or none', async (s) => {
+  t('multi is atomic', async (s) => {
     const r = await s.multi([
       { op: 'set', path: '/m/a', value: '1' },
       { op: 'create', path: '/m/b', value: '2' },
       { op: 'check', path: '/m/a', exists: true },
-      { op: 'delete', path: '/m/none' },
     ]);
-    assert.deepEqual(r.results, [undefined, '/m/b', undefined, false]);
-    assert.ok(r.revision >= 1);
+    assert.equal(r.results[1], '/m/b');
+    const rev = s.revision;
     await assert.rejects(s.multi([
-      { op: 'set', path: '/m/c', value: '3' },
-      { op: 'create', path: '/m/b', value: 'again' },
-    ]), code('EXISTS'));
-    assert.equal(await s.exists('/m/c'), false);
+      { op: 'set', path: '/m/a', value: 'changed' },
+      { op: 'create', path: '/m/b', value: 'dup' },
+    ]), (e: unknown) => is('EXISTS')(e) && (e as LatchkeyError).info?.index === 1);
+    assert.equal((await s.get('/m/a'))!.text(), '1');
+    assert.equal(s.revision, rev);
+  });
+
+  t('transactions: snapshot, replay and conflict', async (s) => {
+    await s.set('/t/x', '0');
+    const t1 = s.begin();
+    const t2 = s.begin();
+    await t1.get('/t/x'); await t1.set('/t/y', '1');
+    await t2.get('/t/y'); await t2.set('/t/x', '1');
+    await t1.commit();
+    await assert.rejects(t2.commit(), is('CONFLICT'));
+    const got = await s.transaction(async (tx) => {
+      const v = Number((await tx.get('/t/x'))!.text());
+      await tx.set('/t/x', String(v + 1));
+      return v + 1;
+    });
+    assert.equal(got, 1);
+    assert.equal((await s.get('/t/x'))!.text(), '1');
+  });
+
+  t('stats count commits and conflicts', async (s) => {
+    await s.set('/s', '1');
+    // stats() is synchronous in api.ts; a remote store answers it from its last fetch, so ask it for fresh figures.
+    const remote = s as Store & { fetchStats?: () => Promise<ReturnType<Store['stats']>> };
+    const st = remote.fetchStats !== undefined ? await remote.fetchStats() : s.stats();
+    assert.equal(typeof st.revision, 'number');
+    assert.ok(st.commits >= 1);
+    assert.equal(typeof st.conflicts, 'number');
+  });
+
+  t('a closed store refuses work with CLOSED', async (s) => {
+    await s.close();
+    await assert.rejects(s.get('/'), is('CLOSED'));
+    await assert.rejects(s.set('/a', 'b'), is('CLOSED'));
+    await s.close(); // idempotent
+  });
+
+  // Lock cases run once the lock service is in the build (they skip before).
+  const tl = (title: string, fn: (s: Store) => Promise<void>): void => {
+    test(`contract[${name}]: ${title}`, async (ctx) => {
+      const b = await make();
+      try {
+        if (!(await locksAvailable(b.store))) {
+          ctx.skip('locks are not implemented in this build');
+          return;
+        }
+        await fn(b.store);
+      } finally {
+        await b.store.close().catch(() => {});
+        await b.cleanup();
+      }
+    });
+  };
+
+  t('a value over 1 MiB is TOO_LARGE and changes nothing', async (s) => {
+    await assert.rejects(s.set('/big', new Uint8Array(1024 * 1024 + 1)), is('TOO_LARGE'));
+    assert.equal(await s.exists('/big'), false);
+    await s.set('/big', new Uint8Array(1024 * 1024));
+    assert.equal((await s.get('/big'))!.value.length, 1024 * 1024);
   });
 
   t('transactions read their snapshot plus their own writes, and commit atomically', async (s) => {
@@ -177,7 +216,7 @@ export function contract(backend: Backend): void {
     assert.equal(tx.state, 'committed');
     assert.ok(c.revision > 0);
     assert.equal((await s.get('/y'))?.text(), '2');
-    await assert.rejects(tx.get('/y'), code('CLOSED'));
+    await assert.rejects(tx.get('/y'), is('CLOSED'));
   });
 
   t('a transaction whose reads changed gets CONFLICT; transaction() retries it', async (s) => {
@@ -186,7 +225,7 @@ export function contract(backend: Backend): void {
     const v = Number((await tx.get('/n'))!.text());
     await s.set('/n', '5');
     await tx.set('/n', String(v + 1));
-    await assert.rejects(tx.commit(), code('CONFLICT'));
+    await assert.rejects(tx.commit(), is('CONFLICT'));
     assert.equal(tx.state, 'aborted');
     let runs = 0;
     await s.transaction(async (t2) => {
@@ -214,7 +253,7 @@ export function contract(backend: Backend): void {
     await tx.set('/gone', '1');
     await tx.abort();
     assert.equal(tx.state, 'aborted');
-    await assert.rejects(tx.set('/gone', '2'), code('ABORTED'));
+    await assert.rejects(tx.set('/gone', '2'), is('ABORTED'));
     {
       await using tx2 = s.begin();
       await tx2.set('/gone2', '1');
@@ -236,7 +275,7 @@ export function contract(backend: Backend): void {
     await sess.close();
     assert.equal(sess.closed, true);
     assert.equal(await s.exists('/members/w'), false);
-    await assert.rejects(sess.get('/'), code('SESSION_EXPIRED'));
+    await assert.rejects(sess.get('/'), is('SESSION_EXPIRED'));
   });
 
   t('watch: events after commits, in order; recursive deletes give one event per node', async (s) => {
@@ -264,12 +303,12 @@ export function contract(backend: Backend): void {
     await it.return!();
   });
 
-  t('locks: exclusive excludes, release hands over, tokens increase', async (s) => {
+  tl('locks: exclusive excludes, release hands over, tokens increase', async (s) => {
     const a = s.session({ name: 'a' });
     const b = s.session({ name: 'b' });
     const la = await a.lock('/res');
     assert.equal(la.held, true);
-    await assert.rejects(b.lock('/res', { wait: false }), code('LOCKED'));
+    await assert.rejects(b.lock('/res', { wait: false }), is('LOCKED'));
     const pb = b.lock('/res');
     await la.release();
     const lb = await pb;
@@ -278,9 +317,9 @@ export function contract(backend: Backend): void {
     await lb.release();
     await a.close();
     await b.close();
-  }, { locks: true });
+  });
 
-  t('locks: a session closing while holding hands the lock on with ownerDied', async (s) => {
+  tl('locks: a session closing while holding hands the lock on with ownerDied', async (s) => {
     const a = s.session();
     const b = s.session();
     await a.lock('/od');
@@ -290,5 +329,5 @@ export function contract(backend: Backend): void {
     assert.equal(lb.ownerDied, true);
     await lb.release();
     await b.close();
-  }, { locks: true });
+  });
 }

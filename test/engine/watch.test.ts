@@ -155,3 +155,17 @@ test('watch: events match a replay of the commits (property)', async () => {
     assert.deepEqual(live.map((e) => `${e.revision} ${e.type} ${e.path}`), expected);
   }), { numRuns: 50 });
 });
+
+test('watch: a perms change is reported as a put of the unchanged value', async () => {
+  const s = (await open()) as EmbeddedStore;
+  await s.set('/w/p', 'val');
+  const ac = new AbortController();
+  const it = s.watch('/w', { recursive: true, fromRevision: s.revision + 1, signal: ac.signal })[Symbol.asyncIterator]();
+  await s.internals.write('', [], {}, (ws) => ws.setPerms('/w/p', ['n0']));
+  const ev = (await it.next()).value as { type: string; path: string; value?: Uint8Array };
+  assert.equal(ev.type, 'put');
+  assert.equal(ev.path, '/w/p');
+  assert.equal(Buffer.from(ev.value!).toString(), 'val');
+  ac.abort();
+  await s.close();
+});
