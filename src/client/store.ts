@@ -190,6 +190,8 @@ class Core {
     for (const w of this.watches.values()) w.detach();
     this.watches.clear();
     if (e.code === 'AUTH' || (e.code === 'PROTOCOL' && e.info?.supported !== undefined)) this.fatal = e;
+    // Not reconnecting: later calls fail with why the link ended (CLOSED when the server shut down: nothing of theirs ran).
+    if (this.opts.reconnect === false && this.fatal === undefined) this.fatal = e.code === 'CLOSED' ? e : new LatchkeyError('CONNECTION_LOST', `the connection was lost (reconnect is off): ${e.message}`, { cause: e });
     if (this.closed || this.fatal !== undefined || this.opts.reconnect === false) {
       for (const w of [...this.allWatches]) w.fail(this.fatal ?? e);
       return;

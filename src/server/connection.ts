@@ -400,7 +400,7 @@ export class Connection implements ConnContext {
     for (const s of sessions) void s.end(died).catch(() => {});
     for (const w of this.drainWaiters) w();
     this.drainWaiters = [];
-    if (!this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();
+    if (died && !this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();
     this.opts.closed(this);
   }
 
@@ -423,6 +423,9 @@ export class Connection implements ConnContext {
         // the peer is gone already
       }
     }
+    // Read and discard what the client still sends: closing with unread input would reset the
+    // connection, and the client could lose the bye that tells it those requests never ran.
+    this.socket.resume();
     const sessions = [...this.sessions.values()];
     this.sessions.clear();
     this.destroy(false);

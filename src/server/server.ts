@@ -155,8 +155,10 @@ export class LatchkeyServer {
   /** Graceful shutdown; idempotent. Does not close the store. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      await Promise.all(this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
+      // A listener's close completes only once its connections are gone: start it, end them, then wait.
+      const stopped = this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
       await Promise.allSettled([...this.connections].map((c) => c.shutdown()));
+      await Promise.all(stopped);
       if (this.socketPath !== undefined) {
         try {
           unlinkSync(this.socketPath);
