@@ -5,7 +5,7 @@
  *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
  *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
- *                  [--max-frame BYTES] [--max-connections N]
+ *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none]
  *
  * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
  * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0.
@@ -13,7 +13,6 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { LatchkeyError } from '../core/errors.js';
 import { open } from '../engine/open.js';
 import { EmbeddedStore } from '../engine/store.js';
 import type { Limits } from '../protocol/limits.js';
@@ -22,7 +21,8 @@ import { type ServeOptions, serve } from '../server/server.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
-                      [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]`;
+                      [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
+                      [--durability fsync|none]`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`latchkey: ${message}\n`);
@@ -61,6 +61,7 @@ async function serveCommand(argv: string[]): Promise<void> {
         'max-value': { type: 'string' },
         'max-frame': { type: 'string' },
         'max-connections': { type: 'string' },
+        durability: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -77,18 +78,10 @@ async function serveCommand(argv: string[]): Promise<void> {
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) fail('--tls-cert and --tls-key go together');
   if (values['tls-cert'] !== undefined && values.listen === undefined) fail('TLS needs --listen');
 
-  let store: EmbeddedStore;
-  let inMemory = false;
-  try {
-    const s = await open(data);
-    if (!(s instanceof EmbeddedStore)) fail('open() did not return an embedded store');
-    store = s;
-  } catch (e) {
-    // Durable open(dir) lands with the storage layer; until then serve from memory, and say so loudly.
-    if (!LatchkeyError.is(e, 'INVALID_ARGUMENT') || !/not available/.test(e.message)) throw e;
-    store = (await open()) as EmbeddedStore;
-    inMemory = true;
-  }
+  if (values.durability !== undefined && values.durability !== 'fsync' && values.durability !== 'none') fail('--durability is fsync or none');
+  const s = await open(data, values.durability === undefined ? {} : { durability: values.durability });
+  if (!(s instanceof EmbeddedStore)) fail('open() did not return an embedded store');
+  const store = s;
 
   const limits: Partial<{ -readonly [K in keyof Limits]: Limits[K] }> = {};
   const maxValue = positiveInt('max-value', values['max-value']);
@@ -106,8 +99,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (ttl !== undefined) opts.ttlMs = ttl;
 
   const server = await serve(store, opts);
-  if (inMemory) process.stderr.write('latchkey: warning: durable storage is not in this build yet; data lives in memory and is lost on exit\n');
-  process.stdout.write(`data ${data}${inMemory ? ' (in memory)' : ''}\n`);
+  process.stdout.write(`data ${data}\n`);
   if (server.socketPath !== undefined) process.stdout.write(`unix://${server.socketPath}\n`);
   if (server.tcpAddress !== undefined) {
     const h = server.tcpAddress.host.includes(':') ? `[${server.tcpAddress.host}]` : server.tcpAddress.host;
