@@ -5,7 +5,7 @@
  *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
  *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
- *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none]
+ *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
  *
  * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
  * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0.
@@ -22,7 +22,7 @@ import { type ServeOptions, serve } from '../server/server.js';
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
                       [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
-                      [--durability fsync|none]`;
+                      [--durability fsync|none] [--memory]`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`latchkey: ${message}\n`);
@@ -62,6 +62,7 @@ async function serveCommand(argv: string[]): Promise<void> {
         'max-frame': { type: 'string' },
         'max-connections': { type: 'string' },
         durability: { type: 'string' },
+        memory: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -79,7 +80,8 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values['tls-cert'] !== undefined && values.listen === undefined) fail('TLS needs --listen');
 
   if (values.durability !== undefined && values.durability !== 'fsync' && values.durability !== 'none') fail('--durability is fsync or none');
-  const s = await open(data, values.durability === undefined ? {} : { durability: values.durability });
+  // --memory: nothing on disk but the socket (tests, benchmarks, scratch servers).
+  const s = values.memory ? await open() : await open(data, values.durability === undefined ? {} : { durability: values.durability });
   if (!(s instanceof EmbeddedStore)) fail('open() did not return an embedded store');
   const store = s;
 
@@ -99,7 +101,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (ttl !== undefined) opts.ttlMs = ttl;
 
   const server = await serve(store, opts);
-  process.stdout.write(`data ${data}\n`);
+  process.stdout.write(`data ${values.memory ? '(in memory)' : data}\n`);
   if (server.socketPath !== undefined) process.stdout.write(`unix://${server.socketPath}\n`);
   if (server.tcpAddress !== undefined) {
     const h = server.tcpAddress.host.includes(':') ? `[${server.tcpAddress.host}]` : server.tcpAddress.host;

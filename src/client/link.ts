@@ -7,7 +7,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { LatchkeyError } from '../core/errors.js';
-import { type Decoded, encodeCancel, encodeHello, encodeRequest, parseResult, serverMessageDecoder } from '../protocol/codec.js';
+import { type Decoded, encodeHello, packBody, parseResult, serverMessageDecoder } from '../protocol/codec.js';
+import { FrameBatch } from '../protocol/frame.js';
 import { MAX_REPLY_FRAME } from '../protocol/limits.js';
 import {
   type Args, type RequestOp, type Result, type ServerMessage, type WelcomeBody,
@@ -70,7 +71,8 @@ export class Link {
   welcome!: WelcomeBody;
   /** Highest store revision any message carried. */
   revision = 0;
-  private corked = false;
+  private readonly out = new FrameBatch();
+  private flushQueued = false;
   private pinger: NodeJS.Timeout | undefined;
 
   private constructor(private readonly socket: net.Socket, private readonly handlers: LinkHandlers) {}
@@ -208,22 +210,22 @@ export class Link {
     let id = this.nextId;
     while (this.pending.has(id)) id = id >= 0xffff_ffff ? 1 : id + 1;
     this.nextId = id >= 0xffff_ffff ? 1 : id + 1;
-    let frame: Uint8Array;
+    let body: Uint8Array;
     try {
-      frame = encodeRequest(id, op, args, session);
+      body = packBody(session === 0 ? { t: 'req', op, a: args } : { t: 'req', op, s: session, a: args });
     } catch (e) {
       return Promise.reject(new LatchkeyError('INVALID_ARGUMENT', `${op}: cannot encode the request: ${(e as Error).message}`));
     }
-    if (frame.length - 8 > this.welcome.limits.maxFrame) {
-      return Promise.reject(new LatchkeyError('TOO_LARGE', `${op} request of ${frame.length} bytes exceeds the server's frame limit of ${this.welcome.limits.maxFrame}`, { info: { size: frame.length, limit: this.welcome.limits.maxFrame } }));
+    if (body.length > this.welcome.limits.maxFrame) {
+      return Promise.reject(new LatchkeyError('TOO_LARGE', `${op} request of ${body.length} bytes exceeds the server's frame limit of ${this.welcome.limits.maxFrame}`, { info: { size: body.length, limit: this.welcome.limits.maxFrame } }));
     }
     return new Promise<Result<K>>((resolve, reject) => {
       this.pending.set(id, { op, resolve: resolve as (r: unknown) => void, reject });
-      this.write(frame);
+      this.write(id, body);
       if (signal !== undefined) {
         // Cancelling asks the server; the request still ends with its reply (ABORTED, or the result if it won the race).
         const onAbort = (): void => {
-          if (this.pending.has(id) && this.dead === undefined) this.write(encodeCancel(id));
+          if (this.pending.has(id) && this.dead === undefined) this.write(id, packBody({ t: 'cancel' }));
         };
         if (signal.aborted) onAbort();
         else signal.addEventListener('abort', onAbort, { once: true });
@@ -231,16 +233,17 @@ export class Link {
     });
   }
 
-  private write(frame: Uint8Array): void {
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
+  /** Queues a frame; frames queued in the same tick leave in one write. */
+  private write(id: number, body: Uint8Array): void {
+    this.out.add(id, body);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
       process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
+        this.flushQueued = false;
+        const bytes = this.out.take();
+        if (bytes !== undefined && this.dead === undefined) this.socket.write(bytes);
       });
     }
-    this.socket.write(frame);
   }
 
   /** The link is gone: fail what is in flight, tell the owner once. */

@@ -32,7 +32,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxFrame: 4 * 1024 * 1024,
   maxValue: 1024 * 1024,
   maxInFlight: 4096,
-  maxTransactions: 256,
+  maxTransactions: 1024,
   maxTxOps: 10_000,
   maxLocks: 10_000,
   maxWatches: 1024,

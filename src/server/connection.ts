@@ -26,7 +26,8 @@ import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import type { EmbeddedStore } from '../engine/store.js';
 import type { SessionImpl } from '../engine/session.js';
 import type { Watch } from '../engine/watch.js';
-import { type Decoded, clientMessageDecoder, encodeServer } from '../protocol/codec.js';
+import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
+import { FrameBatch } from '../protocol/frame.js';
 import { type Limits, MAX_HELLO_FRAME, MAX_REPLY_FRAME } from '../protocol/limits.js';
 import {
   type ClientMessage, type HelloBody, type RequestMessage, type RequestOp, type ServerBody, type WireEvent,
@@ -58,6 +59,12 @@ interface WatchSlot {
 
 type AnyRequest = Request<RequestOp>;
 
+interface InFlight {
+  /** The request's AbortController, made on first use. */
+  ctl(): AbortController;
+  done: Promise<void> | undefined;
+}
+
 export class Connection implements ConnContext {
   readonly store: EmbeddedStore;
   readonly limits: Limits;
@@ -67,11 +74,12 @@ export class Connection implements ConnContext {
   readonly pendingLocks = new Set<number>();
   private readonly watches = new Map<number, WatchSlot>();
   private readonly sessions = new Map<number, SessionImpl>();
-  private readonly inflight = new Map<number, { ctl: AbortController; done: Promise<void> }>();
+  private readonly inflight = new Map<number, InFlight>();
   private readonly decoder = clientMessageDecoder(MAX_HELLO_FRAME);
   private greeted = false;
   private state: 'open' | 'draining' | 'closed' = 'open';
-  private corked = false;
+  private readonly out = new FrameBatch();
+  private flushQueued = false;
   private lastSeen = Date.now();
   private lease: NodeJS.Timeout | undefined;
   private drainWaiters: Array<() => void> = [];
@@ -125,7 +133,7 @@ export class Connection implements ConnContext {
       }
       const m = item.message;
       if (m.t === 'req') this.request(m);
-      else if (m.t === 'cancel') this.inflight.get(m.id)?.ctl.abort(new LatchkeyError('ABORTED', 'request cancelled by the client'));
+      else if (m.t === 'cancel') this.inflight.get(m.id)?.ctl().abort(new LatchkeyError('ABORTED', 'request cancelled by the client'));
       else this.fatal(new LatchkeyError('PROTOCOL', 'hello after the handshake'));
     }
   }
@@ -169,8 +177,10 @@ export class Connection implements ConnContext {
       this.reply(m.id, undefined, new LatchkeyError('QUOTA', `more than ${this.limits.maxInFlight} requests in flight on this connection`, { info: { limit: this.limits.maxInFlight } }));
       return;
     }
-    const ctl = new AbortController();
-    const req: AnyRequest = { id: m.id, s: m.s, a: m.a, signal: ctl.signal };
+    // The controller is made only when a handler asks for the signal (reads never do).
+    let ctl: AbortController | undefined;
+    const slot: InFlight = { ctl: () => (ctl ??= new AbortController()), done: undefined };
+    const req: AnyRequest = { id: m.id, s: m.s, a: m.a, get signal() { return slot.ctl().signal; } };
     let p: Promise<unknown>;
     try {
       checkAccess(this.principal, m.op, m.a as never);
@@ -178,11 +188,17 @@ export class Connection implements ConnContext {
     } catch (e) {
       p = Promise.reject(e);
     }
-    const done = p.then(
-      (r) => this.reply(m.id, r, undefined),
-      (e: unknown) => this.reply(m.id, undefined, e),
-    ).finally(() => this.inflight.delete(m.id));
-    this.inflight.set(m.id, { ctl, done });
+    slot.done = p.then(
+      (r) => {
+        this.inflight.delete(m.id);
+        this.reply(m.id, r, undefined);
+      },
+      (e: unknown) => {
+        this.inflight.delete(m.id);
+        this.reply(m.id, undefined, e);
+      },
+    );
+    this.inflight.set(m.id, slot);
   }
 
   // ------------------------------------------------------------ output
@@ -190,49 +206,52 @@ export class Connection implements ConnContext {
   private reply(id: number, r: unknown, error: unknown): void {
     if (this.state === 'closed') return;
     if (error === undefined) {
-      let frame: Uint8Array | undefined;
+      let body: Uint8Array | undefined;
       try {
-        frame = encodeServer(id, { t: 'ok', r, rev: this.store.revision } as ServerBody);
+        body = packBody({ t: 'ok', r, rev: this.store.revision });
       } catch (e) {
         error = new LatchkeyError('INTERNAL', `reply could not be encoded: ${(e as Error).message}`);
       }
-      if (frame !== undefined && frame.length > MAX_REPLY_FRAME) {
-        error = new LatchkeyError('TOO_LARGE', `reply of ${frame.length} bytes exceeds ${MAX_REPLY_FRAME}; page through it (list limit/after)`);
-        frame = undefined;
+      if (body !== undefined && body.length > MAX_REPLY_FRAME) {
+        error = new LatchkeyError('TOO_LARGE', `reply of ${body.length} bytes exceeds ${MAX_REPLY_FRAME}; page through it (list limit/after)`);
+        body = undefined;
       }
-      if (frame !== undefined) {
-        this.write(frame);
+      if (body !== undefined) {
+        this.write(id, body);
         return;
       }
     }
     const e = toWireError(error);
-    let frame: Uint8Array;
+    let body: Uint8Array;
     try {
-      frame = encodeServer(id, { t: 'err', e });
+      body = packBody({ t: 'err', e });
     } catch {
       // info held something msgpack cannot carry: send the error without it.
-      frame = encodeServer(id, { t: 'err', e: { code: e.code, message: e.message, ...(e.path !== undefined ? { path: e.path } : {}) } });
+      body = packBody({ t: 'err', e: { code: e.code, message: e.message, ...(e.path !== undefined ? { path: e.path } : {}) } });
     }
-    this.write(frame);
+    this.write(id, body);
   }
 
   private send(id: number, body: ServerBody): void {
     if (this.state === 'closed') return;
-    this.write(encodeServer(id, body));
+    this.write(id, packBody(body));
   }
 
-  private write(frame: Uint8Array): void {
+  /** Queues a frame; frames queued in the same tick leave in one write. */
+  private write(id: number, body: Uint8Array): void {
     if (this.state === 'closed' || this.socket.destroyed) return;
-    // Replies produced in the same tick leave in one write.
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+    this.out.add(id, body);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      process.nextTick(() => this.flush());
     }
-    this.socket.write(frame);
+  }
+
+  private flush(): void {
+    this.flushQueued = false;
+    const bytes = this.out.take();
+    if (bytes === undefined || this.socket.destroyed) return;
+    this.socket.write(bytes);
     if (this.socket.writableLength > WRITE_HIGH_WATER && !this.pausedForWrites) {
       this.pausedForWrites = true;
       this.socket.pause();
@@ -374,6 +393,7 @@ export class Connection implements ConnContext {
   private fatal(error: LatchkeyError): void {
     if (this.state === 'closed') return;
     try {
+      this.flush();
       this.socket.write(encodeServer(0, { t: 'bye', e: toWireError(error) }));
     } catch {
       // nothing more to say to this peer
@@ -390,7 +410,7 @@ export class Connection implements ConnContext {
     this.state = 'closed';
     if (this.lease !== undefined) clearTimeout(this.lease);
     const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
-    for (const { ctl } of this.inflight.values()) ctl.abort(lost);
+    for (const f of this.inflight.values()) f.ctl().abort(lost);
     for (const { w } of this.watches.values()) void w.return();
     this.watches.clear();
     this.locks.clear();
@@ -414,10 +434,11 @@ export class Connection implements ConnContext {
     this.socket.pause();
     const closing = new LatchkeyError('CLOSED', 'the server is shutting down');
     // Requests still waiting (for a lock, for admission) are cancelled; commits already applied finish.
-    for (const { ctl } of this.inflight.values()) ctl.abort(closing);
+    for (const f of this.inflight.values()) f.ctl().abort(closing);
     await Promise.allSettled([...this.inflight.values()].map((f) => f.done));
     if (this.greeted) {
       try {
+        this.flush();
         this.socket.write(encodeServer(0, { t: 'bye', e: toWireError(closing) }));
       } catch {
         // the peer is gone already
