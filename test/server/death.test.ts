@@ -55,6 +55,8 @@ if (process.env.LK_HOLDER !== undefined) {
       await waiter.set('/sync', '1'); // the watch is registered once a later request is answered
       let grantedAt = 0;
       const granted = hasLocks ? waiter.lock('/res').then((l) => { grantedAt = performance.now(); return l; }) : undefined;
+      // Kill only once the server has the waiter queued (else it could find the lock free, not orphaned).
+      while (granted !== undefined && (await waiter.fetchLockTable()).waiting.length === 0) await new Promise((r) => setTimeout(r, 1));
       const killedAt = performance.now();
       child.kill('SIGKILL');
       const ev = await it.next();
