@@ -25,6 +25,101 @@ import { vmWorkload } from '../vm-workload.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(here, '../../src/cli/main.js');
+const CHILD = path.resolve(here, '../remote-child.js');
+
+interface Child {
+  proc: ChildProcess;
+  /** Resolves with the next full line the child prints. */
+  line(): Promise<string>;
+}
+
+function child(role: string, env: Record<string, string>): Child {
+  const proc = spawn(process.execPath, [CHILD], { env: { ...process.env, LK_ROLE: role, ...env }, stdio: ['pipe', 'pipe', 'inherit'] });
+  let buf = '';
+  const lines: string[] = [];
+  let waiting: ((l: string) => void) | undefined;
+  proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      lines.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+    while (waiting !== undefined && lines.length > 0) {
+      const w = waiting;
+      waiting = undefined;
+      w(lines.shift()!);
+    }
+  });
+  return {
+    proc,
+    line: () => new Promise((resolve) => {
+      if (lines.length > 0) resolve(lines.shift()!);
+      else waiting = resolve;
+    }),
+  };
+}
+
+function exited(c: Child): Promise<void> {
+  return c.proc.exitCode !== null || c.proc.signalCode !== null ? Promise.resolve() : new Promise((r) => c.proc.once('exit', () => r()));
+}
+
+/** Handoff latency among contenders in separate processes, death-to-grant, and the 7,000-waiter herd. */
+async function lockBenches(s: RemoteStore, url: string, quick: boolean): Promise<void> {
+  // Handoff: each contender process locks and releases one path in a loop; a handoff is the time
+  // from one holder's release to the next holder's grant (CLOCK_MONOTONIC in every process).
+  const hand: (string | number)[][] = [];
+  for (const n of quick ? [2, 8] : [2, 8, 64]) {
+    const rounds = Math.max(20, Math.floor((quick ? 2000 : 8000) / n));
+    const cs = Array.from({ length: n }, () => child('contender', { LK_URL: url, LK_PATH: '/handoff', LK_ROUNDS: String(rounds) }));
+    for (const c of cs) await c.line(); // ready
+    const t0 = now();
+    for (const c of cs) c.proc.stdin!.write('go\n');
+    const results = await Promise.all(cs.map(async (c) => JSON.parse(await c.line()) as [string, string][]));
+    const secs = (now() - t0) / 1000;
+    await Promise.all(cs.map(exited));
+    const events = results.flat().map(([g, r]) => [BigInt(g), BigInt(r)] as const).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    const gaps: number[] = [];
+    for (let i = 1; i < events.length; i++) gaps.push(Number(events[i]![0] - events[i - 1]![1]) / 1000);
+    gaps.sort((a, b) => a - b);
+    hand.push([n, events.length, events.length / secs, percentile(gaps, 50), percentile(gaps, 99)]);
+  }
+  table('lock handoff among contender processes (exclusive, one path)', ['contenders', 'handoffs', 'handoffs/s', 'p50 µs', 'p99 µs'], hand);
+
+  // Death-to-grant: SIGKILL the holder's process; time until the waiter here is granted.
+  const deaths: number[] = [];
+  for (let i = 0; i < (quick ? 3 : 10); i++) {
+    const h = child('holder', { LK_URL: url, LK_PATH: `/death/${i}` });
+    await h.line(); // held
+    let grantedAt = 0;
+    const granted = s.lock(`/death/${i}`).then((l) => { grantedAt = now(); return l; });
+    while ((await s.fetchLockTable()).waiting.length === 0) await new Promise((r) => setTimeout(r, 1));
+    const t = now();
+    h.proc.kill('SIGKILL');
+    const l = await granted;
+    deaths.push(grantedAt - t);
+    if (!l.ownerDied) console.log('(death-to-grant: a grant came without ownerDied)');
+    await l.release();
+    await exited(h);
+  }
+  deaths.sort((a, b) => a - b);
+  table('death-to-grant (SIGKILL the holder process → waiter granted, ms)', ['runs', 'p50', 'max'], [[deaths.length, percentile(deaths, 50), deaths.at(-1)!]]);
+
+  // The herd: 7,000 sessions in 4 processes wait on 7,000 paths behind lock('/'); one release.
+  const total = quick ? 2000 : 7000;
+  const procs = 4;
+  const all = await s.lock('/');
+  const hs = Array.from({ length: procs }, (_, p) => child('herd', { LK_URL: url, LK_SESSIONS: String(total / procs), LK_BASE: String(p * total / procs) }));
+  for (const h of hs) await h.line(); // queued (sent)
+  while ((await s.fetchLockTable()).waiting.length < total) await new Promise((r) => setTimeout(r, 5));
+  const releasedNs = process.hrtime.bigint();
+  await all.release();
+  const res = await Promise.all(hs.map(async (h) => JSON.parse(await h.line()) as { granted: number; lastNs: string }));
+  const last = res.reduce((m, r) => (BigInt(r.lastNs) > m ? BigInt(r.lastNs) : m), 0n);
+  const granted = res.reduce((n, r) => n + r.granted, 0);
+  for (const h of hs) h.proc.kill('SIGTERM');
+  await Promise.all(hs.map(exited));
+  table(`herd: ${total.toLocaleString('en-US')} sessions in ${procs} processes behind lock('/')`, ['granted', 'release → last grant (ms)'], [[granted, Number(last - releasedNs) / 1e6]]);
+}
 
 interface Served {
   proc: ChildProcess;
@@ -163,7 +258,8 @@ export default async function remote(o: BenchOptions): Promise<void> {
       console.log('\n(locks are not in this build: lock round trip, handoff, death-to-grant and herd figures are not measured)');
     } else {
       const rt = await latency(s, o.quick ? 500 : 5000, async () => (await s.lock('/lk/uncontended')).release());
-      table('lock round trip, uncontended (acquire + release, µs)', ['p50', 'p99'], [[rt.p50, rt.p99]]);
+      table('lock round trip, uncontended (acquire + release, one process, µs)', ['p50', 'p99'], [[rt.p50, rt.p99]]);
+      await lockBenches(s, srv.unix, o.quick);
     }
     await s.close();
   } finally {
