@@ -6,6 +6,7 @@
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
  *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
  *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
+ *                  [--limit NAME=N]…   (any limit of src/protocol/limits.ts)
  *
  * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
  * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0.
@@ -15,14 +16,14 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { open } from '../engine/open.js';
 import { EmbeddedStore } from '../engine/store.js';
-import type { Limits } from '../protocol/limits.js';
+import { DEFAULT_LIMITS, type Limits } from '../protocol/limits.js';
 import { AuthTable } from '../server/auth.js';
 import { type ServeOptions, serve } from '../server/server.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
                       [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
-                      [--durability fsync|none] [--memory]`;
+                      [--durability fsync|none] [--memory] [--limit NAME=N]...`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`latchkey: ${message}\n`);
@@ -63,6 +64,7 @@ async function serveCommand(argv: string[]): Promise<void> {
         'max-connections': { type: 'string' },
         durability: { type: 'string' },
         memory: { type: 'boolean' },
+        limit: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -81,12 +83,20 @@ async function serveCommand(argv: string[]): Promise<void> {
 
   if (values.durability !== undefined && values.durability !== 'fsync' && values.durability !== 'none') fail('--durability is fsync or none');
   // --memory: nothing on disk but the socket (tests, benchmarks, scratch servers).
-  const s = values.memory ? await open() : await open(data, values.durability === undefined ? {} : { durability: values.durability });
+  const maxValue = positiveInt('max-value', values['max-value']);
+  // The engine enforces the value limit too: give it the same one.
+  const engineOpts = maxValue === undefined ? {} : { maxValueBytes: maxValue };
+  const s = values.memory ? await open(undefined, engineOpts)
+    : await open(data, { ...engineOpts, ...(values.durability === undefined ? {} : { durability: values.durability }) });
   if (!(s instanceof EmbeddedStore)) fail('open() did not return an embedded store');
   const store = s;
 
   const limits: Partial<{ -readonly [K in keyof Limits]: Limits[K] }> = {};
-  const maxValue = positiveInt('max-value', values['max-value']);
+  for (const spec of values.limit ?? []) {
+    const m = /^(\w+)=(\d+)$/.exec(spec);
+    if (m === null || !(m[1]! in DEFAULT_LIMITS)) fail(`--limit expects NAME=N with NAME one of ${Object.keys(DEFAULT_LIMITS).join(', ')}; got ${spec}`);
+    limits[m[1] as keyof Limits] = positiveInt('limit', m[2]);
+  }
   const maxFrame = positiveInt('max-frame', values['max-frame']);
   const maxConnections = positiveInt('max-connections', values['max-connections']);
   if (maxValue !== undefined) limits.maxValue = maxValue;
