@@ -32,6 +32,7 @@ async function contender(): Promise<void> {
   const rounds = Number(process.env.LK_ROUNDS);
   process.stdout.write('ready\n');
   await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
+  process.stdin.destroy(); // read once: do not let the pipe keep this process alive
   const out: [string, string][] = [];
   for (let i = 0; i < rounds; i++) {
     const l = await s.lock(path);

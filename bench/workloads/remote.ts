@@ -35,6 +35,9 @@ interface Child {
 
 function child(role: string, env: Record<string, string>): Child {
   const proc = spawn(process.execPath, [CHILD], { env: { ...process.env, LK_ROLE: role, ...env }, stdio: ['pipe', 'pipe', 'inherit'] });
+  const orphan = (): void => { proc.kill('SIGKILL'); };
+  process.once('exit', orphan);
+  proc.once('exit', () => process.off('exit', orphan));
   let buf = '';
   const lines: string[] = [];
   let waiting: ((l: string) => void) | undefined;
@@ -73,7 +76,7 @@ async function lockBenches(s: RemoteStore, url: string, quick: boolean): Promise
     const cs = Array.from({ length: n }, () => child('contender', { LK_URL: url, LK_PATH: '/handoff', LK_ROUNDS: String(rounds) }));
     for (const c of cs) await c.line(); // ready
     const t0 = now();
-    for (const c of cs) c.proc.stdin!.write('go\n');
+    for (const c of cs) c.proc.stdin!.end('go\n'); // ended: an open stdin would keep the child alive
     const results = await Promise.all(cs.map(async (c) => JSON.parse(await c.line()) as [string, string][]));
     const secs = (now() - t0) / 1000;
     await Promise.all(cs.map(exited));
@@ -132,6 +135,8 @@ interface Served {
 async function startServer(extra: string[]): Promise<Served> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-bench-'));
   const proc = spawn(process.execPath, [CLI, 'serve', '--data', dir, '--listen', '127.0.0.1:0', '--insecure-loopback', '--ttl-ms', '60000', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const orphan = (): void => { proc.kill('SIGKILL'); };
+  process.once('exit', orphan); // a benchmark that dies must not leave its server behind
   let out = '';
   await new Promise<void>((resolve, reject) => {
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -145,6 +150,7 @@ async function startServer(extra: string[]): Promise<Served> {
     unix: /^(unix:\/\/.*)$/m.exec(out)![1]!,
     tcp: /^(tcp:\/\/.*)$/m.exec(out)![1]!,
     async stop() {
+      process.off('exit', orphan);
       const exited = new Promise((r) => proc.on('exit', r));
       proc.kill('SIGTERM');
       await exited;
