@@ -27,6 +27,19 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(here, '../../src/cli/main.js');
 const CHILD = path.resolve(here, '../remote-child.js');
 
+/** Child processes still running: a benchmark that dies must not leave them behind. */
+const live = new Set<ChildProcess>();
+let reaperInstalled = false;
+
+function track(proc: ChildProcess): void {
+  if (!reaperInstalled) {
+    reaperInstalled = true;
+    process.once('exit', () => { for (const p of live) p.kill('SIGKILL'); });
+  }
+  live.add(proc);
+  proc.once('exit', () => live.delete(proc));
+}
+
 interface Child {
   proc: ChildProcess;
   /** Resolves with the next full line the child prints. */
@@ -35,9 +48,7 @@ interface Child {
 
 function child(role: string, env: Record<string, string>): Child {
   const proc = spawn(process.execPath, [CHILD], { env: { ...process.env, LK_ROLE: role, ...env }, stdio: ['pipe', 'pipe', 'inherit'] });
-  const orphan = (): void => { proc.kill('SIGKILL'); };
-  process.once('exit', orphan);
-  proc.once('exit', () => process.off('exit', orphan));
+  track(proc);
   let buf = '';
   const lines: string[] = [];
   let waiting: ((l: string) => void) | undefined;
@@ -135,8 +146,7 @@ interface Served {
 async function startServer(extra: string[]): Promise<Served> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-bench-'));
   const proc = spawn(process.execPath, [CLI, 'serve', '--data', dir, '--listen', '127.0.0.1:0', '--insecure-loopback', '--ttl-ms', '60000', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const orphan = (): void => { proc.kill('SIGKILL'); };
-  process.once('exit', orphan); // a benchmark that dies must not leave its server behind
+  track(proc);
   let out = '';
   await new Promise<void>((resolve, reject) => {
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -150,7 +160,6 @@ async function startServer(extra: string[]): Promise<Served> {
     unix: /^(unix:\/\/.*)$/m.exec(out)![1]!,
     tcp: /^(tcp:\/\/.*)$/m.exec(out)![1]!,
     async stop() {
-      process.off('exit', orphan);
       const exited = new Promise((r) => proc.on('exit', r));
       proc.kill('SIGTERM');
       await exited;
