@@ -147,9 +147,11 @@ class Core {
   }
 
   /** Sends a request on the live link (waiting for one if reconnecting). */
-  async request<K extends RequestOp>(op: K, args: Args<K>, session = 0, signal?: AbortSignal): Promise<Result<K>> {
-    const link = this.link?.alive ? this.link : await this.current();
-    return link.request(op, args, session, signal);
+  request<K extends RequestOp>(op: K, args: Args<K>, session = 0, signal?: AbortSignal): Promise<Result<K>> {
+    const link = this.link;
+    // Not an async function: on the hot path (connected) the request is encoded now, with one promise.
+    if (link !== undefined && link.alive && !this.closed) return link.request(op, args, session, signal);
+    return this.current().then((l) => l.request(op, args, session, signal));
   }
 
   /** Sends on the link of `generation` only: things owned by a dead session must not reach its successor. */
