@@ -8,3 +8,5 @@ export type { ConnectOptions } from './client/store.js';
 export { serve, LatchkeyServer } from './server/server.js';
 export type { ServeOptions } from './server/server.js';
 export { AuthTable } from './server/auth.js';
+export { openShared } from './client/shared.js';
+export type { SharedOptions } from './client/shared.js';

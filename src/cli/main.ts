@@ -6,7 +6,7 @@
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
  *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
  *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
- *                  [--limit NAME=N]…   (any limit of src/protocol/limits.ts)
+ *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
  *
  * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
  * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0.
@@ -23,7 +23,8 @@ import { type ServeOptions, serve } from '../server/server.js';
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
                       [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
-                      [--durability fsync|none] [--memory] [--limit NAME=N]...`;
+                      [--durability fsync|none] [--memory] [--limit NAME=N]...
+                      [--idle-exit-ms N]   (exit once no client was connected for N ms)`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`latchkey: ${message}\n`);
@@ -65,6 +66,7 @@ async function serveCommand(argv: string[]): Promise<void> {
         durability: { type: 'string' },
         memory: { type: 'boolean' },
         limit: { type: 'string', multiple: true },
+        'idle-exit-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -109,8 +111,28 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values['insecure-loopback']) opts.insecureLoopback = true;
   const ttl = positiveInt('ttl-ms', values['ttl-ms']);
   if (ttl !== undefined) opts.ttlMs = ttl;
+  const idle = positiveInt('idle-exit-ms', values['idle-exit-ms']);
+  if (idle !== undefined) {
+    opts.idleExitMs = idle;
+    opts.onIdle = () => stop('idle');
+  }
 
-  const server = await serve(store, opts);
+  let stopping = false;
+  let server: Awaited<ReturnType<typeof serve>> | undefined;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`latchkey: ${signal}: shutting down\n`);
+    void (async () => {
+      await server?.close();
+      await store.close();
+      process.exit(0);
+    })().catch((e: unknown) => {
+      process.stderr.write(`latchkey: shutdown failed: ${(e as Error).message}\n`);
+      process.exit(1);
+    });
+  };
+  server = await serve(store, opts);
   process.stdout.write(`data ${values.memory ? '(in memory)' : data}\n`);
   if (server.socketPath !== undefined) process.stdout.write(`unix://${server.socketPath}\n`);
   if (server.tcpAddress !== undefined) {
@@ -119,20 +141,6 @@ async function serveCommand(argv: string[]): Promise<void> {
   }
   process.stdout.write('ready\n');
 
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write(`latchkey: ${signal}: shutting down\n`);
-    void (async () => {
-      await server.close();
-      await store.close();
-      process.exit(0);
-    })().catch((e: unknown) => {
-      process.stderr.write(`latchkey: shutdown failed: ${(e as Error).message}\n`);
-      process.exit(1);
-    });
-  };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

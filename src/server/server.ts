@@ -37,6 +37,9 @@ export interface ServeOptions {
   limits?: Partial<Limits>;
   /** Heartbeat lease of TCP sessions (default 10 s). */
   ttlMs?: number;
+  /** Call `onIdle` once no client has been connected for this long (from start, or since the last one left). */
+  idleExitMs?: number;
+  onIdle?: () => void;
 }
 
 export const DEFAULT_TTL_MS = 10_000;
@@ -74,6 +77,7 @@ export class LatchkeyServer {
       await s.close();
       throw e;
     }
+    s.armIdle();
     return s;
   }
 
@@ -140,9 +144,28 @@ export class LatchkeyServer {
       auth: this.opts.auth,
       transport,
       stats: () => this.stats(),
-      closed: (conn) => this.connections.delete(conn),
+      closed: (conn) => {
+        this.connections.delete(conn);
+        this.armIdle();
+      },
     });
     this.connections.add(c);
+    if (this.idleTimer !== undefined) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = undefined;
+    }
+  }
+
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  /** With `idleExitMs`, starts counting when the last connection is gone. */
+  private armIdle(): void {
+    const ms = this.opts.idleExitMs;
+    if (ms === undefined || this.connections.size > 0 || this.closing !== undefined || this.idleTimer !== undefined) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.connections.size === 0 && this.closing === undefined) this.opts.onIdle?.();
+    }, ms);
   }
 
   stats(): Record<string, unknown> {
@@ -155,6 +178,7 @@ export class LatchkeyServer {
 
   /** Graceful shutdown; idempotent. Does not close the store. */
   close(): Promise<void> {
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.closing ??= (async () => {
       // A listener's close completes only once its connections are gone: start it, end them, then wait.
       const stopped = this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
