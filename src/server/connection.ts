@@ -400,7 +400,8 @@ export class Connection implements ConnContext {
     }
     this.socket.end();
     // Do not wait for the peer to close its side: a hostile one might not.
-    setTimeout(() => this.socket.destroy(), 1000).unref();
+    const t = setTimeout(() => this.socket.destroy(), 1000);
+    this.socket.once('close', () => clearTimeout(t));
     this.destroy(true);
   }
 
@@ -453,9 +454,13 @@ export class Connection implements ConnContext {
     await Promise.allSettled(sessions.map((s) => s.end(false)));
     await new Promise<void>((resolve) => {
       if (this.socket.destroyed) return resolve();
-      this.socket.once('close', () => resolve());
+      // Bounded, and not unref'd: shutdown must finish even if nothing else keeps the process alive.
+      const t = setTimeout(() => { this.socket.destroy(); resolve(); }, 1000);
+      this.socket.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
       this.socket.end();
-      setTimeout(() => { this.socket.destroy(); resolve(); }, 1000).unref();
     });
   }
 }

@@ -132,8 +132,11 @@ export class LatchkeyServer {
       this.refused++;
       const e = this.closing !== undefined ? { code: 'CLOSED', message: 'the server is shutting down' } : { code: 'QUOTA', message: `the server has ${this.limits.maxConnections} connections` };
       sock.on('error', () => {});
+      sock.resume(); // read (and drop) its input, so its end is seen and the socket closes
       sock.end(encodeServer(0, { t: 'bye', e }));
-      setTimeout(() => sock.destroy(), 1000).unref();
+      // Not unref'd: a server closing must not wait on this socket, nor exit before it is gone.
+      const t = setTimeout(() => sock.destroy(), 1000);
+      sock.once('close', () => clearTimeout(t));
       return;
     }
     this.accepted++;

@@ -144,3 +144,34 @@ test('server: a live server\'s socket is not taken over; a stale one is replaced
   rmSync(dead.dir, { recursive: true, force: true });
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('server: past maxConnections a new client is refused with QUOTA; others are unaffected', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-max-'));
+  const backing = (await open()) as EmbeddedStore;
+  const server = await serve(backing, { socket: path.join(dir, 's.sock'), limits: { maxConnections: 2 } });
+  const url = `unix://${server.socketPath}`;
+  try {
+    const a = await connect(url);
+    const b = await connect(url);
+    await assert.rejects(connect(url, { reconnect: false }), is('QUOTA'));
+    await a.set('/still', 'fine');
+    assert.equal((await b.get('/still'))?.text(), 'fine');
+    await a.close();
+    // A slot freed is a slot to take (the server notices the close asynchronously).
+    let c;
+    for (let i = 0; i < 100 && c === undefined; i++) {
+      c = await connect(url, { reconnect: false }).catch((e: unknown) => {
+        if (!is('QUOTA')(e)) throw e;
+        return undefined;
+      });
+      if (c === undefined) await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(c !== undefined);
+    await c.close();
+    await b.close();
+  } finally {
+    await server.close();
+    await backing.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
