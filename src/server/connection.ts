@@ -48,6 +48,8 @@ export interface ConnectionOptions {
   readonly ttlMs: number;
   readonly auth: AuthTable | undefined;
   readonly transport: 'unix' | 'tcp';
+  /** Time a new connection has to send its hello. */
+  readonly helloTimeoutMs: number;
   readonly stats: () => Record<string, unknown>;
   readonly closed: (c: Connection) => void;
 }
@@ -93,7 +95,14 @@ export class Connection implements ConnContext {
     socket.on('close', () => this.destroy(true));
     socket.on('drain', () => this.onDrain());
     if (opts.ttlMs > 0) this.armLease(opts.ttlMs);
+    // A connection that never says hello must not hold a connection slot forever.
+    this.helloTimer = setTimeout(() => {
+      if (!this.greeted) this.fatal(new LatchkeyError('PROTOCOL', `no hello within ${opts.helloTimeoutMs} ms`));
+    }, opts.helloTimeoutMs);
+    this.helloTimer.unref();
   }
+
+  private helloTimer: NodeJS.Timeout | undefined;
 
   get watchCount(): number {
     return this.watches.size;
@@ -161,6 +170,7 @@ export class Connection implements ConnContext {
     }
     this.sessions.set(0, s);
     this.greeted = true;
+    clearTimeout(this.helloTimer);
     this.decoder.maxFrame = this.limits.maxFrame;
     this.send(0, {
       t: 'welcome', version: PROTOCOL_VERSION, session: s.id, name: s.name, ttlMs: this.opts.ttlMs,
@@ -410,6 +420,7 @@ export class Connection implements ConnContext {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.lease !== undefined) clearTimeout(this.lease);
+    clearTimeout(this.helloTimer);
     const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
     for (const f of this.inflight.values()) f.ctl().abort(lost);
     for (const { w } of this.watches.values()) void w.return();

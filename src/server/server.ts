@@ -37,6 +37,8 @@ export interface ServeOptions {
   limits?: Partial<Limits>;
   /** Heartbeat lease of TCP sessions (default 10 s). */
   ttlMs?: number;
+  /** Time a new connection has to send its hello (default 10 s), then it is closed. */
+  helloTimeoutMs?: number;
   /** Call `onIdle` once no client has been connected for this long (from start, or since the last one left). */
   idleExitMs?: number;
   onIdle?: () => void;
@@ -146,6 +148,7 @@ export class LatchkeyServer {
       ttlMs: transport === 'tcp' ? this.opts.ttlMs ?? DEFAULT_TTL_MS : 0,
       auth: this.opts.auth,
       transport,
+      helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000,
       stats: () => this.stats(),
       closed: (conn) => {
         this.connections.delete(conn);

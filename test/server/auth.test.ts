@@ -10,7 +10,7 @@ import { connect } from '../../src/client/store.js';
 import { serve } from '../../src/server/server.js';
 import { AuthTable, authorize } from '../../src/server/auth.js';
 import { LatchkeyError } from '../../src/core/errors.js';
-import { startServer } from './helpers.js';
+import { RawClient, startServer } from './helpers.js';
 
 const authJson = JSON.stringify({
   tokens: [
@@ -169,6 +169,23 @@ test('server: past maxConnections a new client is refused with QUOTA; others are
     assert.ok(c !== undefined);
     await c.close();
     await b.close();
+  } finally {
+    await server.close();
+    await backing.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('server: a connection that never sends its hello is closed with a bye', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-hello-'));
+  const backing = (await open()) as EmbeddedStore;
+  const server = await serve(backing, { socket: path.join(dir, 's.sock'), helloTimeoutMs: 50 });
+  try {
+    const raw = await RawClient.open(server.socketPath!, false);
+    const bye = await raw.bye();
+    assert.ok(bye?.t === 'bye' && bye.e.code === 'PROTOCOL' && /no hello/.test(bye.e.message));
+    await raw.closed;
+    assert.equal(server.connectionCount, 0);
   } finally {
     await server.close();
     await backing.close();
