@@ -3,3 +3,8 @@ export { LatchkeyError, BugError, ErrorCodes } from './core/errors.js';
 export type { ErrorCode } from './core/errors.js';
 export { open } from './engine/open.js';
 export type { OpenOptions } from './engine/open.js';
+export { connect, RemoteStore } from './client/store.js';
+export type { ConnectOptions } from './client/store.js';
+export { serve, LatchkeyServer } from './server/server.js';
+export type { ServeOptions } from './server/server.js';
+export { AuthTable } from './server/auth.js';
