@@ -24,6 +24,7 @@ import type { Socket } from 'node:net';
 import type { Session } from '../api.js';
 import type { TxState } from '../core/transaction.js';
 import type { Engine } from '../engine/engine.js';
+import { SessionImpl } from '../engine/session.js';
 import { type XsConnectionContext, handlers } from './dispatch.js';
 import { toErrno, xsError } from './errno.js';
 import type { XenstoreLimits } from './limits.js';
@@ -243,8 +244,7 @@ export class XsConnection implements XsConnectionContext {
       this.engine.openTransactions--;
     }
     // A connection that vanishes is a session that died (its locks go to the next holder with ownerDied).
-    const s = this.session as Session & { end?: (died: boolean) => Promise<void> };
-    const done = typeof s.end === 'function' ? s.end(true) : s.close();
+    const done = this.session instanceof SessionImpl ? this.session.end(true) : this.session.close();
     done.catch(() => {}).finally(() => this.host.closed(this));
   }
 }
