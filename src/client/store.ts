@@ -365,7 +365,7 @@ class RemoteSession implements Session {
     throwIfAborted(options.signal);
     const handle = this.core.handle();
     const generation = this.gen();
-    const state = new LockState(handle);
+    const state = new LockState(handle, this, path, options.mode ?? 'exclusive');
     this.core.locks.set(handle, state);
     const a: Args<'lock'> = { lock: handle, path };
     if (options.mode !== undefined) a.mode = options.mode;
@@ -583,7 +583,8 @@ class RemoteTransaction implements Transaction {
 class LockState {
   lock: RemoteLock | undefined;
   lostError: LatchkeyError | undefined;
-  constructor(readonly handle: number) {}
+  readonly since = Date.now();
+  constructor(readonly handle: number, readonly owner: RemoteSession, readonly path: string, readonly mode: LockMode) {}
 
   lost(e: LatchkeyError): void {
     if (this.lostError !== undefined) return;
@@ -852,9 +853,29 @@ export class RemoteStore extends RemoteSession implements Store {
     return s;
   }
 
+  /**
+   * The lock table as this client knows it now: its own sessions' locks and
+   * waits exactly (it saw every grant, release and loss), everyone else's as
+   * of the last fetch (each call starts a new one; `fetchLockTable()` waits).
+   */
   lockTable(): LockTableInfo {
     void this.fetchLockTable().catch(() => {});
-    return this.core.lockTableCache;
+    const mine = new Set<string>();
+    const held: LockInfo[] = [];
+    const waiting: LockTableInfo['waiting'][number][] = [];
+    for (const st of this.core.locks.values()) {
+      mine.add(st.owner.id);
+      const l = st.lock;
+      if (l === undefined) waiting.push({ path: st.path, mode: st.mode, session: st.owner.id, since: st.since });
+      else if (l.held) held.push({ path: l.path, mode: l.mode, session: st.owner.id, token: l.token, since: l.since });
+    }
+    mine.add(this.id);
+    for (const sess of this.core.sessions.values()) mine.add(sess.id);
+    const cache = this.core.lockTableCache;
+    return {
+      held: [...cache.held.filter((l) => !mine.has(l.session)), ...held],
+      waiting: [...cache.waiting.filter((w) => !mine.has(w.session)), ...waiting],
+    };
   }
 
   async fetchLockTable(): Promise<LockTableInfo> {

@@ -122,12 +122,20 @@ export const anyMap: Schema<Record<string, unknown>> = (v, at) => {
   return v;
 };
 
-export function object<P extends Props>(props: P): Schema<ObjectOf<P>> {
+/**
+ * A map with these fields. Strict by default (an unknown field is an error:
+ * what a server accepts). `loose` keeps unknown fields: what a client accepts
+ * in replies, so a newer server may add fields without breaking older clients.
+ */
+export function object<P extends Props>(props: P, opts: { loose?: boolean } = {}): Schema<ObjectOf<P>> {
   const keys = Object.keys(props);
+  const strict = opts.loose !== true;
   return (v, at) => {
     if (!isPlainObject(v)) throw new ShapeError(at, 'a map');
-    for (const k in v) {
-      if (!Object.prototype.hasOwnProperty.call(props, k)) throw new ShapeError(at === '' ? k : `${at}.${k}`, 'no such field');
+    if (strict) {
+      for (const k in v) {
+        if (!Object.prototype.hasOwnProperty.call(props, k)) throw new ShapeError(at === '' ? k : `${at}.${k}`, 'no such field');
+      }
     }
     // Checked in place: decoded maps are fresh objects nobody else holds, and copying each
     // one doubled the garbage of every request. nil optional fields are removed.

@@ -14,7 +14,7 @@
  * socket file. The caller then closes the store (which drains the commit
  * pipeline: every acknowledged commit is durable before the process exits).
  */
-import { existsSync, chmodSync, unlinkSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { LatchkeyError } from '../core/errors.js';
@@ -79,7 +79,8 @@ export class LatchkeyServer {
 
   private async listenUnix(path: string): Promise<void> {
     if (existsSync(path)) {
-      // A socket file left by a dead server is removed; a live server keeps it.
+      // A socket file left by a dead server is removed; a live server keeps it; anything else is not ours to delete.
+      if (!statSync(path).isSocket()) throw new LatchkeyError('EXISTS', `${path} exists and is not a socket`, { path });
       if (await isServing(path)) throw new LatchkeyError('EXISTS', `a server is already listening on ${path}`, { path });
       unlinkSync(path);
     }

@@ -10,6 +10,7 @@ import { connect } from '../../src/client/store.js';
 import { serve } from '../../src/server/server.js';
 import { AuthTable, authorize } from '../../src/server/auth.js';
 import { LatchkeyError } from '../../src/core/errors.js';
+import { startServer } from './helpers.js';
 
 const authJson = JSON.stringify({
   tokens: [
@@ -113,4 +114,33 @@ test('auth: TLS on TCP with a token', async (t) => {
     await backing.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('server: a live server\'s socket is not taken over; a stale one is replaced; a regular file is never deleted', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-sock-'));
+  const sock = path.join(dir, 's.sock');
+  const a = (await open()) as EmbeddedStore;
+  const first = await serve(a, { socket: sock });
+  try {
+    await assert.rejects(serve(a, { socket: sock }), is('EXISTS'));
+    const file = path.join(dir, 'precious');
+    writeFileSync(file, 'keep me');
+    await assert.rejects(serve(a, { socket: file }), is('EXISTS'));
+    assert.equal(readFileSync(file, 'utf8'), 'keep me');
+  } finally {
+    await first.close();
+  }
+  // A socket file left behind by a SIGKILLed server (nobody listening) is replaced.
+  const dead = await startServer(['--memory']);
+  dead.proc.kill('SIGKILL');
+  await dead.exited;
+  assert.ok(statSync(dead.unix).isSocket(), 'the killed server left its socket file');
+  const second = await serve(a, { socket: dead.unix });
+  const c = await connect(`unix://${dead.unix}`);
+  await c.set('/x', '1');
+  await c.close();
+  await second.close();
+  await a.close();
+  rmSync(dead.dir, { recursive: true, force: true });
+  rmSync(dir, { recursive: true, force: true });
 });
