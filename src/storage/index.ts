@@ -24,6 +24,7 @@ import { Wal } from './wal.js';
 export type { CommitLog, Storage } from './storage.js';
 export { FaultyFs, realFs, type Fault, type Fs } from './fs.js';
 export { repair, type RepairReport } from './repair.js';
+export { verify, type VerifyReport, type VerifyProblem } from './verify.js';
 
 export type Durability = 'fsync' | 'none';
 
