@@ -15,9 +15,6 @@ import { type ErrorCode, LatchkeyError } from '../core/errors.js';
 import { type RemoteStore, connect } from '../client/store.js';
 
 export interface Command {
-  readonly name: string;
-  /** One line for `latchkey --help`. */
-  readonly summary: string;
   /** Full help, with examples, for `latchkey NAME --help`. */
   readonly help: string;
   /**

@@ -4,30 +4,44 @@
  *
  * One file per command under commands/ (serve.ts, kv.ts for the node
  * commands, lock.ts, watch.ts, txn.ts, top.ts, …); this file is only the
- * table of commands and the dispatcher. A new command is one import and
- * one line in COMMANDS (the benchmark's `bench` goes there too).
+ * table of commands and the dispatcher. A new command is one line in
+ * COMMANDS (the benchmark's `bench` goes there too).
  *
  * `--help` / `-h` anywhere before a `--` prints that command's help; the
  * dispatcher handles it so every command has it the same way.
  */
 import { type Command, EXIT, EXIT_CODES_HELP, report } from './command.js';
-import { checkCmd, repairCmd } from './commands/check.js';
-import { exportCmd, importCmd } from './commands/dump.js';
-import { getCmd, lsCmd, mkdirCmd, rmCmd, setCmd, statCmd } from './commands/kv.js';
-import { lockCmd } from './commands/lock.js';
-import { serveCmd } from './commands/serve.js';
-import { snapshotCmd, statsCmd } from './commands/stats.js';
-import { topCmd } from './commands/top.js';
-import { txnCmd } from './commands/txn.js';
-import { watchCmd } from './commands/watch.js';
 
-const COMMANDS: readonly Command[] = [
-  serveCmd,
-  getCmd, setCmd, lsCmd, rmCmd, statCmd, mkdirCmd,
-  lockCmd, watchCmd, txnCmd,
-  topCmd, statsCmd, snapshotCmd,
-  checkCmd, repairCmd,
-  exportCmd, importCmd,
+interface CommandEntry {
+  readonly name: string;
+  /** One line for `latchkey --help`. */
+  readonly summary: string;
+  /**
+   * Loaded on use: `latchkey get` should not pay for loading the engine,
+   * storage and XenStore code that only `serve` needs (start-up time is most
+   * of a short command's run time).
+   */
+  readonly load: () => Promise<Command>;
+}
+
+const COMMANDS: readonly CommandEntry[] = [
+  { name: 'serve', summary: 'run the server on a data directory (default ./latchkey-data)', load: async () => (await import('./commands/serve.js')).serveCmd },
+  { name: 'get', summary: 'print a node\'s value', load: async () => (await import('./commands/kv.js')).getCmd },
+  { name: 'set', summary: 'write a node\'s value (from the argument or stdin)', load: async () => (await import('./commands/kv.js')).setCmd },
+  { name: 'ls', summary: 'list a node\'s children (-r: the whole subtree as a tree)', load: async () => (await import('./commands/kv.js')).lsCmd },
+  { name: 'rm', summary: 'delete a node (-r with its subtree)', load: async () => (await import('./commands/kv.js')).rmCmd },
+  { name: 'stat', summary: 'show a node\'s metadata', load: async () => (await import('./commands/kv.js')).statCmd },
+  { name: 'mkdir', summary: 'create an empty node', load: async () => (await import('./commands/kv.js')).mkdirCmd },
+  { name: 'lock', summary: 'run a command while holding a lock (like flock(1))', load: async () => (await import('./commands/lock.js')).lockCmd },
+  { name: 'watch', summary: 'stream changes under a path until interrupted', load: async () => (await import('./commands/watch.js')).watchCmd },
+  { name: 'txn', summary: 'run a script of operations as one transaction', load: async () => (await import('./commands/txn.js')).txnCmd },
+  { name: 'top', summary: 'live view: sessions, held locks and their waiters, commit/replay/conflict rates', load: async () => (await import('./commands/top.js')).topCmd },
+  { name: 'stats', summary: 'print the server\'s figures (revision, nodes, commits, conflicts, ...)', load: async () => (await import('./commands/stats.js')).statsCmd },
+  { name: 'snapshot', summary: 'ask the server to write a snapshot now', load: async () => (await import('./commands/stats.js')).snapshotCmd },
+  { name: 'check', summary: 'verify a data directory\'s files offline (read-only)', load: async () => (await import('./commands/check.js')).checkCmd },
+  { name: 'repair', summary: 'make a damaged data directory open again (keeps the valid prefix)', load: async () => (await import('./commands/check.js')).repairCmd },
+  { name: 'export', summary: 'write a subtree as JSON lines to stdout', load: async () => (await import('./commands/dump.js')).exportCmd },
+  { name: 'import', summary: 'write the nodes of a JSON-lines dump (from stdin)', load: async () => (await import('./commands/dump.js')).importCmd },
   // bench (src/cli/bench.ts) joins here when it lands.
 ];
 
@@ -57,15 +71,16 @@ function wantsHelp(argv: readonly string[]): boolean {
 async function main(): Promise<void> {
   const [name, ...rest] = process.argv.slice(2);
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
-    const cmd = COMMANDS.find((c) => c.name === rest[0]);
-    process.stdout.write(cmd === undefined ? overview() : `${cmd.help}\n`);
+    const entry = COMMANDS.find((c) => c.name === rest[0]);
+    process.stdout.write(entry === undefined ? overview() : `${(await entry.load()).help}\n`);
     return;
   }
-  const cmd = COMMANDS.find((c) => c.name === name);
-  if (cmd === undefined) {
+  const entry = COMMANDS.find((c) => c.name === name);
+  if (entry === undefined) {
     process.stderr.write(`latchkey: unknown command ${name}\n${overview()}`);
     process.exit(EXIT.USAGE);
   }
+  const cmd = await entry.load();
   if (wantsHelp(rest)) {
     process.stdout.write(`${cmd.help}\n`);
     return;

@@ -6,8 +6,6 @@ import { repair, verify } from '../../storage/index.js';
 import { type Command, EXIT, json, onePositional, out, parse } from '../command.js';
 
 export const checkCmd: Command = {
-  name: 'check',
-  summary: 'verify a data directory\'s files offline (read-only)',
   help: `usage: latchkey check DIR [--json]
 
 Verifies every snapshot and every log record in DIR (checksums, revision
@@ -45,8 +43,6 @@ examples:
 };
 
 export const repairCmd: Command = {
-  name: 'repair',
-  summary: 'make a damaged data directory open again (keeps the valid prefix)',
   help: `usage: latchkey repair DIR [--json]
 
 Makes DIR open again, keeping the longest valid prefix of its history. Nothing

@@ -68,8 +68,6 @@ class Progress {
 }
 
 export const exportCmd: Command = {
-  name: 'export',
-  summary: 'write a subtree as JSON lines to stdout',
   help: `usage: latchkey export [PATH]
 
 Writes PATH (default /) and everything under it to stdout as JSON lines.
@@ -142,8 +140,6 @@ async function flush(store: RemoteStore, batch: MultiOp[]): Promise<void> {
 }
 
 export const importCmd: Command = {
-  name: 'import',
-  summary: 'write the nodes of a JSON-lines dump (from stdin)',
   help: `usage: latchkey import [--batch N] < dump.jsonl
 
 Reads a dump (the format \`latchkey export\` writes) from stdin and sets every

@@ -25,8 +25,6 @@ function statJson(s: Stat): Record<string, unknown> {
 }
 
 export const getCmd: Command = {
-  name: 'get',
-  summary: 'print a node\'s value',
   help: `usage: latchkey get PATH [--json]
 
 Writes the value's bytes to stdout as they are (a newline is added only when
@@ -55,8 +53,6 @@ examples:
 };
 
 export const setCmd: Command = {
-  name: 'set',
-  summary: 'write a node\'s value (from the argument or stdin)',
   help: `usage: latchkey set PATH [VALUE] [--if-version N] [--if-absent] [--no-wait] [--json]
 
 Sets PATH to VALUE, or to all of stdin when VALUE is left out (bytes kept as
@@ -127,8 +123,6 @@ function statRow(name: string, e: Entry): string[] {
 }
 
 export const lsCmd: Command = {
-  name: 'ls',
-  summary: 'list a node\'s children (-r: the whole subtree as a tree)',
   help: `usage: latchkey ls [PATH] [-r] [-l] [--json]
 
 Lists the children of PATH (default /), one name a line, in sorted order.
@@ -185,8 +179,6 @@ examples:
 };
 
 export const rmCmd: Command = {
-  name: 'rm',
-  summary: 'delete a node (-r with its subtree)',
   help: `usage: latchkey rm PATH [-r] [-f] [--if-version N]
 
 Deletes PATH. A node with children needs -r (else exit 1, NOT_EMPTY).
@@ -215,8 +207,6 @@ examples:
 };
 
 export const statCmd: Command = {
-  name: 'stat',
-  summary: 'show a node\'s metadata',
   help: `usage: latchkey stat PATH [--json]
 
 Prints the node's metadata: createRev, modRev, version, childrenRev,
@@ -252,8 +242,6 @@ examples:
 };
 
 export const mkdirCmd: Command = {
-  name: 'mkdir',
-  summary: 'create an empty node',
   help: `usage: latchkey mkdir PATH [-p]
 
 Creates PATH with an empty value. Without -p, the parent must exist (else

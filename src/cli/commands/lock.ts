@@ -28,8 +28,6 @@ function signalExit(sig: NodeJS.Signals): number {
 }
 
 export const lockCmd: Command = {
-  name: 'lock',
-  summary: 'run a command while holding a lock (like flock(1))',
   help: `usage: latchkey lock PATH [--shared] [--timeout DURATION] [--no-wait] -- CMD [ARGS...]
 
 Takes the lock on PATH (its whole subtree; exclusive unless --shared), runs

@@ -180,8 +180,6 @@ async function serveCommand(argv: string[]): Promise<void> {
 }
 
 export const serveCmd: Command = {
-  name: 'serve',
-  summary: 'run the server on a data directory (default ./latchkey-data)',
   help: `${usage}
 
 Serves the store on DIR/latchkey.sock (mode 0600) and, with --listen, on TCP.

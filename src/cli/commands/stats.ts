@@ -2,8 +2,6 @@
 import { CLIENT_OPTIONS, CLIENT_OPTIONS_HELP, type Command, EXIT, UsageError, connectFrom, json, out, parse } from '../command.js';
 
 export const statsCmd: Command = {
-  name: 'stats',
-  summary: 'print the server\'s figures (revision, nodes, commits, conflicts, …)',
   help: `usage: latchkey stats [--json]
 
 Prints the store's figures: revision, nodes, commits, validations (commits
@@ -36,8 +34,6 @@ examples:
 };
 
 export const snapshotCmd: Command = {
-  name: 'snapshot',
-  summary: 'ask the server to write a snapshot now',
   help: `usage: latchkey snapshot
 
 Asks the server to write a snapshot of the store now (it also writes them on

@@ -77,8 +77,6 @@ export function renderTop(cur: Sample, prev: Sample | undefined, url: string, ma
 }
 
 export const topCmd: Command = {
-  name: 'top',
-  summary: 'live view: sessions, held locks and their waiters, commit/replay/conflict rates',
   help: `usage: latchkey top [--interval DURATION] [--once]
 
 Redraws every interval (default 1s) with: revision, nodes, sessions, open

@@ -137,8 +137,6 @@ async function runOp(tx: Transaction, o: ScriptOp): Promise<Printed | undefined>
 }
 
 export const txnCmd: Command = {
-  name: 'txn',
-  summary: 'run a script of operations as one transaction',
   help: `usage: latchkey txn [FILE] [--json]
 
 Runs the operations in FILE (or stdin, or FILE "-") as one transaction and

@@ -8,8 +8,6 @@ import {
 } from '../command.js';
 
 export const watchCmd: Command = {
-  name: 'watch',
-  summary: 'stream changes under a path until interrupted',
   help: `usage: latchkey watch PATH [-r] [--from REV] [--json]
 
 Prints one line per change of PATH (with -r: of any node under it), in

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { cliServer } from './helpers.js';
+
+/** Kills a process by the pid it wrote to `file` (the orphaned CMD of a SIGKILLed latchkey). */
+function killPidFile(file: string): void {
+  try {
+    process.kill(Number(readFileSync(file, 'utf8').trim()), 'SIGKILL');
+  } catch { /* already gone */ }
+}
+
+// A CMD that waits in the background keeps its sleep off our pipes (and kills it
+// when it ends): the test's "done" waits for stdout to close.
+describe('cli: lock -- cmd', () => {
+  let t: Awaited<ReturnType<typeof cliServer>>;
+  let tmp: string;
+  before(async () => {
+    t = await cliServer();
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'lk-lock-'));
+  });
+  after(async () => {
+    await t.server.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test('cli: lock runs CMD with the fencing token and exits with its status', async () => {
+    const r = await t.lk(['lock', '/l/a', '--', 'sh', '-c', 'echo "fence=$LATCHKEY_FENCE died=${LATCHKEY_OWNER_DIED-unset} path=$LATCHKEY_LOCK_PATH"; exit 7']);
+    assert.equal(r.code, 7, r.stderr);
+    const m = /^fence=(\d+) died=unset path=\/l\/a$/m.exec(r.stdout);
+    assert.ok(m, r.stdout);
+    // The lock was released when CMD exited: it can be taken again at once, with a newer token.
+    const again = await t.lk(['lock', '/l/a', '--no-wait', '--', 'sh', '-c', 'echo $LATCHKEY_FENCE']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.ok(Number(again.stdout.trim()) > Number(m[1]));
+  });
+
+  test('cli: --no-wait while locked exits 75; --timeout too; a shared lock admits shared ones', async () => {
+    const holder = t.lkStart(['lock', '/l/b', '--shared', '--', 'sh', '-c', 'echo held; exec sleep 100']);
+    await holder.waitFor('held\n');
+    const busy = await t.lk(['lock', '/l/b', '--no-wait', '--', 'echo', 'never']);
+    assert.equal(busy.code, 75);
+    assert.equal(busy.stdout, '');
+    assert.match(busy.stderr, /LOCKED/);
+    const timed = await t.lk(['lock', '/l/b', '--timeout', '200ms', '--', 'echo', 'never']);
+    assert.equal(timed.code, 75);
+    assert.match(timed.stderr, /TIMEOUT/);
+    // Writes into a locked subtree wait (mandatory locks); --no-wait makes set fail LOCKED → 75.
+    assert.equal((await t.lk(['set', '/l/b/x', '1', '--no-wait'])).code, 75);
+    const shared = await t.lk(['lock', '/l/b', '--shared', '--no-wait', '--', 'echo', 'shared too']);
+    assert.equal(shared.code, 0);
+    assert.equal(shared.stdout, 'shared too\n');
+    holder.child.kill('SIGTERM');
+    await holder.done;
+  });
+
+  test('cli: the holder SIGKILLed → the waiter is granted with LATCHKEY_OWNER_DIED=1', async () => {
+    const pidFile = path.join(tmp, 'orphan.pid');
+    const holder = t.lkStart(['lock', '/l/c', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo held; exec sleep 100`]);
+    try {
+      await holder.waitFor('held\n');
+      const waiter = t.lkStart(['lock', '/l/c', '--', 'sh', '-c', 'echo "died=${LATCHKEY_OWNER_DIED-unset}"']);
+      // The waiter is queued once the lock table shows it (no sleeping on a guess).
+      for (;;) {
+        const s = JSON.parse((await t.lk(['stats', '--json'])).stdout) as { lockWaiters: number };
+        if (s.lockWaiters > 0) break;
+      }
+      holder.child.kill('SIGKILL');
+      const r = await waiter.done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'died=1\n');
+    } finally {
+      // latchkey had no way to take its CMD with it (see lock.ts): clean up the orphan.
+      killPidFile(pidFile);
+    }
+  });
+
+  test('cli: signals to latchkey are forwarded to CMD, which decides the exit status', async () => {
+    const p = t.lkStart(['lock', '/l/d', '--', 'sh', '-c', "trap 'kill $!; echo got TERM; exit 5' TERM; echo ready; sleep 100 >/dev/null 2>&1 & wait"]);
+    await p.waitFor('ready\n');
+    p.child.kill('SIGTERM');
+    const r = await p.done;
+    assert.equal(r.code, 5, r.stderr);
+    assert.match(r.stdout, /got TERM/);
+    // And the lock went with it.
+    assert.equal((await t.lk(['lock', '/l/d', '--no-wait', '--', 'true'])).code, 0);
+  });
+
+  test('cli: CMD killed by a signal → 128+N; a missing CMD → 127', async () => {
+    assert.equal((await t.lk(['lock', '/l/e', '--', 'sh', '-c', 'kill -KILL $$'])).code, 128 + 9);
+    const r = await t.lk(['lock', '/l/e', '--', 'no-such-command-latchkey']);
+    assert.equal(r.code, 127);
+    assert.match(r.stderr, /cannot run/);
+  });
+
+  test('cli: lock without a command is a usage error', async () => {
+    assert.equal((await t.lk(['lock', '/l/f'])).code, 2);
+    assert.equal((await t.lk(['lock', '/l/f', '--timeout', 'soon', '--', 'true'])).code, 2);
+  });
+
+  test('cli: the lock lost while CMD runs (server gone) terminates CMD and says so', async () => {
+    const own = await cliServer();
+    const p = own.lkStart(['lock', '/l/g', '--', 'sh', '-c', "trap 'kill $!; exit 143' TERM; echo ready; sleep 100 >/dev/null 2>&1 & wait"]);
+    await p.waitFor('ready\n');
+    own.server.proc.kill('SIGKILL');
+    const r = await p.done;
+    await own.server.stop();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /lock on \/l\/g was lost/);
+  });
+});
