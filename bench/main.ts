@@ -1,25 +1,76 @@
 /**
  * `npm run bench [-- WORKLOAD…] [--quick]`: runs named workloads (files in
  * bench/workloads/), each printing its own tables. With no names, runs all.
+ *
+ * Every run records what the workloads print (see util.ts) into
+ * bench/results/<date>-<workload>.json, with the machine's facts and its raw
+ * fsync latency measured now, then rebuilds docs/benchmarks.md. A workload
+ * that throws is recorded with its error and the run goes on; the exit code
+ * says something failed. Peer servers are stopped whatever happens.
  */
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { machine } from './util.js';
+import { measureFsync } from './fsync.js';
+import { stopAll } from './peers/server.js';
+import { type ResultFile, writeReport, writeResult } from './report.js';
+import { beginRecord, endRecord, machine } from './util.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+// compiled to build/bench/main.js; the repository root is two levels up
+const root = path.resolve(here, '..', '..');
 const available = readdirSync(path.join(here, 'workloads')).filter((f) => f.endsWith('.js')).map((f) => f.slice(0, -3)).sort();
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
+const noRecord = argv.includes('--no-record');
 const names = argv.filter((a) => !a.startsWith('--'));
 const unknown = names.filter((n) => !available.includes(n));
 if (unknown.length > 0) {
   console.error(`unknown workload(s): ${unknown.join(', ')}; available: ${available.join(', ')}`);
   process.exit(2);
 }
-console.log(`latchkey bench ${quick ? '(quick) ' : ''}on ${JSON.stringify(machine())}`);
-for (const name of names.length > 0 ? names : available) {
-  const mod = (await import(`./workloads/${name}.js`)) as { default: (o: { quick: boolean; args: readonly string[] }) => Promise<void> };
-  await mod.default({ quick, args: argv });
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    console.error(`\n${sig}: stopping peer servers`);
+    void stopAll().finally(() => process.exit(130));
+  });
 }
+
+const fsync = measureFsync(quick ? 20 : 300);
+const facts = { ...machine(), fsync };
+console.log(`latchkey bench ${quick ? '(quick) ' : ''}on ${JSON.stringify(machine())}`);
+console.log(`raw fsync (4 KiB append) in ${fsync.dir}: p50 ${fsync.p50Ms.toFixed(3)} ms, p99 ${fsync.p99Ms.toFixed(3)} ms, ${Math.round(fsync.perSec)}/s sequential`);
+
+let failed = 0;
+try {
+  for (const name of names.length > 0 ? names : available) {
+    const date = new Date().toISOString();
+    const t0 = performance.now();
+    const record = beginRecord();
+    let error: string | undefined;
+    try {
+      const mod = (await import(`./workloads/${name}.js`)) as { default: (o: { quick: boolean; args: readonly string[] }) => Promise<void> };
+      await mod.default({ quick, args: argv });
+    } catch (e) {
+      failed++;
+      error = e instanceof Error ? (e.stack ?? e.message) : String(e);
+      console.error(`\nworkload ${name} failed: ${error}`);
+    } finally {
+      endRecord();
+      await stopAll();
+    }
+    if (!noRecord) {
+      const result: ResultFile = {
+        format: 1, workload: name, date, quick, command: `npm run bench -- ${name}${quick ? ' --quick' : ''}`,
+        seconds: (performance.now() - t0) / 1000, machine: facts, ...record, ...(error !== undefined ? { error: error.split('\n')[0]! } : {}),
+      };
+      console.log(`(recorded in ${path.relative(root, writeResult(root, result))})`);
+    }
+  }
+  if (!noRecord) console.log(`(report: ${path.relative(root, writeReport(root, available))})`);
+} finally {
+  await stopAll();
+}
+if (failed > 0) process.exitCode = 1;
