@@ -57,6 +57,8 @@ export function tempDir(prefix: string): string {
 export interface RunningServer {
   readonly name: string;
   readonly child: ChildProcess;
+  /** Runs before the server is stopped (close clients first, so they do not reconnect). */
+  onStop(fn: () => void): void;
   stop(): Promise<void>;
 }
 
@@ -81,6 +83,7 @@ export async function startServer(name: string, bin: string, args: readonly stri
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
   let exited = false;
+  const cleanups: (() => void)[] = [];
   const exit = new Promise<void>((resolve) => child.once('exit', () => {
     exited = true;
     resolve();
@@ -88,8 +91,18 @@ export async function startServer(name: string, bin: string, args: readonly stri
   const server: RunningServer = {
     name,
     child,
+    onStop(fn) {
+      cleanups.push(fn);
+    },
     async stop() {
       running.delete(server);
+      for (const fn of cleanups.splice(0)) {
+        try {
+          fn();
+        } catch {
+          // a client that fails to close must not keep the server running
+        }
+      }
       if (!exited) {
         child.kill('SIGTERM');
         const t = setTimeout(() => child.kill('SIGKILL'), 5000);

@@ -1,0 +1,41 @@
+/**
+ * lmdb-js peer (the `lmdb` npm package): an embedded B-tree store, the
+ * natural comparison for latchkey embedded. Opened in a temporary directory
+ * with its defaults: `put` joins an asynchronous batched write transaction,
+ * `putSync` commits (and syncs) one transaction per call, `get` reads in the
+ * calling thread.
+ */
+import { createRequire } from 'node:module';
+import { open, type RootDatabase } from 'lmdb';
+import { forgetTempDirLater, tempDir } from './server.js';
+import type { Missing } from './peer.js';
+
+export interface LmdbPeer {
+  readonly db: RootDatabase<string, string>;
+  readonly version: string;
+  readonly settings: string[];
+  close(): Promise<void>;
+}
+
+export function openLmdb(opts: { noSync?: boolean } = {}): LmdbPeer | Missing {
+  let version = 'unknown';
+  try {
+    version = (createRequire(import.meta.url)('lmdb/package.json') as { version: string }).version;
+  } catch {
+    // version is only for the report
+  }
+  const dir = tempDir('lmdb');
+  forgetTempDirLater(dir);
+  let db: RootDatabase<string, string>;
+  try {
+    db = open<string, string>({ path: dir, noSync: opts.noSync === true });
+  } catch (e) {
+    return { missing: `failed to open: ${e instanceof Error ? e.message : String(e)}`.slice(0, 200) };
+  }
+  return {
+    db,
+    version,
+    settings: [`lmdb-js defaults in a temp dir${opts.noSync ? ', noSync: true (commits not synced, for the in-memory rows)' : ' (commits synced)'}; string keys and values`],
+    close: () => db.close(),
+  };
+}
