@@ -3,7 +3,7 @@
  * any durable commit (latchkey's, etcd's, Redis's appendfsync always), so
  * the durable figures can be read against it.
  */
-import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fsyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { percentile } from './util.js';
@@ -24,8 +24,9 @@ export function benchTmpDir(): string {
   return process.env['LATCHKEY_BENCH_TMP'] ?? os.tmpdir();
 }
 
-/** Appends 4 KiB and fsyncs, `samples` times (bounded by `maxMs`). */
-export function measureFsync(samples: number, maxMs = 3000): FsyncFacts {
+/** Appends 4 KiB and fsyncs (or fdatasyncs), `samples` times (bounded by `maxMs`). */
+export function measureFsync(samples: number, maxMs = 3000, call: 'fsync' | 'fdatasync' = 'fsync'): FsyncFacts {
+  const sync = call === 'fsync' ? fsyncSync : fdatasyncSync;
   const dir = mkdtempSync(path.join(benchTmpDir(), 'latchkey-fsync-'));
   const fd = openSync(path.join(dir, 'probe'), 'w');
   const block = Buffer.alloc(4096, 0x61);
@@ -35,7 +36,7 @@ export function measureFsync(samples: number, maxMs = 3000): FsyncFacts {
     while (times.length < samples && performance.now() - start < maxMs) {
       writeSync(fd, block);
       const t0 = performance.now();
-      fsyncSync(fd);
+      sync(fd);
       times.push(performance.now() - t0);
     }
   } finally {

@@ -39,9 +39,12 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 const fsync = measureFsync(quick ? 20 : 300);
-const facts = { ...machine(), fsync };
+const fdatasync = measureFsync(quick ? 20 : 300, 3000, 'fdatasync');
+const facts = { ...machine(), fsync, fdatasync };
 console.log(`latchkey bench ${quick ? '(quick) ' : ''}on ${JSON.stringify(machine())}`);
-console.log(`raw fsync (4 KiB append) in ${fsync.dir}: p50 ${fsync.p50Ms.toFixed(3)} ms, p99 ${fsync.p99Ms.toFixed(3)} ms, ${Math.round(fsync.perSec)}/s sequential`);
+for (const [call, f] of [['fsync', fsync], ['fdatasync', fdatasync]] as const) {
+  console.log(`raw ${call} (4 KiB append) in ${f.dir}: p50 ${f.p50Ms.toFixed(3)} ms, p99 ${f.p99Ms.toFixed(3)} ms, ${Math.round(f.perSec)}/s sequential`);
+}
 
 let failed = 0;
 try {

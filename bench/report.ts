@@ -22,7 +22,7 @@ export interface ResultFile extends WorkloadRecord {
   /** The command that reproduces this result. */
   command: string;
   seconds: number;
-  machine: Record<string, unknown> & { fsync: FsyncFacts };
+  machine: Record<string, unknown> & { fsync: FsyncFacts; fdatasync?: FsyncFacts };
   /** Set when the workload threw: what it printed before is kept. */
   error?: string;
 }
@@ -62,9 +62,9 @@ function mdCell(c: Cell | undefined): string {
 }
 
 function machineLine(m: ResultFile['machine']): string {
-  const f = m.fsync;
+  const sync = (call: string, f: FsyncFacts): string => `${call} p50 ${fmt(f.p50Ms, 2)} ms, p99 ${fmt(f.p99Ms, 2)} ms (${fmt(f.perSec)}/s sequential, ${f.samples} samples)`;
   return `${String(m['cores'])} cores (${String(m['cpu'])}), ${String(m['memGiB'])} GiB, ${String(m['platform'])}, Node ${String(m['node'])}; ` +
-    `raw fsync of a 4 KiB append in ${f.dir}: p50 ${fmt(f.p50Ms, 2)} ms, p99 ${fmt(f.p99Ms, 2)} ms (${fmt(f.perSec)}/s sequential, ${f.samples} samples)`;
+    `raw sync of a 4 KiB append in ${m.fsync.dir}: ${sync('fsync', m.fsync)}${m.fdatasync ? `; ${sync('fdatasync', m.fdatasync)}` : ''}`;
 }
 
 /** Rebuilds docs/benchmarks.md and docs/benchmarks/*.svg; `available` lists every workload that exists. */

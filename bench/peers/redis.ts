@@ -46,6 +46,9 @@ export async function startRedis(durable: boolean): Promise<RedisPeer | Missing>
     probe.disconnect();
     return { missing: `failed to start: ${e instanceof Error ? e.message : String(e)}`.slice(0, 200) };
   }
+  // Check the server runs with the settings the report states.
+  const fsyncMode = ((await probe.config('GET', 'appendfsync')) as string[])[1];
+  const aof = ((await probe.config('GET', 'appendonly')) as string[])[1];
   server.onStop(() => {
     for (const c of clients) c.disconnect();
   });
@@ -53,8 +56,8 @@ export async function startRedis(durable: boolean): Promise<RedisPeer | Missing>
     port,
     version,
     settings: durable
-      ? ['durable rows: appendonly yes, appendfsync always (fsync before the reply), no RDB snapshots; fresh temp dir, 127.0.0.1']
-      : ['non-durable rows: appendonly no, no RDB snapshots (in memory only); 127.0.0.1'],
+      ? [`durable rows: appendonly ${aof}, appendfsync ${fsyncMode} (the AOF is fsynced before replies are sent), no RDB snapshots; fresh temp dir, 127.0.0.1`]
+      : [`non-durable rows: appendonly ${aof}, no RDB snapshots (in memory only); 127.0.0.1`],
     client,
     async stop() {
       await server.stop();
