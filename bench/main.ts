@@ -76,4 +76,6 @@ try {
 } finally {
   await stopAll();
 }
-if (failed > 0) process.exitCode = 1;
+// Exit explicitly: a peer client left behind by a failed workload (a lease
+// keep-alive timer, a reconnecting socket) must not keep the run alive.
+process.exit(failed > 0 ? 1 : 0);

@@ -91,10 +91,15 @@ export interface EtcdLock {
   release(): Promise<void>;
 }
 
-/** Waits for the predecessor's key to be deleted, watching from just after the revision we saw it at. */
-function waitDeleted(client: Etcd3, key: string, afterRev: string): Promise<void> {
+/**
+ * Waits for `key` to be deleted, watching from just after the revision it was
+ * seen at (so a delete between the read and the watch is not missed).
+ * `onWatching` runs once the watch is registered with the server.
+ */
+export function waitDeleted(client: Etcd3, key: string, afterRev: string, onWatching?: () => void): Promise<void> {
   return new Promise((resolve, reject) => {
     void client.watch().key(key).startRevision(String(BigInt(afterRev) + 1n)).create().then((w) => {
+      onWatching?.();
       w.on('delete', () => {
         void w.cancel();
         resolve();
