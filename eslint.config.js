@@ -39,6 +39,19 @@ export default tseslint.config(
     },
   },
   {
+    // The one exception: data-directory ownership is a local abstract Unix
+    // socket (kernel-released on death), IPC rather than the network.
+    files: ['src/storage/ownership.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: ['node:tls', 'node:http', 'node:https', 'node:dgram'], message: 'storage knows nothing of the network.' },
+          { group: ['../engine/*', '../server/*', '../client/*', '../protocol/*', '../cli/*'], message: 'storage depends only on core.' },
+        ],
+      }],
+    },
+  },
+  {
     files: ['src/engine/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {

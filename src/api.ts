@@ -212,6 +212,9 @@ export interface StoreStats {
   readonly conflicts: number;
   readonly openTransactions: number;
   readonly sessions: number;
+  /** Group syncs (fsyncs of the log) so far, and commits per sync on average. */
+  readonly groupSyncs?: number;
+  readonly commitsPerSync?: number;
   readonly readOnly?: string;
   readonly [key: string]: unknown;
 }

@@ -172,7 +172,7 @@ export class Engine {
         return Promise.reject(e);
       }
     }
-    return this.pipeline.whenPublished(rev).catch(() => {}).then(f);
+    return this.pipeline.whenPublished(rev).then(f);
   }
 
   private admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {

@@ -48,7 +48,7 @@ export interface PipelineHost {
 export class CommitPipeline {
   private group: Pending[] = [];
   private syncing = false;
-  private waiters: Array<{ rev: number; resolve: () => void }> = [];
+  private waiters: Array<{ rev: number; resolve: () => void; reject: (e: unknown) => void }> = [];
   private failure: LatchkeyError | undefined;
   private publishedRev: number;
   syncs = 0;
@@ -83,7 +83,7 @@ export class CommitPipeline {
   whenPublished(rev: number): Promise<void> {
     if (rev <= this.publishedRev) return Promise.resolve();
     if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve) => this.waiters.push({ rev, resolve }));
+    return new Promise((resolve, reject) => this.waiters.push({ rev, resolve, reject }));
   }
 
   private publishOne(c: Published): void {
@@ -125,7 +125,8 @@ export class CommitPipeline {
     this.syncing = false;
     this.host.failed(err);
     for (const c of all) c.reject(err);
-    for (const w of this.waiters) w.resolve(); // nothing more will publish; callers re-check state
+    // What those callers observed will never be durable: they fail too.
+    for (const w of this.waiters) w.reject(err);
     this.waiters = [];
   }
 

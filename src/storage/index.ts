@@ -1,0 +1,201 @@
+/**
+ * `openStorage(dir)`: the durable Storage the engine runs on.
+ *
+ * Order at open: claim the directory (ownership) before touching any file,
+ * then recover (snapshot + log), then continue the log. Order at close: let
+ * a running snapshot finish, sync and close the log, release the directory.
+ *
+ * Snapshot retention: the newest `snapshotsKept` (default 2) snapshots are
+ * kept, and log segments only when every record in them is covered by the
+ * oldest kept snapshot. So if the newest snapshot is found damaged at open,
+ * the one before it plus the log still reach the same revision.
+ */
+import path from 'node:path';
+import { LatchkeyError, assert, invalidArgument } from '../core/errors.js';
+import type { Node } from '../core/tree.js';
+import { errnoOf, ioError, snapshotName } from './format.js';
+import { type Fs, realFs } from './fs.js';
+import { acquireOwnership, type Ownership } from './ownership.js';
+import { recover } from './recovery.js';
+import { writeSnapshot } from './snapshot.js';
+import type { CommitLog, Storage } from './storage.js';
+import { Wal } from './wal.js';
+
+export type { CommitLog, Storage } from './storage.js';
+export { FaultyFs, realFs, type Fault, type Fs } from './fs.js';
+export { repair, type RepairReport } from './repair.js';
+
+export type Durability = 'fsync' | 'none';
+
+export interface StorageOptions {
+  /**
+   * 'fsync' (default): a sync resolves after write + fdatasync; an
+   * acknowledged commit survives a process crash, a kernel crash and power
+   * loss (given a disk that honours flushes).
+   * 'none': a sync resolves after the write(2) reached the kernel, without
+   * fdatasync; acknowledged commits survive the process being killed, but
+   * not a kernel crash or power loss (then the log may lose a suffix or be
+   * found damaged).
+   */
+  durability?: Durability;
+  /** Start a new log segment when the active one reaches this size (default 64 MiB). */
+  segmentBytes?: number;
+  /** Bytes of log after which `needsSnapshot()` says a snapshot is due (default 64 MiB). */
+  snapshotEveryBytes?: number;
+  /** How many snapshots to keep (default 2, at least 1; 2 or more allows falling back from a damaged newest one). */
+  snapshotsKept?: number;
+  /** The file-system seam (tests inject faults through it). */
+  fs?: Fs;
+}
+
+export interface DurableStorage extends Storage {
+  readonly dir: string;
+  readonly durability: Durability;
+  /** True when the log has grown by `snapshotEveryBytes` since the last snapshot. */
+  needsSnapshot(): boolean;
+  /** Why the store is read-only (the log's first I/O failure), if it is. */
+  readonly readOnly: LatchkeyError | undefined;
+}
+
+export async function openStorage(dir: string, options: StorageOptions = {}): Promise<DurableStorage> {
+  const fs = options.fs ?? realFs;
+  const durability = options.durability ?? 'fsync';
+  if (durability !== 'fsync' && durability !== 'none') throw invalidArgument(`durability must be 'fsync' or 'none'`);
+  const segmentBytes = options.segmentBytes ?? 64 * 1024 * 1024;
+  const snapshotEveryBytes = options.snapshotEveryBytes ?? 64 * 1024 * 1024;
+  const snapshotsKept = options.snapshotsKept ?? 2;
+  if (!(segmentBytes >= 4096)) throw invalidArgument('segmentBytes must be at least 4096');
+  if (!(snapshotEveryBytes > 0)) throw invalidArgument('snapshotEveryBytes must be positive');
+  if (!Number.isSafeInteger(snapshotsKept) || snapshotsKept < 1) throw invalidArgument('snapshotsKept must be a positive integer');
+  const durable = durability === 'fsync';
+  dir = path.resolve(dir);
+  try {
+    await fs.mkdir(dir);
+    // The directory's own entry must be durable before anything in it is acknowledged.
+    if (durable) await fs.syncDir(path.dirname(dir));
+  } catch (e) {
+    throw ioError('creating the data directory', dir, e);
+  }
+  const ownership = await acquireOwnership(fs, dir);
+  try {
+    const t0 = performance.now();
+    const rec = await recover(fs, dir, durable);
+    const wal = await Wal.open({
+      dir, fs, segmentBytes, durable, segments: rec.segments, activeSize: rec.activeSize, nextRev: rec.revision + 1,
+      bytesSinceSnapshot: rec.bytesAfterSnapshot,
+    });
+    const recoveryMs = performance.now() - t0;
+    return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, {
+      snapshotEveryBytes, snapshotsKept, recoveryMs,
+      snapshots: rec.snapshotsKept.map((s) => s.rev),
+      recovery: {
+        snapshotRevision: rec.snapshot?.revision ?? 0,
+        replayedRecords: rec.replayed,
+        tornTails: rec.torn ? 1 : 0,
+        tornBytes: rec.torn?.bytes ?? 0,
+        ...(rec.torn ? { tornAt: `${rec.torn.file}:${rec.torn.offset}` } : {}),
+        damagedSnapshots: rec.damagedSnapshots.map((d) => ({ file: d.file, movedTo: d.movedTo, reason: d.reason })),
+      },
+    });
+  } catch (e) {
+    await ownership.release();
+    throw e;
+  }
+}
+
+interface Extra {
+  snapshotEveryBytes: number;
+  snapshotsKept: number;
+  recoveryMs: number;
+  snapshots: number[];
+  recovery: Record<string, unknown>;
+}
+
+class FileStorage implements DurableStorage {
+  private closed = false;
+  private snapshotting: Promise<void> = Promise.resolve();
+  private snapshotRevs: number[];
+  private snapshotCount = 0;
+  private lastSnapshotMs = 0;
+
+  constructor(
+    readonly dir: string,
+    private readonly fs: Fs,
+    readonly durability: Durability,
+    private readonly ownership: Ownership,
+    private readonly wal: Wal,
+    readonly root: Node,
+    readonly revision: number,
+    private readonly extra: Extra,
+  ) {
+    this.snapshotRevs = [...extra.snapshots];
+  }
+
+  get log(): CommitLog {
+    return this.wal;
+  }
+
+  get readOnly(): LatchkeyError | undefined {
+    return this.wal.failed;
+  }
+
+  needsSnapshot(): boolean {
+    return this.wal.bytesSinceSnapshot >= this.extra.snapshotEveryBytes;
+  }
+
+  snapshot(root: Node, rev: number): Promise<void> {
+    if (this.closed) return Promise.reject(new LatchkeyError('CLOSED', 'storage is closed'));
+    // Snapshots run one at a time, in the order asked.
+    const run = this.snapshotting.catch(() => undefined).then(() => this.writeSnapshot(root, rev));
+    this.snapshotting = run;
+    return run;
+  }
+
+  private async writeSnapshot(root: Node, rev: number): Promise<void> {
+    assert(rev <= this.wal.durableRevision, `snapshot of revision ${rev} beyond the durable log (${this.wal.durableRevision})`);
+    if (this.snapshotRevs.length > 0 && rev <= this.snapshotRevs[this.snapshotRevs.length - 1]!) return;
+    const covered = this.wal.bytesSinceSnapshot;
+    const t0 = performance.now();
+    await writeSnapshot(this.fs, this.dir, root, rev, this.durability === 'fsync');
+    this.lastSnapshotMs = performance.now() - t0;
+    this.snapshotCount++;
+    this.snapshotRevs.push(rev);
+    this.wal.coveredBySnapshot(covered);
+    this.wal.requestRotation();
+    // Retire what the oldest kept snapshot covers.
+    const drop = this.snapshotRevs.splice(0, Math.max(0, this.snapshotRevs.length - this.extra.snapshotsKept));
+    for (const r of drop) {
+      await this.fs.unlink(path.join(this.dir, snapshotName(r))).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
+    }
+    // While fewer snapshots than `snapshotsKept` exist, the empty tree at
+    // revision 0 is the oldest fallback: keep the whole log.
+    const oldest = this.snapshotRevs.length >= this.extra.snapshotsKept ? this.snapshotRevs[0]! : 0;
+    await this.wal.removeSegmentsThrough(oldest);
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      dir: this.dir,
+      durability: this.durability,
+      ...this.wal.stats(),
+      bytesSinceSnapshot: this.wal.bytesSinceSnapshot,
+      snapshots: this.snapshotCount,
+      snapshotRevisions: [...this.snapshotRevs],
+      lastSnapshotMs: this.lastSnapshotMs,
+      recoveryMs: this.extra.recoveryMs,
+      ...this.extra.recovery,
+      ...(this.wal.failed ? { readOnly: this.wal.failed.message } : {}),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.snapshotting.catch(() => undefined);
+      await this.wal.close();
+    } finally {
+      await this.ownership.release();
+    }
+  }
+}

@@ -1,0 +1,261 @@
+/**
+ * Recovery: newest valid snapshot + replay of the log after it.
+ *
+ * Rules (docs/format.md, "Recovery"):
+ *
+ * 1. Snapshots are tried newest first. One that fails verification is
+ *    damaged: it is moved aside (renamed `*.damaged`, never deleted) and the
+ *    next older one is tried, which works when the log still covers it
+ *    (segments are kept back to the second-newest snapshot for this reason).
+ *    With no valid snapshot, recovery starts from the empty tree at
+ *    revision 0, which needs the log from revision 1.
+ * 2. Every segment is read and every record's checksum verified, also the
+ *    records the snapshot covers: damage anywhere is reported, never skipped.
+ * 3. Records after the snapshot's revision must be contiguous (each one the
+ *    previous plus one, starting at snapshot+1). A gap, or a bad record that
+ *    is not a torn tail, fails with CORRUPT naming file, offset and revision.
+ * 4. Only the last segment may end in a torn tail (see `scanSegment`); it is
+ *    cut off with ftruncate + fdatasync and counted. A last segment whose
+ *    header never made it to disk holds no record and is removed.
+ * 5. Leftover `snap-*.snap.tmp` files (a crash while writing a snapshot) are
+ *    removed: the rename that would have published them never happened.
+ */
+import path from 'node:path';
+import { BugError, LatchkeyError } from '../core/errors.js';
+import { type Node, applyMutations, emptyRoot } from '../core/tree.js';
+import { corrupt, errnoOf, ioError, parseSegmentName, parseSnapshotName } from './format.js';
+import type { Fs } from './fs.js';
+import { readSnapshot } from './snapshot.js';
+import { type SegmentRef, decodeMutations, scanSegment } from './wal.js';
+
+export interface DirListing {
+  /** Ascending by revision. */
+  readonly snapshots: { name: string; rev: number }[];
+  /** Ascending by first revision. */
+  readonly segments: SegmentRef[];
+  readonly temps: string[];
+}
+
+export async function listDir(fs: Fs, dir: string): Promise<DirListing> {
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch (e) {
+    throw ioError('listing the data directory', dir, e);
+  }
+  const snapshots: { name: string; rev: number }[] = [];
+  const segments: SegmentRef[] = [];
+  const temps: string[] = [];
+  for (const name of names) {
+    const s = parseSnapshotName(name);
+    if (s !== undefined) { snapshots.push({ name, rev: s }); continue; }
+    const w = parseSegmentName(name);
+    if (w !== undefined) { segments.push({ name, firstRev: w }); continue; }
+    if (/^snap-\d{20}\.snap\.tmp$/.test(name)) temps.push(name);
+  }
+  snapshots.sort((a, b) => a.rev - b.rev);
+  segments.sort((a, b) => a.firstRev - b.firstRev);
+  return { snapshots, segments, temps };
+}
+
+/** Where the log first fails, for recovery's error and for repair. */
+export interface LogProblem {
+  readonly segment: number;
+  readonly file: string;
+  readonly offset: number;
+  /** The revision of the bad record, or the one expected there. */
+  readonly revision: number | undefined;
+  readonly reason: string;
+}
+
+export interface LogWalk {
+  /** Highest revision of a valid record (0 when the log is empty). */
+  readonly lastRev: number;
+  /** Highest revision the snapshot + contiguous log reach. */
+  readonly reach: number;
+  readonly torn: { segment: number; file: string; offset: number; bytes: number; reason: string } | undefined;
+  /** Valid size of the last segment; undefined when its header is torn. */
+  readonly lastValidEnd: number | undefined;
+  readonly problem: LogProblem | undefined;
+  /** Records applied (only when `apply` was given). */
+  readonly replayed: number;
+  /** Bytes of the records after `snapRev` (they count toward the next automatic snapshot). */
+  readonly bytesAfter: number;
+}
+
+/**
+ * Reads the segments in order and checks them against `snapRev`. Calls
+ * `apply` for each record after `snapRev`, in order. Stops at the first
+ * problem and returns it (it does not throw for damage).
+ */
+export async function walkLog(
+  fs: Fs, dir: string, segments: readonly SegmentRef[], snapRev: number,
+  apply?: (rev: number, payload: Uint8Array, where: { file: string; offset: number }) => void,
+): Promise<LogWalk> {
+  let expect: number | undefined;
+  let lastRev = 0;
+  let reach = snapRev;
+  let replayed = 0;
+  let bytesAfter = 0;
+  let torn: LogWalk['torn'];
+  let lastValidEnd: number | undefined;
+  for (let i = 0; i < segments.length; i++) {
+    const seg = segments[i]!;
+    const file = path.join(dir, seg.name);
+    const isLast = i === segments.length - 1;
+    const problem = (offset: number, revision: number | undefined, reason: string): LogWalk =>
+      ({ lastRev, reach, torn, lastValidEnd, replayed, bytesAfter, problem: { segment: i, file, offset, revision, reason } });
+    // A gap between segments matters only if the snapshot does not cover it.
+    if (seg.firstRev > reach + 1 && seg.firstRev - 1 > snapRev) {
+      return problem(0, reach + 1, `revision gap: the log resumes at ${seg.firstRev}, expected ${reach + 1}`);
+    }
+    if (expect !== undefined && seg.firstRev < expect) {
+      return problem(0, seg.firstRev, `segment overlaps the previous one (starts at ${seg.firstRev}, expected ${expect})`);
+    }
+    let buf: Uint8Array;
+    try {
+      buf = await fs.readFile(file);
+    } catch (e) {
+      throw ioError('reading the log', file, e);
+    }
+    const scan = scanSegment(buf, file, seg.firstRev, isLast);
+    for (const r of scan.records) {
+      if (r.rev > snapRev) {
+        if (r.rev !== reach + 1) return problem(r.offset, reach + 1, `revision gap: found ${r.rev}, expected ${reach + 1}`);
+        if (apply) {
+          try {
+            apply(r.rev, buf.subarray(r.payloadStart, r.payloadEnd), { file, offset: r.offset });
+          } catch (e) {
+            if (!LatchkeyError.is(e, 'CORRUPT')) throw e;
+            return problem(r.offset, r.rev, String(e.info?.['reason'] ?? e.message));
+          }
+          replayed++;
+        }
+        reach = r.rev;
+        bytesAfter += r.payloadEnd - r.offset;
+      }
+      lastRev = r.rev;
+    }
+    if (scan.damage) return problem(scan.damage.offset, scan.damage.revision ?? (scan.records.at(-1)?.rev ?? seg.firstRev - 1) + 1, scan.damage.reason);
+    if (scan.torn) {
+      torn = { segment: i, file, offset: scan.torn.offset, bytes: scan.size - scan.torn.offset, reason: scan.torn.reason };
+    }
+    if (isLast) lastValidEnd = scan.torn?.offset === 0 ? undefined : scan.validEnd;
+    expect = (scan.records.at(-1)?.rev ?? seg.firstRev - 1) + 1;
+  }
+  return { lastRev, reach, torn, lastValidEnd, problem: undefined, replayed, bytesAfter };
+}
+
+export interface Recovered {
+  readonly root: Node;
+  readonly revision: number;
+  readonly snapshot: { file: string; revision: number } | undefined;
+  /** Segments left after recovery, ascending. */
+  readonly segments: SegmentRef[];
+  /** Valid size of the last segment to continue appending to, or undefined to start a new one. */
+  readonly activeSize: number | undefined;
+  readonly torn: { file: string; offset: number; bytes: number; reason: string } | undefined;
+  readonly damagedSnapshots: { file: string; rev: number; movedTo: string; reason: string }[];
+  readonly replayed: number;
+  readonly bytesAfterSnapshot: number;
+  readonly snapshotsKept: { name: string; rev: number }[];
+}
+
+function where(p: LogProblem): string {
+  return `${p.file} at offset ${p.offset}${p.revision !== undefined ? ` (revision ${p.revision})` : ''}`;
+}
+
+export function logCorrupt(p: LogProblem, extra = ''): LatchkeyError {
+  return corrupt(`corrupt write-ahead log ${where(p)}: ${p.reason}${extra}`, { file: p.file, offset: p.offset, revision: p.revision });
+}
+
+/** Decodes and applies one verified record; a record that does not apply is CORRUPT. */
+export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }): Node {
+  const muts = decodeMutations(payload, { ...at, revision: rev });
+  try {
+    return applyMutations(root, rev, muts);
+  } catch (e) {
+    if (!(e instanceof BugError)) throw e;
+    const reason = `the commit does not apply (${e.message})`;
+    throw corrupt(`corrupt write-ahead log ${at.file} at offset ${at.offset} (revision ${rev}): ${reason}`, { ...at, revision: rev, reason });
+  }
+}
+
+export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Recovered> {
+  const listing = await listDir(fs, dir);
+  for (const t of listing.temps) await fs.unlink(path.join(dir, t)).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
+
+  const snaps = [...listing.snapshots];
+  const damagedSnapshots: Recovered['damagedSnapshots'] = [];
+  let root: Node = emptyRoot();
+  let snapRev = 0;
+  let snapshot: Recovered['snapshot'];
+  while (snaps.length > 0) {
+    const s = snaps[snaps.length - 1]!;
+    const file = path.join(dir, s.name);
+    try {
+      const loaded = await readSnapshot(fs, file);
+      if (loaded.revision !== s.rev) throw corrupt(`snapshot ${file} holds revision ${loaded.revision}, its name says ${s.rev}`, { file, offset: 16 });
+      root = loaded.root;
+      snapRev = s.rev;
+      snapshot = { file, revision: s.rev };
+      break;
+    } catch (e) {
+      if (!LatchkeyError.is(e, 'CORRUPT')) throw e;
+      snaps.pop();
+      damagedSnapshots.push({ file, rev: s.rev, movedTo: file + '.damaged', reason: e.message });
+    }
+  }
+
+  const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
+    root = replayRecord(root, rev, payload, at);
+  });
+  const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';
+  if (walk.problem) throw logCorrupt(walk.problem, lostSnapshot);
+  // A damaged snapshot newer than what the fallback reaches: revisions would be lost.
+  const reached = Math.max(snapRev, walk.reach);
+  const beyond = damagedSnapshots.find((d) => d.rev > reached);
+  if (beyond !== undefined) {
+    throw corrupt(`cannot recover: ${beyond.file} is damaged and the log does not cover revisions ${reached + 1}..${beyond.rev} (${beyond.reason})`, { file: beyond.file, offset: 0, revision: reached + 1 });
+  }
+
+  // Only now that the state is known to be recoverable, change files.
+  for (const d of damagedSnapshots) {
+    await fs.rename(d.file, d.movedTo);
+  }
+  const segments = [...listing.segments];
+  let activeSize = walk.lastValidEnd;
+  if (walk.torn) {
+    const t = walk.torn;
+    if (t.offset === 0) {
+      // The header itself is torn: the segment never held a record.
+      await fs.unlink(t.file);
+      segments.pop();
+      activeSize = undefined;
+    } else {
+      const fh = await fs.open(t.file, 'readwrite');
+      try {
+        await fh.truncate(t.offset);
+        if (durable) await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+    }
+  }
+  const revision = Math.max(snapRev, walk.reach);
+  // The log must continue at revision+1. If the last segment ends elsewhere
+  // (its records are all covered by a newer snapshot, or it was just
+  // removed), appends go to a new segment.
+  const last = segments.at(-1);
+  if (last !== undefined && activeSize !== undefined && walk.lastRev !== revision && !(walk.lastRev === 0 && last.firstRev === revision + 1)) {
+    activeSize = undefined;
+  }
+  if (activeSize === undefined && segments.some((s) => s.firstRev === revision + 1)) {
+    throw new BugError(`log segment for revision ${revision + 1} exists but was not continued`);
+  }
+  return {
+    root, revision, snapshot, segments, activeSize,
+    torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
+    damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, snapshotsKept: snaps,
+  };
+}

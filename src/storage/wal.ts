@@ -1,0 +1,459 @@
+/**
+ * The write-ahead log.
+ *
+ * Design (see docs/format.md for the byte layout):
+ *
+ * 1. The log is a sequence of segment files `wal-<firstRev>.log`, each a
+ *    32-byte header followed by records. A record is one commit: a 24-byte
+ *    header (magic "LR", format version, type, payload length, revision,
+ *    CRC32C of the payload, CRC32C of the header's first 20 bytes) and a
+ *    msgpack payload listing the commit's mutations. The header has its own
+ *    checksum so that its length field is trusted before it is used: a
+ *    record that runs past the end of the file is then really cut short (a
+ *    torn tail), never a flipped bit in a length in the middle of the log.
+ * 2. Revisions are contiguous: record n+1 carries revision(n)+1, across
+ *    segments too (a segment's header repeats the first revision its name
+ *    promises). Recovery treats a gap as corruption.
+ * 3. `append` only encodes into memory. `sync` writes everything appended
+ *    since the last sync with one positioned writev and then one fdatasync
+ *    (the group commit); it is the only fsync point of a commit. fdatasync
+ *    suffices because the file size — the only metadata a reader needs — is
+ *    included by it. The engine acknowledges a commit only when the sync
+ *    covering it resolved.
+ * 4. Rotation happens between groups, never inside one: when the active
+ *    segment has reached the size limit (or a snapshot asked for it), the
+ *    next sync first creates the new segment, writes its header, fdatasyncs
+ *    it and fsyncs the directory, then writes the group there. Hence every
+ *    segment but the last is complete and was fully fsynced, and a torn tail
+ *    can only be in the last one.
+ * 5. A failed write or fsync is final: the group's commits fail, the log
+ *    keeps the error and rejects every later append and sync. A failed fsync
+ *    is never retried and reported as success (after EIO the kernel may have
+ *    dropped the dirty pages and would report the next fsync as clean). As a
+ *    best effort the file is truncated back to the end of the last durable
+ *    group so the failed commits do not come back on reopen; if the
+ *    truncation fails too they may (their outcome is unknown, as for any
+ *    commit whose acknowledgement never arrived).
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import path from 'node:path';
+import { LatchkeyError, assert } from '../core/errors.js';
+import type { Mutation } from '../core/tree.js';
+import { crc32c } from './crc32c.js';
+import { corrupt, dataView, ioError, readU64, segmentName, writeU64 } from './format.js';
+import { type FileHandleLike, type Fs, writeAll } from './fs.js';
+import type { CommitLog } from './storage.js';
+
+export const WAL_FORMAT_VERSION = 1;
+export const SEGMENT_MAGIC = 'LATCHWAL';
+export const SEGMENT_HEADER_SIZE = 32;
+export const RECORD_HEADER_SIZE = 24;
+/** A record longer than this is damage, not data (the engine's transaction limits are far below). */
+export const MAX_RECORD_PAYLOAD = 256 * 1024 * 1024;
+const RECORD_MAGIC0 = 0x4c; // 'L'
+const RECORD_MAGIC1 = 0x52; // 'R'
+const RECORD_TYPE_COMMIT = 1;
+const MAGIC_BYTES = new TextEncoder().encode(SEGMENT_MAGIC);
+
+const PUT = 1;
+const DEL = 2;
+const PERMS = 3;
+
+// useRecords: false — msgpackr's record extension would make a record depend
+// on structure definitions held by the writer, and every record must decode alone.
+const packr = new Packr({ useRecords: false });
+// copyBuffers: values must not pin the whole segment buffer they were read from.
+const unpackr = new Unpackr({ useRecords: false, copyBuffers: true });
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+export function encodeSegmentHeader(firstRev: number): Uint8Array {
+  const b = new Uint8Array(SEGMENT_HEADER_SIZE);
+  const dv = dataView(b);
+  b.set(MAGIC_BYTES, 0);
+  dv.setUint32(8, WAL_FORMAT_VERSION, true);
+  writeU64(dv, 16, firstRev);
+  dv.setUint32(28, crc32c(b, 0, 0, 28), true);
+  return b;
+}
+
+function mutationTuple(m: Mutation): unknown[] {
+  if (m.op === 'del') return [DEL, m.path];
+  if (m.op === 'perms') return [PERMS, m.path, m.perms];
+  if (m.ephemeralOwner === undefined && !m.seq) return [PUT, m.path, m.value];
+  return [PUT, m.path, m.value, m.ephemeralOwner ?? null, m.seq ? 1 : 0];
+}
+
+export function encodeRecord(rev: number, muts: readonly Mutation[]): Uint8Array {
+  const payload = packr.pack(muts.map(mutationTuple));
+  const rec = new Uint8Array(RECORD_HEADER_SIZE + payload.length);
+  const dv = dataView(rec);
+  rec[0] = RECORD_MAGIC0;
+  rec[1] = RECORD_MAGIC1;
+  rec[2] = WAL_FORMAT_VERSION;
+  rec[3] = RECORD_TYPE_COMMIT;
+  dv.setUint32(4, payload.length, true);
+  writeU64(dv, 8, rev);
+  rec.set(payload, RECORD_HEADER_SIZE);
+  dv.setUint32(16, crc32c(payload), true);
+  dv.setUint32(20, crc32c(rec, 0, 0, 20), true);
+  return rec;
+}
+
+/** Decodes a record payload whose checksum was verified; a shape it cannot be is CORRUPT. */
+export function decodeMutations(payload: Uint8Array, where: { file: string; offset: number; revision: number }): Mutation[] {
+  const bad = (why: string): LatchkeyError =>
+    corrupt(`corrupt write-ahead log ${where.file} at offset ${where.offset} (revision ${where.revision}): ${why}`, { ...where, reason: why });
+  let raw: unknown;
+  try {
+    raw = unpackr.unpack(payload);
+  } catch (e) {
+    throw bad(`payload does not decode (${(e as Error).message})`);
+  }
+  if (!Array.isArray(raw)) throw bad('payload is not a list of mutations');
+  const out: Mutation[] = [];
+  for (const t of raw as unknown[]) {
+    if (!Array.isArray(t) || typeof t[1] !== 'string') throw bad('malformed mutation');
+    if (t[0] === DEL && t.length === 2) {
+      out.push({ op: 'del', path: t[1] });
+    } else if (t[0] === PERMS && t.length === 3 && Array.isArray(t[2]) && (t[2] as unknown[]).every((p) => typeof p === 'string')) {
+      out.push({ op: 'perms', path: t[1], perms: t[2] as string[] });
+    } else if (t[0] === PUT && (t.length === 3 || t.length === 5) && t[2] instanceof Uint8Array) {
+      const value = t[2];
+      if (t.length === 3) {
+        out.push({ op: 'put', path: t[1], value });
+      } else {
+        const owner: unknown = t[3];
+        if (owner !== null && typeof owner !== 'string') throw bad('malformed ephemeral owner');
+        out.push({
+          op: 'put', path: t[1], value,
+          ...(owner !== null ? { ephemeralOwner: owner } : {}),
+          ...(t[4] === 1 ? { seq: true } : {}),
+        });
+      }
+    } else {
+      throw bad('unknown mutation');
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Scanning (recovery and repair)
+
+export interface ScannedRecord {
+  readonly rev: number;
+  readonly offset: number;
+  readonly payloadStart: number;
+  readonly payloadEnd: number;
+}
+
+export interface SegmentScan {
+  readonly file: string;
+  readonly size: number;
+  /** Revision the header promises (undefined when the header is unreadable). */
+  readonly firstRev: number | undefined;
+  readonly records: ScannedRecord[];
+  /** End of the last good record (or of the header): where appending may continue. */
+  readonly validEnd: number;
+  /** The last segment ends in a partial or unwritten record from `offset` on: a torn tail, not damage. */
+  readonly torn?: { offset: number; reason: string };
+  /** Damage: a bad record that is not a torn tail. */
+  readonly damage?: { offset: number; revision: number | undefined; reason: string };
+}
+
+function allZero(b: Uint8Array, from: number): boolean {
+  for (let i = from; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * Checks one segment's header and records. A bad record in the last segment
+ * is a torn tail when it cannot have been acknowledged as written: it runs
+ * past the end of the file, or it is the final record and its checksum
+ * fails (a write cut short inside the page cache's last page), or everything
+ * from it to the end is zeros (blocks allocated but never written). Anything
+ * else is damage. `expectRev` is the revision the first record must carry.
+ */
+export function scanSegment(buf: Uint8Array, file: string, nameRev: number, isLast: boolean): SegmentScan {
+  const size = buf.length;
+  const records: ScannedRecord[] = [];
+  const dv = dataView(buf);
+  const headerProblem = (): string | undefined => {
+    if (size < SEGMENT_HEADER_SIZE) return 'segment header truncated';
+    for (let i = 0; i < MAGIC_BYTES.length; i++) if (buf[i] !== MAGIC_BYTES[i]) return 'bad segment magic';
+    if (dv.getUint32(28, true) !== crc32c(buf, 0, 0, 28)) return 'segment header checksum mismatch';
+    if (dv.getUint32(8, true) !== WAL_FORMAT_VERSION) return `unsupported log format version ${dv.getUint32(8, true)}`;
+    if (readU64(dv, 16) !== nameRev) return `header says first revision ${readU64(dv, 16)}, name says ${nameRev}`;
+    return undefined;
+  };
+  const hp = headerProblem();
+  if (hp !== undefined) {
+    if (isLast && (size < SEGMENT_HEADER_SIZE || allZero(buf, 0))) {
+      return { file, size, firstRev: undefined, records, validEnd: 0, torn: { offset: 0, reason: hp } };
+    }
+    return { file, size, firstRev: undefined, records, validEnd: 0, damage: { offset: 0, revision: undefined, reason: hp } };
+  }
+  let off = SEGMENT_HEADER_SIZE;
+  let expect = nameRev;
+  const stop = (reason: string, tornIf: boolean, revision?: number): SegmentScan =>
+    isLast && tornIf
+      ? { file, size, firstRev: nameRev, records, validEnd: off, torn: { offset: off, reason } }
+      : { file, size, firstRev: nameRev, records, validEnd: off, damage: { offset: off, revision: revision ?? expect, reason } };
+  while (off < size) {
+    const rem = size - off;
+    if (rem < RECORD_HEADER_SIZE) return stop('record header truncated', true);
+    // The header is trusted only once its own checksum matches; a bad header
+    // is a torn tail only where nothing was written from it on (zeros).
+    if (dv.getUint32(off + 20, true) !== crc32c(buf, 0, off, off + 20)) return stop('record header checksum mismatch', allZero(buf, off));
+    if (buf[off] !== RECORD_MAGIC0 || buf[off + 1] !== RECORD_MAGIC1 || buf[off + 2] !== WAL_FORMAT_VERSION || buf[off + 3] !== RECORD_TYPE_COMMIT) {
+      return stop('bad record header', false);
+    }
+    const len = dv.getUint32(off + 4, true);
+    const rev = readU64(dv, off + 8);
+    const end = off + RECORD_HEADER_SIZE + len;
+    if (len > MAX_RECORD_PAYLOAD) return stop(`record length ${len} out of range`, false, rev);
+    if (end > size) return stop(`record of ${len} bytes cut short by the end of the file`, true, rev);
+    if (crc32c(buf, 0, off + RECORD_HEADER_SIZE, end) !== dv.getUint32(off + 16, true)) {
+      return stop('record checksum mismatch', end === size || allZero(buf, end), rev);
+    }
+    if (rev !== expect) return stop(`revision gap: expected ${expect}, found ${rev}`, false, rev);
+    records.push({ rev, offset: off, payloadStart: off + RECORD_HEADER_SIZE, payloadEnd: end });
+    expect = rev + 1;
+    off = end;
+  }
+  return { file, size, firstRev: nameRev, records, validEnd: off };
+}
+
+/**
+ * The highest revision of any record header found intact at or after
+ * `from` (resynchronising byte by byte: the header checksum makes false
+ * positives negligible). Repair uses it to say how far a damaged log went.
+ */
+export function highestRevisionAfter(buf: Uint8Array, from: number): number | undefined {
+  const dv = dataView(buf);
+  let best: number | undefined;
+  for (let off = from; off + RECORD_HEADER_SIZE <= buf.length; off++) {
+    if (buf[off] !== RECORD_MAGIC0 || buf[off + 1] !== RECORD_MAGIC1 || buf[off + 2] !== WAL_FORMAT_VERSION) continue;
+    if (dv.getUint32(off + 20, true) !== crc32c(buf, 0, off, off + 20)) continue;
+    const rev = readU64(dv, off + 8);
+    if (rev !== undefined && (best === undefined || rev > best)) best = rev;
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------------------
+// The writer
+
+export interface SegmentRef {
+  readonly name: string;
+  readonly firstRev: number;
+}
+
+export interface WalInit {
+  dir: string;
+  fs: Fs;
+  /** Rotate when the active segment reaches this many bytes. */
+  segmentBytes: number;
+  /** false: write on sync but skip fdatasync (durability 'none'). */
+  durable: boolean;
+  /** Existing segments, ascending; the last one is continued when `activeSize` is given. */
+  segments: readonly SegmentRef[];
+  /** Valid size of the last segment (after torn-tail truncation), or undefined to start a new segment. */
+  activeSize: number | undefined;
+  /** Revision the next append must carry. */
+  nextRev: number;
+  /** Log bytes already past the newest snapshot (found by recovery). */
+  bytesSinceSnapshot?: number;
+}
+
+export interface WalStats {
+  records: number;
+  syncs: number;
+  bytesWritten: number;
+  segments: number;
+  rotations: number;
+}
+
+export class Wal implements CommitLog {
+  private readonly dir: string;
+  private readonly fs: Fs;
+  private readonly segmentBytes: number;
+  private readonly durable: boolean;
+  private readonly segments: SegmentRef[];
+  private fh: FileHandleLike | undefined;
+  private activeSize = 0;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private nextRev: number;
+  private durableRev: number;
+  private syncing = false;
+  private rotateRequested = false;
+  private closed = false;
+  private failure: LatchkeyError | undefined;
+  private sinceSnapshot = 0;
+  private readonly counters = { records: 0, syncs: 0, bytesWritten: 0, rotations: 0 };
+
+  private constructor(init: WalInit) {
+    this.dir = init.dir;
+    this.fs = init.fs;
+    this.segmentBytes = init.segmentBytes;
+    this.durable = init.durable;
+    this.segments = [...init.segments];
+    this.nextRev = init.nextRev;
+    this.durableRev = init.nextRev - 1;
+    this.sinceSnapshot = init.bytesSinceSnapshot ?? 0;
+  }
+
+  static async open(init: WalInit): Promise<Wal> {
+    const w = new Wal(init);
+    const last = w.segments.at(-1);
+    if (last !== undefined && init.activeSize !== undefined) {
+      const file = path.join(w.dir, last.name);
+      try {
+        w.fh = await w.fs.open(file, 'readwrite');
+      } catch (e) {
+        throw ioError('opening the log', file, e);
+      }
+      w.activeSize = init.activeSize;
+    } else {
+      await w.startSegment(init.nextRev);
+    }
+    return w;
+  }
+
+  get bytesSinceSnapshot(): number {
+    return this.sinceSnapshot;
+  }
+
+  /** The highest revision known durable in the log. */
+  get durableRevision(): number {
+    return this.durableRev;
+  }
+
+  /** Why the log stopped accepting commits, if it did. */
+  get failed(): LatchkeyError | undefined {
+    return this.failure;
+  }
+
+  append(rev: number, mutations: readonly Mutation[]): void {
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new LatchkeyError('CLOSED', 'the write-ahead log is closed');
+    assert(rev === this.nextRev, `log append out of order: revision ${rev}, expected ${this.nextRev}`);
+    const rec = encodeRecord(rev, mutations);
+    this.pending.push(rec);
+    this.pendingBytes += rec.length;
+    this.nextRev = rev + 1;
+  }
+
+  async sync(): Promise<void> {
+    if (this.failure) throw this.failure;
+    assert(!this.syncing, 'two log syncs in flight');
+    if (this.pending.length === 0) return;
+    const group = this.pending;
+    const bytes = this.pendingBytes;
+    const first = this.durableRev + 1;
+    const last = this.nextRev - 1;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.syncing = true;
+    let at = this.activeSize;
+    let file = this.activeFile();
+    try {
+      if (this.rotateRequested || this.activeSize >= this.segmentBytes) {
+        if (this.activeSize > SEGMENT_HEADER_SIZE) await this.rotate(first);
+        this.rotateRequested = false;
+        file = this.activeFile();
+        at = this.activeSize;
+      }
+      const fh = this.fh;
+      assert(fh !== undefined, 'log has no open segment');
+      await writeAll(fh, group, this.activeSize);
+      if (this.durable) await fh.datasync();
+    } catch (e) {
+      this.failure = ioError('writing the log', file, e, { revisions: [first, last] }, 'READ_ONLY');
+      // Best effort (see design note 5); the failure stands whatever happens here.
+      if (this.fh !== undefined && this.activeFile() === file) await this.fh.truncate(at).catch(() => undefined);
+      throw this.failure;
+    } finally {
+      this.syncing = false;
+    }
+    this.activeSize += bytes;
+    this.durableRev = last;
+    this.sinceSnapshot += bytes;
+    this.counters.records += group.length;
+    this.counters.syncs++;
+    this.counters.bytesWritten += bytes;
+  }
+
+  /** Asks the next sync to start a new segment (after a snapshot, so the old ones can be retired). */
+  requestRotation(): void {
+    this.rotateRequested = true;
+  }
+
+  /** Forgets `bytes` of log now covered by a snapshot (they no longer count toward the next one). */
+  coveredBySnapshot(bytes: number): void {
+    this.sinceSnapshot = Math.max(0, this.sinceSnapshot - bytes);
+  }
+
+  /**
+   * Removes the segments whose every record is at or below `rev` (never the
+   * active one). Returns the names removed.
+   */
+  async removeSegmentsThrough(rev: number): Promise<string[]> {
+    const doomed: SegmentRef[] = [];
+    while (this.segments.length > 1 && this.segments[1]!.firstRev - 1 <= rev) doomed.push(this.segments.shift()!);
+    for (const s of doomed) await this.fs.unlink(path.join(this.dir, s.name));
+    if (doomed.length > 0 && this.durable) await this.fs.syncDir(this.dir);
+    return doomed.map((s) => s.name);
+  }
+
+  stats(): WalStats {
+    return { ...this.counters, segments: this.segments.length };
+  }
+
+  /** Syncs what is pending (unless the log failed) and closes the segment. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.failure && !this.syncing) await this.sync();
+    } finally {
+      this.closed = true;
+      await this.fh?.close();
+      this.fh = undefined;
+    }
+  }
+
+  private activeFile(): string {
+    return path.join(this.dir, this.segments.at(-1)?.name ?? '?');
+  }
+
+  private async rotate(firstRev: number): Promise<void> {
+    await this.fh?.close();
+    this.fh = undefined;
+    await this.startSegment(firstRev);
+    this.counters.rotations++;
+  }
+
+  /** Creates `wal-<firstRev>.log` with its header, durable (file and directory entry) before any record goes in. */
+  private async startSegment(firstRev: number): Promise<void> {
+    const name = segmentName(firstRev);
+    const file = path.join(this.dir, name);
+    let fh: FileHandleLike | undefined;
+    try {
+      fh = await this.fs.open(file, 'create');
+      await writeAll(fh, [encodeSegmentHeader(firstRev)], 0);
+      if (this.durable) {
+        await fh.datasync();
+        await this.fs.syncDir(this.dir);
+      }
+    } catch (e) {
+      await fh?.close().catch(() => undefined);
+      throw ioError('starting a log segment', file, e, {}, 'READ_ONLY');
+    }
+    this.fh = fh;
+    this.activeSize = SEGMENT_HEADER_SIZE;
+    this.segments.push({ name, firstRev });
+  }
+}
