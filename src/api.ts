@@ -168,6 +168,8 @@ export interface LockInfo {
   readonly session: string;
   readonly token: number;
   readonly since: number;
+  /** In `lockTable()`: how many waiting requests this lock holds up. */
+  readonly waiters?: number;
 }
 
 export interface LockWaiterInfo {

@@ -23,6 +23,7 @@ import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
 import type { Storage } from '../storage/storage.js';
+import { LockService } from './locks.js';
 import { CommitPipeline, type Published } from './pipeline.js';
 
 export interface EngineOptions {
@@ -70,6 +71,8 @@ export class Engine {
   readonly maxValueBytes: number;
   private readonly snapshotEveryBytes: number;
   gate: WriteGate | undefined;
+  /** The lock table and its waiters; also the gate that admits writes. */
+  readonly locks = new LockService();
   private readonly hooks: CommitHook[] = [];
   /** Ephemeral nodes by owning session (kept for the pending head). */
   private readonly ephemerals = new Map<string, Set<string>>();
@@ -91,6 +94,7 @@ export class Engine {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
     }, this.visibleRev);
+    this.gate = this.locks;
   }
 
   get storage(): Storage | undefined {
@@ -201,7 +205,10 @@ export class Engine {
     if (!tx.hasWrites) return { revision: tx.snapshotRev, replayed: false };
     this.checkWritable();
     const targets = writeTargets(tx);
-    const admission = await this.admit(session, targets, opts);
+    // No await unless the admission waited: an immediate admission holds
+    // nothing, so the commit must apply in the same tick.
+    const pending = this.admit(session, targets, opts);
+    const admission = pending instanceof Promise ? await pending : pending;
     let ws: Workspace;
     let replayed = false;
     try {
@@ -330,6 +337,10 @@ export class Engine {
       commitsPerSync: this.pipeline.syncs === 0 ? 0 : this.pipeline.synced / this.pipeline.syncs,
       openTransactions: this.openTransactions,
       sessions: this.sessionsOpen,
+      locksHeld: this.locks.table.size.held,
+      lockWaiters: this.locks.table.size.waiting,
+      lockWakeups: this.locks.table.counters.wakeups,
+      deadlocks: this.locks.table.counters.deadlocks,
     };
     if (this.readOnlyReason !== undefined) s.readOnly = this.readOnlyReason;
     if (this.lastSnapshotError !== undefined) s.lastSnapshotError = this.lastSnapshotError;

@@ -33,8 +33,9 @@ export async function open(dir?: string, options: OpenOptions = {}): Promise<Sto
     throw e;
   }
   try {
-    // Sessions of the previous run died with it: their ephemeral nodes go now.
-    await store.internals.removeStaleEphemerals();
+    // Sessions of the previous run died with it: their ephemeral nodes go now
+    // (the scan walks the whole tree, so skip it when recovery saw none).
+    if (storage.mayHaveEphemerals) await store.internals.removeStaleEphemerals();
   } catch (e) {
     await store.close();
     throw e;

@@ -151,13 +151,17 @@ export class SessionImpl implements Session {
     }
   }
 
-  async lock(_path: string, _options: LockOptions = {}): Promise<Lock> {
-    this.checkOpen();
-    throw new LatchkeyError('INTERNAL', 'locks are not implemented yet');
+  lock(path: string, options: LockOptions = {}): Promise<Lock> {
+    try {
+      this.checkOpen();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.engine.locks.lock(this.id, path, options);
   }
 
   locks(): LockInfo[] {
-    return [];
+    return this.engine.locks.locksOf(this.id);
   }
 
   /** Ends the session. `died` says it ended without a clean close (connection lost, lease lapsed). */

@@ -46,7 +46,7 @@ export class EmbeddedStore extends SessionImpl implements Store {
   }
 
   lockTable(): LockTableInfo {
-    return { held: [], waiting: [] };
+    return this.engine.locks.info();
   }
 
   watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {

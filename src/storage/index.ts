@@ -55,6 +55,12 @@ export interface DurableStorage extends Storage {
   needsSnapshot(): boolean;
   /** Why the store is read-only (the log's first I/O failure), if it is. */
   readonly readOnly: LatchkeyError | undefined;
+  /**
+   * False when recovery saw no ephemeral node (none in the snapshot, none
+   * created by the replayed log): the engine can skip its scan for ephemeral
+   * nodes left by the previous run.
+   */
+  readonly mayHaveEphemerals: boolean;
 }
 
 export async function openStorage(dir: string, options: StorageOptions = {}): Promise<DurableStorage> {
@@ -85,7 +91,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
       bytesSinceSnapshot: rec.bytesAfterSnapshot,
     });
     const recoveryMs = performance.now() - t0;
-    return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, {
+    return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, rec.mayHaveEphemerals, {
       snapshotEveryBytes, snapshotsKept, recoveryMs,
       snapshots: rec.snapshotsKept.map((s) => s.rev),
       recovery: {
@@ -126,6 +132,7 @@ class FileStorage implements DurableStorage {
     private readonly wal: Wal,
     readonly root: Node,
     readonly revision: number,
+    readonly mayHaveEphemerals: boolean,
     private readonly extra: Extra,
   ) {
     this.snapshotRevs = [...extra.snapshots];

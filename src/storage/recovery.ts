@@ -9,8 +9,12 @@
  *    (segments are kept back to the second-newest snapshot for this reason).
  *    With no valid snapshot, recovery starts from the empty tree at
  *    revision 0, which needs the log from revision 1.
- * 2. Every segment is read and every record's checksum verified, also the
- *    records the snapshot covers: damage anywhere is reported, never skipped.
+ * 2. Every segment that holds a record after the snapshot is read whole and
+ *    every record in it verified (also the ones the snapshot covers): damage
+ *    there is reported, never skipped. Segments whose records the snapshot
+ *    covers entirely are not read at open — they are kept only for the
+ *    fallback of rule 1, which reads and verifies them when it needs them;
+ *    `repair` verifies everything.
  * 3. Records after the snapshot's revision must be contiguous (each one the
  *    previous plus one, starting at snapshot+1). A gap, or a bad record that
  *    is not a torn tail, fails with CORRUPT naming file, offset and revision.
@@ -22,7 +26,7 @@
  */
 import path from 'node:path';
 import { BugError, LatchkeyError } from '../core/errors.js';
-import { type Node, applyMutations, emptyRoot } from '../core/tree.js';
+import { type Mutation, type Node, applyMutations, emptyRoot } from '../core/tree.js';
 import { corrupt, errnoOf, ioError, parseSegmentName, parseSnapshotName } from './format.js';
 import type { Fs } from './fs.js';
 import { readSnapshot } from './snapshot.js';
@@ -91,6 +95,7 @@ export interface LogWalk {
 export async function walkLog(
   fs: Fs, dir: string, segments: readonly SegmentRef[], snapRev: number,
   apply?: (rev: number, payload: Uint8Array, where: { file: string; offset: number }) => void,
+  verifyCovered = true,
 ): Promise<LogWalk> {
   let expect: number | undefined;
   let lastRev = 0;
@@ -111,6 +116,13 @@ export async function walkLog(
     }
     if (expect !== undefined && seg.firstRev < expect) {
       return problem(0, seg.firstRev, `segment overlaps the previous one (starts at ${seg.firstRev}, expected ${expect})`);
+    }
+    const next = segments[i + 1];
+    if (!verifyCovered && next !== undefined && next.firstRev - 1 <= snapRev) {
+      // Every record here is covered by the snapshot in use: not needed now.
+      lastRev = next.firstRev - 1;
+      expect = next.firstRev;
+      continue;
     }
     let buf: Uint8Array;
     try {
@@ -158,6 +170,8 @@ export interface Recovered {
   readonly damagedSnapshots: { file: string; rev: number; movedTo: string; reason: string }[];
   readonly replayed: number;
   readonly bytesAfterSnapshot: number;
+  /** False when no node can have an ephemeral owner (none in the snapshot, none created by the log). */
+  readonly mayHaveEphemerals: boolean;
   readonly snapshotsKept: { name: string; rev: number }[];
 }
 
@@ -170,8 +184,9 @@ export function logCorrupt(p: LogProblem, extra = ''): LatchkeyError {
 }
 
 /** Decodes and applies one verified record; a record that does not apply is CORRUPT. */
-export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }): Node {
+export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }, each?: (m: Mutation) => void): Node {
   const muts = decodeMutations(payload, { ...at, revision: rev });
+  if (each) for (const m of muts) each(m);
   try {
     return applyMutations(root, rev, muts);
   } catch (e) {
@@ -190,6 +205,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   let root: Node = emptyRoot();
   let snapRev = 0;
   let snapshot: Recovered['snapshot'];
+  let mayHaveEphemerals = false;
   while (snaps.length > 0) {
     const s = snaps[snaps.length - 1]!;
     const file = path.join(dir, s.name);
@@ -197,6 +213,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
       const loaded = await readSnapshot(fs, file);
       if (loaded.revision !== s.rev) throw corrupt(`snapshot ${file} holds revision ${loaded.revision}, its name says ${s.rev}`, { file, offset: 16 });
       root = loaded.root;
+      mayHaveEphemerals = loaded.ephemerals > 0;
       snapRev = s.rev;
       snapshot = { file, revision: s.rev };
       break;
@@ -208,8 +225,10 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   }
 
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
-    root = replayRecord(root, rev, payload, at);
-  });
+    root = replayRecord(root, rev, payload, at, (m) => {
+      if (m.op === 'put' && m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
+    });
+  }, false);
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';
   if (walk.problem) throw logCorrupt(walk.problem, lostSnapshot);
   // A damaged snapshot newer than what the fallback reaches: revisions would be lost.
@@ -256,6 +275,6 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   return {
     root, revision, snapshot, segments, activeSize,
     torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
-    damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, snapshotsKept: snaps,
+    damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, mayHaveEphemerals, snapshotsKept: snaps,
   };
 }

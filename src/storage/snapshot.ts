@@ -287,6 +287,8 @@ export interface LoadedSnapshot {
   readonly revision: number;
   readonly nodes: number;
   readonly bytes: number;
+  /** Nodes with an ephemeral owner. */
+  readonly ephemerals: number;
 }
 
 /**
@@ -316,6 +318,7 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
 
     let pos = SNAPSHOT_HEADER_SIZE;
     let nodes = 0;
+    let ephemerals = 0;
     const stack: Frame[] = [];
     let root: Node | undefined;
     let ended = false;
@@ -348,17 +351,21 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
       while (r.pos < body.length) {
         const name = r.string();
         const flags = r.varint();
-        const f: Frame = {
-          name, createRev: r.varint(), modRev: r.varint(), version: r.varint(), childrenRev: r.varint(),
-          seq: r.varint(), expected: r.varint(), value: EMPTY_VALUE, owner: undefined, perms: undefined, names: [], nodes: [], size: 1,
-        };
-        f.value = r.bytes();
-        if (flags & FLAG_OWNER) f.owner = r.string();
+        const createRev = r.varint();
+        const modRev = r.varint();
+        const version = r.varint();
+        const childrenRev = r.varint();
+        const seq = r.varint();
+        const expected = r.varint();
+        const value = r.bytes();
+        const owner = flags & FLAG_OWNER ? r.string() : undefined;
+        if (owner !== undefined) ephemerals++;
+        let perms: string[] | undefined;
         if (flags & FLAG_PERMS) {
           const n = r.varint();
           if (n > body.length) throw fail('bad perms count');
-          f.perms = [];
-          for (let i = 0; i < n; i++) f.perms.push(r.string());
+          perms = [];
+          for (let i = 0; i < n; i++) perms.push(r.string());
         }
         if (flags & ~(FLAG_OWNER | FLAG_PERMS)) throw fail('unknown node flags');
         nodes++;
@@ -371,22 +378,34 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
           const prev = parent.names[parent.names.length - 1];
           if (prev !== undefined && compareNames(prev, name) >= 0) throw fail(`children out of order: ${prev}, ${name}`);
         }
-        stack.push(f);
-        // Close every frame whose children are all in.
-        while (stack.length > 0 && stack[stack.length - 1]!.names.length === stack[stack.length - 1]!.expected) {
-          const done = stack.pop()!;
-          const node = mkNode(done.value, done.createRev, done.modRev, done.version, done.childrenRev,
-            done.nodes.length === 0 ? PMap.empty() : PMap.fromSorted(done.names, done.nodes),
-            done.owner, done.seq, done.size, done.perms);
+        if (expected > 0) {
+          // A directory: its children follow; it is built when the last one is in.
+          stack.push({ name, createRev, modRev, version, childrenRev, seq, expected, value, owner, perms, names: [], nodes: [], size: 1 });
+          continue;
+        }
+        // A leaf (most nodes) is built at once, with no frame.
+        let node = mkNode(value, createRev, modRev, version, childrenRev, PMap.empty(), owner, seq, 1, perms);
+        let nodeName = name;
+        let nodeSize = 1;
+        // Add it to its parent, and close every directory whose children are all in.
+        for (;;) {
           const up = stack[stack.length - 1];
-          if (up === undefined) root = node;
-          else { up.names.push(done.name); up.nodes.push(node); up.size += done.size; }
+          if (up === undefined) { root = node; break; }
+          up.names.push(nodeName);
+          up.nodes.push(node);
+          up.size += nodeSize;
+          if (up.names.length < up.expected) break;
+          stack.pop();
+          node = mkNode(up.value, up.createRev, up.modRev, up.version, up.childrenRev,
+            PMap.fromSorted(up.names, up.nodes), up.owner, up.seq, up.size, up.perms);
+          nodeName = up.name;
+          nodeSize = up.size;
         }
       }
       pos += BLOCK_HEADER_SIZE + len;
     }
     if (pos !== size) throw bad(pos, 'data after the end block');
-    return { root: root!, revision: rev, nodes, bytes: size };
+    return { root: root!, revision: rev, nodes, bytes: size, ephemerals };
   } finally {
     await fh.close();
   }

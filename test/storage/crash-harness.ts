@@ -29,6 +29,8 @@ export interface CrashOptions {
   /** Longest time the child runs before its SIGKILL. */
   maxLifeMs?: number;
   seed?: number;
+  /** The child's durability (default 'fsync'; 'none' promises survival of SIGKILL too). */
+  durability?: 'fsync' | 'none';
   log?: (line: string) => void;
 }
 
@@ -51,9 +53,15 @@ function rng(seed: number): () => number {
   };
 }
 
-function runChild(dir: string, runId: string, workers: number, lifeMs: number): Promise<{ acks: Map<string, number>; ready: boolean; stderr: string }> {
+/**
+ * Runs one child and SIGKILLs it `lifeMs` after it started (`fromReady`
+ * false: the kill may land while it is still opening and recovering) or
+ * after it said it is ready (`fromReady` true: the kill lands among commits,
+ * however slow the machine is).
+ */
+function runChild(dir: string, runId: string, workers: number, lifeMs: number, durability: string, fromReady: boolean): Promise<{ acks: Map<string, number>; ready: boolean; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(process.execPath, [writerScript, dir, runId, String(workers)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child: ChildProcess = spawn(process.execPath, [writerScript, dir, runId, String(workers), durability], { stdio: ['ignore', 'pipe', 'pipe'] });
     const acks = new Map<string, number>();
     let ready = false;
     let buf = '';
@@ -65,14 +73,17 @@ function runChild(dir: string, runId: string, workers: number, lifeMs: number): 
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (line.startsWith('ready ')) ready = true;
+        if (line.startsWith('ready ')) {
+          ready = true;
+          if (fromReady) timer = setTimeout(() => child.kill('SIGKILL'), lifeMs);
+        }
         const m = /^ack (\S+) (-?\d+)$/.exec(line);
         if (m) acks.set(m[1]!, Number(m[2]));
       }
     });
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (d: string) => { stderr += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), lifeMs);
+    let timer = fromReady ? undefined : setTimeout(() => child.kill('SIGKILL'), lifeMs);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       if (signal !== 'SIGKILL') reject(new Error(`crash writer exited by itself (code ${code}, signal ${signal}): ${stderr}`));
@@ -127,7 +138,8 @@ export async function runCrashTest(o: CrashOptions): Promise<CrashReport> {
   let revision = 0;
   for (let i = 0; i < o.kills; i++) {
     const life = 20 + Math.floor(random() * maxLife);
-    const run = await runChild(o.dir, `r${i}`, workers, life);
+    const fromReady = i % 2 === 1;
+    const run = await runChild(o.dir, `r${i}`, workers, life, o.durability ?? 'fsync', fromReady);
     if (!run.ready) killedBeforeReady++;
     for (const [id, rev] of run.acks) acked.set(id, rev);
     const store = await open(o.dir, OPEN_OPTIONS);
@@ -139,7 +151,7 @@ export async function runCrashTest(o: CrashOptions): Promise<CrashReport> {
     } finally {
       await store.close();
     }
-    o.log?.(`kill ${i + 1}: after ${life} ms${run.ready ? '' : ' (still opening)'}, ${run.acks.size} acks; ${present} transactions present, revision ${revision}`);
+    o.log?.(`kill ${i + 1}: ${life} ms after ${fromReady ? 'ready' : 'spawn'}${run.ready ? '' : ' (still opening)'}, ${run.acks.size} acks; ${present} transactions present, revision ${revision}`);
   }
   return { kills: o.kills, killedBeforeReady, acknowledged: acked.size, present, revision, seed };
 }

@@ -55,22 +55,28 @@ test('durable store: store.snapshot() writes a snapshot, automatic snapshots fol
   }
 });
 
-test('durable store: ephemeral nodes of a previous run are gone at reopen; a second open of the directory fails LOCKED', async () => {
-  const dir = await tempDir();
-  try {
-    const a = await open(dir);
-    const session = a.session();
-    await session.create('/members/m1', 'here', { ephemeral: true });
-    await a.set('/stays', 'yes');
-    await assert.rejects(open(dir), (e: unknown) => LatchkeyError.is(e, 'LOCKED') && e.info?.['pid'] === process.pid);
-    // Simulate the process dying: the storage is closed under the session's feet.
-    const internals = (a as unknown as { internals: { storage: { close(): Promise<void> } } }).internals;
-    await internals.storage.close();
-    const b = await open(dir);
-    assert.equal(await b.get('/members/m1'), undefined);
-    assert.equal((await b.get('/stays'))?.text(), 'yes');
-    await b.close();
-  } finally {
-    await removeDir(dir);
+test('durable store: ephemeral nodes of a previous run are gone at reopen (from the log and from a snapshot); a second open fails LOCKED', async () => {
+  for (const viaSnapshot of [false, true]) {
+    const dir = await tempDir();
+    try {
+      const a = await open(dir);
+      const session = a.session();
+      await session.create('/members/m1', 'here', { ephemeral: true });
+      await a.set('/stays', 'yes');
+      if (viaSnapshot) await a.snapshot();
+      await assert.rejects(open(dir), (e: unknown) => LatchkeyError.is(e, 'LOCKED') && e.info?.['pid'] === process.pid);
+      // Simulate the process dying: the storage is closed under the session's feet.
+      const internals = (a as unknown as { internals: { storage: { close(): Promise<void> } } }).internals;
+      await internals.storage.close();
+      const b = await open(dir);
+      const st = (b.stats() as unknown as { storage: { replayedRecords: number } }).storage;
+      assert.equal(st.replayedRecords, viaSnapshot ? 0 : 2);
+      assert.equal(await b.get('/members/m1'), undefined);
+      assert.deepEqual([...await b.list('/members')], []);
+      assert.equal((await b.get('/stays'))?.text(), 'yes');
+      await b.close();
+    } finally {
+      await removeDir(dir);
+    }
   }
 });

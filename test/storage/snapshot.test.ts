@@ -215,3 +215,23 @@ test('snapshot: a copy of the directory opens to the same state (files are self-
     await removeDir(dir);
   }
 });
+
+test('snapshot: the fallback reads and verifies the log it needs (damage there is CORRUPT, not skipped)', async () => {
+  const { dir } = await twoSnapshots({ segmentBytes: 4096 });
+  try {
+    const snaps = await files(dir, /\.snap$/);
+    const segs = await files(dir, /^wal-/);
+    // The first segment holds revisions just after the older snapshot (40), covered by the newer one (80).
+    const victim = path.join(dir, segs[0]!);
+    assert.ok(Number(/(\d+)/.exec(segs[1]!)![1]) <= 81);
+    await flipBit(victim, 100);
+    const s = await openStorage(dir, { segmentBytes: 4096 });
+    assert.equal(s.revision, 100, 'the newest snapshot does not need the damaged segment');
+    await s.close();
+    await flipBit(path.join(dir, snaps[1]!), 60);
+    await assert.rejects(openStorage(dir, { segmentBytes: 4096 }), (e: unknown) =>
+      LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === victim && e.message.includes(snaps[1]!));
+  } finally {
+    await removeDir(dir);
+  }
+});

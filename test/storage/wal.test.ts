@@ -239,3 +239,28 @@ test('wal: log bytes written before a reopen still count toward the next automat
     await removeDir(dir);
   }
 });
+
+test('wal: a bad checksum in the very last record cannot be told from a torn write, and is cut like one (documented)', async () => {
+  const { dir, seg, lastOffset, expectedBefore } = await logWith(8);
+  try {
+    await flipBit(seg, lastOffset + RECORD_HEADER_SIZE + 2);
+    const s = await openStorage(dir);
+    assert.equal(s.revision, 7);
+    assert.deepEqual(dump(s.root), expectedBefore);
+    assert.equal(s.stats()['tornTails'], 1);
+    await s.close();
+  } finally {
+    await removeDir(dir);
+  }
+});
+
+test('wal: a bad record header with non-zero bytes after it in the last segment is damage, not a torn tail', async () => {
+  const { dir, seg, lastOffset } = await logWith(8);
+  try {
+    await flipBit(seg, lastOffset + 9);
+    await assert.rejects(openStorage(dir), (e: unknown) =>
+      LatchkeyError.is(e, 'CORRUPT') && e.info?.['offset'] === lastOffset && e.info?.['revision'] === 8);
+  } finally {
+    await removeDir(dir);
+  }
+});

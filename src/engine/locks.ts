@@ -1,0 +1,274 @@
+/**
+ * The lock service: the engine's side of the lock table (core/lock-table.ts).
+ * The table decides; this file owns what waits — promises, timers, abort
+ * signals — and the `Lock` handles users hold.
+ *
+ * - Every table call returns the requests it granted; `deliver` settles each
+ *   one's promise exactly once. Nothing polls: a waiter is touched only when
+ *   the table grants it, or when its own timer or signal cancels it.
+ * - Mandatory locks: the engine asks `admit` before every write and commit.
+ *   An immediate admission holds nothing (the engine applies the write in
+ *   the same tick). An admission that waited is held in the table until the
+ *   engine calls `done()` with the write on the pending head, so a lock
+ *   queued behind the write cannot be granted in between.
+ * - A lock lost to its session's end aborts `lock.signal` (LOCK_LOST); the
+ *   next holder is told `ownerDied`. Only `release()` hands on clean.
+ * - Fencing tokens come from one counter per store, started at the wall
+ *   clock in microseconds so that a restarted store still hands out larger
+ *   tokens than the run before (unless that run granted more than a million
+ *   locks per second on average).
+ */
+import type { Fence, Lock, LockInfo, LockMode, LockOptions, LockTableInfo, LockWaiterInfo, WriteOptions } from '../api.js';
+import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import { LockTable, type LockRequest, type WriteTarget } from '../core/lock-table.js';
+import type { Admission, WriteGate } from './engine.js';
+
+const NO_ADMISSION: Admission = { done() {} };
+
+interface Waiter {
+  /** Settles the waiting promise with what the grant gives the caller. */
+  resolve(req: LockRequest): void;
+  reject(e: unknown): void;
+  cleanup(): void;
+}
+
+export interface UpgradeOptions {
+  wait?: boolean;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+function aborted(signal: AbortSignal): LatchkeyError {
+  const r: unknown = signal.reason;
+  if (r instanceof LatchkeyError) return r;
+  if (r instanceof Error && r.name === 'TimeoutError') return new LatchkeyError('TIMEOUT', 'timed out waiting', { cause: r });
+  return new LatchkeyError('ABORTED', 'aborted while waiting', { cause: r });
+}
+
+function checkWaitOptions(o: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal }): void {
+  if (o.wait !== undefined && typeof o.wait !== 'boolean') throw invalidArgument('wait must be a boolean');
+  if (o.timeoutMs !== undefined && (typeof o.timeoutMs !== 'number' || !(o.timeoutMs >= 0) || !Number.isFinite(o.timeoutMs))) {
+    throw invalidArgument('timeoutMs must be a non-negative finite number');
+  }
+  if (o.signal?.aborted) throw aborted(o.signal);
+}
+
+export class LockService implements WriteGate {
+  readonly table: LockTable;
+
+  constructor() {
+    this.table = new LockTable({ clock: Date.now, firstToken: Date.now() * 1000 });
+  }
+
+  // ------------------------------------------------------------------ locks
+
+  /** A lock for `session`; resolves when granted. */
+  lock(session: string, path: string, options: LockOptions = {}): Promise<Lock> {
+    try {
+      if (options === null || typeof options !== 'object') throw invalidArgument('lock options must be an object');
+      const mode: LockMode = options.mode ?? 'exclusive';
+      checkWaitOptions(options);
+      const req = this.table.lock(session, path, mode, options.wait !== false);
+      this.deliver(this.table.drain());
+      if (req.state === 'held') return Promise.resolve(new LockImpl(this, req));
+      return this.waitFor<Lock>(req, options, (r) => new LockImpl(this, r));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** @internal */
+  upgradeLock(l: LockImpl, options: UpgradeOptions): Promise<void> {
+    try {
+      checkWaitOptions(options);
+      const req = l.req;
+      if (req.state !== 'held') throw lost(req, 'it was released');
+      if (req.kind === 'exclusive') return Promise.resolve();
+      const up = this.table.upgrade(req, options.wait !== false);
+      this.deliver(this.table.drain());
+      if (up.state !== 'waiting') return Promise.resolve();
+      return this.waitFor<void>(up, options, () => undefined);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** @internal */
+  downgradeLock(l: LockImpl): void {
+    if (l.req.state !== 'held') throw lost(l.req, 'it was released');
+    this.cancelUpgrade(l.req, 'the lock was downgraded');
+    this.deliver(this.table.downgrade(l.req));
+  }
+
+  /** @internal */
+  releaseLock(l: LockImpl): void {
+    const req = l.req;
+    if (req.state !== 'held') return;
+    this.cancelUpgrade(req, 'the lock was released');
+    req.owner = undefined;
+    this.deliver(this.table.release(req));
+  }
+
+  private cancelUpgrade(req: LockRequest, why: string): void {
+    const up = req.link;
+    if (up === undefined) return;
+    const w = up.owner as Waiter;
+    up.owner = undefined;
+    this.deliver(this.table.cancel(up));
+    w.cleanup();
+    w.reject(new LatchkeyError('ABORTED', `upgrade of ${req.path} abandoned: ${why}`, { path: req.path }));
+  }
+
+  locksOf(session: string): LockInfo[] {
+    return this.table.held(session).map(info);
+  }
+
+  info(): LockTableInfo {
+    const waiting: LockWaiterInfo[] = [];
+    for (const r of this.table.allWaiting()) {
+      const mode = r.kind;
+      for (const path of r.paths) waiting.push({ path, mode, session: r.session, since: r.since });
+    }
+    const blocked = this.table.waitersPerLock();
+    return { held: this.table.allHeld().map((r) => ({ ...info(r), waiters: blocked.get(r) ?? 0 })), waiting };
+  }
+
+  // -------------------------------------------------------------- the gate
+
+  admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
+    checkWaitOptions(opts);
+    const req = this.table.admitWrite(session, targets, opts.wait !== false);
+    if (req === undefined) return NO_ADMISSION;
+    return this.waitFor<Admission>(req, opts, (r) => ({
+      done: () => {
+        if (r.state === 'held') this.deliver(this.table.release(r));
+      },
+    }));
+  }
+
+  checkFence(session: string, fence: Fence): void {
+    const token = typeof fence === 'number' ? fence : (fence as { token?: unknown } | null)?.token;
+    if (typeof token !== 'number' || !Number.isSafeInteger(token)) throw invalidArgument('fence must be a lock or its token');
+    const r = this.table.byToken(token);
+    if (r === undefined || r.state !== 'held') throw new LatchkeyError('LOCK_LOST', `fence ${token}: that lock is no longer held`, { info: { token } });
+    if (r.session !== session) throw new LatchkeyError('LOCK_LOST', `fence ${token}: that lock is held by another session`, { path: r.path, info: { token } });
+  }
+
+  sessionEnded(session: string, died: boolean): void {
+    const end = this.table.endSession(session);
+    for (const r of end.cancelled) {
+      const w = r.owner as Waiter | undefined;
+      r.owner = undefined;
+      if (w === undefined) continue;
+      w.cleanup();
+      w.reject(new LatchkeyError('SESSION_EXPIRED', `session ${died ? 'died' : 'ended'} while waiting for ${r.path}`, { path: r.path }));
+    }
+    for (const r of end.released) {
+      const l = r.owner as LockImpl | undefined;
+      r.owner = undefined;
+      l?.lose(`its session ${died ? 'died' : 'ended'}`);
+    }
+    this.deliver(end.granted);
+  }
+
+  // -------------------------------------------------------------- waiting
+
+  /** Settles the promise of every request the table granted, once each. */
+  private deliver(granted: readonly LockRequest[]): void {
+    for (const g of granted) {
+      const w = g.owner as Waiter | undefined;
+      g.owner = undefined;
+      if (w === undefined) continue;
+      w.cleanup();
+      w.resolve(g);
+    }
+  }
+
+  /** Waits for a queued request; its timer or signal cancels it (and hands on what that unblocks). */
+  private waitFor<T>(req: LockRequest, o: { timeoutMs?: number; signal?: AbortSignal }, make: (granted: LockRequest) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const signal = o.signal;
+      const cancel = (e: LatchkeyError): void => {
+        if (req.owner !== w) return;
+        req.owner = undefined;
+        w.cleanup();
+        this.deliver(this.table.cancel(req));
+        reject(e);
+      };
+      const onAbort = (): void => cancel(aborted(signal!));
+      const w: Waiter = {
+        resolve: (g) => resolve(make(g)),
+        reject,
+        cleanup: () => {
+          if (timer !== undefined) clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+        },
+      };
+      req.owner = w;
+      if (o.timeoutMs !== undefined) {
+        timer = setTimeout(() => cancel(new LatchkeyError('TIMEOUT', `timed out after ${o.timeoutMs} ms waiting for ${req.path}`, { path: req.path })), o.timeoutMs);
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}
+
+function info(r: LockRequest): LockInfo {
+  return { path: r.path, mode: r.mode, session: r.session, token: r.token, since: r.since };
+}
+
+function lost(req: LockRequest, why: string): LatchkeyError {
+  return new LatchkeyError('LOCK_LOST', `lock on ${req.path} is no longer held: ${why}`, { path: req.path });
+}
+
+/** A held lock, as the user sees it. */
+export class LockImpl implements Lock {
+  private controller: AbortController | undefined = undefined;
+  /** Why the lock was lost; the error is made only if someone looks at the signal. */
+  private lostWhy: string | undefined = undefined;
+
+  constructor(private readonly service: LockService, readonly req: LockRequest) {
+    req.owner = this;
+    // Lost between its grant and this handle (its session ended meanwhile).
+    if (req.state !== 'held') this.lostWhy = 'its session ended';
+  }
+
+  get path(): string { return this.req.path; }
+  get mode(): LockMode { return this.req.mode; }
+  get token(): number { return this.req.token; }
+  get ownerDied(): boolean { return this.req.ownerDied; }
+  get held(): boolean { return this.req.state === 'held'; }
+
+  /** Created on first use: most locks never look at it. */
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.lostWhy !== undefined) this.controller.abort(lost(this.req, this.lostWhy));
+    }
+    return this.controller.signal;
+  }
+
+  /** @internal The lock was taken away (its session ended). */
+  lose(why: string): void {
+    if (this.lostWhy !== undefined) return;
+    this.lostWhy = why;
+    this.controller?.abort(lost(this.req, why));
+  }
+
+  upgrade(options: UpgradeOptions = {}): Promise<void> {
+    return this.service.upgradeLock(this, options);
+  }
+
+  async downgrade(): Promise<void> {
+    this.service.downgradeLock(this);
+  }
+
+  async release(): Promise<void> {
+    this.service.releaseLock(this);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.service.releaseLock(this);
+  }
+}
