@@ -88,6 +88,8 @@ export function endRecord(): WorkloadRecord | undefined {
 
 export function formatCell(c: Cell): string {
   if (typeof c !== 'number') return c;
+  // three significant digits below 1 (a 4 µs handoff is 0.00400 ms, not 0.00)
+  if (c !== 0 && Math.abs(c) < 1) return String(Number(c.toPrecision(3)));
   return fmt(c, Math.abs(c) < 10 && c % 1 !== 0 ? 2 : 0);
 }
 

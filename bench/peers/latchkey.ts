@@ -53,8 +53,8 @@ export interface LatchkeyServerPeer {
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-/** Starts `latchkey serve` (the compiled CLI) in a child process on a temp data dir and Unix socket. */
-export async function startLatchkeyServer(durability: 'fsync' | 'none' = 'fsync'): Promise<LatchkeyServerPeer | Missing> {
+/** Starts `latchkey serve` (the compiled CLI) in a child process on a temp data dir and Unix socket; clients connect over the socket. */
+export async function startLatchkeyServer(): Promise<LatchkeyServerPeer | Missing> {
   const connect = (latchkey as unknown as Record<string, unknown>)['connect'] as Connect | undefined;
   // build/bench/peers → build/src/cli/main.js (npm run bench compiles src with the benchmarks)
   const cli = path.resolve(here, '..', '..', 'src', 'cli', 'main.js');
@@ -62,7 +62,8 @@ export async function startLatchkeyServer(durability: 'fsync' | 'none' = 'fsync'
   const dataDir = tempDir('latchkey');
   const socket = path.join(dataDir, 'latchkey.sock');
   const clients: Store[] = [];
-  const args = [cli, 'serve', '--data', path.join(dataDir, 'data'), '--socket', socket, ...(durability === 'none' ? ['--durability', 'none'] : [])];
+  // `latchkey serve` with its defaults: durable (fsync) data directory, Unix socket only
+  const args = [cli, 'serve', '--data', path.join(dataDir, 'data'), '--socket', socket];
   const server = await startServer('latchkey', process.execPath, args, async () => {
     const s = await connect(`unix://${socket}`, { reconnect: false });
     await s.close();

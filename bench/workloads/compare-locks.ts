@@ -35,6 +35,8 @@ const ETCD_TTL_S = 3;
 /** Redis lock TTL for death-to-grant: the holder refreshes it every TTL/3 while alive. */
 const REDIS_TTL_MS = 3000;
 const HERD = 7000;
+/** The herd in a quick run: latchkey only, small. */
+const QUICK_HERD = 700;
 
 interface Held {
   release(): Promise<void>;
@@ -264,7 +266,7 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
   const store = await open();
   const locks = await locksAvailable(store);
   columns.push({ name: 'latchkey (embedded)', sys: locks === true ? embeddedSystem(store) : locks });
-  const server = o.quick ? skipped : await startLatchkeyServer('none');
+  const server = o.quick ? skipped : await startLatchkeyServer();
   if (isMissing(server) || locks !== true) columns.push({ name: 'latchkey (remote)', sys: isMissing(server) ? server : locks as Missing });
   else columns.push({ name: 'latchkey (remote)', sys: remoteSystem(server) });
   const etcd = o.quick ? skipped : await startEtcd();
@@ -274,7 +276,7 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
   if (!isMissing(redis)) peerInfo('redis', redis.version, [...redis.settings, `locks: SET key token NX PX, polled every ${REDIS_LOCK_POLL_MS} ms; release by Lua compare-and-delete; death-to-grant TTL ${REDIS_TTL_MS} ms refreshed every ${REDIS_TTL_MS / 3} ms by the holder`]);
   columns.push({ name: 'redis', sys: isMissing(redis) ? redis : redisSystem(redis) });
 
-  const steps = columns.length * (2 + levels.length) + (o.quick ? 0 : columns.length);
+  const steps = columns.length * (3 + levels.length);
   const bar = progress('compare-locks', steps);
   const rt = new Map<string, Cell>();
   const hand = new Map<string, Map<number, Awaited<ReturnType<typeof handoff>> | string>>();
@@ -286,7 +288,7 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
     if (isMissing(sys)) {
       for (const m of [rt, death, herd]) m.set(name, sys.missing);
       for (const n of levels) h.set(n, sys.missing);
-      bar.tick(2 + levels.length + (o.quick ? 0 : 1));
+      bar.tick(3 + levels.length);
       continue;
     }
     rt.set(name, await roundTrip(sys, ms));
@@ -297,12 +299,11 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
     }
     death.set(name, sys.holderArgs ? await deathToGrant(sys).catch((e: unknown) => `failed: ${e instanceof Error ? e.message.slice(0, 80) : String(e)}`) : 'n/a (needs a process of its own)');
     bar.tick();
-    if (!o.quick) {
-      const hb = progress(`  herd of ${HERD.toLocaleString('en-US')} (${name})`, HERD);
-      herd.set(name, sys.herd ? await sys.herd(HERD, hb) : 'n/a');
-      hb.done();
-      bar.tick();
-    } else herd.set(name, 'skipped (--quick)');
+    const herdSize = o.quick ? QUICK_HERD : HERD;
+    const hb = progress(`  herd of ${herdSize.toLocaleString('en-US')} (${name})`, herdSize);
+    herd.set(name, sys.herd ? await sys.herd(herdSize, hb) : 'n/a');
+    hb.done();
+    bar.tick();
   }
   bar.done();
   if (!isMissing(server)) await server.stop();
@@ -328,7 +329,7 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
     lat.push(rowOf(`handoff p99 ms, ${c} contenders`, (n) => handCell(n, c, (r) => r.p99)));
   }
   lat.push(rowOf('death-to-grant ms (holder SIGKILLed)', (n) => death.get(n)));
-  lat.push(rowOf(`herd of ${HERD.toLocaleString('en-US')}: release to last grant ms`, (n) => herd.get(n)));
+  lat.push(rowOf(`herd of ${(o.quick ? QUICK_HERD : HERD).toLocaleString('en-US')}: release to last grant ms`, (n) => herd.get(n)));
   table('locks: latency (lower is better)', header, lat, { chart: { columns: names.map((_, i) => i + 1), unit: 'milliseconds (lower is better)', log: true } });
 
   const fairness: Cell[][] = levels.map((c) => ['grants / handoffs to another contender, ' + String(c) + ' contenders', ...names.map((n) => {

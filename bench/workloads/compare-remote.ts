@@ -67,7 +67,7 @@ export default async function compareRemote(o: BenchOptions): Promise<void> {
     }
   }
 
-  const server = o.quick ? skipped : await startLatchkeyServer('fsync');
+  const server = o.quick ? skipped : await startLatchkeyServer();
   await measure('latchkey', isMissing(server) ? server : async () => {
     const s: Store = await server.connect();
     return { get: (k) => s.get(k), set: (k, v) => s.set(k, v) };

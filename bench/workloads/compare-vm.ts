@@ -57,7 +57,7 @@ export default async function compareVm(o: BenchOptions): Promise<void> {
     bar.tick(VMS);
   }
   {
-    const server = o.quick ? skipped : await startLatchkeyServer('fsync');
+    const server = o.quick ? skipped : await startLatchkeyServer();
     if (isMissing(server)) rows.set('latchkey, remote over Unix socket (fsync)', server);
     else {
       const c = await server.connect();
