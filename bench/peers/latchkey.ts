@@ -12,7 +12,7 @@ import type { Store } from '../../src/api.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import * as latchkey from '../../src/index.js';
 import type { Missing } from './peer.js';
-import { startServer, tempDir } from './server.js';
+import { freePort, HOST, startServer, tempDir } from './server.js';
 
 export const PENDING_DURABLE = 'pending: durable open(dir), issue 3';
 export const PENDING_LOCKS = 'pending: locks, issue 4';
@@ -45,9 +45,11 @@ type Connect = (url: string, options?: Record<string, unknown>) => Promise<Store
 export interface LatchkeyServerPeer {
   /** `unix:///…` */
   readonly socketUrl: string;
+  /** `tcp://127.0.0.1:port` (loopback, no token: `--insecure-loopback`) */
+  readonly tcpUrl: string;
   readonly cli: string;
   readonly dataDir: string;
-  connect(): Promise<Store>;
+  connect(transport?: 'unix' | 'tcp'): Promise<Store>;
   stop(): Promise<void>;
 }
 
@@ -62,8 +64,9 @@ export async function startLatchkeyServer(): Promise<LatchkeyServerPeer | Missin
   const dataDir = tempDir('latchkey');
   const socket = path.join(dataDir, 'latchkey.sock');
   const clients: Store[] = [];
-  // `latchkey serve` with its defaults: durable (fsync) data directory, Unix socket only
-  const args = [cli, 'serve', '--data', path.join(dataDir, 'data'), '--socket', socket];
+  const port = await freePort();
+  // `latchkey serve` with its defaults (durable, fsync) on a Unix socket and on loopback TCP
+  const args = [cli, 'serve', '--data', path.join(dataDir, 'data'), '--socket', socket, '--listen', `${HOST}:${port}`, '--insecure-loopback'];
   const server = await startServer('latchkey', process.execPath, args, async () => {
     const s = await connect(`unix://${socket}`, { reconnect: false });
     await s.close();
@@ -74,10 +77,11 @@ export async function startLatchkeyServer(): Promise<LatchkeyServerPeer | Missin
   });
   return {
     socketUrl: `unix://${socket}`,
+    tcpUrl: `tcp://${HOST}:${port}`,
     cli,
     dataDir,
-    async connect() {
-      const c = await connect(`unix://${socket}`);
+    async connect(transport = 'unix') {
+      const c = await connect(transport === 'unix' ? `unix://${socket}` : `tcp://${HOST}:${port}`);
       clients.push(c);
       return c;
     },
