@@ -119,7 +119,8 @@ export function peerInfo(name: string, version: string | undefined, settings: re
 export function ratio(latchkey: Cell | undefined, peer: Cell | undefined): string {
   if (typeof latchkey !== 'number' || typeof peer !== 'number' || !Number.isFinite(latchkey) || !Number.isFinite(peer) || peer === 0) return '—';
   const r = latchkey / peer;
-  return `${r >= 100 ? fmt(r, 0) : r >= 10 ? fmt(r, 1) : fmt(r, 2)}×`;
+  // small ratios keep two significant digits (a 7 ms vs 2,750 ms death-to-grant is 0.0026×, not 0.00×)
+  return `${r >= 100 ? fmt(r, 0) : r >= 10 ? fmt(r, 1) : r >= 0.01 ? fmt(r, 2) : String(Number(r.toPrecision(2)))}×`;
 }
 
 /**

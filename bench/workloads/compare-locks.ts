@@ -95,6 +95,29 @@ function remoteSystem(server: LatchkeyServerPeer): System {
     },
     holderArgs: (name) => ['latchkey', server.socketUrl, name],
     deathTtl: 'connection close (no lease wait)',
+    herd: async (n, bar) => {
+      // n sessions over 8 connections, each queued on /herd/i behind one holder's lock('/')
+      const holder = await server.connect();
+      const global = await holder.lock('/');
+      const conns = await Promise.all(Array.from({ length: 8 }, () => server.connect()));
+      const sessions = Array.from({ length: n }, (_, i) => conns[i % conns.length]!.session());
+      let last = 0;
+      const waits = sessions.map((s, i) => s.lock(`/herd/${i}`).then(() => {
+        last = performance.now();
+        bar.tick();
+      }));
+      // the remote lock table is fetched on request (RemoteStore.fetchLockTable); wait until every request is queued
+      const fetchTable = (holder as unknown as { fetchLockTable?: () => Promise<{ waiting: readonly unknown[] }> }).fetchLockTable?.bind(holder);
+      const deadline = performance.now() + 60_000;
+      if (fetchTable) while ((await fetchTable()).waiting.length < n && performance.now() < deadline) await sleep(5);
+      else await sleep(2000);
+      const t0 = performance.now();
+      await global.release();
+      await Promise.all(waits);
+      const ms = last - t0;
+      for (const s of sessions) await s.close();
+      return ms;
+    },
   };
 }
 
@@ -339,6 +362,6 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
   table('locks: fairness (a grant back to the releaser is not a handoff)', ['measure', ...names], fairness, { chart: false });
   for (const { name, sys } of columns) if (!isMissing(sys) && sys.deathTtl) note(`death-to-grant, ${name}: ${sys.deathTtl}.`);
   note('Ratios compare latchkey over its socket (the like-for-like lock service) with each peer; the embedded column is for context.');
-  note(`Herd: latchkey queues ${HERD.toLocaleString('en-US')} sessions on /herd/i behind lock('/'); etcd: ${HERD.toLocaleString('en-US')} watches on the global lock key, then a recipe lock each (8 client connections, 8 sessions); Redis: ${HERD.toLocaleString('en-US')} pollers over 8 connections.`);
+  note(`Herd: latchkey queues ${HERD.toLocaleString('en-US')} sessions on /herd/i behind lock('/') (remote: the sessions share 8 connections from this process); etcd: ${HERD.toLocaleString('en-US')} watches on the global lock key, then a recipe lock each (8 client connections, 8 sessions); Redis: ${HERD.toLocaleString('en-US')} pollers over 8 connections.`);
   await store.close();
 }

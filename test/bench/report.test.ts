@@ -34,6 +34,7 @@ test('util: table() and note() record raw figures while a record is open', () =>
 test('util: ratio is latchkey/peer, and "—" when a side did not run', () => {
   assert.equal(ratio(300, 100), '3.00×');
   assert.equal(ratio(5000, 100), '50.0×');
+  assert.equal(ratio(7.24, 2750), '0.0026×');
   assert.equal(ratio('not installed', 100), '—');
   assert.equal(ratio(1, 0), '—');
 });
