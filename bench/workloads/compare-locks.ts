@@ -109,8 +109,19 @@ function remoteSystem(server: LatchkeyServerPeer): System {
       // the remote lock table is fetched on request (RemoteStore.fetchLockTable); wait until every request is queued
       const fetchTable = (holder as unknown as { fetchLockTable?: () => Promise<{ waiting: readonly unknown[] }> }).fetchLockTable?.bind(holder);
       const deadline = performance.now() + 60_000;
-      if (fetchTable) while ((await fetchTable()).waiting.length < n && performance.now() < deadline) await sleep(5);
-      else await sleep(2000);
+      const queued = async (): Promise<boolean> => {
+        if (!fetchTable) return false;
+        try {
+          while ((await fetchTable()).waiting.length < n) {
+            if (performance.now() > deadline) return false;
+            await sleep(5);
+          }
+          return true;
+        } catch {
+          return false; // an older server without the lock table: fall back to waiting
+        }
+      };
+      if (!(await queued())) await sleep(3000);
       const t0 = performance.now();
       await global.release();
       await Promise.all(waits);
