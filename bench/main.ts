@@ -10,6 +10,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import os from 'node:os';
 import path from 'node:path';
 import { measureFsync } from './fsync.js';
 import { stopAll } from './peers/server.js';
@@ -51,6 +52,7 @@ try {
   for (const name of names.length > 0 ? names : available) {
     const date = new Date().toISOString();
     const t0 = performance.now();
+    const loadBefore = os.loadavg()[0]!;
     const record = beginRecord();
     let error: string | undefined;
     try {
@@ -67,7 +69,7 @@ try {
     if (!noRecord) {
       const result: ResultFile = {
         format: 1, workload: name, date, quick, command: `npm run bench -- ${name}${quick ? ' --quick' : ''}`,
-        seconds: (performance.now() - t0) / 1000, machine: facts, ...record, ...(error !== undefined ? { error: error.split('\n')[0]! } : {}),
+        seconds: (performance.now() - t0) / 1000, machine: facts, load1m: [loadBefore, os.loadavg()[0]!], ...record, ...(error !== undefined ? { error: error.split('\n')[0]! } : {}),
       };
       console.log(`(recorded in ${path.relative(root, writeResult(root, result))})`);
     }

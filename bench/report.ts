@@ -22,6 +22,8 @@ export interface ResultFile extends WorkloadRecord {
   /** The command that reproduces this result. */
   command: string;
   seconds: number;
+  /** 1-minute load average before and after the workload: other work on the machine shows here. */
+  load1m?: [number, number];
   machine: Record<string, unknown> & { fsync: FsyncFacts; fdatasync?: FsyncFacts };
   /** Set when the workload threw: what it printed before is kept. */
   error?: string;
@@ -104,7 +106,8 @@ export function writeReport(root: string, available: readonly string[]): string 
   out.push('');
   for (const r of results) {
     out.push(`## ${r.workload}`, '');
-    out.push(`Measured ${r.date.replace('T', ' ').slice(0, 16)} UTC in ${fmt(r.seconds, 1)} s on ${machineLine(r.machine)}.`, '');
+    const load = r.load1m ? ` Load average (1 min) ${fmt(r.load1m[0], 2)} before, ${fmt(r.load1m[1], 2)} after.` : '';
+    out.push(`Measured ${r.date.replace('T', ' ').slice(0, 16)} UTC in ${fmt(r.seconds, 1)} s on ${machineLine(r.machine)}.${load}`, '');
     out.push(`Reproduce: \`${r.command}\``, '');
     if (r.error) out.push(`**The run failed:** ${r.error}`, '');
     r.tables.forEach((t, i) => {
