@@ -57,9 +57,12 @@
  *        (found through the children-with-waiters sets, pruned by the class
  *        counts). At each node the lists are walked in order from the head
  *        and the walk stops at the first waiter that stays blocked: every
- *        later waiter there conflicts with it, so waits too — except (a) a
- *        run of compatible waiters behind a blocked S or W entry, still
- *        checked (another path of the same write may be what blocks it), and
+ *        later waiter there conflicts with it, so waits too — except (a) the
+ *        run of compatible waiters behind a blocked S or W entry: those of
+ *        the same class, behind a single-path entry, whose session holds
+ *        nothing, are blocked by the same thing and passed over in O(1);
+ *        the others are checked (another path of the same write, W versus N
+ *        geometry, or a session that may skip, can make them differ), and
  *        (b) "entangled" waiting entries, whose session holds something
  *        overlapping the node (they may skip, or be exempt from a blocker of
  *        their own session): each node keeps those in a list of their own,
@@ -1091,7 +1094,7 @@ export class LockTable {
 
   private scanQueue(n: PathNode): void {
     const ptr: (Entry | undefined)[] = [n.head[0], n.head[1], n.head[2], n.head[3]];
-    let blockedGroup = -1;
+    let first: Entry | undefined; // the first entry here that stayed blocked
     for (;;) {
       let best = -1;
       for (let c = 0; c < NCLS; c++) {
@@ -1101,10 +1104,15 @@ export class LockTable {
       if (best < 0) return;
       const e = ptr[best]!;
       ptr[best] = e.next;
-      if (blockedGroup >= 0 && GROUP[e.cls] !== blockedGroup) return;
+      if (first !== undefined) {
+        if (GROUP[e.cls] !== GROUP[first.cls]) return;
+        // Same class, single-path blocker, a session holding nothing: what
+        // blocks `first` blocks e too (see note 3) — no need to look.
+        if (e.cls === first.cls && first.req.entries.length === 1 && this.sessions.get(e.req.session)!.held === undefined) continue;
+      }
       if (this.blocked(e.req, true)) {
         if (e.cls === X) return;
-        blockedGroup = GROUP[e.cls]!;
+        first ??= e;
         continue;
       }
       this.grantWaiting(e.req);

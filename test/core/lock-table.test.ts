@@ -40,7 +40,7 @@ test('lock-table: a session never conflicts with its own locks', () => {
 
 test('lock-table: a holder\'s own requests do not queue behind waiters that wait for its locks', () => {
   const t = new LockTable();
-  const x = t.lock('H', '/k', 'exclusive');
+  t.lock('H', '/k', 'exclusive');
   const w1 = t.lock('A', '/k', 'exclusive');
   const w2 = t.admitWrite('B', [{ path: '/k/v', subtree: false }]);
   assert.equal(w1.state, 'waiting');
@@ -56,7 +56,6 @@ test('lock-table: a holder\'s own requests do not queue behind waiters that wait
   assert.equal(code(() => t.lock('Z', '/doc/part', 'shared', false)), 'LOCKED', 'others still queue behind the exclusive waiter');
   t.release(s);
   assert.equal(xw.state, 'waiting', 'R still holds /doc/part');
-  void x;
 });
 
 test('lock-table: wait:false fails LOCKED with no side effects', () => {
