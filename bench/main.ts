@@ -25,6 +25,10 @@ const available = readdirSync(path.join(here, 'workloads')).filter((f) => f.ends
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
 const noRecord = argv.includes('--no-record');
+// A workload that hangs must not hang the run (CI runs --quick): past this it is
+// recorded as failed and the run moves on. `--timeout=SECONDS` overrides.
+const timeoutArg = argv.find((a) => a.startsWith('--timeout='));
+const timeoutSec = timeoutArg !== undefined ? Number(timeoutArg.slice('--timeout='.length)) : quick ? 180 : 1800;
 const names = argv.filter((a) => !a.startsWith('--'));
 const unknown = names.filter((n) => !available.includes(n));
 if (unknown.length > 0) {
@@ -57,7 +61,15 @@ try {
     let error: string | undefined;
     try {
       const mod = (await import(`./workloads/${name}.js`)) as { default: (o: { quick: boolean; args: readonly string[] }) => Promise<void> };
-      await mod.default({ quick, args: argv });
+      let timer: NodeJS.Timeout | undefined;
+      const limit = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutSec} s (--timeout=SECONDS to change)`)), timeoutSec * 1000);
+      });
+      try {
+        await Promise.race([mod.default({ quick, args: argv }), limit]);
+      } finally {
+        clearTimeout(timer);
+      }
     } catch (e) {
       failed++;
       error = e instanceof Error ? (e.stack ?? e.message) : String(e);

@@ -84,7 +84,7 @@ export function writeReport(root: string, available: readonly string[]): string 
     'worse for latency and time). A peer that is not installed is shown as "not installed", never left out. A latchkey figure that',
     'needs a layer not merged yet reads "pending" and names the layer.', '');
   out.push('## How to reproduce', '');
-  out.push('```sh', 'npm ci', 'sudo npm run bench:setup        # Debian: apt-get install etcd-server redis-server', 'npm run bench                    # every workload, full sizes, with peers; rewrites this page',
+  out.push('```sh', 'npm install', 'sudo npm run bench:setup        # Debian: apt-get install etcd-server redis-server', 'npm run bench                    # every workload, full sizes, with peers; rewrites this page',
     'npm run bench -- compare-durable # one workload (names below)', 'npm run bench -- --quick         # small sizes, latchkey only (what CI runs)', '```', '');
   out.push('Temporary data directories (latchkey, etcd, Redis, lmdb) go to `$LATCHKEY_BENCH_TMP` (default: the OS temp dir); the fsync',
     'figure in each section is measured in that same directory during the run. Servers listen on 127.0.0.1 only and are stopped when the run ends.', '');

@@ -4,6 +4,9 @@
  * the published package. From a checkout this runs `npm run bench` there;
  * from an installed package it says where to get the suite instead of
  * failing obscurely.
+ *
+ * The `latchkey` command's entry (cli/main.ts, with the server) dispatches
+ * `bench` here: `case 'bench': process.exitCode = await benchCommand(rest)`.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
