@@ -5,7 +5,9 @@
  * `putSync` commits (and syncs) one transaction per call, `get` reads in the
  * calling thread.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { forgetTempDirLater, tempDir } from './server.js';
 import type { Missing } from './peer.js';
@@ -20,7 +22,18 @@ export interface LmdbPeer {
 export function openLmdb(opts: { noSync?: boolean } = {}): LmdbPeer | Missing {
   let version = 'unknown';
   try {
-    version = (createRequire(import.meta.url)('lmdb/package.json') as { version: string }).version;
+    // lmdb's exports map hides package.json: find it beside the resolved entry point
+    for (let dir = path.dirname(createRequire(import.meta.url).resolve('lmdb')), i = 0; i < 4; i++, dir = path.dirname(dir)) {
+      try {
+        const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version: string };
+        if (pkg.name === 'lmdb') {
+          version = pkg.version;
+          break;
+        }
+      } catch {
+        // not here; one level up
+      }
+    }
   } catch {
     // version is only for the report
   }
