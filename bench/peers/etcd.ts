@@ -16,6 +16,7 @@ import { type Missing, NOT_INSTALLED } from './peer.js';
 
 export interface EtcdPeer {
   readonly url: string;
+  readonly pid: number | undefined;
   readonly version: string;
   readonly settings: string[];
   /** A new client (its own HTTP/2 connection); closed by stop(). */
@@ -23,12 +24,13 @@ export interface EtcdPeer {
   stop(): Promise<void>;
 }
 
-export async function startEtcd(): Promise<EtcdPeer | Missing> {
+/** `dir`: an existing data directory to (re)start on, kept after stop; default a fresh temp dir. */
+export async function startEtcd(dir?: string, timeoutMs = 15_000): Promise<EtcdPeer | Missing> {
   const bin = findBinary('etcd');
   if (!bin) return { missing: NOT_INSTALLED };
   const version = versionOf(bin, ['--version'])?.replace(/^etcd Version:\s*/, '') ?? 'unknown';
   const [port, peerPort] = [await freePort(), await freePort()];
-  const dir = tempDir('etcd');
+  const dataDir = dir ?? tempDir('etcd');
   const url = `http://${HOST}:${port}`;
   const peerUrl = `http://${HOST}:${peerPort}`;
   const probe = new Etcd3({ hosts: url, dialTimeout: 1000 });
@@ -36,7 +38,7 @@ export async function startEtcd(): Promise<EtcdPeer | Missing> {
   let server: RunningServer;
   try {
     server = await startServer('etcd', bin, [
-      '--name', 'bench', '--data-dir', dir,
+      '--name', 'bench', '--data-dir', dataDir,
       '--listen-client-urls', url, '--advertise-client-urls', url,
       '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl,
       '--initial-cluster', `bench=${peerUrl}`, '--initial-cluster-state', 'new',
@@ -44,7 +46,7 @@ export async function startEtcd(): Promise<EtcdPeer | Missing> {
     ], async () => {
       await probe.get('bench-probe').string();
       return true;
-    }, dir);
+    }, dataDir, timeoutMs, dir !== undefined);
   } catch (e) {
     probe.close();
     return { missing: `failed to start: ${e instanceof Error ? e.message : String(e)}`.slice(0, 200) };
@@ -54,6 +56,7 @@ export async function startEtcd(): Promise<EtcdPeer | Missing> {
   });
   return {
     url,
+    pid: server.child.pid,
     version,
     settings: [
       'one member on 127.0.0.1, fresh temp data dir per workload, Debian package defaults',

@@ -14,6 +14,7 @@ import type { Missing } from './peer.js';
 
 export interface LmdbPeer {
   readonly db: RootDatabase<string, string>;
+  readonly path: string;
   readonly version: string;
   readonly settings: string[];
   close(): Promise<void>;
@@ -47,6 +48,7 @@ export function openLmdb(opts: { noSync?: boolean } = {}): LmdbPeer | Missing {
   }
   return {
     db,
+    path: dir,
     version,
     settings: [`lmdb-js defaults in a temp dir${opts.noSync ? ', noSync: true (commits not synced, for the in-memory rows)' : ' (commits synced)'}; string keys and values`],
     close: () => db.close(),

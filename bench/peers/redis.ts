@@ -17,6 +17,7 @@ import { type Missing, NOT_INSTALLED, sleep } from './peer.js';
 
 export interface RedisPeer {
   readonly port: number;
+  readonly pid: number | undefined;
   readonly version: string;
   readonly settings: string[];
   /** A new connection; closed by stop(). */
@@ -24,12 +25,13 @@ export interface RedisPeer {
   stop(): Promise<void>;
 }
 
-export async function startRedis(durable: boolean): Promise<RedisPeer | Missing> {
+/** `dir`: an existing directory to (re)start on (its AOF is loaded), kept after stop; default a fresh temp dir. */
+export async function startRedis(durable: boolean, dir?: string, timeoutMs = 15_000): Promise<RedisPeer | Missing> {
   const bin = findBinary('redis-server');
   if (!bin) return { missing: NOT_INSTALLED };
   const version = versionOf(bin, ['--version'])?.match(/v=(\S+)/)?.[1] ?? 'unknown';
   const port = await freePort();
-  const dir = tempDir('redis');
+  const dataDir = dir ?? tempDir('redis');
   const clients: Redis[] = [];
   const client = (): Redis => {
     const r = new Redis({ host: HOST, port, lazyConnect: false, maxRetriesPerRequest: 1, enableAutoPipelining: false });
@@ -41,7 +43,8 @@ export async function startRedis(durable: boolean): Promise<RedisPeer | Missing>
   let server: RunningServer;
   const probe = client();
   try {
-    server = await startServer('redis', bin, ['--port', String(port), '--bind', HOST, '--dir', dir, '--daemonize', 'no', ...persistence], async () => (await probe.ping()) === 'PONG', dir);
+    // ready = answering and done loading its AOF (PING answers -LOADING until then)
+    server = await startServer('redis', bin, ['--port', String(port), '--bind', HOST, '--dir', dataDir, '--daemonize', 'no', ...persistence], async () => (await probe.ping()) === 'PONG' && /loading:0/.test(await probe.info('persistence')), dataDir, timeoutMs, dir !== undefined);
   } catch (e) {
     probe.disconnect();
     return { missing: `failed to start: ${e instanceof Error ? e.message : String(e)}`.slice(0, 200) };
@@ -54,6 +57,7 @@ export async function startRedis(durable: boolean): Promise<RedisPeer | Missing>
   });
   return {
     port,
+    pid: server.child.pid,
     version,
     settings: durable
       ? [`durable rows: appendonly ${aof}, appendfsync ${fsyncMode} (the AOF is fsynced before replies are sent), no RDB snapshots; fresh temp dir, 127.0.0.1`]

@@ -6,7 +6,7 @@
  * as a last resort) when this process exits.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { benchTmpDir } from '../fsync.js';
@@ -72,9 +72,11 @@ export function forgetTempDirLater(dir: string): void {
 /**
  * Starts `bin args…` and polls `ready()` until it answers (bounded by
  * `timeoutMs`). Output is kept (last 4 KiB) to explain a failed start.
+ * `keepDir`: the data directory outlives the server (a restart reuses it;
+ * the caller registers it with forgetTempDirLater and removes it).
  */
-export async function startServer(name: string, bin: string, args: readonly string[], ready: () => Promise<boolean>, dataDir: string, timeoutMs = 15_000): Promise<RunningServer> {
-  tempDirs.add(dataDir);
+export async function startServer(name: string, bin: string, args: readonly string[], ready: () => Promise<boolean>, dataDir: string, timeoutMs = 15_000, keepDir = false): Promise<RunningServer> {
+  if (!keepDir) tempDirs.add(dataDir);
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const keep = (b: Buffer): void => {
@@ -109,8 +111,10 @@ export async function startServer(name: string, bin: string, args: readonly stri
         await exit;
         clearTimeout(t);
       }
-      rmSync(dataDir, { recursive: true, force: true });
-      tempDirs.delete(dataDir);
+      if (!keepDir) {
+        rmSync(dataDir, { recursive: true, force: true });
+        tempDirs.delete(dataDir);
+      }
     },
   };
   running.add(server);
@@ -126,6 +130,17 @@ export async function startServer(name: string, bin: string, args: readonly stri
       throw new Error(`${name} did not answer within ${timeoutMs} ms: ${output.trim().slice(-600)}`);
     }
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Resident set size of a process in MiB (Linux /proc), or NaN. */
+export function rssMiB(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
   }
 }
 
