@@ -2,6 +2,7 @@
 // The rules are the point of this file: a layer importing upward fails `npm test`.
 import tseslint from 'typescript-eslint';
 
+const xenstoreUpward = ['../server/*', '../client/*', '../cli/*', '../protocol/*', '../storage/*'];
 const nodeIo = ['node:*', 'fs', 'fs/*', 'net', 'tls', 'http', 'https', 'child_process', 'os', 'path', 'dgram', 'worker_threads', 'cluster'];
 
 export default tseslint.config(
@@ -66,6 +67,28 @@ export default tseslint.config(
         patterns: [
           { group: nodeIo, message: 'protocol is pure: bytes in, typed messages out.' },
           { group: ['../server/*', '../client/*', '../engine/*', '../storage/*', '../cli/*'], message: 'protocol depends only on core and api.' },
+        ],
+      }],
+    },
+  },
+  {
+    // The XenStore adapter sits at the server's level: it uses core, engine and api, never the other adapters.
+    files: ['src/xenstore/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: xenstoreUpward, message: 'src/xenstore builds on core, engine and api only.' }],
+      }],
+    },
+  },
+  {
+    // Its codec and request semantics are pure (tested byte by byte, no socket).
+    files: ['src/xenstore/wire.ts', 'src/xenstore/paths.ts', 'src/xenstore/errno.ts', 'src/xenstore/ops.ts', 'src/xenstore/limits.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: nodeIo, message: 'the XenStore codec and semantics are pure: no node: I/O modules.' },
+          { group: xenstoreUpward, message: 'src/xenstore builds on core, engine and api only.' },
+          { group: ['../engine/*'], message: 'the pure XenStore files depend only on core.' },
         ],
       }],
     },

@@ -1,0 +1,250 @@
+/**
+ * One XenStore client connection: a latchkey session, its transactions and
+ * watches, and the ordering of its requests.
+ *
+ * Ordering. xenstored answers a connection's requests in the order received
+ * and each request sees the effects of the ones before it. Requests are
+ * therefore executed one after the other; a request whose handler returns a
+ * promise (a commit) holds the next one back until it settles. Clients may
+ * still pipeline: everything received is queued (up to `maxOutstanding`,
+ * after which the socket stops being read) and replies are batched into one
+ * socket write per event-loop turn.
+ *
+ * Bounds. Payloads over the limit close the connection (xenstored does the
+ * same: the stream cannot be resynchronised). Unread output beyond
+ * `maxQueuedOutputBytes` — a client that stopped reading its watch events —
+ * closes the connection too, so memory stays bounded. Bad requests get
+ * ERROR replies. Nothing a client sends can throw into the event loop.
+ *
+ * End. However the socket ends, the session ends: open transactions are
+ * dropped, watches removed, and latchkey locks and ephemeral nodes of the
+ * session released.
+ */
+import type { Socket } from 'node:net';
+import type { Session } from '../api.js';
+import type { TxState } from '../core/transaction.js';
+import type { Engine } from '../engine/engine.js';
+import { SessionImpl } from '../engine/session.js';
+import { type XsConnectionContext, handlers } from './dispatch.js';
+import { toErrno, xsError } from './errno.js';
+import type { XenstoreLimits } from './limits.js';
+import type { WatchHub, XsWatch } from './watches.js';
+import {
+  XsDecoder, type XsPacket, XsType, encodePacket, errorPayload, nulTerminated, typeName, type XsTypeName,
+} from './wire.js';
+
+export interface ConnectionHost {
+  readonly engine: Engine;
+  readonly hub: WatchHub;
+  readonly limits: XenstoreLimits;
+  newTxId(): number;
+  log(message: string): void;
+  closed(conn: XsConnection): void;
+}
+
+export class XsConnection implements XsConnectionContext {
+  readonly txs = new Map<number, TxState>();
+  readonly watches = new Map<string, XsWatch>();
+  readonly domid = 0;
+  private readonly decoder: XsDecoder;
+  private readonly queue: XsPacket[] = [];
+  private queueHead = 0;
+  private busy = false;
+  private paused = false;
+  private out: Uint8Array[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private pendingAfterReply: Array<() => void> | undefined;
+  private ended = false;
+  private overflowed = false;
+  /** Counters for stats and tests. */
+  requests = 0;
+  errors = 0;
+  events = 0;
+
+  constructor(private readonly socket: Socket, private readonly session: Session, private readonly host: ConnectionHost) {
+    this.decoder = new XsDecoder(host.limits.maxPayload);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => { /* 'close' follows; a reset is not our error */ });
+    socket.on('close', () => this.end());
+    socket.on('drain', () => this.maybeResume());
+  }
+
+  get engine(): Engine { return this.host.engine; }
+  get hub(): WatchHub { return this.host.hub; }
+  get limits(): XenstoreLimits { return this.host.limits; }
+  get sessionId(): string { return this.session.id; }
+  newTxId(): number { return this.host.newTxId(); }
+  log(message: string): void { this.host.log(message); }
+
+  private get queued(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.ended) return;
+    this.decoder.push(chunk);
+    for (;;) {
+      const ev = this.decoder.next();
+      if (ev === undefined) break;
+      if (ev.kind === 'oversized') {
+        this.host.log(`xenstore: closing a connection that sent a ${ev.len}-byte payload (limit ${this.limits.maxPayload})`);
+        this.destroy();
+        return;
+      }
+      this.queue.push(ev.packet);
+    }
+    if (this.queued >= this.limits.maxOutstanding && !this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    this.pump();
+  }
+
+  /** Executes queued requests in order until one has to wait. */
+  private pump(): void {
+    while (!this.busy && !this.ended && this.queued > 0) {
+      const p = this.queue[this.queueHead]!;
+      this.queue[this.queueHead++] = undefined as unknown as XsPacket;
+      if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+        this.queue.splice(0, this.queueHead);
+        this.queueHead = 0;
+      }
+      this.requests++;
+      let r: Uint8Array | Promise<Uint8Array>;
+      try {
+        r = this.run(p);
+      } catch (e) {
+        this.replyError(p, e);
+        continue;
+      }
+      if (r instanceof Uint8Array) {
+        this.reply(p, r);
+        continue;
+      }
+      this.busy = true;
+      r.then((payload) => {
+        this.busy = false;
+        this.reply(p, payload);
+        this.pump();
+      }, (e: unknown) => {
+        this.busy = false;
+        this.replyError(p, e);
+        this.pump();
+      });
+    }
+    if (this.queueHead === this.queue.length) {
+      this.queue.length = 0;
+      this.queueHead = 0;
+    }
+    this.maybeResume();
+  }
+
+  private run(p: XsPacket): Uint8Array | Promise<Uint8Array> {
+    const name = typeName(p.type);
+    const h = Object.prototype.hasOwnProperty.call(handlers, name) ? handlers[name as XsTypeName] : undefined;
+    if (h === undefined) throw xsError('ENOSYS', `unknown message type ${p.type}`);
+    return h(this, p);
+  }
+
+  private reply(p: XsPacket, payload: Uint8Array): void {
+    this.send(encodePacket(p.type, p.reqId, p.txId, payload));
+    const after = this.pendingAfterReply;
+    this.pendingAfterReply = undefined;
+    if (after !== undefined) for (const f of after) f();
+  }
+
+  private replyError(p: XsPacket, e: unknown): void {
+    this.pendingAfterReply = undefined;
+    const { errno, expected } = toErrno(e);
+    if (!expected) this.host.log(`xenstore: bug while handling ${typeName(p.type)}: ${(e as Error)?.stack ?? String(e)}`);
+    this.errors++;
+    this.send(encodePacket(XsType.ERROR, p.reqId, p.txId, errorPayload(errno)));
+  }
+
+  afterReply(fn: () => void): void {
+    (this.pendingAfterReply ??= []).push(fn);
+  }
+
+  watchEvent(path: string, token: string): void {
+    if (this.ended) return;
+    this.events++;
+    this.send(encodePacket(XsType.WATCH_EVENT, 0, 0, nulTerminated([path, token])));
+  }
+
+  /** Queues bytes for the socket; one write per event-loop turn carries everything queued. */
+  private send(b: Uint8Array): void {
+    if (this.ended || this.overflowed) return;
+    this.out.push(b);
+    this.outBytes += b.length;
+    // The socket's own buffer is added at flush time; within one turn only our batch grows.
+    if (this.outBytes > this.limits.maxQueuedOutputBytes) {
+      this.overflow(this.outBytes);
+      return;
+    }
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.ended || this.out.length === 0) return;
+    const parts = this.out;
+    const bytes = this.outBytes;
+    this.out = [];
+    this.outBytes = 0;
+    const unread = bytes + this.socket.writableLength;
+    if (unread > this.limits.maxQueuedOutputBytes) {
+      this.overflow(unread);
+      return;
+    }
+    if (!this.socket.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes)) && !this.paused) {
+      // The client is not reading its replies: stop reading its requests until it does ('drain').
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  private overflow(unread: number): void {
+    if (this.overflowed) return;
+    this.overflowed = true;
+    this.out = [];
+    this.outBytes = 0;
+    this.host.log(`xenstore: closing a connection that does not read its replies and events (${unread} bytes unread)`);
+    // Often reached from the engine's commit hook (a watch event): end the session outside it.
+    queueMicrotask(() => this.destroy());
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.ended) return;
+    if (this.queued < this.limits.maxOutstanding / 2 && !this.socket.writableNeedDrain) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Closes this connection only (bad input, or a client that stopped reading). */
+  destroy(): void {
+    this.socket.destroy();
+    this.end();
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.out = [];
+    this.queue.length = 0;
+    this.queueHead = 0;
+    for (const w of this.watches.values()) this.hub.remove(w);
+    this.watches.clear();
+    for (const id of [...this.txs.keys()]) {
+      this.txs.delete(id);
+      this.engine.openTransactions--;
+    }
+    // A connection that vanishes is a session that died (its locks go to the next holder with ownerDied).
+    const done = this.session instanceof SessionImpl ? this.session.end(true) : this.session.close();
+    done.catch(() => {}).finally(() => this.host.closed(this));
+  }
+}
