@@ -68,8 +68,10 @@ export default async function compareVm(o: BenchOptions): Promise<void> {
   }
   {
     const etcd = o.quick ? skipped : await startEtcd();
-    if (isMissing(etcd)) rows.set('etcd (fsync)', etcd);
-    else {
+    if (isMissing(etcd)) {
+      rows.set('etcd (fsync)', etcd);
+      bar.tick(VMS);
+    } else {
       peerInfo('etcd', etcd.version, etcd.settings);
       const clients: Etcd3[] = Array.from({ length: 8 }, () => etcd.client());
       rows.set('etcd (fsync)', await peerVmWorkload(etcdKv(clients), VMS, tick));
@@ -79,8 +81,10 @@ export default async function compareVm(o: BenchOptions): Promise<void> {
   for (const durable of [true, false]) {
     const label = durable ? 'redis (appendfsync always)' : 'redis (no persistence)';
     const redis = o.quick ? skipped : await startRedis(durable);
-    if (isMissing(redis)) rows.set(label, redis);
-    else {
+    if (isMissing(redis)) {
+      rows.set(label, redis);
+      bar.tick(VMS);
+    } else {
       peerInfo(durable ? 'redis' : 'redis (in memory)', redis.version, redis.settings);
       const pool = Array.from({ length: 32 }, () => redis.client());
       rows.set(label, await peerVmWorkload(redisKv(pool), VMS, tick));
