@@ -88,12 +88,18 @@ export function writeReport(root: string, available: readonly string[]): string 
     'npm run bench -- compare-durable # one workload (names below)', 'npm run bench -- --quick         # small sizes, latchkey only (what CI runs)', '```', '');
   out.push('Temporary data directories (latchkey, etcd, Redis, lmdb) go to `$LATCHKEY_BENCH_TMP` (default: the OS temp dir); the fsync',
     'figure in each section is measured in that same directory during the run. Servers listen on 127.0.0.1 only and are stopped when the run ends.', '');
+  // every setting any workload ran a peer with, per peer (e.g. lmdb-js synced and noSync)
   const peers = new Map<string, { version?: string; settings: string[] }>();
-  for (const r of results) for (const [name, p] of Object.entries(r.peers)) if (!peers.has(name) || p.version !== undefined) peers.set(name, p);
+  for (const r of results) {
+    for (const [name, p] of Object.entries(r.peers)) {
+      const seen = peers.get(name) ?? { settings: [] };
+      peers.set(name, { version: p.version ?? seen.version, settings: [...new Set([...seen.settings, ...p.settings])] });
+    }
+  }
   if (peers.size > 0) {
     out.push('## Peer settings', '');
     for (const [name, p] of [...peers].sort(([a], [b]) => a.localeCompare(b))) {
-      out.push(`- **${name}**${p.version ? ` ${p.version}` : ''}`);
+      out.push(`- **${name}**${p.version !== undefined ? ` ${p.version}` : ''}`);
       for (const s of p.settings) out.push(`  - ${s}`);
     }
     out.push('');

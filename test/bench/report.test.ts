@@ -64,6 +64,18 @@ test('report: newest full result per workload; quick results go aside and are no
   }
 });
 
+test('report: peer settings are the union over workloads, with the version any of them saw', () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'latchkey-report-'));
+  try {
+    writeResult(root, { ...result('a', '2026-01-01T00:00:00.000Z'), peers: { lmdb: { settings: ['noSync'] } } });
+    writeResult(root, { ...result('b', '2026-01-01T00:00:00.000Z'), peers: { lmdb: { version: '3.5', settings: ['synced', 'noSync'] } } });
+    const md = readFileSync(writeReport(root, ['a', 'b']), 'utf8');
+    assert.ok(md.includes('- **lmdb** 3.5\n  - noSync\n  - synced\n'));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test('report: a workload with nothing measured yields a page without charts', () => {
   const root = mkdtempSync(path.join(os.tmpdir(), 'latchkey-report-'));
   try {
