@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { open, type RootDatabase } from 'lmdb';
+import type { RootDatabase } from 'lmdb';
 import { forgetTempDirLater, tempDir } from './server.js';
 import type { Missing } from './peer.js';
 
@@ -20,7 +20,14 @@ export interface LmdbPeer {
   close(): Promise<void>;
 }
 
-export function openLmdb(opts: { noSync?: boolean } = {}): LmdbPeer | Missing {
+/** Opens lmdb-js in a temp dir. Its native module loads only here, so a broken build is reported, not fatal. */
+export async function openLmdb(opts: { noSync?: boolean } = {}): Promise<LmdbPeer | Missing> {
+  let lmdb: typeof import('lmdb');
+  try {
+    lmdb = await import('lmdb');
+  } catch (e) {
+    return { missing: `not loadable: ${e instanceof Error ? e.message : String(e)}`.slice(0, 200) };
+  }
   let version = 'unknown';
   try {
     // lmdb's exports map hides package.json: find it beside the resolved entry point
@@ -42,7 +49,7 @@ export function openLmdb(opts: { noSync?: boolean } = {}): LmdbPeer | Missing {
   forgetTempDirLater(dir);
   let db: RootDatabase<string, string>;
   try {
-    db = open<string, string>({ path: dir, noSync: opts.noSync === true });
+    db = lmdb.open<string, string>({ path: dir, noSync: opts.noSync === true });
   } catch (e) {
     return { missing: `failed to open: ${e instanceof Error ? e.message : String(e)}`.slice(0, 200) };
   }

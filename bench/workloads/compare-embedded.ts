@@ -48,7 +48,7 @@ export default async function compareEmbedded(o: BenchOptions): Promise<void> {
   const keys = o.quick ? 2_000 : 10_000;
   const bar = progress('compare-embedded', 2);
   const lk = await open();
-  const lmdb = o.quick ? ({ missing: 'skipped (--quick)' } as Missing) : openLmdb({ noSync: true });
+  const lmdb = o.quick ? ({ missing: 'skipped (--quick)' } as Missing) : await openLmdb({ noSync: true });
   if (!isMissing(lmdb)) peerInfo('lmdb-js', lmdb.version, lmdb.settings);
 
   const lmdbSide = (db: NonNullable<Exclude<typeof lmdb, Missing>>['db']): Side => ({
@@ -109,7 +109,7 @@ export default async function compareEmbedded(o: BenchOptions): Promise<void> {
   }
   if (o.quick) durable.set('lmdb-js', 'skipped (--quick)');
   else {
-    const synced = openLmdb();
+    const synced = await openLmdb();
     if (isMissing(synced)) durable.set('lmdb-js', synced.missing);
     else {
       let i = 0;

@@ -75,7 +75,7 @@ export default async function compareReopen(o: BenchOptions): Promise<void> {
 
   if (o.quick) rows.set('lmdb-js (fresh process)', skipped);
   else {
-    const l = openLmdb();
+    const l = await openLmdb();
     if (isMissing(l)) rows.set('lmdb-js (fresh process)', l);
     else {
       const t0 = performance.now();
