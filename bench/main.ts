@@ -8,13 +8,13 @@
  * that throws is recorded with its error and the run goes on; the exit code
  * says something failed. Peer servers are stopped whatever happens.
  */
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { measureFsync } from './fsync.js';
 import { stopAll } from './peers/server.js';
-import { type ResultFile, writeReport, writeResult } from './report.js';
+import { describeWorkload, type ResultFile, writeReport, writeResult } from './report.js';
 import { beginRecord, endRecord, machine } from './util.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -81,6 +81,7 @@ try {
     if (!noRecord) {
       const result: ResultFile = {
         format: 1, workload: name, date, quick, command: `npm run bench -- ${name}${quick ? ' --quick' : ''}`,
+        description: describeWorkload(readFileSync(path.join(here, 'workloads', `${name}.js`), 'utf8')),
         seconds: (performance.now() - t0) / 1000, machine: facts, load1m: [loadBefore, os.loadavg()[0]!], ...record, ...(error !== undefined ? { error: error.split('\n')[0]! } : {}),
       };
       console.log(`(recorded in ${path.relative(root, writeResult(root, result))})`);

@@ -21,6 +21,8 @@ export interface ResultFile extends WorkloadRecord {
   quick: boolean;
   /** The command that reproduces this result. */
   command: string;
+  /** What the workload measures: the first paragraph of its file's doc comment. */
+  description?: string;
   seconds: number;
   /** 1-minute load average before and after the workload: other work on the machine shows here. */
   load1m?: [number, number];
@@ -38,6 +40,26 @@ export function writeResult(root: string, r: ResultFile): string {
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify(r, null, 2)}\n`);
   return file;
+}
+
+/**
+ * The first paragraph of a workload file's leading doc comment, after its
+ * "`npm run bench -- NAME`:" lead-in (the convention every workload follows).
+ */
+export function describeWorkload(source: string): string | undefined {
+  const m = /^\s*\/\*\*([\s\S]*?)\*\//.exec(source);
+  if (!m) return undefined;
+  const lines = m[1]!.split('\n').map((l) => l.replace(/^\s*\*\s?/, '').trimEnd());
+  const para: string[] = [];
+  for (const l of lines) {
+    if (l.trim() === '') {
+      if (para.length > 0) break;
+      continue;
+    }
+    para.push(l.trim());
+  }
+  const text = para.join(' ').replace(/^`[^`]*`:\s*/, '').trim();
+  return text === '' ? undefined : text;
 }
 
 /** The newest full (not quick) result of each workload. */
@@ -114,6 +136,7 @@ export function writeReport(root: string, available: readonly string[]): string 
     out.push(`## ${r.workload}`, '');
     const load = r.load1m ? ` Load average (1 min) ${fmt(r.load1m[0], 2)} before, ${fmt(r.load1m[1], 2)} after.` : '';
     out.push(`Measured ${r.date.replace('T', ' ').slice(0, 16)} UTC in ${fmt(r.seconds, 1)} s on ${machineLine(r.machine)}.${load}`, '');
+    if (r.description) out.push(r.description, '');
     out.push(`Reproduce: \`${r.command}\``, '');
     if (r.error) out.push(`**The run failed:** ${r.error}`, '');
     r.tables.forEach((t, i) => {

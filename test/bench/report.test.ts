@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { latestResults, type ResultFile, writeReport, writeResult } from '../../bench/report.js';
+import { describeWorkload, latestResults, type ResultFile, writeReport, writeResult } from '../../bench/report.js';
 import { beginRecord, endRecord, note, peerInfo, ratio, table } from '../../bench/util.js';
 
 const fsync = { dir: '/tmp', samples: 3, p50Ms: 1, p99Ms: 2, meanMs: 1.2, perSec: 833 };
@@ -85,4 +85,11 @@ test('report: a workload with nothing measured yields a page without charts', ()
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+test('report: a workload is described by the first paragraph of its doc comment', () => {
+  const src = '/**\n * `npm run bench -- x`: durable commits at 1 and 10\n * committers.\n *\n * Details.\n */\nimport a from "b";\n';
+  assert.equal(describeWorkload(src), 'durable commits at 1 and 10 committers.');
+  assert.equal(describeWorkload('/** `npm run bench -- engine`: the engine. */\n'), 'the engine.');
+  assert.equal(describeWorkload('import a from "b";'), undefined);
 });
