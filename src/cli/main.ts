@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `latchkey` command. For now: `latchkey serve`.
+ * The `latchkey` command: `latchkey serve`, and `latchkey bench` (cli/bench.ts).
  *
  *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
@@ -25,13 +25,15 @@ import { DEFAULT_LIMITS, type Limits } from '../protocol/limits.js';
 import { AuthTable } from '../server/auth.js';
 import { type ServeOptions, serve } from '../server/server.js';
 import { type XenstoreServer, startXenstoreServer } from '../xenstore/server.js';
+import { benchCommand } from './bench.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
                       [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
                       [--durability fsync|none] [--memory] [--limit NAME=N]...
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
-                      [--xenstore-socket PATH [--xenstore-limit NAME=N]...]`;
+                      [--xenstore-socket PATH [--xenstore-limit NAME=N]...]
+       latchkey bench [WORKLOAD…] [--quick]   (from a source checkout; see docs/benchmarks.md)`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`latchkey: ${message}\n`);
@@ -182,6 +184,9 @@ async function main(): Promise<void> {
   switch (cmd) {
     case 'serve':
       await serveCommand(rest);
+      return;
+    case 'bench':
+      process.exitCode = await benchCommand(rest);
       return;
     case undefined:
     case 'help':
