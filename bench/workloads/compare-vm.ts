@@ -32,11 +32,13 @@ export default async function compareVm(o: BenchOptions): Promise<void> {
   const bar = progress('compare-vm', 6 * VMS);
   const tick = (): void => bar.tick();
 
-  // latchkey in process; one warm-up run first (the engine benchmark reports cold and warm)
+  // latchkey in process; one warm-up run first in a full run (the engine benchmark reports cold and warm)
   {
-    const warm = await open();
-    await vmWorkload(warm, VMS);
-    await warm.close();
+    if (!o.quick) {
+      const warm = await open();
+      await vmWorkload(warm, VMS);
+      await warm.close();
+    }
     const s = await open();
     rows.set('latchkey, in process (memory)', await vmWorkload(s, VMS));
     await s.close();
