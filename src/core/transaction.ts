@@ -40,6 +40,13 @@ export type Recorded =
   | { kind: 'write'; op: WriteOp; outcome: Outcome };
 
 const ABSENT = -1;
+/**
+ * Witness of a read that saw the transaction's own write. The transaction
+ * writes at a provisional revision (snapshot + 1) which a real commit may
+ * also carry, so such a witness proves nothing at head: it is never taken as
+ * unchanged, and replay always re-answers and compares.
+ */
+const OWN = -2;
 
 function sameNames(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
@@ -81,14 +88,15 @@ export class TxState {
 
   get(path: string): Node | undefined {
     const node = this.ws.get(path);
-    this.record.push({ kind: 'get', path, witness: node === undefined ? ABSENT : node.modRev, value: node?.value });
+    const witness = node === undefined ? ABSENT : node.modRev === this.ws.rev ? OWN : node.modRev;
+    this.record.push({ kind: 'get', path, witness, value: node?.value });
     return node;
   }
 
   list(path: string, after?: string, limit?: number): ListResult {
     const segs = parsePath(path);
     const dir = lookup(this.ws.root, segs);
-    const witness = dir === undefined ? ABSENT : dir.childrenRev;
+    const witness = dir === undefined ? ABSENT : dir.childrenRev === this.ws.rev ? OWN : dir.childrenRev;
     let result: ListResult | string;
     try {
       result = this.ws.list(path, after, limit);
@@ -127,7 +135,7 @@ export type ReplayResult =
  * Re-executes a transaction's record against `head` (whose writes will carry
  * revision `rev`). Pure: returns the workspace to commit, or where it diverged.
  */
-export function replayAt(record: readonly Recorded[], head: Node, rev: number, txRev: number): ReplayResult {
+export function replayAt(record: readonly Recorded[], head: Node, rev: number): ReplayResult {
   const ws = new Workspace(head, rev);
   let replayed = false;
   for (let i = 0; i < record.length; i++) {
@@ -137,7 +145,7 @@ export function replayAt(record: readonly Recorded[], head: Node, rev: number, t
         const node = ws.get(r.path);
         const w = node === undefined ? ABSENT : node.modRev;
         if (w === r.witness) break;
-        const own = w === rev && r.witness === txRev; // both are this transaction's own write
+        const own = w === rev && r.witness === OWN; // this transaction's own write, then and now
         if ((node === undefined) !== (r.value === undefined)) return { ok: false, path: r.path, index: i };
         if (node !== undefined && !bytesEqual(node.value, r.value!)) return { ok: false, path: r.path, index: i };
         if (!own) replayed = true;
@@ -147,7 +155,7 @@ export function replayAt(record: readonly Recorded[], head: Node, rev: number, t
         const dir = ws.get(r.path);
         const w = dir === undefined ? ABSENT : dir.childrenRev;
         if (w === r.witness) break;
-        const own = w === rev && r.witness === txRev;
+        const own = w === rev && r.witness === OWN;
         const again = outcomeOf(() => ws.list(r.path, r.after, r.limit));
         if (typeof r.result === 'string') {
           if (again.ok || again.code !== r.result) return { ok: false, path: r.path, index: i };

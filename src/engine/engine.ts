@@ -218,7 +218,7 @@ export class Engine {
         ws = tx.ws;
       } else {
         this.counters.validations++;
-        const r = replayAt(tx.record, this.pendingRoot, this.pendingRev + 1, tx.snapshotRev + 1);
+        const r = replayAt(tx.record, this.pendingRoot, this.pendingRev + 1);
         if (!r.ok) {
           this.counters.conflicts++;
           throw new LatchkeyError('CONFLICT', `transaction conflicts at ${r.path}: a response would differ at head`, { path: r.path, info: { op: r.index } });

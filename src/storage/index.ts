@@ -29,7 +29,7 @@ export type Durability = 'fsync' | 'none';
 
 export interface StorageOptions {
   /**
-   * 'fsync' (default): a sync resolves after write + fdatasync; an
+   * 'fsync' (default): a sync resolves after an O_DSYNC write (write + fdatasync in one call); an
    * acknowledged commit survives a process crash, a kernel crash and power
    * loss (given a disk that honours flushes).
    * 'none': a sync resolves after the write(2) reached the kernel, without

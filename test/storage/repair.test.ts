@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { openStorage, repair } from '../../src/storage/index.js';
@@ -98,6 +98,32 @@ test('repair: a damaged snapshot is moved aside; refuses to run on a directory t
     assert.deepEqual(report.movedAside.map((m) => m.to), [snap + '.damaged']);
     const s2 = await openStorage(dir);
     assert.deepEqual(dump(s2.root), dump(d.root));
+    await s2.close();
+  } finally {
+    await removeDir(dir);
+  }
+});
+
+test('repair: a missing segment (revision gap) keeps the log up to the gap and moves the rest aside', async () => {
+  const dir = await tempDir();
+  try {
+    const s = await openStorage(dir, { segmentBytes: 4096 });
+    const d = new Driver(s);
+    await d.many(150);
+    await s.close();
+    const segs = await files(dir, /^wal-/);
+    assert.ok(segs.length >= 3);
+    const gapAt = Number(/(\d+)/.exec(segs[1]!)![1]);
+    const third = Number(/(\d+)/.exec(segs[2]!)![1]);
+    await rename(path.join(dir, segs[1]!), path.join(dir, 'elsewhere'));
+    await assert.rejects(openStorage(dir), (e: unknown) => LatchkeyError.is(e, 'CORRUPT') && /revision gap/.test(e.message));
+    const report = await repair(dir);
+    assert.equal(report.revision, gapAt - 1);
+    assert.deepEqual(report.lost, { from: gapAt, to: 150 });
+    assert.ok(report.movedAside.some((m) => m.file === path.join(dir, segs[2]!)));
+    assert.ok(third > gapAt);
+    const s2 = await openStorage(dir);
+    assert.equal(s2.revision, gapAt - 1);
     await s2.close();
   } finally {
     await removeDir(dir);
