@@ -203,7 +203,10 @@ export function parseServerMessage(id: number, v: unknown): ServerMessage {
   const replies = m.t === 'ok' || m.t === 'err';
   // Replies answer a request id; pushes (welcome, events, bye…) carry 0.
   if (replies !== (id !== 0)) throw protocolError(`${m.t} with id ${id}`);
-  return replies ? { ...m, id } as ServerMessage : m;
+  if (!replies) return m;
+  // m is a fresh decoded map: give it its id in place rather than copying it per reply.
+  (m as { id?: number }).id = id;
+  return m as ServerMessage;
 }
 
 /** What the client reads: messages from a server. */
