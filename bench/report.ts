@@ -107,7 +107,8 @@ export function writeReport(root: string, available: readonly string[]): string 
     'needs a layer not merged yet reads "pending" and names the layer.', '');
   out.push('## How to reproduce', '');
   out.push('```sh', 'npm install', 'sudo npm run bench:setup        # Debian: apt-get install etcd-server redis-server', 'npm run bench                    # every workload, full sizes, with peers; rewrites this page',
-    'npm run bench -- compare-durable # one workload (names below)', 'npm run bench -- --quick         # small sizes, latchkey only (what CI runs)', '```', '');
+    'npm run bench -- compare-durable # one workload (names below)', 'npm run bench -- --quick         # small sizes, latchkey only (what CI runs)',
+    'node dist/cli/main.js bench compare-vm   # the same through the CLI: latchkey bench [WORKLOAD…] [--quick]', '```', '');
   out.push('Temporary data directories (latchkey, etcd, Redis, lmdb) go to `$LATCHKEY_BENCH_TMP` (default: the OS temp dir); the fsync',
     'figure in each section is measured in that same directory during the run. Servers listen on 127.0.0.1 only and are stopped when the run ends.', '');
   // every setting any workload ran a peer with, per peer (e.g. lmdb-js synced and noSync)
