@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- compare-locks`: the lock service side by side —
- * latchkey (embedded, and over its socket once the server lands), etcd's
+ * latchkey (embedded, and over its Unix socket), etcd's
  * concurrency-recipe mutex, and the Redis SET NX PX lock with polling.
  *
  * - round trip: one client, acquire + release in a loop, nothing else.
