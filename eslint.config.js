@@ -53,6 +53,18 @@ export default tseslint.config(
     },
   },
   {
+    // util: small helpers with timers (no I/O) shared by engine and client; only core and api below it.
+    files: ['src/util/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: nodeIo, message: 'src/util does no I/O.' },
+          { group: ['../engine/*', '../storage/*', '../server/*', '../client/*', '../protocol/*', '../cli/*', '../xenstore/*'], message: 'src/util depends only on core and api.' },
+        ],
+      }],
+    },
+  },
+  {
     files: ['src/engine/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {

@@ -1,8 +1,11 @@
+import type { Store } from './api.js';
+import { openShared, type SharedOptions } from './client/shared.js';
+import { invalidArgument } from './core/errors.js';
+import { open as openEmbedded, type OpenOptions as EmbeddedOpenOptions } from './engine/open.js';
+
 export * from './api.js';
 export { LatchkeyError, BugError, ErrorCodes } from './core/errors.js';
 export type { ErrorCode } from './core/errors.js';
-export { open } from './engine/open.js';
-export type { OpenOptions } from './engine/open.js';
 export { connect, RemoteStore } from './client/store.js';
 export type { ConnectOptions } from './client/store.js';
 export { serve, LatchkeyServer } from './server/server.js';
@@ -10,3 +13,25 @@ export type { ServeOptions } from './server/server.js';
 export { AuthTable } from './server/auth.js';
 export { openShared } from './client/shared.js';
 export type { SharedOptions } from './client/shared.js';
+
+export type OpenOptions =
+  | (EmbeddedOpenOptions & { shared?: false })
+  | (SharedOptions & { shared: true });
+
+/**
+ * Opens a store.
+ * - `open()`: in memory, in this process.
+ * - `open(dir)`: durable on a data directory, owned by this process.
+ * - `open(dir, { shared: true })`: the directory's server — connects to the
+ *   one serving `dir`, or starts one as a detached child (it exits once idle);
+ *   any number of processes can open the same directory this way.
+ */
+export async function open(dir?: string, options: OpenOptions = {}): Promise<Store> {
+  if (options.shared === true) {
+    if (dir === undefined) throw invalidArgument('open: { shared: true } needs a data directory');
+    const { shared: _shared, ...rest } = options;
+    return openShared(dir, rest);
+  }
+  const { shared: _shared, ...rest } = options;
+  return openEmbedded(dir, rest);
+}

@@ -232,6 +232,9 @@ export default async function remote(o: BenchOptions): Promise<void> {
         for (let k = 1000; k < keys; k += 1000) {
           await seed.multi(Array.from({ length: 1000 }, (_, j) => ({ op: 'set' as const, path: `/bench/k${k + j}`, value })));
         }
+        // Warm up (JIT on both sides) before the first measured row of this server and transport.
+        await pipelined([seed], window, ms / 2, (st, i) => st.get(`/bench/k${i % keys}`));
+        await pipelined([seed], window, ms / 2, (st, i) => st.set(`/bench/k${i % keys}`, value));
         for (const n of conns) {
           const stores: RemoteStore[] = [];
           for (let c = 0; c < n; c++) stores.push(await connect(url));

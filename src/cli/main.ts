@@ -5,7 +5,7 @@
  * One file per command under commands/ (serve.ts, kv.ts for the node
  * commands, lock.ts, watch.ts, txn.ts, top.ts, …); this file is only the
  * table of commands and the dispatcher. A new command is one line in
- * COMMANDS (the benchmark's `bench` goes there too).
+ * COMMANDS (`bench` wraps cli/bench.ts, the benchmark suite's runner).
  *
  * `--help` / `-h` anywhere before a `--` prints that command's help; the
  * dispatcher handles it so every command has it the same way.
@@ -42,7 +42,24 @@ const COMMANDS: readonly CommandEntry[] = [
   { name: 'repair', summary: 'make a damaged data directory open again (keeps the valid prefix)', load: async () => (await import('./commands/check.js')).repairCmd },
   { name: 'export', summary: 'write a subtree as JSON lines to stdout', load: async () => (await import('./commands/dump.js')).exportCmd },
   { name: 'import', summary: 'write the nodes of a JSON-lines dump (from stdin)', load: async () => (await import('./commands/dump.js')).importCmd },
-  // bench (src/cli/bench.ts) joins here when it lands.
+  {
+    name: 'bench', summary: 'run the benchmark suite (from a source checkout; docs/benchmarks.md)',
+    load: async () => {
+      const { benchCommand } = await import('./bench.js');
+      return {
+        help: `usage: latchkey bench [WORKLOAD...] [--quick]
+
+Runs the benchmark suite (bench/ in a source checkout: \`npm run bench\` there),
+printing figures; from an installed package it says where to get the suite.
+See docs/benchmarks.md.
+
+examples:
+  latchkey bench --quick
+  latchkey bench remote`,
+        run: (argv) => benchCommand(argv),
+      };
+    },
+  },
 ];
 
 function overview(): string {

@@ -9,7 +9,8 @@ import type { Core } from './core.js';
 import { makeEntry, makeListing, toBytes } from './entry.js';
 import { LockState, RemoteLock } from './lock.js';
 import { RemoteTransaction } from './transaction.js';
-import { backoff, throwIfAborted, writeArgs } from './util.js';
+import { writeArgs } from './util.js';
+import { runTransaction, throwIfAborted } from '../util/retry.js';
 
 export class RemoteSession implements Session {
   protected ended_ = false;
@@ -111,24 +112,8 @@ export class RemoteSession implements Session {
     return new RemoteTransaction(this.core, this.handle, this.gen());
   }
 
-  async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    const retries = options.retries ?? 10;
-    if (!Number.isSafeInteger(retries) || retries < 0) throw invalidArgument('transaction: retries must be a non-negative integer');
-    const signal = options.signal;
-    for (let attempt = 0; ; attempt++) {
-      throwIfAborted(signal);
-      const tx = this.begin();
-      try {
-        const result = await fn(tx);
-        throwIfAborted(signal);
-        await tx.commit(signal ? { signal } : {});
-        return result;
-      } catch (e) {
-        await tx.abort();
-        if (!LatchkeyError.is(e, 'CONFLICT') || attempt >= retries) throw e;
-        await backoff(attempt, signal);
-      }
-    }
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    return runTransaction(() => this.begin(), fn, options);
   }
 
   async lock(path: string, options: LockOptions = {}): Promise<Lock> {
@@ -198,4 +183,3 @@ function toWireMultiOp(o: MultiOp, i: number, maxValue: number): WireMultiOp {
   }
 }
 
-/** Jittered exponential backoff between transaction retries: 0.1 ms · 2^n, capped at 50 ms. */

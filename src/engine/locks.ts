@@ -45,10 +45,13 @@ function aborted(signal: AbortSignal): LatchkeyError {
   return new LatchkeyError('ABORTED', 'aborted while waiting', { cause: r });
 }
 
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 function checkWaitOptions(o: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal }): void {
   if (o.wait !== undefined && typeof o.wait !== 'boolean') throw invalidArgument('wait must be a boolean');
-  if (o.timeoutMs !== undefined && (typeof o.timeoutMs !== 'number' || !(o.timeoutMs >= 0) || !Number.isFinite(o.timeoutMs))) {
-    throw invalidArgument('timeoutMs must be a non-negative finite number');
+  // setTimeout turns anything above 2^31-1 ms (~24.8 days) into 1 ms: refuse it rather than time out at once.
+  if (o.timeoutMs !== undefined && (typeof o.timeoutMs !== 'number' || !(o.timeoutMs >= 0) || !(o.timeoutMs <= MAX_TIMEOUT_MS))) {
+    throw invalidArgument(`timeoutMs must be a number from 0 to ${MAX_TIMEOUT_MS}`);
   }
   if (o.signal?.aborted) throw aborted(o.signal);
 }

@@ -17,6 +17,7 @@ import { lookup } from '../core/tree.js';
 import { type Engine, type WriteTarget, targetOf, targetOfOp } from './engine.js';
 import { makeEntry, makeListing, toBytes } from './entry.js';
 import { TransactionImpl } from './transaction.js';
+import { runTransaction } from '../util/retry.js';
 
 let sessionCounter = 0;
 const epoch = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
@@ -131,24 +132,8 @@ export class SessionImpl implements Session {
     return tx;
   }
 
-  async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    const retries = options.retries ?? 10;
-    if (!Number.isSafeInteger(retries) || retries < 0) throw invalidArgument('transaction: retries must be a non-negative integer');
-    const signal = options.signal;
-    for (let attempt = 0; ; attempt++) {
-      throwIfAborted(signal);
-      const tx = this.begin();
-      try {
-        const result = await fn(tx);
-        throwIfAborted(signal);
-        await tx.commit(signal ? { signal } : {});
-        return result;
-      } catch (e) {
-        await tx.abort();
-        if (!LatchkeyError.is(e, 'CONFLICT') || attempt >= retries) throw e;
-        await backoff(attempt, signal);
-      }
-    }
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    return runTransaction(() => this.begin(), fn, options);
   }
 
   lock(path: string, options: LockOptions = {}): Promise<Lock> {
@@ -181,24 +166,4 @@ export class SessionImpl implements Session {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new LatchkeyError('ABORTED', 'aborted', { cause: signal.reason });
-}
-
-/** Jittered exponential backoff between transaction retries: 0.1 ms · 2^n, capped at 50 ms. */
-function backoff(attempt: number, signal: AbortSignal | undefined): Promise<void> {
-  const ms = Math.random() * Math.min(50, 0.1 * 2 ** attempt);
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(new LatchkeyError('ABORTED', 'aborted', { cause: signal?.reason }));
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -24,6 +24,7 @@ import {
   type Args, type ClientMessage, type HelloBody, type RequestOp, type ServerBody, type ServerMessage,
   helloBody, isRequestOp, requests, serverBody,
 } from './messages.js';
+import { DEFAULT_SCAN_LIMITS, type ScanLimits, scanMsgpack } from './msgpack-scan.js';
 import { ShapeError, isPlainObject } from './schema.js';
 
 // skipValues (leave out keys whose value is undefined) is supported by msgpackr but missing from its typings.
@@ -67,7 +68,7 @@ export class Decoder<M> {
   private dead = false;
   private readonly scratch: FrameEvent[] = [];
 
-  constructor(maxFrame: number, private readonly parse: (id: number, v: unknown) => M) {
+  constructor(maxFrame: number, private readonly parse: (id: number, v: unknown) => M, private readonly scanLimits: ScanLimits = DEFAULT_SCAN_LIMITS) {
     this.frames = new FrameReader(maxFrame);
   }
 
@@ -105,6 +106,21 @@ export class Decoder<M> {
           break;
         }
         out.push({ type: 'reject', id: f.id, error: new LatchkeyError('TOO_LARGE', `request frame of ${f.size} bytes exceeds the limit of ${this.frames.maxFrame}`, { info: { size: f.size, limit: this.frames.maxFrame } }) });
+        continue;
+      }
+      const shape = scanMsgpack(f.body, this.scanLimits);
+      if (shape !== 'ok') {
+        if (shape === 'malformed') {
+          this.fail(out, protocolError('frame body is not one well-formed msgpack value'));
+          break;
+        }
+        // Too many values or too deep: the bytes were sound, the message is too big to decode.
+        const e = new LatchkeyError('TOO_LARGE', `message ${shape === 'too-deep' ? `nests deeper than ${this.scanLimits.maxDepth}` : `has more than ${this.scanLimits.maxItems} values`}`, { info: { ...this.scanLimits } });
+        if (f.id === 0) {
+          this.fail(out, e);
+          break;
+        }
+        out.push({ type: 'reject', id: f.id, error: e });
         continue;
       }
       try {
@@ -187,12 +203,16 @@ export function parseServerMessage(id: number, v: unknown): ServerMessage {
   const replies = m.t === 'ok' || m.t === 'err';
   // Replies answer a request id; pushes (welcome, events, bye…) carry 0.
   if (replies !== (id !== 0)) throw protocolError(`${m.t} with id ${id}`);
-  return replies ? { ...m, id } as ServerMessage : m;
+  if (!replies) return m;
+  // m is a fresh decoded map: give it its id in place rather than copying it per reply.
+  (m as { id?: number }).id = id;
+  return m as ServerMessage;
 }
 
 /** What the client reads: messages from a server. */
 export function serverMessageDecoder(maxFrame: number): Decoder<ServerMessage> {
-  return new Decoder(maxFrame, parseServerMessage);
+  // Replies may be long listings (a page of a million names): the client trusts its server more.
+  return new Decoder(maxFrame, parseServerMessage, { maxItems: maxFrame, maxDepth: 64 });
 }
 
 /** Checks a reply against the result schema of the op it answers; PROTOCOL if it does not fit. */

@@ -84,13 +84,21 @@ export class Connection implements ConnContext {
   private flushQueued = false;
   private lastSeen = Date.now();
   private lease: NodeJS.Timeout | undefined;
+  private readonly helloTimer: NodeJS.Timeout;
   private drainWaiters: Array<() => void> = [];
   private pausedForWrites = false;
 
   constructor(private readonly socket: Socket, private readonly opts: ConnectionOptions) {
     this.store = opts.store;
     this.limits = opts.limits;
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.onData(chunk);
+      } catch (e) {
+        // Nothing below throws by design; if a bug does, it costs this connection, never the server.
+        this.fatal(new LatchkeyError('INTERNAL', `connection failed: ${(e as Error).message}`));
+      }
+    });
     socket.on('error', () => {}); // 'close' follows; a reset is a death like any other
     socket.on('close', () => this.destroy(true));
     socket.on('drain', () => this.onDrain());
@@ -101,8 +109,6 @@ export class Connection implements ConnContext {
     }, opts.helloTimeoutMs);
     this.helloTimer.unref();
   }
-
-  private helloTimer: NodeJS.Timeout | undefined;
 
   get watchCount(): number {
     return this.watches.size;

@@ -127,7 +127,7 @@ describe('cli: node commands', () => {
 });
 
 describe('cli: usage', () => {
-  const commands = ['serve', 'get', 'set', 'ls', 'rm', 'stat', 'mkdir', 'lock', 'watch', 'txn', 'top', 'stats', 'snapshot', 'check', 'repair', 'export', 'import'];
+  const commands = ['serve', 'get', 'set', 'ls', 'rm', 'stat', 'mkdir', 'lock', 'watch', 'txn', 'top', 'stats', 'snapshot', 'check', 'repair', 'export', 'import', 'bench'];
 
   test('cli: every command has --help with examples', async () => {
     for (const c of commands) {

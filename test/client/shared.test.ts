@@ -11,14 +11,16 @@ import path from 'node:path';
 import { openShared } from '../../src/client/shared.js';
 import { connect } from '../../src/client/store.js';
 import { LatchkeyError } from '../../src/core/errors.js';
+import { open } from '../../src/index.js';
 
 test('shared: racing openers share one on-demand server, which exits when idle; data outlives it', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-shared-'));
   try {
-    const stores = await Promise.all([0, 1, 2, 3].map(() => openShared(dir, { idleExitMs: 300 })));
+    // Half through the public open(dir, { shared: true }), half through openShared: one race.
+    const stores = await Promise.all([0, 1, 2, 3].map((i) => (i % 2 === 0 ? open(dir, { shared: true, idleExitMs: 300 }) : openShared(dir, { idleExitMs: 300 }))));
     await Promise.all(stores.map((s, i) => s.set(`/who/${i}`, String(i))));
     for (const s of stores) assert.deepEqual([...(await s.list('/who'))], ['0', '1', '2', '3']);
-    const st = await stores[0]!.fetchStats();
+    const st = await (stores[1] as Awaited<ReturnType<typeof openShared>>).fetchStats();
     assert.equal((st.server as { connections: number }).connections, 4, 'one server for all');
     await Promise.all(stores.map((s) => s.close()));
     // Idle for 300 ms: the server exits and its socket stops answering.

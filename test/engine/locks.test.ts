@@ -411,3 +411,15 @@ test('locks: random sessions that lock, upgrade, write, time out, abort and die 
   }
   assert.deepEqual(left, [], 'every ephemeral node went with its session');
 }));
+
+test('locks: a timeout beyond what timers can hold is refused, not turned into 1 ms', () => withStore(async (store) => {
+  const holder = await store.lock('/t');
+  const other = store.session();
+  await assert.rejects(other.lock('/t', { timeoutMs: 2 ** 31 }), is('INVALID_ARGUMENT'));
+  await assert.rejects(other.lock('/t', { timeoutMs: Number.NaN }), is('INVALID_ARGUMENT'));
+  const waiting = other.lock('/t', { timeoutMs: 2 ** 31 - 1 });
+  await holder.release();
+  const l = await waiting;
+  assert.equal(l.held, true);
+  await other.close();
+}));

@@ -192,3 +192,18 @@ test('garbage: open transactions past the limit get QUOTA for those requests onl
   c.close();
   await stillServing();
 });
+
+test('garbage: a frame of four million one-byte values is refused before decoding', async () => {
+  const c = await RawClient.open(server.unix);
+  const n = 4 * 1024 * 1024 - 64; // just under the default 4 MiB frame limit
+  const body = new Uint8Array(n);
+  body[0] = 0xdd;
+  new DataView(body.buffer).setUint32(1, n - 5);
+  body.fill(0x80, 5);
+  c.send(encodeFrame(11, body));
+  assert.equal(errCode(await c.reply(11)), 'TOO_LARGE');
+  c.send(encodeRequest(12, 'ping', {}));
+  assert.equal((await c.reply(12))?.t, 'ok');
+  c.close();
+  await stillServing();
+});

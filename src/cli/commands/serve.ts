@@ -135,6 +135,8 @@ async function serveCommand(argv: string[]): Promise<void> {
     xenstoreLimits[m[1]!] = Number(m[2]);
   }
   if (values['xenstore-limit'] !== undefined && values['xenstore-socket'] === undefined) fail('--xenstore-limit needs --xenstore-socket');
+  // The idle count sees latchkey connections only: it would stop a server XenStore clients still use.
+  if (idle !== undefined && values['xenstore-socket'] !== undefined) fail('--idle-exit-ms cannot be combined with --xenstore-socket');
 
   let stopping = false;
   let server: Awaited<ReturnType<typeof serve>> | undefined;

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `npm run bench:setup`: installs the peers the benchmarks compare against,
+# from Debian's own packages (checked with apt-cache: etcd-server 3.4,
+# redis-server 7.0 on bookworm). The harness starts its own instances on
+# 127.0.0.1 with temporary data directories; the packaged services are not used.
+# The npm peers (etcd3, ioredis, lmdb) are devDependencies: `npm ci` brings them.
+set -euo pipefail
+if ! command -v apt-get >/dev/null; then
+  echo "bench:setup needs apt-get (Debian/Ubuntu); install etcd and redis-server by hand and put them on PATH" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+$sudo apt-get update
+$sudo apt-get install -y etcd-server redis-server
+etcd --version | head -1
+redis-server --version
