@@ -77,6 +77,7 @@ examples:
     if (positionals.length < 1 || positionals.length > 2) throw new UsageError(positionals.length === 0 ? 'missing PATH' : `unexpected argument ${positionals[2]}`);
     const p = positionals[0]!;
     const ifVersion = parseCount(values['if-version'], '--if-version');
+    if (positionals[1] === undefined && process.stdin.isTTY) process.stderr.write('latchkey set: reading the value from the terminal; end it with Ctrl-D\n');
     const value = positionals[1] ?? await readStdin();
     const rev = await withStore(values, (s) => s.set(p, value, {
       ...(ifVersion === undefined ? {} : { ifVersion }),
