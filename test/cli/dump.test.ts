@@ -34,6 +34,19 @@ describe('cli: export / import', () => {
     assert.deepEqual(again.stdout.split('\n').slice(1), dump.stdout.split('\n').slice(1));
   });
 
+  test('cli: a large import batches under the limits and draws no progress bar when stderr is not a terminal', async () => {
+    const lines = [JSON.stringify({ latchkey: 'dump', version: 1, path: '/big', revision: 1 })];
+    for (let i = 0; i < 1500; i++) lines.push(JSON.stringify({ path: `/big/n${String(i).padStart(4, '0')}`, value: `v${i}` }));
+    const r = await b.lk(['import'], { input: lines.join('\n') + '\n' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'imported 1500 node(s)\n');
+    assert.equal(r.stderr, '');
+    assert.equal((await b.lk(['get', '/big/n1499'])).stdout, 'v1499');
+    const ex = await b.lk(['export', '/big']);
+    assert.equal(ex.stderr, '');
+    assert.equal(ex.stdout.trim().split('\n').length, 1 + 1 + 1500);
+  });
+
   test('cli: import rejects a broken line with its number', async () => {
     const r = await b.lk(['import'], { input: '{"path":"/x","value":"1"}\nnot json\n' });
     assert.notEqual(r.code, 0);

@@ -100,6 +100,16 @@ describe('cli: node commands', () => {
     assert.match(top.stdout, /HELD LOCKS \(0\)/);
   });
 
+  test('cli: top without a terminal prints a frame each interval and ends on SIGINT', async () => {
+    const top = t.lkStart(['top', '--interval', '100ms']);
+    await top.waitFor(/HELD LOCKS[\s\S]*HELD LOCKS/);
+    top.child.kill('SIGINT');
+    const r = await top.done;
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /\x1b\[/, 'no screen control codes into a pipe');
+    assert.match(r.stdout, /per second: commits \d/);
+  });
+
   test('cli: snapshot on an in-memory server answers', async () => {
     const r = await t.lk(['snapshot']);
     assert.equal(r.code, 0, r.stderr);
