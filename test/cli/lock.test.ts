@@ -5,6 +5,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cliServer } from './helpers.js';
 
+/** A CMD that prints `ready`, then waits; on SIGTERM it prints `said` and exits with `code`. */
+const TERM_EXITS = (code: number, said: string): string =>
+  `process.on('SIGTERM', () => { if (${JSON.stringify(said)}) console.log(${JSON.stringify(said)}); process.exit(${code}); }); console.log('ready'); setInterval(() => {}, 1000);`;
+
 /** Kills a process by the pid it wrote to `file` (the orphaned CMD of a SIGKILLed latchkey). */
 function killPidFile(file: string): void {
   try {
@@ -78,7 +82,9 @@ describe('cli: lock -- cmd', () => {
   });
 
   test('cli: signals to latchkey are forwarded to CMD, which decides the exit status', async () => {
-    const p = t.lkStart(['lock', '/l/d', '--', 'sh', '-c', "trap 'kill $!; echo got TERM; exit 5' TERM; echo ready; sleep 100 >/dev/null 2>&1 & wait"]);
+    // CMD is a node script, not `sh -c "trap …; sleep & wait"`: a shell can miss a
+    // trapped signal that lands between `sleep &` and `wait` (a flaky hang).
+    const p = t.lkStart(['lock', '/l/d', '--', process.execPath, '-e', TERM_EXITS(5, 'got TERM')]);
     await p.waitFor('ready\n');
     p.child.kill('SIGTERM');
     const r = await p.done;
@@ -102,7 +108,7 @@ describe('cli: lock -- cmd', () => {
 
   test('cli: the lock lost while CMD runs (server gone) terminates CMD and says so', async () => {
     const own = await cliServer();
-    const p = own.lkStart(['lock', '/l/g', '--', 'sh', '-c', "trap 'kill $!; exit 143' TERM; echo ready; sleep 100 >/dev/null 2>&1 & wait"]);
+    const p = own.lkStart(['lock', '/l/g', '--', process.execPath, '-e', TERM_EXITS(143, '')]);
     await p.waitFor('ready\n');
     own.server.proc.kill('SIGKILL');
     const r = await p.done;
