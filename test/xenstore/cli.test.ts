@@ -35,7 +35,9 @@ test('xenstore: latchkey serve --xenstore-socket shares one durable store betwee
     assert.match(s1.out, new RegExp(`^xenstore ${xsPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'));
     const native = await connect(`unix://${path.join(dir, 'data', 'latchkey.sock')}`, { reconnect: false });
     const xs = await XsClient.connect(xsPath);
-    const watch = native.watch('/local/domain/7', { recursive: true })[Symbol.asyncIterator]();
+    // From a revision, so the write below is seen however late the watch subscribes.
+    const from = (await native.get('/'))!.revision + 1;
+    const watch = native.watch('/local/domain/7', { recursive: true, fromRevision: from })[Symbol.asyncIterator]();
     await xs.write('/local/domain/7/name', 'guest');
     const ev = (await watch.next()).value as WatchEvent;
     assert.equal(ev.path, '/local/domain/7');
