@@ -134,3 +134,48 @@ export class FrameReader {
 function readU32(b: Uint8Array, at: number): number {
   return ((b[at]! << 24) >>> 0) + (b[at + 1]! << 16) + (b[at + 2]! << 8) + b[at + 3]!;
 }
+
+/**
+ * Frames queued for one write: header and body copied into one growing
+ * buffer, handed out whole by `take()`. One allocation and one socket write
+ * per batch instead of one per frame (pipelined replies and requests leave
+ * in batches of dozens).
+ */
+export class FrameBatch {
+  private buf: Uint8Array;
+  private len = 0;
+
+  constructor(private readonly initial = 64 * 1024) {
+    this.buf = new Uint8Array(initial);
+  }
+
+  get size(): number {
+    return this.len;
+  }
+
+  add(id: number, body: Uint8Array): void {
+    if (body.length === 0 || body.length > MAX_LENGTH) throw new LatchkeyError('TOO_LARGE', `frame body of ${body.length} bytes`);
+    const need = this.len + HEADER_BYTES + body.length;
+    if (need > this.buf.length) {
+      const grown = new Uint8Array(Math.max(need, this.buf.length * 2));
+      grown.set(this.buf.subarray(0, this.len));
+      this.buf = grown;
+    }
+    const b = this.buf;
+    let at = this.len;
+    const n = body.length;
+    b[at++] = n >>> 24; b[at++] = (n >>> 16) & 0xff; b[at++] = (n >>> 8) & 0xff; b[at++] = n & 0xff;
+    b[at++] = id >>> 24; b[at++] = (id >>> 16) & 0xff; b[at++] = (id >>> 8) & 0xff; b[at++] = id & 0xff;
+    b.set(body, at);
+    this.len = at + n;
+  }
+
+  /** The queued bytes (the batch then starts empty in a fresh buffer: the caller may hold the old one). */
+  take(): Uint8Array | undefined {
+    if (this.len === 0) return undefined;
+    const out = this.buf.subarray(0, this.len);
+    this.buf = new Uint8Array(Math.max(this.initial, Math.min(this.len, 1 << 20)));
+    this.len = 0;
+    return out;
+  }
+}

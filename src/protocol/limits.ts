@@ -32,7 +32,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxFrame: 4 * 1024 * 1024,
   maxValue: 1024 * 1024,
   maxInFlight: 4096,
-  maxTransactions: 256,
+  maxTransactions: 1024,
   maxTxOps: 10_000,
   maxLocks: 10_000,
   maxWatches: 1024,
@@ -43,3 +43,6 @@ export const DEFAULT_LIMITS: Limits = {
 
 /** Before the handshake only a hello is expected: anything bigger is an error and closes the connection. */
 export const MAX_HELLO_FRAME = 64 * 1024;
+
+/** The largest frame a server sends (a reply or a push); clients accept frames up to this size. */
+export const MAX_REPLY_FRAME = 64 * 1024 * 1024;

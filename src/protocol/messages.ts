@@ -24,14 +24,17 @@ export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
 
 // ---------------------------------------------------------------- pieces
 
+// What the server sends is read loosely (unknown fields kept): a newer server may add fields.
+const loose = { loose: true };
+
 const stat = object({
   createRev: uint, modRev: uint, version: uint, childrenRev: uint, numChildren: uint, ephemeralOwner: opt(str),
-});
-const entry = object({ path: str, value: bytes, stat, revision: uint });
+}, loose);
+const entry = object({ path: str, value: bytes, stat, revision: uint }, loose);
 export type WireEntry = Infer<typeof entry>;
 export type WireStat = Infer<typeof stat>;
 
-const listing = object({ names: arrayOf(str), more: bool, revision: uint });
+const listing = object({ names: arrayOf(str), more: bool, revision: uint }, loose);
 const lockMode = literal('exclusive', 'shared');
 
 export const wireMultiOp = tagged('op', {
@@ -42,19 +45,19 @@ export const wireMultiOp = tagged('op', {
 });
 export type WireMultiOp = Infer<typeof wireMultiOp>;
 
-const lockInfo = object({ path: str, mode: lockMode, session: str, token: uint, since: num });
-const waiterInfo = object({ path: str, mode: literal('exclusive', 'shared', 'write', 'upgrade'), session: str, since: num });
+const lockInfo = object({ path: str, mode: lockMode, session: str, token: uint, since: num, waiters: opt(uint) }, loose);
+const waiterInfo = object({ path: str, mode: literal('exclusive', 'shared', 'write', 'upgrade'), session: str, since: num }, loose);
 
-export const wireEvent = object({ type: literal('put', 'delete'), path: str, revision: uint, value: opt(bytes) });
+export const wireEvent = object({ type: literal('put', 'delete'), path: str, revision: uint, value: opt(bytes) }, loose);
 export type WireEvent = Infer<typeof wireEvent>;
 
-export const wireError = object({ code: str, message: str, path: opt(str), info: opt(anyMap) });
+export const wireError = object({ code: str, message: str, path: opt(str), info: opt(anyMap) }, loose);
 export type WireError = Infer<typeof wireError>;
 
 const limits = object({
   maxFrame: uint, maxValue: uint, maxInFlight: uint, maxTransactions: uint, maxTxOps: uint,
   maxLocks: uint, maxWatches: uint, maxWatchQueue: uint, maxSessions: uint, maxConnections: uint,
-});
+}, loose);
 
 // Arguments shared by writes outside a transaction.
 const fence = opt(uint);
@@ -80,21 +83,21 @@ export const requests = {
   create: op(object({ path: str, value: opt(bytes), ephemeral: opt(bool), sequential: opt(bool), fence, wait, tx: opt(uint) }), str),
   delete: op(object({ path: str, recursive: opt(bool), ifVersion: opt(uint), fence, wait, tx: opt(uint) }), bool),
   check: op(object({ path: str, tx: uint, version: opt(uint), modRev: opt(uint), exists: opt(bool) }), nil),
-  multi: op(object({ ops: arrayOf(wireMultiOp), fence, wait }), object({ revision: uint, results: arrayOf(union(union(str, bool, 'string or boolean'), nil, 'string, boolean or nil')) })),
-  begin: op(object({ tx: uint }), object({ snapshotRevision: uint })),
-  commit: op(object({ tx: uint, fence, wait }), object({ revision: uint, replayed: bool })),
+  multi: op(object({ ops: arrayOf(wireMultiOp), fence, wait }), object({ revision: uint, results: arrayOf(union(union(str, bool, 'string or boolean'), nil, 'string, boolean or nil')) }, loose)),
+  begin: op(object({ tx: uint }), object({ snapshotRevision: uint }, loose)),
+  commit: op(object({ tx: uint, fence, wait }), object({ revision: uint, replayed: bool }, loose)),
   abort: op(object({ tx: uint }), nil),
-  lock: op(object({ lock: uint, path: str, mode: opt(lockMode), wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint, ownerDied: bool, mode: lockMode })),
-  upgrade: op(object({ lock: uint, wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint })),
+  lock: op(object({ lock: uint, path: str, mode: opt(lockMode), wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint, ownerDied: bool, mode: lockMode }, loose)),
+  upgrade: op(object({ lock: uint, wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint }, loose)),
   downgrade: op(object({ lock: uint }), nil),
   release: op(object({ lock: uint }), nil),
   locks: op(object({}), arrayOf(lockInfo)),
-  lockTable: op(object({}), object({ held: arrayOf(lockInfo), waiting: arrayOf(waiterInfo) })),
+  lockTable: op(object({}), object({ held: arrayOf(lockInfo), waiting: arrayOf(waiterInfo) }, loose)),
   /** Result: the first revision the watch can deliver (events carry revisions > or ≥ it, see docs). */
-  watch: op(object({ watch: uint, path: str, recursive: opt(bool), fromRevision: opt(uint) }), object({ revision: uint })),
+  watch: op(object({ watch: uint, path: str, recursive: opt(bool), fromRevision: opt(uint) }), object({ revision: uint }, loose)),
   unwatch: op(object({ watch: uint }), nil),
   /** Opens another session on this connection; later requests name it in the envelope's `s`. */
-  session: op(object({ session: uint, name: opt(str) }), object({ id: str, name: str })),
+  session: op(object({ session: uint, name: opt(str) }), object({ id: str, name: str }, loose)),
   endSession: op(object({ session: uint }), nil),
   stats: op(object({}), anyMap),
   snapshot: op(object({}), nil),
@@ -132,18 +135,18 @@ export type RequestMessage = Extract<ClientMessage, { t: 'req' }>;
 
 export const welcomeBody = object({
   t: literal('welcome'), version: uint, session: str, name: str, ttlMs: uint, revision: uint, limits,
-});
+}, loose);
 export type WelcomeBody = Infer<typeof welcomeBody>;
 
 const serverBodies = {
   welcome: welcomeBody,
-  ok: object({ t: literal('ok'), r: (v: unknown) => v, rev: uint }),
-  err: object({ t: literal('err'), e: wireError }),
-  event: object({ t: literal('event'), w: uint, ev: arrayOf(wireEvent) }),
-  watchEnd: object({ t: literal('watchEnd'), w: uint, e: wireError }),
-  lockLost: object({ t: literal('lockLost'), l: uint, e: wireError }),
-  sessionEnd: object({ t: literal('sessionEnd'), s: uint, e: wireError }),
-  bye: object({ t: literal('bye'), e: wireError }),
+  ok: object({ t: literal('ok'), r: (v: unknown) => v, rev: uint }, loose),
+  err: object({ t: literal('err'), e: wireError }, loose),
+  event: object({ t: literal('event'), w: uint, ev: arrayOf(wireEvent) }, loose),
+  watchEnd: object({ t: literal('watchEnd'), w: uint, e: wireError }, loose),
+  lockLost: object({ t: literal('lockLost'), l: uint, e: wireError }, loose),
+  sessionEnd: object({ t: literal('sessionEnd'), s: uint, e: wireError }, loose),
+  bye: object({ t: literal('bye'), e: wireError }, loose),
 };
 export const serverBody = tagged('t', serverBodies);
 type ServerBodyOf<K extends keyof typeof serverBodies> = Infer<(typeof serverBodies)[K]>;

@@ -85,9 +85,12 @@ export function arrayOf<T>(s: Schema<T>, max = Infinity): Schema<T[]> {
   return (v, at) => {
     if (!Array.isArray(v)) throw new ShapeError(at, 'an array');
     if (v.length > max) throw new ShapeError(at, `at most ${max} items`);
-    const out = new Array<T>(v.length);
-    for (let i = 0; i < v.length; i++) out[i] = s(v[i], `${at}[${i}]`);
-    return out;
+    for (let i = 0; i < v.length; i++) {
+      const x: unknown = v[i];
+      const r = s(x, `${at}[${i}]`);
+      if (r !== x) v[i] = r;
+    }
+    return v as T[];
   };
 }
 
@@ -119,19 +122,31 @@ export const anyMap: Schema<Record<string, unknown>> = (v, at) => {
   return v;
 };
 
-export function object<P extends Props>(props: P): Schema<ObjectOf<P>> {
+/**
+ * A map with these fields. Strict by default (an unknown field is an error:
+ * what a server accepts). `loose` keeps unknown fields: what a client accepts
+ * in replies, so a newer server may add fields without breaking older clients.
+ */
+export function object<P extends Props>(props: P, opts: { loose?: boolean } = {}): Schema<ObjectOf<P>> {
   const keys = Object.keys(props);
+  const strict = opts.loose !== true;
   return (v, at) => {
     if (!isPlainObject(v)) throw new ShapeError(at, 'a map');
-    for (const k in v) {
-      if (!Object.prototype.hasOwnProperty.call(props, k)) throw new ShapeError(at === '' ? k : `${at}.${k}`, 'no such field');
+    if (strict) {
+      for (const k in v) {
+        if (!Object.prototype.hasOwnProperty.call(props, k)) throw new ShapeError(at === '' ? k : `${at}.${k}`, 'no such field');
+      }
     }
-    const out: Record<string, unknown> = {};
+    // Checked in place: decoded maps are fresh objects nobody else holds, and copying each
+    // one doubled the garbage of every request. nil optional fields are removed.
     for (const k of keys) {
-      const r = props[k]!(v[k], at === '' ? k : `${at}.${k}`);
-      if (r !== undefined) out[k] = r;
+      const x = v[k];
+      const r = props[k]!(x, at === '' ? k : `${at}.${k}`);
+      if (r === undefined) {
+        if (x !== undefined) delete v[k];
+      } else if (r !== x) v[k] = r;
     }
-    return out as ObjectOf<P>;
+    return v as ObjectOf<P>;
   };
 }
 

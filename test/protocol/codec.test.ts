@@ -233,3 +233,12 @@ test('codec: the request table has an args and a result schema for every op', ()
     assert.equal(typeof requests[op].result, 'function', op);
   }
 });
+
+test('codec: replies are read loosely (a newer server may add fields), requests strictly', () => {
+  assert.deepEqual(parseResult('lock', { token: 3, ownerDied: false, mode: 'shared', fresh: 1 }), { token: 3, ownerDied: false, mode: 'shared', fresh: 1 });
+  const t = parseResult('lockTable', { held: [{ path: '/a', mode: 'exclusive', session: 's', token: 1, since: 5, waiters: 2 }], waiting: [] });
+  assert.equal(t.held[0]!.waiters, 2);
+  assert.throws(() => parseResult('lock', { token: 3, ownerDied: 'no', mode: 'shared' }), { code: 'PROTOCOL' });
+  const d = clientMessageDecoder(1024);
+  rejected(d.push(req(1, { t: 'req', op: 'lock', a: { lock: 1, path: '/a', newOption: true } })), 1, 'PROTOCOL', /no such field/);
+});

@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+/**
+ * The `latchkey` command. For now: `latchkey serve`.
+ *
+ *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
+ *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
+ *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
+ *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
+ *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
+ *
+ * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
+ * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0.
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { open } from '../engine/open.js';
+import { EmbeddedStore } from '../engine/store.js';
+import { DEFAULT_LIMITS, type Limits } from '../protocol/limits.js';
+import { AuthTable } from '../server/auth.js';
+import { type ServeOptions, serve } from '../server/server.js';
+
+const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
+                      [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
+                      [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
+                      [--durability fsync|none] [--memory] [--limit NAME=N]...
+                      [--idle-exit-ms N]   (exit once no client was connected for N ms)`;
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`latchkey: ${message}\n`);
+  process.exit(code);
+}
+
+function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s);
+  if (m === null) fail(`--listen expects HOST:PORT, got ${s}`);
+  const port = Number(m[3]);
+  if (port > 65535) fail(`--listen: port ${port} is out of range`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+function positiveInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n <= 0) fail(`--${name} expects a positive integer, got ${v}`);
+  return n;
+}
+
+async function serveCommand(argv: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        data: { type: 'string' },
+        socket: { type: 'string' },
+        listen: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        auth: { type: 'string' },
+        'insecure-loopback': { type: 'boolean' },
+        'ttl-ms': { type: 'string' },
+        'max-value': { type: 'string' },
+        'max-frame': { type: 'string' },
+        'max-connections': { type: 'string' },
+        durability: { type: 'string' },
+        memory: { type: 'boolean' },
+        limit: { type: 'string', multiple: true },
+        'idle-exit-ms': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (e) {
+    fail(`${(e as Error).message}\n${usage}`);
+  }
+  if (values.help) {
+    process.stdout.write(`${usage}\n`);
+    return;
+  }
+  const data = path.resolve(values.data ?? './latchkey-data');
+  mkdirSync(data, { recursive: true });
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) fail('--tls-cert and --tls-key go together');
+  if (values['tls-cert'] !== undefined && values.listen === undefined) fail('TLS needs --listen');
+
+  if (values.durability !== undefined && values.durability !== 'fsync' && values.durability !== 'none') fail('--durability is fsync or none');
+  // --memory: nothing on disk but the socket (tests, benchmarks, scratch servers).
+  const maxValue = positiveInt('max-value', values['max-value']);
+  // The engine enforces the value limit too: give it the same one.
+  const engineOpts = maxValue === undefined ? {} : { maxValueBytes: maxValue };
+  const s = values.memory ? await open(undefined, engineOpts)
+    : await open(data, { ...engineOpts, ...(values.durability === undefined ? {} : { durability: values.durability }) });
+  if (!(s instanceof EmbeddedStore)) fail('open() did not return an embedded store');
+  const store = s;
+
+  const limits: Partial<{ -readonly [K in keyof Limits]: Limits[K] }> = {};
+  for (const spec of values.limit ?? []) {
+    const m = /^(\w+)=(\d+)$/.exec(spec);
+    if (m === null || !(m[1]! in DEFAULT_LIMITS)) fail(`--limit expects NAME=N with NAME one of ${Object.keys(DEFAULT_LIMITS).join(', ')}; got ${spec}`);
+    limits[m[1] as keyof Limits] = positiveInt('limit', m[2]);
+  }
+  const maxFrame = positiveInt('max-frame', values['max-frame']);
+  const maxConnections = positiveInt('max-connections', values['max-connections']);
+  if (maxValue !== undefined) limits.maxValue = maxValue;
+  if (maxFrame !== undefined) limits.maxFrame = maxFrame;
+  if (maxConnections !== undefined) limits.maxConnections = maxConnections;
+  const opts: ServeOptions = { socket: path.resolve(values.socket ?? path.join(data, 'latchkey.sock')), limits };
+  if (values.listen !== undefined) opts.listen = parseHostPort(values.listen);
+  if (values['tls-cert'] !== undefined && values['tls-key'] !== undefined) opts.tls = { cert: values['tls-cert'], key: values['tls-key'] };
+  if (values.auth !== undefined) opts.auth = AuthTable.load(values.auth);
+  if (values['insecure-loopback']) opts.insecureLoopback = true;
+  const ttl = positiveInt('ttl-ms', values['ttl-ms']);
+  if (ttl !== undefined) opts.ttlMs = ttl;
+  const idle = positiveInt('idle-exit-ms', values['idle-exit-ms']);
+  if (idle !== undefined) {
+    opts.idleExitMs = idle;
+    opts.onIdle = () => stop('idle');
+  }
+
+  let stopping = false;
+  let server: Awaited<ReturnType<typeof serve>> | undefined;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`latchkey: ${signal}: shutting down\n`);
+    void (async () => {
+      await server?.close();
+      await store.close();
+      process.exit(0);
+    })().catch((e: unknown) => {
+      process.stderr.write(`latchkey: shutdown failed: ${(e as Error).message}\n`);
+      process.exit(1);
+    });
+  };
+  server = await serve(store, opts);
+  process.stdout.write(`data ${values.memory ? '(in memory)' : data}\n`);
+  if (server.socketPath !== undefined) process.stdout.write(`unix://${server.socketPath}\n`);
+  if (server.tcpAddress !== undefined) {
+    const h = server.tcpAddress.host.includes(':') ? `[${server.tcpAddress.host}]` : server.tcpAddress.host;
+    process.stdout.write(`${opts.tls ? 'tls' : 'tcp'}://${h}:${server.tcpAddress.port}\n`);
+  }
+  process.stdout.write('ready\n');
+
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  switch (cmd) {
+    case 'serve':
+      await serveCommand(rest);
+      return;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${usage}\n`);
+      return;
+    default:
+      fail(`unknown command ${cmd}\n${usage}`);
+  }
+}
+
+main().catch((e: unknown) => {
+  fail(e instanceof Error ? e.message : String(e), 1);
+});

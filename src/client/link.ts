@@ -1,0 +1,266 @@
+/**
+ * A link: one live connection to a server — socket, handshake, requests by
+ * id, pushed messages. It never reconnects; when it dies, every request in
+ * flight fails CONNECTION_LOST (a request is never resent: the server may
+ * have executed it) and the owner (store.ts) decides what comes next.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { LatchkeyError } from '../core/errors.js';
+import { type Decoded, encodeHello, packBody, parseResult, serverMessageDecoder } from '../protocol/codec.js';
+import { FrameBatch } from '../protocol/frame.js';
+import { MAX_REPLY_FRAME } from '../protocol/limits.js';
+import {
+  type Args, type RequestOp, type Result, type ServerMessage, type WelcomeBody,
+  PROTOCOL_MAGIC, SUPPORTED_VERSIONS, fromWireError,
+} from '../protocol/messages.js';
+
+export type Address =
+  | { kind: 'unix'; path: string }
+  | { kind: 'tcp'; host: string; port: number; tls: boolean };
+
+export interface LinkOptions {
+  token?: string;
+  name?: string;
+  /** TLS: trusted CA certificates (PEM); rejectUnauthorized stays on. */
+  ca?: string | Buffer;
+  /** TLS: accept a certificate no CA vouches for (tests, self-signed setups). */
+  insecureTls?: boolean;
+  connectTimeoutMs?: number;
+}
+
+export type Push = Exclude<ServerMessage, { t: 'ok' } | { t: 'err' } | { t: 'welcome' }>;
+
+export interface LinkHandlers {
+  push(m: Push): void;
+  /** Called once when the link is gone; `error` says why (CONNECTION_LOST, or what the server's bye said). */
+  lost(error: LatchkeyError): void;
+}
+
+export function parseAddress(url: string): Address {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new LatchkeyError('INVALID_ARGUMENT', `not a latchkey address: ${url} (unix:///path, tcp://host:port, tls://host:port)`);
+  }
+  if (u.protocol === 'unix:') {
+    const path = decodeURIComponent(u.pathname);
+    if (path === '') throw new LatchkeyError('INVALID_ARGUMENT', `unix address without a path: ${url}`);
+    return { kind: 'unix', path };
+  }
+  if (u.protocol === 'tcp:' || u.protocol === 'tls:') {
+    const port = Number(u.port);
+    if (u.hostname === '' || !Number.isInteger(port) || port <= 0) throw new LatchkeyError('INVALID_ARGUMENT', `address needs host:port: ${url}`);
+    return { kind: 'tcp', host: u.hostname.replace(/^\[|\]$/g, ''), port, tls: u.protocol === 'tls:' };
+  }
+  throw new LatchkeyError('INVALID_ARGUMENT', `unknown scheme ${u.protocol} in ${url} (unix:, tcp:, tls:)`);
+}
+
+interface Pending {
+  readonly op: RequestOp;
+  resolve(r: unknown): void;
+  reject(e: LatchkeyError): void;
+}
+
+export class Link {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private readonly decoder = serverMessageDecoder(MAX_REPLY_FRAME);
+  private dead: LatchkeyError | undefined;
+  welcome!: WelcomeBody;
+  /** Highest store revision any message carried. */
+  revision = 0;
+  private readonly out = new FrameBatch();
+  private flushQueued = false;
+  private pinger: NodeJS.Timeout | undefined;
+
+  private constructor(private readonly socket: net.Socket, private readonly handlers: LinkHandlers) {}
+
+  /** Connects and completes the handshake. Rejects with the server's reason (AUTH, PROTOCOL, QUOTA…) or CONNECTION_LOST. */
+  static open(addr: Address, opts: LinkOptions, handlers: LinkHandlers): Promise<Link> {
+    return new Promise((resolve, reject) => {
+      let sock: net.Socket;
+      const event = addr.kind === 'tcp' && addr.tls ? 'secureConnect' : 'connect';
+      if (addr.kind === 'unix') sock = net.connect({ path: addr.path });
+      else if (addr.tls) {
+        const o: tls.ConnectionOptions = { host: addr.host, port: addr.port };
+        if (net.isIP(addr.host) === 0) o.servername = addr.host;
+        if (opts.ca !== undefined) o.ca = opts.ca;
+        if (opts.insecureTls) o.rejectUnauthorized = false;
+        sock = tls.connect(o);
+      } else sock = net.connect({ host: addr.host, port: addr.port });
+      let settled = false;
+      const fail = (e: LatchkeyError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        sock.destroy();
+        reject(e);
+      };
+      const timer = setTimeout(() => fail(new LatchkeyError('CONNECTION_LOST', `connecting timed out after ${opts.connectTimeoutMs ?? 10_000} ms`)), opts.connectTimeoutMs ?? 10_000);
+      timer.unref();
+      const link = new Link(sock, {
+        push: (m) => handlers.push(m),
+        lost: (e) => {
+          if (!settled) fail(e);
+          else handlers.lost(e);
+        },
+      });
+      sock.on('error', (e) => link.die(new LatchkeyError('CONNECTION_LOST', `connection failed: ${e.message}`, { cause: e })));
+      sock.on('close', () => link.die(new LatchkeyError('CONNECTION_LOST', 'the connection closed')));
+      sock.on('data', (chunk: Buffer) => link.onData(chunk));
+      link.onWelcome = (w) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        link.welcome = w;
+        link.revision = w.revision;
+        if (w.ttlMs > 0) link.startPings(w.ttlMs);
+        resolve(link);
+      };
+      sock.once(event, () => {
+        if (addr.kind === 'tcp') sock.setNoDelay(true);
+        const hello: { magic: typeof PROTOCOL_MAGIC; versions: number[]; token?: string; name?: string } = { magic: PROTOCOL_MAGIC, versions: [...SUPPORTED_VERSIONS] };
+        if (opts.token !== undefined) hello.token = opts.token;
+        if (opts.name !== undefined) hello.name = opts.name;
+        sock.write(encodeHello(hello));
+      });
+    });
+  }
+
+  private onWelcome: (w: WelcomeBody) => void = () => {};
+
+  get alive(): boolean {
+    return this.dead === undefined;
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  private onData(chunk: Buffer): void {
+    let items: Decoded<ServerMessage>[];
+    try {
+      items = this.decoder.push(chunk);
+    } catch (e) {
+      this.die(new LatchkeyError('PROTOCOL', `decoder failed: ${(e as Error).message}`));
+      return;
+    }
+    for (const it of items) {
+      if (this.dead !== undefined) return;
+      if (it.type !== 'message') {
+        this.die(it.error);
+        return;
+      }
+      this.onMessage(it.message);
+    }
+  }
+
+  private onMessage(m: ServerMessage): void {
+    switch (m.t) {
+      case 'welcome':
+        this.onWelcome(m);
+        return;
+      case 'ok': {
+        if (m.rev > this.revision) this.revision = m.rev;
+        const p = this.pending.get(m.id);
+        if (p === undefined) return; // a reply to nothing we wait for: ignore it
+        this.pending.delete(m.id);
+        try {
+          p.resolve(parseResult(p.op, m.r));
+        } catch (e) {
+          p.reject(e as LatchkeyError);
+        }
+        return;
+      }
+      case 'err': {
+        const p = this.pending.get(m.id);
+        if (p === undefined) return;
+        this.pending.delete(m.id);
+        p.reject(fromWireError(m.e));
+        return;
+      }
+      case 'bye':
+        this.die(fromWireError(m.e));
+        return;
+      default:
+        if (m.t === 'event') for (const e of m.ev) if (e.revision > this.revision) this.revision = e.revision;
+        this.handlers.push(m);
+    }
+  }
+
+  private startPings(ttl: number): void {
+    // A ping every ttl/3 keeps the lease; a ping unanswered for a whole ttl means the path is dead.
+    const every = Math.max(10, Math.floor(ttl / 3));
+    let outstanding = 0;
+    this.pinger = setInterval(() => {
+      if (outstanding * every >= ttl) {
+        this.die(new LatchkeyError('CONNECTION_LOST', `no answer from the server for ${ttl} ms`));
+        return;
+      }
+      outstanding++;
+      this.request('ping', {}).then(() => { outstanding = 0; }, () => {});
+    }, every);
+    this.pinger.unref();
+  }
+
+  request<K extends RequestOp>(op: K, args: Args<K>, session = 0, signal?: AbortSignal): Promise<Result<K>> {
+    if (this.dead !== undefined) return Promise.reject(this.dead);
+    let id = this.nextId;
+    while (this.pending.has(id)) id = id >= 0xffff_ffff ? 1 : id + 1;
+    this.nextId = id >= 0xffff_ffff ? 1 : id + 1;
+    let body: Uint8Array;
+    try {
+      body = packBody(session === 0 ? { t: 'req', op, a: args } : { t: 'req', op, s: session, a: args });
+    } catch (e) {
+      return Promise.reject(new LatchkeyError('INVALID_ARGUMENT', `${op}: cannot encode the request: ${(e as Error).message}`));
+    }
+    if (body.length > this.welcome.limits.maxFrame) {
+      return Promise.reject(new LatchkeyError('TOO_LARGE', `${op} request of ${body.length} bytes exceeds the server's frame limit of ${this.welcome.limits.maxFrame}`, { info: { size: body.length, limit: this.welcome.limits.maxFrame } }));
+    }
+    return new Promise<Result<K>>((resolve, reject) => {
+      this.pending.set(id, { op, resolve: resolve as (r: unknown) => void, reject });
+      this.write(id, body);
+      if (signal !== undefined) {
+        // Cancelling asks the server; the request still ends with its reply (ABORTED, or the result if it won the race).
+        const onAbort = (): void => {
+          if (this.pending.has(id) && this.dead === undefined) this.write(id, packBody({ t: 'cancel' }));
+        };
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      }
+    });
+  }
+
+  /** Queues a frame; frames queued in the same tick leave in one write. */
+  private write(id: number, body: Uint8Array): void {
+    this.out.add(id, body);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      process.nextTick(() => {
+        this.flushQueued = false;
+        const bytes = this.out.take();
+        if (bytes !== undefined && this.dead === undefined) this.socket.write(bytes);
+      });
+    }
+  }
+
+  /** The link is gone: fail what is in flight, tell the owner once. */
+  die(error: LatchkeyError): void {
+    if (this.dead !== undefined) return;
+    this.dead = error;
+    if (this.pinger !== undefined) clearInterval(this.pinger);
+    this.socket.destroy();
+    const lost = error.code === 'CONNECTION_LOST' || error.code === 'CLOSED' ? error : new LatchkeyError('CONNECTION_LOST', `connection lost: ${error.message}`, { cause: error });
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) p.reject(lost);
+    this.handlers.lost(error);
+  }
+
+  /** Closes the link on purpose. */
+  close(): void {
+    this.die(new LatchkeyError('CLOSED', 'the client closed the connection'));
+  }
+}

@@ -1,0 +1,89 @@
+/** Locks held through a remote session; a lock lost on the server (or with the connection) aborts its signal. */
+import type { Lock, LockMode } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import type { Args } from '../protocol/messages.js';
+import type { Core } from './core.js';
+import type { RemoteSession } from './session.js';
+
+/** A lock handle's state from request to end: lockLost may arrive before the grant's reply. */
+export class LockState {
+  lock: RemoteLock | undefined;
+  lostError: LatchkeyError | undefined;
+  readonly since = Date.now();
+  constructor(readonly handle: number, readonly owner: RemoteSession, readonly path: string, readonly mode: LockMode) {}
+
+  lost(e: LatchkeyError): void {
+    if (this.lostError !== undefined) return;
+    this.lostError = e;
+    this.lock?.markLost(e);
+  }
+}
+
+export class RemoteLock implements Lock {
+  private readonly ctl = new AbortController();
+  private released = false;
+  readonly since = Date.now();
+
+  constructor(
+    private readonly core: Core,
+    readonly owner: RemoteSession,
+    private readonly state: LockState,
+    private readonly generation: number,
+    readonly path: string,
+    public mode: LockMode,
+    public token: number,
+    readonly ownerDied: boolean,
+  ) {
+    state.lock = this;
+    if (state.lostError !== undefined) this.markLost(state.lostError);
+  }
+
+  get signal(): AbortSignal {
+    return this.ctl.signal;
+  }
+
+  get held(): boolean {
+    return !this.released && !this.ctl.signal.aborted;
+  }
+
+  markLost(e: LatchkeyError): void {
+    this.core.locks.delete(this.state.handle);
+    if (!this.released && !this.ctl.signal.aborted) this.ctl.abort(e.code === 'LOCK_LOST' ? e : new LatchkeyError('LOCK_LOST', e.message, { path: this.path, cause: e }));
+  }
+
+  private checkHeld(): void {
+    if (this.released) throw new LatchkeyError('LOCK_LOST', `lock on ${this.path} was released`, { path: this.path });
+    if (this.ctl.signal.aborted) throw this.ctl.signal.reason as LatchkeyError;
+  }
+
+  async upgrade(options: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    this.checkHeld();
+    const a: Args<'upgrade'> = { lock: this.state.handle };
+    if (options.wait !== undefined) a.wait = options.wait;
+    if (options.timeoutMs !== undefined) a.timeoutMs = options.timeoutMs;
+    const r = await this.core.requestOn(this.generation, 'upgrade', a, this.owner.handle, options.signal);
+    this.mode = 'exclusive';
+    this.token = r.token;
+  }
+
+  async downgrade(): Promise<void> {
+    this.checkHeld();
+    await this.core.requestOn(this.generation, 'downgrade', { lock: this.state.handle }, this.owner.handle);
+    this.mode = 'shared';
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    this.core.locks.delete(this.state.handle);
+    if (this.ctl.signal.aborted) return; // lost already: nothing to give back
+    await this.core.requestOn(this.generation, 'release', { lock: this.state.handle }, this.owner.handle).catch((e: unknown) => {
+      // With the connection gone the server released it already.
+      if (!LatchkeyError.is(e, 'CONNECTION_LOST')) throw e;
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+}

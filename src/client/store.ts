@@ -1,0 +1,148 @@
+/**
+ * The remote store: `connect(url)` gives an object with exactly the embedded
+ * Store API (api.ts), backed by a server.
+ *
+ * Connection loss. The link (link.ts) fails every request in flight with
+ * CONNECTION_LOST — never resent, the server may have run it. Everything the
+ * lost connection's sessions owned is gone on the server, and is made gone
+ * here at once: each held lock's signal aborts with LOCK_LOST, open
+ * transactions turn aborted, sessions from `store.session()` end (their
+ * calls fail SESSION_EXPIRED). The store itself reconnects with jittered
+ * exponential backoff and gets a fresh session; requests made meanwhile wait
+ * for the new connection (up to connectTimeoutMs). Watches re-subscribe from
+ * the revision after the last one they delivered, so a watcher sees no gap
+ * and no duplicate across the loss (or a clear error if that revision has
+ * left the server's history window).
+ *
+ * Sync members the API requires (`revision`, `stats()`, `lockTable()`,
+ * `session.id` right after `session()`, `tx.snapshotRevision` right after
+ * `begin()`) answer from what the client last heard; `fetchStats()` and
+ * `fetchLockTable()` ask the server.
+ */
+import type { LockInfo, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import { type ConnectOptions, Core } from './core.js';
+import { parseAddress } from './link.js';
+import { RemoteSession } from './session.js';
+import { RemoteWatch } from './watch.js';
+
+export type { ConnectOptions } from './core.js';
+
+export class RemoteStore extends RemoteSession implements Store {
+  constructor(core: Core) {
+    super(core, 0, core.opts.name ?? 'default', undefined);
+  }
+
+  get revision(): number {
+    return this.core.revision;
+  }
+
+  /** The server's session id for this connection (changes after a reconnection). */
+  override get id(): string {
+    return this.core.link?.welcome.session ?? '';
+  }
+
+  /** The limits the server announced. */
+  get limits(): import('../protocol/limits.js').Limits | undefined {
+    return this.core.link?.welcome.limits;
+  }
+
+  /** True while a connection is up. */
+  get connected(): boolean {
+    return this.core.link?.alive === true;
+  }
+
+  session(options: SessionOptions = {}): Session {
+    this.check();
+    const link = this.core.link;
+    if (link === undefined || !link.alive) throw new LatchkeyError('CONNECTION_LOST', 'not connected to the server');
+    const handle = this.core.handle();
+    const name = options.name ?? `session-${handle}`;
+    const s = new (class extends RemoteSession {
+      setId(id: string): void {
+        this.idValue = id;
+      }
+    })(this.core, handle, name, this.core.generation);
+    this.core.sessions.set(handle, s);
+    // Pipelined like begin: the session's first requests follow this one.
+    link.request('session', { session: handle, name }).then((r) => s.setId(r.id), () => s.ended());
+    return s;
+  }
+
+  /**
+   * The lock table as this client knows it now: its own sessions' locks and
+   * waits exactly (it saw every grant, release and loss), everyone else's as
+   * of the last fetch (each call starts a new one; `fetchLockTable()` waits).
+   */
+  lockTable(): LockTableInfo {
+    void this.fetchLockTable().catch(() => {});
+    const mine = new Set<string>();
+    const held: LockInfo[] = [];
+    const waiting: LockTableInfo['waiting'][number][] = [];
+    for (const st of this.core.locks.values()) {
+      mine.add(st.owner.id);
+      const l = st.lock;
+      if (l === undefined) waiting.push({ path: st.path, mode: st.mode, session: st.owner.id, since: st.since });
+      else if (l.held) held.push({ path: l.path, mode: l.mode, session: st.owner.id, token: l.token, since: l.since });
+    }
+    mine.add(this.id);
+    for (const sess of this.core.sessions.values()) mine.add(sess.id);
+    const cache = this.core.lockTableCache;
+    return {
+      held: [...cache.held.filter((l) => !mine.has(l.session)), ...held],
+      waiting: [...cache.waiting.filter((w) => !mine.has(w.session)), ...waiting],
+    };
+  }
+
+  async fetchLockTable(): Promise<LockTableInfo> {
+    const r = await this.req('lockTable', {});
+    this.core.lockTableCache = r;
+    return r;
+  }
+
+  watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {
+    this.check();
+    return new RemoteWatch(this.core, path, options);
+  }
+
+  async snapshot(): Promise<void> {
+    await this.req('snapshot', {});
+  }
+
+  /** The server's figures as of the last fetch (each call starts a new one); `fetchStats()` waits for fresh ones. */
+  stats(): StoreStats {
+    void this.fetchStats().catch(() => {});
+    return this.core.statsCache;
+  }
+
+  async fetchStats(): Promise<StoreStats> {
+    const r = await this.req('stats', {});
+    this.core.statsCache = r as unknown as StoreStats;
+    return this.core.statsCache;
+  }
+
+  /** Waits until a connection is up (after a loss, the reconnection). */
+  async ready(): Promise<void> {
+    await this.core.current();
+  }
+
+  override async close(): Promise<void> {
+    if (this.core.closed) return;
+    this.core.close();
+  }
+
+  override async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/**
+ * Connects to a latchkey server: `unix:///path/latchkey.sock`,
+ * `tcp://host:port` or `tls://host:port`. Resolves once the handshake is done;
+ * rejects with AUTH, PROTOCOL, QUOTA (server full) or CONNECTION_LOST.
+ */
+export async function connect(url: string, options: ConnectOptions = {}): Promise<RemoteStore> {
+  const core = new Core(parseAddress(url), options);
+  await core.start();
+  return new RemoteStore(core);
+}

@@ -1,0 +1,477 @@
+/**
+ * One client connection: the byte stream, its sessions, and everything they
+ * hold (transactions, locks, watches, requests in flight).
+ *
+ * Lifetime (seed 004, lockfs: the lock is the file descriptor's):
+ *  - hello → welcome: the connection's own session (handle 0) opens; the
+ *    client may open more on it (`session`), all ending with it.
+ *  - Requests are dispatched in arrival order and answered as they finish,
+ *    so a lock wait never holds up the requests behind it.
+ *  - The socket closing, for any reason, ends every session at once as a
+ *    death (locks go to the next waiter with ownerDied, transactions abort,
+ *    ephemeral nodes go). A TCP connection also holds a lease: silence for
+ *    ttlMs (no request, no ping) is a death too.
+ *  - A fatal protocol error sends `bye` with the error and closes this
+ *    connection only. Graceful shutdown finishes what is in flight, sends
+ *    `bye` CLOSED, and ends the sessions cleanly.
+ *
+ * Bounds: a frame is at most maxFrame (the decoder holds no more); requests
+ * in flight at most maxInFlight; when the client does not read its replies
+ * the socket stops being read (backpressure), and watches stop being pumped
+ * so their bounded queues fill and end with a resumable QUOTA.
+ */
+import type { Socket } from 'node:net';
+import type { Lock, Session } from '../api.js';
+import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import type { EmbeddedStore } from '../engine/store.js';
+import type { SessionImpl } from '../engine/session.js';
+import type { Watch } from '../engine/watch.js';
+import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
+import { FrameBatch } from '../protocol/frame.js';
+import { type Limits, MAX_HELLO_FRAME, MAX_REPLY_FRAME } from '../protocol/limits.js';
+import {
+  type ClientMessage, type HelloBody, type RequestMessage, type RequestOp, type ServerBody, type WireEvent,
+  PROTOCOL_VERSION, SUPPORTED_VERSIONS, toWireError,
+} from '../protocol/messages.js';
+import { type AuthTable, type Principal, TRUSTED } from './auth.js';
+import { type ConnContext, type LockSlot, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
+
+/** Pause reading a client whose unread replies pass this many bytes. */
+const WRITE_HIGH_WATER = 8 * 1024 * 1024;
+/** Watch events are pushed in frames of about this size, split between revisions. */
+const PUSH_BYTES = 256 * 1024;
+
+export interface ConnectionOptions {
+  readonly store: EmbeddedStore;
+  readonly limits: Limits;
+  /** Heartbeat lease; 0 for none (Unix sockets). */
+  readonly ttlMs: number;
+  readonly auth: AuthTable | undefined;
+  readonly transport: 'unix' | 'tcp';
+  /** Time a new connection has to send its hello. */
+  readonly helloTimeoutMs: number;
+  readonly stats: () => Record<string, unknown>;
+  readonly closed: (c: Connection) => void;
+}
+
+interface WatchSlot {
+  readonly w: Watch;
+  readonly session: number;
+}
+
+type AnyRequest = Request<RequestOp>;
+
+interface InFlight {
+  /** The request's AbortController, made on first use. */
+  ctl(): AbortController;
+  done: Promise<void> | undefined;
+}
+
+export class Connection implements ConnContext {
+  readonly store: EmbeddedStore;
+  readonly limits: Limits;
+  principal: Principal = TRUSTED;
+  readonly txs = new Map<number, TxSlot>();
+  readonly locks = new Map<number, LockSlot>();
+  readonly pendingLocks = new Set<number>();
+  private readonly watches = new Map<number, WatchSlot>();
+  private readonly sessions = new Map<number, SessionImpl>();
+  private readonly inflight = new Map<number, InFlight>();
+  private readonly decoder = clientMessageDecoder(MAX_HELLO_FRAME);
+  private greeted = false;
+  private state: 'open' | 'draining' | 'closed' = 'open';
+  private readonly out = new FrameBatch();
+  private flushQueued = false;
+  private lastSeen = Date.now();
+  private lease: NodeJS.Timeout | undefined;
+  private drainWaiters: Array<() => void> = [];
+  private pausedForWrites = false;
+
+  constructor(private readonly socket: Socket, private readonly opts: ConnectionOptions) {
+    this.store = opts.store;
+    this.limits = opts.limits;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => {}); // 'close' follows; a reset is a death like any other
+    socket.on('close', () => this.destroy(true));
+    socket.on('drain', () => this.onDrain());
+    if (opts.ttlMs > 0) this.armLease(opts.ttlMs);
+    // A connection that never says hello must not hold a connection slot forever.
+    this.helloTimer = setTimeout(() => {
+      if (!this.greeted) this.fatal(new LatchkeyError('PROTOCOL', `no hello within ${opts.helloTimeoutMs} ms`));
+    }, opts.helloTimeoutMs);
+    this.helloTimer.unref();
+  }
+
+  private helloTimer: NodeJS.Timeout | undefined;
+
+  get watchCount(): number {
+    return this.watches.size;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  // ------------------------------------------------------------ input
+
+  private onData(chunk: Buffer): void {
+    if (this.state !== 'open') return;
+    this.lastSeen = Date.now();
+    let items: Decoded<ClientMessage>[];
+    try {
+      items = this.decoder.push(chunk);
+    } catch (e) {
+      // The decoder reports errors as values; a throw here is a bug, but still only this connection's problem.
+      this.fatal(new LatchkeyError('INTERNAL', `decoder failed: ${(e as Error).message}`));
+      return;
+    }
+    for (const item of items) {
+      if (this.state !== 'open') return;
+      if (item.type === 'fatal') {
+        this.fatal(item.error);
+        return;
+      }
+      if (!this.greeted) {
+        if (item.type === 'message' && item.message.t === 'hello') this.hello(item.message);
+        else this.fatal(new LatchkeyError('PROTOCOL', 'the first message must be hello'));
+        continue;
+      }
+      if (item.type === 'reject') {
+        this.reply(item.id, undefined, item.error);
+        continue;
+      }
+      const m = item.message;
+      if (m.t === 'req') this.request(m);
+      else if (m.t === 'cancel') this.inflight.get(m.id)?.ctl().abort(new LatchkeyError('ABORTED', 'request cancelled by the client'));
+      else this.fatal(new LatchkeyError('PROTOCOL', 'hello after the handshake'));
+    }
+  }
+
+  private hello(h: HelloBody): void {
+    if (!h.versions.includes(PROTOCOL_VERSION)) {
+      this.fatal(new LatchkeyError('PROTOCOL', `no common protocol version: client speaks ${h.versions.join(', ')}, server ${SUPPORTED_VERSIONS.join(', ')}`, { info: { supported: SUPPORTED_VERSIONS } }));
+      return;
+    }
+    const auth = this.opts.auth;
+    if (auth !== undefined) {
+      const p = auth.authenticate(h.token);
+      if (p === undefined) {
+        this.fatal(new LatchkeyError('AUTH', h.token === undefined ? 'this server requires a token' : 'token not accepted'));
+        return;
+      }
+      this.principal = p;
+    }
+    let s: SessionImpl;
+    try {
+      s = this.store.session(h.name === undefined ? {} : { name: h.name }) as SessionImpl;
+    } catch (e) {
+      this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
+      return;
+    }
+    this.sessions.set(0, s);
+    this.greeted = true;
+    clearTimeout(this.helloTimer);
+    this.decoder.maxFrame = this.limits.maxFrame;
+    this.send(0, {
+      t: 'welcome', version: PROTOCOL_VERSION, session: s.id, name: s.name, ttlMs: this.opts.ttlMs,
+      revision: this.store.revision, limits: { ...this.limits },
+    });
+  }
+
+  private request(m: RequestMessage): void {
+    if (this.inflight.has(m.id)) {
+      this.fatal(new LatchkeyError('PROTOCOL', `request id ${m.id} is already in flight`));
+      return;
+    }
+    if (this.inflight.size >= this.limits.maxInFlight) {
+      this.reply(m.id, undefined, new LatchkeyError('QUOTA', `more than ${this.limits.maxInFlight} requests in flight on this connection`, { info: { limit: this.limits.maxInFlight } }));
+      return;
+    }
+    // The controller is made only when a handler asks for the signal (reads never do).
+    let ctl: AbortController | undefined;
+    const slot: InFlight = { ctl: () => (ctl ??= new AbortController()), done: undefined };
+    const req: AnyRequest = { id: m.id, s: m.s, a: m.a, get signal() { return slot.ctl().signal; } };
+    let p: Promise<unknown>;
+    try {
+      checkAccess(this.principal, m.op, m.a as never);
+      p = (handlers[m.op].run as (c: ConnContext, r: AnyRequest) => Promise<unknown>)(this, req);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    slot.done = p.then(
+      (r) => {
+        this.inflight.delete(m.id);
+        this.reply(m.id, r, undefined);
+      },
+      (e: unknown) => {
+        this.inflight.delete(m.id);
+        this.reply(m.id, undefined, e);
+      },
+    );
+    this.inflight.set(m.id, slot);
+  }
+
+  // ------------------------------------------------------------ output
+
+  private reply(id: number, r: unknown, error: unknown): void {
+    if (this.state === 'closed') return;
+    if (error === undefined) {
+      let body: Uint8Array | undefined;
+      try {
+        body = packBody({ t: 'ok', r, rev: this.store.revision });
+      } catch (e) {
+        error = new LatchkeyError('INTERNAL', `reply could not be encoded: ${(e as Error).message}`);
+      }
+      if (body !== undefined && body.length > MAX_REPLY_FRAME) {
+        error = new LatchkeyError('TOO_LARGE', `reply of ${body.length} bytes exceeds ${MAX_REPLY_FRAME}; page through it (list limit/after)`);
+        body = undefined;
+      }
+      if (body !== undefined) {
+        this.write(id, body);
+        return;
+      }
+    }
+    const e = toWireError(error);
+    let body: Uint8Array;
+    try {
+      body = packBody({ t: 'err', e });
+    } catch {
+      // info held something msgpack cannot carry: send the error without it.
+      body = packBody({ t: 'err', e: { code: e.code, message: e.message, ...(e.path !== undefined ? { path: e.path } : {}) } });
+    }
+    this.write(id, body);
+  }
+
+  private send(id: number, body: ServerBody): void {
+    if (this.state === 'closed') return;
+    this.write(id, packBody(body));
+  }
+
+  /** Queues a frame; frames queued in the same tick leave in one write. */
+  private write(id: number, body: Uint8Array): void {
+    if (this.state === 'closed' || this.socket.destroyed) return;
+    this.out.add(id, body);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      process.nextTick(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushQueued = false;
+    const bytes = this.out.take();
+    if (bytes === undefined || this.socket.destroyed) return;
+    this.socket.write(bytes);
+    if (this.socket.writableLength > WRITE_HIGH_WATER && !this.pausedForWrites) {
+      this.pausedForWrites = true;
+      this.socket.pause();
+    }
+  }
+
+  private onDrain(): void {
+    if (this.pausedForWrites) {
+      this.pausedForWrites = false;
+      if (this.state === 'open') this.socket.resume();
+    }
+    const ws = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of ws) w();
+  }
+
+  private drained(): Promise<void> {
+    if (this.socket.writableLength <= WRITE_HIGH_WATER || this.state === 'closed') return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  // ------------------------------------------------------------ ConnContext
+
+  session(handle: number): Session {
+    const s = this.sessions.get(handle);
+    if (s === undefined || s.closed) throw new LatchkeyError('SESSION_EXPIRED', `no open session ${handle} on this connection`, { info: { session: handle } });
+    return s;
+  }
+
+  openSession(handle: number, name: string | undefined): Session {
+    if (this.sessions.has(handle)) throw invalidArgument(`session handle ${handle} is in use`);
+    if (this.sessions.size >= this.limits.maxSessions) {
+      throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
+    }
+    const s = this.store.session(name === undefined ? {} : { name }) as SessionImpl;
+    this.sessions.set(handle, s);
+    return s;
+  }
+
+  async endSession(handle: number): Promise<void> {
+    const s = this.sessions.get(handle);
+    if (s === undefined) return;
+    this.forgetSession(handle);
+    await s.close();
+  }
+
+  /** Drops the connection's handles that belong to a session (the engine ends the things themselves). */
+  private forgetSession(handle: number): void {
+    this.sessions.delete(handle);
+    for (const [k, t] of this.txs) if (t.session === handle) this.txs.delete(k);
+    for (const [k, l] of this.locks) if (l.session === handle) this.locks.delete(k);
+    for (const [k, w] of this.watches) {
+      if (w.session !== handle) continue;
+      this.watches.delete(k);
+      void w.w.return();
+    }
+  }
+
+  addWatch(handle: number, session: number, w: Watch): void {
+    if (this.watches.has(handle)) {
+      void w.return();
+      throw invalidArgument(`watch handle ${handle} is in use`);
+    }
+    this.watches.set(handle, { w, session });
+    void this.pump(handle, w);
+  }
+
+  removeWatch(handle: number): boolean {
+    const slot = this.watches.get(handle);
+    if (slot === undefined) return false;
+    this.watches.delete(handle);
+    void slot.w.return();
+    return true;
+  }
+
+  private async pump(handle: number, w: Watch): Promise<void> {
+    try {
+      for (;;) {
+        const evs = await w.take();
+        if (evs.length === 0 || this.watches.get(handle)?.w !== w || this.state === 'closed') return;
+        let batch: WireEvent[] = [];
+        let bytes = 0;
+        for (let i = 0; i < evs.length; i++) {
+          const e = evs[i]!;
+          batch.push(e.value === undefined ? { type: e.type, path: e.path, revision: e.revision } : { type: e.type, path: e.path, revision: e.revision, value: e.value });
+          bytes += e.path.length + (e.value?.length ?? 0) + 16;
+          const next = evs[i + 1];
+          // Split only between revisions: the client resumes after the last revision it got whole.
+          if (bytes >= PUSH_BYTES && (next === undefined || next.revision !== e.revision)) {
+            this.send(0, { t: 'event', w: handle, ev: batch });
+            batch = [];
+            bytes = 0;
+          }
+        }
+        if (batch.length > 0) this.send(0, { t: 'event', w: handle, ev: batch });
+        await this.drained();
+      }
+    } catch (e) {
+      if (this.watches.get(handle)?.w !== w) return;
+      this.watches.delete(handle);
+      this.send(0, { t: 'watchEnd', w: handle, e: toWireError(e) });
+    }
+  }
+
+  trackLock(handle: number, session: number, lock: Lock): void {
+    this.locks.set(handle, { lock, session });
+    const lost = (): void => {
+      if (this.locks.get(handle)?.lock !== lock) return; // released on request, or its session ended
+      this.locks.delete(handle);
+      const reason: unknown = lock.signal.reason;
+      this.send(0, { t: 'lockLost', l: handle, e: toWireError(reason instanceof LatchkeyError ? reason : new LatchkeyError('LOCK_LOST', 'lock lost', { path: lock.path })) });
+    };
+    if (lock.signal.aborted) lost();
+    else lock.signal.addEventListener('abort', lost, { once: true });
+  }
+
+  serverStats(): Record<string, unknown> {
+    return this.opts.stats();
+  }
+
+  // ------------------------------------------------------------ ending
+
+  private armLease(ttl: number): void {
+    const check = (): void => {
+      if (this.state !== 'open') return;
+      const idle = Date.now() - this.lastSeen;
+      if (idle >= ttl) {
+        this.fatal(new LatchkeyError('SESSION_EXPIRED', `no message for ${idle} ms; the lease is ${ttl} ms`));
+        return;
+      }
+      this.lease = setTimeout(check, ttl - idle);
+      this.lease.unref();
+    };
+    this.lease = setTimeout(check, ttl);
+    this.lease.unref();
+  }
+
+  /** The stream is broken (or the peer misbehaved): say why, then close this connection, a death for its sessions. */
+  private fatal(error: LatchkeyError): void {
+    if (this.state === 'closed') return;
+    try {
+      this.flush();
+      this.socket.write(encodeServer(0, { t: 'bye', e: toWireError(error) }));
+    } catch {
+      // nothing more to say to this peer
+    }
+    this.socket.end();
+    // Do not wait for the peer to close its side: a hostile one might not.
+    const t = setTimeout(() => this.socket.destroy(), 1000);
+    this.socket.once('close', () => clearTimeout(t));
+    this.destroy(true);
+  }
+
+  /** Ends everything the connection holds. `died`: its sessions die (not a clean close). */
+  destroy(died: boolean): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    if (this.lease !== undefined) clearTimeout(this.lease);
+    clearTimeout(this.helloTimer);
+    const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
+    for (const f of this.inflight.values()) f.ctl().abort(lost);
+    for (const { w } of this.watches.values()) void w.return();
+    this.watches.clear();
+    this.locks.clear();
+    this.txs.clear();
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of sessions) void s.end(died).catch(() => {});
+    for (const w of this.drainWaiters) w();
+    this.drainWaiters = [];
+    if (died && !this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();
+    this.opts.closed(this);
+  }
+
+  /**
+   * Graceful close: read no more, let requests in flight finish (waits are
+   * cancelled), say bye, end the sessions cleanly.
+   */
+  async shutdown(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'draining';
+    this.socket.pause();
+    const closing = new LatchkeyError('CLOSED', 'the server is shutting down');
+    // Requests still waiting (for a lock, for admission) are cancelled; commits already applied finish.
+    for (const f of this.inflight.values()) f.ctl().abort(closing);
+    await Promise.allSettled([...this.inflight.values()].map((f) => f.done));
+    if (this.greeted) {
+      try {
+        this.flush();
+        this.socket.write(encodeServer(0, { t: 'bye', e: toWireError(closing) }));
+      } catch {
+        // the peer is gone already
+      }
+    }
+    // Read and discard what the client still sends: closing with unread input would reset the
+    // connection, and the client could lose the bye that tells it those requests never ran.
+    this.socket.resume();
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    this.destroy(false);
+    await Promise.allSettled(sessions.map((s) => s.end(false)));
+    await new Promise<void>((resolve) => {
+      if (this.socket.destroyed) return resolve();
+      // Bounded, and not unref'd: shutdown must finish even if nothing else keeps the process alive.
+      const t = setTimeout(() => { this.socket.destroy(); resolve(); }, 1000);
+      this.socket.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.socket.end();
+    });
+  }
+}

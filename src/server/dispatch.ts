@@ -1,0 +1,350 @@
+/**
+ * The dispatcher: one handler per protocol op, in a table typed by the
+ * protocol's request table, so an op added to the protocol does not compile
+ * until it is handled here. Each entry says what access the request needs
+ * (checked before it runs) and runs it against the connection's state.
+ *
+ * Handlers throw LatchkeyErrors for every expected failure; the connection
+ * turns whatever a handler throws into an error reply for that request only
+ * (connection.ts), so nothing a client sends can throw into the event loop.
+ */
+import type { Entry, Lock, Session, Transaction } from '../api.js';
+import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import type { Limits } from '../protocol/limits.js';
+import type { Args, RequestOp, Result, WireEntry, WireMultiOp } from '../protocol/messages.js';
+import type { EmbeddedStore } from '../engine/store.js';
+import type { Watch } from '../engine/watch.js';
+import { type Access, type Principal, authorize } from './auth.js';
+
+export interface TxSlot {
+  readonly tx: Transaction;
+  readonly session: number;
+  ops: number;
+}
+
+export interface LockSlot {
+  readonly lock: Lock;
+  readonly session: number;
+}
+
+/** What handlers may use of a connection. */
+export interface ConnContext {
+  readonly store: EmbeddedStore;
+  readonly limits: Limits;
+  readonly principal: Principal;
+  readonly txs: Map<number, TxSlot>;
+  readonly locks: Map<number, LockSlot>;
+  /** Lock handles whose request is in flight (counted against maxLocks, not yet in `locks`). */
+  readonly pendingLocks: Set<number>;
+  readonly watchCount: number;
+  session(handle: number): Session;
+  openSession(handle: number, name: string | undefined): Session;
+  endSession(handle: number): Promise<void>;
+  /** Starts pumping a watch's events to the client as pushes. */
+  addWatch(handle: number, session: number, w: Watch): void;
+  removeWatch(handle: number): boolean;
+  /** The lock is held by the client now: push lockLost if its signal aborts. */
+  trackLock(handle: number, session: number, lock: Lock): void;
+  serverStats(): Record<string, unknown>;
+}
+
+export interface Request<K extends RequestOp> {
+  readonly id: number;
+  /** The session handle named by the envelope (0: the connection's own). */
+  readonly s: number;
+  readonly a: Args<K>;
+  /** Aborts when the client cancels this request or the connection goes away. */
+  readonly signal: AbortSignal;
+}
+
+interface Handler<K extends RequestOp> {
+  /** The paths the request touches and the access each needs. */
+  access(a: Args<K>): ReadonlyArray<readonly [string, Access]>;
+  run(c: ConnContext, r: Request<K>): Promise<Result<K>>;
+}
+
+export type HandlerTable = { readonly [K in RequestOp]: Handler<K> };
+
+const none = (): [] => [];
+const readPath = (a: { path: string }): [[string, Access]] => [[a.path, 'read']];
+const writePath = (a: { path: string }): [[string, Access]] => [[a.path, 'write']];
+
+function checkValue(c: ConnContext, v: Uint8Array | undefined, path: string): void {
+  if (v !== undefined && v.length > c.limits.maxValue) {
+    throw new LatchkeyError('TOO_LARGE', `value for ${path} is ${v.length} bytes; the limit is ${c.limits.maxValue}`, { path, info: { size: v.length, limit: c.limits.maxValue } });
+  }
+}
+
+function txOf(c: ConnContext, handle: number, countOp: boolean): TxSlot {
+  const slot = c.txs.get(handle);
+  if (slot === undefined) throw new LatchkeyError('ABORTED', `no open transaction ${handle} on this connection`, { info: { tx: handle } });
+  if (countOp && ++slot.ops > c.limits.maxTxOps) {
+    throw new LatchkeyError('QUOTA', `transaction has more than ${c.limits.maxTxOps} operations`, { info: { limit: c.limits.maxTxOps } });
+  }
+  return slot;
+}
+
+function wireEntry(e: Entry): WireEntry {
+  return { path: e.path, value: e.value, stat: { ...e.stat }, revision: e.revision };
+}
+
+function writeOpts(a: { fence?: number; wait?: boolean }, signal: AbortSignal): { fence?: number; wait?: boolean; signal: AbortSignal } {
+  const o: { fence?: number; wait?: boolean; signal: AbortSignal } = { signal };
+  if (a.fence !== undefined) o.fence = a.fence;
+  if (a.wait !== undefined) o.wait = a.wait;
+  return o;
+}
+
+function lockSlot(c: ConnContext, handle: number): LockSlot {
+  const slot = c.locks.get(handle);
+  if (slot === undefined) throw new LatchkeyError('LOCK_LOST', `no lock ${handle} held on this connection`, { info: { lock: handle } });
+  return slot;
+}
+
+export const handlers: HandlerTable = {
+  get: {
+    access: readPath,
+    async run(c, { s, a }) {
+      const e = a.tx === undefined ? await c.session(s).get(a.path) : await txOf(c, a.tx, true).tx.get(a.path);
+      return e === undefined ? null : wireEntry(e);
+    },
+  },
+  exists: {
+    access: readPath,
+    async run(c, { s, a }) {
+      return a.tx === undefined ? c.session(s).exists(a.path) : txOf(c, a.tx, true).tx.exists(a.path);
+    },
+  },
+  list: {
+    access: readPath,
+    async run(c, { s, a }) {
+      const o: { after?: string; limit?: number } = {};
+      if (a.after !== undefined) o.after = a.after;
+      if (a.limit !== undefined) o.limit = a.limit;
+      const l = a.tx === undefined ? await c.session(s).list(a.path, o) : await txOf(c, a.tx, true).tx.list(a.path, o);
+      return { names: [...l], more: l.more, revision: l.revision };
+    },
+  },
+  set: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      checkValue(c, a.value, a.path);
+      const cond: { ifVersion?: number; ifModRev?: number; ifAbsent?: boolean } = {};
+      if (a.ifVersion !== undefined) cond.ifVersion = a.ifVersion;
+      if (a.ifModRev !== undefined) cond.ifModRev = a.ifModRev;
+      if (a.ifAbsent !== undefined) cond.ifAbsent = a.ifAbsent;
+      if (a.tx !== undefined) {
+        await txOf(c, a.tx, true).tx.set(a.path, a.value, cond);
+        return null;
+      }
+      return c.session(s).set(a.path, a.value, { ...cond, ...writeOpts(a, signal) });
+    },
+  },
+  create: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      checkValue(c, a.value, a.path);
+      const o: { ephemeral?: boolean; sequential?: boolean } = {};
+      if (a.ephemeral !== undefined) o.ephemeral = a.ephemeral;
+      if (a.sequential !== undefined) o.sequential = a.sequential;
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.create(a.path, a.value, o);
+      return c.session(s).create(a.path, a.value, { ...o, ...writeOpts(a, signal) });
+    },
+  },
+  delete: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      const o: { recursive?: boolean; ifVersion?: number } = {};
+      if (a.recursive !== undefined) o.recursive = a.recursive;
+      if (a.ifVersion !== undefined) o.ifVersion = a.ifVersion;
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.delete(a.path, o);
+      return c.session(s).delete(a.path, { ...o, ...writeOpts(a, signal) });
+    },
+  },
+  check: {
+    access: readPath,
+    async run(c, { a }) {
+      const o: { version?: number; modRev?: number; exists?: boolean } = {};
+      if (a.version !== undefined) o.version = a.version;
+      if (a.modRev !== undefined) o.modRev = a.modRev;
+      if (a.exists !== undefined) o.exists = a.exists;
+      await txOf(c, a.tx, true).tx.check(a.path, o);
+      return null;
+    },
+  },
+  multi: {
+    access: (a) => a.ops.map((o) => [o.path, o.op === 'check' ? 'read' : 'write'] as const),
+    async run(c, { s, a, signal }) {
+      if (a.ops.length > c.limits.maxTxOps) {
+        throw new LatchkeyError('QUOTA', `multi has ${a.ops.length} operations; the limit is ${c.limits.maxTxOps}`, { info: { limit: c.limits.maxTxOps } });
+      }
+      for (const o of a.ops) if (o.op === 'set' || o.op === 'create') checkValue(c, o.value, o.path);
+      const r = await c.session(s).multi(a.ops.map(toApiMultiOp), writeOpts(a, signal));
+      return { revision: r.revision, results: r.results.map((x) => (x === undefined ? null : x)) };
+    },
+  },
+  begin: {
+    access: none,
+    async run(c, { s, a }) {
+      if (c.txs.has(a.tx)) throw invalidArgument(`transaction handle ${a.tx} is in use`);
+      if (c.txs.size >= c.limits.maxTransactions) {
+        throw new LatchkeyError('QUOTA', `more than ${c.limits.maxTransactions} open transactions on this connection`, { info: { limit: c.limits.maxTransactions } });
+      }
+      const tx = c.session(s).begin();
+      c.txs.set(a.tx, { tx, session: s, ops: 0 });
+      return { snapshotRevision: tx.snapshotRevision };
+    },
+  },
+  commit: {
+    access: none,
+    async run(c, { a, signal }) {
+      const slot = txOf(c, a.tx, false);
+      try {
+        return await slot.tx.commit(writeOpts(a, signal));
+      } finally {
+        c.txs.delete(a.tx);
+      }
+    },
+  },
+  abort: {
+    access: none,
+    async run(c, { a }) {
+      const slot = c.txs.get(a.tx);
+      c.txs.delete(a.tx);
+      await slot?.tx.abort();
+      return null;
+    },
+  },
+  lock: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      if (c.locks.has(a.lock) || c.pendingLocks.has(a.lock)) throw invalidArgument(`lock handle ${a.lock} is in use`);
+      if (c.locks.size + c.pendingLocks.size >= c.limits.maxLocks) {
+        throw new LatchkeyError('QUOTA', `more than ${c.limits.maxLocks} locks held or awaited on this connection`, { info: { limit: c.limits.maxLocks } });
+      }
+      c.pendingLocks.add(a.lock);
+      try {
+        const o: { mode?: 'exclusive' | 'shared'; wait?: boolean; timeoutMs?: number; signal: AbortSignal } = { signal };
+        if (a.mode !== undefined) o.mode = a.mode;
+        if (a.wait !== undefined) o.wait = a.wait;
+        if (a.timeoutMs !== undefined) o.timeoutMs = a.timeoutMs;
+        const lock = await c.session(s).lock(a.path, o);
+        c.trackLock(a.lock, s, lock);
+        return { token: lock.token, ownerDied: lock.ownerDied, mode: lock.mode };
+      } finally {
+        c.pendingLocks.delete(a.lock);
+      }
+    },
+  },
+  upgrade: {
+    access: none,
+    async run(c, { a, signal }) {
+      const { lock } = lockSlot(c, a.lock);
+      const o: { wait?: boolean; timeoutMs?: number; signal: AbortSignal } = { signal };
+      if (a.wait !== undefined) o.wait = a.wait;
+      if (a.timeoutMs !== undefined) o.timeoutMs = a.timeoutMs;
+      await lock.upgrade(o);
+      return { token: lock.token };
+    },
+  },
+  downgrade: {
+    access: none,
+    async run(c, { a }) {
+      await lockSlot(c, a.lock).lock.downgrade();
+      return null;
+    },
+  },
+  release: {
+    access: none,
+    async run(c, { a }) {
+      const slot = c.locks.get(a.lock);
+      c.locks.delete(a.lock); // before release: its signal must not push lockLost for a release asked for
+      await slot?.lock.release();
+      return null;
+    },
+  },
+  locks: {
+    access: () => [['/', 'read']],
+    async run(c, { s }) {
+      return c.session(s).locks().map((l) => ({ ...l }));
+    },
+  },
+  lockTable: {
+    access: () => [['/', 'read']],
+    async run(c) {
+      const t = c.store.lockTable();
+      return { held: t.held.map((l) => ({ ...l })), waiting: t.waiting.map((w) => ({ ...w })) };
+    },
+  },
+  watch: {
+    access: readPath,
+    async run(c, { s, a }) {
+      c.session(s); // the session must be alive
+      if (c.watchCount >= c.limits.maxWatches) {
+        throw new LatchkeyError('QUOTA', `more than ${c.limits.maxWatches} watches on this connection`, { info: { limit: c.limits.maxWatches } });
+      }
+      const o: { recursive?: boolean; fromRevision?: number; maxQueue: number; shareValues: boolean } = { maxQueue: c.limits.maxWatchQueue, shareValues: true };
+      if (a.recursive !== undefined) o.recursive = a.recursive;
+      if (a.fromRevision !== undefined) o.fromRevision = a.fromRevision;
+      const w = c.store.watchInternal(a.path, o);
+      c.addWatch(a.watch, s, w);
+      return { revision: w.startRevision };
+    },
+  },
+  unwatch: {
+    access: none,
+    async run(c, { a }) {
+      c.removeWatch(a.watch);
+      return null;
+    },
+  },
+  session: {
+    access: none,
+    async run(c, { a }) {
+      const sess = c.openSession(a.session, a.name);
+      return { id: sess.id, name: sess.name };
+    },
+  },
+  endSession: {
+    access: none,
+    async run(c, { a }) {
+      if (a.session === 0) throw invalidArgument('the connection\'s own session ends with the connection');
+      await c.endSession(a.session);
+      return null;
+    },
+  },
+  stats: {
+    access: () => [['/', 'read']],
+    async run(c) {
+      return { ...c.store.stats(), server: c.serverStats() };
+    },
+  },
+  snapshot: {
+    access: () => [['/', 'admin']],
+    async run(c) {
+      await c.store.snapshot();
+      return null;
+    },
+  },
+  ping: {
+    access: none,
+    async run() {
+      return null;
+    },
+  },
+};
+
+function toApiMultiOp(o: WireMultiOp): import('../api.js').MultiOp {
+  switch (o.op) {
+    case 'set': return o;
+    case 'create': return o;
+    case 'delete': return o;
+    case 'check': return o;
+  }
+}
+
+/** Checks a request's access needs against the principal. */
+export function checkAccess<K extends RequestOp>(p: Principal, op: K, a: Args<K>): void {
+  if (p.grants === undefined) return;
+  for (const [path, need] of handlers[op].access(a)) authorize(p, path, need);
+}

@@ -1,0 +1,164 @@
+/**
+ * Connection loss, for real: the client talks to the server through a TCP
+ * proxy the test can cut. In-flight requests fail CONNECTION_LOST, what the
+ * lost sessions owned is gone, the store reconnects, and a watch resumes from
+ * the revision after its last one — no gap, no duplicate.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { open } from '../../src/engine/open.js';
+import type { EmbeddedStore } from '../../src/engine/store.js';
+import { connect } from '../../src/client/store.js';
+import { serve } from '../../src/server/server.js';
+import { LatchkeyError } from '../../src/core/errors.js';
+import type { WatchEvent } from '../../src/api.js';
+
+/** A TCP proxy whose connections can be held (stop forwarding to the server) and cut. */
+class Proxy {
+  private readonly pairs = new Set<[net.Socket, net.Socket]>();
+  private readonly server: net.Server;
+  holding = false;
+  port = 0;
+
+  constructor(private readonly target: number) {
+    this.server = net.createServer((c) => {
+      const u = net.connect({ host: '127.0.0.1', port: this.target });
+      const pair: [net.Socket, net.Socket] = [c, u];
+      this.pairs.add(pair);
+      c.on('data', (d) => { if (!this.holding) u.write(d); });
+      u.on('data', (d) => c.write(d));
+      const end = (): void => {
+        c.destroy();
+        u.destroy();
+        this.pairs.delete(pair);
+      };
+      c.on('close', end).on('error', end);
+      u.on('close', end).on('error', end);
+    });
+  }
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+
+  cut(): void {
+    for (const [c, u] of this.pairs) {
+      c.destroy();
+      u.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+test('reconnect: in-flight requests fail CONNECTION_LOST, owned things end, the store reconnects, watches resume gaplessly', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const proxy = new Proxy(server.tcpAddress!.port);
+  await proxy.start();
+  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 5, maxBackoffMs: 50 });
+  try {
+    const it = store.watch('/w', { recursive: true })[Symbol.asyncIterator]();
+    await store.set('/w/0', '0');
+    const seen: string[] = [];
+    const take = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        const r = await it.next();
+        const e = r.value as WatchEvent;
+        seen.push(`${e.revision} ${e.type} ${e.path}`);
+      }
+    };
+    await take(2); // put /w, put /w/0
+    const sess = store.session({ name: 'doomed' });
+    await sess.create('/eph', 'x', { ephemeral: true });
+    const tx = store.begin();
+    await tx.set('/tx', 'never');
+    const firstSession = store.id;
+
+    // A request the server will never see: held in the proxy, then the connection is cut.
+    proxy.holding = true;
+    const inflight = store.set('/lost', 'maybe');
+    await new Promise((r) => setTimeout(r, 20));
+    proxy.cut();
+    proxy.holding = false;
+    await assert.rejects(inflight, (e: unknown) => LatchkeyError.is(e, 'CONNECTION_LOST'));
+
+    // Meanwhile others write; the watch must see these after it resumes.
+    for (let i = 1; i <= 5; i++) await backing.set(`/w/${i}`, String(i));
+
+    // The lost connection's session ended on the server: its ephemeral node is gone and it refuses work.
+    await store.ready();
+    assert.notEqual(store.id, firstSession, 'a new connection is a new session');
+    assert.equal(await store.exists('/eph'), false);
+    await assert.rejects(sess.get('/'), (e: unknown) => LatchkeyError.is(e, 'SESSION_EXPIRED'));
+    assert.equal(tx.state, 'aborted');
+    await assert.rejects(tx.get('/tx'), (e: unknown) => LatchkeyError.is(e, 'ABORTED'));
+    assert.equal(await store.exists('/tx'), false);
+    assert.equal(await store.exists('/lost'), false, 'never resent');
+
+    await store.set('/w/6', '6');
+    await take(6);
+    const revs = seen.map((s) => Number(s.split(' ')[0]));
+    assert.deepEqual(seen.slice(2).map((s) => s.split(' ').slice(1).join(' ')), ['put /w/1', 'put /w/2', 'put /w/3', 'put /w/4', 'put /w/5', 'put /w/6']);
+    for (let i = 1; i < revs.length; i++) assert.ok(revs[i]! >= revs[i - 1]!, 'revision order');
+    assert.equal(new Set(seen).size, seen.length, 'no duplicates');
+    await it.return!();
+  } finally {
+    await store.close();
+    await proxy.close();
+    await server.close();
+    await backing.close();
+  }
+});
+
+test('reconnect: with reconnect off, a loss fails later calls CONNECTION_LOST', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const proxy = new Proxy(server.tcpAddress!.port);
+  await proxy.start();
+  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { reconnect: false });
+  try {
+    await store.set('/a', '1');
+    proxy.cut();
+    await new Promise((r) => setTimeout(r, 20));
+    await assert.rejects(store.get('/a'), (e: unknown) => LatchkeyError.is(e, 'CONNECTION_LOST'));
+  } finally {
+    await store.close();
+    await proxy.close();
+    await server.close();
+    await backing.close();
+  }
+});
+
+test('reconnect: a TCP session whose client goes silent expires after its lease', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 150 });
+  const proxy = new Proxy(server.tcpAddress!.port);
+  await proxy.start();
+  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 5 });
+  try {
+    const s = store.session();
+    await s.create('/lease', 'x', { ephemeral: true });
+    // A partition: the proxy drops everything the client sends (pings too), the connection stays up.
+    proxy.holding = true;
+    const gone = (async () => {
+      for (const ev of [backing.watch('/lease', { fromRevision: backing.revision + 1 })]) {
+        for await (const e of ev) if (e.type === 'delete') return true;
+      }
+      return false;
+    })();
+    assert.equal(await gone, true, 'the ephemeral node of the silent session is deleted');
+  } finally {
+    proxy.holding = false;
+    await store.close();
+    await proxy.close();
+    await server.close();
+    await backing.close();
+  }
+});
