@@ -7,6 +7,11 @@
  *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
  *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
  *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
+ *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]…]
+ *
+ * --xenstore-socket also serves the store in the XenStore wire protocol
+ * (docs/xenstore.md): xenstore-utils and libxenstore clients connect with
+ * XENSTORED_PATH=PATH and share the store with latchkey clients.
  *
  * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
  * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0.
@@ -19,12 +24,14 @@ import { EmbeddedStore } from '../engine/store.js';
 import { DEFAULT_LIMITS, type Limits } from '../protocol/limits.js';
 import { AuthTable } from '../server/auth.js';
 import { type ServeOptions, serve } from '../server/server.js';
+import { type XenstoreServer, startXenstoreServer } from '../xenstore/server.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
                       [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
                       [--durability fsync|none] [--memory] [--limit NAME=N]...
-                      [--idle-exit-ms N]   (exit once no client was connected for N ms)`;
+                      [--idle-exit-ms N]   (exit once no client was connected for N ms)
+                      [--xenstore-socket PATH [--xenstore-limit NAME=N]...]`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`latchkey: ${message}\n`);
@@ -67,6 +74,8 @@ async function serveCommand(argv: string[]): Promise<void> {
         memory: { type: 'boolean' },
         limit: { type: 'string', multiple: true },
         'idle-exit-ms': { type: 'string' },
+        'xenstore-socket': { type: 'string' },
+        'xenstore-limit': { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -117,13 +126,23 @@ async function serveCommand(argv: string[]): Promise<void> {
     opts.onIdle = () => stop('idle');
   }
 
+  const xenstoreLimits: Record<string, number> = {};
+  for (const l of values['xenstore-limit'] ?? []) {
+    const m = /^([A-Za-z]+)=([0-9]+)$/.exec(l);
+    if (m === null) fail(`--xenstore-limit expects NAME=N (e.g. maxTransactions=100), got ${l}`);
+    xenstoreLimits[m[1]!] = Number(m[2]);
+  }
+  if (values['xenstore-limit'] !== undefined && values['xenstore-socket'] === undefined) fail('--xenstore-limit needs --xenstore-socket');
+
   let stopping = false;
   let server: Awaited<ReturnType<typeof serve>> | undefined;
+  let xenstore: XenstoreServer | undefined;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`latchkey: ${signal}: shutting down\n`);
     void (async () => {
+      await xenstore?.close();
       await server?.close();
       await store.close();
       process.exit(0);
@@ -133,12 +152,25 @@ async function serveCommand(argv: string[]): Promise<void> {
     });
   };
   server = await serve(store, opts);
+  if (values['xenstore-socket'] !== undefined) {
+    try {
+      xenstore = await startXenstoreServer(store, {
+        socketPath: path.resolve(values['xenstore-socket']), limits: xenstoreLimits,
+        log: (m) => process.stderr.write(`latchkey: ${m}\n`),
+      });
+    } catch (e) {
+      await server.close();
+      await store.close();
+      fail(`--xenstore-socket: ${(e as Error).message}`, 1);
+    }
+  }
   process.stdout.write(`data ${values.memory ? '(in memory)' : data}\n`);
   if (server.socketPath !== undefined) process.stdout.write(`unix://${server.socketPath}\n`);
   if (server.tcpAddress !== undefined) {
     const h = server.tcpAddress.host.includes(':') ? `[${server.tcpAddress.host}]` : server.tcpAddress.host;
     process.stdout.write(`${opts.tls ? 'tls' : 'tcp'}://${h}:${server.tcpAddress.port}\n`);
   }
+  if (xenstore !== undefined) process.stdout.write(`xenstore ${xenstore.socketPath}\n`);
   process.stdout.write('ready\n');
 
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -3,8 +3,8 @@
 #   - xenstore-utils: xenstore-write/-read/-ls/-rm/-chmod/-list/-exists/-watch with XENSTORED_PATH set;
 #   - xen-utils-4.17: /usr/lib/xen-4.17/bin/test-xenstore (through libxenstore), every test must pass.
 # Installs the Debian packages when missing (needs root and apt-get), starts
-# the adapter on a durable store (`node dist/xenstore/main.js --socket
-# TMP/xenstored.sock --data TMP/data`), prints PASS/FAIL per check and a
+# `latchkey serve --data TMP/data --xenstore-socket TMP/xenstored.sock` (a
+# durable store, served to latchkey and XenStore clients at once), prints PASS/FAIL per check and a
 # summary, and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +27,7 @@ npx tsc -p tsconfig.json || { echo "FAIL: build" >&2; exit 2; }
 
 tmp=$(mktemp -d)
 sock="$tmp/xenstored.sock"
-node dist/xenstore/main.js --socket "$sock" --data "$tmp/data" >"$tmp/daemon.log" 2>&1 &
+node dist/cli/main.js serve --data "$tmp/data" --xenstore-socket "$sock" >"$tmp/daemon.log" 2>&1 &
 daemon=$!
 cleanup() {
   kill "$daemon" 2>/dev/null
@@ -35,7 +35,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-for _ in $(seq 1 100); do grep -q 'XenStore protocol on' "$tmp/daemon.log" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do grep -q '^ready$' "$tmp/daemon.log" 2>/dev/null && break; sleep 0.1; done
 if [ ! -S "$sock" ]; then
   echo "FAIL: the XenStore adapter did not start:" >&2
   cat "$tmp/daemon.log" >&2
