@@ -93,40 +93,37 @@ export function checkRegister(history: readonly HistoryOp[], options: { initial?
   };
 
   // Recursion depth is at most the history's length (callers keep histories to thousands of operations).
-  const search = (s0: State): 'yes' | 'no' | 'budget' => {
-    const dfs = (s: State): 'yes' | 'no' | 'budget' => {
-      if (doneRequired === required) return 'yes';
-      if (++explored > budget) return 'budget';
-      const k = key(s);
-      if (seen.has(k)) return 'no';
-      seen.add(k);
-      // An operation can go next only if no pending one returned before it was invoked.
-      let minRet = Infinity;
-      for (let i = 0; i < n; i++) if (!done[i] && ops[i]!.ret < minRet) minRet = ops[i]!.ret;
-      for (let i = 0; i < n; i++) {
-        if (done[i]) continue;
-        const h = ops[i]!;
-        if (h.invoke > minRet) break; // sorted by invocation: no later one can go either
-        const next = step(s, h);
-        if (next === undefined) continue;
-        done[i] = 1;
-        doneCount++;
-        if (h.ok !== undefined) doneRequired++;
-        if (doneCount > longest) longest = doneCount;
-        const r = dfs(next);
-        done[i] = 0;
-        doneCount--;
-        if (h.ok !== undefined) doneRequired--;
-        if (r !== 'no') return r;
-      }
-      // Remember where the deepest attempt got stuck, for the report.
-      if (doneCount === longest) stuckAt = ops.filter((h, i) => !done[i] && h.invoke <= minRet);
-      return 'no';
-    };
-    return dfs(s0);
+  const dfs = (s: State): 'yes' | 'no' | 'budget' => {
+    if (doneRequired === required) return 'yes';
+    if (++explored > budget) return 'budget';
+    const k = key(s);
+    if (seen.has(k)) return 'no';
+    seen.add(k);
+    // An operation can go next only if no pending one returned before it was invoked.
+    let minRet = Infinity;
+    for (let i = 0; i < n; i++) if (!done[i] && ops[i]!.ret < minRet) minRet = ops[i]!.ret;
+    for (let i = 0; i < n; i++) {
+      if (done[i]) continue;
+      const h = ops[i]!;
+      if (h.invoke > minRet) break; // sorted by invocation: no later one can go either
+      const next = step(s, h);
+      if (next === undefined) continue;
+      done[i] = 1;
+      doneCount++;
+      if (h.ok !== undefined) doneRequired++;
+      if (doneCount > longest) longest = doneCount;
+      const r = dfs(next);
+      done[i] = 0;
+      doneCount--;
+      if (h.ok !== undefined) doneRequired--;
+      if (r !== 'no') return r;
+    }
+    // Remember where the deepest attempt got stuck, for the report.
+    if (doneCount === longest) stuckAt = ops.filter((h, i) => !done[i] && h.invoke <= minRet);
+    return 'no';
   };
 
-  const r = search(options.initial ?? { value: undefined, version: 0 });
+  const r = dfs(options.initial ?? { value: undefined, version: 0 });
   if (r === 'yes') return { result: 'linearizable', explored };
   if (r === 'budget') return { result: 'unknown', explored };
   return { result: 'violation', explored, longest, stuckAt };

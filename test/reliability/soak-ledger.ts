@@ -170,7 +170,7 @@ export class Ledger {
    * (dead sessions' locks and ephemeral nodes, the counters' upper bound)
    * retry for up to `graceMs`.
    */
-  async check(store: RemoteStore, epoch: string, attempts: () => number, graceMs = 5_000): Promise<void> {
+  async check(store: RemoteStore, epoch: string, graceMs = 5_000): Promise<void> {
     this.figures.checks++;
     const head = await this.checkTransactions(store);
     // Watch streams whose events all lie at or below the head just verified: every transaction they
@@ -181,7 +181,7 @@ export class Ledger {
       else later.push(p);
     }
     this.pendingSegments.push(...later);
-    await this.checkCounters(store, attempts, graceMs);
+    await this.checkCounters(store, graceMs);
     await this.eventually(graceMs, () => this.deadHolders(store, epoch));
   }
 
@@ -273,7 +273,7 @@ export class Ledger {
   }
 
   /** Counters: acknowledged increments ≤ value ≤ increments that may have happened; no value acknowledged twice. */
-  private async checkCounters(store: RemoteStore, attempts: () => number, graceMs: number): Promise<void> {
+  private async checkCounters(store: RemoteStore, graceMs: number): Promise<void> {
     for (let k = 0; k < COUNTERS; k++) {
       const ackedBefore = [...this.ackedValues[k]!];
       const e = await store.get(`/counters/c${k}`);
@@ -281,7 +281,6 @@ export class Ledger {
       const max = ackedBefore.reduce((m, x) => Math.max(m, x), 0);
       if (v < max) this.violation(`counter c${k} is ${v}, but an increment to ${max} was acknowledged (lost)`);
       if (v < ackedBefore.length) this.violation(`counter c${k} is ${v} after ${ackedBefore.length} acknowledged increments`);
-      void attempts;
       // Upper bound: increments whose commit may have happened (tried, not failed). Attempts only grow.
       await this.eventually(graceMs, async () => {
         let possible = 0;
@@ -302,33 +301,31 @@ export class Ledger {
    * transaction's two puts were delivered, none twice, in revision order.
    */
   private checkSegment(w: WorkerState, seg: Segment): void {
-    {
-      if (seg.events.length === 0) return;
-      const last = seg.events.at(-1)![0];
-      const seen = new Map<string, number>();
-      let prev = 0;
-      for (const [rev, p] of seg.events) {
-        if (rev < prev) this.violation(`${w.label}: watch went back from ${prev} to ${rev}`);
-        prev = rev;
-        if (seen.has(p)) this.violation(`${w.label}: watch delivered ${p} twice (revisions ${seen.get(p)}, ${rev})`);
-        seen.set(p, rev);
-      }
-      for (const [id, rev] of this.verified) {
-        if (rev < seg.from || rev >= last) continue;
-        for (const k of ['a', 'b']) {
-          const got = seen.get(`/tx/${id}/${k}`);
-          if (got === undefined) this.violation(`${w.label}: watch from ${seg.from} to ${last} missed /tx/${id}/${k} at revision ${rev}`);
-          else if (got !== rev) this.violation(`${w.label}: watch delivered /tx/${id}/${k} at ${got}, committed at ${rev}`);
-        }
-      }
-      for (const [p, rev] of seen) {
-        const id = p.split('/')[2]!;
-        const v = this.verified.get(id);
-        if (v !== undefined && v !== rev) this.violation(`${w.label}: watch event ${p}@${rev} but the transaction is at ${v}`);
-        if (v === undefined && rev < last) this.violation(`${w.label}: watch delivered ${p}@${rev}, a transaction not in the store`);
-      }
-      this.figures.watchSegmentsChecked++;
+    if (seg.events.length === 0) return;
+    const last = seg.events.at(-1)![0];
+    const seen = new Map<string, number>();
+    let prev = 0;
+    for (const [rev, p] of seg.events) {
+      if (rev < prev) this.violation(`${w.label}: watch went back from ${prev} to ${rev}`);
+      prev = rev;
+      if (seen.has(p)) this.violation(`${w.label}: watch delivered ${p} twice (revisions ${seen.get(p)}, ${rev})`);
+      seen.set(p, rev);
     }
+    for (const [id, rev] of this.verified) {
+      if (rev < seg.from || rev >= last) continue;
+      for (const k of ['a', 'b']) {
+        const got = seen.get(`/tx/${id}/${k}`);
+        if (got === undefined) this.violation(`${w.label}: watch from ${seg.from} to ${last} missed /tx/${id}/${k} at revision ${rev}`);
+        else if (got !== rev) this.violation(`${w.label}: watch delivered /tx/${id}/${k} at ${got}, committed at ${rev}`);
+      }
+    }
+    for (const [p, rev] of seen) {
+      const id = p.split('/')[2]!;
+      const v = this.verified.get(id);
+      if (v !== undefined && v !== rev) this.violation(`${w.label}: watch event ${p}@${rev} but the transaction is at ${v}`);
+      if (v === undefined && rev < last) this.violation(`${w.label}: watch delivered ${p}@${rev}, a transaction not in the store`);
+    }
+    this.figures.watchSegmentsChecked++;
   }
 
   /** Checks the linearizability histories of every key whose slot ended before `nowNs` - margin, then forgets them. */
