@@ -119,6 +119,11 @@ export class RemoteSession implements Session {
   async lock(path: string, options: LockOptions = {}): Promise<Lock> {
     this.check();
     throwIfAborted(options.signal);
+    // A lock belongs to the connection its request goes out on. The store's own session follows
+    // reconnections: wait for a connection first, so the generation recorded is the one the
+    // request is sent on (recorded before, a lock granted on the next connection could never be
+    // released: its release would go to the dead one, and the live session would hold it forever).
+    if (this.generation === undefined) await this.core.current();
     const handle = this.core.handle();
     const generation = this.gen();
     const state = new LockState(handle, this, path, options.mode ?? 'exclusive');
@@ -129,7 +134,9 @@ export class RemoteSession implements Session {
     if (options.timeoutMs !== undefined) a.timeoutMs = options.timeoutMs;
     let r: Result<'lock'>;
     try {
-      r = await this.req('lock', a, options.signal);
+      r = this.generation === undefined
+        ? await this.core.requestOn(generation, 'lock', a, this.handle, options.signal)
+        : await this.req('lock', a, options.signal);
     } catch (e) {
       this.core.locks.delete(handle);
       throw e;

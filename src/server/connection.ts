@@ -415,14 +415,21 @@ export class Connection implements ConnContext {
       // nothing more to say to this peer
     }
     this.socket.end();
-    // Do not wait for the peer to close its side: a hostile one might not.
+    // Keep reading (and discarding: onData ignores a closed connection) what the peer still sends:
+    // closing with input unread resets the connection, and a client still writing its pipelined
+    // requests would lose the bye that says why. Do not wait for the peer to close its side: a
+    // hostile one might not.
+    this.socket.resume();
     const t = setTimeout(() => this.socket.destroy(), 1000);
     this.socket.once('close', () => clearTimeout(t));
-    this.destroy(true);
+    this.destroy(true, true);
   }
 
-  /** Ends everything the connection holds. `died`: its sessions die (not a clean close). */
-  destroy(died: boolean): void {
+  /**
+   * Ends everything the connection holds. `died`: its sessions die (not a clean close).
+   * `lingering`: the socket is being closed after a bye, which owns its end.
+   */
+  destroy(died: boolean, lingering = false): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.lease !== undefined) clearTimeout(this.lease);
@@ -438,7 +445,7 @@ export class Connection implements ConnContext {
     for (const s of sessions) void s.end(died).catch(() => {});
     for (const w of this.drainWaiters) w();
     this.drainWaiters = [];
-    if (died && !this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();
+    if (died && !lingering && !this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();
     this.opts.closed(this);
   }
 

@@ -162,3 +162,30 @@ test('reconnect: a TCP session whose client goes silent expires after its lease'
     await backing.close();
   }
 });
+
+test('reconnect: a lock asked for while reconnecting belongs to the new connection, and its release frees it', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const proxy = new Proxy(server.tcpAddress!.port);
+  await proxy.start();
+  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 100, maxBackoffMs: 200 });
+  try {
+    await store.set('/a', '1');
+    proxy.cut();
+    for (let i = 0; i < 500 && store.connected; i++) await new Promise((r) => setTimeout(r, 2));
+    assert.equal(store.connected, false, 'the loss is noticed');
+    // Asked for with no connection up: it waits for the next one and is granted there.
+    const lock = await store.lock('/r');
+    assert.equal(lock.held, true);
+    await store.set('/r/x', 'fenced', { fence: lock });
+    await lock.release();
+    // Released on the server too: another session gets it at once.
+    const other = await backing.lock('/r', { wait: false });
+    await other.release();
+  } finally {
+    await store.close();
+    await proxy.close();
+    await server.close();
+    await backing.close();
+  }
+});

@@ -207,3 +207,17 @@ test('garbage: a frame of four million one-byte values is refused before decodin
   c.close();
   await stillServing();
 });
+
+test('garbage: a broken frame in the middle of a pipelined burst still gets its bye', async () => {
+  // The client is still writing when the server gives up on the stream: closing with that input
+  // unread resets the connection, and the client then loses the bye that says why.
+  for (let i = 0; i < 5; i++) {
+    const c = await RawClient.open(server.unix);
+    const burst: Uint8Array[] = [encodeFrame(1, Uint8Array.of(0xc1))];
+    for (let id = 2; id < 2000; id++) burst.push(encodeRequest(id, 'set', { path: `/burst/${id}`, value: new Uint8Array(512) }));
+    for (const f of burst) c.send(f);
+    assert.equal(errCode(await c.bye()), 'PROTOCOL', `attempt ${i}: the bye arrives`);
+    await c.closed;
+  }
+  await stillServing();
+});

@@ -1,0 +1,408 @@
+/**
+ * The soak's bookkeeping and checks (test/fixtures/soak.ts runs the
+ * processes). The ledger reads what each client process said it tried and
+ * what was acknowledged (see soak-worker.ts for the lines), and checks the
+ * store against it after every server restart and at the end.
+ *
+ * Races with stdout. A client's lines reach the harness on its own pipe,
+ * the store's answers on a socket: a line may be read after a read of the
+ * store that its operation precedes. So a check uses the acknowledgements
+ * taken *before* it reads the store (those commits are certainly in what it
+ * reads), and an upper bound (increments attempted) is re-evaluated for a
+ * bounded time before it counts as a violation: attempts only grow.
+ */
+import type { RemoteStore } from '../../src/client/store.js';
+import { LatchkeyError } from '../../src/core/errors.js';
+import { COUNTERS, LIN_SLOT_NS, SHARED } from '../fixtures/soak-config.js';
+import { type CheckResult, type HistoryOp, type RegisterOp, checkRegister } from './linearizability.js';
+
+interface Inc { k: number; v: number; state: 'try' | 'ack' | 'fail' }
+interface LinOp { key: string; client: number; kind: RegisterOp['kind']; value: string; expect: number; invoke: number; ret?: number; ok?: boolean; rvalue?: string; rversion?: number }
+interface Segment { from: number; events: Array<[number, string]> }
+
+export interface Figures {
+  serverKills: number;
+  clientKills: number;
+  checks: number;
+  incrementsAcked: number;
+  incrementsUnknown: number;
+  transactionsAcked: number;
+  transactionsChecked: number;
+  ephemeralsCreated: number;
+  watchEvents: number;
+  watchSegmentsChecked: number;
+  watchCompacted: number;
+  harnessWatchEvents: number;
+  harnessWatchCompacted: number;
+  linOps: number;
+  linHistories: number;
+  linUnknownOutcome: number;
+  linUndecided: number;
+  fuzzFrames: number;
+  errorsByCode: Record<string, number>;
+}
+
+/** Per client process. */
+export class WorkerState {
+  readonly sessions = new Set<string>();
+  readonly segments: Segment[] = [];
+  dead = false;
+  constructor(readonly label: string, readonly index: number) {}
+}
+
+export class Ledger {
+  readonly violations: string[] = [];
+  readonly figures: Figures = {
+    serverKills: 0, clientKills: 0, checks: 0, incrementsAcked: 0, incrementsUnknown: 0, transactionsAcked: 0, transactionsChecked: 0,
+    ephemeralsCreated: 0, watchEvents: 0, watchSegmentsChecked: 0, watchCompacted: 0, harnessWatchEvents: 0, harnessWatchCompacted: 0,
+    linOps: 0, linHistories: 0, linUnknownOutcome: 0, linUndecided: 0, fuzzFrames: 0, errorsByCode: {},
+  };
+  private readonly incs = new Map<string, Inc>();
+  /** Acknowledged increments' values per counter (each must be distinct: two equal ones are a lost update). */
+  private readonly ackedValues: Array<Set<number>> = Array.from({ length: COUNTERS }, () => new Set());
+  private readonly txs = new Map<string, { state: 'try' | 'ack' | 'fail'; rev?: number }>();
+  /** Transactions verified present (complete, one revision); never to be lost afterwards. */
+  private readonly verified = new Map<string, number>();
+  private readonly lin = new Map<string, LinOp>();
+  private readonly deadSessions = new Set<string>();
+  private readonly log: (s: string) => void;
+
+  constructor(log: (s: string) => void) {
+    this.log = log;
+  }
+
+  violation(s: string): void {
+    if (this.violations.length < 200) this.violations.push(s);
+    this.log(`VIOLATION ${s}`);
+  }
+
+  /** One line from client process `w`. */
+  line(w: WorkerState, line: string): void {
+    const f = line.split(' ');
+    switch (f[0]) {
+      case 'sess':
+        w.sessions.add(f[1]!);
+        if (w.dead) this.deadSessions.add(f[1]!);
+        break;
+      case 'inc-try':
+        this.incs.set(f[1]!, { k: Number(f[2]), v: Number(f[3]), state: 'try' });
+        break;
+      case 'inc-ack': {
+        const inc = this.incs.get(f[1]!);
+        if (inc === undefined) return this.violation(`${w.label}: ack of unknown increment ${f[1]}`);
+        inc.state = 'ack';
+        this.figures.incrementsAcked++;
+        const vs = this.ackedValues[inc.k]!;
+        if (vs.has(inc.v)) this.violation(`counter c${inc.k}: two acknowledged increments wrote ${inc.v} (a lost update: the lock or its fence failed)`);
+        vs.add(inc.v);
+        break;
+      }
+      case 'inc-fail': {
+        const inc = this.incs.get(f[1]!);
+        if (inc !== undefined) inc.state = 'fail';
+        break;
+      }
+      case 'tx-try':
+        this.txs.set(f[1]!, { state: 'try' });
+        break;
+      case 'tx-ack':
+        this.txs.set(f[1]!, { state: 'ack', rev: Number(f[2]) });
+        this.figures.transactionsAcked++;
+        break;
+      case 'eph':
+        this.figures.ephemeralsCreated++;
+        break;
+      case 'wstart':
+        w.segments.push({ from: Number(f[1]), events: [] });
+        break;
+      case 'wev':
+        w.segments.at(-1)?.events.push([Number(f[1]), f[2]!]);
+        this.figures.watchEvents++;
+        break;
+      case 'wend':
+        if (f[2] === '1') this.figures.watchCompacted++;
+        this.countError(f[1]!);
+        break;
+      case 'linv':
+        this.lin.set(f[1]!, { key: f[2]!, client: w.index, kind: f[3] as RegisterOp['kind'], value: f[4]!, expect: Number(f[5]), invoke: Number(f[6]) });
+        this.figures.linOps++;
+        break;
+      case 'lret': {
+        const o = this.lin.get(f[1]!);
+        if (o === undefined) return this.violation(`${w.label}: return of unknown operation ${f[1]}`);
+        o.ok = f[2] === '1';
+        if (f[3] !== '-') o.rvalue = f[3]!;
+        o.rversion = Number(f[4]);
+        o.ret = Number(f[5]);
+        break;
+      }
+      case 'err':
+        this.countError(f[2]!);
+        this.violation(`${w.label}: unexpected error in ${f[1]}: ${f.slice(2).join(' ')}`);
+        break;
+      case 'viol':
+        this.violation(`${w.label}: ${f.slice(1).join(' ')}`);
+        break;
+      default:
+        this.violation(`${w.label}: unparsable line: ${line.slice(0, 200)}`);
+    }
+  }
+
+  countError(code: string): void {
+    this.figures.errorsByCode[code] = (this.figures.errorsByCode[code] ?? 0) + 1;
+  }
+
+  /** Watch segments of dead client processes, checked once the store has been read past their last event. */
+  private readonly pendingSegments: Array<{ w: WorkerState; seg: Segment }> = [];
+
+  /** A client process was killed: its sessions are dead, its watch streams complete. */
+  workerDied(w: WorkerState): void {
+    w.dead = true;
+    for (const s of w.sessions) this.deadSessions.add(s);
+    for (const seg of w.segments) this.pendingSegments.push({ w, seg });
+    w.segments.length = 0;
+  }
+
+  /**
+   * Everything checkable about the store as it is now. `epoch` is the
+   * running server's session-id prefix: sessions of other epochs died with
+   * earlier server processes. Bounded in time: the "eventually" checks
+   * (dead sessions' locks and ephemeral nodes, the counters' upper bound)
+   * retry for up to `graceMs`.
+   */
+  async check(store: RemoteStore, epoch: string, graceMs = 5_000): Promise<void> {
+    this.figures.checks++;
+    const head = await this.checkTransactions(store);
+    // Watch streams whose events all lie at or below the head just verified: every transaction they
+    // could have missed is known now.
+    const later: Array<{ w: WorkerState; seg: Segment }> = [];
+    for (const p of this.pendingSegments.splice(0)) {
+      if ((p.seg.events.at(-1)?.[0] ?? 0) <= head) this.checkSegment(p.w, p.seg);
+      else later.push(p);
+    }
+    this.pendingSegments.push(...later);
+    await this.checkCounters(store, graceMs);
+    await this.eventually(graceMs, () => this.deadHolders(store, epoch));
+  }
+
+  private async eventually(graceMs: number, probe: () => Promise<string[]>): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    let problems: string[] = [];
+    for (let i = 0; i < 1000; i++) {
+      problems = await probe();
+      if (problems.length === 0 || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const p of problems.slice(0, 10)) this.violation(p);
+  }
+
+  private isDead(session: string | undefined, epoch: string): boolean {
+    return session !== undefined && (!session.startsWith(`${epoch}.`) || this.deadSessions.has(session));
+  }
+
+  /** Locks held or awaited, and ephemeral nodes owned, by sessions that are dead. */
+  private async deadHolders(store: RemoteStore, epoch: string): Promise<string[]> {
+    const problems: string[] = [];
+    const table = await store.fetchLockTable();
+    for (const l of table.held) if (this.isDead(l.session, epoch)) problems.push(`lock ${l.path} held by dead session ${l.session}`);
+    for (const l of table.waiting) if (this.isDead(l.session, epoch)) problems.push(`a dead session ${l.session} still waits for ${l.path}`);
+    const names = await listAll(store, '/eph');
+    for (const n of names) {
+      const e = await store.get(`/eph/${n}`);
+      if (e !== undefined && this.isDead(e.stat.ephemeralOwner, epoch)) problems.push(`ephemeral /eph/${n} outlives its session ${e.stat.ephemeralOwner}`);
+    }
+    return problems;
+  }
+
+  /**
+   * Acknowledged transactions are present with their revision; every
+   * transaction present is complete (both keys, one revision, its id);
+   * no two share a revision; each shared key names the transaction that
+   * wrote it last, at that transaction's revision.
+   */
+  private async checkTransactions(store: RemoteStore): Promise<number> {
+    const acked = [...this.txs].filter(([, t]) => t.state === 'ack');
+    await store.get('/');
+    const head = store.revision;
+    const names = new Set(await listAll(store, '/tx'));
+    // Known ones never disappear (cheap: a name lookup); new ones are checked in full, once.
+    for (const [id] of this.verified) if (!names.has(id)) this.violation(`transaction ${id}, seen complete before, is gone`);
+    const byRev = new Map<number, string>();
+    for (const [id, rev] of this.verified) byRev.set(rev, id);
+    for (const id of names) {
+      if (this.verified.has(id)) continue;
+      const keys = await store.list(`/tx/${id}`);
+      const a = await store.get(`/tx/${id}/a`);
+      const b = await store.get(`/tx/${id}/b`);
+      if (keys.length !== 2 || a === undefined || b === undefined) {
+        this.violation(`transaction ${id} partially applied: keys [${keys.join(',')}]`);
+        continue;
+      }
+      if (a.text() !== id || b.text() !== id || a.stat.modRev !== b.stat.modRev) {
+        this.violation(`transaction ${id}: a=${a.text()}@${a.stat.modRev} b=${b.text()}@${b.stat.modRev}`);
+        continue;
+      }
+      const other = byRev.get(a.stat.modRev);
+      if (other !== undefined) this.violation(`transactions ${other} and ${id} share revision ${a.stat.modRev}`);
+      byRev.set(a.stat.modRev, id);
+      this.verified.set(id, a.stat.modRev);
+      this.figures.transactionsChecked++;
+    }
+    for (const [id, t] of acked) {
+      const rev = this.verified.get(id);
+      if (rev === undefined) this.violation(`acknowledged transaction ${id} (revision ${t.rev}) is lost`);
+      else if (rev !== t.rev) this.violation(`acknowledged transaction ${id} was committed at ${t.rev}, is at ${rev}`);
+      if (t.rev! > head) this.violation(`acknowledged transaction ${id} at revision ${t.rev} is past the head ${head}`);
+    }
+    for (let s = 0; s < SHARED; s++) {
+      const e = await store.get(`/shared/s${s}`);
+      if (e === undefined) continue;
+      const writer = byRev.get(e.stat.modRev) ?? (this.verified.has(e.text()) ? undefined : await this.verifyOne(store, e.text(), byRev));
+      if (writer !== e.text()) this.violation(`/shared/s${s} = ${e.text()} at revision ${e.stat.modRev}, which is ${writer ?? 'no transaction'}'s`);
+    }
+    return head;
+  }
+
+  /** A transaction committed after the listing (the shared key's writer): checks it now. */
+  private async verifyOne(store: RemoteStore, id: string, byRev: Map<number, string>): Promise<string | undefined> {
+    const a = await store.get(`/tx/${id}/a`);
+    const b = await store.get(`/tx/${id}/b`);
+    if (a === undefined || b === undefined || a.stat.modRev !== b.stat.modRev) return undefined;
+    byRev.set(a.stat.modRev, id);
+    return id;
+  }
+
+  /** Counters: acknowledged increments ≤ value ≤ increments that may have happened; no value acknowledged twice. */
+  private async checkCounters(store: RemoteStore, graceMs: number): Promise<void> {
+    for (let k = 0; k < COUNTERS; k++) {
+      const ackedBefore = [...this.ackedValues[k]!];
+      const e = await store.get(`/counters/c${k}`);
+      const v = e === undefined ? 0 : Number(e.text());
+      const max = ackedBefore.reduce((m, x) => Math.max(m, x), 0);
+      if (v < max) this.violation(`counter c${k} is ${v}, but an increment to ${max} was acknowledged (lost)`);
+      if (v < ackedBefore.length) this.violation(`counter c${k} is ${v} after ${ackedBefore.length} acknowledged increments`);
+      // Upper bound: increments whose commit may have happened (tried, not failed). Attempts only grow.
+      await this.eventually(graceMs, async () => {
+        let possible = 0;
+        for (const inc of this.incs.values()) if (inc.k === k && inc.state !== 'fail') possible++;
+        return v > possible ? [`counter c${k} is ${v}, more than the ${possible} increments that could have committed`] : [];
+      });
+    }
+  }
+
+  get pendingWatchStreams(): number {
+    return this.pendingSegments.length;
+  }
+
+  /**
+   * Checks a dead client process's watch stream (one segment: from its
+   * start to its end, across every reconnection the client resumed) against
+   * the transactions verified present: within [from, last event), every
+   * transaction's two puts were delivered, none twice, in revision order.
+   */
+  private checkSegment(w: WorkerState, seg: Segment): void {
+    if (seg.events.length === 0) return;
+    const last = seg.events.at(-1)![0];
+    const seen = new Map<string, number>();
+    let prev = 0;
+    for (const [rev, p] of seg.events) {
+      if (rev < prev) this.violation(`${w.label}: watch went back from ${prev} to ${rev}`);
+      prev = rev;
+      if (seen.has(p)) this.violation(`${w.label}: watch delivered ${p} twice (revisions ${seen.get(p)}, ${rev})`);
+      seen.set(p, rev);
+    }
+    for (const [id, rev] of this.verified) {
+      if (rev < seg.from || rev >= last) continue;
+      for (const k of ['a', 'b']) {
+        const got = seen.get(`/tx/${id}/${k}`);
+        if (got === undefined) this.violation(`${w.label}: watch from ${seg.from} to ${last} missed /tx/${id}/${k} at revision ${rev}`);
+        else if (got !== rev) this.violation(`${w.label}: watch delivered /tx/${id}/${k} at ${got}, committed at ${rev}`);
+      }
+    }
+    for (const [p, rev] of seen) {
+      const id = p.split('/')[2]!;
+      const v = this.verified.get(id);
+      if (v !== undefined && v !== rev) this.violation(`${w.label}: watch event ${p}@${rev} but the transaction is at ${v}`);
+      if (v === undefined && rev < last) this.violation(`${w.label}: watch delivered ${p}@${rev}, a transaction not in the store`);
+    }
+    this.figures.watchSegmentsChecked++;
+  }
+
+  /** Checks the linearizability histories of every key whose slot ended before `nowNs` - margin, then forgets them. */
+  checkLinearizability(nowNs: number, all = false): void {
+    const byKey = new Map<string, LinOp[]>();
+    for (const [id, o] of this.lin) {
+      const slot = Number(o.key.split('/')[2]);
+      if (!all && (slot + 1) * LIN_SLOT_NS + 10e9 > nowNs) continue;
+      let l = byKey.get(o.key);
+      if (l === undefined) byKey.set(o.key, l = []);
+      l.push(o);
+      this.lin.delete(id);
+    }
+    for (const [key, ops] of byKey) {
+      const history: HistoryOp[] = ops.map((o) => {
+        const op: RegisterOp = o.kind === 'read' ? { kind: 'read', value: o.rvalue, version: o.rversion ?? 0 }
+          : o.kind === 'write' ? { kind: 'write', value: o.value } : { kind: 'cas', value: o.value, expect: o.expect };
+        if (o.ret === undefined) this.figures.linUnknownOutcome++;
+        return { client: o.client, op, ok: o.ret === undefined ? undefined : o.ok, invoke: o.invoke, ret: o.ret ?? Infinity };
+      });
+      const r: CheckResult = checkRegister(history, { budget: 5_000_000 });
+      this.figures.linHistories++;
+      if (r.result === 'unknown') this.figures.linUndecided++;
+      if (r.result === 'violation') {
+        this.violation(`${key}: history of ${history.length} operations is not linearizable (longest prefix ${r.longest}); stuck at ${JSON.stringify(r.stuckAt.slice(0, 5))}`);
+      }
+    }
+  }
+
+  /** The harness's own watch of the whole store: revisions contiguous, each (revision, path) once. */
+  harnessWatch(store: RemoteStore, signal: AbortSignal): Promise<void> {
+    return (async () => {
+      for (let round = 0; !signal.aborted && round < 1_000_000; round++) {
+        let last = 0;
+        const paths = new Set<string>();
+        try {
+          await store.get('/');
+          const from = store.revision + 1;
+          last = from - 1;
+          for await (const ev of store.watch('/', { recursive: true, fromRevision: from, signal })) {
+            this.figures.harnessWatchEvents++;
+            if (ev.revision === last) {
+              const k = `${ev.type} ${ev.path}`;
+              if (paths.has(k)) this.violation(`watch of /: ${k} twice at revision ${ev.revision}`);
+              paths.add(k);
+            } else if (ev.revision === last + 1) {
+              last = ev.revision;
+              paths.clear();
+              paths.add(`${ev.type} ${ev.path}`);
+            } else {
+              this.violation(`watch of /: revision ${ev.revision} after ${last} (revisions not contiguous, or a gap in the stream)`);
+              last = ev.revision;
+            }
+          }
+        } catch (e) {
+          if (signal.aborted) return;
+          if (LatchkeyError.is(e) && e.info?.['compacted'] === true) this.figures.harnessWatchCompacted++;
+          else if (!LatchkeyError.is(e, 'CONNECTION_LOST') && !LatchkeyError.is(e, 'CLOSED') && !LatchkeyError.is(e, 'QUOTA')) {
+            this.violation(`watch of /: ${String(e)}`);
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    })();
+  }
+}
+
+/** Every child name of `p`, paged. */
+export async function listAll(store: RemoteStore, p: string): Promise<string[]> {
+  const out: string[] = [];
+  if (!(await store.exists(p))) return out;
+  let after: string | undefined;
+  for (let i = 0; i < 100_000; i++) {
+    const page = await store.list(p, after === undefined ? { limit: 5000 } : { after, limit: 5000 });
+    out.push(...page);
+    if (!page.more || page.length === 0) break;
+    after = page.at(-1);
+  }
+  return out;
+}
