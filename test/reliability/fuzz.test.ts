@@ -33,7 +33,9 @@ test('fuzz: 5,000 mutated frames get typed answers; the server stays up, bounded
     // The mix reaches both the request-level errors and the connection-level ones, and some frames succeed.
     assert.ok((rep.errors['PROTOCOL'] ?? 0) > 100, 'requests refused as malformed');
     assert.ok(rep.ok > 100, 'mutated frames still valid are served');
-    assert.ok((rep.byes['PROTOCOL'] ?? 0) > 10, 'frames that break the stream close their connection with a bye');
+    // (How many depends on the mix: since the server pre-scans msgpack, huge counts are refused per request
+    // with TOO_LARGE instead of ending the stream, so this seed gives 10 byes, where it gave 11 before.)
+    assert.ok((rep.byes['PROTOCOL'] ?? 0) >= 5, 'frames that break the stream close their connection with a bye');
     assert.ok(checks >= 10);
     assert.equal(server.proc.exitCode, null);
   } finally {
