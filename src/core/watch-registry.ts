@@ -54,7 +54,13 @@ export interface HistoryLimits {
 interface Commit {
   readonly rev: number;
   readonly mutations: readonly Mutation[];
-  readonly before: Node;
+  /**
+   * The root before the commit, kept only when its events need it (a delete
+   * expands into the nodes of the subtree, a perms change reports the value).
+   * A commit of puts alone keeps none: holding every commit's old root for
+   * the whole window kept its path copies alive and made GC a third of a write.
+   */
+  readonly before: Node | undefined;
   readonly events: number;
   readonly bytes: number;
 }
@@ -85,7 +91,7 @@ function subtreeSize(before: Node, path: string): number {
 }
 
 /** Expands one commit into its events, in mutation order (a deleted subtree parents first). */
-export function eventsOf(rev: number, mutations: readonly Mutation[], before: Node, want?: (path: string) => boolean): WatchEventData[] {
+export function eventsOf(rev: number, mutations: readonly Mutation[], before: Node | undefined, want?: (path: string) => boolean): WatchEventData[] {
   const out: WatchEventData[] = [];
   // Nodes put earlier in this same commit and then deleted: read the tree as
   // the commit went, not only as it was before it. Rare; handled by re-walking
@@ -105,13 +111,13 @@ export function eventsOf(rev: number, mutations: readonly Mutation[], before: No
           const earlier = mutations[i]!;
           if (earlier.op === 'put' && earlier.path === m.path) value = earlier.value;
         }
-        value ??= lookup(before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value ?? new Uint8Array(0);
+        value ??= (before && lookup(before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value) ?? new Uint8Array(0);
         out.push({ type: 'put', path: m.path, revision: rev, value });
       }
       continue;
     }
     const segs = m.path === '/' ? [] : m.path.slice(1).split('/');
-    const gone = lookup(before, segs);
+    const gone = before === undefined ? undefined : lookup(before, segs);
     const seen = new Set<string>();
     if (gone !== undefined) {
       walk(gone, m.path, (p) => {
@@ -267,7 +273,8 @@ export class WatchRegistry {
         events += subtreeSize(before, m.path);
       }
     }
-    this.history.push({ rev, mutations, before, events, bytes });
+    const needsBefore = mutations.some((m) => m.op !== 'put');
+    this.history.push({ rev, mutations, before: needsBefore ? before : undefined, events, bytes });
     this.historyEvents += events;
     this.historyBytes += bytes;
     // Trim the oldest commits while over either bound (the newest always stays).
