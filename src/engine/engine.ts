@@ -30,8 +30,6 @@ export interface EngineOptions {
   storage?: Storage;
   /** Largest value accepted, in bytes (default 1 MiB). */
   maxValueBytes?: number;
-  /** Take a snapshot automatically after this many bytes of log (default 64 MiB). */
-  snapshotEveryBytes?: number;
 }
 
 /** A place a write touches: the node at `path`, or its whole subtree. */
@@ -69,8 +67,6 @@ export class Engine {
   private pendingRev: number;
   private readonly pipeline: CommitPipeline;
   readonly maxValueBytes: number;
-  private readonly snapshotEveryBytes: number;
-  gate: WriteGate | undefined;
   /** The lock table and its waiters; also the gate that admits writes. */
   readonly locks = new LockService();
   private readonly hooks: CommitHook[] = [];
@@ -89,12 +85,10 @@ export class Engine {
     this.visibleRoot = this.pendingRoot = storage?.root ?? emptyRoot();
     this.visibleRev = this.pendingRev = storage?.revision ?? 0;
     this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
-    this.snapshotEveryBytes = options.snapshotEveryBytes ?? 64 * 1024 * 1024;
     this.pipeline = new CommitPipeline(storage?.log, {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
     }, this.visibleRev);
-    this.gate = this.locks;
   }
 
   get storage(): Storage | undefined {
@@ -180,13 +174,12 @@ export class Engine {
   }
 
   private admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
-    if (this.gate === undefined || targets.length === 0) return NO_ADMISSION;
-    return this.gate.admit(session, targets, opts);
+    if (targets.length === 0) return NO_ADMISSION;
+    return this.locks.admit(session, targets, opts);
   }
 
   private fenceCheck(session: string, fence: NonNullable<WriteOptions['fence']>): void {
-    if (this.gate === undefined) throw new LatchkeyError('LOCK_LOST', 'fence given but no lock service is running');
-    this.gate.checkFence(session, fence);
+    this.locks.checkFence(session, fence);
   }
 
   /** Moves the pending head to `ws` and hands the commit to the pipeline. Synchronous up to the returned promise. */
@@ -293,7 +286,7 @@ export class Engine {
 
   /** Deletes a dead or closed session's ephemeral nodes in one commit. */
   async endSession(session: string, died: boolean): Promise<void> {
-    this.gate?.sessionEnded(session, died);
+    this.locks.sessionEnded(session, died);
     const mine = this.ephemerals.get(session);
     this.ephemerals.delete(session);
     if (mine === undefined || mine.size === 0 || this.readOnlyReason !== undefined) return;
@@ -306,7 +299,7 @@ export class Engine {
   private maybeSnapshot(): void {
     const storage = this.options.storage;
     if (storage === undefined || this.snapshotting !== undefined) return;
-    if (storage.log.bytesSinceSnapshot < this.snapshotEveryBytes) return;
+    if (!storage.needsSnapshot()) return;
     void this.snapshot().catch(() => {});
   }
 

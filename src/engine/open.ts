@@ -3,7 +3,7 @@ import { openStorage, type StorageOptions } from '../storage/index.js';
 import type { EngineOptions } from './engine.js';
 import { EmbeddedStore } from './store.js';
 
-export interface OpenOptions extends Omit<EngineOptions, 'storage'>, Omit<StorageOptions, 'snapshotEveryBytes'> {}
+export interface OpenOptions extends Omit<EngineOptions, 'storage'>, StorageOptions {}
 
 /**
  * Opens a store. `open()` is in memory; `open(dir)` is durable on a data
@@ -20,11 +20,8 @@ export interface OpenOptions extends Omit<EngineOptions, 'storage'>, Omit<Storag
  */
 export async function open(dir?: string, options: OpenOptions = {}): Promise<Store> {
   if (dir === undefined) return EmbeddedStore.create(options);
-  const { durability, segmentBytes, snapshotsKept, fs, ...engineOptions } = options;
-  const storage = await openStorage(dir, {
-    durability, segmentBytes, snapshotsKept, fs,
-    ...(options.snapshotEveryBytes !== undefined ? { snapshotEveryBytes: options.snapshotEveryBytes } : {}),
-  });
+  const { durability, segmentBytes, snapshotsKept, snapshotEveryBytes, fs, ...engineOptions } = options;
+  const storage = await openStorage(dir, { durability, segmentBytes, snapshotsKept, snapshotEveryBytes, fs });
   let store: EmbeddedStore;
   try {
     store = EmbeddedStore.create({ ...engineOptions, storage });

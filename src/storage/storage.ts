@@ -29,6 +29,8 @@ export interface Storage {
   readonly root: Node;
   readonly revision: number;
   readonly log: CommitLog;
+  /** True when enough log has accumulated that a snapshot is due (the storage layer owns the policy). */
+  needsSnapshot(): boolean;
   /** Writes a snapshot of `root` (durable state at `rev`) while commits continue; then drops covered log. */
   snapshot(root: Node, rev: number): Promise<void>;
   stats(): Record<string, unknown>;

@@ -3,10 +3,9 @@
  * must do, seen only through api.ts (the remote client runs it too:
  * `lockContractSuite('tcp', factory)`). Each test gets a fresh store.
  */
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LatchkeyError, type Store } from '../../src/index.js';
-import type { Backend } from './suite.js';
+import { type Backend, backendTest } from './suite.js';
 
 const is = (code: string) => (e: unknown): boolean => LatchkeyError.is(e) && e.code === code;
 
@@ -19,17 +18,7 @@ async function pending(p: Promise<unknown>): Promise<boolean> {
 }
 
 export function lockContractSuite(name: string, make: () => Promise<Backend>): void {
-  const t = (title: string, fn: (s: Store) => Promise<void>): void => {
-    test(`locks contract[${name}]: ${title}`, async () => {
-      const b = await make();
-      try {
-        await fn(b.store);
-      } finally {
-        await b.store.close().catch(() => {});
-        await b.cleanup();
-      }
-    });
-  };
+  const t = backendTest(`locks contract[${name}]`, make);
 
   t('lock, token, locks(), lockTable(), idempotent release', async (store) => {
     const s = store.session({ name: 'w' });

@@ -34,9 +34,10 @@ async function next(it: AsyncIterator<WatchEvent>): Promise<string> {
   return `${e.type} ${e.path}${e.value !== undefined ? `=${Buffer.from(e.value).toString()}` : ''}`;
 }
 
-export function contractSuite(name: string, make: () => Promise<Backend>): void {
-  const t = (title: string, fn: (s: Store) => Promise<void>): void => {
-    test(`contract[${name}]: ${title}`, async () => {
+/** A test-declaring function: each test gets a fresh store from `make`, closed and cleaned up after. */
+export function backendTest(label: string, make: () => Promise<Backend>): (title: string, fn: (s: Store) => Promise<void>) => void {
+  return (title, fn) => {
+    test(`${label}: ${title}`, async () => {
       const b = await make();
       try {
         await fn(b.store);
@@ -46,6 +47,10 @@ export function contractSuite(name: string, make: () => Promise<Backend>): void 
       }
     });
   };
+}
+
+export function contractSuite(name: string, make: () => Promise<Backend>): void {
+  const t = backendTest(`contract[${name}]`, make);
 
   t('set creates parents; get returns value, text, json and stat', async (s) => {
     const rev = await s.set('/a/b', 'hello');

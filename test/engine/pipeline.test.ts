@@ -28,7 +28,7 @@ function manualStore(): { store: EmbeddedStore; log: ManualLog } {
   const log = new ManualLog();
   const storage: Storage = {
     root: emptyRoot(), revision: 0, log,
-    snapshot: async () => {}, stats: () => ({}), close: async () => {},
+    needsSnapshot: () => false, snapshot: async () => {}, stats: () => ({}), close: async () => {},
   };
   return { store: new EmbeddedStore(new Engine({ storage })), log };
 }
