@@ -4,6 +4,7 @@
  * dials, notices loss, fails what the lost link owned, and reconnects with
  * jittered exponential backoff (see store.ts for the rules).
  */
+import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 import type { LockTableInfo, StoreStats } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { type Args, type RequestOp, type Result, fromWireError } from '../protocol/messages.js';
@@ -40,6 +41,8 @@ export class Core {
   readonly txs = new Set<RemoteTransaction>();
   statsCache: StoreStats = { revision: 0, nodes: 0, commits: 0, validations: 0, replays: 0, conflicts: 0, openTransactions: 0, sessions: 0 };
   lockTableCache: LockTableInfo = { held: [], waiting: [] };
+  /** This client's transaction() loops (they run here, not on the server). */
+  readonly retryCounters: RetryCounters = newRetryCounters();
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
 

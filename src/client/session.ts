@@ -4,13 +4,14 @@ import type {
   SetOptions, Transaction, TransactionOptions, Value, WriteOptions,
 } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import { checkAtomicArgs } from '../core/ops.js';
 import type { Args, RequestOp, Result, WireMultiOp } from '../protocol/messages.js';
 import type { Core } from './core.js';
 import { makeEntry, makeListing, toBytes } from './entry.js';
 import { LockState, RemoteLock } from './lock.js';
 import { RemoteTransaction } from './transaction.js';
 import { writeArgs } from './util.js';
-import { runTransaction, throwIfAborted } from '../util/retry.js';
+import { REMOTE_RETRY, runTransaction, throwIfAborted } from '../util/retry.js';
 
 export class RemoteSession implements Session {
   protected ended_ = false;
@@ -100,6 +101,29 @@ export class RemoteSession implements Session {
     return this.req('delete', a, options.signal);
   }
 
+  async add(path: string, delta: number, options: WriteOptions = {}): Promise<number> {
+    checkAtomicArgs({ op: 'add', path, delta });
+    return (await this.req('add', { path, delta, ...writeArgs(options) }, options.signal))!;
+  }
+
+  async min(path: string, operand: number, options: WriteOptions = {}): Promise<number> {
+    checkAtomicArgs({ op: 'min', path, operand });
+    return (await this.req('min', { path, operand, ...writeArgs(options) }, options.signal))!;
+  }
+
+  async max(path: string, operand: number, options: WriteOptions = {}): Promise<number> {
+    checkAtomicArgs({ op: 'max', path, operand });
+    return (await this.req('max', { path, operand, ...writeArgs(options) }, options.signal))!;
+  }
+
+  async append(path: string, value: Value, options: WriteOptions = {}): Promise<number> {
+    return (await this.req('append', { path, value: toBytes(value, this.core.maxValue, path), ...writeArgs(options) }, options.signal)) ?? 0;
+  }
+
+  async setIfAbsent(path: string, value: Value, options: WriteOptions = {}): Promise<boolean> {
+    return (await this.req('setIfAbsent', { path, value: toBytes(value, this.core.maxValue, path), ...writeArgs(options) }, options.signal)) === true;
+  }
+
   async multi(ops: readonly MultiOp[], options: WriteOptions = {}): Promise<MultiResult> {
     if (!Array.isArray(ops)) throw invalidArgument('multi: ops must be an array');
     const wire = ops.map((o, i) => toWireMultiOp(o, i, this.core.maxValue));
@@ -113,7 +137,7 @@ export class RemoteSession implements Session {
   }
 
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    return runTransaction(() => this.begin(), fn, options);
+    return runTransaction(() => this.begin(), fn, options, REMOTE_RETRY, this.core.retryCounters);
   }
 
   async lock(path: string, options: LockOptions = {}): Promise<Lock> {

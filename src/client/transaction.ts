@@ -1,6 +1,7 @@
 /** A transaction of a remote session: `begin` pipelined, operations by handle, commit on the server. */
 import type { CommitResult, Entry, Listing, ListOptions, Transaction, Value, WriteOptions } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import { checkAtomicArgs } from '../core/ops.js';
 import type { Args, RequestOp, Result } from '../protocol/messages.js';
 import type { Core } from './core.js';
 import { makeEntry, makeListing, toBytes } from './entry.js';
@@ -108,6 +109,29 @@ export class RemoteTransaction implements Transaction {
     if (expect.modRev !== undefined) a.modRev = expect.modRev;
     if (expect.exists !== undefined) a.exists = expect.exists;
     await this.op('check', a);
+  }
+
+  async add(path: string, delta: number): Promise<void> {
+    checkAtomicArgs({ op: 'add', path, delta });
+    await this.op('add', { path, delta, tx: this.handle });
+  }
+
+  async min(path: string, operand: number): Promise<void> {
+    checkAtomicArgs({ op: 'min', path, operand });
+    await this.op('min', { path, operand, tx: this.handle });
+  }
+
+  async max(path: string, operand: number): Promise<void> {
+    checkAtomicArgs({ op: 'max', path, operand });
+    await this.op('max', { path, operand, tx: this.handle });
+  }
+
+  async append(path: string, value: Value): Promise<void> {
+    await this.op('append', { path, value: toBytes(value, this.core.maxValue, path), tx: this.handle });
+  }
+
+  async setIfAbsent(path: string, value: Value): Promise<void> {
+    await this.op('setIfAbsent', { path, value: toBytes(value, this.core.maxValue, path), tx: this.handle });
   }
 
   async commit(options: WriteOptions = {}): Promise<CommitResult> {

@@ -25,6 +25,7 @@ import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/t
 import type { Storage } from '../storage/storage.js';
 import { LockService } from './locks.js';
 import { CommitPipeline, type Published } from './pipeline.js';
+import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 
 export interface EngineOptions {
   storage?: Storage;
@@ -78,6 +79,8 @@ export class Engine {
   openTransactions = 0;
   sessionsOpen = 0;
   readonly counters = { commits: 0, validations: 0, replays: 0, conflicts: 0, txCommits: 0, snapshots: 0, snapshotErrors: 0 };
+  /** `transaction()` calls on this store's sessions: runs of fn, re-runs after CONFLICT, and calls that gave up. */
+  readonly retryCounters: RetryCounters = newRetryCounters();
   lastSnapshotError: string | undefined;
 
   constructor(readonly options: EngineOptions = {}) {
@@ -140,7 +143,7 @@ export class Engine {
     try {
       this.checkWritable();
       if (opts.fence !== undefined) this.fenceCheck(session, opts.fence);
-      ws = new Workspace(this.pendingRoot, this.pendingRev + 1);
+      ws = new Workspace(this.pendingRoot, this.pendingRev + 1, this.maxValueBytes);
       value = fn(ws);
     } catch (e) {
       admission.done();
@@ -211,7 +214,7 @@ export class Engine {
         ws = tx.ws;
       } else {
         this.counters.validations++;
-        const r = replayAt(tx.record, this.pendingRoot, this.pendingRev + 1);
+        const r = replayAt(tx.record, this.pendingRoot, this.pendingRev + 1, this.maxValueBytes);
         if (!r.ok) {
           this.counters.conflicts++;
           throw new LatchkeyError('CONFLICT', `transaction conflicts at ${r.path}: a response would differ at head`, { path: r.path, info: { op: r.index } });
@@ -326,6 +329,7 @@ export class Engine {
       pendingRevision: this.pendingRev,
       nodes: this.visibleRoot.size,
       ...this.counters,
+      ...this.retryCounters,
       groupSyncs: this.pipeline.syncs,
       commitsPerSync: this.pipeline.syncs === 0 ? 0 : this.pipeline.synced / this.pipeline.syncs,
       openTransactions: this.openTransactions,
@@ -371,7 +375,9 @@ export function targetOfOp(op: WriteOp): WriteTarget | undefined {
     case 'check': return undefined;
     case 'setPerms': return { path: op.path, subtree: false };
     case 'create': return targetOf('create', op.path, op.sequential === true);
-    default: return targetOf(op.op, op.path);
+    case 'set':
+    case 'delete': return targetOf(op.op, op.path);
+    default: return targetOf('set', op.path); // atomic ops write one node
   }
 }
 

@@ -11,13 +11,13 @@ import type {
   Session, SetOptions, Transaction, TransactionOptions, Value, WriteOptions,
 } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
-import type { WriteOp } from '../core/ops.js';
+import { type AtomicOp, type WriteOp, checkAtomicArgs } from '../core/ops.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
 import { type Engine, type WriteTarget, targetOf, targetOfOp } from './engine.js';
 import { makeEntry, makeListing, toBytes } from './entry.js';
 import { TransactionImpl } from './transaction.js';
-import { runTransaction } from '../util/retry.js';
+import { EMBEDDED_RETRY, runTransaction } from '../util/retry.js';
 
 let sessionCounter = 0;
 const epoch = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
@@ -91,6 +91,38 @@ export class SessionImpl implements Session {
     return r.value;
   }
 
+  add(path: string, delta: number, options: WriteOptions = {}): Promise<number> {
+    return this.atomic({ op: 'add', path, delta }, options) as Promise<number>;
+  }
+
+  min(path: string, operand: number, options: WriteOptions = {}): Promise<number> {
+    return this.atomic({ op: 'min', path, operand }, options) as Promise<number>;
+  }
+
+  max(path: string, operand: number, options: WriteOptions = {}): Promise<number> {
+    return this.atomic({ op: 'max', path, operand }, options) as Promise<number>;
+  }
+
+  async append(path: string, value: Value, options: WriteOptions = {}): Promise<number> {
+    const v = toBytes(value, this.engine.maxValueBytes, path);
+    return (await this.atomicRev({ op: 'append', path, value: v }, options)).rev;
+  }
+
+  setIfAbsent(path: string, value: Value, options: WriteOptions = {}): Promise<boolean> {
+    return this.atomic({ op: 'setIfAbsent', path, value: toBytes(value, this.engine.maxValueBytes, path) }, options) as Promise<boolean>;
+  }
+
+  private async atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean | undefined> {
+    return (await this.atomicRev(op, options)).value;
+  }
+
+  private atomicRev(op: AtomicOp, options: WriteOptions): Promise<{ value: number | boolean | undefined; rev: number }> {
+    this.checkOpen();
+    parsePath(op.path);
+    checkAtomicArgs(op);
+    return this.engine.write(this.id, [targetOf('set', op.path)], options, (ws) => ws.atomic(op));
+  }
+
   async multi(ops: readonly MultiOp[], options: WriteOptions = {}): Promise<MultiResult> {
     this.checkOpen();
     if (!Array.isArray(ops)) throw invalidArgument('multi: ops must be an array');
@@ -110,7 +142,7 @@ export class SessionImpl implements Session {
         throw e;
       }
     }));
-    return { revision: r.rev, results: r.value };
+    return { revision: r.rev, results: r.value as MultiResult['results'] };
   }
 
   private toWriteOp(o: MultiOp, i: number): WriteOp {
@@ -133,7 +165,7 @@ export class SessionImpl implements Session {
   }
 
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    return runTransaction(() => this.begin(), fn, options);
+    return runTransaction(() => this.begin(), fn, options, EMBEDDED_RETRY, this.engine.retryCounters);
   }
 
   lock(path: string, options: LockOptions = {}): Promise<Lock> {

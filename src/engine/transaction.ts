@@ -22,7 +22,7 @@ export class TransactionImpl implements Transaction {
   private committing = false;
 
   constructor(private readonly engine: Engine, private readonly owner: TxOwner) {
-    this.tx = new TxState(engine.visibleRoot, engine.visibleRev);
+    this.tx = new TxState(engine.visibleRoot, engine.visibleRev, engine.maxValueBytes);
     engine.openTransactions++;
   }
 
@@ -78,6 +78,31 @@ export class TransactionImpl implements Transaction {
     this.checkOpen();
     if (expect === null || typeof expect !== 'object') throw invalidArgument('check: expectations must be an object');
     this.tx.write({ op: 'check', path, version: expect.version, modRev: expect.modRev, exists: expect.exists });
+  }
+
+  async add(path: string, delta: number): Promise<void> {
+    this.checkOpen();
+    this.tx.write({ op: 'add', path, delta });
+  }
+
+  async min(path: string, operand: number): Promise<void> {
+    this.checkOpen();
+    this.tx.write({ op: 'min', path, operand });
+  }
+
+  async max(path: string, operand: number): Promise<void> {
+    this.checkOpen();
+    this.tx.write({ op: 'max', path, operand });
+  }
+
+  async append(path: string, value: Value): Promise<void> {
+    this.checkOpen();
+    this.tx.write({ op: 'append', path, value: toBytes(value, this.engine.maxValueBytes, path) });
+  }
+
+  async setIfAbsent(path: string, value: Value): Promise<void> {
+    this.checkOpen();
+    this.tx.write({ op: 'setIfAbsent', path, value: toBytes(value, this.engine.maxValueBytes, path) });
   }
 
   async commit(options: WriteOptions = {}): Promise<CommitResult> {
