@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { LatchkeyError, open, type Store } from '../../src/index.js';
+import { type CommitResult, LatchkeyError, open, type Store, type Transaction } from '../../src/index.js';
+import type { EmbeddedStore } from '../../src/engine/store.js';
 
 const conflict = (e: unknown): boolean => LatchkeyError.is(e, 'CONFLICT');
 
@@ -154,8 +155,9 @@ test('store.transaction re-runs fn on CONFLICT, bounded by retries and a signal'
 /**
  * Serializability: random transactions over a small tree (two directories,
  * three keys in each) run concurrently with outside single writes under a
- * random schedule. Gets, sets that create parents, listings and recursive
- * deletes. The committed ones, replayed serially in commit order on a naive
+ * random schedule. Gets, sets that create parents, listings, recursive
+ * deletes, and the atomic add and setIfAbsent (which record no read: replay
+ * re-applies them at head, and a later get of the node validates). The committed ones, replayed serially in commit order on a naive
  * model, must give every response each saw, and the same final state.
  */
 test('transactions: committed transactions are serializable in commit order', async () => {
@@ -166,7 +168,9 @@ test('transactions: committed transactions are serializable in commit order', as
     | { t: 'get'; p: string }
     | { t: 'set'; p: string; v: number }
     | { t: 'ls'; p: string }
-    | { t: 'del'; p: string };
+    | { t: 'del'; p: string }
+    | { t: 'add'; p: string; d: number }
+    | { t: 'sia'; p: string; v: number };
   const dir = fc.constantFrom('/d0', '/d1');
   const node = fc.oneof(dir, fc.tuple(dir, fc.constantFrom('k0', 'k1', 'k2')).map(([d, k]) => `${d}/${k}`));
   const op: fc.Arbitrary<TxOp> = fc.oneof(
@@ -174,20 +178,26 @@ test('transactions: committed transactions are serializable in commit order', as
     { weight: 3, arbitrary: fc.record({ t: fc.constant('set' as const), p: node, v: fc.integer({ min: 0, max: 2 }) }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant('ls' as const), p: dir }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant('del' as const), p: node }) },
+    { weight: 3, arbitrary: fc.record({ t: fc.constant('add' as const), p: node, d: fc.integer({ min: -1, max: 3 }) }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant('sia' as const), p: node, v: fc.integer({ min: 5, max: 6 }) }) },
   );
+  const writes = (o: TxOp): boolean => o.t !== 'get' && o.t !== 'ls';
   const job = fc.oneof(
     { weight: 4, arbitrary: fc.record({ kind: fc.constant('tx' as const), ops: fc.array(op, { minLength: 1, maxLength: 5 }) }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('outside' as const), ops: fc.tuple(op.filter((o) => o.t === 'set' || o.t === 'del')) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('outside' as const), ops: fc.tuple(op.filter(writes)) }) },
   );
 
   /** The naive model: path → value; parents implied and created by set. */
   const apply = (m: Map<string, string>, o: TxOp): string => {
     switch (o.t) {
       case 'get': return m.get(o.p) ?? '<none>';
-      case 'set': {
+      case 'set':
+      case 'add':
+      case 'sia': {
+        if (o.t === 'sia' && m.has(o.p)) return 'ok';
         const i = o.p.indexOf('/', 1);
         if (i > 0 && !m.has(o.p.slice(0, i))) m.set(o.p.slice(0, i), '');
-        m.set(o.p, String(o.v));
+        m.set(o.p, String(o.t === 'add' ? Number(m.get(o.p) ?? '0') + o.d : o.v)); // '' counts as 0
         return 'ok';
       }
       case 'ls': return m.has(o.p) ? [...m.keys()].filter((k) => k.startsWith(o.p + '/')).map((k) => k.slice(o.p.length + 1)).sort().join(',') : 'NOT_FOUND';
@@ -202,8 +212,27 @@ test('transactions: committed transactions are serializable in commit order', as
   await fc.assert(fc.asyncProperty(fc.array(job, { minLength: 2, maxLength: 12 }), fc.scheduler(), async (jobs, sched) => {
     const s: Store = await open();
     const committed: Array<{ rev: number; writes: boolean; responses: string[]; ops: TxOp[] }> = [];
+    // Whether a commit wrote (atomic ops may change nothing): an unlocked in-memory commit applies
+    // synchronously inside commit(), so the engine's commit count says it before the first await.
+    const engine = (s as EmbeddedStore).internals;
+    const commitNoting = async (tx: Transaction): Promise<{ r: CommitResult; wrote: boolean }> => {
+      const before = engine.counters.commits;
+      const p = tx.commit();
+      const wrote = engine.counters.commits !== before;
+      return { r: await p, wrote };
+    };
     await sched.waitFor(Promise.all(jobs.map(async (j) => {
       await sched.schedule(Promise.resolve());
+      if (j.kind === 'outside' && (j.ops[0].t === 'add' || j.ops[0].t === 'sia')) {
+        // An atomic op on its own: the store's answer is checked against the model too.
+        const o = j.ops[0];
+        const tx = s.begin();
+        if (o.t === 'add') await tx.add(o.p, o.d);
+        else await tx.setIfAbsent(o.p, String(o.v));
+        const { r, wrote } = await commitNoting(tx);
+        committed.push({ rev: r.revision, writes: wrote, responses: ['ok'], ops: [o] });
+        return;
+      }
       if (j.kind === 'outside') {
         const o = j.ops[0];
         const r = await s.multi([o.t === 'set' ? { op: 'set', path: o.p, value: String(o.v) } : { op: 'delete', path: o.p, recursive: true }]);
@@ -218,12 +247,14 @@ test('transactions: committed transactions are serializable in commit order', as
         if (o.t === 'get') responses.push((await tx.get(o.p))?.text() ?? '<none>');
         else if (o.t === 'set') { await tx.set(o.p, String(o.v)); responses.push('ok'); }
         else if (o.t === 'ls') responses.push(await tx.list(o.p).then((l) => l.join(','), (e: unknown) => (LatchkeyError.is(e) ? e.code : 'error')));
+        else if (o.t === 'add') { await tx.add(o.p, o.d); responses.push('ok'); }
+        else if (o.t === 'sia') { await tx.setIfAbsent(o.p, String(o.v)); responses.push('ok'); }
         else responses.push(String(await tx.delete(o.p, { recursive: true })));
       }
       await sched.schedule(Promise.resolve());
       try {
-        const r = await tx.commit();
-        committed.push({ rev: r.revision, writes: j.ops.some((o) => o.t === 'set' || o.t === 'del'), responses, ops: j.ops });
+        const { r, wrote } = await commitNoting(tx);
+        committed.push({ rev: r.revision, writes: wrote, responses, ops: j.ops });
         totalCommitted++;
         if (r.replayed) totalReplays++;
       } catch (e) {
