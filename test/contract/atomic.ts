@@ -16,6 +16,9 @@ export function atomicTests(t: T): void {
     assert.equal(await s.add('/c/n', 5), 5);
     assert.equal(await s.add('/c/n', -7), -2);
     assert.equal(await text(s, '/c/n'), '-2');
+    await s.set('/c/z', '007');
+    assert.equal(await s.add('/c/z', 1), 8);
+    assert.equal(await text(s, '/c/z'), '8', 'written back in canonical decimal');
     await s.set('/c/m', '40');
     assert.equal(await s.add('/c/m', 2), 42);
     await s.create('/c/empty');
@@ -51,6 +54,10 @@ export function atomicTests(t: T): void {
     const r2 = await s.append('/log/a', new Uint8Array([0x63]));
     assert.ok(r2 > r1);
     assert.equal(await text(s, '/log/a'), 'abc');
+    const big = new Uint8Array(600 * 1024).fill(0x61);
+    await s.append('/log/big', big);
+    await assert.rejects(s.append('/log/big', big), is('TOO_LARGE'), 'the sum passes the 1 MiB value limit');
+    assert.equal((await s.get('/log/big'))!.value.length, big.length);
     assert.equal(await s.setIfAbsent('/once', 'first'), true);
     assert.equal(await s.setIfAbsent('/once', 'second'), false);
     assert.equal(await text(s, '/once'), 'first');
