@@ -898,7 +898,6 @@ export class LockTable {
   }
 
   private addHold(e: Entry): void {
-    const s = e.req.session;
     const c = e.cls;
     const n = e.node;
     e.prev = undefined;
@@ -910,7 +909,6 @@ export class LockTable {
   }
 
   private removeHold(e: Entry): void {
-    const s = e.req.session;
     const c = e.cls;
     const n = e.node;
     if (e.prev === undefined) n.hhead = e.next; else e.prev.next = e.next;
