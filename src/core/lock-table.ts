@@ -7,10 +7,27 @@
  * a LatchkeyError); it owns the promises and timers. Every method runs to
  * completion, so the table is always in a consistent state between calls.
  *
+ * Files. This one is the public module: the numbered notes, the operations
+ * (lock, admitWrite, upgrade, downgrade, release, cancel, endSession, the
+ * queries), the grant rule of note 2 (`wouldWait`, `entryBlocked`) and the
+ * scans that grant after a removal (`scanAfter`, `scanNode`). It re-exports
+ * the types importers use. Beside it:
+ *   - lock-trie.ts: the data structure of note 3 — `LockRequest`, `Entry`,
+ *     `PathNode` with its counts and lists, each session's request lists
+ *     (`SessionRequests`), the owner-died taints of note 5, and `LockTrie`,
+ *     which keeps them all consistent and decides nothing.
+ *   - lock-wait-for.ts: who waits for whom — the blockers of an entry
+ *     (`forEachBlocker`, `forEachEarlierWaiter`, used for grants, LOCKED
+ *     messages and diagnostics too) and the deadlock search of note 4
+ *     (`findCycle`).
+ * They import downward only: lock-table → lock-wait-for → lock-trie.
+ *
  * 1. Requests and classes. A request is a lock (shared S / exclusive X), an
  *    upgrade (X, by the holder of an S lock), or a write admission: one entry
  *    per target, class W (a subtree: recursive delete, sequential create) or
- *    N (one node). Each entry sits at a path. Two entries *overlap* when one
+ *    N (one node). In code the classes are `LockClass.Shared`, `Exclusive`,
+ *    `WriteSubtree` and `WriteNode`; `CONFLICTS[c]` is the mask of classes
+ *    that conflict with c. Each entry (`Entry`) sits at a path. Two entries *overlap* when one
  *    path covers the other; an N entry covers only its own node, so a lock
  *    strictly below a plain write does not overlap it. Two overlapping
  *    entries conflict unless their classes are compatible: S–S and writes
@@ -38,14 +55,17 @@
  *    A `lock` or `upgrade` granted at once does the latter too (`drain`).
  *    Each request is returned once, by the call that granted it.
  *
- * 3. Data structure. A trie of path nodes keyed by segment, created on demand
- *    and pruned when empty. Each node keeps, per class, exact and subtree
- *    counts of holders and of waiters; an intrusive list of the entries
- *    holding there; a FIFO doubly linked list of its waiting entries per
- *    class (the earliest conflicting waiter at a node is a list head;
- *    cancelling is O(1)); and the set of children whose subtree has
- *    waiters. Each session has intrusive lists of its held and waiting
- *    requests. A grant or a wait allocates nothing but its request.
+ * 3. Data structure (lock-trie.ts). A trie of path nodes (`PathNode`) keyed
+ *    by segment, created on demand and pruned when empty. Each node keeps,
+ *    per class, exact and subtree counts of holders (`heldHere`,
+ *    `heldInSubtree`) and subtree counts of waiters (`waitingInSubtree`);
+ *    an intrusive list of the entries holding there (`holders`); a FIFO
+ *    doubly linked list of its waiting entries per class (`waitHead[c]` …
+ *    `waitTail[c]`: the earliest conflicting waiter at a node is a list
+ *    head; cancelling is O(1)); and the set of children whose subtree has
+ *    waiters (`childrenWithWaiters`). Each session has intrusive lists of
+ *    its held and waiting requests (`SessionRequests`). A grant or a wait
+ *    allocates nothing but its request.
  *      - "another session's holder here": the counts say "none" in O(1);
  *        otherwise the node's holder list is walked to the first foreign one.
  *        "another session's holder below": subtree count minus the asker's
@@ -65,9 +85,10 @@
  *        geometry, or a session that may skip, can make them differ), and
  *        (b) "entangled" waiting entries, whose session holds something
  *        overlapping the node (they may skip, or be exempt from a blocker of
- *        their own session): each node keeps those in a list of their own,
- *        checked after the walk. Entanglement changes only when a session
- *        gains or loses a hold, for its own waiting entries near that hold.
+ *        their own session): each node keeps those in a list of their own
+ *        (`tangledWaiters`), checked after the walk (`scanNode`).
+ *        Entanglement changes only when a session gains or loses a hold,
+ *        for its own waiting entries near that hold (`LockTrie.retangle`).
  *        Each grant costs O(depth); releasing an exclusive '/' over 7,000
  *        waiters on 7,000 paths visits 7,000 nodes and grants each once.
  *      - weak spots, where the cost is the number of requests involved
@@ -79,10 +100,11 @@
  *        would bound it); a release visits every waiter it was blocking;
  *        entangled entries at a node are all checked when it is scanned.
  *
- * 4. Deadlock. The wait-for graph is over sessions: A → B when a waiting
- *    request of A is blocked by a holder of B or an earlier waiter of B. A
- *    request that must wait is registered, then a search from the blockers
- *    of every waiting request of its session looks for the session itself;
+ * 4. Deadlock (lock-wait-for.ts). The wait-for graph is over sessions:
+ *    A → B when a waiting request of A is blocked by a holder of B or an
+ *    earlier waiter of B (`forEachBlocker` lists B's entries). A request
+ *    that must wait is registered, then a search from the blockers of
+ *    every waiting request of its session looks for the session itself;
  *    if found, the request is removed again (no side effects: nothing was
  *    waiting behind it that was not blocked already) and fails DEADLOCK
  *    naming the cycle. Edges appear only when a request waits or when an
@@ -92,10 +114,11 @@
  *    waiter can be waiting on the requesting session: none overlaps its
  *    holds or its other waiting requests (a test on the counts).
  *
- * 5. Owner died. A lock whose session ends while holding it taints its path.
- *    Every later lock grant overlapping a taint carries ownerDied; the taint
- *    is cleared when a holder that was told (ownerDied) and covers the path
- *    releases explicitly — only that says the invariants are whole again.
+ * 5. Owner died (lock-trie.ts: `tainted`, `taintsInSubtree`). A lock whose
+ *    session ends while holding it taints its path. Every later lock grant
+ *    overlapping a taint carries ownerDied; the taint is cleared when a
+ *    holder that was told (ownerDied) and covers the path releases
+ *    explicitly — only that says the invariants are whole again.
  *    Taints keep their trie nodes alive, so they are bounded (`maxTaints`,
  *    oldest forgotten first) for stores that lock ever-new paths.
  *
