@@ -633,14 +633,16 @@ export class LockTable {
   private scanAfter(node: PathNode, mask: number): void {
     for (let a: PathNode | undefined = node; a !== undefined; a = a.parent) if (hasWaitersAt(a)) this.scanNode(a);
     if (mask === 0) return;
-    // Below: the nodes whose subtree has waiters of a class in mask.
-    const stack: PathNode[] = [node];
-    let m: PathNode | undefined;
-    while ((m = stack.pop()) !== undefined) {
+    const stack: PathNode[] = [];
+    if (node.childrenWithWaiters !== undefined) {
+      for (const child of node.childrenWithWaiters) if (countIn(child.waitingInSubtree, mask) > 0) stack.push(child);
+    }
+    while (stack.length > 0) {
+      const m = stack.pop()!;
       if (m.childrenWithWaiters !== undefined) {
         for (const child of m.childrenWithWaiters) if (countIn(child.waitingInSubtree, mask) > 0) stack.push(child);
       }
-      if (m !== node && hasWaitersAt(m)) this.scanNode(m);
+      if (hasWaitersAt(m)) this.scanNode(m);
     }
   }
 
