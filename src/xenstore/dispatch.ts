@@ -13,7 +13,8 @@
  * EAGAIN.
  */
 import { TxState } from '../core/transaction.js';
-import { type Engine, type WriteTarget, targetOf } from '../engine/engine.js';
+import type { WriteTarget } from '../core/lock-table.js';
+import { type Engine, targetOf } from '../engine/engine.js';
 import { lookup } from '../core/tree.js';
 import { parsePath } from '../core/path.js';
 import { xsError } from './errno.js';
