@@ -65,6 +65,18 @@ export default tseslint.config(
     },
   },
   {
+    // edge: the API edge every backend sits behind (argument checks, entry shapes); only core, api and util below it.
+    files: ['src/edge/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: nodeIo, message: 'src/edge does no I/O.' },
+          { group: ['../engine/*', '../storage/*', '../server/*', '../client/*', '../protocol/*', '../cli/*', '../xenstore/*'], message: 'src/edge depends only on core, util and api.' },
+        ],
+      }],
+    },
+  },
+  {
     files: ['src/engine/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {

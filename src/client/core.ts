@@ -5,7 +5,7 @@
  * jittered exponential backoff (see store.ts for the rules).
  */
 import type { LockTableInfo, StoreStats } from '../api.js';
-import { LatchkeyError } from '../core/errors.js';
+import { LatchkeyError, storeClosed } from '../core/errors.js';
 import { type Args, type RequestOp, type Result, fromWireError } from '../protocol/messages.js';
 import { type Address, Link, type LinkOptions, type Push } from './link.js';
 import type { LockState } from './lock.js';
@@ -69,7 +69,7 @@ export class Core {
       this.connecting = undefined;
       if (this.closed) {
         link.close();
-        throw new LatchkeyError('CLOSED', 'the store is closed');
+        throw storeClosed();
       }
       this.link = link;
       this.generation++;
@@ -86,7 +86,7 @@ export class Core {
 
   /** The live link, waiting for a reconnection in progress. */
   async current(): Promise<Link> {
-    if (this.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
+    if (this.closed) throw storeClosed();
     if (this.fatal !== undefined) throw this.fatal;
     if (this.link?.alive) return this.link;
     if (this.opts.reconnect === false) throw new LatchkeyError('CONNECTION_LOST', 'the connection was lost (reconnect is off)');
@@ -97,7 +97,7 @@ export class Core {
     return new Promise((resolve, reject) => {
       const deadline = Date.now() + (this.opts.connectTimeoutMs ?? 10_000);
       const poll = (): void => {
-        if (this.closed) return reject(new LatchkeyError('CLOSED', 'the store is closed'));
+        if (this.closed) return reject(storeClosed());
         if (this.fatal !== undefined) return reject(this.fatal);
         if (this.link?.alive) return resolve(this.link);
         if (this.connecting !== undefined) {
@@ -197,7 +197,7 @@ export class Core {
     if (this.closed) return;
     this.closed = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    const closed = new LatchkeyError('CLOSED', 'the store is closed');
+    const closed = storeClosed();
     for (const w of [...this.allWatches]) w.fail(closed);
     this.link?.close();
   }

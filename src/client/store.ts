@@ -53,7 +53,7 @@ export class RemoteStore extends RemoteSession implements Store {
   }
 
   session(options: SessionOptions = {}): Session {
-    this.check();
+    this.checkOpen();
     const link = this.core.link;
     if (link === undefined || !link.alive) throw new LatchkeyError('CONNECTION_LOST', 'not connected to the server');
     const handle = this.core.handle();
@@ -101,7 +101,7 @@ export class RemoteStore extends RemoteSession implements Store {
   }
 
   watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {
-    this.check();
+    this.checkOpen();
     return new RemoteWatch(this.core, path, options);
   }
 

@@ -18,7 +18,7 @@
  * of a commit that a crash could take back.
  */
 import type { CommitResult, StoreStats, WriteOptions } from '../api.js';
-import { BugError, LatchkeyError, assert } from '../core/errors.js';
+import { BugError, LatchkeyError, assert, storeClosed } from '../core/errors.js';
 import { type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
@@ -90,7 +90,7 @@ export class Engine {
   }
 
   checkOpen(): void {
-    if (this.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
+    if (this.closed) throw storeClosed();
   }
 
   private checkWritable(): void {

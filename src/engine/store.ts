@@ -4,7 +4,7 @@
  * here; reads and writes are the default session's.
  */
 import type { LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
-import { LatchkeyError } from '../core/errors.js';
+import { storeClosed } from '../core/errors.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { SessionImpl } from './session.js';
 import { type InternalWatchOptions, type Watch, watch, watchRegistry } from './watch.js';
@@ -73,7 +73,7 @@ export class EmbeddedStore extends SessionImpl implements Store {
     for (const s of [...this.sessions]) await s.close().catch(() => {});
     await super.close().catch(() => {});
     await this.engine.close();
-    watchRegistry(this.engine).endAll(new LatchkeyError('CLOSED', 'the store is closed'));
+    watchRegistry(this.engine).endAll(storeClosed());
   }
 
   override async [Symbol.asyncDispose](): Promise<void> {
