@@ -5,18 +5,24 @@ import { type CheckedMultiOp, type CreateFlags, type DeleteFlags, type SetCondit
 import { entryOf, makeListing } from '../edge/entry.js';
 import { SessionEdge } from '../edge/session.js';
 import type { Args, RequestOp, Result } from '../protocol/messages.js';
-import type { Core } from './core.js';
+import type { ClientConnection, LinkMember } from './connection.js';
+import type { Push } from './link.js';
 import { LockState, RemoteLock } from './lock.js';
 import { RemoteTransaction } from './transaction.js';
 import { writeArgs } from './util.js';
 import { throwIfAborted } from '../util/retry.js';
 
-export class RemoteSession extends SessionEdge {
+/**
+ * A session of a remote store. Sessions from `store.session()` live on one
+ * link (attached under their handle: the server's sessionEnd, or the link's
+ * loss, ends them); the store's own session (handle 0) follows reconnections.
+ */
+export class RemoteSession extends SessionEdge implements LinkMember {
   protected ended_ = false;
   protected idValue: string;
 
   constructor(
-    protected readonly core: Core,
+    protected readonly conn: ClientConnection,
     /** The session's handle on its connection (0: the connection's own session). */
     readonly handle: number,
     readonly name: string,
@@ -24,32 +30,45 @@ export class RemoteSession extends SessionEdge {
     protected readonly generation: number | undefined,
   ) {
     super();
-    this.idValue = handle === 0 ? core.link?.welcome.session ?? '' : `pending-${handle}`;
+    this.idValue = handle === 0 ? conn.link?.welcome.session ?? '' : `pending-${handle}`;
   }
 
   get id(): string {
-    return this.handle === 0 ? this.core.link?.welcome.session ?? this.idValue : this.idValue;
+    return this.handle === 0 ? this.conn.link?.welcome.session ?? this.idValue : this.idValue;
   }
 
   get closed(): boolean {
-    return this.ended_ || this.core.closed;
+    return this.ended_ || this.conn.closed;
   }
 
-  /** The session ended on the server (its connection was lost, or it was closed). */
+  /** The session ended on the server (it was closed, or its connection was lost). */
   ended(): void {
     this.ended_ = true;
   }
 
+  pushed(m: Push): void {
+    if (m.t === 'sessionEnd') this.ended();
+  }
+
+  linkLost(): void {
+    this.ended();
+  }
+
+  /** This session's locks, requested or held, on the current link. */
+  private *lockStates(): Generator<LockState> {
+    for (const m of this.conn.attached()) if (m instanceof LockState && m.owner === this) yield m;
+  }
+
   protected checkOpen(): void {
-    if (this.core.closed) throw storeClosed();
+    if (this.conn.closed) throw storeClosed();
     if (this.ended_) throw new LatchkeyError('SESSION_EXPIRED', `session ${this.name} has ended`);
   }
 
   protected req<K extends RequestOp>(op: K, args: Args<K>, signal?: AbortSignal): Promise<Result<K>> {
     this.checkOpen();
-    if (this.generation === undefined) return this.core.request(op, args, this.handle, signal);
-    return this.core.requestOn(this.generation, op, args, this.handle, signal).catch((e: unknown) => {
-      if (LatchkeyError.is(e, 'CONNECTION_LOST') && this.core.generation !== this.generation) {
+    if (this.generation === undefined) return this.conn.request(op, args, this.handle, signal);
+    return this.conn.requestOn(this.generation, op, args, this.handle, signal).catch((e: unknown) => {
+      if (LatchkeyError.is(e, 'CONNECTION_LOST') && this.conn.generation !== this.generation) {
         this.ended_ = true;
         throw new LatchkeyError('SESSION_EXPIRED', `session ${this.name} ended with its connection`, { cause: e });
       }
@@ -59,11 +78,11 @@ export class RemoteSession extends SessionEdge {
 
   /** The link generation for things (transactions, locks) made now in this session. */
   protected gen(): number {
-    return this.generation ?? this.core.generation;
+    return this.generation ?? this.conn.generation;
   }
 
   protected get maxValueBytes(): number {
-    return this.core.maxValue;
+    return this.conn.maxValue;
   }
 
   protected async _get(path: string): Promise<Entry | undefined> {
@@ -98,7 +117,7 @@ export class RemoteSession extends SessionEdge {
   }
 
   protected _begin(): Transaction {
-    return new RemoteTransaction(this.core, this.handle, this.gen());
+    return new RemoteTransaction(this.conn, this.handle, this.gen());
   }
 
   protected async _lock(path: string, options: LockOptions): Promise<Lock> {
@@ -107,22 +126,22 @@ export class RemoteSession extends SessionEdge {
     // reconnections: wait for a connection first, so the generation recorded is the one the
     // request is sent on (recorded before, a lock granted on the next connection could never be
     // released: its release would go to the dead one, and the live session would hold it forever).
-    if (this.generation === undefined) await this.core.current();
-    const handle = this.core.handle();
+    if (this.generation === undefined) await this.conn.current();
+    const handle = this.conn.handle();
     const generation = this.gen();
     const state = new LockState(handle, this, path, options.mode ?? 'exclusive');
-    this.core.locks.set(handle, state);
+    this.conn.attach(handle, state);
     const a: Args<'lock'> = { lock: handle, path, ...definedFields(options, ['mode', 'wait', 'timeoutMs']) };
     let r: Result<'lock'>;
     try {
       r = this.generation === undefined
-        ? await this.core.requestOn(generation, 'lock', a, this.handle, options.signal)
+        ? await this.conn.requestOn(generation, 'lock', a, this.handle, options.signal)
         : await this.req('lock', a, options.signal);
     } catch (e) {
-      this.core.locks.delete(handle);
+      this.conn.detach(handle, state);
       throw e;
     }
-    const lock = new RemoteLock(this.core, this, state, generation, path, r.mode, r.token, r.ownerDied);
+    const lock = new RemoteLock(this.conn, this, state, generation, path, r.mode, r.token, r.ownerDied);
     if (options.signal?.aborted) {
       // The grant won the race with the cancel: give the lock back, report the abort.
       await lock.release();
@@ -134,20 +153,20 @@ export class RemoteSession extends SessionEdge {
   /** Locks this session holds (known locally: the client saw every grant and loss). */
   locks(): LockInfo[] {
     const out: LockInfo[] = [];
-    for (const st of this.core.locks.values()) {
+    for (const st of this.lockStates()) {
       const l = st.lock;
-      if (l !== undefined && l.held && l.owner === this) out.push({ path: l.path, mode: l.mode, session: this.id, token: l.token, since: l.since });
+      if (l !== undefined && l.held) out.push({ path: l.path, mode: l.mode, session: this.id, token: l.token, since: l.since });
     }
     return out;
   }
 
   async close(): Promise<void> {
-    if (this.ended_ || this.core.closed) return;
+    if (this.ended_ || this.conn.closed) return;
     this.ended_ = true;
-    for (const st of [...this.core.locks.values()]) if (st.lock?.owner === this) st.lost(new LatchkeyError('LOCK_LOST', 'the session closed'));
-    if (this.generation !== undefined && this.core.generation === this.generation && this.core.link?.alive) {
-      this.core.sessions.delete(this.handle);
-      await this.core.link.request('endSession', { session: this.handle }).catch(() => {});
+    for (const st of [...this.lockStates()]) if (st.lock !== undefined) st.lost(new LatchkeyError('LOCK_LOST', 'the session closed'));
+    if (this.generation !== undefined && this.conn.generation === this.generation && this.conn.link?.alive) {
+      this.conn.detach(this.handle, this);
+      await this.conn.link.request('endSession', { session: this.handle }).catch(() => {});
     }
   }
 }

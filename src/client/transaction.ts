@@ -5,10 +5,10 @@ import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../ed
 import { entryOf, makeListing } from '../edge/entry.js';
 import { TransactionEdge } from '../edge/session.js';
 import type { Args, RequestOp, Result } from '../protocol/messages.js';
-import type { Core } from './core.js';
+import type { ClientConnection, LinkMember } from './connection.js';
 import { writeArgs } from './util.js';
 
-export class RemoteTransaction extends TransactionEdge {
+export class RemoteTransaction extends TransactionEdge implements LinkMember {
   state: 'open' | 'committed' | 'aborted' = 'open';
   private snapshot: number;
   private readonly handle: number;
@@ -17,13 +17,13 @@ export class RemoteTransaction extends TransactionEdge {
   private abortReason: string | undefined;
   private committing = false;
 
-  constructor(private readonly core: Core, private readonly session: number, private readonly generation: number) {
+  constructor(private readonly conn: ClientConnection, private readonly session: number, private readonly generation: number) {
     super();
-    this.handle = core.handle();
-    this.snapshot = core.revision;
-    core.txs.add(this);
+    this.handle = conn.handle();
+    this.snapshot = conn.revision;
+    conn.attach(this.handle, this);
     // Sent now, not awaited: the transaction's first operations follow it down the same pipe.
-    this.began = core.requestOn(generation, 'begin', { tx: this.handle }, session).then(
+    this.began = conn.requestOn(generation, 'begin', { tx: this.handle }, session).then(
       (r) => { this.snapshot = r.snapshotRevision; },
       (e: unknown) => {
         this.beginError = e as LatchkeyError;
@@ -37,7 +37,7 @@ export class RemoteTransaction extends TransactionEdge {
     return this.snapshot;
   }
 
-  connectionLost(): void {
+  linkLost(): void {
     this.finish('aborted', 'the connection was lost');
   }
 
@@ -45,7 +45,7 @@ export class RemoteTransaction extends TransactionEdge {
     if (this.state !== 'open') return;
     this.state = state;
     this.abortReason = reason;
-    this.core.txs.delete(this);
+    this.conn.detach(this.handle, this);
   }
 
   protected checkOpen(): void {
@@ -57,7 +57,7 @@ export class RemoteTransaction extends TransactionEdge {
   private async op<K extends RequestOp>(op: K, args: Args<K>): Promise<Result<K>> {
     this.checkOpen();
     try {
-      return await this.core.requestOn(this.generation, op, args, this.session);
+      return await this.conn.requestOn(this.generation, op, args, this.session);
     } catch (e) {
       await this.began;
       if (this.beginError !== undefined) throw this.beginError;
@@ -67,7 +67,7 @@ export class RemoteTransaction extends TransactionEdge {
   }
 
   protected get maxValueBytes(): number {
-    return this.core.maxValue;
+    return this.conn.maxValue;
   }
 
   protected async _get(path: string): Promise<Entry | undefined> {
@@ -104,7 +104,7 @@ export class RemoteTransaction extends TransactionEdge {
     this.checkOpen();
     this.committing = true;
     try {
-      const r = await this.core.requestOn(this.generation, 'commit', { tx: this.handle, ...writeArgs(options) }, this.session, options.signal);
+      const r = await this.conn.requestOn(this.generation, 'commit', { tx: this.handle, ...writeArgs(options) }, this.session, options.signal);
       this.committing = false;
       this.finish('committed');
       return r;
@@ -120,6 +120,6 @@ export class RemoteTransaction extends TransactionEdge {
   async abort(): Promise<void> {
     if (this.state !== 'open' || this.committing) return;
     this.finish('aborted', 'aborted by caller');
-    await this.core.requestOn(this.generation, 'abort', { tx: this.handle }, this.session).catch(() => {});
+    await this.conn.requestOn(this.generation, 'abort', { tx: this.handle }, this.session).catch(() => {});
   }
 }
