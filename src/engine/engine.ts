@@ -24,7 +24,9 @@ import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
 import type { WriteTarget } from '../core/lock-table.js';
+import { WatchRegistry } from '../core/watch-registry.js';
 import type { Storage } from '../storage/storage.js';
+import type { CommitHook, EngineAccess } from './access.js';
 import { type Admission, LockService, NO_ADMISSION } from './locks.js';
 import { CommitPipeline, type Published } from './pipeline.js';
 
@@ -34,9 +36,7 @@ export interface EngineOptions {
   maxValueBytes?: number;
 }
 
-export type CommitHook = (c: Published) => void;
-
-export class Engine {
+export class Engine implements EngineAccess {
   visibleRoot: Node;
   visibleRev: number;
   private pendingRoot: Node;
@@ -46,6 +46,8 @@ export class Engine {
   /** The lock table and its waiters; every write and commit is admitted by it (`admit`). */
   readonly locks = new LockService();
   private readonly hooks: CommitHook[] = [];
+  /** Watchers and the history window; its history starts with the engine, so a watcher can resume from any recent revision. */
+  readonly watches: WatchRegistry;
   /** Ephemeral nodes by owning session (kept for the pending head). */
   private readonly ephemerals = new Map<string, Set<string>>();
   readOnlyReason: string | undefined;
@@ -65,6 +67,8 @@ export class Engine {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
     }, this.visibleRev);
+    const watches = this.watches = new WatchRegistry(this.visibleRev);
+    this.onCommit((c) => watches.publish(c.rev, c.mutations, c.before));
   }
 
   get storage(): Storage | undefined {
@@ -319,6 +323,7 @@ export class Engine {
     await this.pipeline.drain();
     if (this.snapshotting) await this.snapshotting.catch(() => {});
     await this.options.storage?.close();
+    this.watches.endAll(storeClosed());
   }
 }
 

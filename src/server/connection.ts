@@ -24,7 +24,7 @@ import type { Socket } from 'node:net';
 import type { Lock, Session } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import type { EmbeddedStore } from '../engine/store.js';
-import type { SessionImpl } from '../engine/session.js';
+import type { OwnedSession } from '../engine/access.js';
 import type { Watch } from '../engine/watch.js';
 import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
@@ -75,7 +75,7 @@ export class Connection implements ConnContext {
   readonly locks = new Map<number, LockSlot>();
   readonly pendingLocks = new Set<number>();
   private readonly watches = new Map<number, WatchSlot>();
-  private readonly sessions = new Map<number, SessionImpl>();
+  private readonly sessions = new Map<number, OwnedSession>();
   private readonly inflight = new Map<number, InFlight>();
   private readonly decoder = clientMessageDecoder(MAX_HELLO_FRAME);
   private greeted = false;
@@ -167,9 +167,9 @@ export class Connection implements ConnContext {
       }
       this.principal = p;
     }
-    let s: SessionImpl;
+    let s: OwnedSession;
     try {
-      s = this.store.session(h.name === undefined ? {} : { name: h.name }) as SessionImpl;
+      s = this.store.ownedSession(h.name === undefined ? {} : { name: h.name });
     } catch (e) {
       this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
       return;
@@ -302,7 +302,7 @@ export class Connection implements ConnContext {
     if (this.sessions.size >= this.limits.maxSessions) {
       throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
     }
-    const s = this.store.session(name === undefined ? {} : { name }) as SessionImpl;
+    const s = this.store.ownedSession(name === undefined ? {} : { name });
     this.sessions.set(handle, s);
     return s;
   }

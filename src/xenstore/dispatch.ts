@@ -14,7 +14,8 @@
  */
 import { TxState } from '../core/transaction.js';
 import type { WriteTarget } from '../core/lock-table.js';
-import { type Engine, targetOf } from '../engine/engine.js';
+import type { EngineAccess } from '../engine/access.js';
+import { targetOf } from '../engine/engine.js';
 import { lookup } from '../core/tree.js';
 import { parsePath } from '../core/path.js';
 import { xsError } from './errno.js';
@@ -31,7 +32,7 @@ import {
 
 /** What a handler may use of its connection. */
 export interface XsConnectionContext {
-  readonly engine: Engine;
+  readonly engine: EngineAccess;
   readonly sessionId: string;
   readonly limits: XenstoreLimits;
   /** The connection's domain (0: socket clients are dom0, privileged). */

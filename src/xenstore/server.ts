@@ -81,7 +81,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
     }
     let session;
     try {
-      session = store.session({ name: `xenstore:${conns.size + 1}` });
+      session = store.ownedSession({ name: `xenstore:${conns.size + 1}` });
     } catch {
       socket.destroy();
       return;
