@@ -121,7 +121,10 @@ export default tseslint.config(
     files: ['src/client/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {
-        patterns: [{ group: ['../server/*', '../engine/*', '../storage/*'], message: 'client meets the server only through protocol.' }],
+        patterns: [
+          { group: ['../server/*', '../engine/*', '../storage/*'], message: 'client meets the server only through protocol.' },
+          { group: ['../cli/*'], message: 'the command line sits above the client (src/shared.ts wires the server process in).' },
+        ],
       }],
     },
   },
