@@ -18,6 +18,7 @@
  */
 import { LatchkeyError, storeClosed } from '../core/errors.js';
 import type { Args, RequestOp, Result } from '../protocol/messages.js';
+import { DisposableStack } from '../util/disposable.js';
 import { type Address, Link, type LinkOptions, type Push } from './link.js';
 
 export interface ConnectOptions extends LinkOptions {
@@ -77,8 +78,14 @@ export class ClientConnection {
   private readonly linkWaiters = new Set<LinkWaiter>();
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Released by close(), in reverse order: the reconnection timer, whoever waits for a link, the link. */
+  private readonly owned = new DisposableStack();
 
-  constructor(readonly addr: Address, readonly opts: ConnectOptions) {}
+  constructor(readonly addr: Address, readonly opts: ConnectOptions) {
+    this.owned.defer(() => this.link?.close());
+    this.owned.defer(() => this.end(storeClosed()));
+    this.owned.defer(() => clearTimeout(this.retryTimer));
+  }
 
   handle(): number {
     return this.nextHandle++;
@@ -227,8 +234,6 @@ export class ClientConnection {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    this.end(storeClosed());
-    this.link?.close();
+    this.owned.dispose();
   }
 }
