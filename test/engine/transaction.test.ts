@@ -2,7 +2,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { type CommitResult, LatchkeyError, open, type Store, type Transaction } from '../../src/index.js';
-import type { EmbeddedStore } from '../../src/engine/store.js';
 
 const conflict = (e: unknown): boolean => LatchkeyError.is(e, 'CONFLICT');
 
@@ -213,12 +212,11 @@ test('transactions: committed transactions are serializable in commit order', as
     const s: Store = await open();
     const committed: Array<{ rev: number; writes: boolean; responses: string[]; ops: TxOp[] }> = [];
     // Whether a commit wrote (atomic ops may change nothing): an unlocked in-memory commit applies
-    // synchronously inside commit(), so the engine's commit count says it before the first await.
-    const engine = (s as EmbeddedStore).internals;
+    // synchronously inside commit(), so the store's commit count says it before the first await.
     const commitNoting = async (tx: Transaction): Promise<{ r: CommitResult; wrote: boolean }> => {
-      const before = engine.counters.commits;
+      const before = s.stats().commits;
       const p = tx.commit();
-      const wrote = engine.counters.commits !== before;
+      const wrote = s.stats().commits !== before;
       return { r: await p, wrote };
     };
     await sched.waitFor(Promise.all(jobs.map(async (j) => {
