@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { open } from '../../src/index.js';
@@ -125,50 +125,65 @@ const TABLE: Row[] = [
   row(['w0'], 6, A, A, A, 'OK', 'OK', 'OK', 'OK', A, A, 'no'),
 ];
 
-test('xenstore permissions: every operation and watches, per the permission table', async () => {
+test('xenstore permissions: every operation and watches, per the permission table, outside and inside transactions', async () => {
   await using f = await fixture();
   const guests = new Map<number, XsClient>([[0, f.dom0], [5, await f.guest(5)], [6, await f.guest(6)], [7, await f.guest(7)]]);
   await f.dom0.request(XsType.SET_TARGET, nulTerminated(['7', '5']));
   let n = 0;
+  let ran = 0;
   const failures: string[] = [];
-  for (const r of TABLE) {
-    const c = guests.get(r.who)!;
-    for (const op of OPS) {
-      const base = `/t/${n++}`;
-      const node = `${base}/n`;
-      await f.dom0.write(`${node}/c`, 'child');
-      await f.dom0.write(node, 'v');
-      await f.dom0.setPerms(node, r.perms);
-      await f.dom0.setPerms(`${node}/c`, r.perms);
-      let got: string;
-      switch (op) {
-        case 'R': got = await errnoOf(c.read(node)); break;
-        case 'D': got = await errnoOf(c.directory(node)); break;
-        case 'G': got = await errnoOf(c.getPerms(node)); break;
-        case 'W': got = await errnoOf(c.write(node, 'w')); break;
-        case 'C': got = await errnoOf(c.write(`${node}/new`, 'w')); break;
-        case 'M': got = await errnoOf(c.mkdir(node)); break;
-        case 'X': got = await errnoOf(c.rm(`${node}/c`)); break;
-        case 'P': got = await errnoOf(c.setPerms(node, r.perms)); break;
-        case 'O': got = await errnoOf(c.setPerms(node, ['n9', ...r.perms.slice(1)])); break;
-        case 'E': {
-          await c.watch(node, base);
-          assert.deepEqual(await c.nextEvent(), { path: node, token: base }); // the initial event is unchecked
-          await f.dom0.write(node, 'changed');
-          await c.sync(); // events are queued before later replies
-          const evs = c.takeEvents().filter((e) => e.token === base);
-          got = evs.length === 0 ? 'no' : 'ev';
-          await c.unwatch(node, base);
-          break;
+  for (const inTx of [false, true]) {
+    for (const r of TABLE) {
+      const c = guests.get(r.who)!;
+      for (const op of [...OPS, 'L' as const]) {
+        if (inTx && op === 'E') continue; // watches are not transactional
+        // DIRECTORY_PART answers as DIRECTORY.
+        const want = op === 'L' ? r.want.D : r.want[op];
+        const base = `/t/${n++}`;
+        const node = `${base}/n`;
+        await f.dom0.write(`${node}/c`, 'child');
+        await f.dom0.write(node, 'v');
+        await f.dom0.setPerms(node, r.perms);
+        await f.dom0.setPerms(`${node}/c`, r.perms);
+        const tx = inTx ? await c.start() : 0;
+        let got: string;
+        switch (op) {
+          case 'R': got = await errnoOf(c.read(node, tx)); break;
+          case 'D': got = await errnoOf(c.directory(node, tx)); break;
+          case 'L': got = await errnoOf(c.request(XsType.DIRECTORY_PART, nulTerminated([node, '0']), tx)); break;
+          case 'G': got = await errnoOf(c.getPerms(node, tx)); break;
+          case 'W': got = await errnoOf(c.write(node, 'w', tx)); break;
+          case 'C': got = await errnoOf(c.write(`${node}/new`, 'w', tx)); break;
+          case 'M': got = await errnoOf(c.mkdir(node, tx)); break;
+          case 'X': got = await errnoOf(c.rm(`${node}/c`, tx)); break;
+          case 'P': got = await errnoOf(c.setPerms(node, r.perms, tx)); break;
+          case 'O': got = await errnoOf(c.setPerms(node, ['n9', ...r.perms.slice(1)], tx)); break;
+          case 'E': {
+            await c.watch(node, base);
+            assert.deepEqual(await c.nextEvent(), { path: node, token: base }); // the initial event is unchecked
+            await f.dom0.write(node, 'changed');
+            await c.sync(); // events are queued before later replies
+            const evs = c.takeEvents().filter((e) => e.token === base);
+            got = evs.length === 0 ? 'no' : 'ev';
+            await c.unwatch(node, base);
+            break;
+          }
         }
+        if (inTx) {
+          // What was allowed commits; a refused request leaves the transaction to be discarded.
+          const end = await errnoOf(c.end(tx, got === 'OK'));
+          if (end !== 'OK') failures.push(`perms ${r.perms.join(',')} dom${r.who} ${op} in a transaction: end ${end}`);
+        }
+        ran++;
+        if (got !== want) failures.push(`perms ${r.perms.join(',')} dom${r.who} ${op}${inTx ? ' (in a transaction)' : ''}: got ${got}, want ${want}`);
+        // What an allowed write did is really there, and a refused one left nothing.
+        if (op === 'C') assert.equal(await errnoOf(f.dom0.read(`${node}/new`)), got === 'OK' ? 'OK' : 'ENOENT');
+        if (op === 'O') assert.equal((await f.dom0.getPerms(node))[0], got === 'OK' ? 'n9' : r.perms[0]);
       }
-      if (got !== r.want[op]) failures.push(`perms ${r.perms.join(',')} dom${r.who} ${op}: got ${got}, want ${r.want[op]}`);
-      // What an allowed write did is really there, and a refused one left nothing.
-      if (op === 'C') assert.equal(await errnoOf(f.dom0.read(`${node}/new`)), got === 'OK' ? 'OK' : 'ENOENT');
-      if (op === 'O') assert.equal((await f.dom0.getPerms(node))[0], got === 'OK' ? 'n9' : r.perms[0]);
     }
   }
   assert.deepEqual(failures, []);
+  assert.equal(ran, TABLE.length * (OPS.length + 1) * 2 - TABLE.length);
   assert.equal(await control(f.dom0, 'check'), 'OK');
 });
 
@@ -446,8 +461,28 @@ test('xenstore sockets: the dom0 socket and the domain sockets are 0600 from the
   await f.guest(2);
   assert.equal(statSync(path.join(f.dir, 'domains', '2')).mode & 0o777, 0o600);
   // No temporary directory is left next to the socket.
-  const { readdirSync } = await import('node:fs');
   assert.deepEqual(readdirSync(f.dir).sort(), ['domains', 'xs.sock']);
   const watchesText = await control(f.dom0, 'watches');
   assert.equal(watchesText, '');
+});
+
+test('xenstore sockets: a socket that cannot be made private fails the start and leaves nothing behind', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'latchkey-xsdom-'));
+  const store = await open();
+  try {
+    // The socket's directory is a file: no private directory can be made next to it.
+    writeFileSync(path.join(dir, 'file'), '');
+    await assert.rejects(startXenstoreServer(store, { socketPath: path.join(dir, 'file', 'xs.sock') }));
+    // The domain directory is a file.
+    await assert.rejects(startXenstoreServer(store, { socketPath: path.join(dir, 'xs.sock'), domainDir: path.join(dir, 'file') }), /not a directory|EEXIST|ENOTDIR/);
+    assert.deepEqual(readdirSync(dir), ['file']);
+    // And the store is still served by a server started properly afterwards.
+    await using server = await startXenstoreServer(store, { socketPath: path.join(dir, 'xs.sock') });
+    const c = await XsClient.connect(server.socketPath);
+    await c.write('/after', '1');
+    await c.close();
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
