@@ -22,9 +22,7 @@
  * ends: open transactions are dropped, watches removed, and latchkey locks
  * and ephemeral nodes of the session released.
  */
-import type { Session } from '../api.js';
-import type { Engine } from '../engine/engine.js';
-import { SessionImpl } from '../engine/session.js';
+import type { EngineAccess, OwnedSession } from '../engine/access.js';
 import { type DomainControl, type XsConnectionContext, type XsTx, dropAll, handlers } from './dispatch.js';
 import type { XsDomain } from './domains.js';
 import type { XsTransport } from './transport.js';
@@ -36,7 +34,7 @@ import {
 } from './wire.js';
 
 export interface ConnectionHost {
-  readonly engine: Engine;
+  readonly engine: EngineAccess;
   readonly hub: WatchHub;
   readonly limits: XenstoreLimits;
   readonly domains: DomainControl;
@@ -66,7 +64,7 @@ export class XsConnection implements XsConnectionContext {
 
   constructor(
     private readonly transport: XsTransport,
-    private readonly session: Session,
+    private readonly session: OwnedSession,
     private readonly host: ConnectionHost,
     readonly domain: XsDomain,
   ) {
@@ -81,7 +79,7 @@ export class XsConnection implements XsConnectionContext {
 
   get requester(): XsDomain { return this.domain; }
   get domains(): DomainControl { return this.host.domains; }
-  get engine(): Engine { return this.host.engine; }
+  get engine(): EngineAccess { return this.host.engine; }
   get hub(): WatchHub { return this.host.hub; }
   get limits(): XenstoreLimits { return this.host.limits; }
   get sessionId(): string { return this.session.id; }
@@ -251,7 +249,7 @@ export class XsConnection implements XsConnectionContext {
     dropAll(this);
     this.domain.members.delete(this);
     // A connection that vanishes is a session that died (its locks go to the next holder with ownerDied).
-    const done = this.session instanceof SessionImpl ? this.session.end(true) : this.session.close();
+    const done = this.session.end(true);
     done.catch(() => {}).finally(() => this.host.closed(this));
   }
 }

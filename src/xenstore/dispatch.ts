@@ -20,7 +20,9 @@
  * compares values, not permissions.
  */
 import { TxState } from '../core/transaction.js';
-import { type Engine, type WriteTarget, targetOf } from '../engine/engine.js';
+import type { WriteTarget } from '../core/lock-table.js';
+import type { EngineAccess } from '../engine/access.js';
+import { targetOf } from '../engine/engine.js';
 import { lookup } from '../core/tree.js';
 import { parsePath } from '../core/path.js';
 import { xsError } from './errno.js';
@@ -65,7 +67,7 @@ export interface DomainControl {
 
 /** What a handler may use of its connection (also the sink of its watches). */
 export interface XsConnectionContext extends WatchEventSink {
-  readonly engine: Engine;
+  readonly engine: EngineAccess;
   readonly sessionId: string;
   readonly limits: XenstoreLimits;
   /** The connection's domain (dom0 for the Unix socket: privileged). */

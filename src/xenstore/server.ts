@@ -19,6 +19,7 @@ import path from 'node:path';
 import type { Store } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { EmbeddedStore } from '../engine/store.js';
+import { AsyncDisposableStack } from '../util/disposable.js';
 import { XsConnection } from './connection.js';
 import type { DomainControl } from './dispatch.js';
 import { DomainTable, XsDomain } from './domains.js';
@@ -72,10 +73,14 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   const domainDir = options.domainDir === undefined ? undefined : path.resolve(options.domainDir);
   await removeStaleSocket(socketPath);
   if (domainDir !== undefined) prepareDomainDir(domainDir);
-  const engine = store.internals;
+  const embedded: EmbeddedStore = store;
+  const engine = embedded.internals;
+  // What the server makes, released in reverse order by close() (or by a failed start).
+  const owned = new AsyncDisposableStack();
   const hub = new WatchHub(engine);
+  owned.defer(() => hub.close());
   const entries = new EntryCounts(engine.visibleRoot);
-  const unhookEntries = engine.onCommit((c) => entries.apply(c));
+  owned.defer(engine.onCommit((c) => entries.apply(c)));
   const log = options.log ?? (() => {});
   const table = new DomainTable();
   const conns = new Set<XsConnection>();
@@ -188,7 +193,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
     }
     let session;
     try {
-      session = store.session({ name: `xenstore:dom${domain.domid}:${conns.size + 1}` });
+      session = embedded.ownedSession({ name: `xenstore:dom${domain.domid}:${conns.size + 1}` });
     } catch {
       socket.destroy();
       return;
@@ -201,28 +206,24 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   try {
     await listenPrivately(server, socketPath, true);
   } catch (e) {
-    unhookEntries();
-    hub.close();
+    await owned.disposeAsync();
     throw e;
   }
+  // Closing the listeners completes once every connection is gone; then the socket files go.
+  owned.defer(async () => {
+    const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const [domid, srv] of guestListeners) {
+      srv.close();
+      unlinkQuietly(path.join(domainDir!, String(domid)));
+    }
+    guestListeners.clear();
+    const allGone = conns.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => closedWaiters.add(resolve));
+    for (const c of [...conns]) c.destroy();
+    await Promise.all([listenerClosed, allGone]);
+    unlinkQuietly(socketPath);
+  });
 
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
-      const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const [domid, srv] of guestListeners) {
-        srv.close();
-        unlinkQuietly(path.join(domainDir!, String(domid)));
-      }
-      guestListeners.clear();
-      const allGone = conns.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => closedWaiters.add(resolve));
-      for (const c of [...conns]) c.destroy();
-      await Promise.all([listenerClosed, allGone]);
-      unlinkQuietly(socketPath);
-      unhookEntries();
-      hub.close();
-    })();
-    return closing;
-  };
+  const close = (): Promise<void> => (closing ??= owned.disposeAsync());
 
   return {
     socketPath,

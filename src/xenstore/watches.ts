@@ -27,7 +27,7 @@
  * that can read the root node (oxenstored looks the `@…` path up as a child
  * of the root).
  */
-import type { Engine } from '../engine/engine.js';
+import type { EngineAccess } from '../engine/access.js';
 import type { Published } from '../engine/pipeline.js';
 import { parentPath, parsePath } from '../core/path.js';
 import { type Node, lookup } from '../core/tree.js';
@@ -72,7 +72,7 @@ export class WatchHub {
   private count = 0;
   private readonly unhook: () => void;
 
-  constructor(engine: Engine) {
+  constructor(engine: EngineAccess) {
     this.unhook = engine.onCommit((c) => this.onCommit(c));
   }
 
