@@ -125,29 +125,31 @@ export abstract class SessionEdge implements Session {
   }
 
   add(path: string, delta: number, options: WriteOptions = {}): Promise<number> {
-    return this.atomic({ op: 'add', path, delta }, options) as Promise<number>;
+    return this.atomic(path, () => ({ op: 'add', path, delta }), options) as Promise<number>;
   }
 
   min(path: string, operand: number, options: WriteOptions = {}): Promise<number> {
-    return this.atomic({ op: 'min', path, operand }, options) as Promise<number>;
+    return this.atomic(path, () => ({ op: 'min', path, operand }), options) as Promise<number>;
   }
 
   max(path: string, operand: number, options: WriteOptions = {}): Promise<number> {
-    return this.atomic({ op: 'max', path, operand }, options) as Promise<number>;
+    return this.atomic(path, () => ({ op: 'max', path, operand }), options) as Promise<number>;
   }
 
   append(path: string, value: Value, options: WriteOptions = {}): Promise<number> {
-    return enter(() => this.atomic({ op: 'append', path, value: toBytes(value, this.maxValueBytes, path) }, options)) as Promise<number>;
+    return this.atomic(path, () => ({ op: 'append', path, value: toBytes(value, this.maxValueBytes, path) }), options) as Promise<number>;
   }
 
   setIfAbsent(path: string, value: Value, options: WriteOptions = {}): Promise<boolean> {
-    return enter(() => this.atomic({ op: 'setIfAbsent', path, value: toBytes(value, this.maxValueBytes, path) }, options)) as Promise<boolean>;
+    return this.atomic(path, () => ({ op: 'setIfAbsent', path, value: toBytes(value, this.maxValueBytes, path) }), options) as Promise<boolean>;
   }
 
-  private atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean> {
+  /** The checks of every atomic op, in the order of the other writes': open, path, value, operand, options. */
+  private atomic(path: string, make: () => AtomicOp, options: WriteOptions): Promise<number | boolean> {
     return enter(() => {
       this.checkOpen();
-      parsePath(op.path);
+      parsePath(path);
+      const op = make();
       checkAtomicArgs(op);
       checkOptions(options, `${op.op} options`);
       return this._atomic(op, options);
@@ -246,29 +248,30 @@ export abstract class TransactionEdge implements Transaction {
   }
 
   add(path: string, delta: number): Promise<void> {
-    return this.atomic({ op: 'add', path, delta });
+    return this.atomic(path, () => ({ op: 'add', path, delta }));
   }
 
   min(path: string, operand: number): Promise<void> {
-    return this.atomic({ op: 'min', path, operand });
+    return this.atomic(path, () => ({ op: 'min', path, operand }));
   }
 
   max(path: string, operand: number): Promise<void> {
-    return this.atomic({ op: 'max', path, operand });
+    return this.atomic(path, () => ({ op: 'max', path, operand }));
   }
 
   append(path: string, value: Value): Promise<void> {
-    return enter(() => this.atomic({ op: 'append', path, value: toBytes(value, this.maxValueBytes, path) }));
+    return this.atomic(path, () => ({ op: 'append', path, value: toBytes(value, this.maxValueBytes, path) }));
   }
 
   setIfAbsent(path: string, value: Value): Promise<void> {
-    return enter(() => this.atomic({ op: 'setIfAbsent', path, value: toBytes(value, this.maxValueBytes, path) }));
+    return this.atomic(path, () => ({ op: 'setIfAbsent', path, value: toBytes(value, this.maxValueBytes, path) }));
   }
 
-  private atomic(op: AtomicOp): Promise<void> {
+  private atomic(path: string, make: () => AtomicOp): Promise<void> {
     return enter(() => {
       this.checkOpen();
-      parsePath(op.path);
+      parsePath(path);
+      const op = make();
       checkAtomicArgs(op);
       return this._atomic(op);
     });
