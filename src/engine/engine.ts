@@ -23,6 +23,8 @@ import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
 import type { Storage } from '../storage/storage.js';
+import { MAX_RECORD_PAYLOAD } from '../storage/wal.js';
+import { DEFAULT_MAX_COMMIT_BYTES, commitBytes } from '../core/commit-size.js';
 import { LockService } from './locks.js';
 import { CommitPipeline, type Published } from './pipeline.js';
 
@@ -30,6 +32,12 @@ export interface EngineOptions {
   storage?: Storage;
   /** Largest value accepted, in bytes (default 1 MiB). */
   maxValueBytes?: number;
+  /**
+   * Largest commit accepted, as `commitBytes` measures it (core/commit-size.ts;
+   * default 64 MiB, at most the log reader's record limit, 256 MiB). A larger
+   * commit or transaction fails TOO_LARGE with nothing written.
+   */
+  maxCommitBytes?: number;
 }
 
 /** A place a write touches: the node at `path`, or its whole subtree. */
@@ -67,6 +75,7 @@ export class Engine {
   private pendingRev: number;
   private readonly pipeline: CommitPipeline;
   readonly maxValueBytes: number;
+  readonly maxCommitBytes: number;
   /** The lock table and its waiters; also the gate that admits writes. */
   readonly locks = new LockService();
   private readonly hooks: CommitHook[] = [];
@@ -85,6 +94,10 @@ export class Engine {
     this.visibleRoot = this.pendingRoot = storage?.root ?? emptyRoot();
     this.visibleRev = this.pendingRev = storage?.revision ?? 0;
     this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
+    this.maxCommitBytes = options.maxCommitBytes ?? DEFAULT_MAX_COMMIT_BYTES;
+    if (!Number.isSafeInteger(this.maxCommitBytes) || this.maxCommitBytes < 1024 || this.maxCommitBytes > MAX_RECORD_PAYLOAD) {
+      throw new LatchkeyError('INVALID_ARGUMENT', `maxCommitBytes must be an integer from 1024 to ${MAX_RECORD_PAYLOAD} (the log reader's record limit)`);
+    }
     this.pipeline = new CommitPipeline(storage?.log, {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
@@ -142,6 +155,7 @@ export class Engine {
       if (opts.fence !== undefined) this.fenceCheck(session, opts.fence);
       ws = new Workspace(this.pendingRoot, this.pendingRev + 1);
       value = fn(ws);
+      this.checkCommitSize(ws.mutations);
     } catch (e) {
       admission.done();
       return this.afterPublished(this.pendingRev, () => { throw e; });
@@ -176,6 +190,13 @@ export class Engine {
   private admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
     if (targets.length === 0) return NO_ADMISSION;
     return this.locks.admit(session, targets, opts);
+  }
+
+  /** TOO_LARGE unless a commit of `muts` is within maxCommitBytes (so its log record is one recovery reads). */
+  checkCommitSize(muts: readonly Mutation[], bytes = commitBytes(muts)): void {
+    if (bytes > this.maxCommitBytes) {
+      throw new LatchkeyError('TOO_LARGE', `commit of ${bytes} bytes (${muts.length} changes); the limit is ${this.maxCommitBytes}`, { info: { size: bytes, limit: this.maxCommitBytes } });
+    }
   }
 
   private fenceCheck(session: string, fence: NonNullable<WriteOptions['fence']>): void {
@@ -220,6 +241,7 @@ export class Engine {
         replayed = r.replayed;
         if (replayed) this.counters.replays++;
       }
+      this.checkCommitSize(ws.mutations);
     } catch (e) {
       admission.done();
       throw e;

@@ -6,6 +6,7 @@
 import type { CommitResult, Entry, Listing, ListOptions, Transaction, Value, WriteOptions } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import { TxState } from '../core/transaction.js';
+import { mutationBytes, COMMIT_BASE_BYTES } from '../core/commit-size.js';
 import type { Engine } from './engine.js';
 import { makeEntry, makeListing, toBytes } from './entry.js';
 
@@ -20,6 +21,9 @@ export class TransactionImpl implements Transaction {
   state: 'open' | 'committed' | 'aborted' = 'open';
   private abortReason: string | undefined;
   private committing = false;
+  /** The commit-size measure of the workspace's mutations counted so far, and how many were counted. */
+  private bytes = COMMIT_BASE_BYTES;
+  private measured = 0;
 
   constructor(private readonly engine: Engine, private readonly owner: TxOwner) {
     this.tx = new TxState(engine.visibleRoot, engine.visibleRev);
@@ -57,27 +61,43 @@ export class TransactionImpl implements Transaction {
   async set(path: string, value: Value, options: { ifVersion?: number; ifModRev?: number; ifAbsent?: boolean } = {}): Promise<void> {
     this.checkOpen();
     const v = toBytes(value, this.engine.maxValueBytes, path);
-    this.tx.write({ op: 'set', path, value: v, ifVersion: options.ifVersion, ifModRev: options.ifModRev, ifAbsent: options.ifAbsent });
+    this.written(() => this.tx.write({ op: 'set', path, value: v, ifVersion: options.ifVersion, ifModRev: options.ifModRev, ifAbsent: options.ifAbsent }));
   }
 
   async create(path: string, value?: Value, options: { ephemeral?: boolean; sequential?: boolean } = {}): Promise<string> {
     this.checkOpen();
     const v = toBytes(value, this.engine.maxValueBytes, path);
-    return this.tx.write({
+    return this.written(() => this.tx.write({
       op: 'create', path, value: v, sequential: options.sequential === true,
       ...(options.ephemeral ? { owner: this.owner.id } : {}),
-    }) as string;
+    })) as string;
   }
 
   async delete(path: string, options: { recursive?: boolean; ifVersion?: number } = {}): Promise<boolean> {
     this.checkOpen();
-    return this.tx.write({ op: 'delete', path, recursive: options.recursive === true, ifVersion: options.ifVersion }) as boolean;
+    return this.written(() => this.tx.write({ op: 'delete', path, recursive: options.recursive === true, ifVersion: options.ifVersion })) as boolean;
   }
 
   async check(path: string, expect: { version?: number; modRev?: number; exists?: boolean }): Promise<void> {
     this.checkOpen();
     if (expect === null || typeof expect !== 'object') throw invalidArgument('check: expectations must be an object');
     this.tx.write({ op: 'check', path, version: expect.version, modRev: expect.modRev, exists: expect.exists });
+  }
+
+  /**
+   * Runs a write, then measures what it added: a transaction whose changes
+   * already exceed the commit cap can never commit, so it ends here
+   * (TOO_LARGE) instead of growing further in memory.
+   */
+  private written<T>(f: () => T): T {
+    const r = f(); // an operation that throws changed nothing
+    const muts = this.tx.ws.mutations;
+    for (; this.measured < muts.length; this.measured++) this.bytes += mutationBytes(muts[this.measured]!);
+    if (this.bytes > this.engine.maxCommitBytes) {
+      this.finish('aborted', 'TOO_LARGE');
+      this.engine.checkCommitSize(muts, this.bytes);
+    }
+    return r;
   }
 
   async commit(options: WriteOptions = {}): Promise<CommitResult> {

@@ -3,7 +3,7 @@
  *
  *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
- *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
+ *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES]
  *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
  *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
  *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]…]
@@ -30,7 +30,7 @@ import type { Command } from '../command.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
-                      [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
+                      [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES] [--max-frame BYTES] [--max-connections N]
                       [--durability fsync|none] [--memory] [--limit NAME=N]...
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
                       [--xenstore-socket PATH [--xenstore-limit NAME=N]...]`;
@@ -70,6 +70,7 @@ async function serveCommand(argv: string[]): Promise<void> {
         'insecure-loopback': { type: 'boolean' },
         'ttl-ms': { type: 'string' },
         'max-value': { type: 'string' },
+        'max-commit': { type: 'string' },
         'max-frame': { type: 'string' },
         'max-connections': { type: 'string' },
         durability: { type: 'string' },
@@ -98,9 +99,19 @@ async function serveCommand(argv: string[]): Promise<void> {
   // --memory: nothing on disk but the socket (tests, benchmarks, scratch servers).
   const maxValue = positiveInt('max-value', values['max-value']);
   // The engine enforces the value limit too: give it the same one.
-  const engineOpts = maxValue === undefined ? {} : { maxValueBytes: maxValue };
-  const s = values.memory ? await open(undefined, engineOpts)
-    : await open(data, { ...engineOpts, ...(values.durability === undefined ? {} : { durability: values.durability }) });
+  const maxCommit = positiveInt('max-commit', values['max-commit']);
+  const engineOpts = {
+    ...(maxValue === undefined ? {} : { maxValueBytes: maxValue }),
+    ...(maxCommit === undefined ? {} : { maxCommitBytes: maxCommit }),
+  };
+  let s;
+  try {
+    s = values.memory ? await open(undefined, engineOpts)
+      : await open(data, { ...engineOpts, ...(values.durability === undefined ? {} : { durability: values.durability }) });
+  } catch (e) {
+    if (e instanceof Error && (e as { code?: unknown }).code === 'INVALID_ARGUMENT') fail(e.message);
+    throw e;
+  }
   if (!(s instanceof EmbeddedStore)) fail('open() did not return an embedded store');
   const store = s;
 
