@@ -79,6 +79,12 @@ export class Engine {
   /** The lock table and its waiters; also the gate that admits writes. */
   readonly locks = new LockService();
   private readonly hooks: CommitHook[] = [];
+  /**
+   * Per-session write guards (the server's grants): each is called with every
+   * path a commit of that session actually writes — a sequential create's
+   * chosen name, auto-created parents — and throws to refuse it.
+   */
+  private readonly writeGuards = new Map<string, (path: string) => void>();
   /** Ephemeral nodes by owning session (kept for the pending head). */
   private readonly ephemerals = new Map<string, Set<string>>();
   readOnlyReason: string | undefined;
@@ -155,7 +161,7 @@ export class Engine {
       if (opts.fence !== undefined) this.fenceCheck(session, opts.fence);
       ws = new Workspace(this.pendingRoot, this.pendingRev + 1);
       value = fn(ws);
-      this.checkCommitSize(ws.mutations);
+      this.checkCommit(session, ws.mutations);
     } catch (e) {
       admission.done();
       return this.afterPublished(this.pendingRev, () => { throw e; });
@@ -190,6 +196,25 @@ export class Engine {
   private admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
     if (targets.length === 0) return NO_ADMISSION;
     return this.locks.admit(session, targets, opts);
+  }
+
+  /** Installs (or with undefined removes) the guard that authorizes every path `session` writes. */
+  guardWrites(session: string, guard: ((path: string) => void) | undefined): void {
+    if (guard === undefined) this.writeGuards.delete(session);
+    else this.writeGuards.set(session, guard);
+  }
+
+  /** Runs `session`'s write guard over `muts` (from index `from`); throws what it throws. */
+  checkGuard(session: string, muts: readonly Mutation[], from = 0): void {
+    const guard = this.writeGuards.get(session);
+    if (guard === undefined) return;
+    for (let i = from; i < muts.length; i++) guard(muts[i]!.path);
+  }
+
+  /** Everything checked about a commit before it touches the pending head. */
+  private checkCommit(session: string, muts: readonly Mutation[]): void {
+    this.checkGuard(session, muts);
+    this.checkCommitSize(muts);
   }
 
   /** TOO_LARGE unless a commit of `muts` is within maxCommitBytes (so its log record is one recovery reads). */
@@ -241,7 +266,7 @@ export class Engine {
         replayed = r.replayed;
         if (replayed) this.counters.replays++;
       }
-      this.checkCommitSize(ws.mutations);
+      this.checkCommit(session, ws.mutations);
     } catch (e) {
       admission.done();
       throw e;
@@ -308,6 +333,7 @@ export class Engine {
 
   /** Deletes a dead or closed session's ephemeral nodes in one commit. */
   async endSession(session: string, died: boolean): Promise<void> {
+    this.writeGuards.delete(session);
     this.locks.sessionEnded(session, died);
     const mine = this.ephemerals.get(session);
     this.ephemerals.delete(session);

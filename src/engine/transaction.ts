@@ -85,13 +85,21 @@ export class TransactionImpl implements Transaction {
   }
 
   /**
-   * Runs a write, then measures what it added: a transaction whose changes
+   * Runs a write, then checks the paths it actually wrote against the
+   * session's guard (grants), and measures what it added: a transaction whose changes
    * already exceed the commit cap can never commit, so it ends here
    * (TOO_LARGE) instead of growing further in memory.
    */
   private written<T>(f: () => T): T {
     const r = f(); // an operation that throws changed nothing
     const muts = this.tx.ws.mutations;
+    try {
+      this.engine.checkGuard(this.owner.id, muts, this.measured);
+    } catch (e) {
+      // The write happened in the private workspace: the transaction cannot go on without it.
+      this.finish('aborted', e instanceof LatchkeyError ? e.code : 'error');
+      throw e;
+    }
     for (; this.measured < muts.length; this.measured++) this.bytes += mutationBytes(muts[this.measured]!);
     if (this.bytes > this.engine.maxCommitBytes) {
       this.finish('aborted', 'TOO_LARGE');

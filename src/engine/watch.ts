@@ -21,6 +21,8 @@ export interface InternalWatchOptions extends WatchOptions {
   maxQueue?: number;
   /** Hand out the stored bytes without copying (the server only encodes them). */
   shareValues?: boolean;
+  /** Only events whose path passes are delivered (the server's grants; a revision left empty is skipped). */
+  filter?: (path: string) => boolean;
 }
 
 const registries = new WeakMap<Engine, WatchRegistry>();
@@ -47,12 +49,14 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
   private lastRev: number;
   private readonly maxQueue: number;
   private readonly share: boolean;
+  private readonly filter: ((path: string) => boolean) | undefined;
   private readonly onAbort: () => void;
   private readonly signal: AbortSignal | undefined;
 
   constructor(registry: WatchRegistry, path: string, options: InternalWatchOptions) {
     this.maxQueue = options.maxQueue ?? DEFAULT_WATCH_QUEUE;
     this.share = options.shareValues === true;
+    this.filter = options.filter;
     this.signal = options.signal;
     this.onAbort = () => this.finish(new LatchkeyError('ABORTED', 'watch aborted', { path, cause: this.signal?.reason }));
     if (this.signal?.aborted) throw new LatchkeyError('ABORTED', 'watch aborted', { path, cause: this.signal.reason });
@@ -75,8 +79,14 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
     return this.queue.length - this.head;
   }
 
-  private deliver(rev: number, evs: WatchEventData[]): void {
+  private deliver(rev: number, all: WatchEventData[]): void {
     if (this.ended !== undefined || this.pendingError !== undefined) return;
+    const filter = this.filter;
+    const evs = filter === undefined ? all : all.filter((e) => filter(e.path));
+    if (evs.length === 0) {
+      this.lastRev = rev;
+      return;
+    }
     if (this.queued > 0 && this.queued + evs.length > this.maxQueue) {
       // Stop here: everything before `rev` is queued, nothing from it on.
       this.sub.cancel();

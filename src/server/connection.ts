@@ -33,7 +33,7 @@ import {
   type ClientMessage, type HelloBody, type RequestMessage, type RequestOp, type ServerBody, type WireEvent,
   PROTOCOL_VERSION, SUPPORTED_VERSIONS, toWireError,
 } from '../protocol/messages.js';
-import { type AuthTable, type Principal, TRUSTED } from './auth.js';
+import { type AuthTable, type Principal, TRUSTED, authorize } from './auth.js';
 import { type ConnContext, type LockSlot, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
 
 /** Pause reading a client whose unread replies pass this many bytes. */
@@ -174,6 +174,7 @@ export class Connection implements ConnContext {
       this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
       return;
     }
+    this.guard(s);
     this.sessions.set(0, s);
     this.greeted = true;
     clearTimeout(this.helloTimer);
@@ -303,8 +304,21 @@ export class Connection implements ConnContext {
       throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
     }
     const s = this.store.session(name === undefined ? {} : { name }) as SessionImpl;
+    this.guard(s);
     this.sessions.set(handle, s);
     return s;
+  }
+
+  /**
+   * A scoped principal's sessions are authorized on the paths their commits
+   * actually write, not only on the paths requests name: a sequential
+   * create's chosen name (`/jobs` + counter is a sibling of `/jobs`) and the
+   * parents `set` and `create` make are checked before anything is committed.
+   */
+  private guard(s: SessionImpl): void {
+    const p = this.principal;
+    if (p.grants === undefined) return;
+    this.store.internals.guardWrites(s.id, (path) => authorize(p, path, 'write'));
   }
 
   async endSession(handle: number): Promise<void> {
