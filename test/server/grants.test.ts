@@ -8,8 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Store, WatchEvent } from '../../src/api.js';
-import { connect } from '../../src/client/store.js';
-import type { RemoteStore } from '../../src/client/store.js';
+import { type RemoteStore, connect } from '../../src/client/store.js';
 import { renderTop } from '../../src/cli/commands/top.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { open } from '../../src/engine/open.js';
