@@ -32,6 +32,9 @@ export function watchRegistry(engine: Engine, limits?: HistoryLimits): WatchRegi
   let r = registries.get(engine);
   if (r === undefined) {
     const reg = new WatchRegistry(engine.visibleRev, limits);
+    // The log tail recovery replayed: a watcher can resume from before the restart.
+    const tail = engine.storage?.takeHistory?.() ?? [];
+    if (tail.length > 0 && tail[tail.length - 1]!.rev === engine.visibleRev) reg.recall(tail);
     engine.onCommit((c) => reg.publish(c.rev, c.mutations, c.before));
     registries.set(engine, reg);
     r = reg;
