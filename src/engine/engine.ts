@@ -18,7 +18,7 @@
  */
 import type { CommitResult, StoreStats, WriteOptions } from '../api.js';
 import { BugError, LatchkeyError, assert } from '../core/errors.js';
-import { type WriteOp, Workspace } from '../core/ops.js';
+import { type Sequencer, type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
@@ -85,6 +85,14 @@ export class Engine {
    * chosen name, auto-created parents — and throws to refuse it.
    */
   private readonly writeGuards = new Map<string, (path: string) => void>();
+  /**
+   * Sequence numbers handed out and maybe not committed yet, by parent path:
+   * the next free number (see reserveSeq).
+   */
+  private readonly seqReserved = new Map<string, number>();
+  private seqPruneAt = 4096;
+  /** Plain writes take their sequential numbers from the same reservations as transactions. */
+  private readonly sequencer: Sequencer = (parent, seen) => this.reserveSeq(parent, seen);
   /** Ephemeral nodes by owning session (kept for the pending head). */
   private readonly ephemerals = new Map<string, Set<string>>();
   readOnlyReason: string | undefined;
@@ -159,7 +167,7 @@ export class Engine {
     try {
       this.checkWritable();
       if (opts.fence !== undefined) this.fenceCheck(session, opts.fence);
-      ws = new Workspace(this.pendingRoot, this.pendingRev + 1);
+      ws = new Workspace(this.pendingRoot, this.pendingRev + 1, this.sequencer);
       value = fn(ws);
       this.checkCommit(session, ws.mutations);
     } catch (e) {
@@ -196,6 +204,28 @@ export class Engine {
   private admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
     if (targets.length === 0) return NO_ADMISSION;
     return this.locks.admit(session, targets, opts);
+  }
+
+  /**
+   * Reserves the number of a sequential child of `parent`, like a database
+   * sequence: no one else gets it, whether or not the caller commits. A
+   * transaction reserves when its create runs and replays with that number
+   * at commit, so two transactions each creating their own child of /q
+   * never conflict; a transaction that aborts leaves a gap. `seen` is the
+   * parent's counter in the caller's view. The committed counter is a
+   * maximum (tree.ts `nextSeq`), so it survives a restart; reservations do
+   * not need to (their transactions died with the process).
+   */
+  reserveSeq(parent: string, seen: number): number {
+    const head = lookup(this.pendingRoot, splitSegs(parent))?.seq ?? 0;
+    const n = Math.max(seen, head, this.seqReserved.get(parent) ?? 0);
+    if (!this.seqReserved.has(parent) && this.seqReserved.size >= this.seqPruneAt) {
+      // Forget parents whose reservations have all committed (or been passed by the committed counter).
+      for (const [p, next] of this.seqReserved) if ((lookup(this.pendingRoot, splitSegs(p))?.seq ?? 0) >= next) this.seqReserved.delete(p);
+      this.seqPruneAt = Math.max(4096, 2 * this.seqReserved.size);
+    }
+    this.seqReserved.set(parent, n + 1);
+    return n;
   }
 
   /** Installs (or with undefined removes) the guard that authorizes every path `session` writes. */

@@ -6,6 +6,7 @@
 import type { CommitResult, Entry, Listing, ListOptions, Transaction, Value, WriteOptions } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import { TxState } from '../core/transaction.js';
+import { parentPath, parsePath } from '../core/path.js';
 import { mutationBytes, COMMIT_BASE_BYTES } from '../core/commit-size.js';
 import type { Engine } from './engine.js';
 import { makeEntry, makeListing, toBytes } from './entry.js';
@@ -67,10 +68,20 @@ export class TransactionImpl implements Transaction {
   async create(path: string, value?: Value, options: { ephemeral?: boolean; sequential?: boolean } = {}): Promise<string> {
     this.checkOpen();
     const v = toBytes(value, this.engine.maxValueBytes, path);
+    const sequential = options.sequential === true;
+    // A sequential number is reserved now: replay at commit makes the same name (no conflict with other creators).
+    const seqNumber = sequential ? this.reserveSeq(path) : undefined;
     return this.written(() => this.tx.write({
-      op: 'create', path, value: v, sequential: options.sequential === true,
+      op: 'create', path, value: v, sequential,
+      ...(seqNumber !== undefined ? { seqNumber } : {}),
       ...(options.ephemeral ? { owner: this.owner.id } : {}),
     })) as string;
+  }
+
+  private reserveSeq(path: string): number | undefined {
+    if (parsePath(path).length === 0) return undefined; // create('/') fails EXISTS in the workspace
+    const parent = parentPath(path);
+    return this.engine.reserveSeq(parent, this.tx.ws.get(parent)?.seq ?? 0);
   }
 
   async delete(path: string, options: { recursive?: boolean; ifVersion?: number } = {}): Promise<boolean> {
