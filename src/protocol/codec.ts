@@ -114,6 +114,16 @@ export class Decoder<M> {
           this.fail(out, protocolError('frame body is not one well-formed msgpack value'));
           break;
         }
+        if (shape === 'extension') {
+          // Well framed, so only this request fails (a frame without an id is fatal).
+          const e = protocolError('msgpack extension types are not accepted');
+          if (f.id === 0) {
+            this.fail(out, e);
+            break;
+          }
+          out.push({ type: 'reject', id: f.id, error: e });
+          continue;
+        }
         // Too many values or too deep: the bytes were sound, the message is too big to decode.
         const e = new LatchkeyError('TOO_LARGE', `message ${shape === 'too-deep' ? `nests deeper than ${this.scanLimits.maxDepth}` : `has more than ${this.scanLimits.maxItems} values`}`, { info: { ...this.scanLimits } });
         if (f.id === 0) {
