@@ -37,6 +37,11 @@ class EntryImpl implements Entry {
     return this.node.value.slice();
   }
 
+  /** The stored bytes themselves, not a copy (the server only encodes them). Never to be modified. */
+  get sharedValue(): Uint8Array {
+    return this.node.value;
+  }
+
   get stat(): Stat {
     return (this.statCache ??= statOf(this.node));
   }

@@ -31,6 +31,11 @@ export class TransactionImpl implements Transaction {
     engine.openTransactions++;
   }
 
+  /** Bytes this open transaction holds, roughly: its writes (the commit-size measure) plus 64 per operation recorded. */
+  get footprint(): number {
+    return this.state === 'open' ? this.bytes + this.tx.opCount * 64 : 0;
+  }
+
   get snapshotRevision(): number {
     return this.tx.snapshotRev;
   }

@@ -23,6 +23,8 @@ export interface InternalWatchOptions extends WatchOptions {
   shareValues?: boolean;
   /** Only events whose path passes are delivered (the server's grants; a revision left empty is skipped). */
   filter?: (path: string) => boolean;
+  /** Called after events were queued (the server charges the backlog to its memory budget). */
+  onQueue?: () => void;
 }
 
 const registries = new WeakMap<Engine, WatchRegistry>();
@@ -53,6 +55,9 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
   private readonly maxQueue: number;
   private readonly share: boolean;
   private readonly filter: ((path: string) => boolean) | undefined;
+  private readonly onQueue: (() => void) | undefined;
+  /** Bytes of the paths and values of the events queued. */
+  queuedBytes = 0;
   private readonly onAbort: () => void;
   private readonly signal: AbortSignal | undefined;
 
@@ -60,6 +65,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
     this.maxQueue = options.maxQueue ?? DEFAULT_WATCH_QUEUE;
     this.share = options.shareValues === true;
     this.filter = options.filter;
+    this.onQueue = options.onQueue;
     this.signal = options.signal;
     this.onAbort = () => this.finish(new LatchkeyError('ABORTED', 'watch aborted', { path, cause: this.signal?.reason }));
     if (this.signal?.aborted) throw new LatchkeyError('ABORTED', 'watch aborted', { path, cause: this.signal.reason });
@@ -103,9 +109,11 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
       const ev: { type: 'put' | 'delete'; path: string; revision: number; value?: Uint8Array } = { type: e.type, path: e.path, revision: e.revision };
       if (e.value !== undefined) ev.value = this.share ? e.value : e.value.slice();
       this.queue.push(ev);
+      this.queuedBytes += e.path.length + (e.value?.length ?? 0);
     }
     this.lastRev = rev;
     this.wake();
+    this.onQueue?.();
   }
 
   private wake(): void {
@@ -121,6 +129,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
     this.ended = error === undefined ? {} : { error };
     this.queue = [];
     this.head = 0;
+    this.queuedBytes = 0;
     this.wake();
   }
 
@@ -134,6 +143,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
         const out = this.head === 0 ? this.queue : this.queue.slice(this.head);
         this.queue = [];
         this.head = 0;
+        this.queuedBytes = 0;
         return out;
       }
       if (this.pendingError !== undefined) {
@@ -153,9 +163,11 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
     for (;;) {
       if (this.queued > 0) {
         const ev = this.queue[this.head++]!;
+        this.queuedBytes -= ev.path.length + (ev.value?.length ?? 0);
         if (this.head === this.queue.length) {
           this.queue = [];
           this.head = 0;
+          this.queuedBytes = 0;
         }
         return { value: ev, done: false };
       }

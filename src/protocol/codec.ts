@@ -32,7 +32,7 @@ const packr = new Packr({ useRecords: false, skipValues: [undefined], encodeUnde
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, copyBuffers: true, int64AsType: 'number' });
 
 export type Decoded<M> =
-  | { readonly type: 'message'; readonly message: M }
+  | { readonly type: 'message'; readonly message: M; /** bytes of the frame body */ readonly size?: number }
   | { readonly type: 'reject'; readonly id: number; readonly error: LatchkeyError }
   | { readonly type: 'fatal'; readonly error: LatchkeyError };
 
@@ -134,7 +134,7 @@ export class Decoder<M> {
         continue;
       }
       try {
-        out.push({ type: 'message', message: this.parse(f.id, unpackBody(f.body)) });
+        out.push({ type: 'message', message: this.parse(f.id, unpackBody(f.body)), size: f.body.length });
       } catch (e) {
         if (e instanceof Reject) {
           out.push({ type: 'reject', id: e.id, error: e.error });

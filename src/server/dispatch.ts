@@ -44,6 +44,8 @@ export interface ConnContext {
   /** Starts pumping a watch's events to the client as pushes. */
   addWatch(handle: number, session: number, w: Watch): void;
   removeWatch(handle: number): boolean;
+  /** A watch's backlog changed (charged to the server's memory budget). */
+  watchQueued(handle: number): void;
   /** The lock is held by the client now: push lockLost if its signal aborts. */
   trackLock(handle: number, session: number, lock: Lock): void;
   serverStats(): Record<string, unknown>;
@@ -95,7 +97,9 @@ function txOf(c: ConnContext, handle: number, countOp: boolean): TxSlot {
 }
 
 function wireEntry(e: Entry): WireEntry {
-  return { path: e.path, value: e.value, stat: { ...e.stat }, revision: e.revision };
+  // The stored bytes, not a copy: a reply is encoded at once, and thousands of pipelined gets must not each copy a value first.
+  const value = (e as { sharedValue?: Uint8Array }).sharedValue ?? e.value;
+  return { path: e.path, value, stat: { ...e.stat }, revision: e.revision };
 }
 
 function writeOpts(a: { fence?: number; wait?: boolean }, signal: AbortSignal): { fence?: number; wait?: boolean; signal: AbortSignal } {
@@ -297,7 +301,9 @@ export const handlers: HandlerTable = {
       if (c.watchCount >= c.limits.maxWatches) {
         throw new LatchkeyError('QUOTA', `more than ${c.limits.maxWatches} watches on this connection`, { info: { limit: c.limits.maxWatches } });
       }
-      const o: { recursive?: boolean; fromRevision?: number; maxQueue: number; shareValues: boolean; filter?: (path: string) => boolean } = { maxQueue: c.limits.maxWatchQueue, shareValues: true };
+      const o: { recursive?: boolean; fromRevision?: number; maxQueue: number; shareValues: boolean; filter?: (path: string) => boolean; onQueue: () => void } = {
+        maxQueue: c.limits.maxWatchQueue, shareValues: true, onQueue: () => c.watchQueued(a.watch),
+      };
       if (a.recursive !== undefined) o.recursive = a.recursive;
       const p = c.principal;
       if (p.grants !== undefined) o.filter = (path) => canRead(p, path);

@@ -38,7 +38,7 @@ function req(id: number, body: Record<string, unknown>): Uint8Array {
 test('codec: hello, requests and cancel decode to typed messages', () => {
   const d = clientMessageDecoder(1024);
   const m1 = only(d.push(hello));
-  assert.deepEqual(m1, { type: 'message', message: { t: 'hello', magic: PROTOCOL_MAGIC, versions: [1], token: 'sekrit', name: 'w1' } });
+  assert.deepEqual(m1, { type: 'message', message: { t: 'hello', magic: PROTOCOL_MAGIC, versions: [1], token: 'sekrit', name: 'w1' }, size: hello.length - 8 });
   const m2 = only(d.push(encodeRequest(7, 'set', { path: '/a', value: Uint8Array.of(1, 2), ifVersion: 3 })));
   assert.ok(m2.type === 'message' && m2.message.t === 'req' && m2.message.op === 'set');
   assert.equal(m2.message.id, 7);
@@ -48,7 +48,8 @@ test('codec: hello, requests and cancel decode to typed messages', () => {
   const m3 = only(d.push(encodeRequest(8, 'lock', { lock: 3, path: '/x', mode: 'shared' }, 5)));
   assert.ok(m3.type === 'message' && m3.message.t === 'req');
   assert.equal(m3.message.s, 5);
-  assert.deepEqual(only(d.push(encodeCancel(8))), { type: 'message', message: { t: 'cancel', id: 8 } });
+  const cancel = encodeCancel(8);
+  assert.deepEqual(only(d.push(cancel)), { type: 'message', message: { t: 'cancel', id: 8 }, size: cancel.length - 8 });
 });
 
 test('codec: a pipelined stream split at every byte boundary decodes the same messages', () => {

@@ -4,7 +4,7 @@
  *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
  *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES]
- *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
+ *                  [--max-frame BYTES] [--max-connections N] [--max-memory BYTES] [--durability fsync|none] [--memory]
  *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
  *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]…]
  *
@@ -31,7 +31,7 @@ import type { Command } from '../command.js';
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
                       [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES] [--max-frame BYTES] [--max-connections N]
-                      [--durability fsync|none] [--memory] [--limit NAME=N]...
+                      [--max-memory BYTES] [--durability fsync|none] [--memory] [--limit NAME=N]...
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
                       [--xenstore-socket PATH [--xenstore-limit NAME=N]...]`;
 
@@ -71,6 +71,7 @@ async function serveCommand(argv: string[]): Promise<void> {
         'ttl-ms': { type: 'string' },
         'max-value': { type: 'string' },
         'max-commit': { type: 'string' },
+        'max-memory': { type: 'string' },
         'max-frame': { type: 'string' },
         'max-connections': { type: 'string' },
         durability: { type: 'string' },
@@ -127,6 +128,8 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (maxFrame !== undefined) limits.maxFrame = maxFrame;
   if (maxConnections !== undefined) limits.maxConnections = maxConnections;
   const opts: ServeOptions = { socket: path.resolve(values.socket ?? path.join(data, 'latchkey.sock')), limits };
+  const maxMemory = positiveInt('max-memory', values['max-memory']);
+  if (maxMemory !== undefined) opts.maxMemory = maxMemory;
   if (values.listen !== undefined) opts.listen = parseHostPort(values.listen);
   if (values['tls-cert'] !== undefined && values['tls-key'] !== undefined) opts.tls = { cert: values['tls-cert'], key: values['tls-key'] };
   if (values.auth !== undefined) opts.auth = AuthTable.load(values.auth);
