@@ -24,7 +24,7 @@ import type { Socket } from 'node:net';
 import type { Lock, Session } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import type { EmbeddedStore } from '../engine/store.js';
-import type { SessionImpl } from '../engine/session.js';
+import type { OwnedSession } from '../engine/access.js';
 import type { Watch } from '../engine/watch.js';
 import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
@@ -33,6 +33,7 @@ import {
   type ClientMessage, type HelloBody, type RequestMessage, type RequestOp, type ServerBody, type WireEvent,
   PROTOCOL_VERSION, SUPPORTED_VERSIONS, toWireError,
 } from '../protocol/messages.js';
+import { DisposableStack } from '../util/disposable.js';
 import { type AuthTable, type Principal, TRUSTED, authorize } from './auth.js';
 import type { BudgetHolder, MemoryBudget } from './budget.js';
 import { type ConnContext, type LockSlot, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
@@ -85,7 +86,7 @@ export class Connection implements ConnContext, BudgetHolder {
   readonly locks = new Map<number, LockSlot>();
   readonly pendingLocks = new Set<number>();
   private readonly watches = new Map<number, WatchSlot>();
-  private readonly sessions = new Map<number, SessionImpl>();
+  private readonly sessions = new Map<number, OwnedSession>();
   private readonly inflight = new Map<number, InFlight>();
   private readonly decoder = clientMessageDecoder(MAX_HELLO_FRAME);
   private greeted = false;
@@ -106,10 +107,45 @@ export class Connection implements ConnContext, BudgetHolder {
   private chargedWatchTotal = 0;
   /** Set once destroy() has credited everything back: later settlements charge nothing. */
   private budgetReleased = false;
+  /**
+   * Everything the connection holds, released once, in reverse order of
+   * creation, by `release` — the one ending that `destroy` (the socket went)
+   * and `shutdown` (graceful) share.
+   */
+  private readonly owned = new DisposableStack();
+  /** How the sessions end when released: died (not a clean close) or closed. */
+  private sessionsDie = true;
+  /** The sessions' ends, started by `release`. */
+  private sessionsEnded: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly socket: Socket, private readonly opts: ConnectionOptions) {
     this.store = opts.store;
     this.limits = opts.limits;
+    const owned = this.owned;
+    // Last of all: the server forgets the connection.
+    owned.defer(() => opts.closed(this));
+    owned.defer(() => {
+      for (const w of this.drainWaiters) w();
+      this.drainWaiters = [];
+    });
+    owned.defer(() => {
+      const sessions = [...this.sessions.values()];
+      this.sessions.clear();
+      const died = this.sessionsDie;
+      this.sessionsEnded = Promise.allSettled(sessions.map((s) => s.end(died)));
+    });
+    owned.defer(() => {
+      this.locks.clear();
+      this.txs.clear();
+    });
+    owned.defer(() => {
+      for (const { w } of this.watches.values()) void w.return();
+      this.watches.clear();
+    });
+    owned.defer(() => {
+      const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
+      for (const f of this.inflight.values()) f.ctl().abort(lost);
+    });
     socket.on('data', (chunk: Buffer) => {
       try {
         this.onData(chunk);
@@ -127,7 +163,19 @@ export class Connection implements ConnContext, BudgetHolder {
       if (!this.greeted) this.fatal(new LatchkeyError('PROTOCOL', `no hello within ${opts.helloTimeoutMs} ms`));
     }, opts.helloTimeoutMs);
     this.helloTimer.unref();
+    owned.defer(() => clearTimeout(this.helloTimer));
     opts.budget.add(this);
+    owned.defer(() => this.releaseBudget());
+  }
+
+  /** Everything it held is let go: nothing stays charged to the budget. */
+  private releaseBudget(): void {
+    this.charge(-this.charged);
+    this.chargedInFlight = this.chargedOutput = this.chargedTxTotal = this.chargedWatchTotal = 0;
+    this.chargedTx.clear();
+    this.chargedWatch.clear();
+    this.budgetReleased = true;
+    this.opts.budget.remove(this);
   }
 
   get charged(): number {
@@ -235,9 +283,9 @@ export class Connection implements ConnContext, BudgetHolder {
       }
       this.principal = p;
     }
-    let s: SessionImpl;
+    let s: OwnedSession;
     try {
-      s = this.store.session(h.name === undefined ? {} : { name: h.name }) as SessionImpl;
+      s = this.store.ownedSession(h.name === undefined ? {} : { name: h.name });
     } catch (e) {
       this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
       return;
@@ -396,7 +444,7 @@ export class Connection implements ConnContext, BudgetHolder {
     if (this.sessions.size >= this.limits.maxSessions) {
       throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
     }
-    const s = this.store.session(name === undefined ? {} : { name }) as SessionImpl;
+    const s = this.store.ownedSession(name === undefined ? {} : { name });
     this.guard(s);
     this.sessions.set(handle, s);
     return s;
@@ -408,7 +456,7 @@ export class Connection implements ConnContext, BudgetHolder {
    * create's chosen name (`/jobs` + counter is a sibling of `/jobs`) and the
    * parents `set` and `create` make are checked before anything is committed.
    */
-  private guard(s: SessionImpl): void {
+  private guard(s: { readonly id: string }): void {
     const p = this.principal;
     if (p.grants === undefined) return;
     this.store.internals.guardWrites(s.id, (path) => authorize(p, path, 'write'));
@@ -503,6 +551,7 @@ export class Connection implements ConnContext, BudgetHolder {
   // ------------------------------------------------------------ ending
 
   private armLease(ttl: number): void {
+    this.owned.defer(() => clearTimeout(this.lease));
     const check = (): void => {
       if (this.state !== 'open') return;
       const idle = Date.now() - this.lastSeen;
@@ -538,34 +587,21 @@ export class Connection implements ConnContext, BudgetHolder {
   }
 
   /**
-   * Ends everything the connection holds. `died`: its sessions die (not a clean close).
-   * `lingering`: the socket is being closed after a bye, which owns its end.
+   * The socket is gone (or going): ends everything the connection holds.
+   * `died`: its sessions die (not a clean close). `lingering`: the socket is
+   * being closed after a bye, which owns its end.
    */
   destroy(died: boolean, lingering = false): void {
     if (this.state === 'closed') return;
-    this.state = 'closed';
-    if (this.lease !== undefined) clearTimeout(this.lease);
-    clearTimeout(this.helloTimer);
-    const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
-    for (const f of this.inflight.values()) f.ctl().abort(lost);
-    for (const { w } of this.watches.values()) void w.return();
-    this.watches.clear();
-    this.locks.clear();
-    this.txs.clear();
-    const sessions = [...this.sessions.values()];
-    this.sessions.clear();
-    for (const s of sessions) void s.end(died).catch(() => {});
-    for (const w of this.drainWaiters) w();
-    this.drainWaiters = [];
-    // Everything it held is let go: nothing stays charged to the budget.
-    this.charge(-this.charged);
-    this.chargedInFlight = this.chargedOutput = this.chargedTxTotal = this.chargedWatchTotal = 0;
-    this.chargedTx.clear();
-    this.chargedWatch.clear();
-    this.budgetReleased = true;
-    this.opts.budget.remove(this);
     if (died && !lingering && !this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();
-    this.opts.closed(this);
+    this.release(died);
+  }
+
+  /** Releases what the connection holds (once): timers, requests in flight, watches, handles, sessions. */
+  private release(died: boolean): void {
+    this.state = 'closed';
+    this.sessionsDie = died;
+    this.owned.dispose();
   }
 
   /**
@@ -591,10 +627,8 @@ export class Connection implements ConnContext, BudgetHolder {
     // Read and discard what the client still sends: closing with unread input would reset the
     // connection, and the client could lose the bye that tells it those requests never ran.
     this.socket.resume();
-    const sessions = [...this.sessions.values()];
-    this.sessions.clear();
-    this.destroy(false);
-    await Promise.allSettled(sessions.map((s) => s.end(false)));
+    this.release(false);
+    await this.sessionsEnded;
     await new Promise<void>((resolve) => {
       if (this.socket.destroyed) return resolve();
       // Bounded, and not unref'd: shutdown must finish even if nothing else keeps the process alive.

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * A small runnable XenStore daemon (until `latchkey serve --xenstore-socket`
- * lands with the server): `node dist/xenstore/main.js --socket PATH [--data DIR]`.
+ * A small runnable XenStore-only daemon: `node dist/xenstore/main.js --socket
+ * PATH [--data DIR]` (`latchkey serve --xenstore-socket PATH` serves the
+ * same beside the latchkey protocol).
  * In memory unless --data names a data directory; `--limit NAME=N` sets a
  * limit of src/xenstore/limits.ts. SIGINT/SIGTERM close the listener and the
  * store, then exit 0.
@@ -17,6 +18,7 @@ async function main(): Promise<number> {
       options: {
         socket: { type: 'string' },
         data: { type: 'string' },
+        'domain-dir': { type: 'string' },
         quiet: { type: 'boolean', default: false },
         limit: { type: 'string', multiple: true, default: [] },
         help: { type: 'boolean', short: 'h', default: false },
@@ -28,7 +30,7 @@ async function main(): Promise<number> {
     return 2;
   }
   if (values.help || values.socket === undefined) {
-    process.stderr.write('usage: latchkey-xenstore --socket PATH [--data DIR] [--limit NAME=N]… [--quiet]\n');
+    process.stderr.write('usage: latchkey-xenstore --socket PATH [--data DIR] [--domain-dir DIR] [--limit NAME=N]… [--quiet]\n');
     return values.help ? 0 : 2;
   }
   const limits: Record<string, number> = {};
@@ -44,7 +46,9 @@ async function main(): Promise<number> {
   const log = (m: string): void => { if (!values.quiet) process.stderr.write(m + '\n'); };
   let server;
   try {
-    server = await startXenstoreServer(store, { socketPath: values.socket, log, limits });
+    server = await startXenstoreServer(store, {
+      socketPath: values.socket, log, limits, ...(values['domain-dir'] === undefined ? {} : { domainDir: values['domain-dir'] }),
+    });
   } catch (e) {
     await store.close();
     throw e;

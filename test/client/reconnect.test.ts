@@ -6,14 +6,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
 import { connect } from '../../src/client/store.js';
 import { serve } from '../../src/server/server.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import type { WatchEvent } from '../../src/api.js';
-import { watchRegistry } from '../../src/engine/watch.js';
 import { removeDir, tempDir } from '../storage/helpers.js';
 
 /** The client may not have noticed the cut yet: a write on the dead link fails CONNECTION_LOST; try again on the next. */
@@ -228,7 +230,7 @@ test('reconnect: a watch whose reply never arrived resumes from the revision it 
     proxy.holdingReplies = true;
     const it = store.watch('/w', { recursive: true })[Symbol.asyncIterator]();
     // The server has the watch (its reply and events are held in the proxy).
-    while (watchRegistry(backing.internals).size === 0) await new Promise((r) => setTimeout(r, 5));
+    while (backing.internals.watches.size === 0) await new Promise((r) => setTimeout(r, 5));
     await backing.set('/w/1', '1');
     await backing.set('/w/2', '2');
     proxy.cut();
@@ -246,7 +248,7 @@ test('reconnect: a watch whose reply never arrived resumes from the revision it 
 });
 
 test('reconnect: a watch resumes across a server restart with no gap (events committed but never delivered before the restart come from the rebuilt history)', async () => {
-  const dir = await tempDir();
+  const dir = (await tempDir()).path;
   let backing = (await open(dir)) as EmbeddedStore;
   let server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
   const proxy = new Proxy(server.tcpAddress!.port);
@@ -278,5 +280,45 @@ test('reconnect: a watch resumes across a server restart with no gap (events com
     await server.close();
     await backing.close();
     await removeDir(dir);
+  }
+});
+
+/** Until the client has noticed its link is gone (bounded). */
+async function disconnected(store: { readonly connected: boolean }): Promise<void> {
+  for (let i = 0; i < 500 && store.connected; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(store.connected, false);
+}
+
+test('reconnect: a call made while the server is gone waits for the next connection; closing the store meanwhile fails it CLOSED', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-reconnect-'));
+  const socket = path.join(dir, 's.sock');
+  let server = await serve(backing, { socket });
+  const store = await connect(`unix://${socket}`, { minBackoffMs: 5, maxBackoffMs: 20 });
+  try {
+    await store.set('/a', 'before');
+    await server.close(); // the client is told bye CLOSED and keeps trying to reconnect, in vain
+    await disconnected(store);
+    await backing.set('/a', 'while away');
+    let settled = false;
+    const waiting = store.get('/a').finally(() => { settled = true; });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(settled, false, 'the call waits for a connection');
+    server = await serve(backing, { socket });
+    assert.equal((await waiting)?.text(), 'while away');
+
+    await server.close();
+    await disconnected(store);
+    let pendingError: unknown;
+    const pending = store.exists('/a').catch((e: unknown) => { pendingError = e; });
+    await new Promise((r) => setTimeout(r, 50));
+    await store.close();
+    await pending;
+    assert.ok(LatchkeyError.is(pendingError, 'CLOSED'), `got ${String(pendingError)}`);
+  } finally {
+    await store.close();
+    await server.close();
+    await backing.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

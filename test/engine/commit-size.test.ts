@@ -15,7 +15,7 @@ const FIXED = COMMIT_BASE_BYTES + (24 + 4) + (24 + 6);
 const tooLarge = (e: unknown): boolean => e instanceof LatchkeyError && e.code === 'TOO_LARGE';
 
 test('commit size: at maxCommitBytes a set, a multi and a transaction commit and reopen; one byte past fails TOO_LARGE with nothing written, and the store still reopens', async () => {
-  const dir = await tempDir();
+  const dir = (await tempDir()).path;
   try {
     const kinds = ['set', 'multi', 'transaction'] as const;
     for (const kind of kinds) {
@@ -49,7 +49,7 @@ test('commit size: at maxCommitBytes a set, a multi and a transaction commit and
 });
 
 test('commit size: the default cap (64 MiB) stops a transaction of 1 MiB sets at the set that crosses it, aborting it; the store reopens', async () => {
-  const dir = await tempDir();
+  const dir = (await tempDir()).path;
   try {
     const s = await open(dir, { durability: 'none' });
     const mib = new Uint8Array(1024 * 1024); // one buffer for every set: the test itself stays small

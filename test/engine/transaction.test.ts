@@ -293,7 +293,7 @@ test('transactions: two transactions each creating their own sequential child of
 
 test('transactions: the sequential counter survives a restart after numbers committed out of order', async () => {
   const { removeDir, tempDir } = await import('../storage/helpers.js');
-  const dir = await tempDir();
+  const dir = (await tempDir()).path;
   try {
     let s = await open(dir);
     const a = s.begin();
