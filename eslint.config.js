@@ -40,8 +40,8 @@ export default tseslint.config(
     },
   },
   {
-    // The one exception: data-directory ownership is a local abstract Unix
-    // socket (kernel-released on death), IPC rather than the network.
+    // Data-directory ownership runs flock(1) (node:child_process) and, like
+    // every storage file, uses no network module.
     files: ['src/storage/ownership.ts'],
     rules: {
       'no-restricted-imports': ['error', {

@@ -86,7 +86,7 @@ export class TxState {
   private writes = 0;
 
   constructor(readonly snapshot: Node, readonly snapshotRev: number, readonly maxValueBytes = Infinity) {
-    this.ws = new Workspace(snapshot, snapshotRev + 1, maxValueBytes);
+    this.ws = new Workspace(snapshot, snapshotRev + 1, undefined, maxValueBytes);
   }
 
   get hasWrites(): boolean {
@@ -154,7 +154,7 @@ export type ReplayResult =
  * revision `rev`). Pure: returns the workspace to commit, or where it diverged.
  */
 export function replayAt(record: readonly Recorded[], head: Node, rev: number, maxValueBytes = Infinity): ReplayResult {
-  const ws = new Workspace(head, rev, maxValueBytes);
+  const ws = new Workspace(head, rev, undefined, maxValueBytes);
   let replayed = false;
   for (let i = 0; i < record.length; i++) {
     const r = record[i]!;

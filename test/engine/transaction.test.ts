@@ -155,8 +155,9 @@ test('store.transaction re-runs fn on CONFLICT, bounded by retries and a signal'
  * Serializability: random transactions over a small tree (two directories,
  * three keys in each) run concurrently with outside single writes under a
  * random schedule. Gets, sets that create parents, listings, recursive
- * deletes, and the atomic add and setIfAbsent (which record no read: replay
- * re-applies them at head, and a later get of the node validates). The committed ones, replayed serially in commit order on a naive
+ * deletes, sequential creates, and the atomic add and setIfAbsent (which
+ * record no read: replay re-applies them at head, and a later get of the
+ * node validates). The committed ones, replayed serially in commit order on a naive
  * model, must give every response each saw, and the same final state.
  */
 test('transactions: committed transactions are serializable in commit order', async () => {
@@ -168,6 +169,7 @@ test('transactions: committed transactions are serializable in commit order', as
     | { t: 'set'; p: string; v: number }
     | { t: 'ls'; p: string }
     | { t: 'del'; p: string }
+    | { t: 'seq'; p: string }
     | { t: 'add'; p: string; d: number }
     | { t: 'sia'; p: string; v: number };
   const dir = fc.constantFrom('/d0', '/d1');
@@ -177,18 +179,29 @@ test('transactions: committed transactions are serializable in commit order', as
     { weight: 3, arbitrary: fc.record({ t: fc.constant('set' as const), p: node, v: fc.integer({ min: 0, max: 2 }) }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant('ls' as const), p: dir }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant('del' as const), p: node }) },
+    { weight: 2, arbitrary: fc.record({ t: fc.constant('seq' as const), p: dir }) },
     { weight: 3, arbitrary: fc.record({ t: fc.constant('add' as const), p: node, d: fc.integer({ min: -1, max: 3 }) }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant('sia' as const), p: node, v: fc.integer({ min: 5, max: 6 }) }) },
   );
-  const writes = (o: TxOp): boolean => o.t !== 'get' && o.t !== 'ls';
   const job = fc.oneof(
     { weight: 4, arbitrary: fc.record({ kind: fc.constant('tx' as const), ops: fc.array(op, { minLength: 1, maxLength: 5 }) }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('outside' as const), ops: fc.tuple(op.filter(writes)) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('outside' as const), ops: fc.tuple(op.filter((o) => o.t === 'set' || o.t === 'del' || o.t === 'add' || o.t === 'sia')) }) },
   );
 
-  /** The naive model: path → value; parents implied and created by set. */
-  const apply = (m: Map<string, string>, o: TxOp): string => {
+  /**
+   * The naive model: path → value; parents implied and created by set. A
+   * sequential create's number is reserved, not the model's to choose: the
+   * model takes the name the transaction got and checks it was free then.
+   */
+  const apply = (m: Map<string, string>, o: TxOp, got: string): string => {
     switch (o.t) {
+      case 'seq': {
+        assert.match(got, new RegExp(`^${o.p}/s-\\d{10}$`));
+        if (m.has(got)) return `${got} exists already`;
+        if (!m.has(o.p)) m.set(o.p, '');
+        m.set(got, 'q');
+        return got;
+      }
       case 'get': return m.get(o.p) ?? '<none>';
       case 'set':
       case 'add':
@@ -211,8 +224,9 @@ test('transactions: committed transactions are serializable in commit order', as
   await fc.assert(fc.asyncProperty(fc.array(job, { minLength: 2, maxLength: 12 }), fc.scheduler(), async (jobs, sched) => {
     const s: Store = await open();
     const committed: Array<{ rev: number; writes: boolean; responses: string[]; ops: TxOp[] }> = [];
-    // Whether a commit wrote (atomic ops may change nothing): an unlocked in-memory commit applies
-    // synchronously inside commit(), so the store's commit count says it before the first await.
+    // Whether a commit wrote (atomic ops may change nothing: add 0, setIfAbsent on a node): an
+    // unlocked in-memory commit applies synchronously inside commit(), so the store's commit count
+    // says it before the first await.
     const commitNoting = async (tx: Transaction): Promise<{ r: CommitResult; wrote: boolean }> => {
       const before = s.stats().commits;
       const p = tx.commit();
@@ -222,7 +236,7 @@ test('transactions: committed transactions are serializable in commit order', as
     await sched.waitFor(Promise.all(jobs.map(async (j) => {
       await sched.schedule(Promise.resolve());
       if (j.kind === 'outside' && (j.ops[0].t === 'add' || j.ops[0].t === 'sia')) {
-        // An atomic op on its own: the store's answer is checked against the model too.
+        // An atomic op on its own, in a transaction of its own.
         const o = j.ops[0];
         const tx = s.begin();
         if (o.t === 'add') await tx.add(o.p, o.d);
@@ -245,18 +259,23 @@ test('transactions: committed transactions are serializable in commit order', as
         if (o.t === 'get') responses.push((await tx.get(o.p))?.text() ?? '<none>');
         else if (o.t === 'set') { await tx.set(o.p, String(o.v)); responses.push('ok'); }
         else if (o.t === 'ls') responses.push(await tx.list(o.p).then((l) => l.join(','), (e: unknown) => (LatchkeyError.is(e) ? e.code : 'error')));
+        else if (o.t === 'seq') responses.push(await tx.create(`${o.p}/s-`, 'q', { sequential: true }));
         else if (o.t === 'add') { await tx.add(o.p, o.d); responses.push('ok'); }
         else if (o.t === 'sia') { await tx.setIfAbsent(o.p, String(o.v)); responses.push('ok'); }
         else responses.push(String(await tx.delete(o.p, { recursive: true })));
       }
       await sched.schedule(Promise.resolve());
       try {
+        // A delete that found nothing, or an atomic op that changed nothing, wrote nothing:
+        // such a commit reflects the state at its revision.
         const { r, wrote } = await commitNoting(tx);
         committed.push({ rev: r.revision, writes: wrote, responses, ops: j.ops });
         totalCommitted++;
         if (r.replayed) totalReplays++;
       } catch (e) {
         if (!conflict(e)) throw e;
+        // Reserved numbers: transactions that only create sequential children never conflict.
+        assert.ok(!j.ops.every((o) => o.t === 'seq'), `a transaction of sequential creates conflicted: ${String(e)}`);
         totalConflicts++;
       }
     })));
@@ -265,15 +284,65 @@ test('transactions: committed transactions are serializable in commit order', as
     committed.sort((a, b) => a.rev - b.rev || Number(!(a.writes && writers.has(a.rev))) - Number(!(b.writes && writers.has(b.rev))));
     const state = new Map<string, string>();
     for (const c of committed) {
-      const want = c.ops.map((o) => apply(state, o));
+      const want = c.ops.map((o, i) => apply(state, o, c.responses[i]!));
       assert.deepEqual(c.responses, want, `responses must match the serial order (rev ${c.rev})`);
     }
     for (const p of ['/d0', '/d1', '/d0/k0', '/d0/k1', '/d0/k2', '/d1/k0', '/d1/k1', '/d1/k2']) {
       assert.equal((await s.get(p))?.text(), state.get(p), p);
     }
+    for (const d of ['/d0', '/d1']) {
+      const names = state.has(d) ? [...state.keys()].filter((k) => k.startsWith(d + '/')).map((k) => k.slice(d.length + 1)).sort() : undefined;
+      assert.deepEqual(await s.list(d).then((l) => [...l].sort(), () => undefined), names, d);
+    }
   }), { numRuns: 300 });
   // the property is only worth something if every outcome happened
   assert.ok(totalCommitted > 0 && totalConflicts > 0 && totalReplays > 0, `committed ${totalCommitted}, conflicts ${totalConflicts}, replays ${totalReplays}`);
+});
+
+test('transactions: two transactions each creating their own sequential child of /q both commit (numbers are reserved); an aborted one leaves a gap', async () => {
+  const s = await open();
+  await s.set('/q', '');
+  const a = s.begin();
+  const b = s.begin();
+  const c = s.begin();
+  assert.equal(await a.create('/q/job-', 'a', { sequential: true }), '/q/job-0000000000');
+  assert.equal(await b.create('/q/job-', 'b', { sequential: true }), '/q/job-0000000001');
+  assert.equal(await c.create('/q/job-', 'c', { sequential: true }), '/q/job-0000000002');
+  assert.equal(await b.create('/q/job-', 'b2', { sequential: true }), '/q/job-0000000003');
+  await b.commit(); // out of reservation order
+  await a.commit();
+  await c.abort(); // its number stays unused: a gap
+  assert.equal(await s.create('/q/job-', 'plain', { sequential: true }), '/q/job-0000000004');
+  const d = s.begin();
+  assert.equal(await d.create('/q/job-', 'd', { sequential: true }), '/q/job-0000000005');
+  assert.equal(await s.create('/q/job-', 'plain2', { sequential: true }), '/q/job-0000000006', 'a plain create skips numbers reserved by open transactions');
+  await d.commit();
+  assert.deepEqual([...(await s.list('/q'))], ['job-0000000000', 'job-0000000001', 'job-0000000003', 'job-0000000004', 'job-0000000005', 'job-0000000006']);
+  assert.equal((s.stats() as unknown as { conflicts: number }).conflicts, 0);
+});
+
+test('transactions: the sequential counter survives a restart after numbers committed out of order', async () => {
+  const { removeDir, tempDir } = await import('../storage/helpers.js');
+  const dir = (await tempDir()).path;
+  try {
+    let s = await open(dir);
+    const a = s.begin();
+    const b = s.begin();
+    await a.create('/q/j-', 'a', { sequential: true });
+    await b.create('/q/j-', 'b', { sequential: true });
+    await b.commit();
+    await a.commit();
+    await s.close();
+    s = await open(dir);
+    assert.equal(await s.create('/q/j-', 'c', { sequential: true }), '/q/j-0000000002');
+    await s.snapshot();
+    await s.close();
+    s = await open(dir);
+    assert.equal(await s.create('/q/j-', 'd', { sequential: true }), '/q/j-0000000003');
+    await s.close();
+  } finally {
+    await removeDir(dir);
+  }
 });
 
 /*

@@ -3,8 +3,8 @@
  *
  *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
- *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
- *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
+ *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES]
+ *                  [--max-frame BYTES] [--max-connections N] [--max-memory BYTES] [--durability fsync|none] [--memory]
  *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
  *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]… [--xenstore-domain-dir DIR]]
  *
@@ -32,8 +32,8 @@ import { type Command, UsageError, parse, parseCount } from '../command.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
-                      [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
-                      [--durability fsync|none] [--memory] [--limit NAME=N]...
+                      [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES] [--max-frame BYTES] [--max-connections N]
+                      [--max-memory BYTES] [--durability fsync|none] [--memory] [--limit NAME=N]...
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
                       [--xenstore-socket PATH [--xenstore-limit NAME=N]... [--xenstore-domain-dir DIR]]`;
 
@@ -62,6 +62,8 @@ async function serveCommand(argv: string[]): Promise<void> {
     'insecure-loopback': { type: 'boolean' },
     'ttl-ms': { type: 'string' },
     'max-value': { type: 'string' },
+    'max-commit': { type: 'string' },
+    'max-memory': { type: 'string' },
     'max-frame': { type: 'string' },
     'max-connections': { type: 'string' },
     durability: { type: 'string' },
@@ -87,7 +89,12 @@ async function serveCommand(argv: string[]): Promise<void> {
   // --memory: nothing on disk but the socket (tests, benchmarks, scratch servers).
   const maxValue = positiveInt('max-value', values['max-value']);
   // The engine enforces the value limit too: give it the same one.
-  const engineOpts = maxValue === undefined ? {} : { maxValueBytes: maxValue };
+  const maxCommit = positiveInt('max-commit', values['max-commit']);
+  if (maxCommit !== undefined && maxCommit > 256 * 1024 * 1024) throw new UsageError('--max-commit is at most 268435456 (the log reader\'s record limit)');
+  const engineOpts = {
+    ...(maxValue === undefined ? {} : { maxValueBytes: maxValue }),
+    ...(maxCommit === undefined ? {} : { maxCommitBytes: maxCommit }),
+  };
 
   const limits: Partial<{ -readonly [K in keyof Limits]: Limits[K] }> = {};
   for (const spec of values.limit ?? []) {
@@ -101,6 +108,8 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (maxFrame !== undefined) limits.maxFrame = maxFrame;
   if (maxConnections !== undefined) limits.maxConnections = maxConnections;
   const opts: ServeOptions = { socket: path.resolve(values.socket ?? path.join(data, 'latchkey.sock')), limits };
+  const maxMemory = positiveInt('max-memory', values['max-memory']);
+  if (maxMemory !== undefined) opts.maxMemory = maxMemory;
   if (values.listen !== undefined) opts.listen = parseHostPort(values.listen);
   if (values['tls-cert'] !== undefined && values['tls-key'] !== undefined) opts.tls = { cert: values['tls-cert'], key: values['tls-key'] };
   if (values.auth !== undefined) opts.auth = AuthTable.load(values.auth);
