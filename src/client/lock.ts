@@ -66,6 +66,16 @@ export class RemoteLock implements Lock {
     this.token = r.token;
   }
 
+  async markConsistent(): Promise<void> {
+    this.checkHeld();
+    await this.core.requestOn(this.generation, 'markLock', { lock: this.state.handle, state: 'consistent' }, this.owner.handle);
+  }
+
+  async markUnrecoverable(): Promise<void> {
+    this.checkHeld();
+    await this.core.requestOn(this.generation, 'markLock', { lock: this.state.handle, state: 'unrecoverable' }, this.owner.handle);
+  }
+
   async downgrade(): Promise<void> {
     this.checkHeld();
     await this.core.requestOn(this.generation, 'downgrade', { lock: this.state.handle }, this.owner.handle);

@@ -94,6 +94,10 @@ export class RemoteStore extends RemoteSession implements Store {
     };
   }
 
+  async resetLock(path: string): Promise<void> {
+    await this.req('resetLock', { path });
+  }
+
   async fetchLockTable(): Promise<LockTableInfo> {
     const r = await this.req('lockTable', {});
     this.core.lockTableCache = r;

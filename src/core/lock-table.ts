@@ -95,12 +95,17 @@
  * 5. Owner died. A lock whose session ends while holding it taints its path.
  *    Every later lock grant overlapping a taint carries ownerDied; the taint
  *    is cleared when a holder that was told (ownerDied) and covers the path
- *    releases explicitly — only that says the invariants are whole again.
- *    Taints keep their trie nodes alive, so they are bounded (`maxTaints`,
- *    oldest forgotten first) for stores that lock ever-new paths.
+ *    says the protected data is whole again (`markConsistent`). A release
+ *    without it leaves the taint for the next holder. Taints are never
+ *    dropped to save memory: each keeps its trie node (one per tainted
+ *    path) until it is cleared, or `resetTaints` forgets a subtree of them.
  *
  * 6. Tokens are a counter: strictly increasing over every grant (locks and
  *    upgrades). `byToken` serves fencing.
+ *
+ * 7. Journal. Every change a crash must not forget is reported, in order, to
+ *    `journal` (the engine logs it: storage/lock-log.ts): a hold begins or
+ *    ends (locks, not write admissions), a taint is set or cleared.
  *
  * Lock order (for the engine): the table has no locks of its own; the engine
  * must deliver a write grant's admission before letting the write apply and
@@ -246,13 +251,19 @@ export interface CycleStep {
   readonly waitsFor: string;
 }
 
+/** Receives the table's changes that must outlive a crash (note 7). */
+export interface LockJournal {
+  hold(token: number, path: string): void;
+  unhold(token: number): void;
+  taint(path: string, on: boolean): void;
+}
+
 export interface LockTableOptions {
   /** Time source for `since` (default: always 0; the engine passes Date.now). */
   clock?: () => number;
   /** Tokens start above this (e.g. the store revision). */
   firstToken?: number;
-  /** Owner-died taints kept at most (oldest forgotten first; default 100,000). */
-  maxTaints?: number;
+  journal?: LockJournal;
 }
 
 export interface SessionEnd {
@@ -279,9 +290,9 @@ export class LockTable {
   private nextUpgradeOrder = -Number.MAX_SAFE_INTEGER;
   private lastToken: number;
   private readonly tokens = new Map<number, LockRequest>();
-  /** Owner-died taints, oldest first. */
+  /** Owner-died taints. */
   private readonly taints = new Set<PathNode>();
-  private readonly maxTaints: number;
+  private readonly journal: LockJournal | undefined;
   /** Each session's held and waiting requests (intrusive lists: no allocation per grant). */
   private readonly sessions = new Map<string, SessionRec>();
   private holdCount = 0;
@@ -297,7 +308,12 @@ export class LockTable {
   constructor(options: LockTableOptions = {}) {
     this.clock = options.clock ?? (() => 0);
     this.lastToken = options.firstToken ?? 0;
-    this.maxTaints = options.maxTaints ?? 100_000;
+    this.journal = options.journal;
+  }
+
+  /** The token of the latest grant. */
+  get lastGranted(): number {
+    return this.lastToken;
   }
 
   get size(): { held: number; waiting: number } {
@@ -934,11 +950,13 @@ export class LockTable {
     for (const e of req.entries) {
       this.removeHold(e);
       if (died) this.setTaint(e.node);
-      else if (req.ownerDied && e.node.st > 0) this.clearTaints(e.node);
     }
     req.state = 'done';
     this.holdCount--;
-    if (req.token !== 0) this.tokens.delete(req.token);
+    if (req.token !== 0) {
+      this.tokens.delete(req.token);
+      this.journal?.unhold(req.token);
+    }
     this.unlink(req, false);
     const rec = this.sessions.get(req.session);
     if (rec?.waiting !== undefined) for (const e of req.entries) this.retangle(rec, e.node, false);
@@ -949,18 +967,52 @@ export class LockTable {
     n.taint = true;
     for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) m.st++;
     this.taints.add(n);
-    if (this.taints.size > this.maxTaints) {
-      // Bounded memory: the oldest taint is forgotten (its path is no longer reported as owner-died).
-      const oldest: PathNode = this.taints.values().next().value!;
-      this.untaint(oldest);
-      this.pruneUp(oldest);
-    }
+    this.journal?.taint(n.path, true);
   }
 
   private untaint(m: PathNode): void {
     m.taint = false;
     this.taints.delete(m);
     for (let a: PathNode | undefined = m; a !== undefined; a = a.parent) a.st--;
+    this.journal?.taint(m.path, false);
+  }
+
+  /** Restores a taint found at recovery (its owner died with the previous run). */
+  restoreTaint(path: string): void {
+    this.setTaint(this.nodeAt(parsePath(path)));
+  }
+
+  /**
+   * The holder `req`, told ownerDied, repaired what the lock protects: the
+   * taints at and below its paths are cleared (one above it stays: it
+   * covers more than this lock). No-op for a lock not told ownerDied.
+   */
+  markConsistent(req: LockRequest): void {
+    assert(req.state === 'held', 'markConsistent of a lock that is not held');
+    if (!req.ownerDied) return;
+    for (const e of req.entries) if (e.node.st > 0) this.clearTaints(e.node);
+  }
+
+  /** Forgets every taint at and below `path` (an operator's reset). */
+  resetTaints(path: string): void {
+    let n: PathNode | undefined = this.root;
+    for (const seg of parsePath(path)) {
+      n = n.children?.get(seg);
+      if (n === undefined) return;
+    }
+    if (n.st > 0) this.clearTaints(n);
+  }
+
+  /** Is a lock at `path` owner-died now (a taint at, above or below it)? */
+  isTainted(path: string): boolean {
+    let n: PathNode = this.root;
+    for (const seg of parsePath(path)) {
+      if (n.taint) return true;
+      const c = n.children?.get(seg);
+      if (c === undefined) return false;
+      n = c;
+    }
+    return n.st > 0;
   }
 
   /** Clears the taints at n and below (a told holder covering them released cleanly). */
@@ -1016,6 +1068,7 @@ export class LockTable {
       req.token = ++this.lastToken;
       this.tokens.set(req.token, req);
       req.ownerDied = this.tainted(req.entries[0]!.node);
+      this.journal?.hold(req.token, req.entries[0]!.node.path);
     }
     this.counters.grants++;
   }
@@ -1028,8 +1081,10 @@ export class LockTable {
     lock.kind = 'exclusive';
     this.addHold(e);
     this.tokens.delete(lock.token);
+    this.journal?.unhold(lock.token);
     lock.token = ++this.lastToken;
     this.tokens.set(lock.token, lock);
+    this.journal?.hold(lock.token, e.node.path);
     lock.link = undefined;
     up.state = 'held';
     up.token = lock.token;

@@ -68,7 +68,7 @@ export class Engine {
   private readonly pipeline: CommitPipeline;
   readonly maxValueBytes: number;
   /** The lock table and its waiters; also the gate that admits writes. */
-  readonly locks = new LockService();
+  readonly locks: LockService;
   private readonly hooks: CommitHook[] = [];
   /** Ephemeral nodes by owning session (kept for the pending head). */
   private readonly ephemerals = new Map<string, Set<string>>();
@@ -89,6 +89,7 @@ export class Engine {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
     }, this.visibleRev);
+    this.locks = new LockService(storage === undefined ? undefined : { log: storage.log, locks: storage.locks, syncSoon: () => this.pipeline.syncSoon() });
   }
 
   get storage(): Storage | undefined {
@@ -334,6 +335,8 @@ export class Engine {
       lockWaiters: this.locks.table.size.waiting,
       lockWakeups: this.locks.table.counters.wakeups,
       deadlocks: this.locks.table.counters.deadlocks,
+      ownerDiedTaints: this.locks.recoveryCounts.taints,
+      unrecoverableLocks: this.locks.recoveryCounts.unrecoverable,
     };
     if (this.readOnlyReason !== undefined) s.readOnly = this.readOnlyReason;
     if (this.lastSnapshotError !== undefined) s.lastSnapshotError = this.lastSnapshotError;

@@ -26,6 +26,9 @@ import { LatchkeyError } from '../core/errors.js';
 import type { Mutation, Node } from '../core/tree.js';
 import type { CommitLog } from '../storage/storage.js';
 
+/** How soon a lock-only burst is synced when no commit comes (syncSoon). */
+const SYNC_SOON_MS = 10;
+
 export interface Published {
   readonly rev: number;
   readonly mutations: readonly Mutation[];
@@ -51,6 +54,7 @@ export class CommitPipeline {
   private waiters: Array<{ rev: number; resolve: () => void; reject: (e: unknown) => void }> = [];
   private failure: LatchkeyError | undefined;
   private publishedRev: number;
+  private nudge: ReturnType<typeof setTimeout> | undefined;
   syncs = 0;
   synced = 0;
 
@@ -91,8 +95,25 @@ export class CommitPipeline {
     this.host.publish(c);
   }
 
+  /**
+   * Asks for a sync of what the log holds besides commits (lock events)
+   * within a few milliseconds, unless a commit's sync covers it first: lock
+   * events have no fsync of their own, but should not wait for the next
+   * write indefinitely either.
+   */
+  syncSoon(): void {
+    if (this.log === undefined || this.failure !== undefined || this.nudge !== undefined) return;
+    this.nudge = setTimeout(() => {
+      this.nudge = undefined;
+      if (this.syncing || this.failure !== undefined || !this.log!.unsynced) return;
+      this.syncing = true;
+      void this.flush();
+    }, SYNC_SOON_MS);
+    this.nudge.unref();
+  }
+
   private async flush(): Promise<void> {
-    while (this.group.length > 0) {
+    do {
       const batch = this.group;
       this.group = [];
       try {
@@ -102,12 +123,13 @@ export class CommitPipeline {
         this.fail(err, batch);
         return;
       }
+      if (batch.length === 0) continue;
       this.syncs++;
       this.synced += batch.length;
       for (const c of batch) this.publishOne(c);
       for (const c of batch) c.resolve();
       this.wakeWaiters();
-    }
+    } while (this.group.length > 0);
     this.syncing = false;
   }
 
@@ -132,6 +154,8 @@ export class CommitPipeline {
 
   /** Resolves once nothing is waiting for a sync. */
   async drain(): Promise<void> {
+    if (this.nudge !== undefined) clearTimeout(this.nudge);
+    this.nudge = undefined;
     while (this.syncing && !this.failure) {
       try {
         await this.whenPublished(this.lastSubmitted());

@@ -91,6 +91,9 @@ export const requests = {
   upgrade: op(object({ lock: uint, wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint }, loose)),
   downgrade: op(object({ lock: uint }), nil),
   release: op(object({ lock: uint }), nil),
+  /** The robust-mutex calls on a held lock (markConsistent / markUnrecoverable). */
+  markLock: op(object({ lock: uint, state: literal('consistent', 'unrecoverable') }), nil),
+  resetLock: op(object({ path: str }), nil),
   locks: op(object({}), arrayOf(lockInfo)),
   lockTable: op(object({}), object({ held: arrayOf(lockInfo), waiting: arrayOf(waiterInfo) }, loose)),
   /** Result: the first revision the watch can deliver (events carry revisions > or ≥ it, see docs). */

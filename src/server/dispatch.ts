@@ -263,6 +263,22 @@ export const handlers: HandlerTable = {
       return null;
     },
   },
+  markLock: {
+    access: none,
+    async run(c, { a }) {
+      const { lock } = lockSlot(c, a.lock);
+      if (a.state === 'consistent') await lock.markConsistent();
+      else await lock.markUnrecoverable();
+      return null;
+    },
+  },
+  resetLock: {
+    access: writePath,
+    async run(c, { a }) {
+      await c.store.resetLock(a.path);
+      return null;
+    },
+  },
   locks: {
     access: () => [['/', 'read']],
     async run(c, { s }) {
