@@ -89,7 +89,7 @@ export class Engine {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
     }, this.visibleRev);
-    this.locks = new LockService(storage === undefined ? undefined : { log: storage.log, locks: storage.locks, syncSoon: () => this.pipeline.syncSoon() });
+    this.locks = new LockService(storage === undefined ? undefined : { log: storage.log, locks: storage.locks, syncSoon: () => this.pipeline.syncSoon(), syncLog: () => this.pipeline.syncLog() });
   }
 
   get storage(): Storage | undefined {

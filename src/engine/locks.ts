@@ -38,6 +38,8 @@ export interface LockLogTarget {
   readonly locks: RecoveredLocks;
   /** Asks for a sync soon (the events ride it). */
   syncSoon(): void;
+  /** Resolves once every event logged so far is durable. */
+  syncLog(): Promise<void>;
 }
 
 /** Does a lock at `a` cover data a lock at `b` covers (one path at or under the other)? */
@@ -101,10 +103,16 @@ export class LockService implements WriteGate {
         target.syncSoon();
       },
       unhold: (token) => { log.appendLock({ t: 'unhold', token }); target.syncSoon(); },
-      taint: (path, on) => { log.appendLock({ t: on ? 'taint' : 'untaint', path }); target.syncSoon(); },
+      taint: (path, on) => {
+        if (restoring) return; // the log holds these already
+        log.appendLock({ t: on ? 'taint' : 'untaint', path });
+        target.syncSoon();
+      },
     };
+    let restoring = true;
     this.table = new LockTable({ clock: Date.now, firstToken: locks.tokenFloor, journal });
     for (const p of locks.taints) this.table.restoreTaint(p);
+    restoring = false;
     for (const p of locks.broken) this.broken.add(p);
   }
 
@@ -130,24 +138,25 @@ export class LockService implements WriteGate {
     this.table.markConsistent(l.req);
   }
 
-  /** @internal */
-  markUnrecoverable(l: LockImpl): void {
+  /** @internal Resolves once the mark is durable. */
+  markUnrecoverable(l: LockImpl): Promise<void> {
     if (l.req.state !== 'held') throw lost(l.req, 'it was released');
     const path = l.req.path;
-    if (this.broken.has(path)) return;
-    this.broken.add(path);
-    this.target?.log.appendLock({ t: 'broken', path });
-    this.target?.syncSoon();
+    if (!this.broken.has(path)) {
+      this.broken.add(path);
+      this.target?.log.appendLock({ t: 'broken', path });
+    }
+    return this.target?.syncLog() ?? Promise.resolve();
   }
 
-  /** Clears the unrecoverable marks and owner-died taints at and below `path`. */
-  resetLock(path: string): void {
+  /** Clears the unrecoverable marks and owner-died taints at and below `path`; resolves once that is durable. */
+  resetLock(path: string): Promise<void> {
     parsePath(path);
     const under = (p: string): boolean => path === '/' || p === path || p.startsWith(path + '/');
     for (const b of [...this.broken]) if (under(b)) this.broken.delete(b);
     this.table.resetTaints(path);
     this.target?.log.appendLock({ t: 'reset', path });
-    this.target?.syncSoon();
+    return this.target?.syncLog() ?? Promise.resolve();
   }
 
   /** Counts for stats: taints and unrecoverable paths. */
@@ -346,7 +355,7 @@ export class LockImpl implements Lock {
   }
 
   async markUnrecoverable(): Promise<void> {
-    this.service.markUnrecoverable(this);
+    await this.service.markUnrecoverable(this);
   }
   get held(): boolean { return this.req.state === 'held'; }
 

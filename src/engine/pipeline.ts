@@ -55,6 +55,10 @@ export class CommitPipeline {
   private failure: LatchkeyError | undefined;
   private publishedRev: number;
   private nudge: ReturnType<typeof setTimeout> | undefined;
+  /** syncLog callers, served by the next sync that starts. */
+  private logWaiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  /** drain() callers: woken when no sync is in flight. */
+  private idleWaiters: Array<() => void> = [];
   syncs = 0;
   synced = 0;
 
@@ -112,25 +116,49 @@ export class CommitPipeline {
     this.nudge.unref();
   }
 
+  /** Resolves once everything appended to the log so far (lock events too) is durable. */
+  syncLog(): Promise<void> {
+    if (this.log === undefined) return Promise.resolve();
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.logWaiters.push({ resolve, reject });
+      if (!this.syncing) {
+        this.syncing = true;
+        queueMicrotask(() => void this.flush());
+      }
+    });
+  }
+
   private async flush(): Promise<void> {
     do {
       const batch = this.group;
+      const logWaiters = this.logWaiters;
       this.group = [];
+      this.logWaiters = [];
       try {
         await this.log!.sync();
       } catch (e) {
         const err = e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', `log sync failed: ${(e as Error).message}`, { cause: e });
+        for (const w of logWaiters) w.reject(err);
         this.fail(err, batch);
         return;
       }
+      for (const w of logWaiters) w.resolve();
       if (batch.length === 0) continue;
       this.syncs++;
       this.synced += batch.length;
       for (const c of batch) this.publishOne(c);
       for (const c of batch) c.resolve();
       this.wakeWaiters();
-    } while (this.group.length > 0);
+    } while (this.group.length > 0 || this.logWaiters.length > 0);
     this.syncing = false;
+    this.wakeIdle();
+  }
+
+  private wakeIdle(): void {
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const f of w) f();
   }
 
   private wakeWaiters(): void {
@@ -150,22 +178,16 @@ export class CommitPipeline {
     // What those callers observed will never be durable: they fail too.
     for (const w of this.waiters) w.reject(err);
     this.waiters = [];
+    for (const w of this.logWaiters) w.reject(err);
+    this.logWaiters = [];
+    this.wakeIdle();
   }
 
   /** Resolves once nothing is waiting for a sync. */
   async drain(): Promise<void> {
     if (this.nudge !== undefined) clearTimeout(this.nudge);
     this.nudge = undefined;
-    while (this.syncing && !this.failure) {
-      try {
-        await this.whenPublished(this.lastSubmitted());
-      } catch {
-        return; // the failure is reported to each commit and through the host
-      }
-    }
-  }
-
-  private lastSubmitted(): number {
-    return this.group.length > 0 ? this.group[this.group.length - 1]!.rev : this.publishedRev + 1;
+    // A sync in flight may carry no commit (lock events): wait for the loop to go idle, not for a revision.
+    while (this.syncing && this.failure === undefined) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 }

@@ -51,7 +51,7 @@ export class EmbeddedStore extends SessionImpl implements Store {
 
   async resetLock(path: string): Promise<void> {
     this.checkOpen();
-    this.engine.locks.resetLock(path);
+    await this.engine.locks.resetLock(path);
   }
 
   watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {

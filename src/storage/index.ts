@@ -97,6 +97,11 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
     const tokenFloor = !back.seen && rec.revision > 0 ? Math.max(back.tokenFloor, Date.now() * 1000) : back.tokenFloor;
     // lock-log.ts note 5: a durable ceiling before the first grant of this run.
     const ceiling = tokenFloor + TOKEN_BLOCK;
+    // Holds of the previous run are taints from now on: say so in the log too.
+    for (const [token, p] of rec.locks.held) {
+      wal.appendLock({ t: 'taint', path: p });
+      wal.appendLock({ t: 'unhold', token });
+    }
     wal.appendLock({ t: 'ceiling', token: ceiling });
     await wal.sync();
     const locks: RecoveredLocks = { tokenFloor, ceiling, taints: back.taints, broken: back.broken };
