@@ -147,7 +147,8 @@ export class Core {
   private onLost(e: LatchkeyError): void {
     if (this.link !== undefined) this.revisionSeen = Math.max(this.revisionSeen, this.link.revision);
     this.link = undefined;
-    const lost = new LatchkeyError('LOCK_LOST', `lock lost with the connection: ${e.message}`);
+    // A lease given up (SESSION_EXPIRED) says so to the locks: the server cannot have granted them to anyone yet.
+    const lost = e.code === 'SESSION_EXPIRED' ? e : new LatchkeyError('LOCK_LOST', `lock lost with the connection: ${e.message}`);
     for (const l of [...this.locks.values()]) l.lost(lost);
     this.locks.clear();
     for (const t of [...this.txs]) t.connectionLost();

@@ -48,7 +48,7 @@ export class RemoteLock implements Lock {
 
   markLost(e: LatchkeyError): void {
     this.core.locks.delete(this.state.handle);
-    if (!this.released && !this.ctl.signal.aborted) this.ctl.abort(e.code === 'LOCK_LOST' ? e : new LatchkeyError('LOCK_LOST', e.message, { path: this.path, cause: e }));
+    if (!this.released && !this.ctl.signal.aborted) this.ctl.abort(e.code === 'LOCK_LOST' || e.code === 'SESSION_EXPIRED' ? e : new LatchkeyError('LOCK_LOST', e.message, { path: this.path, cause: e }));
   }
 
   private checkHeld(): void {

@@ -47,6 +47,16 @@ export class RemoteStore extends RemoteSession implements Store {
     return this.core.link?.welcome.limits;
   }
 
+  /**
+   * @internal For `latchkey lock`: the server's lease and the client's (ms;
+   * undefined without a connection) and the connection's socket.
+   */
+  get lease(): { ttlMs: number; clientMs: number; socket: import('node:net').Socket } | undefined {
+    const l = this.core.link;
+    if (l === undefined || !l.alive) return undefined;
+    return { ttlMs: l.welcome.ttlMs, clientMs: l.leaseMs, socket: l.rawSocket };
+  }
+
   /** True while a connection is up. */
   get connected(): boolean {
     return this.core.link?.alive === true;

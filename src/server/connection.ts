@@ -82,7 +82,8 @@ export class Connection implements ConnContext {
   private state: 'open' | 'draining' | 'closed' = 'open';
   private readonly out = new FrameBatch();
   private flushQueued = false;
-  private lastSeen = Date.now();
+  /** Monotonic (performance.now): the lease must not move with the wall clock (docs/architecture.md, "Leases"). */
+  private lastSeen = performance.now();
   private lease: NodeJS.Timeout | undefined;
   private readonly helloTimer: NodeJS.Timeout;
   private drainWaiters: Array<() => void> = [];
@@ -122,7 +123,7 @@ export class Connection implements ConnContext {
 
   private onData(chunk: Buffer): void {
     if (this.state !== 'open') return;
-    this.lastSeen = Date.now();
+    this.lastSeen = performance.now();
     let items: Decoded<ClientMessage>[];
     try {
       items = this.decoder.push(chunk);
@@ -393,12 +394,12 @@ export class Connection implements ConnContext {
   private armLease(ttl: number): void {
     const check = (): void => {
       if (this.state !== 'open') return;
-      const idle = Date.now() - this.lastSeen;
+      const idle = performance.now() - this.lastSeen;
       if (idle >= ttl) {
-        this.fatal(new LatchkeyError('SESSION_EXPIRED', `no message for ${idle} ms; the lease is ${ttl} ms`));
+        this.fatal(new LatchkeyError('SESSION_EXPIRED', `no message for ${Math.round(idle)} ms; the lease is ${ttl} ms`));
         return;
       }
-      this.lease = setTimeout(check, ttl - idle);
+      this.lease = setTimeout(check, Math.ceil(ttl - idle));
       this.lease.unref();
     };
     this.lease = setTimeout(check, ttl);

@@ -60,12 +60,12 @@ describe('cli: lock -- cmd', () => {
     await holder.done;
   });
 
-  test('cli: the holder SIGKILLed → the waiter is granted with LATCHKEY_OWNER_DIED=1', async () => {
+  test('cli: the holder SIGKILLed → its CMD is killed, and only then the waiter is granted with LATCHKEY_OWNER_DIED=1', async () => {
     const pidFile = path.join(tmp, 'orphan.pid');
     const holder = t.lkStart(['lock', '/l/c', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo held; exec sleep 100`]);
     try {
       await holder.waitFor('held\n');
-      const waiter = t.lkStart(['lock', '/l/c', '--', 'sh', '-c', 'echo "died=${LATCHKEY_OWNER_DIED-unset}"']);
+      const waiter = t.lkStart(['lock', '/l/c', '--', 'sh', '-c', `kill -0 $(cat ${pidFile}) 2>/dev/null && echo "old CMD alive"; echo "died=\${LATCHKEY_OWNER_DIED-unset}"`]);
       // The waiter is queued once the lock table shows it (no sleeping on a guess).
       for (;;) {
         const s = JSON.parse((await t.lk(['stats', '--json'])).stdout) as { lockWaiters: number };
@@ -76,9 +76,34 @@ describe('cli: lock -- cmd', () => {
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, 'died=1\n');
     } finally {
-      // latchkey had no way to take its CMD with it (see lock.ts): clean up the orphan.
-      killPidFile(pidFile);
+      killPidFile(pidFile); // only if the test failed: the guardian killed it
     }
+  });
+
+  test('cli: owner died — CMD sees LATCHKEY_OWNER_DIED=1; exit 0 marks the lock consistent, a failure leaves it; --unrecoverable-on-failure; --reset', async () => {
+    const died = ['sh', '-c', 'echo "died=${LATCHKEY_OWNER_DIED-unset}"; exit ${STATUS:-0}'];
+    const holder = t.lkStart(['lock', '/l/h', '--', 'sh', '-c', 'echo held; exec sleep 100']);
+    await holder.waitFor('held\n');
+    holder.child.kill('SIGKILL');
+    const failed = await t.lk(['lock', '/l/h', '--', ...died], { env: { STATUS: '3' } });
+    assert.equal(failed.code, 3, failed.stderr);
+    assert.equal(failed.stdout, 'died=1\n');
+    const repaired = await t.lk(['lock', '/l/h', '--', ...died]);
+    assert.equal(repaired.code, 0, repaired.stderr);
+    assert.equal(repaired.stdout, 'died=1\n', 'a failed repair passes ownerDied on');
+    assert.equal((await t.lk(['lock', '/l/h', '--', ...died])).stdout, 'died=unset\n', 'exit 0 marked it consistent');
+
+    const again = t.lkStart(['lock', '/l/h', '--', 'sh', '-c', 'echo held; exec sleep 100']);
+    await again.waitFor('held\n');
+    again.child.kill('SIGKILL');
+    const broke = await t.lk(['lock', '/l/h', '--unrecoverable-on-failure', '--', ...died], { env: { STATUS: '1' } });
+    assert.equal(broke.code, 1);
+    const refused = await t.lk(['lock', '/l/h/sub', '--', 'echo', 'never']);
+    assert.equal(refused.code, 1);
+    assert.equal(refused.stdout, '');
+    assert.match(refused.stderr, /NOT_RECOVERABLE/);
+    assert.equal((await t.lk(['lock', '--reset', '/l/h'])).code, 0);
+    assert.equal((await t.lk(['lock', '/l/h', '--', ...died])).stdout, 'died=unset\n', 'reset clears both marks');
   });
 
   test('cli: signals to latchkey are forwarded to CMD, which decides the exit status', async () => {
