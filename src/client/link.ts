@@ -106,6 +106,8 @@ export class Link {
   private leaseTimer: NodeJS.Timeout | undefined;
   /** The client's lease, ms after leaseFrom (0: the server set no ttl). */
   leaseMs = 0;
+  /** close() ended the socket after its goodbye: die must not reset it. */
+  private graceful = false;
 
   private constructor(private readonly socket: net.Socket, private readonly handlers: LinkHandlers, private readonly leaseMarginMs = 0) {}
 
@@ -310,7 +312,7 @@ export class Link {
     this.dead = error;
     if (this.pinger !== undefined) clearInterval(this.pinger);
     if (this.leaseTimer !== undefined) clearTimeout(this.leaseTimer);
-    this.socket.destroy();
+    if (!this.graceful) this.socket.destroy();
     const lost = error.code === 'CONNECTION_LOST' || error.code === 'CLOSED' ? error : new LatchkeyError('CONNECTION_LOST', `connection lost: ${error.message}`, { cause: error });
     const pending = [...this.pending.values()];
     this.pending.clear();
@@ -318,8 +320,22 @@ export class Link {
     this.handlers.lost(error);
   }
 
-  /** Closes the link on purpose. */
+  /**
+   * Closes the link on purpose. Says `goodbye` first: over TCP the server
+   * otherwise holds the session's locks until its lease runs out (it cannot
+   * tell a close from a cut), and the FIN follows the frame (end, not a reset).
+   */
   close(): void {
+    if (this.dead === undefined && this.welcome !== undefined) {
+      this.request('goodbye', {}).catch(() => {});
+      const bytes = this.out.take();
+      if (bytes !== undefined) this.socket.write(bytes);
+      this.socket.end();
+      const t = setTimeout(() => this.socket.destroy(), 1000);
+      t.unref();
+      this.socket.once('close', () => clearTimeout(t));
+      this.graceful = true;
+    }
     this.die(new LatchkeyError('CLOSED', 'the client closed the connection'));
   }
 }

@@ -102,6 +102,8 @@ export const requests = {
   /** Opens another session on this connection; later requests name it in the envelope's `s`. */
   session: op(object({ session: uint, name: opt(str) }), object({ id: str, name: str }, loose)),
   endSession: op(object({ session: uint }), nil),
+  /** The client closes on purpose: the connection's close that follows ends its sessions at once. */
+  goodbye: op(object({}), nil),
   stats: op(object({}), anyMap),
   snapshot: op(object({}), nil),
   ping: op(object({}), nil),

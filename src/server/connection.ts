@@ -7,10 +7,16 @@
  *    client may open more on it (`session`), all ending with it.
  *  - Requests are dispatched in arrival order and answered as they finish,
  *    so a lock wait never holds up the requests behind it.
- *  - The socket closing, for any reason, ends every session at once as a
- *    death (locks go to the next waiter with ownerDied, transactions abort,
+ *  - The socket closing, for any reason, ends every session as a death
+ *    (locks go to the next waiter with ownerDied, transactions abort,
  *    ephemeral nodes go). A TCP connection also holds a lease: silence for
- *    ttlMs (no request, no ping) is a death too.
+ *    ttlMs (no request, no ping) is a death too. And over TCP a close the
+ *    client did not announce (`goodbye`) may be a cut the client has not
+ *    seen yet: its sessions keep their locks and ephemeral nodes until the
+ *    lease runs out (lastSeen + ttl), so the lock is never granted to
+ *    another before the client has given its lease up (docs/architecture.md,
+ *    "Leases"). Requests in flight, transactions and watches end at once.
+ *    A Unix socket closes on both sides together: no linger.
  *  - A fatal protocol error sends `bye` with the error and closes this
  *    connection only. Graceful shutdown finishes what is in flight, sends
  *    `bye` CLOSED, and ends the sessions cleanly.
@@ -88,6 +94,7 @@ export class Connection implements ConnContext {
   private readonly helloTimer: NodeJS.Timeout;
   private drainWaiters: Array<() => void> = [];
   private pausedForWrites = false;
+  private saidGoodbye = false;
 
   constructor(private readonly socket: Socket, private readonly opts: ConnectionOptions) {
     this.store = opts.store;
@@ -109,6 +116,10 @@ export class Connection implements ConnContext {
       if (!this.greeted) this.fatal(new LatchkeyError('PROTOCOL', `no hello within ${opts.helloTimeoutMs} ms`));
     }, opts.helloTimeoutMs);
     this.helloTimer.unref();
+  }
+
+  goodbye(): void {
+    this.saidGoodbye = true;
   }
 
   get watchCount(): number {
@@ -443,7 +454,13 @@ export class Connection implements ConnContext {
     this.txs.clear();
     const sessions = [...this.sessions.values()];
     this.sessions.clear();
-    for (const s of sessions) void s.end(died).catch(() => {});
+    const end = (): void => {
+      for (const s of sessions) void s.end(died).catch(() => {});
+    };
+    const linger = died && !lingering && this.opts.ttlMs > 0 && this.greeted && !this.saidGoodbye
+      ? Math.ceil(this.lastSeen + this.opts.ttlMs - performance.now()) : 0;
+    if (linger > 0 && sessions.length > 0) setTimeout(end, linger).unref();
+    else end();
     for (const w of this.drainWaiters) w();
     this.drainWaiters = [];
     if (died && !lingering && !this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();

@@ -40,6 +40,8 @@ export interface ConnContext {
   session(handle: number): Session;
   openSession(handle: number, name: string | undefined): Session;
   endSession(handle: number): Promise<void>;
+  /** The client is closing on purpose: when the connection then closes, its sessions end at once (no lease linger). */
+  goodbye(): void;
   /** Starts pumping a watch's events to the client as pushes. */
   addWatch(handle: number, session: number, w: Watch): void;
   removeWatch(handle: number): boolean;
@@ -319,6 +321,13 @@ export const handlers: HandlerTable = {
     async run(c, { a }) {
       const sess = c.openSession(a.session, a.name);
       return { id: sess.id, name: sess.name };
+    },
+  },
+  goodbye: {
+    access: none,
+    async run(c) {
+      c.goodbye();
+      return null;
     },
   },
   endSession: {
