@@ -43,11 +43,12 @@ export interface LinkOptions {
  * the session before S + ttl of server time. Clock rates differ by at most
  * LEASE_DRIFT each way, so that is at least S + ttl/(1+ρ)² of client time.
  * The client gives up earlier still, by LEASE_SLACK·ttl, for its own timer
- * firing late under load (a longer pause of the process is not covered:
- * fencing tokens are), and by the caller's margin.
+ * firing late under load (measured: tens of milliseconds on a loaded
+ * machine; a longer pause of the process is not covered — fencing tokens
+ * are), and by the caller's margin.
  */
 export const LEASE_DRIFT = 0.01;
-export const LEASE_SLACK = 0.1;
+export const LEASE_SLACK = 0.25;
 
 /** How long after S the client considers its session alive, for a server lease of `ttl` ms. */
 export function clientLeaseMs(ttl: number, marginMs = 0): number {

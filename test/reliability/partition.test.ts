@@ -81,6 +81,7 @@ test(`partition: ${ROUNDS} partitions at random phases, ttl ${TTL} ms — no two
   for (const p of proxies) await p.start();
   const holders = proxies.map((p, i) => new Holder(`holder ${i}`, `tcp://127.0.0.1:${p.port}`));
   const gaps: number[] = [];
+  const rounds: string[] = [];
   const byFault = new Map<string, number>();
   try {
     await holders[0]!.until(() => holders.some((h) => h.holding), 10_000, 'a first grant');
@@ -101,6 +102,7 @@ test(`partition: ${ROUNDS} partitions at random phases, ttl ${TTL} ms — no two
       const abortAt = BigInt(old.events.filter((e) => e.ev === 'abort').at(-1)!.t!);
       const grantAt = BigInt(other.events.filter((e) => e.ev === 'grant').at(-1)!.t!);
       gaps.push(Number(grantAt - abortAt) / 1e6);
+      rounds.push(`${round} ${fault.name}: ${gaps.at(-1)!.toFixed(1)} ms`);
       proxies[cur]!.heal();
     }
     // Every holding interval of one holder against every one of the other.
@@ -119,7 +121,7 @@ test(`partition: ${ROUNDS} partitions at random phases, ttl ${TTL} ms — no two
     const sorted = [...gaps].sort((a, b) => a - b);
     t.diagnostic(`partitions tried: ${ROUNDS}; overlaps: ${overlaps}; abort→grant gap ms: min ${sorted[0]!.toFixed(1)}, median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)}, max ${sorted.at(-1)!.toFixed(1)}`);
     t.diagnostic(`faults: ${[...byFault].map(([k, v]) => `${k} ×${v}`).join(', ')}`);
-    assert.equal(overlaps, 0, 'holding intervals of different sessions overlap');
+    assert.equal(overlaps, 0, `holding intervals of different sessions overlap; rounds with the new grant first: ${rounds.filter((r) => r.includes(': -')).join('; ')}`);
     assert.ok(sorted[0]! > 0, 'every new grant came after the old holder let go');
   } finally {
     for (const h of holders) h.proc.kill('SIGKILL');
