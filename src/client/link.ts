@@ -152,6 +152,10 @@ export class Link {
       sock.on('data', (chunk: Buffer) => link.onData(chunk));
       link.onWelcome = (w) => {
         if (settled) return;
+        if (w.ttlMs > 0 && clientLeaseMs(w.ttlMs, opts.leaseMarginMs) < w.ttlMs / 3) {
+          fail(new LatchkeyError('INVALID_ARGUMENT', `a lease margin of ${opts.leaseMarginMs ?? 0} ms leaves too little of the server's ${w.ttlMs} ms lease (a ping goes every ${Math.floor(w.ttlMs / 3)} ms)`));
+          return;
+        }
         settled = true;
         clearTimeout(timer);
         link.welcome = w;

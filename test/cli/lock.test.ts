@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { FaultProxy } from '../reliability/fault-proxy.js';
 import { cliServer } from './helpers.js';
 
 /** A CMD that prints `ready`, then waits; on SIGTERM it prints `said` and exits with `code`. */
@@ -129,6 +130,36 @@ describe('cli: lock -- cmd', () => {
   test('cli: lock without a command is a usage error', async () => {
     assert.equal((await t.lk(['lock', '/l/f'])).code, 2);
     assert.equal((await t.lk(['lock', '/l/f', '--timeout', 'soon', '--', 'true'])).code, 2);
+  });
+
+  test('cli: a partition — CMD gets SIGTERM, then SIGKILL after --kill-grace, and is dead before the next holder is granted', async () => {
+    const own = await cliServer(['--memory', '--listen', '127.0.0.1:0', '--insecure-loopback', '--ttl-ms', '900']);
+    const port = Number(/:(\d+)$/.exec(own.server.tcp!)![1]);
+    const proxy = new FaultProxy(port);
+    await proxy.start();
+    const pidFile = path.join(tmp, 'stubborn.pid');
+    // CMD ignores SIGTERM: only the SIGKILL after the grace stops it.
+    const stubborn = `require('fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); process.on('SIGTERM', () => console.log('TERM ignored')); console.log('ready'); setInterval(() => {}, 1000);`;
+    const holder = own.lkStart(['lock', '/l/p', '--kill-grace', '300ms', '--url', `tcp://127.0.0.1:${proxy.port}`, '--', process.execPath, '-e', stubborn]);
+    try {
+      await holder.waitFor('ready\n');
+      // The default grace (1 s) would not fit this 900 ms lease: a usage error, exit 2.
+      assert.equal((await own.lk(['lock', '/l/q', '--url', own.server.tcp!, '--', 'true'])).code, 2);
+      const waiter = own.lkStart(['lock', '/l/p', '--kill-grace', '100ms', '--url', own.server.tcp!, '--', 'sh', '-c', `kill -0 $(cat ${pidFile}) 2>/dev/null && echo "old CMD alive"; echo "died=\${LATCHKEY_OWNER_DIED-unset}"`]);
+      proxy.set('c2s', { kind: 'drop' });
+      proxy.set('s2c', { kind: 'drop' });
+      const r = await waiter.done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'died=1\n');
+      const h = await holder.done;
+      assert.equal(h.code, 1);
+      assert.match(h.stdout, /TERM ignored/);
+      assert.match(h.stderr, /SESSION_EXPIRED/);
+    } finally {
+      killPidFile(pidFile);
+      await proxy.close();
+      await own.server.stop();
+    }
   });
 
   test('cli: the lock lost while CMD runs (server gone) terminates CMD and says so', async () => {

@@ -176,12 +176,14 @@ examples:
     };
     for (const s of FORWARDED) if (s !== 'SIGWINCH') process.on(s, onWaitSignal);
     // The kill grace comes out of the client's lease (see the help, and client/link.ts).
-    const store = await connectFrom(values, false, graceMs);
-    const lease = store.lease;
-    if (lease !== undefined && lease.ttlMs > 0 && lease.clientMs < lease.ttlMs / 3) {
-      await store.close();
-      throw new UsageError(`--kill-grace ${values['kill-grace']} leaves too little of the server's ${lease.ttlMs} ms lease (a ping goes every ${Math.floor(lease.ttlMs / 3)} ms)`);
+    let store;
+    try {
+      store = await connectFrom(values, false, graceMs);
+    } catch (e) {
+      if (LatchkeyError.is(e, 'INVALID_ARGUMENT')) throw new UsageError(`--kill-grace ${values['kill-grace'] ?? '1s'}: ${e.message}`);
+      throw e;
     }
+    const lease = store.lease;
     let lock: Lock;
     try {
       lock = await store.lock(p, {
