@@ -86,8 +86,10 @@ test(`partition: ${ROUNDS} partitions at random phases, ttl ${TTL} ms — no two
   try {
     await holders[0]!.until(() => holders.some((h) => h.holding), 10_000, 'a first grant');
     for (let round = 0; round < ROUNDS; round++) {
+      // A holder may also lose the lock with no partition (a ping answered too late on a loaded
+      // machine): the other gets it. Such losses are intervals like any other for the overlap check.
+      await holders[0]!.until(() => holders.some((h) => h.holding), 10 * TTL + 5000, `round ${round}: a holder`);
       const cur = holders.findIndex((h) => h.holding);
-      assert.ok(cur >= 0, `round ${round}: nobody holds the lock`);
       const old = holders[cur]!;
       const other = holders[1 - cur]!;
       const grantsBefore = other.count('grant');
@@ -120,7 +122,7 @@ test(`partition: ${ROUNDS} partitions at random phases, ttl ${TTL} ms — no two
     for (const [a0, a1] of intervals[0]!) for (const [b0, b1] of intervals[1]!) if (a0 < b1 && b0 < a1) overlaps++;
     const sorted = [...gaps].sort((a, b) => a - b);
     t.diagnostic(`partitions tried: ${ROUNDS}; overlaps: ${overlaps}; abort→grant gap ms: min ${sorted[0]!.toFixed(1)}, median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)}, max ${sorted.at(-1)!.toFixed(1)}`);
-    t.diagnostic(`faults: ${[...byFault].map(([k, v]) => `${k} ×${v}`).join(', ')}`);
+    t.diagnostic(`faults: ${[...byFault].map(([k, v]) => `${k} ×${v}`).join(', ')}; leases lost with no partition: ${holders.reduce((n, h) => n + h.count('abort'), 0) - ROUNDS}`);
     assert.equal(overlaps, 0, `holding intervals of different sessions overlap; rounds with the new grant first: ${rounds.filter((r) => r.includes(': -')).join('; ')}`);
     assert.ok(sorted[0]! > 0, 'every new grant came after the old holder let go');
   } finally {
