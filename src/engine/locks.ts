@@ -29,8 +29,14 @@ import { parsePath } from '../core/path.js';
 import { LockTable, type LockJournal, type LockRequest, type WriteTarget } from '../core/lock-table.js';
 import { TOKEN_BLOCK } from '../storage/lock-log.js';
 import type { CommitLog, RecoveredLocks } from '../storage/storage.js';
-import type { Admission, WriteGate } from './engine.js';
 
+/** A write admitted by the lock service; `done` is called once the write is applied (or abandoned). */
+export interface Admission {
+  done(): void;
+}
+
+/** The admission of a write no other session's lock covers: it holds nothing. */
+export const NO_ADMISSION: Admission = { done() {} };
 
 /** Where the lock service logs (durable stores only). */
 export interface LockLogTarget {
@@ -46,8 +52,6 @@ export interface LockLogTarget {
 function overlaps(a: string, b: string): boolean {
   return a === b || a === '/' || b === '/' || b.startsWith(a + '/') || a.startsWith(b + '/');
 }
-
-const NO_ADMISSION: Admission = { done() {} };
 
 interface Waiter {
   /** Settles the waiting promise with what the grant gives the caller. */
@@ -80,7 +84,7 @@ function checkWaitOptions(o: { wait?: boolean; timeoutMs?: number; signal?: Abor
   if (o.signal?.aborted) throw aborted(o.signal);
 }
 
-export class LockService implements WriteGate {
+export class LockService {
   readonly table: LockTable;
   /** Paths marked unrecoverable (few: a set, scanned only when not empty). */
   private readonly broken = new Set<string>();
@@ -244,7 +248,13 @@ export class LockService implements WriteGate {
     return { held: this.table.allHeld().map((r) => ({ ...info(r), waiters: blocked.get(r) ?? 0 })), waiting };
   }
 
-  // -------------------------------------------------------------- the gate
+  // ----------------------------------------------------- admitting writes
+
+  /**
+   * Admits a write by `session` touching `targets` (mandatory locks). Returns
+   * at once when no other session's lock covers them, or a promise that
+   * resolves in FIFO order with lock requests.
+   */
 
   admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
     checkWaitOptions(opts);
@@ -257,6 +267,7 @@ export class LockService implements WriteGate {
     }));
   }
 
+  /** Throws LOCK_LOST unless `fence` names a lock `session` still holds. */
   checkFence(session: string, fence: Fence): void {
     const token = typeof fence === 'number' ? fence : (fence as { token?: unknown } | null)?.token;
     if (typeof token !== 'number' || !Number.isSafeInteger(token)) throw invalidArgument('fence must be a lock or its token');
@@ -265,6 +276,7 @@ export class LockService implements WriteGate {
     if (r.session !== session) throw new LatchkeyError('LOCK_LOST', `fence ${token}: that lock is held by another session`, { path: r.path, info: { token } });
   }
 
+  /** The session ended (died: without a clean close); release its locks. */
   sessionEnded(session: string, died: boolean): void {
     const end = this.table.endSession(session);
     for (const r of end.cancelled) {

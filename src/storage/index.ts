@@ -19,7 +19,7 @@ import { acquireOwnership, type Ownership } from './ownership.js';
 import { recover } from './recovery.js';
 import { writeSnapshot } from './snapshot.js';
 import { TOKEN_BLOCK } from './lock-log.js';
-import type { CommitLog, RecoveredLocks, Storage } from './storage.js';
+import type { CommitLog, RecoveredLocks, RecoveryStats, Storage, StorageStats } from './storage.js';
 import { Wal } from './wal.js';
 
 export type { CommitLog, LockEvent, RecoveredLocks, Storage } from './storage.js';
@@ -129,7 +129,7 @@ interface Extra {
   snapshotsKept: number;
   recoveryMs: number;
   snapshots: number[];
-  recovery: Record<string, unknown>;
+  recovery: RecoveryStats;
 }
 
 class FileStorage implements DurableStorage {
@@ -196,7 +196,7 @@ class FileStorage implements DurableStorage {
     await this.wal.removeSegmentsThrough(oldest);
   }
 
-  stats(): Record<string, unknown> {
+  stats(): StorageStats {
     return {
       dir: this.dir,
       durability: this.durability,
