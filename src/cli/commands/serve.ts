@@ -6,11 +6,13 @@
  *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
  *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
  *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
- *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]…]
+ *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]… [--xenstore-domain-dir DIR]]
  *
  * --xenstore-socket also serves the store in the XenStore wire protocol
  * (docs/xenstore.md): xenstore-utils and libxenstore clients connect with
- * XENSTORED_PATH=PATH and share the store with latchkey clients.
+ * XENSTORED_PATH=PATH and share the store with latchkey clients, as dom0;
+ * --xenstore-domain-dir gives each guest domain dom0 introduces a socket
+ * DIR/<domid> of its own (docs/xenstore.md, "Domains").
  *
  * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
  * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0. Unlike
@@ -33,7 +35,7 @@ const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST
                       [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
                       [--durability fsync|none] [--memory] [--limit NAME=N]...
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
-                      [--xenstore-socket PATH [--xenstore-limit NAME=N]...]`;
+                      [--xenstore-socket PATH [--xenstore-limit NAME=N]... [--xenstore-domain-dir DIR]]`;
 
 function parseHostPort(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s);
@@ -68,6 +70,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     'idle-exit-ms': { type: 'string' },
     'xenstore-socket': { type: 'string' },
     'xenstore-limit': { type: 'string', multiple: true },
+    'xenstore-domain-dir': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
@@ -117,6 +120,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     xenstoreLimits[m[1]!] = Number(m[2]);
   }
   if (values['xenstore-limit'] !== undefined && values['xenstore-socket'] === undefined) throw new UsageError('--xenstore-limit needs --xenstore-socket');
+  if (values['xenstore-domain-dir'] !== undefined && values['xenstore-socket'] === undefined) throw new UsageError('--xenstore-domain-dir needs --xenstore-socket');
   // The idle count sees latchkey connections only: it would stop a server XenStore clients still use.
   if (idle !== undefined && values['xenstore-socket'] !== undefined) throw new UsageError('--idle-exit-ms cannot be combined with --xenstore-socket');
 
@@ -148,6 +152,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     try {
       xenstore = await startXenstoreServer(store, {
         socketPath: path.resolve(values['xenstore-socket']), limits: xenstoreLimits,
+        ...(values['xenstore-domain-dir'] === undefined ? {} : { domainDir: path.resolve(values['xenstore-domain-dir']) }),
         log: (m) => process.stderr.write(`latchkey: ${m}\n`),
       });
     } catch (e) {
@@ -163,6 +168,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     process.stdout.write(`${opts.tls ? 'tls' : 'tcp'}://${h}:${server.tcpAddress.port}\n`);
   }
   if (xenstore !== undefined) process.stdout.write(`xenstore ${xenstore.socketPath}\n`);
+  if (xenstore?.domainDir !== undefined) process.stdout.write(`xenstore-domains ${xenstore.domainDir}\n`);
   process.stdout.write('ready\n');
 
   process.on('SIGTERM', () => stop('SIGTERM'));
