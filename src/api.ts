@@ -97,8 +97,31 @@ export interface Reader {
   list(path: string, options?: ListOptions): Promise<Listing>;
 }
 
+/**
+ * Atomic operations: the new value is computed from the node as it is when
+ * the commit applies, not from anything the caller read, so they never
+ * conflict. `add`, `min` and `max` work on a value that is a decimal
+ * integer within ±(2⁵³−1), written back in decimal ("42"); an absent node is
+ * created (add: at 0 + delta; min/max: at the operand) and an empty value
+ * counts as 0. Any other value — or a sum leaving that range — fails
+ * INVALID_ARGUMENT and writes nothing. A node left unchanged (max below the
+ * value, add 0) is not rewritten.
+ */
+export interface AtomicWriter {
+  /** Adds `delta` (a safe integer, may be negative); returns the new value. */
+  add(path: string, delta: number, options?: WriteOptions): Promise<number>;
+  /** Lowers the value to `operand` if it is greater; returns the new value. */
+  min(path: string, operand: number, options?: WriteOptions): Promise<number>;
+  /** Raises the value to `operand` if it is smaller; returns the new value. */
+  max(path: string, operand: number, options?: WriteOptions): Promise<number>;
+  /** Appends bytes to the value (creating the node); returns the commit's revision. TOO_LARGE past the value limit. */
+  append(path: string, value: Value, options?: WriteOptions): Promise<number>;
+  /** Creates the node with `value` unless it exists; returns whether it did (never CONFLICT, unlike `set` with `ifAbsent`). */
+  setIfAbsent(path: string, value: Value, options?: WriteOptions): Promise<boolean>;
+}
+
 /** Writes outside a transaction: each is one commit, and returns its revision. */
-export interface Writer {
+export interface Writer extends AtomicWriter {
   set(path: string, value: Value, options?: SetOptions): Promise<number>;
   /** Returns the path created (with the counter appended when sequential). */
   create(path: string, value?: Value, options?: CreateOptions): Promise<string>;
@@ -125,13 +148,27 @@ export interface Transaction extends AsyncDisposable {
   create(path: string, value?: Value, options?: Omit<CreateOptions, keyof WriteOptions>): Promise<string>;
   delete(path: string, options?: Omit<DeleteOptions, keyof WriteOptions>): Promise<boolean>;
   check(path: string, expect: { version?: number; modRev?: number; exists?: boolean }): Promise<void>;
+  /**
+   * Atomic operations (see AtomicWriter). In a transaction they answer
+   * nothing, record no read and never make the transaction conflict: at
+   * commit they apply to the head as it is then. Reading the node afterwards
+   * in the same transaction sees the result, and that read validates at
+   * commit like any other.
+   */
+  add(path: string, delta: number): Promise<void>;
+  min(path: string, operand: number): Promise<void>;
+  max(path: string, operand: number): Promise<void>;
+  append(path: string, value: Value): Promise<void>;
+  setIfAbsent(path: string, value: Value): Promise<void>;
   /** Validates (and if needed replays) against the head; CONFLICT when a response would differ. */
   commit(options?: WriteOptions): Promise<CommitResult>;
   abort(): Promise<void>;
 }
 
 export interface TransactionOptions {
-  /** Re-runs of `fn` after CONFLICT (default 10). */
+  /** No new run of `fn` starts after this many ms from the call (default 5000). */
+  timeoutMs?: number;
+  /** At most this many re-runs of `fn` after CONFLICT (default: bounded by timeoutMs only). */
   retries?: number;
   signal?: AbortSignal;
 }
@@ -232,6 +269,15 @@ export interface StoreStats {
   readonly replays: number;
   /** CONFLICTs returned by commit. */
   readonly conflicts: number;
+  /**
+   * `transaction()` calls (txRuns), runs of their fn (txAttempts), re-runs
+   * after CONFLICT (txRetries) and calls that gave up (txGaveUp). Remote:
+   * those of this client's process, whatever the server says.
+   */
+  readonly txRuns?: number;
+  readonly txAttempts?: number;
+  readonly txRetries?: number;
+  readonly txGaveUp?: number;
   readonly openTransactions: number;
   readonly sessions: number;
   /** Group syncs (fsyncs of the log) so far, and commits per sync on average. */

@@ -31,6 +31,7 @@ const COMMANDS: readonly CommandEntry[] = [
   { name: 'ls', summary: 'list a node\'s children (-r: the whole subtree as a tree)', load: async () => (await import('./commands/kv.js')).lsCmd },
   { name: 'rm', summary: 'delete a node (-r with its subtree)', load: async () => (await import('./commands/kv.js')).rmCmd },
   { name: 'stat', summary: 'show a node\'s metadata', load: async () => (await import('./commands/kv.js')).statCmd },
+  { name: 'add', summary: 'add an integer to a counter, atomically (never conflicts)', load: async () => (await import('./commands/kv.js')).addCmd },
   { name: 'mkdir', summary: 'create an empty node', load: async () => (await import('./commands/kv.js')).mkdirCmd },
   { name: 'lock', summary: 'run a command while holding a lock (like flock(1))', load: async () => (await import('./commands/lock.js')).lockCmd },
   { name: 'watch', summary: 'stream changes under a path until interrupted', load: async () => (await import('./commands/watch.js')).watchCmd },

@@ -19,6 +19,7 @@
 import { LatchkeyError, storeClosed } from '../core/errors.js';
 import type { Args, RequestOp, Result } from '../protocol/messages.js';
 import { DisposableStack } from '../util/disposable.js';
+import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 import { type Address, Link, type LinkOptions, type Push } from './link.js';
 
 export interface ConnectOptions extends LinkOptions {
@@ -78,6 +79,8 @@ export class ClientConnection {
   private readonly linkWaiters = new Set<LinkWaiter>();
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** This client's transaction() loops, by all its sessions (they run here, not on the server). */
+  readonly retryCounters: RetryCounters = newRetryCounters();
   /** Released by close(), in reverse order: the reconnection timer, whoever waits for a link, the link. */
   private readonly owned = new DisposableStack();
 

@@ -10,7 +10,8 @@ import type { Push } from './link.js';
 import { LockState, RemoteLock } from './lock.js';
 import { RemoteTransaction } from './transaction.js';
 import { writeArgs } from './util.js';
-import { throwIfAborted } from '../util/retry.js';
+import { REMOTE_RETRY, type RetryCounters, throwIfAborted } from '../util/retry.js';
+import type { AtomicOp } from '../core/ops.js';
 
 /**
  * A session of a remote store. Sessions from `store.session()` live on one
@@ -114,6 +115,23 @@ export class RemoteSession extends SessionEdge implements LinkMember {
   protected async _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult> {
     const r = await this.req('multi', { ops, ...writeArgs(options) }, options.signal);
     return { revision: r.revision, results: r.results.map((x) => (x === null ? undefined : x)) };
+  }
+
+  protected async _atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean> {
+    const w = writeArgs(options);
+    switch (op.op) {
+      case 'add': return (await this.req('add', { path: op.path, delta: op.delta, ...w }, options.signal))!;
+      case 'min':
+      case 'max': return (await this.req(op.op, { path: op.path, operand: op.operand, ...w }, options.signal))!;
+      case 'append': return (await this.req('append', { path: op.path, value: op.value, ...w }, options.signal)) ?? 0;
+      case 'setIfAbsent': return (await this.req('setIfAbsent', { path: op.path, value: op.value, ...w }, options.signal)) === true;
+    }
+  }
+
+  protected readonly retryPolicy = REMOTE_RETRY;
+
+  protected get retryCounters(): RetryCounters {
+    return this.conn.retryCounters;
   }
 
   protected _begin(): Transaction {

@@ -134,13 +134,13 @@ export class RemoteStore extends RemoteSession implements Store {
   /** The server's figures as of the last fetch (each call starts a new one); `fetchStats()` waits for fresh ones. */
   stats(): StoreStats {
     void this.fetchStats().catch(() => {});
-    return this.statsCache;
+    return { ...this.statsCache, ...this.conn.retryCounters };
   }
 
   async fetchStats(): Promise<StoreStats> {
     const r = await this.req('stats', {});
     this.statsCache = r as unknown as StoreStats;
-    return this.statsCache;
+    return { ...this.statsCache, ...this.conn.retryCounters };
   }
 
   /** Waits until a connection is up (after a loss, the reconnection). */

@@ -1,6 +1,7 @@
 /** A transaction of a remote session: `begin` pipelined, operations by handle, commit on the server. */
 import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
+import type { AtomicOp } from '../core/ops.js';
 import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
 import { entryOf, makeListing } from '../edge/entry.js';
 import { TransactionEdge } from '../edge/session.js';
@@ -98,6 +99,17 @@ export class RemoteTransaction extends TransactionEdge implements LinkMember {
 
   protected async _check(path: string, expect: CheckExpect): Promise<void> {
     await this.op('check', { path, ...expect, tx: this.handle });
+  }
+
+  protected async _atomic(op: AtomicOp): Promise<void> {
+    const tx = this.handle;
+    switch (op.op) {
+      case 'add': await this.op('add', { path: op.path, delta: op.delta, tx }); return;
+      case 'min':
+      case 'max': await this.op(op.op, { path: op.path, operand: op.operand, tx }); return;
+      case 'append':
+      case 'setIfAbsent': await this.op(op.op, { path: op.path, value: op.value, tx });
+    }
   }
 
   async commit(options: WriteOptions = {}): Promise<CommitResult> {

@@ -9,7 +9,7 @@
  */
 import { LatchkeyError, invalidArgument } from './errors.js';
 import { joinPath, parsePath, validName } from './path.js';
-import { type Mutation, type Node, EMPTY_VALUE, lookup, putNode, putRoot, removeNode, setPerms } from './tree.js';
+import { type Mutation, type Node, EMPTY_VALUE, bytesEqual, lookup, putNode, putRoot, removeNode, setPerms } from './tree.js';
 
 export interface SetOptions {
   /** Write only if the node's version is this (0 = the node must be absent). */
@@ -58,9 +58,76 @@ export type Op =
   | ({ op: 'create'; path: string; value: Uint8Array } & CreateOptions)
   | ({ op: 'delete'; path: string } & DeleteOptions)
   | ({ op: 'check'; path: string } & CheckOptions)
-  | { op: 'setPerms'; path: string; perms: readonly string[] };
+  | { op: 'setPerms'; path: string; perms: readonly string[] }
+  | AtomicOp;
 
-export type WriteOp = Extract<Op, { op: 'set' | 'create' | 'delete' | 'check' | 'setPerms' }>;
+/**
+ * Atomic operations: mutations whose effect is computed from the node's value
+ * at the moment they apply, not from anything the caller read. In a
+ * transaction they record no read, so they commute with every other
+ * transaction's atomic ops on the same node, and replay re-applies them to
+ * the head (see transaction.ts).
+ *  - add: the value is a decimal integer ("-12"; absent or empty counts as 0)
+ *    and becomes value + delta;
+ *  - min / max: the value becomes min/max(value, operand) (absent: operand);
+ *  - append: the bytes are appended (absent: created with them);
+ *  - setIfAbsent: the node is created with the bytes unless it exists.
+ * Integers stay within ±(2⁵³−1): a value that is not such an integer, or a
+ * result outside that range, is INVALID_ARGUMENT (nothing written).
+ */
+export type AtomicOp =
+  | { op: 'add'; path: string; delta: number }
+  | { op: 'min' | 'max'; path: string; operand: number }
+  | { op: 'append' | 'setIfAbsent'; path: string; value: Uint8Array };
+
+export type AtomicKind = AtomicOp['op'];
+
+export type WriteOp = Extract<Op, { op: 'set' | 'create' | 'delete' | 'check' | 'setPerms' }> | AtomicOp;
+
+const ATOMIC: ReadonlySet<string> = new Set<AtomicKind>(['add', 'min', 'max', 'append', 'setIfAbsent']);
+
+export function isAtomic(op: WriteOp): op is AtomicOp {
+  return ATOMIC.has(op.op);
+}
+
+/**
+ * Checks an atomic op's arguments (not the node it applies to): after this,
+ * any INVALID_ARGUMENT from applying it is about the node's value, a
+ * response that depends on state and is replayed like any other.
+ */
+export function checkAtomicArgs(op: AtomicOp): void {
+  switch (op.op) {
+    case 'add':
+      if (!Number.isSafeInteger(op.delta)) throw invalidArgument(`add: delta must be a safe integer, not ${String(op.delta)}`);
+      return;
+    case 'min':
+    case 'max':
+      if (!Number.isSafeInteger(op.operand)) throw invalidArgument(`${op.op}: operand must be a safe integer, not ${String(op.operand)}`);
+      return;
+    case 'append':
+    case 'setIfAbsent':
+      if (!(op.value instanceof Uint8Array)) throw invalidArgument(`${op.op}: value must be bytes`);
+  }
+}
+
+const INTEGER = /^-?[0-9]{1,16}$/;
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder();
+
+/** The integer a node holds for add/min/max: absent or empty → undefined/0; anything else must be a safe decimal integer. */
+export function integerValue(path: string, value: Uint8Array): number {
+  if (value.length === 0) return 0;
+  const text = value.length <= 17 ? utf8d.decode(value) : '';
+  const n = INTEGER.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n)) {
+    throw new LatchkeyError('INVALID_ARGUMENT', `${path} does not hold a decimal integer`, { path, info: { length: value.length } });
+  }
+  return n;
+}
+
+export function integerBytes(n: number): Uint8Array {
+  return utf8.encode(String(n));
+}
 
 export interface ListResult {
   names: string[];
@@ -81,7 +148,8 @@ function checkCount(name: string, v: number | undefined): void {
 export class Workspace {
   readonly mutations: Mutation[] = [];
 
-  constructor(public root: Node, readonly rev: number, private readonly sequencer?: Sequencer) {}
+  /** `maxValueBytes` bounds values this workspace builds itself (append). */
+  constructor(public root: Node, readonly rev: number, private readonly sequencer?: Sequencer, readonly maxValueBytes = Infinity) {}
 
   get(path: string): Node | undefined {
     return lookup(this.root, parsePath(path));
@@ -191,14 +259,71 @@ export class Workspace {
     this.mutations.push({ op: 'perms', path, perms: [...perms] });
   }
 
-  /** Executes a write op; returns its result (created path, deleted flag, or undefined). */
-  write(op: WriteOp): string | boolean | undefined {
+  /** Writes `value` at `path` (creating parents) unless it already holds exactly these bytes. */
+  private putIfChanged(path: string, segs: readonly string[], node: Node | undefined, value: Uint8Array): void {
+    if (node !== undefined && bytesEqual(node.value, value)) return;
+    if (node === undefined) this.ensureParents(path, segs);
+    this.put(segs, segs.length, value);
+  }
+
+  /**
+   * Applies an atomic op to the node as it is in this workspace. Returns the
+   * new integer (add/min/max), whether the node was created (setIfAbsent),
+   * or undefined (append). A node left unchanged is not rewritten.
+   */
+  atomic(op: AtomicOp): number | boolean | undefined {
+    checkAtomicArgs(op);
+    const segs = parsePath(op.path);
+    const node = lookup(this.root, segs);
+    switch (op.op) {
+      case 'add':
+      case 'min':
+      case 'max': {
+        if (segs.length === 0) throw invalidArgument(`${op.op}: the root holds no integer`);
+        const cur = node === undefined ? undefined : integerValue(op.path, node.value);
+        let next: number;
+        if (op.op === 'add') {
+          next = (cur ?? 0) + op.delta;
+          if (!Number.isSafeInteger(next)) {
+            throw new LatchkeyError('INVALID_ARGUMENT', `add: ${String(cur ?? 0)} + ${op.delta} leaves the safe integer range at ${op.path}`, { path: op.path });
+          }
+        } else {
+          next = cur === undefined ? op.operand : op.op === 'min' ? Math.min(cur, op.operand) : Math.max(cur, op.operand);
+        }
+        this.putIfChanged(op.path, segs, node, integerBytes(next));
+        return next;
+      }
+      case 'append': {
+        if (segs.length === 0) throw invalidArgument('append: not on the root');
+        const old = node?.value ?? EMPTY_VALUE;
+        const size = old.length + op.value.length;
+        if (size > this.maxValueBytes) {
+          throw new LatchkeyError('TOO_LARGE', `append: value at ${op.path} would be ${size} bytes; the limit is ${this.maxValueBytes}`, { path: op.path, info: { size, limit: this.maxValueBytes } });
+        }
+        if (node !== undefined && op.value.length === 0) return undefined;
+        const v = new Uint8Array(size);
+        v.set(old, 0);
+        v.set(op.value, old.length);
+        this.putIfChanged(op.path, segs, node, v);
+        return undefined;
+      }
+      case 'setIfAbsent':
+        if (node !== undefined) return false;
+        this.ensureParents(op.path, segs);
+        this.put(segs, segs.length, op.value);
+        return true;
+    }
+  }
+
+  /** Executes a write op; returns its result (created path, deleted flag, new integer, or undefined). */
+  write(op: WriteOp): string | number | boolean | undefined {
     switch (op.op) {
       case 'set': this.set(op.path, op.value, op); return undefined;
       case 'create': return this.create(op.path, op.value, op);
       case 'delete': return this.delete(op.path, op);
       case 'check': this.check(op.path, op); return undefined;
       case 'setPerms': this.setPerms(op.path, op.perms); return undefined;
+      default: return this.atomic(op);
     }
   }
 }

@@ -21,13 +21,23 @@
  * disjoint nodes never conflict whatever prefix they share, and a read of a
  * value rewritten with the same bytes does not conflict either.
  *
+ * Atomic operations (add, min, max, append, setIfAbsent; ops.ts) are writes
+ * whose response does not depend on the node: inside a transaction they
+ * answer nothing but success or an error code, and record no read. Replay
+ * re-applies them to the head and compares only that outcome, so two
+ * transactions adding to one counter both commit, each adding to what the
+ * other left. A later read of that node in the same transaction sees the
+ * transaction's own write (an OWN witness), which replay always re-answers
+ * and compares: reading the counter after adding to it validates like any
+ * read, and so does a read before it.
+ *
  * A node's `stat` returned inside a transaction is informational: replay
  * compares values and existence, not revisions. A transaction that must
  * depend on a version says so with `ifVersion`/`check`, which replay
  * re-checks exactly.
  */
 import { LatchkeyError, isErrorCode } from './errors.js';
-import { type ListResult, type WriteOp, Workspace } from './ops.js';
+import { type ListResult, type WriteOp, Workspace, checkAtomicArgs, isAtomic } from './ops.js';
 import { type Node, bytesEqual, lookup } from './tree.js';
 import { parsePath } from './path.js';
 
@@ -63,8 +73,9 @@ function outcomeOf(f: () => unknown): Outcome {
   }
 }
 
-function sameOutcome(a: Outcome, b: Outcome): boolean {
+function sameOutcome(a: Outcome, b: Outcome, atomic: boolean): boolean {
   if (a.ok !== b.ok) return false;
+  if (atomic && a.ok) return true; // the caller was told only that it was done
   if (!a.ok || !b.ok) return (a as { code: string }).code === (b as { code: string }).code;
   return a.value === b.value;
 }
@@ -74,8 +85,8 @@ export class TxState {
   readonly record: Recorded[] = [];
   private writes = 0;
 
-  constructor(readonly snapshot: Node, readonly snapshotRev: number) {
-    this.ws = new Workspace(snapshot, snapshotRev + 1);
+  constructor(readonly snapshot: Node, readonly snapshotRev: number, readonly maxValueBytes = Infinity) {
+    this.ws = new Workspace(snapshot, snapshotRev + 1, undefined, maxValueBytes);
   }
 
   get hasWrites(): boolean {
@@ -109,15 +120,22 @@ export class TxState {
     return result;
   }
 
-  /** Executes and records a write; rethrows its error after recording it. */
+  /**
+   * Executes and records a write; rethrows its error after recording it. An
+   * atomic op answers undefined here (its result would be a read).
+   */
   write(op: WriteOp): string | boolean | undefined {
     parsePath(op.path); // bad paths are the caller's bug, not a response to replay
+    const atomic = isAtomic(op);
+    // Bad arguments too; once they are checked, an atomic op's INVALID_ARGUMENT is about the node's value.
+    if (atomic) checkAtomicArgs(op);
     this.writes++;
     let outcome: Outcome;
     try {
-      outcome = { ok: true, value: this.ws.write(op) };
+      const value = this.ws.write(op);
+      outcome = { ok: true, value: atomic ? undefined : value };
     } catch (e) {
-      if (!(e instanceof LatchkeyError) || e.code === 'INTERNAL' || e.code === 'INVALID_ARGUMENT') throw e;
+      if (!(e instanceof LatchkeyError) || e.code === 'INTERNAL' || (e.code === 'INVALID_ARGUMENT' && !atomic)) throw e;
       outcome = { ok: false, code: e.code };
       this.record.push({ kind: 'write', op, outcome });
       throw e;
@@ -135,8 +153,8 @@ export type ReplayResult =
  * Re-executes a transaction's record against `head` (whose writes will carry
  * revision `rev`). Pure: returns the workspace to commit, or where it diverged.
  */
-export function replayAt(record: readonly Recorded[], head: Node, rev: number): ReplayResult {
-  const ws = new Workspace(head, rev);
+export function replayAt(record: readonly Recorded[], head: Node, rev: number, maxValueBytes = Infinity): ReplayResult {
+  const ws = new Workspace(head, rev, undefined, maxValueBytes);
   let replayed = false;
   for (let i = 0; i < record.length; i++) {
     const r = record[i]!;
@@ -168,7 +186,7 @@ export function replayAt(record: readonly Recorded[], head: Node, rev: number): 
       }
       case 'write': {
         const again = outcomeOf(() => ws.write(r.op));
-        if (!sameOutcome(again, r.outcome)) return { ok: false, path: r.op.path, index: i };
+        if (!sameOutcome(again, r.outcome, isAtomic(r.op))) return { ok: false, path: r.op.path, index: i };
         break;
       }
     }

@@ -13,7 +13,8 @@ import type {
 } from '../api.js';
 import { invalidArgument } from '../core/errors.js';
 import { parsePath } from '../core/path.js';
-import { runTransaction } from '../util/retry.js';
+import { type RetryCounters, type RetryPolicy, runTransaction } from '../util/retry.js';
+import { type AtomicOp, checkAtomicArgs } from '../core/ops.js';
 import {
   CHECK_EXPECT, CREATE_FLAGS, type CheckExpect, type CheckedMultiOp, type CreateFlags, DELETE_FLAGS, type DeleteFlags,
   SET_CONDITIONS, type SetConditions, checkOptions, definedFields, listArgs, multiArgs, toBytes,
@@ -49,7 +50,12 @@ export abstract class SessionEdge implements Session {
   protected abstract _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string>;
   protected abstract _delete(path: string, flags: DeleteFlags, options: WriteOptions): Promise<boolean>;
   protected abstract _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult>;
+  /** An atomic op, checked: the new integer (add, min, max), the commit's revision (append), created or not (setIfAbsent). */
+  protected abstract _atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean>;
   protected abstract _begin(): Transaction;
+  /** transaction()'s backoff for this transport, and where it counts what it did (stats()). */
+  protected abstract readonly retryPolicy: RetryPolicy;
+  protected abstract readonly retryCounters: RetryCounters;
   protected abstract _lock(path: string, options: LockOptions): Promise<Lock>;
   abstract locks(): LockInfo[];
   abstract close(): Promise<void>;
@@ -118,8 +124,40 @@ export abstract class SessionEdge implements Session {
     return this._begin();
   }
 
+  add(path: string, delta: number, options: WriteOptions = {}): Promise<number> {
+    return this.atomic(path, () => ({ op: 'add', path, delta }), options) as Promise<number>;
+  }
+
+  min(path: string, operand: number, options: WriteOptions = {}): Promise<number> {
+    return this.atomic(path, () => ({ op: 'min', path, operand }), options) as Promise<number>;
+  }
+
+  max(path: string, operand: number, options: WriteOptions = {}): Promise<number> {
+    return this.atomic(path, () => ({ op: 'max', path, operand }), options) as Promise<number>;
+  }
+
+  append(path: string, value: Value, options: WriteOptions = {}): Promise<number> {
+    return this.atomic(path, () => ({ op: 'append', path, value: toBytes(value, this.maxValueBytes, path) }), options) as Promise<number>;
+  }
+
+  setIfAbsent(path: string, value: Value, options: WriteOptions = {}): Promise<boolean> {
+    return this.atomic(path, () => ({ op: 'setIfAbsent', path, value: toBytes(value, this.maxValueBytes, path) }), options) as Promise<boolean>;
+  }
+
+  /** The checks of every atomic op, in the order of the other writes': open, path, value, operand, options. */
+  private atomic(path: string, make: () => AtomicOp, options: WriteOptions): Promise<number | boolean> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      const op = make();
+      checkAtomicArgs(op);
+      checkOptions(options, `${op.op} options`);
+      return this._atomic(op, options);
+    });
+  }
+
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    return runTransaction(() => this.begin(), fn, options);
+    return runTransaction(() => this.begin(), fn, options, this.retryPolicy, this.retryCounters);
   }
 
   lock(path: string, options: LockOptions = {}): Promise<Lock> {
@@ -153,6 +191,8 @@ export abstract class TransactionEdge implements Transaction {
   protected abstract _create(path: string, value: Uint8Array, flags: CreateFlags): Promise<string>;
   protected abstract _delete(path: string, flags: DeleteFlags): Promise<boolean>;
   protected abstract _check(path: string, expect: CheckExpect): Promise<void>;
+  /** An atomic op, checked; answers nothing (its result would be a read). */
+  protected abstract _atomic(op: AtomicOp): Promise<void>;
   abstract commit(options?: WriteOptions): Promise<CommitResult>;
   abstract abort(): Promise<void>;
 
@@ -204,6 +244,36 @@ export abstract class TransactionEdge implements Transaction {
       parsePath(path);
       checkOptions(options, 'delete options');
       return this._delete(path, definedFields(options, DELETE_FLAGS));
+    });
+  }
+
+  add(path: string, delta: number): Promise<void> {
+    return this.atomic(path, () => ({ op: 'add', path, delta }));
+  }
+
+  min(path: string, operand: number): Promise<void> {
+    return this.atomic(path, () => ({ op: 'min', path, operand }));
+  }
+
+  max(path: string, operand: number): Promise<void> {
+    return this.atomic(path, () => ({ op: 'max', path, operand }));
+  }
+
+  append(path: string, value: Value): Promise<void> {
+    return this.atomic(path, () => ({ op: 'append', path, value: toBytes(value, this.maxValueBytes, path) }));
+  }
+
+  setIfAbsent(path: string, value: Value): Promise<void> {
+    return this.atomic(path, () => ({ op: 'setIfAbsent', path, value: toBytes(value, this.maxValueBytes, path) }));
+  }
+
+  private atomic(path: string, make: () => AtomicOp): Promise<void> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      const op = make();
+      checkAtomicArgs(op);
+      return this._atomic(op);
     });
   }
 

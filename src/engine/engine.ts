@@ -31,6 +31,7 @@ import { DEFAULT_MAX_COMMIT_BYTES, commitBytes } from '../core/commit-size.js';
 import type { CommitHook, EngineAccess } from './access.js';
 import { type Admission, LockService, NO_ADMISSION } from './locks.js';
 import { CommitPipeline, type Published } from './pipeline.js';
+import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 
 export interface EngineOptions {
   storage?: Storage;
@@ -79,6 +80,8 @@ export class Engine implements EngineAccess {
   openTransactions = 0;
   sessionsOpen = 0;
   readonly counters = { commits: 0, validations: 0, replays: 0, conflicts: 0, txCommits: 0, snapshots: 0, snapshotErrors: 0 };
+  /** `transaction()` calls on this store's sessions: runs of fn, re-runs after CONFLICT, and calls that gave up. */
+  readonly retryCounters: RetryCounters = newRetryCounters();
   lastSnapshotError: string | undefined;
 
   constructor(readonly options: EngineOptions = {}) {
@@ -151,7 +154,7 @@ export class Engine implements EngineAccess {
     try {
       this.checkWritable();
       if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
-      ws = new Workspace(this.pendingRoot, this.pendingRev + 1, this.sequencer);
+      ws = new Workspace(this.pendingRoot, this.pendingRev + 1, this.sequencer, this.maxValueBytes);
       value = fn(ws);
       this.checkCommit(session, ws.mutations);
     } catch (e) {
@@ -271,7 +274,7 @@ export class Engine implements EngineAccess {
         ws = tx.ws;
       } else {
         this.counters.validations++;
-        const r = replayAt(tx.record, this.pendingRoot, this.pendingRev + 1);
+        const r = replayAt(tx.record, this.pendingRoot, this.pendingRev + 1, this.maxValueBytes);
         if (!r.ok) {
           this.counters.conflicts++;
           throw new LatchkeyError('CONFLICT', `transaction conflicts at ${r.path}: a response would differ at head`, { path: r.path, info: { op: r.index } });
@@ -388,6 +391,7 @@ export class Engine implements EngineAccess {
       pendingRevision: this.pendingRev,
       nodes: this.visibleRoot.size,
       ...this.counters,
+      ...this.retryCounters,
       groupSyncs: this.pipeline.syncs,
       commitsPerSync: this.pipeline.syncs === 0 ? 0 : this.pipeline.synced / this.pipeline.syncs,
       openTransactions: this.openTransactions,
@@ -436,7 +440,9 @@ export function targetOfOp(op: WriteOp): WriteTarget | undefined {
     case 'check': return undefined;
     case 'setPerms': return { path: op.path, subtree: false };
     case 'create': return targetOf('create', op.path, op.sequential === true);
-    default: return targetOf(op.op, op.path);
+    case 'set':
+    case 'delete': return targetOf(op.op, op.path);
+    default: return targetOf('set', op.path); // atomic ops write one node
   }
 }
 

@@ -9,7 +9,8 @@
 import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { WriteTarget } from '../core/lock-table.js';
-import type { WriteOp } from '../core/ops.js';
+import type { AtomicOp, WriteOp } from '../core/ops.js';
+import { EMBEDDED_RETRY, type RetryCounters } from '../util/retry.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
 import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
@@ -100,7 +101,7 @@ export class SessionImpl extends SessionEdge {
         throw e;
       }
     }));
-    return { revision: r.rev, results: r.value };
+    return { revision: r.rev, results: r.value as MultiResult['results'] };
   }
 
   /** A checked multi op as the engine executes it (an ephemeral create names this session as owner). */
@@ -113,6 +114,17 @@ export class SessionImpl extends SessionEdge {
       case 'delete': return { ...o, recursive: o.recursive === true };
       default: return o;
     }
+  }
+
+  protected readonly retryPolicy = EMBEDDED_RETRY;
+
+  protected get retryCounters(): RetryCounters {
+    return this.engine.retryCounters;
+  }
+
+  protected async _atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean> {
+    const r = await this.engine.write(this.id, [targetOf('set', op.path)], options, (ws) => ws.atomic(op));
+    return op.op === 'append' ? r.rev : r.value as number | boolean;
   }
 
   protected _begin(): Transaction {

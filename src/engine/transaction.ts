@@ -5,6 +5,7 @@
  */
 import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
+import type { AtomicOp } from '../core/ops.js';
 import { TxState } from '../core/transaction.js';
 import { parentPath, parsePath } from '../core/path.js';
 import { mutationBytes, COMMIT_BASE_BYTES } from '../core/commit-size.js';
@@ -30,7 +31,7 @@ export class TransactionImpl extends TransactionEdge {
 
   constructor(private readonly engine: Engine, private readonly owner: TxOwner) {
     super();
-    this.tx = new TxState(engine.visibleRoot, engine.visibleRev);
+    this.tx = new TxState(engine.visibleRoot, engine.visibleRev, engine.maxValueBytes);
     engine.openTransactions++;
   }
 
@@ -119,6 +120,10 @@ export class TransactionImpl extends TransactionEdge {
       this.engine.checkCommitSize(muts, this.bytes);
     }
     return r;
+  }
+
+  protected async _atomic(op: AtomicOp): Promise<void> {
+    this.written(() => this.tx.write(op));
   }
 
   async commit(options: WriteOptions = {}): Promise<CommitResult> {

@@ -15,7 +15,7 @@
  */
 import { ErrorCodes, LatchkeyError, isErrorCode } from '../core/errors.js';
 import {
-  type Infer, type Schema, anyMap, arrayOf, bool, bytes, literal, nil, nullable, num, object, opt, str, tagged, uint, union,
+  type Infer, type Schema, anyMap, arrayOf, bool, bytes, int, literal, nil, nullable, num, object, opt, str, tagged, uint, union,
 } from './schema.js';
 
 export const PROTOCOL_MAGIC = 'latchkey';
@@ -83,6 +83,16 @@ export const requests = {
   create: op(object({ path: str, value: opt(bytes), ephemeral: opt(bool), sequential: opt(bool), fence, wait, tx: opt(uint) }), str),
   delete: op(object({ path: str, recursive: opt(bool), ifVersion: opt(uint), fence, wait, tx: opt(uint) }), bool),
   check: op(object({ path: str, tx: uint, version: opt(uint), modRev: opt(uint), exists: opt(bool) }), nil),
+  /**
+   * Atomic operations (they never conflict). Results: the new integer (add,
+   * min, max), the commit's revision (append), whether the node was created
+   * (setIfAbsent); nil inside a transaction.
+   */
+  add: op(object({ path: str, delta: int, fence, wait, tx: opt(uint) }), nullable(int)),
+  min: op(object({ path: str, operand: int, fence, wait, tx: opt(uint) }), nullable(int)),
+  max: op(object({ path: str, operand: int, fence, wait, tx: opt(uint) }), nullable(int)),
+  append: op(object({ path: str, value: bytes, fence, wait, tx: opt(uint) }), nullable(uint)),
+  setIfAbsent: op(object({ path: str, value: bytes, fence, wait, tx: opt(uint) }), nullable(bool)),
   multi: op(object({ ops: arrayOf(wireMultiOp), fence, wait }), object({ revision: uint, results: arrayOf(union(union(str, bool, 'string or boolean'), nil, 'string, boolean or nil')) }, loose)),
   begin: op(object({ tx: uint }), object({ snapshotRevision: uint }, loose)),
   commit: op(object({ tx: uint, fence, wait }), object({ revision: uint, replayed: bool }, loose)),

@@ -46,6 +46,12 @@ export const uint: Schema<number> = (v, at) => {
   return v;
 };
 
+/** A safe integer of either sign: deltas and values of atomic ops. */
+export const int: Schema<number> = (v, at) => {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new ShapeError(at, 'an integer');
+  return v;
+};
+
 /** Any finite number (timestamps, rates in stats). */
 export const num: Schema<number> = (v, at) => {
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new ShapeError(at, 'a finite number');

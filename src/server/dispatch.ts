@@ -172,6 +172,43 @@ export const handlers: HandlerTable = {
       return null;
     },
   },
+  add: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.add(a.path, a.delta).then(() => null);
+      return c.session(s).add(a.path, a.delta, writeOpts(a, signal));
+    },
+  },
+  min: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.min(a.path, a.operand).then(() => null);
+      return c.session(s).min(a.path, a.operand, writeOpts(a, signal));
+    },
+  },
+  max: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.max(a.path, a.operand).then(() => null);
+      return c.session(s).max(a.path, a.operand, writeOpts(a, signal));
+    },
+  },
+  append: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      checkValue(c, a.value, a.path);
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.append(a.path, a.value).then(() => null);
+      return c.session(s).append(a.path, a.value, writeOpts(a, signal));
+    },
+  },
+  setIfAbsent: {
+    access: writePath,
+    async run(c, { s, a, signal }) {
+      checkValue(c, a.value, a.path);
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.setIfAbsent(a.path, a.value).then(() => null);
+      return c.session(s).setIfAbsent(a.path, a.value, writeOpts(a, signal));
+    },
+  },
   multi: {
     access: (a) => a.ops.flatMap((o): Array<[string, Access]> => (o.op === 'check' ? [[o.path, 'read']] : o.op === 'create' ? createPath(o) : [[o.path, 'write']])),
     async run(c, { s, a, signal }) {

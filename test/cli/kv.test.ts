@@ -44,6 +44,22 @@ describe('cli: node commands', () => {
     assert.equal((await t.lk(['get', '/v'])).stdout, 'two');
   });
 
+  test('cli: add creates a counter at 0, adds (negative too), prints the new value; a non-integer exits 2', async () => {
+    const r = await t.lk(['add', '/ctr/a', '5']);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, '5\n');
+    assert.equal((await t.lk(['add', '/ctr/a', '-7'])).stdout, '-2\n');
+    assert.deepEqual(JSON.parse((await t.lk(['add', '/ctr/a', '3', '--json'])).stdout), { path: '/ctr/a', value: 1 });
+    assert.equal((await t.lk(['get', '/ctr/a'])).stdout, '1');
+    await t.lk(['set', '/ctr/s', 'text']);
+    const bad = await t.lk(['add', '/ctr/s', '1']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /INVALID_ARGUMENT/);
+    assert.equal((await t.lk(['get', '/ctr/s'])).stdout, 'text');
+    assert.equal((await t.lk(['add', '/ctr/a', '1.5'])).code, 2);
+    assert.equal((await t.lk(['add', '/ctr/a'])).code, 2);
+  });
+
   test('cli: ls lists children sorted; -r draws the tree; --json', async () => {
     await t.lk(['set', '/t/b/x', '1']);
     await t.lk(['set', '/t/a', '2']);

@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LatchkeyError, type MultiOp, type Store, type WatchEvent } from '../../src/index.js';
+import { atomicTests } from './atomic.js';
 
 export interface Backend {
   store: Store;
@@ -46,6 +47,7 @@ export function backendTest(label: string, make: () => Promise<Backend>): (title
 
 export function contractSuite(name: string, make: () => Promise<Backend>): void {
   const t = backendTest(`contract[${name}]`, make);
+  atomicTests(t);
 
   t('set creates parents; get returns value, text, json and stat', async (s) => {
     const rev = await s.set('/a/b', 'hello');

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { LatchkeyError, open, type Store } from '../../src/index.js';
+import { type CommitResult, LatchkeyError, open, type Store, type Transaction } from '../../src/index.js';
 
 const conflict = (e: unknown): boolean => LatchkeyError.is(e, 'CONFLICT');
 
@@ -154,8 +154,10 @@ test('store.transaction re-runs fn on CONFLICT, bounded by retries and a signal'
 /**
  * Serializability: random transactions over a small tree (two directories,
  * three keys in each) run concurrently with outside single writes under a
- * random schedule. Gets, sets that create parents, listings and recursive
- * deletes. The committed ones, replayed serially in commit order on a naive
+ * random schedule. Gets, sets that create parents, listings, recursive
+ * deletes, sequential creates, and the atomic add and setIfAbsent (which
+ * record no read: replay re-applies them at head, and a later get of the
+ * node validates). The committed ones, replayed serially in commit order on a naive
  * model, must give every response each saw, and the same final state.
  */
 test('transactions: committed transactions are serializable in commit order', async () => {
@@ -167,7 +169,9 @@ test('transactions: committed transactions are serializable in commit order', as
     | { t: 'set'; p: string; v: number }
     | { t: 'ls'; p: string }
     | { t: 'del'; p: string }
-    | { t: 'seq'; p: string };
+    | { t: 'seq'; p: string }
+    | { t: 'add'; p: string; d: number }
+    | { t: 'sia'; p: string; v: number };
   const dir = fc.constantFrom('/d0', '/d1');
   const node = fc.oneof(dir, fc.tuple(dir, fc.constantFrom('k0', 'k1', 'k2')).map(([d, k]) => `${d}/${k}`));
   const op: fc.Arbitrary<TxOp> = fc.oneof(
@@ -176,10 +180,12 @@ test('transactions: committed transactions are serializable in commit order', as
     { weight: 2, arbitrary: fc.record({ t: fc.constant('ls' as const), p: dir }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant('del' as const), p: node }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant('seq' as const), p: dir }) },
+    { weight: 3, arbitrary: fc.record({ t: fc.constant('add' as const), p: node, d: fc.integer({ min: -1, max: 3 }) }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant('sia' as const), p: node, v: fc.integer({ min: 5, max: 6 }) }) },
   );
   const job = fc.oneof(
     { weight: 4, arbitrary: fc.record({ kind: fc.constant('tx' as const), ops: fc.array(op, { minLength: 1, maxLength: 5 }) }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('outside' as const), ops: fc.tuple(op.filter((o) => o.t === 'set' || o.t === 'del')) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('outside' as const), ops: fc.tuple(op.filter((o) => o.t === 'set' || o.t === 'del' || o.t === 'add' || o.t === 'sia')) }) },
   );
 
   /**
@@ -197,10 +203,13 @@ test('transactions: committed transactions are serializable in commit order', as
         return got;
       }
       case 'get': return m.get(o.p) ?? '<none>';
-      case 'set': {
+      case 'set':
+      case 'add':
+      case 'sia': {
+        if (o.t === 'sia' && m.has(o.p)) return 'ok';
         const i = o.p.indexOf('/', 1);
         if (i > 0 && !m.has(o.p.slice(0, i))) m.set(o.p.slice(0, i), '');
-        m.set(o.p, String(o.v));
+        m.set(o.p, String(o.t === 'add' ? Number(m.get(o.p) ?? '0') + o.d : o.v)); // '' counts as 0
         return 'ok';
       }
       case 'ls': return m.has(o.p) ? [...m.keys()].filter((k) => k.startsWith(o.p + '/')).map((k) => k.slice(o.p.length + 1)).sort().join(',') : 'NOT_FOUND';
@@ -215,8 +224,27 @@ test('transactions: committed transactions are serializable in commit order', as
   await fc.assert(fc.asyncProperty(fc.array(job, { minLength: 2, maxLength: 12 }), fc.scheduler(), async (jobs, sched) => {
     const s: Store = await open();
     const committed: Array<{ rev: number; writes: boolean; responses: string[]; ops: TxOp[] }> = [];
+    // Whether a commit wrote (atomic ops may change nothing: add 0, setIfAbsent on a node): an
+    // unlocked in-memory commit applies synchronously inside commit(), so the store's commit count
+    // says it before the first await.
+    const commitNoting = async (tx: Transaction): Promise<{ r: CommitResult; wrote: boolean }> => {
+      const before = s.stats().commits;
+      const p = tx.commit();
+      const wrote = s.stats().commits !== before;
+      return { r: await p, wrote };
+    };
     await sched.waitFor(Promise.all(jobs.map(async (j) => {
       await sched.schedule(Promise.resolve());
+      if (j.kind === 'outside' && (j.ops[0].t === 'add' || j.ops[0].t === 'sia')) {
+        // An atomic op on its own, in a transaction of its own.
+        const o = j.ops[0];
+        const tx = s.begin();
+        if (o.t === 'add') await tx.add(o.p, o.d);
+        else await tx.setIfAbsent(o.p, String(o.v));
+        const { r, wrote } = await commitNoting(tx);
+        committed.push({ rev: r.revision, writes: wrote, responses: ['ok'], ops: [o] });
+        return;
+      }
       if (j.kind === 'outside') {
         const o = j.ops[0];
         const r = await s.multi([o.t === 'set' ? { op: 'set', path: o.p, value: String(o.v) } : { op: 'delete', path: o.p, recursive: true }]);
@@ -232,13 +260,15 @@ test('transactions: committed transactions are serializable in commit order', as
         else if (o.t === 'set') { await tx.set(o.p, String(o.v)); responses.push('ok'); }
         else if (o.t === 'ls') responses.push(await tx.list(o.p).then((l) => l.join(','), (e: unknown) => (LatchkeyError.is(e) ? e.code : 'error')));
         else if (o.t === 'seq') responses.push(await tx.create(`${o.p}/s-`, 'q', { sequential: true }));
+        else if (o.t === 'add') { await tx.add(o.p, o.d); responses.push('ok'); }
+        else if (o.t === 'sia') { await tx.setIfAbsent(o.p, String(o.v)); responses.push('ok'); }
         else responses.push(String(await tx.delete(o.p, { recursive: true })));
       }
       await sched.schedule(Promise.resolve());
       try {
-        const r = await tx.commit();
-        // A delete that found nothing wrote nothing: such a commit reflects the state at its revision.
-        const wrote = j.ops.some((o, i) => o.t === 'set' || o.t === 'seq' || (o.t === 'del' && responses[i] === 'true'));
+        // A delete that found nothing, or an atomic op that changed nothing, wrote nothing:
+        // such a commit reflects the state at its revision.
+        const { r, wrote } = await commitNoting(tx);
         committed.push({ rev: r.revision, writes: wrote, responses, ops: j.ops });
         totalCommitted++;
         if (r.replayed) totalReplays++;

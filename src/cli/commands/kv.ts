@@ -275,3 +275,35 @@ examples:
     return EXIT.OK;
   },
 };
+
+export const addCmd: Command = {
+  help: `usage: latchkey add PATH DELTA [--no-wait] [--json]
+
+Adds DELTA (an integer, may be negative) to the decimal integer at PATH, in
+one atomic step on the server that never conflicts, and prints the new
+value. A missing node is created at 0 (its parents too); an empty value
+counts as 0. A value that is not a decimal integer fails INVALID_ARGUMENT
+(exit 2) and is left as it is. --json prints {"path","value"}.
+  --no-wait  fail LOCKED (exit 75) instead of waiting when another
+             session's lock covers PATH
+
+${CLIENT_OPTIONS_HELP}
+
+examples:
+  latchkey add /stats/requests 1
+  latchkey add /quota/alice -5`,
+  async run(argv) {
+    // A negative DELTA looks like an option to the parser: take it out first.
+    const negative = argv.filter((a) => /^-[0-9]+$/.test(a));
+    const { values, positionals } = parse(argv.filter((a) => !negative.includes(a)), { ...CLIENT_OPTIONS, json: { type: 'boolean' }, 'no-wait': { type: 'boolean' } });
+    const args = [...positionals, ...negative];
+    if (args.length !== 2) throw new UsageError(args.length < 2 ? `missing ${args.length === 0 ? 'PATH' : 'DELTA'}` : `unexpected argument ${args[2]}`);
+    const [p, d] = args as [string, string];
+    const delta = Number(d);
+    if (!/^[+-]?[0-9]+$/.test(d) || !Number.isSafeInteger(delta)) throw new UsageError(`DELTA must be an integer, got ${d}`);
+    const value = await withStore(values, (s) => s.add(p, delta, values['no-wait'] ? { wait: false } : {}));
+    if (values.json) json({ path: p, value });
+    else out(`${value}\n`);
+    return EXIT.OK;
+  },
+};
