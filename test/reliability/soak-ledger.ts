@@ -100,6 +100,20 @@ export class Ledger {
     this.log(`VIOLATION ${s}`);
   }
 
+  /**
+   * Time slices: the checks' synchronous loops (over every transaction so
+   * far: they grow with the run) give the event loop a turn every 20 ms, so
+   * the harness keeps reading journals, its watch and its timers.
+   */
+  private sliceStart = performance.now();
+  private sliceDue(): boolean {
+    return performance.now() - this.sliceStart > 20;
+  }
+  private async yieldSlice(): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    this.sliceStart = performance.now();
+  }
+
   /** The harness itself failed (its journal is not what a client wrote): distinct from a violation. */
   harnessError(s: string): void {
     if (this.harnessErrors.length < 200) this.harnessErrors.push(s);
@@ -212,6 +226,7 @@ export class Ledger {
     // could have missed is known now.
     const later: Array<{ w: WorkerState; seg: Segment }> = [];
     for (const p of this.pendingSegments.splice(0)) {
+      if (this.sliceDue()) await this.yieldSlice();
       if ((p.seg.events.at(-1)?.[0] ?? 0) <= head) this.checkSegment(p.w, p.seg);
       else later.push(p);
     }
@@ -262,10 +277,14 @@ export class Ledger {
     const head = store.revision;
     const names = new Set(await listAll(store, '/tx'));
     // Known ones never disappear (cheap: a name lookup); new ones are checked in full, once.
-    for (const [id] of this.verified) if (!names.has(id)) this.violation(`transaction ${id}, seen complete before, is gone`);
     const byRev = new Map<number, string>();
-    for (const [id, rev] of this.verified) byRev.set(rev, id);
+    for (const [id, rev] of this.verified) {
+      if (this.sliceDue()) await this.yieldSlice();
+      if (!names.has(id)) this.violation(`transaction ${id}, seen complete before, is gone`);
+      byRev.set(rev, id);
+    }
     for (const id of names) {
+      if (this.sliceDue()) await this.yieldSlice();
       if (this.verified.has(id)) continue;
       const keys = await store.list(`/tx/${id}`);
       const a = await store.get(`/tx/${id}/a`);
