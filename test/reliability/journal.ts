@@ -43,6 +43,11 @@ export class JournalWriter {
     // A regular file takes a whole small write; the loop is for the letter of the API.
     for (let off = 0; off < b.length;) off += writeSync(this.fd, b, off);
   }
+
+  /** For the harness's self-test only: a line lost (its number used, nothing written). */
+  lose(): void {
+    ++this.seq;
+  }
 }
 
 /** Reads one client's journal as it grows. Not shared between readers. */
