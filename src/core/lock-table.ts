@@ -7,10 +7,27 @@
  * a LatchkeyError); it owns the promises and timers. Every method runs to
  * completion, so the table is always in a consistent state between calls.
  *
+ * Files. This one is the public module: the numbered notes, the operations
+ * (lock, admitWrite, upgrade, downgrade, release, cancel, endSession, the
+ * queries), the grant rule of note 2 (`wouldWait`, `entryBlocked`) and the
+ * scans that grant after a removal (`scanAfter`, `scanNode`). It re-exports
+ * the types importers use. Beside it:
+ *   - lock-trie.ts: the data structure of note 3 — `LockRequest`, `Entry`,
+ *     `PathNode` with its counts and lists, each session's request lists
+ *     (`SessionRequests`), the owner-died taints of note 5, and `LockTrie`,
+ *     which keeps them all consistent and decides nothing.
+ *   - lock-wait-for.ts: who waits for whom — the blockers of an entry
+ *     (`forEachBlocker`, `forEachEarlierWaiter`, used for grants, LOCKED
+ *     messages and diagnostics too) and the deadlock search of note 4
+ *     (`findCycle`).
+ * They import downward only: lock-table → lock-wait-for → lock-trie.
+ *
  * 1. Requests and classes. A request is a lock (shared S / exclusive X), an
  *    upgrade (X, by the holder of an S lock), or a write admission: one entry
  *    per target, class W (a subtree: recursive delete, sequential create) or
- *    N (one node). Each entry sits at a path. Two entries *overlap* when one
+ *    N (one node). In code the classes are `LockClass.Shared`, `Exclusive`,
+ *    `WriteSubtree` and `WriteNode`; `CONFLICTS[c]` is the mask of classes
+ *    that conflict with c. Each entry (`Entry`) sits at a path. Two entries *overlap* when one
  *    path covers the other; an N entry covers only its own node, so a lock
  *    strictly below a plain write does not overlap it. Two overlapping
  *    entries conflict unless their classes are compatible: S–S and writes
@@ -38,14 +55,17 @@
  *    A `lock` or `upgrade` granted at once does the latter too (`drain`).
  *    Each request is returned once, by the call that granted it.
  *
- * 3. Data structure. A trie of path nodes keyed by segment, created on demand
- *    and pruned when empty. Each node keeps, per class, exact and subtree
- *    counts of holders and of waiters; an intrusive list of the entries
- *    holding there; a FIFO doubly linked list of its waiting entries per
- *    class (the earliest conflicting waiter at a node is a list head;
- *    cancelling is O(1)); and the set of children whose subtree has
- *    waiters. Each session has intrusive lists of its held and waiting
- *    requests. A grant or a wait allocates nothing but its request.
+ * 3. Data structure (lock-trie.ts). A trie of path nodes (`PathNode`) keyed
+ *    by segment, created on demand and pruned when empty. Each node keeps,
+ *    per class, exact and subtree counts of holders (`heldHere`,
+ *    `heldInSubtree`) and subtree counts of waiters (`waitingInSubtree`);
+ *    an intrusive list of the entries holding there (`holders`); a FIFO
+ *    doubly linked list of its waiting entries per class (`waitHead[c]` …
+ *    `waitTail[c]`: the earliest conflicting waiter at a node is a list
+ *    head; cancelling is O(1)); and the set of children whose subtree has
+ *    waiters (`childrenWithWaiters`). Each session has intrusive lists of
+ *    its held and waiting requests (`SessionRequests`). A grant or a wait
+ *    allocates nothing but its request.
  *      - "another session's holder here": the counts say "none" in O(1);
  *        otherwise the node's holder list is walked to the first foreign one.
  *        "another session's holder below": subtree count minus the asker's
@@ -65,9 +85,10 @@
  *        geometry, or a session that may skip, can make them differ), and
  *        (b) "entangled" waiting entries, whose session holds something
  *        overlapping the node (they may skip, or be exempt from a blocker of
- *        their own session): each node keeps those in a list of their own,
- *        checked after the walk. Entanglement changes only when a session
- *        gains or loses a hold, for its own waiting entries near that hold.
+ *        their own session): each node keeps those in a list of their own
+ *        (`tangledWaiters`), checked after the walk (`scanNode`).
+ *        Entanglement changes only when a session gains or loses a hold,
+ *        for its own waiting entries near that hold (`LockTrie.retangle`).
  *        Each grant costs O(depth); releasing an exclusive '/' over 7,000
  *        waiters on 7,000 paths visits 7,000 nodes and grants each once.
  *      - weak spots, where the cost is the number of requests involved
@@ -79,10 +100,11 @@
  *        would bound it); a release visits every waiter it was blocking;
  *        entangled entries at a node are all checked when it is scanned.
  *
- * 4. Deadlock. The wait-for graph is over sessions: A → B when a waiting
- *    request of A is blocked by a holder of B or an earlier waiter of B. A
- *    request that must wait is registered, then a search from the blockers
- *    of every waiting request of its session looks for the session itself;
+ * 4. Deadlock (lock-wait-for.ts). The wait-for graph is over sessions:
+ *    A → B when a waiting request of A is blocked by a holder of B or an
+ *    earlier waiter of B (`forEachBlocker` lists B's entries). A request
+ *    that must wait is registered, then a search from the blockers of
+ *    every waiting request of its session looks for the session itself;
  *    if found, the request is removed again (no side effects: nothing was
  *    waiting behind it that was not blocked already) and fails DEADLOCK
  *    naming the cycle. Edges appear only when a request waits or when an
@@ -92,10 +114,11 @@
  *    waiter can be waiting on the requesting session: none overlaps its
  *    holds or its other waiting requests (a test on the counts).
  *
- * 5. Owner died. A lock whose session ends while holding it taints its path.
- *    Every later lock grant overlapping a taint carries ownerDied; the taint
- *    is cleared when a holder that was told (ownerDied) and covers the path
- *    releases explicitly — only that says the invariants are whole again.
+ * 5. Owner died (lock-trie.ts: `tainted`, `taintsInSubtree`). A lock whose
+ *    session ends while holding it taints its path. Every later lock grant
+ *    overlapping a taint carries ownerDied; the taint is cleared when a
+ *    holder that was told (ownerDied) and covers the path releases
+ *    explicitly — only that says the invariants are whole again.
  *    Taints keep their trie nodes alive, so they are bounded (`maxTaints`,
  *    oldest forgotten first) for stores that lock ever-new paths.
  *
@@ -108,143 +131,14 @@
  */
 import { LatchkeyError, assert } from './errors.js';
 import { joinPath, parsePath } from './path.js';
+import {
+  CLASS_COUNT, COMPATIBLE_GROUP, CONFLICTS, Entry, LockClass, LockRequest, LockTrie, type LockMode, type PathNode, type SessionRequests,
+  WRITE_NODE_BIT, type WriteTarget, anyWaiterAt, conflictsBelow, countIn, earlierWaiterAt, foreignHolderAt, hasWaitersAt, listOf,
+} from './lock-trie.js';
+import { type Blocker, type CycleStep, behindHold, coveredByOwnExclusive, findCycle, forEachBlocker, forEachEarlierWaiter } from './lock-wait-for.js';
 
-export type LockMode = 'shared' | 'exclusive';
-export type RequestKind = LockMode | 'upgrade' | 'write';
-export type RequestState = 'waiting' | 'held' | 'done';
-
-/** A place a write touches: one node, or its whole subtree. */
-export interface WriteTarget {
-  readonly path: string;
-  readonly subtree: boolean;
-}
-
-const S = 0;
-const X = 1;
-const W = 2;
-const N = 3;
-type Cls = 0 | 1 | 2 | 3;
-const NCLS = 4;
-const GROUP = [0, 1, 2, 2];
-const NBIT = 1 << N;
-/** CONFLICTS[c]: bit mask of the classes that conflict with class c (when overlapping). */
-const CONFLICTS = [(1 << X) | (1 << W) | (1 << N), 0b1111, (1 << S) | (1 << X), (1 << S) | (1 << X)];
-
-function sumMask(a: readonly number[], mask: number): number {
-  let n = 0;
-  for (let c = 0; c < NCLS; c++) if (mask & (1 << c)) n += a[c]!;
-  return n;
-}
-
-class Entry {
-  prev: Entry | undefined = undefined;
-  next: Entry | undefined = undefined;
-  /** A waiting entry whose session holds something overlapping its node ("entangled"): see scanNode. */
-  tangled = false;
-  tprev: Entry | undefined = undefined;
-  tnext: Entry | undefined = undefined;
-  constructor(readonly req: LockRequest, public node: PathNode, public cls: Cls) {}
-}
-
-class PathNode {
-  // Maps and sets are made on first use: most nodes are leaves with one request.
-  children: Map<string, PathNode> | undefined = undefined;
-  /** Children whose subtree holds waiters. */
-  wchildren: Set<PathNode> | undefined = undefined;
-  /** Holders at this path, and in this subtree (inclusive), by class. */
-  readonly h = [0, 0, 0, 0];
-  readonly sh = [0, 0, 0, 0];
-  /** Holding entries here: an intrusive list through Entry.prev/next (an entry waits or holds, never both). */
-  hhead: Entry | undefined = undefined;
-  /** Entangled waiting entries here (through Entry.tprev/tnext). */
-  thead: Entry | undefined = undefined;
-  /** Waiting entries here by class (FIFO lists), and waiters in this subtree (inclusive). */
-  readonly head: (Entry | undefined)[] = [undefined, undefined, undefined, undefined];
-  readonly tail: (Entry | undefined)[] = [undefined, undefined, undefined, undefined];
-  readonly sw = [0, 0, 0, 0];
-  /** Owner-died taint here, and taints in this subtree (inclusive). */
-  taint = false;
-  st = 0;
-
-  constructor(readonly parent: PathNode | undefined, readonly name: string, readonly depth: number) {}
-
-  get path(): string {
-    const segs: string[] = [];
-    for (let n: PathNode | undefined = this; n?.parent !== undefined; n = n.parent) segs.push(n.name);
-    return joinPath(segs.reverse());
-  }
-
-  waiting(): number {
-    return this.sw[0]! + this.sw[1]! + this.sw[2]! + this.sw[3]!;
-  }
-
-  empty(): boolean {
-    return (this.children === undefined || this.children.size === 0) && this.hhead === undefined && this.waiting() === 0 && this.st === 0;
-  }
-}
-
-class SessionRec {
-  held: LockRequest | undefined = undefined;
-  waiting: LockRequest | undefined = undefined;
-}
-
-function listOf(head: LockRequest | undefined): LockRequest[] {
-  const out: LockRequest[] = [];
-  for (let r = head; r !== undefined; r = r.snext) out.push(r);
-  return out;
-}
-
-/** One request: a lock (held or waiting), an upgrade, or a write admission. */
-export class LockRequest {
-  state: RequestState = 'waiting';
-  /** Fencing token of the grant (0 until granted; writes have none). */
-  token = 0;
-  ownerDied = false;
-  /** Time of the request, then of the grant. */
-  since: number;
-  /** For an upgrade: the S lock being upgraded. For a lock: its pending upgrade. */
-  link: LockRequest | undefined = undefined;
-  entries: Entry[] = [];
-  /** The caller's bookkeeping (the engine keeps its waiter or lock handle here). */
-  owner: unknown = undefined;
-  /** @internal Links in its session's list of held or waiting requests. */
-  sprev: LockRequest | undefined = undefined;
-  snext: LockRequest | undefined = undefined;
-
-  constructor(readonly id: number, readonly session: string, public kind: RequestKind, public order: number, now: number) {
-    this.since = now;
-  }
-
-  /** Mode of a lock (an upgraded lock reports 'exclusive'). */
-  get mode(): LockMode {
-    return this.kind === 'shared' ? 'shared' : 'exclusive';
-  }
-
-  get path(): string {
-    return this.entries[0]!.node.path;
-  }
-
-  get paths(): string[] {
-    return this.entries.map((e) => e.node.path);
-  }
-}
-
-export interface Blocker {
-  readonly session: string;
-  readonly path: string;
-  readonly kind: RequestKind;
-  readonly held: boolean;
-}
-
-export interface CycleStep {
-  /** This session… */
-  readonly session: string;
-  /** …waits (with a request of this kind at this path)… */
-  readonly kind: RequestKind;
-  readonly path: string;
-  /** …for this one. */
-  readonly waitsFor: string;
-}
+export { LockRequest, type LockMode, type RequestKind, type RequestState, type WriteTarget } from './lock-trie.js';
+export type { Blocker, CycleStep } from './lock-wait-for.js';
 
 export interface LockTableOptions {
   /** Time source for `since` (default: always 0; the engine passes Date.now). */
@@ -271,37 +165,46 @@ export interface LockTableCounters {
   deadlocks: number;
 }
 
+/** Where a request asks to be: a path (as segments) and a class. */
+interface Placement {
+  readonly segs: readonly string[];
+  readonly cls: LockClass;
+}
+
 export class LockTable {
-  private readonly root = new PathNode(undefined, '', 0);
+  private readonly trie: LockTrie;
+  /** Each session's held and waiting requests (the trie's, shared). */
+  private readonly sessions: Map<string, SessionRequests>;
   private readonly clock: () => number;
   private nextId = 1;
   private nextOrder = 1;
   private nextUpgradeOrder = -Number.MAX_SAFE_INTEGER;
   private lastToken: number;
   private readonly tokens = new Map<number, LockRequest>();
-  /** Owner-died taints, oldest first. */
-  private readonly taints = new Set<PathNode>();
-  private readonly maxTaints: number;
-  /** Each session's held and waiting requests (intrusive lists: no allocation per grant). */
-  private readonly sessions = new Map<string, SessionRec>();
   private holdCount = 0;
   private waitCount = 0;
   /** Grants made by the current operation. */
-  private out: LockRequest[] = [];
+  private grants: LockRequest[] = [];
   /** Grants of the last lock/upgrade besides its own request (see drain). */
-  private extra: LockRequest[] = [];
+  private grantsToDrain: LockRequest[] = [];
   /** Sessions whose waiting requests must be checked again before the current call returns. */
-  private readonly recheck = new Set<SessionRec>();
+  private readonly sessionsToRecheck = new Set<SessionRequests>();
   readonly counters: LockTableCounters = { wakeups: 0, grants: 0, deadlocks: 0 };
 
   constructor(options: LockTableOptions = {}) {
     this.clock = options.clock ?? (() => 0);
     this.lastToken = options.firstToken ?? 0;
-    this.maxTaints = options.maxTaints ?? 100_000;
+    this.trie = new LockTrie(options.maxTaints ?? 100_000);
+    this.sessions = this.trie.sessions;
   }
 
   get size(): { held: number; waiting: number } {
     return { held: this.holdCount, waiting: this.waitCount };
+  }
+
+  /** Trie nodes and owner-died taints (for tests and stats). */
+  get footprint(): { nodes: number; taints: number } {
+    return this.trie.footprint;
   }
 
   // ---------------------------------------------------------------- requests
@@ -314,18 +217,17 @@ export class LockTable {
   lock(session: string, path: string, mode: LockMode, wait = true): LockRequest {
     const segs = parsePath(path);
     if (mode !== 'shared' && mode !== 'exclusive') throw new LatchkeyError('INVALID_ARGUMENT', `lock mode must be 'shared' or 'exclusive', not ${JSON.stringify(mode)}`);
-    const cls: Cls = mode === 'shared' ? S : X;
+    const cls = mode === 'shared' ? LockClass.Shared : LockClass.Exclusive;
     if (this.holdCount > 0 || this.waitCount > 0) {
-      const probe = this.probe(segs, cls, session);
-      if (probe) {
+      if (this.wouldWait(segs, cls, session)) {
         if (!wait) throw this.lockedError(path, session, [{ segs, cls }]);
         const req = new LockRequest(this.nextId++, session, mode, this.nextOrder++, this.clock());
-        req.entries.push(new Entry(req, this.nodeAt(segs), cls));
+        req.entries.push(new Entry(req, this.trie.nodeAt(segs), cls));
         return this.enqueue(req);
       }
     }
     const req = new LockRequest(this.nextId++, session, mode, this.nextOrder++, this.clock());
-    req.entries.push(new Entry(req, this.nodeAt(segs), cls));
+    req.entries.push(new Entry(req, this.trie.nodeAt(segs), cls));
     this.markHeld(req);
     this.cascade(req.session);
     return req;
@@ -337,18 +239,9 @@ export class LockTable {
    * waiters skip waiters queued behind it). Deliver them like any grant.
    */
   drain(): LockRequest[] {
-    const out = this.extra;
-    if (out.length > 0) this.extra = [];
+    const out = this.grantsToDrain;
+    if (out.length > 0) this.grantsToDrain = [];
     return out;
-  }
-
-  /** After a hold was added without a removal: grants the session's waiters it unblocked. */
-  private cascade(session: string): void {
-    const rec = this.sessions.get(session);
-    if (rec?.waiting === undefined) return;
-    this.out = [];
-    this.recheck.add(rec);
-    this.extra.push(...this.takeOut());
   }
 
   /**
@@ -360,13 +253,18 @@ export class LockTable {
    */
   admitWrite(session: string, targets: readonly WriteTarget[], wait = true): LockRequest | undefined {
     if (this.holdCount === 0 && this.waitCount === 0) return undefined;
-    const norm = normalizeTargets(targets);
+    const placements = normalizeTargets(targets);
     let blocked = false;
-    for (const t of norm) if (this.probe(t.segs, t.cls, session)) { blocked = true; break; }
+    for (const t of placements) {
+      if (this.wouldWait(t.segs, t.cls, session)) {
+        blocked = true;
+        break;
+      }
+    }
     if (!blocked) return undefined;
-    if (!wait) throw this.lockedError(norm[0] === undefined ? '/' : joinPath(norm[0].segs), session, norm);
+    if (!wait) throw this.lockedError(placements[0] === undefined ? '/' : joinPath(placements[0].segs), session, placements);
     const req = new LockRequest(this.nextId++, session, 'write', this.nextOrder++, this.clock());
-    for (const t of norm) req.entries.push(new Entry(req, this.nodeAt(t.segs), t.cls));
+    for (const t of placements) req.entries.push(new Entry(req, this.trie.nodeAt(t.segs), t.cls));
     return this.enqueue(req);
   }
 
@@ -382,7 +280,7 @@ export class LockTable {
     const e = lock.entries[0]!;
     const req = new LockRequest(this.nextId++, lock.session, 'upgrade', this.nextUpgradeOrder++, this.clock());
     req.link = lock;
-    req.entries.push(new Entry(req, e.node, X));
+    req.entries.push(new Entry(req, e.node, LockClass.Exclusive));
     if (!this.blocked(req, false)) {
       // Granting at once still turns S into X: waiters that were compatible
       // with the shared lock now wait for this session. If the session also
@@ -397,7 +295,7 @@ export class LockTable {
       this.cascade(lock.session);
       return req;
     }
-    if (!wait) throw this.lockedError(lock.path, lock.session, [{ segs: parsePath(lock.path), cls: X }]);
+    if (!wait) throw this.lockedError(lock.path, lock.session, [{ segs: parsePath(lock.path), cls: LockClass.Exclusive }]);
     lock.link = req;
     return this.enqueue(req);
   }
@@ -407,13 +305,13 @@ export class LockTable {
     assert(lock.state === 'held' && lock.kind !== 'write' && lock.kind !== 'upgrade', 'downgrade of a request that is not a held lock');
     if (lock.kind === 'shared') return [];
     const e = lock.entries[0]!;
-    this.removeHold(e);
-    e.cls = S;
+    this.trie.removeHold(e);
+    e.cls = LockClass.Shared;
     lock.kind = 'shared';
-    this.addHold(e);
-    this.out = [];
-    this.scanAfter(e.node, 1 << S);
-    return this.takeOut();
+    this.trie.addHold(e);
+    this.grants = [];
+    this.scanAfter(e.node, 1 << LockClass.Shared);
+    return this.takeGrants();
   }
 
   /** Releases a held lock or write hold cleanly; returns what that made grantable. */
@@ -421,20 +319,20 @@ export class LockTable {
     if (req.state !== 'held' || req.kind === 'upgrade') return [];
     assert(req.link === undefined, 'release of a lock with an upgrade pending: cancel the upgrade first');
     this.dropHeld(req, false);
-    this.out = [];
-    for (const e of req.entries) this.scanAfter(e.node, belowMask(e.cls));
-    this.prune(req);
-    return this.takeOut();
+    this.grants = [];
+    for (const e of req.entries) this.scanAfter(e.node, conflictsBelow(e.cls));
+    this.trie.prune(req);
+    return this.takeGrants();
   }
 
   /** Takes a waiting request out of the queue (timeout, abort); returns what that made grantable. */
   cancel(req: LockRequest): LockRequest[] {
     if (req.state !== 'waiting') return [];
     this.dropWaiting(req);
-    this.out = [];
-    for (const e of req.entries) this.scanAfter(e.node, belowMask(e.cls));
-    this.prune(req);
-    return this.takeOut();
+    this.grants = [];
+    for (const e of req.entries) this.scanAfter(e.node, conflictsBelow(e.cls));
+    this.trie.prune(req);
+    return this.takeGrants();
   }
 
   /**
@@ -449,11 +347,13 @@ export class LockTable {
     const released = listOf(rec?.held).filter((r) => r.kind !== 'write');
     for (const r of cancelled) this.dropWaiting(r);
     for (const r of released) this.dropHeld(r, true);
-    this.out = [];
-    for (const r of [...cancelled, ...released]) for (const e of r.entries) this.scanAfter(e.node, belowMask(e.cls));
-    for (const r of cancelled) this.prune(r);
-    for (const r of released) this.prune(r);
-    return { cancelled, released, granted: this.takeOut() };
+    this.grants = [];
+    for (const r of [...cancelled, ...released]) {
+      for (const e of r.entries) this.scanAfter(e.node, conflictsBelow(e.cls));
+    }
+    for (const r of cancelled) this.trie.prune(r);
+    for (const r of released) this.trie.prune(r);
+    return { cancelled, released, granted: this.takeGrants() };
   }
 
   // ----------------------------------------------------------------- queries
@@ -466,19 +366,23 @@ export class LockTable {
   /** Locks held by `session` (not write holds). */
   held(session: string): LockRequest[] {
     const out: LockRequest[] = [];
-    for (let r = this.sessions.get(session)?.held; r !== undefined; r = r.snext) if (r.kind !== 'write') out.push(r);
+    for (let r = this.sessions.get(session)?.held; r !== undefined; r = r.sessionNext) if (r.kind !== 'write') out.push(r);
     return out.sort((a, b) => a.token - b.token);
   }
 
   allHeld(): LockRequest[] {
     const out: LockRequest[] = [];
-    for (const rec of this.sessions.values()) for (let r = rec.held; r !== undefined; r = r.snext) if (r.kind !== 'write') out.push(r);
+    for (const rec of this.sessions.values()) {
+      for (let r = rec.held; r !== undefined; r = r.sessionNext) if (r.kind !== 'write') out.push(r);
+    }
     return out.sort((a, b) => a.token - b.token);
   }
 
   allWaiting(): LockRequest[] {
     const out: LockRequest[] = [];
-    for (const rec of this.sessions.values()) for (let r = rec.waiting; r !== undefined; r = r.snext) out.push(r);
+    for (const rec of this.sessions.values()) {
+      for (let r = rec.waiting; r !== undefined; r = r.sessionNext) out.push(r);
+    }
     return out.sort((a, b) => a.order - b.order);
   }
 
@@ -486,10 +390,10 @@ export class LockTable {
   waitersPerLock(): Map<LockRequest, number> {
     const out = new Map<LockRequest, number>();
     for (const rec of this.sessions.values()) {
-      for (let r = rec.waiting; r !== undefined; r = r.snext) {
+      for (let r = rec.waiting; r !== undefined; r = r.sessionNext) {
         const seen = new Set<LockRequest>();
         for (const e of r.entries) {
-          this.forEachBlocker(e, r.order, (b, held) => {
+          forEachBlocker(this.sessions, e, r.order, (b, held) => {
             if (held && b.req.kind !== 'write' && !seen.has(b.req)) {
               seen.add(b.req);
               out.set(b.req, (out.get(b.req) ?? 0) + 1);
@@ -506,7 +410,7 @@ export class LockTable {
   blockersOf(req: LockRequest): Blocker[] {
     const out: Blocker[] = [];
     for (const e of req.entries) {
-      this.forEachBlocker(e, req.order, (b, held) => {
+      forEachBlocker(this.sessions, e, req.order, (b, held) => {
         if (b.req !== req) out.push({ session: b.req.session, path: b.node.path, kind: b.req.kind, held });
         return false;
       });
@@ -514,85 +418,32 @@ export class LockTable {
     return out;
   }
 
-  // ----------------------------------------------------------------- internals
+  // ------------------------------------------------ is it blocked? (note 2)
 
-  /** After a removal's scans: rechecks the sessions that were granted something, then hands over the grants. */
-  private takeOut(): LockRequest[] {
-    while (this.recheck.size > 0) {
-      const rec: SessionRec = this.recheck.values().next().value!;
-      this.recheck.delete(rec);
-      for (let r = rec.waiting; r !== undefined;) {
-        const next = r.snext;
-        if (!this.blocked(r, true)) this.grantWaiting(r);
-        r = next;
-      }
-    }
-    const out = this.out;
-    this.out = [];
-    return out;
-  }
-
-  private nodeAt(segs: readonly string[]): PathNode {
-    let n = this.root;
-    for (let i = 0; i < segs.length; i++) {
-      const name = segs[i]!;
-      let c = n.children?.get(name);
-      if (c === undefined) {
-        c = new PathNode(n, name, i + 1);
-        (n.children ??= new Map()).set(name, c);
-      }
-      n = c;
-    }
-    return n;
-  }
-
-  /** Removes nodes left empty by `req`'s entries. */
-  private prune(req: LockRequest): void {
-    for (const e of req.entries) this.pruneUp(e.node);
-  }
-
-  /**
-   * Is there a holder at n or below, of a class in mask, of another session?
-   * Subtree counts minus the asker's own holds there (found through its
-   * list of holds: sessions hold few locks; this costs O(own locks · depth)).
-   */
-  private foreignBelow(n: PathNode, session: string, mask: number): boolean {
-    const all = sumMask(n.sh, mask);
-    if (all === 0) return false;
-    let own = 0;
-    for (let r = this.sessions.get(session)?.held; r !== undefined; r = r.snext) for (const e of r.entries) if ((mask & (1 << e.cls)) && isUnder(e.node, n)) own++;
-    return all > own;
-  }
-
-  /** Would a new request (class cls at segs, newest) wait? Read-only: creates no nodes. */
-  private probe(segs: readonly string[], cls: Cls, session: string): boolean {
+  /** Would a new request (class cls at segs, newest) wait? Read-only: leaves no nodes behind. */
+  private wouldWait(segs: readonly string[], cls: LockClass, session: string): boolean {
     if (this.sessions.get(session)?.held !== undefined) {
       // A session that holds locks may skip waiters queued behind them: the full check.
-      const tmp = new LockRequest(0, session, 'write', this.nextOrder, 0);
-      const e = new Entry(tmp, this.nodeAt(segs), cls);
-      tmp.entries.push(e);
+      const probe = new LockRequest(0, session, 'write', this.nextOrder, 0);
+      const e = new Entry(probe, this.trie.nodeAt(segs), cls);
+      probe.entries.push(e);
       const blocked = this.entryBlocked(e, this.nextOrder, false);
-      this.prune(tmp);
+      this.trie.prune(probe);
       return blocked;
     }
     const mask = CONFLICTS[cls]!;
-    const amask = mask & ~NBIT;
-    let n = this.root;
-    for (let i = 0; ; i++) {
-      if (i === segs.length) break;
-      if (foreignAt(n, session, amask)) return true;
-      for (let c = 0; c < NCLS; c++) if ((amask & (1 << c)) && n.head[c] !== undefined) return true;
+    const ancestorMask = mask & ~WRITE_NODE_BIT;
+    let n = this.trie.root;
+    for (let i = 0; i < segs.length; i++) {
+      if (foreignHolderAt(n, session, ancestorMask)) return true;
+      if (anyWaiterAt(n, ancestorMask)) return true;
       const next = n.children?.get(segs[i]!);
       if (next === undefined) return false;
       n = next;
     }
-    if (cls === N) {
-      if (foreignAt(n, session, mask)) return true;
-      for (let c = 0; c < NCLS; c++) if ((mask & (1 << c)) && n.head[c] !== undefined) return true;
-      return false;
-    }
-    if (this.foreignBelow(n, session, mask)) return true;
-    return sumMask(n.sw, mask) > 0;
+    if (cls === LockClass.WriteNode) return foreignHolderAt(n, session, mask) || anyWaiterAt(n, mask);
+    if (this.trie.foreignHolderBelow(n, session, mask)) return true;
+    return countIn(n.waitingInSubtree, mask) > 0;
   }
 
   /** Is a registered (or about-to-be-granted) request blocked? */
@@ -604,147 +455,61 @@ export class LockTable {
   private entryBlocked(e: Entry, order: number, registered: boolean): boolean {
     const session = e.req.session;
     const mask = CONFLICTS[e.cls]!;
-    const amask = mask & ~NBIT;
+    const ancestorMask = mask & ~WRITE_NODE_BIT;
     const n = e.node;
     // Holders of other sessions.
-    for (let a = n.parent; a !== undefined; a = a.parent) if (foreignAt(a, session, amask)) return true;
-    if (e.cls === N ? foreignAt(n, session, mask) : this.foreignBelow(n, session, mask)) return true;
+    for (let a = n.parent; a !== undefined; a = a.parent) if (foreignHolderAt(a, session, ancestorMask)) return true;
+    if (e.cls === LockClass.WriteNode ? foreignHolderAt(n, session, mask) : this.trie.foreignHolderBelow(n, session, mask)) return true;
     // Earlier waiters. A session that holds locks skips those queued behind its holds.
     const rec = this.sessions.get(session);
     if (rec?.held !== undefined) {
-      if (this.coveredByOwnExclusive(e)) return false;
-      return this.forEachEarlierWaiter(e, order, (w) => !this.behindHold(w, rec));
+      if (coveredByOwnExclusive(e)) return false;
+      return forEachEarlierWaiter(e, order, (w) => !behindHold(w, rec));
     }
-    for (let a = n.parent; a !== undefined; a = a.parent) if (earlierHead(a, amask, order)) return true;
-    if (e.cls === N) return earlierHead(n, mask, order);
-    let below = sumMask(n.sw, mask);
+    for (let a = n.parent; a !== undefined; a = a.parent) if (earlierWaiterAt(a, ancestorMask, order)) return true;
+    if (e.cls === LockClass.WriteNode) return earlierWaiterAt(n, mask, order);
+    let below = countIn(n.waitingInSubtree, mask);
     if (registered && (mask & (1 << e.cls))) below--;
     if (below <= 0) return false;
     // An earlier conflicting waiter at this node or below: walk the nodes with such waiters.
     const stack: PathNode[] = [n];
     while (stack.length > 0) {
       const m = stack.pop()!;
-      if (earlierHead(m, mask, order)) return true;
-      if (m.wchildren !== undefined) for (const c of m.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
-    }
-    return false;
-  }
-
-  /** Calls f on each earlier waiting entry that conflicts with e (ignoring sessions); true as soon as f does. */
-  private forEachEarlierWaiter(e: Entry, order: number, f: (w: Entry) => boolean): boolean {
-    const mask = CONFLICTS[e.cls]!;
-    const visit = (m: PathNode, mk: number): boolean => {
-      for (let c = 0; c < NCLS; c++) {
-        if (!(mk & (1 << c))) continue;
-        for (let w = m.head[c]; w !== undefined && w.req.order < order; w = w.next) if (f(w)) return true;
-      }
-      return false;
-    };
-    for (let a = e.node.parent; a !== undefined; a = a.parent) if (visit(a, mask & ~NBIT)) return true;
-    if (e.cls === N) return visit(e.node, mask);
-    const stack: PathNode[] = [e.node];
-    while (stack.length > 0) {
-      const m = stack.pop()!;
-      if (visit(m, mask)) return true;
-      if (m.wchildren !== undefined) for (const c of m.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
-    }
-    return false;
-  }
-
-  /** Is e inside an exclusive lock of its own session? Then nothing can be queued ahead of it that is not also behind that lock. */
-  private coveredByOwnExclusive(e: Entry): boolean {
-    for (let a: PathNode | undefined = e.node; a !== undefined; a = a.parent) {
-      if (a.h[X] === 0) continue;
-      for (let h = a.hhead; h !== undefined; h = h.next) if (h.cls === X && h.req.session === e.req.session) return true;
-    }
-    return false;
-  }
-
-  /** Does waiting entry w conflict with a hold of rec's session (so it cannot be granted before that hold goes)? */
-  private behindHold(w: Entry, rec: SessionRec): boolean {
-    for (let h = rec.held; h !== undefined; h = h.snext) for (const he of h.entries) if (entriesConflict(he, w)) return true;
-    return false;
-  }
-
-  /** Does rec's session hold anything overlapping node n (so its waiters at n may skip or be exempt)? */
-  private holdsNear(rec: SessionRec | undefined, n: PathNode): boolean {
-    for (let h = rec?.held; h !== undefined; h = h.snext) for (const he of h.entries) if (isUnder(n, he.node) || isUnder(he.node, n)) return true;
-    return false;
-  }
-
-  private setTangled(f: Entry, on: boolean): void {
-    if (f.tangled === on) return;
-    const n = f.node;
-    f.tangled = on;
-    if (on) {
-      f.tprev = undefined;
-      f.tnext = n.thead;
-      if (n.thead !== undefined) n.thead.tprev = f;
-      n.thead = f;
-    } else {
-      if (f.tprev === undefined) n.thead = f.tnext; else f.tprev.tnext = f.tnext;
-      if (f.tnext !== undefined) f.tnext.tprev = f.tprev;
-      f.tprev = f.tnext = undefined;
-    }
-  }
-
-  /** rec's session gained (or lost) a hold at node m: its waiting entries near m may change entanglement. */
-  private retangle(rec: SessionRec | undefined, m: PathNode, gained: boolean): void {
-    for (let r = rec?.waiting; r !== undefined; r = r.snext) {
-      for (const f of r.entries) {
-        if (!(isUnder(f.node, m) || isUnder(m, f.node))) continue;
-        this.setTangled(f, gained || this.holdsNear(rec, f.node));
+      if (earlierWaiterAt(m, mask, order)) return true;
+      if (m.childrenWithWaiters !== undefined) {
+        for (const child of m.childrenWithWaiters) if (countIn(child.waitingInSubtree, mask) > 0) stack.push(child);
       }
     }
+    return false;
   }
 
-  /** Calls f for each holder (of another session) and each earlier waiter that blocks e; stops when f returns true. */
-  private forEachBlocker(e: Entry, order: number, f: (b: Entry, held: boolean) => boolean): boolean {
-    const session = e.req.session;
-    const mask = CONFLICTS[e.cls]!;
-    const holders = (m: PathNode, mk: number): boolean => {
-      for (let h = m.hhead; h !== undefined; h = h.next) if ((mk & (1 << h.cls)) && h.req.session !== session && f(h, true)) return true;
-      return false;
-    };
-    for (let a = e.node.parent; a !== undefined; a = a.parent) if (holders(a, mask & ~NBIT)) return true;
-    if (e.cls === N) {
-      if (holders(e.node, mask)) return true;
-    } else {
-      const stack: PathNode[] = [e.node];
-      while (stack.length > 0) {
-        const m = stack.pop()!;
-        if (holders(m, mask)) return true;
-        if (m.children !== undefined) for (const c of m.children.values()) if (sumMask(c.sh, mask) > 0) stack.push(c);
-      }
-    }
-    const rec = this.sessions.get(session);
-    const skips = rec?.held !== undefined;
-    if (skips && this.coveredByOwnExclusive(e)) return false;
-    return this.forEachEarlierWaiter(e, order, (w) => (!skips || !this.behindHold(w, rec!)) && f(w, false));
-  }
-
-  private lockedError(path: string, session: string, targets: readonly { segs: readonly string[]; cls: Cls }[]): LatchkeyError {
+  private lockedError(path: string, session: string, placements: readonly Placement[]): LatchkeyError {
     const by = new Set<string>();
     const probe = new LockRequest(0, session, 'write', this.nextOrder, 0);
-    for (const t of targets) {
-      const e = new Entry(probe, this.nodeAt(t.segs), t.cls);
+    for (const t of placements) {
+      const e = new Entry(probe, this.trie.nodeAt(t.segs), t.cls);
       probe.entries.push(e);
-      this.forEachBlocker(e, probe.order, (b) => { by.add(b.req.session); return false; });
+      forEachBlocker(this.sessions, e, probe.order, (b) => {
+        by.add(b.req.session);
+        return false;
+      });
     }
-    this.prune(probe); // the probe leaves no nodes behind
+    this.trie.prune(probe); // the probe leaves no nodes behind
     const names = [...by];
     return new LatchkeyError('LOCKED', `${path} is locked by session ${names.join(', ') || '?'}`, { path, info: { sessions: names } });
   }
 
-  /** Registers a request that must wait; DEADLOCK (and no trace) if its wait closes a cycle. */
+  // ------------------------------------------ waiting, holding, dropping
+
+  /** Registers a request that must wait; DEADLOCK (and no trace) if its wait closes a cycle (note 4). */
   private enqueue(req: LockRequest): LockRequest {
-    for (const e of req.entries) this.addWaiter(e);
+    for (const e of req.entries) this.trie.addWaiter(e);
     this.waitCount++;
-    this.link(req, true);
-    const cycle = this.findCycle(req);
+    this.trie.linkToSession(req, true);
+    const cycle: CycleStep[] | undefined = findCycle(this.sessions, req);
     if (cycle !== undefined) {
       this.dropWaiting(req);
-      this.prune(req);
+      this.trie.prune(req);
       this.counters.deadlocks++;
       const text = cycle.map((s) => `${s.session} (${s.kind} ${s.path}) waits for ${s.waitsFor}`).join('; ');
       throw new LatchkeyError('DEADLOCK', `deadlock: ${text}`, { path: req.path, info: { cycle } });
@@ -752,270 +517,47 @@ export class LockTable {
     return req;
   }
 
-  /** A path in the session wait-for graph from req's blockers back to req's session, as cycle steps. */
-  private findCycle(req: LockRequest): CycleStep[] | undefined {
-    const me = req.session;
-    const rec = this.sessions.get(me)!;
-    if (!this.mayBeWaitedOn(rec, req)) return undefined;
-    // BFS over sessions; `via` remembers how each was reached.
-    const via = new Map<string, CycleStep>();
-    const queue: string[] = [];
-    const edgesOf = (r: LockRequest, from: string): string | undefined => {
-      let found: string | undefined;
-      for (const e of r.entries) {
-        this.forEachBlocker(e, r.order, (b) => {
-          const s = b.req.session;
-          if (s === from || via.has(s)) return false;
-          via.set(s, { session: from, kind: r.kind, path: e.node.path, waitsFor: s });
-          if (s === me) { found = s; return true; }
-          queue.push(s);
-          return false;
-        });
-        if (found !== undefined) return found;
-      }
-      return undefined;
-    };
-    // Start from every waiting request of this session, not just `req`: an
-    // upgrade also adds edges *into* the session (waiters it now goes
-    // before), so the new cycle may leave through another of its requests.
-    let seeded: string | undefined;
-    for (let r = rec.waiting; r !== undefined && seeded === undefined; r = r.snext) seeded = edgesOf(r, me);
-    if (seeded === undefined) {
-      let hit = false;
-      while (queue.length > 0 && !hit) {
-        const s = queue.shift()!;
-        for (let r = this.sessions.get(s)?.waiting; r !== undefined; r = r.snext) {
-          if (edgesOf(r, s) !== undefined) { hit = true; break; }
-        }
-      }
-      if (!hit) return undefined;
-    }
-    // Walk back from `me` through `via` to rebuild the cycle in order.
-    const steps: CycleStep[] = [];
-    let cur = me;
-    for (let guard = 0; guard <= via.size; guard++) {
-      const step = via.get(cur);
-      assert(step !== undefined, 'deadlock cycle lost its way');
-      steps.push(step);
-      cur = step.session;
-      if (cur === me) break;
-    }
-    return steps.reverse();
-  }
-
-  /**
-   * Could any request of another session be waiting for rec's session? Only
-   * then can a cycle pass through it. A conservative O(own requests · depth)
-   * test on the counts: a waiter overlapping one of its holds, or one of its
-   * waiting requests other than `newest` (nothing queues behind the newest).
-   */
-  private mayBeWaitedOn(rec: SessionRec, newest: LockRequest): boolean {
-    const near = (e: Entry, self: number): boolean => {
-      const mask = CONFLICTS[e.cls]!;
-      for (let a = e.node.parent; a !== undefined; a = a.parent) {
-        for (let c = 0; c < NCLS; c++) if ((mask & ~NBIT & (1 << c)) && a.head[c] !== undefined) return true;
-      }
-      const here = e.cls === N ? sumExact(e.node, mask) : sumMask(e.node.sw, mask);
-      return here > self;
-    };
-    for (let h = rec.held; h !== undefined; h = h.snext) for (const e of h.entries) if (near(e, 0)) return true;
-    for (let r = rec.waiting; r !== undefined; r = r.snext) {
-      if (r === newest && r.order > 0) continue;
-      for (const e of r.entries) if (near(e, CONFLICTS[e.cls]! & (1 << e.cls) ? 1 : 0)) return true;
-    }
-    return false;
-  }
-
-  /** Puts req on its session's waiting (or held) list. */
-  private link(req: LockRequest, waiting: boolean): void {
-    let rec = this.sessions.get(req.session);
-    if (rec === undefined) this.sessions.set(req.session, (rec = new SessionRec()));
-    const head = waiting ? rec.waiting : rec.held;
-    req.sprev = undefined;
-    req.snext = head;
-    if (head !== undefined) head.sprev = req;
-    if (waiting) rec.waiting = req; else rec.held = req;
-  }
-
-  private unlink(req: LockRequest, waiting: boolean): void {
-    const rec = this.sessions.get(req.session)!;
-    if (req.sprev !== undefined) req.sprev.snext = req.snext;
-    else if (waiting) rec.waiting = req.snext;
-    else rec.held = req.snext;
-    if (req.snext !== undefined) req.snext.sprev = req.sprev;
-    req.sprev = req.snext = undefined;
-    if (rec.waiting === undefined && rec.held === undefined) {
-      this.sessions.delete(req.session);
-      this.recheck.delete(rec);
-    }
-  }
-
-  private addWaiter(e: Entry): void {
-    const n = e.node;
-    const c = e.cls;
-    e.next = undefined;
-    if (e.req.order < 0) {
-      // Upgrades go before ordinary waiters, in their own order.
-      let at = n.head[c];
-      while (at !== undefined && at.req.order < e.req.order) at = at.next;
-      if (at === undefined) this.append(n, e);
-      else {
-        e.next = at;
-        e.prev = at.prev;
-        if (at.prev === undefined) n.head[c] = e; else at.prev.next = e;
-        at.prev = e;
-      }
-    } else {
-      this.append(n, e);
-    }
-    for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) {
-      const was = m.waiting();
-      m.sw[c]!++;
-      if (was === 0 && m.parent !== undefined) (m.parent.wchildren ??= new Set()).add(m);
-    }
-    const rec = this.sessions.get(e.req.session);
-    if (rec?.held !== undefined && this.holdsNear(rec, n)) this.setTangled(e, true);
-  }
-
-  private append(n: PathNode, e: Entry): void {
-    const c = e.cls;
-    e.prev = n.tail[c];
-    if (n.tail[c] === undefined) n.head[c] = e; else n.tail[c]!.next = e;
-    n.tail[c] = e;
-  }
-
-  private removeWaiter(e: Entry): void {
-    if (e.tangled) this.setTangled(e, false);
-    const n = e.node;
-    const c = e.cls;
-    if (e.prev === undefined) n.head[c] = e.next; else e.prev.next = e.next;
-    if (e.next === undefined) n.tail[c] = e.prev; else e.next.prev = e.prev;
-    e.prev = e.next = undefined;
-    for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) {
-      m.sw[c]!--;
-      if (m.waiting() === 0 && m.parent !== undefined) m.parent.wchildren!.delete(m);
-    }
-  }
-
-  private addHold(e: Entry): void {
-    const s = e.req.session;
-    const c = e.cls;
-    const n = e.node;
-    e.prev = undefined;
-    e.next = n.hhead;
-    if (n.hhead !== undefined) n.hhead.prev = e;
-    n.hhead = e;
-    e.node.h[c]!++;
-    for (let m: PathNode | undefined = e.node; m !== undefined; m = m.parent) m.sh[c]!++;
-  }
-
-  private removeHold(e: Entry): void {
-    const s = e.req.session;
-    const c = e.cls;
-    const n = e.node;
-    if (e.prev === undefined) n.hhead = e.next; else e.prev.next = e.next;
-    if (e.next !== undefined) e.next.prev = e.prev;
-    e.prev = e.next = undefined;
-    e.node.h[c]!--;
-    for (let m: PathNode | undefined = e.node; m !== undefined; m = m.parent) m.sh[c]!--;
+  private unlinkFromSession(req: LockRequest, waiting: boolean): void {
+    const forgotten = this.trie.unlinkFromSession(req, waiting);
+    if (forgotten !== undefined) this.sessionsToRecheck.delete(forgotten);
   }
 
   private dropWaiting(req: LockRequest): void {
     assert(req.state === 'waiting', 'dropWaiting of a request that is not waiting');
-    for (const e of req.entries) this.removeWaiter(e);
+    for (const e of req.entries) this.trie.removeWaiter(e);
     req.state = 'done';
     this.waitCount--;
-    this.unlink(req, true);
+    this.unlinkFromSession(req, true);
     if (req.kind === 'upgrade' && req.link !== undefined && req.link.link === req) req.link.link = undefined;
   }
 
   private dropHeld(req: LockRequest, died: boolean): void {
     assert(req.state === 'held', 'dropHeld of a request that is not held');
     for (const e of req.entries) {
-      this.removeHold(e);
-      if (died) this.setTaint(e.node);
-      else if (req.ownerDied && e.node.st > 0) this.clearTaints(e.node);
+      this.trie.removeHold(e);
+      if (died) this.trie.setTaint(e.node);
+      else if (req.ownerDied && e.node.taintsInSubtree > 0) this.trie.clearTaints(e.node);
     }
     req.state = 'done';
     this.holdCount--;
     if (req.token !== 0) this.tokens.delete(req.token);
-    this.unlink(req, false);
+    this.unlinkFromSession(req, false);
     const rec = this.sessions.get(req.session);
-    if (rec?.waiting !== undefined) for (const e of req.entries) this.retangle(rec, e.node, false);
+    if (rec?.waiting !== undefined) for (const e of req.entries) this.trie.retangle(rec, e.node, false);
   }
-
-  private setTaint(n: PathNode): void {
-    if (n.taint) return;
-    n.taint = true;
-    for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) m.st++;
-    this.taints.add(n);
-    if (this.taints.size > this.maxTaints) {
-      // Bounded memory: the oldest taint is forgotten (its path is no longer reported as owner-died).
-      const oldest: PathNode = this.taints.values().next().value!;
-      this.untaint(oldest);
-      this.pruneUp(oldest);
-    }
-  }
-
-  private untaint(m: PathNode): void {
-    m.taint = false;
-    this.taints.delete(m);
-    for (let a: PathNode | undefined = m; a !== undefined; a = a.parent) a.st--;
-  }
-
-  /** Clears the taints at n and below (a told holder covering them released cleanly). */
-  private clearTaints(n: PathNode): void {
-    const cleared: PathNode[] = [];
-    const stack = [n];
-    while (stack.length > 0) {
-      const m = stack.pop()!;
-      if (m.taint) {
-        this.untaint(m);
-        cleared.push(m);
-      }
-      if (m.children !== undefined) for (const c of m.children.values()) if (c.st > 0) stack.push(c);
-    }
-    for (const m of cleared) this.pruneUp(m);
-  }
-
-  private pruneUp(n: PathNode): void {
-    while (n.parent !== undefined && n.empty() && n.parent.children?.get(n.name) === n) {
-      n.parent.children.delete(n.name);
-      n = n.parent;
-    }
-  }
-
-  /** Trie nodes and owner-died taints (for tests and stats). */
-  get footprint(): { nodes: number; taints: number } {
-    let nodes = 0;
-    const stack = [this.root];
-    while (stack.length > 0) {
-      const m = stack.pop()!;
-      nodes++;
-      if (m.children !== undefined) for (const c of m.children.values()) stack.push(c);
-    }
-    return { nodes: nodes - 1, taints: this.taints.size };
-  }
-
-  private tainted(n: PathNode): boolean {
-    if (n.st > 0) return true;
-    for (let a = n.parent; a !== undefined; a = a.parent) if (a.taint) return true;
-    return false;
-  }
-
 
   private markHeld(req: LockRequest): void {
-    for (const e of req.entries) this.addHold(e);
+    for (const e of req.entries) this.trie.addHold(e);
     req.state = 'held';
     req.since = this.clock();
     this.holdCount++;
-    this.link(req, false);
+    this.trie.linkToSession(req, false);
     const rec = this.sessions.get(req.session)!;
-    if (rec.waiting !== undefined) for (const e of req.entries) this.retangle(rec, e.node, true);
+    if (rec.waiting !== undefined) for (const e of req.entries) this.trie.retangle(rec, e.node, true);
     if (req.kind !== 'write') {
       req.token = ++this.lastToken;
       this.tokens.set(req.token, req);
-      req.ownerDied = this.tainted(req.entries[0]!.node);
+      req.ownerDied = this.trie.isTainted(req.entries[0]!.node);
     }
     this.counters.grants++;
   }
@@ -1023,10 +565,10 @@ export class LockTable {
   private finishUpgrade(up: LockRequest): void {
     const lock = up.link!;
     const e = lock.entries[0]!;
-    this.removeHold(e);
-    e.cls = X;
+    this.trie.removeHold(e);
+    e.cls = LockClass.Exclusive;
     lock.kind = 'exclusive';
-    this.addHold(e);
+    this.trie.addHold(e);
     this.tokens.delete(lock.token);
     lock.token = ++this.lastToken;
     this.tokens.set(lock.token, lock);
@@ -1037,11 +579,38 @@ export class LockTable {
     this.counters.grants++;
   }
 
+  // --------------------------------------------------- granting (note 2, 3)
+
+  /** After a hold was added without a removal: grants the session's waiters it unblocked. */
+  private cascade(session: string): void {
+    const rec = this.sessions.get(session);
+    if (rec?.waiting === undefined) return;
+    this.grants = [];
+    this.sessionsToRecheck.add(rec);
+    this.grantsToDrain.push(...this.takeGrants());
+  }
+
+  /** After a removal's scans: rechecks the sessions that were granted something, then hands over the grants. */
+  private takeGrants(): LockRequest[] {
+    while (this.sessionsToRecheck.size > 0) {
+      const rec: SessionRequests = this.sessionsToRecheck.values().next().value!;
+      this.sessionsToRecheck.delete(rec);
+      for (let r = rec.waiting; r !== undefined;) {
+        const next = r.sessionNext;
+        if (!this.blocked(r, true)) this.grantWaiting(r);
+        r = next;
+      }
+    }
+    const out = this.grants;
+    this.grants = [];
+    return out;
+  }
+
   /** A waiting request became grantable: grant it and queue it for delivery. */
   private grantWaiting(req: LockRequest): void {
-    for (const e of req.entries) this.removeWaiter(e);
+    for (const e of req.entries) this.trie.removeWaiter(e);
     this.waitCount--;
-    this.unlink(req, true);
+    this.unlinkFromSession(req, true);
     if (req.kind === 'upgrade') {
       req.state = 'waiting';
       this.finishUpgrade(req);
@@ -1049,11 +618,11 @@ export class LockTable {
       this.markHeld(req);
     }
     this.counters.wakeups++;
-    this.out.push(req);
+    this.grants.push(req);
     // Its session's other waiters may now be grantable: the new holder is
     // theirs, and they may skip waiters queued behind it.
     const rec = this.sessions.get(req.session);
-    if (rec?.waiting !== undefined) this.recheck.add(rec);
+    if (rec?.waiting !== undefined) this.sessionsToRecheck.add(rec);
   }
 
   /**
@@ -1062,14 +631,18 @@ export class LockTable {
    * are waiters at node's ancestors, at node, and (when mask allows) below.
    */
   private scanAfter(node: PathNode, mask: number): void {
-    for (let a: PathNode | undefined = node; a !== undefined; a = a.parent) if (hasOwnWaiters(a)) this.scanNode(a);
+    for (let a: PathNode | undefined = node; a !== undefined; a = a.parent) if (hasWaitersAt(a)) this.scanNode(a);
     if (mask === 0) return;
     const stack: PathNode[] = [];
-    if (node.wchildren !== undefined) for (const c of node.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
+    if (node.childrenWithWaiters !== undefined) {
+      for (const child of node.childrenWithWaiters) if (countIn(child.waitingInSubtree, mask) > 0) stack.push(child);
+    }
     while (stack.length > 0) {
       const m = stack.pop()!;
-      if (m.wchildren !== undefined) for (const c of m.wchildren) if (sumMask(c.sw, mask) > 0) stack.push(c);
-      if (hasOwnWaiters(m)) this.scanNode(m);
+      if (m.childrenWithWaiters !== undefined) {
+        for (const child of m.childrenWithWaiters) if (countIn(child.waitingInSubtree, mask) > 0) stack.push(child);
+      }
+      if (hasWaitersAt(m)) this.scanNode(m);
     }
   }
 
@@ -1084,35 +657,36 @@ export class LockTable {
    * (another path of the same write).
    */
   private scanNode(n: PathNode): void {
-    this.scanQueue(n);
-    for (let f = n.thead; f !== undefined;) {
-      const next = f.tnext;
-      if (f.req.state === 'waiting' && !this.blocked(f.req, true)) this.grantWaiting(f.req);
-      f = next;
+    this.scanQueues(n);
+    for (let e = n.tangledWaiters; e !== undefined;) {
+      const next = e.tangledNext;
+      if (e.req.state === 'waiting' && !this.blocked(e.req, true)) this.grantWaiting(e.req);
+      e = next;
     }
   }
 
-  private scanQueue(n: PathNode): void {
-    const ptr: (Entry | undefined)[] = [n.head[0], n.head[1], n.head[2], n.head[3]];
-    let first: Entry | undefined; // the first entry here that stayed blocked
+  /** Walks n's four wait queues merged in arrival order (see scanNode). */
+  private scanQueues(n: PathNode): void {
+    const cursor: (Entry | undefined)[] = [n.waitHead[0], n.waitHead[1], n.waitHead[2], n.waitHead[3]];
+    let firstBlocked: Entry | undefined; // the first entry here that stayed blocked
     for (;;) {
-      let best = -1;
-      for (let c = 0; c < NCLS; c++) {
-        const p = ptr[c];
-        if (p !== undefined && (best < 0 || p.req.order < ptr[best]!.req.order)) best = c;
+      let earliest = -1;
+      for (let c = 0; c < CLASS_COUNT; c++) {
+        const at = cursor[c];
+        if (at !== undefined && (earliest < 0 || at.req.order < cursor[earliest]!.req.order)) earliest = c;
       }
-      if (best < 0) return;
-      const e = ptr[best]!;
-      ptr[best] = e.next;
-      if (first !== undefined) {
-        if (GROUP[e.cls] !== GROUP[first.cls]) return;
+      if (earliest < 0) return;
+      const e = cursor[earliest]!;
+      cursor[earliest] = e.next;
+      if (firstBlocked !== undefined) {
+        if (COMPATIBLE_GROUP[e.cls] !== COMPATIBLE_GROUP[firstBlocked.cls]) return;
         // Same class, single-path blocker, a session holding nothing: what
-        // blocks `first` blocks e too (see note 3) — no need to look.
-        if (e.cls === first.cls && first.req.entries.length === 1 && this.sessions.get(e.req.session)!.held === undefined) continue;
+        // blocks `firstBlocked` blocks e too (see note 3) — no need to look.
+        if (e.cls === firstBlocked.cls && firstBlocked.req.entries.length === 1 && this.sessions.get(e.req.session)!.held === undefined) continue;
       }
       if (this.blocked(e.req, true)) {
-        if (e.cls === X) return;
-        first ??= e;
+        if (e.cls === LockClass.Exclusive) return;
+        firstBlocked ??= e;
         continue;
       }
       this.grantWaiting(e.req);
@@ -1120,71 +694,23 @@ export class LockTable {
   }
 }
 
-/** Classes of the waiters below an entry of class c that it may have blocked (a node write blocks nothing below it). */
-function belowMask(c: Cls): number {
-  return c === N ? 0 : CONFLICTS[c]!;
-}
-
-/** Waiting entries exactly at n of the classes in mask. */
-function sumExact(n: PathNode, mask: number): number {
-  let k = 0;
-  for (let c = 0; c < NCLS; c++) if (mask & (1 << c)) for (let w = n.head[c]; w !== undefined; w = w.next) k++;
-  return k;
-}
-
-function hasOwnWaiters(n: PathNode): boolean {
-  return n.head[0] !== undefined || n.head[1] !== undefined || n.head[2] !== undefined || n.head[3] !== undefined;
-}
-
-function earlierHead(n: PathNode, mask: number, order: number): boolean {
-  for (let c = 0; c < NCLS; c++) {
-    if (!(mask & (1 << c))) continue;
-    const h = n.head[c];
-    if (h !== undefined && h.req.order < order) return true;
-  }
-  return false;
-}
-
 /**
- * Is there a holder at exactly n, of a class in mask, of another session?
- * The counts answer "none" in O(1); otherwise the first foreign holder
- * found answers "yes" (only a node crowded with the asker's own holds
- * costs more).
+ * Targets as placements: duplicates merged, targets covered by a subtree
+ * target of the same write dropped (one entry per node, none under another
+ * subtree entry of the same request).
  */
-function foreignAt(n: PathNode, session: string, mask: number): boolean {
-  if (sumMask(n.h, mask) === 0) return false;
-  for (let h = n.hhead; h !== undefined; h = h.next) if ((mask & (1 << h.cls)) && h.req.session !== session) return true;
-  return false;
-}
-
-/** Do two entries overlap and conflict (sessions aside)? */
-function entriesConflict(a: Entry, b: Entry): boolean {
-  if (!(CONFLICTS[a.cls]! & (1 << b.cls))) return false;
-  return a.node === b.node || (a.cls !== N && isUnder(b.node, a.node)) || (b.cls !== N && isUnder(a.node, b.node));
-}
-
-function isUnder(m: PathNode, n: PathNode): boolean {
-  while (m.depth > n.depth) m = m.parent!;
-  return m === n;
-}
-
-/**
- * Targets as entries: duplicates merged, targets covered by a subtree target
- * of the same write dropped (one entry per node, none under another subtree
- * entry of the same request).
- */
-function normalizeTargets(targets: readonly WriteTarget[]): { segs: readonly string[]; cls: Cls }[] {
-  if (targets.length === 1) return [{ segs: parsePath(targets[0]!.path), cls: targets[0]!.subtree ? W : N }];
+function normalizeTargets(targets: readonly WriteTarget[]): Placement[] {
+  if (targets.length === 1) return [{ segs: parsePath(targets[0]!.path), cls: targets[0]!.subtree ? LockClass.WriteSubtree : LockClass.WriteNode }];
   const byPath = new Map<string, boolean>();
   for (const t of targets) byPath.set(t.path, (byPath.get(t.path) ?? false) || t.subtree);
   const paths = [...byPath.keys()].sort((a, b) => a.length - b.length);
   const subtrees: string[] = [];
-  const out: { segs: readonly string[]; cls: Cls }[] = [];
+  const out: Placement[] = [];
   for (const p of paths) {
     if (subtrees.some((s) => s === '/' || p.startsWith(s + '/'))) continue;
-    const sub = byPath.get(p)!;
-    if (sub) subtrees.push(p);
-    out.push({ segs: parsePath(p), cls: sub ? W : N });
+    const subtree = byPath.get(p)!;
+    if (subtree) subtrees.push(p);
+    out.push({ segs: parsePath(p), cls: subtree ? LockClass.WriteSubtree : LockClass.WriteNode });
   }
   return out;
 }
