@@ -216,7 +216,7 @@ export class Ledger {
    * Everything checkable about the store as it is now. `epoch` is the
    * running server's session-id prefix: sessions of other epochs died with
    * earlier server processes. Bounded in time: the "eventually" checks
-   * (dead sessions' locks and ephemeral nodes, the counters' upper bound)
+   * (dead sessions' locks and ephemeral nodes: the server notices a death)
    * retry for up to `graceMs`.
    */
   async check(store: RemoteStore, epoch: string, graceMs = 5_000): Promise<void> {
