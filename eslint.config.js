@@ -65,6 +65,18 @@ export default tseslint.config(
     },
   },
   {
+    // edge: the API edge every backend sits behind (argument checks, entry shapes); only core, api and util below it.
+    files: ['src/edge/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: nodeIo, message: 'src/edge does no I/O.' },
+          { group: ['../engine/*', '../storage/*', '../server/*', '../client/*', '../protocol/*', '../cli/*', '../xenstore/*'], message: 'src/edge depends only on core, util and api.' },
+        ],
+      }],
+    },
+  },
+  {
     files: ['src/engine/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {
@@ -109,7 +121,10 @@ export default tseslint.config(
     files: ['src/client/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {
-        patterns: [{ group: ['../server/*', '../engine/*', '../storage/*'], message: 'client meets the server only through protocol.' }],
+        patterns: [
+          { group: ['../server/*', '../engine/*', '../storage/*'], message: 'client meets the server only through protocol.' },
+          { group: ['../cli/*'], message: 'the command line sits above the client (src/shared.ts wires the server process in).' },
+        ],
       }],
     },
   },

@@ -1,5 +1,5 @@
 import type { Store } from './api.js';
-import { openShared, type SharedOptions } from './client/shared.js';
+import { type SharedOptions, openShared } from './shared.js';
 import { invalidArgument } from './core/errors.js';
 import { open as openEmbedded, type OpenOptions as EmbeddedOpenOptions } from './engine/open.js';
 
@@ -11,8 +11,8 @@ export type { ConnectOptions } from './client/store.js';
 export { serve, LatchkeyServer } from './server/server.js';
 export type { ServeOptions } from './server/server.js';
 export { AuthTable } from './server/auth.js';
-export { openShared } from './client/shared.js';
-export type { SharedOptions } from './client/shared.js';
+export { openShared } from './shared.js';
+export type { SharedOptions } from './shared.js';
 
 export type OpenOptions =
   | (EmbeddedOpenOptions & { shared?: false })

@@ -1,16 +1,34 @@
 /** Locks held through a remote session; a lock lost on the server (or with the connection) aborts its signal. */
 import type { Lock, LockMode } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
-import type { Args } from '../protocol/messages.js';
-import type { Core } from './core.js';
-import type { RemoteSession } from './session.js';
+import { type Args, fromWireError } from '../protocol/messages.js';
+import type { ClientConnection, LinkMember } from './connection.js';
+import type { Push } from './link.js';
 
-/** A lock handle's state from request to end: lockLost may arrive before the grant's reply. */
-export class LockState {
+/** The session a lock belongs to, as a lock sees it. */
+export interface LockOwner {
+  readonly id: string;
+  /** The session's handle on its connection. */
+  readonly handle: number;
+}
+
+/**
+ * A lock handle's state from request to end, attached to the connection
+ * under its handle: lockLost may arrive before the grant's reply.
+ */
+export class LockState implements LinkMember {
   lock: RemoteLock | undefined;
   lostError: LatchkeyError | undefined;
   readonly since = Date.now();
-  constructor(readonly handle: number, readonly owner: RemoteSession, readonly path: string, readonly mode: LockMode) {}
+  constructor(readonly handle: number, readonly owner: LockOwner, readonly path: string, readonly mode: LockMode) {}
+
+  pushed(m: Push): void {
+    if (m.t === 'lockLost') this.lost(fromWireError(m.e));
+  }
+
+  linkLost(e: LatchkeyError): void {
+    this.lost(new LatchkeyError('LOCK_LOST', `lock lost with the connection: ${e.message}`));
+  }
 
   lost(e: LatchkeyError): void {
     if (this.lostError !== undefined) return;
@@ -25,8 +43,8 @@ export class RemoteLock implements Lock {
   readonly since = Date.now();
 
   constructor(
-    private readonly core: Core,
-    readonly owner: RemoteSession,
+    private readonly conn: ClientConnection,
+    readonly owner: LockOwner,
     private readonly state: LockState,
     private readonly generation: number,
     readonly path: string,
@@ -47,7 +65,7 @@ export class RemoteLock implements Lock {
   }
 
   markLost(e: LatchkeyError): void {
-    this.core.locks.delete(this.state.handle);
+    this.conn.detach(this.state.handle, this.state);
     if (!this.released && !this.ctl.signal.aborted) this.ctl.abort(e.code === 'LOCK_LOST' ? e : new LatchkeyError('LOCK_LOST', e.message, { path: this.path, cause: e }));
   }
 
@@ -61,23 +79,23 @@ export class RemoteLock implements Lock {
     const a: Args<'upgrade'> = { lock: this.state.handle };
     if (options.wait !== undefined) a.wait = options.wait;
     if (options.timeoutMs !== undefined) a.timeoutMs = options.timeoutMs;
-    const r = await this.core.requestOn(this.generation, 'upgrade', a, this.owner.handle, options.signal);
+    const r = await this.conn.requestOn(this.generation, 'upgrade', a, this.owner.handle, options.signal);
     this.mode = 'exclusive';
     this.token = r.token;
   }
 
   async downgrade(): Promise<void> {
     this.checkHeld();
-    await this.core.requestOn(this.generation, 'downgrade', { lock: this.state.handle }, this.owner.handle);
+    await this.conn.requestOn(this.generation, 'downgrade', { lock: this.state.handle }, this.owner.handle);
     this.mode = 'shared';
   }
 
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    this.core.locks.delete(this.state.handle);
+    this.conn.detach(this.state.handle, this.state);
     if (this.ctl.signal.aborted) return; // lost already: nothing to give back
-    await this.core.requestOn(this.generation, 'release', { lock: this.state.handle }, this.owner.handle).catch((e: unknown) => {
+    await this.conn.requestOn(this.generation, 'release', { lock: this.state.handle }, this.owner.handle).catch((e: unknown) => {
       // With the connection gone the server released it already.
       if (!LatchkeyError.is(e, 'CONNECTION_LOST')) throw e;
     });

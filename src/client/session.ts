@@ -1,55 +1,74 @@
 /** A session of a remote store: reads, writes, transactions and locks, sent on its connection. */
-import type {
-  CreateOptions, DeleteOptions, Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiOp, MultiResult, Session,
-  SetOptions, Transaction, TransactionOptions, Value, WriteOptions,
-} from '../api.js';
-import { LatchkeyError, invalidArgument } from '../core/errors.js';
-import type { Args, RequestOp, Result, WireMultiOp } from '../protocol/messages.js';
-import type { Core } from './core.js';
-import { makeEntry, makeListing, toBytes } from './entry.js';
+import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
+import { LatchkeyError, storeClosed } from '../core/errors.js';
+import { type CheckedMultiOp, type CreateFlags, type DeleteFlags, type SetConditions, definedFields } from '../edge/args.js';
+import { entryOf, makeListing } from '../edge/entry.js';
+import { SessionEdge } from '../edge/session.js';
+import type { Args, RequestOp, Result } from '../protocol/messages.js';
+import type { ClientConnection, LinkMember } from './connection.js';
+import type { Push } from './link.js';
 import { LockState, RemoteLock } from './lock.js';
 import { RemoteTransaction } from './transaction.js';
 import { writeArgs } from './util.js';
-import { runTransaction, throwIfAborted } from '../util/retry.js';
+import { throwIfAborted } from '../util/retry.js';
 
-export class RemoteSession implements Session {
+/**
+ * A session of a remote store. Sessions from `store.session()` live on one
+ * link (attached under their handle: the server's sessionEnd, or the link's
+ * loss, ends them); the store's own session (handle 0) follows reconnections.
+ */
+export class RemoteSession extends SessionEdge implements LinkMember {
   protected ended_ = false;
   protected idValue: string;
 
   constructor(
-    protected readonly core: Core,
+    protected readonly conn: ClientConnection,
     /** The session's handle on its connection (0: the connection's own session). */
     readonly handle: number,
     readonly name: string,
     /** The link generation the session lives on; undefined for the store's own session, which follows reconnections. */
     protected readonly generation: number | undefined,
   ) {
-    this.idValue = handle === 0 ? core.link?.welcome.session ?? '' : `pending-${handle}`;
+    super();
+    this.idValue = handle === 0 ? conn.link?.welcome.session ?? '' : `pending-${handle}`;
   }
 
   get id(): string {
-    return this.handle === 0 ? this.core.link?.welcome.session ?? this.idValue : this.idValue;
+    return this.handle === 0 ? this.conn.link?.welcome.session ?? this.idValue : this.idValue;
   }
 
   get closed(): boolean {
-    return this.ended_ || this.core.closed;
+    return this.ended_ || this.conn.closed;
   }
 
-  /** The session ended on the server (its connection was lost, or it was closed). */
+  /** The session ended on the server (it was closed, or its connection was lost). */
   ended(): void {
     this.ended_ = true;
   }
 
-  protected check(): void {
-    if (this.core.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
+  pushed(m: Push): void {
+    if (m.t === 'sessionEnd') this.ended();
+  }
+
+  linkLost(): void {
+    this.ended();
+  }
+
+  /** This session's locks, requested or held, on the current link. */
+  private *lockStates(): Generator<LockState> {
+    for (const m of this.conn.attached()) if (m instanceof LockState && m.owner === this) yield m;
+  }
+
+  protected checkOpen(): void {
+    if (this.conn.closed) throw storeClosed();
     if (this.ended_) throw new LatchkeyError('SESSION_EXPIRED', `session ${this.name} has ended`);
   }
 
   protected req<K extends RequestOp>(op: K, args: Args<K>, signal?: AbortSignal): Promise<Result<K>> {
-    this.check();
-    if (this.generation === undefined) return this.core.request(op, args, this.handle, signal);
-    return this.core.requestOn(this.generation, op, args, this.handle, signal).catch((e: unknown) => {
-      if (LatchkeyError.is(e, 'CONNECTION_LOST') && this.core.generation !== this.generation) {
+    this.checkOpen();
+    if (this.generation === undefined) return this.conn.request(op, args, this.handle, signal);
+    return this.conn.requestOn(this.generation, op, args, this.handle, signal).catch((e: unknown) => {
+      if (LatchkeyError.is(e, 'CONNECTION_LOST') && this.conn.generation !== this.generation) {
         this.ended_ = true;
         throw new LatchkeyError('SESSION_EXPIRED', `session ${this.name} ended with its connection`, { cause: e });
       }
@@ -59,89 +78,70 @@ export class RemoteSession implements Session {
 
   /** The link generation for things (transactions, locks) made now in this session. */
   protected gen(): number {
-    return this.generation ?? this.core.generation;
+    return this.generation ?? this.conn.generation;
   }
 
-  async get(path: string): Promise<Entry | undefined> {
-    return makeEntry(await this.req('get', { path }));
+  protected get maxValueBytes(): number {
+    return this.conn.maxValue;
   }
 
-  async exists(path: string): Promise<boolean> {
+  protected async _get(path: string): Promise<Entry | undefined> {
+    const w = await this.req('get', { path });
+    return w === null ? undefined : entryOf(w);
+  }
+
+  protected _exists(path: string): Promise<boolean> {
     return this.req('exists', { path });
   }
 
-  async list(path: string, options: ListOptions = {}): Promise<Listing> {
-    const a: Args<'list'> = { path };
-    if (options.after !== undefined) a.after = options.after;
-    if (options.limit !== undefined) a.limit = options.limit;
-    const r = await this.req('list', a);
+  protected async _list(path: string, options: ListOptions): Promise<Listing> {
+    const r = await this.req('list', { path, ...options });
     return makeListing(r.names, r.revision, r.more);
   }
 
-  async set(path: string, value: Value, options: SetOptions = {}): Promise<number> {
-    const a: Args<'set'> = { path, value: toBytes(value, this.core.maxValue, path), ...writeArgs(options) };
-    if (options.ifVersion !== undefined) a.ifVersion = options.ifVersion;
-    if (options.ifModRev !== undefined) a.ifModRev = options.ifModRev;
-    if (options.ifAbsent !== undefined) a.ifAbsent = options.ifAbsent;
-    return (await this.req('set', a, options.signal)) ?? 0;
+  protected async _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
+    return (await this.req('set', { path, value, ...cond, ...writeArgs(options) }, options.signal)) ?? 0;
   }
 
-  async create(path: string, value?: Value, options: CreateOptions = {}): Promise<string> {
-    const a: Args<'create'> = { path, value: toBytes(value, this.core.maxValue, path), ...writeArgs(options) };
-    if (options.ephemeral !== undefined) a.ephemeral = options.ephemeral;
-    if (options.sequential !== undefined) a.sequential = options.sequential;
-    return this.req('create', a, options.signal);
+  protected _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string> {
+    return this.req('create', { path, value, ...flags, ...writeArgs(options) }, options.signal);
   }
 
-  async delete(path: string, options: DeleteOptions = {}): Promise<boolean> {
-    const a: Args<'delete'> = { path, ...writeArgs(options) };
-    if (options.recursive !== undefined) a.recursive = options.recursive;
-    if (options.ifVersion !== undefined) a.ifVersion = options.ifVersion;
-    return this.req('delete', a, options.signal);
+  protected _delete(path: string, flags: DeleteFlags, options: WriteOptions): Promise<boolean> {
+    return this.req('delete', { path, ...flags, ...writeArgs(options) }, options.signal);
   }
 
-  async multi(ops: readonly MultiOp[], options: WriteOptions = {}): Promise<MultiResult> {
-    if (!Array.isArray(ops)) throw invalidArgument('multi: ops must be an array');
-    const wire = ops.map((o, i) => toWireMultiOp(o, i, this.core.maxValue));
-    const r = await this.req('multi', { ops: wire, ...writeArgs(options) }, options.signal);
+  protected async _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult> {
+    const r = await this.req('multi', { ops, ...writeArgs(options) }, options.signal);
     return { revision: r.revision, results: r.results.map((x) => (x === null ? undefined : x)) };
   }
 
-  begin(): Transaction {
-    this.check();
-    return new RemoteTransaction(this.core, this.handle, this.gen());
+  protected _begin(): Transaction {
+    return new RemoteTransaction(this.conn, this.handle, this.gen());
   }
 
-  transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    return runTransaction(() => this.begin(), fn, options);
-  }
-
-  async lock(path: string, options: LockOptions = {}): Promise<Lock> {
-    this.check();
+  protected async _lock(path: string, options: LockOptions): Promise<Lock> {
     throwIfAborted(options.signal);
     // A lock belongs to the connection its request goes out on. The store's own session follows
     // reconnections: wait for a connection first, so the generation recorded is the one the
     // request is sent on (recorded before, a lock granted on the next connection could never be
     // released: its release would go to the dead one, and the live session would hold it forever).
-    if (this.generation === undefined) await this.core.current();
-    const handle = this.core.handle();
+    if (this.generation === undefined) await this.conn.current();
+    const handle = this.conn.handle();
     const generation = this.gen();
     const state = new LockState(handle, this, path, options.mode ?? 'exclusive');
-    this.core.locks.set(handle, state);
-    const a: Args<'lock'> = { lock: handle, path };
-    if (options.mode !== undefined) a.mode = options.mode;
-    if (options.wait !== undefined) a.wait = options.wait;
-    if (options.timeoutMs !== undefined) a.timeoutMs = options.timeoutMs;
+    this.conn.attach(handle, state);
+    const a: Args<'lock'> = { lock: handle, path, ...definedFields(options, ['mode', 'wait', 'timeoutMs']) };
     let r: Result<'lock'>;
     try {
       r = this.generation === undefined
-        ? await this.core.requestOn(generation, 'lock', a, this.handle, options.signal)
+        ? await this.conn.requestOn(generation, 'lock', a, this.handle, options.signal)
         : await this.req('lock', a, options.signal);
     } catch (e) {
-      this.core.locks.delete(handle);
+      this.conn.detach(handle, state);
       throw e;
     }
-    const lock = new RemoteLock(this.core, this, state, generation, path, r.mode, r.token, r.ownerDied);
+    const lock = new RemoteLock(this.conn, this, state, generation, path, r.mode, r.token, r.ownerDied);
     if (options.signal?.aborted) {
       // The grant won the race with the cancel: give the lock back, report the abort.
       await lock.release();
@@ -153,40 +153,20 @@ export class RemoteSession implements Session {
   /** Locks this session holds (known locally: the client saw every grant and loss). */
   locks(): LockInfo[] {
     const out: LockInfo[] = [];
-    for (const st of this.core.locks.values()) {
+    for (const st of this.lockStates()) {
       const l = st.lock;
-      if (l !== undefined && l.held && l.owner === this) out.push({ path: l.path, mode: l.mode, session: this.id, token: l.token, since: l.since });
+      if (l !== undefined && l.held) out.push({ path: l.path, mode: l.mode, session: this.id, token: l.token, since: l.since });
     }
     return out;
   }
 
   async close(): Promise<void> {
-    if (this.ended_ || this.core.closed) return;
+    if (this.ended_ || this.conn.closed) return;
     this.ended_ = true;
-    for (const st of [...this.core.locks.values()]) if (st.lock?.owner === this) st.lost(new LatchkeyError('LOCK_LOST', 'the session closed'));
-    if (this.generation !== undefined && this.core.generation === this.generation && this.core.link?.alive) {
-      this.core.sessions.delete(this.handle);
-      await this.core.link.request('endSession', { session: this.handle }).catch(() => {});
+    for (const st of [...this.lockStates()]) if (st.lock !== undefined) st.lost(new LatchkeyError('LOCK_LOST', 'the session closed'));
+    if (this.generation !== undefined && this.conn.generation === this.generation && this.conn.link?.alive) {
+      this.conn.detach(this.handle, this);
+      await this.conn.link.request('endSession', { session: this.handle }).catch(() => {});
     }
   }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
 }
-
-function toWireMultiOp(o: MultiOp, i: number, maxValue: number): WireMultiOp {
-  if (o === null || typeof o !== 'object') throw invalidArgument(`multi op ${i} must be an object`);
-  const copy = <T extends object>(base: T, extra: Record<string, unknown>): T => {
-    for (const [k, v] of Object.entries(extra)) if (v !== undefined) (base as Record<string, unknown>)[k] = v;
-    return base;
-  };
-  switch (o.op) {
-    case 'set': return copy({ op: 'set', path: o.path, value: toBytes(o.value, maxValue, o.path) }, { ifVersion: o.ifVersion, ifModRev: o.ifModRev, ifAbsent: o.ifAbsent });
-    case 'create': return copy({ op: 'create', path: o.path, value: toBytes(o.value, maxValue, o.path) }, { ephemeral: o.ephemeral, sequential: o.sequential });
-    case 'delete': return copy({ op: 'delete', path: o.path }, { recursive: o.recursive, ifVersion: o.ifVersion });
-    case 'check': return copy({ op: 'check', path: o.path }, { version: o.version, modRev: o.modRev, exists: o.exists });
-    default: throw invalidArgument(`multi op ${i}: unknown op ${JSON.stringify((o as { op: unknown }).op)}`);
-  }
-}
-

@@ -9,11 +9,13 @@
  * one process own a data directory at a time, so of two servers started at
  * once one serves and the other exits; both starters just keep connecting
  * until the socket answers.
+ *
+ * Starting the server is the caller's part (`startServer`): the client knows
+ * nothing of the command line. src/shared.ts wires it to
+ * cli/server-process.ts, which runs `latchkey serve`.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { LatchkeyError } from '../core/errors.js';
 import { type ConnectOptions, type RemoteStore, connect } from './store.js';
 
@@ -24,18 +26,10 @@ export interface SharedOptions extends ConnectOptions {
   startTimeoutMs?: number;
 }
 
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+/** Starts a server for data directory `dir` that exits once idle for `idleExitMs`; fire and forget. */
+export type StartServer = (dir: string, idleExitMs: number) => void;
 
-function startServer(dir: string, idleExitMs: number): void {
-  const child = spawn(process.execPath, [CLI, 'serve', '--data', dir, '--idle-exit-ms', String(idleExitMs)], {
-    detached: true,
-    stdio: 'ignore',
-  });
-  child.on('error', () => {}); // a failed start shows as a socket that never answers
-  child.unref();
-}
-
-export async function openShared(dir: string, options: SharedOptions = {}): Promise<RemoteStore> {
+export async function openShared(dir: string, options: SharedOptions, startServer: StartServer): Promise<RemoteStore> {
   const abs = path.resolve(dir);
   mkdirSync(abs, { recursive: true });
   const url = `unix://${path.join(abs, 'latchkey.sock')}`;

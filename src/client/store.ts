@@ -21,49 +21,53 @@
  */
 import type { LockInfo, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
-import { type ConnectOptions, Core } from './core.js';
+import { ClientConnection, type ConnectOptions } from './connection.js';
 import { parseAddress } from './link.js';
+import { LockState } from './lock.js';
 import { RemoteSession } from './session.js';
 import { RemoteWatch } from './watch.js';
 
-export type { ConnectOptions } from './core.js';
+export type { ConnectOptions } from './connection.js';
 
 export class RemoteStore extends RemoteSession implements Store {
-  constructor(core: Core) {
-    super(core, 0, core.opts.name ?? 'default', undefined);
+  private statsCache: StoreStats = { revision: 0, nodes: 0, commits: 0, validations: 0, replays: 0, conflicts: 0, openTransactions: 0, sessions: 0 };
+  private lockTableCache: LockTableInfo = { held: [], waiting: [] };
+
+  constructor(conn: ClientConnection) {
+    super(conn, 0, conn.opts.name ?? 'default', undefined);
   }
 
   get revision(): number {
-    return this.core.revision;
+    return this.conn.revision;
   }
 
   /** The server's session id for this connection (changes after a reconnection). */
   override get id(): string {
-    return this.core.link?.welcome.session ?? '';
+    return this.conn.link?.welcome.session ?? '';
   }
 
   /** The limits the server announced. */
   get limits(): import('../protocol/limits.js').Limits | undefined {
-    return this.core.link?.welcome.limits;
+    return this.conn.link?.welcome.limits;
   }
 
   /** True while a connection is up. */
   get connected(): boolean {
-    return this.core.link?.alive === true;
+    return this.conn.link?.alive === true;
   }
 
   session(options: SessionOptions = {}): Session {
-    this.check();
-    const link = this.core.link;
+    this.checkOpen();
+    const link = this.conn.link;
     if (link === undefined || !link.alive) throw new LatchkeyError('CONNECTION_LOST', 'not connected to the server');
-    const handle = this.core.handle();
+    const handle = this.conn.handle();
     const name = options.name ?? `session-${handle}`;
     const s = new (class extends RemoteSession {
       setId(id: string): void {
         this.idValue = id;
       }
-    })(this.core, handle, name, this.core.generation);
-    this.core.sessions.set(handle, s);
+    })(this.conn, handle, name, this.conn.generation);
+    this.conn.attach(handle, s);
     // Pipelined like begin: the session's first requests follow this one.
     link.request('session', { session: handle, name }).then((r) => s.setId(r.id), () => s.ended());
     return s;
@@ -79,15 +83,19 @@ export class RemoteStore extends RemoteSession implements Store {
     const mine = new Set<string>();
     const held: LockInfo[] = [];
     const waiting: LockTableInfo['waiting'][number][] = [];
-    for (const st of this.core.locks.values()) {
+    const sessions: RemoteSession[] = [];
+    for (const m of this.conn.attached()) {
+      if (m instanceof RemoteSession) sessions.push(m);
+      if (!(m instanceof LockState)) continue;
+      const st = m;
       mine.add(st.owner.id);
       const l = st.lock;
       if (l === undefined) waiting.push({ path: st.path, mode: st.mode, session: st.owner.id, since: st.since });
       else if (l.held) held.push({ path: l.path, mode: l.mode, session: st.owner.id, token: l.token, since: l.since });
     }
     mine.add(this.id);
-    for (const sess of this.core.sessions.values()) mine.add(sess.id);
-    const cache = this.core.lockTableCache;
+    for (const sess of sessions) mine.add(sess.id);
+    const cache = this.lockTableCache;
     return {
       held: [...cache.held.filter((l) => !mine.has(l.session)), ...held],
       waiting: [...cache.waiting.filter((w) => !mine.has(w.session)), ...waiting],
@@ -96,13 +104,13 @@ export class RemoteStore extends RemoteSession implements Store {
 
   async fetchLockTable(): Promise<LockTableInfo> {
     const r = await this.req('lockTable', {});
-    this.core.lockTableCache = r;
+    this.lockTableCache = r;
     return r;
   }
 
   watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {
-    this.check();
-    return new RemoteWatch(this.core, path, options);
+    this.checkOpen();
+    return new RemoteWatch(this.conn, path, options);
   }
 
   async snapshot(): Promise<void> {
@@ -112,23 +120,23 @@ export class RemoteStore extends RemoteSession implements Store {
   /** The server's figures as of the last fetch (each call starts a new one); `fetchStats()` waits for fresh ones. */
   stats(): StoreStats {
     void this.fetchStats().catch(() => {});
-    return this.core.statsCache;
+    return this.statsCache;
   }
 
   async fetchStats(): Promise<StoreStats> {
     const r = await this.req('stats', {});
-    this.core.statsCache = r as unknown as StoreStats;
-    return this.core.statsCache;
+    this.statsCache = r as unknown as StoreStats;
+    return this.statsCache;
   }
 
   /** Waits until a connection is up (after a loss, the reconnection). */
   async ready(): Promise<void> {
-    await this.core.current();
+    await this.conn.current();
   }
 
   override async close(): Promise<void> {
-    if (this.core.closed) return;
-    this.core.close();
+    if (this.conn.closed) return;
+    this.conn.close();
   }
 
   override async [Symbol.asyncDispose](): Promise<void> {
@@ -142,7 +150,7 @@ export class RemoteStore extends RemoteSession implements Store {
  * rejects with AUTH, PROTOCOL, QUOTA (server full) or CONNECTION_LOST.
  */
 export async function connect(url: string, options: ConnectOptions = {}): Promise<RemoteStore> {
-  const core = new Core(parseAddress(url), options);
-  await core.start();
-  return new RemoteStore(core);
+  const conn = new ClientConnection(parseAddress(url), options);
+  await conn.start();
+  return new RemoteStore(conn);
 }

@@ -1,12 +1,14 @@
 /** A transaction of a remote session: `begin` pipelined, operations by handle, commit on the server. */
-import type { CommitResult, Entry, Listing, ListOptions, Transaction, Value, WriteOptions } from '../api.js';
-import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
+import { entryOf, makeListing } from '../edge/entry.js';
+import { TransactionEdge } from '../edge/session.js';
 import type { Args, RequestOp, Result } from '../protocol/messages.js';
-import type { Core } from './core.js';
-import { makeEntry, makeListing, toBytes } from './entry.js';
+import type { ClientConnection, LinkMember } from './connection.js';
 import { writeArgs } from './util.js';
 
-export class RemoteTransaction implements Transaction {
+export class RemoteTransaction extends TransactionEdge implements LinkMember {
   state: 'open' | 'committed' | 'aborted' = 'open';
   private snapshot: number;
   private readonly handle: number;
@@ -15,12 +17,13 @@ export class RemoteTransaction implements Transaction {
   private abortReason: string | undefined;
   private committing = false;
 
-  constructor(private readonly core: Core, private readonly session: number, private readonly generation: number) {
-    this.handle = core.handle();
-    this.snapshot = core.revision;
-    core.txs.add(this);
+  constructor(private readonly conn: ClientConnection, private readonly session: number, private readonly generation: number) {
+    super();
+    this.handle = conn.handle();
+    this.snapshot = conn.revision;
+    conn.attach(this.handle, this);
     // Sent now, not awaited: the transaction's first operations follow it down the same pipe.
-    this.began = core.requestOn(generation, 'begin', { tx: this.handle }, session).then(
+    this.began = conn.requestOn(generation, 'begin', { tx: this.handle }, session).then(
       (r) => { this.snapshot = r.snapshotRevision; },
       (e: unknown) => {
         this.beginError = e as LatchkeyError;
@@ -34,7 +37,7 @@ export class RemoteTransaction implements Transaction {
     return this.snapshot;
   }
 
-  connectionLost(): void {
+  linkLost(): void {
     this.finish('aborted', 'the connection was lost');
   }
 
@@ -42,19 +45,19 @@ export class RemoteTransaction implements Transaction {
     if (this.state !== 'open') return;
     this.state = state;
     this.abortReason = reason;
-    this.core.txs.delete(this);
+    this.conn.detach(this.handle, this);
   }
 
-  private ensureOpen(): void {
+  protected checkOpen(): void {
     if (this.committing) throw new LatchkeyError('INVALID_ARGUMENT', 'transaction is committing');
     if (this.state === 'committed') throw new LatchkeyError('CLOSED', 'transaction already committed');
     if (this.state === 'aborted') throw this.beginError ?? new LatchkeyError('ABORTED', `transaction aborted${this.abortReason ? `: ${this.abortReason}` : ''}`);
   }
 
   private async op<K extends RequestOp>(op: K, args: Args<K>): Promise<Result<K>> {
-    this.ensureOpen();
+    this.checkOpen();
     try {
-      return await this.core.requestOn(this.generation, op, args, this.session);
+      return await this.conn.requestOn(this.generation, op, args, this.session);
     } catch (e) {
       await this.began;
       if (this.beginError !== undefined) throw this.beginError;
@@ -63,58 +66,45 @@ export class RemoteTransaction implements Transaction {
     }
   }
 
-  async get(path: string): Promise<Entry | undefined> {
-    return makeEntry(await this.op('get', { path, tx: this.handle }));
+  protected get maxValueBytes(): number {
+    return this.conn.maxValue;
   }
 
-  async exists(path: string): Promise<boolean> {
+  protected async _get(path: string): Promise<Entry | undefined> {
+    const w = await this.op('get', { path, tx: this.handle });
+    return w === null ? undefined : entryOf(w);
+  }
+
+  protected _exists(path: string): Promise<boolean> {
     return this.op('exists', { path, tx: this.handle });
   }
 
-  async list(path: string, options: ListOptions = {}): Promise<Listing> {
-    const a: Args<'list'> = { path, tx: this.handle };
-    if (options.after !== undefined) a.after = options.after;
-    if (options.limit !== undefined) a.limit = options.limit;
-    const r = await this.op('list', a);
+  protected async _list(path: string, options: ListOptions): Promise<Listing> {
+    const r = await this.op('list', { path, ...options, tx: this.handle });
     return makeListing(r.names, r.revision, r.more);
   }
 
-  async set(path: string, value: Value, options: { ifVersion?: number; ifModRev?: number; ifAbsent?: boolean } = {}): Promise<void> {
-    const a: Args<'set'> = { path, value: toBytes(value, this.core.maxValue, path), tx: this.handle };
-    if (options.ifVersion !== undefined) a.ifVersion = options.ifVersion;
-    if (options.ifModRev !== undefined) a.ifModRev = options.ifModRev;
-    if (options.ifAbsent !== undefined) a.ifAbsent = options.ifAbsent;
-    await this.op('set', a);
+  protected async _set(path: string, value: Uint8Array, cond: SetConditions): Promise<void> {
+    await this.op('set', { path, value, ...cond, tx: this.handle });
   }
 
-  async create(path: string, value?: Value, options: { ephemeral?: boolean; sequential?: boolean } = {}): Promise<string> {
-    const a: Args<'create'> = { path, value: toBytes(value, this.core.maxValue, path), tx: this.handle };
-    if (options.ephemeral !== undefined) a.ephemeral = options.ephemeral;
-    if (options.sequential !== undefined) a.sequential = options.sequential;
-    return this.op('create', a);
+  protected _create(path: string, value: Uint8Array, flags: CreateFlags): Promise<string> {
+    return this.op('create', { path, value, ...flags, tx: this.handle });
   }
 
-  async delete(path: string, options: { recursive?: boolean; ifVersion?: number } = {}): Promise<boolean> {
-    const a: Args<'delete'> = { path, tx: this.handle };
-    if (options.recursive !== undefined) a.recursive = options.recursive;
-    if (options.ifVersion !== undefined) a.ifVersion = options.ifVersion;
-    return this.op('delete', a);
+  protected _delete(path: string, flags: DeleteFlags): Promise<boolean> {
+    return this.op('delete', { path, ...flags, tx: this.handle });
   }
 
-  async check(path: string, expect: { version?: number; modRev?: number; exists?: boolean }): Promise<void> {
-    if (expect === null || typeof expect !== 'object') throw invalidArgument('check: expectations must be an object');
-    const a: Args<'check'> = { path, tx: this.handle };
-    if (expect.version !== undefined) a.version = expect.version;
-    if (expect.modRev !== undefined) a.modRev = expect.modRev;
-    if (expect.exists !== undefined) a.exists = expect.exists;
-    await this.op('check', a);
+  protected async _check(path: string, expect: CheckExpect): Promise<void> {
+    await this.op('check', { path, ...expect, tx: this.handle });
   }
 
   async commit(options: WriteOptions = {}): Promise<CommitResult> {
-    this.ensureOpen();
+    this.checkOpen();
     this.committing = true;
     try {
-      const r = await this.core.requestOn(this.generation, 'commit', { tx: this.handle, ...writeArgs(options) }, this.session, options.signal);
+      const r = await this.conn.requestOn(this.generation, 'commit', { tx: this.handle, ...writeArgs(options) }, this.session, options.signal);
       this.committing = false;
       this.finish('committed');
       return r;
@@ -130,10 +120,6 @@ export class RemoteTransaction implements Transaction {
   async abort(): Promise<void> {
     if (this.state !== 'open' || this.committing) return;
     this.finish('aborted', 'aborted by caller');
-    await this.core.requestOn(this.generation, 'abort', { tx: this.handle }, this.session).catch(() => {});
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.abort();
+    await this.conn.requestOn(this.generation, 'abort', { tx: this.handle }, this.session).catch(() => {});
   }
 }

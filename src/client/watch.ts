@@ -1,10 +1,16 @@
 /** A remote watch: events pushed by the server, a bounded queue, and resumption after a reconnection. */
 import type { WatchEvent, WatchOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
-import type { Args } from '../protocol/messages.js';
-import type { Core } from './core.js';
+import { type Args, fromWireError } from '../protocol/messages.js';
+import type { ClientConnection, LinkFollower, LinkMember } from './connection.js';
+import type { Push } from './link.js';
 
-export class RemoteWatch implements AsyncIterableIterator<WatchEvent> {
+/**
+ * A watch follows the connection (each new link: subscribe again from where
+ * the last left off) and is attached, under its current subscription's
+ * handle, to the link it is subscribed on.
+ */
+export class RemoteWatch implements AsyncIterableIterator<WatchEvent>, LinkFollower, LinkMember {
   private queue: WatchEvent[] = [];
   private head = 0;
   private handle = 0;
@@ -15,15 +21,34 @@ export class RemoteWatch implements AsyncIterableIterator<WatchEvent> {
   private waiter: (() => void) | undefined;
   private readonly maxQueue: number;
   private readonly onAbort: () => void;
+  private readonly unfollow: () => void;
 
-  constructor(private readonly core: Core, readonly path: string, private readonly options: WatchOptions) {
-    this.maxQueue = core.opts.maxWatchQueue ?? 10_000;
+  constructor(private readonly conn: ClientConnection, readonly path: string, private readonly options: WatchOptions) {
+    this.maxQueue = conn.opts.maxWatchQueue ?? 10_000;
     this.nextRev = options.fromRevision;
     this.onAbort = () => this.fail(new LatchkeyError('ABORTED', 'watch aborted', { path, cause: options.signal?.reason }));
     if (options.signal?.aborted) throw new LatchkeyError('ABORTED', 'watch aborted', { path, cause: options.signal.reason });
     options.signal?.addEventListener('abort', this.onAbort, { once: true });
-    core.allWatches.add(this);
-    if (core.link?.alive) this.attach();
+    this.unfollow = conn.follow(this);
+    if (conn.link?.alive) this.attach();
+  }
+
+  linkUp(): void {
+    this.attach();
+  }
+
+  connectionEnded(e: LatchkeyError): void {
+    this.fail(e);
+  }
+
+  pushed(m: Push): void {
+    if (m.t === 'event') this.events(m.ev);
+    else if (m.t === 'watchEnd') this.ended(fromWireError(m.e));
+  }
+
+  /** The link is gone: forget its handle; the next link re-attaches. */
+  linkLost(): void {
+    this.handle = 0;
   }
 
   private get queued(): number {
@@ -31,13 +56,13 @@ export class RemoteWatch implements AsyncIterableIterator<WatchEvent> {
   }
 
   /** Subscribes on the current link, from where the last link left off. */
-  attach(): void {
+  private attach(): void {
     if (this.done || this.endError !== undefined || this.handle !== 0) return;
-    const link = this.core.link;
+    const link = this.conn.link;
     if (link === undefined || !link.alive) return;
-    const handle = this.core.handle();
+    const handle = this.conn.handle();
     this.handle = handle;
-    this.core.watches.set(handle, this);
+    this.conn.attach(handle, this);
     const a: Args<'watch'> = { watch: handle, path: this.path };
     if (this.options.recursive !== undefined) a.recursive = this.options.recursive;
     if (this.nextRev !== undefined) a.fromRevision = this.nextRev;
@@ -50,12 +75,7 @@ export class RemoteWatch implements AsyncIterableIterator<WatchEvent> {
     });
   }
 
-  /** The link is gone: forget its handle; the next link re-attaches. */
-  detach(): void {
-    this.handle = 0;
-  }
-
-  events(evs: ReadonlyArray<{ type: 'put' | 'delete'; path: string; revision: number; value?: Uint8Array }>): void {
+  private events(evs: ReadonlyArray<{ type: 'put' | 'delete'; path: string; revision: number; value?: Uint8Array }>): void {
     if (this.done || this.endError !== undefined || evs.length === 0) return;
     if (this.queued > 0 && this.queued + evs.length > this.maxQueue) {
       this.stopServer();
@@ -71,8 +91,8 @@ export class RemoteWatch implements AsyncIterableIterator<WatchEvent> {
     this.wake();
   }
 
-  ended(e: LatchkeyError): void {
-    this.core.watches.delete(this.handle);
+  private ended(e: LatchkeyError): void {
+    this.conn.detach(this.handle, this);
     this.handle = 0;
     if (this.endError === undefined && !this.done) this.endError = e;
     this.wake();
@@ -81,9 +101,9 @@ export class RemoteWatch implements AsyncIterableIterator<WatchEvent> {
   private stopServer(): void {
     const h = this.handle;
     if (h === 0) return;
-    this.core.watches.delete(h);
+    this.conn.detach(h, this);
     this.handle = 0;
-    const link = this.core.link;
+    const link = this.conn.link;
     if (link?.alive) link.request('unwatch', { watch: h }).catch(() => {});
   }
 
@@ -99,7 +119,7 @@ export class RemoteWatch implements AsyncIterableIterator<WatchEvent> {
 
   private finish(): void {
     this.done = true;
-    this.core.allWatches.delete(this);
+    this.unfollow();
     this.options.signal?.removeEventListener('abort', this.onAbort);
     this.wake();
   }

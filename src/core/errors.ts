@@ -63,3 +63,8 @@ export function assert(cond: unknown, message: string): asserts cond {
 export function invalidArgument(message: string): LatchkeyError {
   return new LatchkeyError('INVALID_ARGUMENT', message);
 }
+
+/** The one error every call on a closed store fails with. */
+export function storeClosed(): LatchkeyError {
+  return new LatchkeyError('CLOSED', 'the store is closed');
+}

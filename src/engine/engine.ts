@@ -1,6 +1,7 @@
 /**
  * The engine: the heads, the commit path, sessions and counters. The public
- * Store and Session objects (session.ts) are thin layers over it.
+ * Store and Session objects (store.ts, session.ts) are thin layers over it;
+ * it calls its lock service (locks.ts) directly, which imports nothing back.
  *
  * Two heads:
  *  - `pending` is what writers validate against and apply to, synchronously:
@@ -10,20 +11,23 @@
  *    the pipeline publishes a commit after its fsync (pipeline.ts).
  * Revisions count commits: `pending.rev >= visible.rev`, both contiguous.
  *
- * Every write goes the same way (`write`): admission by mandatory locks (may
- * wait), fence check, synchronous execution on a Workspace over the pending
+ * Every write goes the same way (`write`): admission by the lock service
+ * (locks.ts: mandatory locks, may wait), fence check, synchronous execution on a Workspace over the pending
  * head, then the pipeline. An operation that fails or changes nothing
  * answers only after the state it observed is durable, so no caller can learn
  * of a commit that a crash could take back.
  */
 import type { CommitResult, StoreStats, WriteOptions } from '../api.js';
-import { BugError, LatchkeyError, assert } from '../core/errors.js';
+import { BugError, LatchkeyError, assert, storeClosed } from '../core/errors.js';
 import { type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
+import type { WriteTarget } from '../core/lock-table.js';
+import { WatchRegistry } from '../core/watch-registry.js';
 import type { Storage } from '../storage/storage.js';
-import { LockService } from './locks.js';
+import type { CommitHook, EngineAccess } from './access.js';
+import { type Admission, LockService, NO_ADMISSION } from './locks.js';
 import { CommitPipeline, type Published } from './pipeline.js';
 
 export interface EngineOptions {
@@ -32,44 +36,18 @@ export interface EngineOptions {
   maxValueBytes?: number;
 }
 
-/** A place a write touches: the node at `path`, or its whole subtree. */
-export interface WriteTarget {
-  readonly path: string;
-  readonly subtree: boolean;
-}
-
-/** A write admitted by the lock service; `done` is called once the write is applied (or abandoned). */
-export interface Admission {
-  done(): void;
-}
-
-/**
- * Mandatory locks and fencing, supplied by the lock service. Reads never go
- * through it. `admit` returns at once when no other session's lock covers the
- * targets, or a promise that resolves in FIFO order with lock requests.
- */
-export interface WriteGate {
-  admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission>;
-  /** Throws LOCK_LOST unless `fence` names a lock `session` still holds. */
-  checkFence(session: string, fence: NonNullable<WriteOptions['fence']>): void;
-  /** The session ended (died: without a clean close); release its locks. */
-  sessionEnded(session: string, died: boolean): void;
-}
-
-export type CommitHook = (c: Published) => void;
-
-const NO_ADMISSION: Admission = { done() {} };
-
-export class Engine {
+export class Engine implements EngineAccess {
   visibleRoot: Node;
   visibleRev: number;
   private pendingRoot: Node;
   private pendingRev: number;
   private readonly pipeline: CommitPipeline;
   readonly maxValueBytes: number;
-  /** The lock table and its waiters; also the gate that admits writes. */
+  /** The lock table and its waiters; every write and commit is admitted by it (`admit`). */
   readonly locks = new LockService();
   private readonly hooks: CommitHook[] = [];
+  /** Watchers and the history window; its history starts with the engine, so a watcher can resume from any recent revision. */
+  readonly watches: WatchRegistry;
   /** Ephemeral nodes by owning session (kept for the pending head). */
   private readonly ephemerals = new Map<string, Set<string>>();
   readOnlyReason: string | undefined;
@@ -89,6 +67,8 @@ export class Engine {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
     }, this.visibleRev);
+    const watches = this.watches = new WatchRegistry(this.visibleRev);
+    this.onCommit((c) => watches.publish(c.rev, c.mutations, c.before));
   }
 
   get storage(): Storage | undefined {
@@ -114,7 +94,7 @@ export class Engine {
   }
 
   checkOpen(): void {
-    if (this.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
+    if (this.closed) throw storeClosed();
   }
 
   private checkWritable(): void {
@@ -139,7 +119,7 @@ export class Engine {
     let value: T;
     try {
       this.checkWritable();
-      if (opts.fence !== undefined) this.fenceCheck(session, opts.fence);
+      if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
       ws = new Workspace(this.pendingRoot, this.pendingRev + 1);
       value = fn(ws);
     } catch (e) {
@@ -178,10 +158,6 @@ export class Engine {
     return this.locks.admit(session, targets, opts);
   }
 
-  private fenceCheck(session: string, fence: NonNullable<WriteOptions['fence']>): void {
-    this.locks.checkFence(session, fence);
-  }
-
   /** Moves the pending head to `ws` and hands the commit to the pipeline. Synchronous up to the returned promise. */
   private commit(ws: Workspace): Promise<void> | undefined {
     assert(ws.rev === this.pendingRev + 1, `commit at ${ws.rev} over pending ${this.pendingRev}`);
@@ -206,7 +182,7 @@ export class Engine {
     let replayed = false;
     try {
       this.checkWritable();
-      if (opts.fence !== undefined) this.fenceCheck(session, opts.fence);
+      if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
       if (tx.snapshotRev === this.pendingRev) {
         ws = tx.ws;
       } else {
@@ -347,6 +323,7 @@ export class Engine {
     await this.pipeline.drain();
     if (this.snapshotting) await this.snapshotting.catch(() => {});
     await this.options.storage?.close();
+    this.watches.endAll(storeClosed());
   }
 }
 

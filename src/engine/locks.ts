@@ -21,9 +21,14 @@
 import type { Fence, Lock, LockInfo, LockMode, LockOptions, LockTableInfo, LockWaiterInfo, WriteOptions } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import { LockTable, type LockRequest, type WriteTarget } from '../core/lock-table.js';
-import type { Admission, WriteGate } from './engine.js';
 
-const NO_ADMISSION: Admission = { done() {} };
+/** A write admitted by the lock service; `done` is called once the write is applied (or abandoned). */
+export interface Admission {
+  done(): void;
+}
+
+/** The admission of a write no other session's lock covers: it holds nothing. */
+export const NO_ADMISSION: Admission = { done() {} };
 
 interface Waiter {
   /** Settles the waiting promise with what the grant gives the caller. */
@@ -56,7 +61,7 @@ function checkWaitOptions(o: { wait?: boolean; timeoutMs?: number; signal?: Abor
   if (o.signal?.aborted) throw aborted(o.signal);
 }
 
-export class LockService implements WriteGate {
+export class LockService {
   readonly table: LockTable;
 
   constructor() {
@@ -136,7 +141,13 @@ export class LockService implements WriteGate {
     return { held: this.table.allHeld().map((r) => ({ ...info(r), waiters: blocked.get(r) ?? 0 })), waiting };
   }
 
-  // -------------------------------------------------------------- the gate
+  // ----------------------------------------------------- admitting writes
+
+  /**
+   * Admits a write by `session` touching `targets` (mandatory locks). Returns
+   * at once when no other session's lock covers them, or a promise that
+   * resolves in FIFO order with lock requests.
+   */
 
   admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
     checkWaitOptions(opts);
@@ -149,6 +160,7 @@ export class LockService implements WriteGate {
     }));
   }
 
+  /** Throws LOCK_LOST unless `fence` names a lock `session` still holds. */
   checkFence(session: string, fence: Fence): void {
     const token = typeof fence === 'number' ? fence : (fence as { token?: unknown } | null)?.token;
     if (typeof token !== 'number' || !Number.isSafeInteger(token)) throw invalidArgument('fence must be a lock or its token');
@@ -157,6 +169,7 @@ export class LockService implements WriteGate {
     if (r.session !== session) throw new LatchkeyError('LOCK_LOST', `fence ${token}: that lock is held by another session`, { path: r.path, info: { token } });
   }
 
+  /** The session ended (died: without a clean close); release its locks. */
   sessionEnded(session: string, died: boolean): void {
     const end = this.table.endSession(session);
     for (const r of end.cancelled) {

@@ -1,6 +1,6 @@
 import type { Store } from '../api.js';
 import { openStorage, type StorageOptions } from '../storage/index.js';
-import type { EngineOptions } from './engine.js';
+import { Engine, type EngineOptions } from './engine.js';
 import { EmbeddedStore } from './store.js';
 
 export interface OpenOptions extends Omit<EngineOptions, 'storage'>, StorageOptions {}
@@ -22,17 +22,18 @@ export async function open(dir?: string, options: OpenOptions = {}): Promise<Sto
   if (dir === undefined) return EmbeddedStore.create(options);
   const { durability, segmentBytes, snapshotsKept, snapshotEveryBytes, fs, ...engineOptions } = options;
   const storage = await openStorage(dir, { durability, segmentBytes, snapshotsKept, snapshotEveryBytes, fs });
-  let store: EmbeddedStore;
+  let engine: Engine;
   try {
-    store = EmbeddedStore.create({ ...engineOptions, storage });
+    engine = new Engine({ ...engineOptions, storage });
   } catch (e) {
     await storage.close();
     throw e;
   }
+  const store = new EmbeddedStore(engine);
   try {
     // Sessions of the previous run died with it: their ephemeral nodes go now
     // (the scan walks the whole tree, so skip it when recovery saw none).
-    if (storage.mayHaveEphemerals) await store.internals.removeStaleEphemerals();
+    if (storage.mayHaveEphemerals) await engine.removeStaleEphemerals();
   } catch (e) {
     await store.close();
     throw e;

@@ -6,29 +6,30 @@
  * ownerDied when it died holding them) and deletes its ephemeral nodes in
  * one commit.
  */
-import type {
-  CreateOptions, DeleteOptions, Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiOp, MultiResult,
-  Session, SetOptions, Transaction, TransactionOptions, Value, WriteOptions,
-} from '../api.js';
-import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import type { WriteTarget } from '../core/lock-table.js';
 import type { WriteOp } from '../core/ops.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
-import { type Engine, type WriteTarget, targetOf, targetOfOp } from './engine.js';
-import { makeEntry, makeListing, toBytes } from './entry.js';
+import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
+import { entryOfNode, makeListing } from '../edge/entry.js';
+import { SessionEdge } from '../edge/session.js';
+import { type Engine, targetOf, targetOfOp } from './engine.js';
 import { TransactionImpl } from './transaction.js';
-import { runTransaction } from '../util/retry.js';
 
 let sessionCounter = 0;
 const epoch = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
 
-export class SessionImpl implements Session {
+/** A session of the embedded store: the edge's narrow methods, run on the engine. */
+export class SessionImpl extends SessionEdge {
   readonly id: string;
   readonly name: string;
   closed = false;
   private readonly txs = new Set<TransactionImpl>();
 
   constructor(protected readonly engine: Engine, name?: string) {
+    super();
     this.id = `${epoch}.${++sessionCounter}`;
     this.name = name ?? this.id;
     engine.sessionsOpen++;
@@ -39,24 +40,22 @@ export class SessionImpl implements Session {
     if (this.closed) throw new LatchkeyError('SESSION_EXPIRED', `session ${this.name} has ended`);
   }
 
-  async get(path: string): Promise<Entry | undefined> {
-    this.checkOpen();
-    const n = lookup(this.engine.visibleRoot, parsePath(path));
-    return n === undefined ? undefined : makeEntry(path, n, this.engine.visibleRev);
+  protected get maxValueBytes(): number {
+    return this.engine.maxValueBytes;
   }
 
-  async exists(path: string): Promise<boolean> {
-    this.checkOpen();
+  protected async _get(path: string): Promise<Entry | undefined> {
+    const n = lookup(this.engine.visibleRoot, parsePath(path));
+    return n === undefined ? undefined : entryOfNode(path, n, this.engine.visibleRev);
+  }
+
+  protected async _exists(path: string): Promise<boolean> {
     return lookup(this.engine.visibleRoot, parsePath(path)) !== undefined;
   }
 
-  async list(path: string, options: ListOptions = {}): Promise<Listing> {
-    this.checkOpen();
+  protected async _list(path: string, { after, limit }: ListOptions): Promise<Listing> {
     const n = lookup(this.engine.visibleRoot, parsePath(path));
     if (n === undefined) throw new LatchkeyError('NOT_FOUND', `no node at ${path}`, { path });
-    const { after, limit } = options;
-    if (after !== undefined && typeof after !== 'string') throw invalidArgument('list: `after` must be a string');
-    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) throw invalidArgument('list: `limit` must be a positive integer');
     const rev = this.engine.visibleRev;
     if (limit === undefined) return makeListing(n.children.keys(after || undefined), rev, false);
     const names = n.children.keys(after || undefined, limit + 1);
@@ -65,36 +64,27 @@ export class SessionImpl implements Session {
     return makeListing(names, rev, more);
   }
 
-  async set(path: string, value: Value, options: SetOptions = {}): Promise<number> {
-    this.checkOpen();
-    parsePath(path);
-    const v = toBytes(value, this.engine.maxValueBytes, path);
-    const r = await this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, v, options));
+  protected async _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
+    const r = await this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, value, cond));
     return r.rev;
   }
 
-  async create(path: string, value?: Value, options: CreateOptions = {}): Promise<string> {
-    this.checkOpen();
-    parsePath(path);
-    const v = toBytes(value, this.engine.maxValueBytes, path);
-    const owner = options.ephemeral ? this.id : undefined;
-    const r = await this.engine.write(this.id, [targetOf('create', path, options.sequential === true)], options,
-      (ws) => ws.create(path, v, { owner, sequential: options.sequential === true }));
+  protected async _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string> {
+    const owner = flags.ephemeral ? this.id : undefined;
+    const sequential = flags.sequential === true;
+    const r = await this.engine.write(this.id, [targetOf('create', path, sequential)], options,
+      (ws) => ws.create(path, value, { owner, sequential }));
     return r.value;
   }
 
-  async delete(path: string, options: DeleteOptions = {}): Promise<boolean> {
-    this.checkOpen();
-    parsePath(path);
+  protected async _delete(path: string, flags: DeleteFlags, options: WriteOptions): Promise<boolean> {
     const r = await this.engine.write(this.id, [targetOf('delete', path)], options,
-      (ws) => ws.delete(path, { recursive: options.recursive === true, ifVersion: options.ifVersion }));
+      (ws) => ws.delete(path, { recursive: flags.recursive === true, ifVersion: flags.ifVersion }));
     return r.value;
   }
 
-  async multi(ops: readonly MultiOp[], options: WriteOptions = {}): Promise<MultiResult> {
-    this.checkOpen();
-    if (!Array.isArray(ops)) throw invalidArgument('multi: ops must be an array');
-    const writes = ops.map((o, i) => this.toWriteOp(o, i));
+  protected async _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult> {
+    const writes = ops.map((o) => this.toWriteOp(o));
     const targets: WriteTarget[] = [];
     for (const w of writes) {
       const t = targetOfOp(w);
@@ -113,35 +103,25 @@ export class SessionImpl implements Session {
     return { revision: r.rev, results: r.value };
   }
 
-  private toWriteOp(o: MultiOp, i: number): WriteOp {
-    if (o === null || typeof o !== 'object') throw invalidArgument(`multi op ${i} must be an object`);
-    parsePath(o.path);
+  /** A checked multi op as the engine executes it (an ephemeral create names this session as owner). */
+  private toWriteOp(o: CheckedMultiOp): WriteOp {
     switch (o.op) {
-      case 'set': return { op: 'set', path: o.path, value: toBytes(o.value, this.engine.maxValueBytes, o.path), ifVersion: o.ifVersion, ifModRev: o.ifModRev, ifAbsent: o.ifAbsent };
-      case 'create': return { op: 'create', path: o.path, value: toBytes(o.value, this.engine.maxValueBytes, o.path), sequential: o.sequential === true, ...(o.ephemeral ? { owner: this.id } : {}) };
-      case 'delete': return { op: 'delete', path: o.path, recursive: o.recursive === true, ifVersion: o.ifVersion };
-      case 'check': return { op: 'check', path: o.path, version: o.version, modRev: o.modRev, exists: o.exists };
-      default: throw invalidArgument(`multi op ${i}: unknown op ${JSON.stringify((o as { op: unknown }).op)}`);
+      case 'create': {
+        const { ephemeral, ...rest } = o;
+        return { ...rest, sequential: o.sequential === true, ...(ephemeral ? { owner: this.id } : {}) };
+      }
+      case 'delete': return { ...o, recursive: o.recursive === true };
+      default: return o;
     }
   }
 
-  begin(): Transaction {
-    this.checkOpen();
+  protected _begin(): Transaction {
     const tx = new TransactionImpl(this.engine, { id: this.id, txEnded: (t) => this.txs.delete(t) });
     this.txs.add(tx);
     return tx;
   }
 
-  transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    return runTransaction(() => this.begin(), fn, options);
-  }
-
-  lock(path: string, options: LockOptions = {}): Promise<Lock> {
-    try {
-      this.checkOpen();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+  protected _lock(path: string, options: LockOptions): Promise<Lock> {
     return this.engine.locks.lock(this.id, path, options);
   }
 
@@ -161,9 +141,5 @@ export class SessionImpl implements Session {
 
   close(): Promise<void> {
     return this.end(false);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
   }
 }

@@ -4,26 +4,24 @@
  * here; reads and writes are the default session's.
  */
 import type { LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
-import { LatchkeyError } from '../core/errors.js';
+import type { EngineAccess, OwnedSession } from './access.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { SessionImpl } from './session.js';
-import { type InternalWatchOptions, type Watch, watch, watchRegistry } from './watch.js';
+import { type InternalWatchOptions, type Watch, watch } from './watch.js';
 
 export class EmbeddedStore extends SessionImpl implements Store {
   private readonly sessions = new Set<SessionImpl>();
 
   constructor(engine: Engine) {
     super(engine, 'default');
-    // The watch history starts with the store, so a watcher can resume from any recent revision.
-    watchRegistry(engine);
   }
 
   static create(options: EngineOptions = {}): EmbeddedStore {
     return new EmbeddedStore(new Engine(options));
   }
 
-  /** The engine, for layers above (server, watches, tests). */
-  get internals(): Engine {
+  /** The engine as the layers that serve the store may use it (access.ts). */
+  get internals(): EngineAccess {
     return this.engine;
   }
 
@@ -32,6 +30,11 @@ export class EmbeddedStore extends SessionImpl implements Store {
   }
 
   session(options: SessionOptions = {}): Session {
+    return this.ownedSession(options);
+  }
+
+  /** A session for a server or XenStore connection, which ends it (as a death when its socket vanishes). */
+  ownedSession(options: SessionOptions = {}): OwnedSession {
     this.checkOpen();
     const engine = this.engine;
     const sessions = this.sessions;
@@ -73,7 +76,6 @@ export class EmbeddedStore extends SessionImpl implements Store {
     for (const s of [...this.sessions]) await s.close().catch(() => {});
     await super.close().catch(() => {});
     await this.engine.close();
-    watchRegistry(this.engine).endAll(new LatchkeyError('CLOSED', 'the store is closed'));
   }
 
   override async [Symbol.asyncDispose](): Promise<void> {

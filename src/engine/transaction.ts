@@ -3,11 +3,13 @@
  * All reads and writes happen on the transaction's private workspace; nothing
  * is visible to anyone else until `commit`.
  */
-import type { CommitResult, Entry, Listing, ListOptions, Transaction, Value, WriteOptions } from '../api.js';
-import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
 import { TxState } from '../core/transaction.js';
+import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
+import { entryOfNode, makeListing } from '../edge/entry.js';
+import { TransactionEdge } from '../edge/session.js';
 import type { Engine } from './engine.js';
-import { makeEntry, makeListing, toBytes } from './entry.js';
 
 export interface TxOwner {
   readonly id: string;
@@ -15,13 +17,14 @@ export interface TxOwner {
   txEnded(tx: TransactionImpl): void;
 }
 
-export class TransactionImpl implements Transaction {
+export class TransactionImpl extends TransactionEdge {
   private readonly tx: TxState;
   state: 'open' | 'committed' | 'aborted' = 'open';
   private abortReason: string | undefined;
   private committing = false;
 
   constructor(private readonly engine: Engine, private readonly owner: TxOwner) {
+    super();
     this.tx = new TxState(engine.visibleRoot, engine.visibleRev);
     engine.openTransactions++;
   }
@@ -30,54 +33,48 @@ export class TransactionImpl implements Transaction {
     return this.tx.snapshotRev;
   }
 
-  private checkOpen(): void {
+  protected checkOpen(): void {
     if (this.state === 'open' && !this.committing) return;
     if (this.committing) throw new LatchkeyError('INVALID_ARGUMENT', 'transaction is committing');
     if (this.state === 'committed') throw new LatchkeyError('CLOSED', 'transaction already committed');
     throw new LatchkeyError('ABORTED', `transaction aborted${this.abortReason ? `: ${this.abortReason}` : ''}`);
   }
 
-  async get(path: string): Promise<Entry | undefined> {
-    this.checkOpen();
-    const n = this.tx.get(path);
-    return n === undefined ? undefined : makeEntry(path, n, this.tx.snapshotRev);
+  protected get maxValueBytes(): number {
+    return this.engine.maxValueBytes;
   }
 
-  async exists(path: string): Promise<boolean> {
-    this.checkOpen();
+  protected async _get(path: string): Promise<Entry | undefined> {
+    const n = this.tx.get(path);
+    return n === undefined ? undefined : entryOfNode(path, n, this.tx.snapshotRev);
+  }
+
+  protected async _exists(path: string): Promise<boolean> {
     return this.tx.get(path) !== undefined;
   }
 
-  async list(path: string, options: ListOptions = {}): Promise<Listing> {
-    this.checkOpen();
+  protected async _list(path: string, options: ListOptions): Promise<Listing> {
     const r = this.tx.list(path, options.after, options.limit);
     return makeListing(r.names, this.tx.snapshotRev, r.more);
   }
 
-  async set(path: string, value: Value, options: { ifVersion?: number; ifModRev?: number; ifAbsent?: boolean } = {}): Promise<void> {
-    this.checkOpen();
-    const v = toBytes(value, this.engine.maxValueBytes, path);
-    this.tx.write({ op: 'set', path, value: v, ifVersion: options.ifVersion, ifModRev: options.ifModRev, ifAbsent: options.ifAbsent });
+  protected async _set(path: string, value: Uint8Array, cond: SetConditions): Promise<void> {
+    this.tx.write({ op: 'set', path, value, ...cond });
   }
 
-  async create(path: string, value?: Value, options: { ephemeral?: boolean; sequential?: boolean } = {}): Promise<string> {
-    this.checkOpen();
-    const v = toBytes(value, this.engine.maxValueBytes, path);
+  protected async _create(path: string, value: Uint8Array, flags: CreateFlags): Promise<string> {
     return this.tx.write({
-      op: 'create', path, value: v, sequential: options.sequential === true,
-      ...(options.ephemeral ? { owner: this.owner.id } : {}),
+      op: 'create', path, value, sequential: flags.sequential === true,
+      ...(flags.ephemeral ? { owner: this.owner.id } : {}),
     }) as string;
   }
 
-  async delete(path: string, options: { recursive?: boolean; ifVersion?: number } = {}): Promise<boolean> {
-    this.checkOpen();
-    return this.tx.write({ op: 'delete', path, recursive: options.recursive === true, ifVersion: options.ifVersion }) as boolean;
+  protected async _delete(path: string, flags: DeleteFlags): Promise<boolean> {
+    return this.tx.write({ op: 'delete', path, recursive: flags.recursive === true, ifVersion: flags.ifVersion }) as boolean;
   }
 
-  async check(path: string, expect: { version?: number; modRev?: number; exists?: boolean }): Promise<void> {
-    this.checkOpen();
-    if (expect === null || typeof expect !== 'object') throw invalidArgument('check: expectations must be an object');
-    this.tx.write({ op: 'check', path, version: expect.version, modRev: expect.modRev, exists: expect.exists });
+  protected async _check(path: string, expect: CheckExpect): Promise<void> {
+    this.tx.write({ op: 'check', path, ...expect });
   }
 
   async commit(options: WriteOptions = {}): Promise<CommitResult> {
@@ -111,9 +108,5 @@ export class TransactionImpl implements Transaction {
     this.abortReason = reason;
     this.engine.openTransactions--;
     this.owner.txEnded(this);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.abort();
   }
 }

@@ -1,6 +1,6 @@
 /**
- * Watches on the embedded store: the registry (core/watch-registry.ts) fed
- * by the engine's commit hook, and the async iterator a caller consumes.
+ * Watches on the embedded store: the async iterator a caller consumes, over
+ * the engine's registry (core/watch-registry.ts, fed by its commit hook).
  *
  * Each watch has a bounded queue. Revisions are queued whole, so when a slow
  * consumer's queue would pass its limit the watch stops taking new revisions,
@@ -11,7 +11,7 @@
  */
 import type { WatchEvent, WatchOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
-import { type HistoryLimits, type Subscription, type WatchEventData, WatchRegistry } from '../core/watch-registry.js';
+import type { Subscription, WatchEventData, WatchRegistry } from '../core/watch-registry.js';
 import type { Engine } from './engine.js';
 
 export const DEFAULT_WATCH_QUEUE = 10_000;
@@ -21,20 +21,6 @@ export interface InternalWatchOptions extends WatchOptions {
   maxQueue?: number;
   /** Hand out the stored bytes without copying (the server only encodes them). */
   shareValues?: boolean;
-}
-
-const registries = new WeakMap<Engine, WatchRegistry>();
-
-/** The engine's registry, created (and hooked to its commits) on first use. */
-export function watchRegistry(engine: Engine, limits?: HistoryLimits): WatchRegistry {
-  let r = registries.get(engine);
-  if (r === undefined) {
-    const reg = new WatchRegistry(engine.visibleRev, limits);
-    engine.onCommit((c) => reg.publish(c.rev, c.mutations, c.before));
-    registries.set(engine, reg);
-    r = reg;
-  }
-  return r;
 }
 
 export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable {
@@ -186,5 +172,5 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
 
 export function watch(engine: Engine, path: string, options: InternalWatchOptions = {}): Watch {
   engine.checkOpen();
-  return new Watch(watchRegistry(engine), path, options);
+  return new Watch(engine.watches, path, options);
 }

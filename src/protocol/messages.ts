@@ -123,9 +123,6 @@ export const helloBody = object({
 });
 export type HelloBody = Infer<typeof helloBody>;
 
-const requestEnvelope = object({ t: literal('req'), op: str, s: opt(uint), a: anyMap });
-const cancelBody = object({ t: literal('cancel') });
-
 export type ClientMessage =
   | HelloBody
   | { [K in RequestOp]: { t: 'req'; id: number; op: K; s: number; a: Args<K> } }[RequestOp]

@@ -24,7 +24,7 @@ import type { Socket } from 'node:net';
 import type { Lock, Session } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import type { EmbeddedStore } from '../engine/store.js';
-import type { SessionImpl } from '../engine/session.js';
+import type { OwnedSession } from '../engine/access.js';
 import type { Watch } from '../engine/watch.js';
 import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
@@ -33,6 +33,7 @@ import {
   type ClientMessage, type HelloBody, type RequestMessage, type RequestOp, type ServerBody, type WireEvent,
   PROTOCOL_VERSION, SUPPORTED_VERSIONS, toWireError,
 } from '../protocol/messages.js';
+import { DisposableStack } from '../util/disposable.js';
 import { type AuthTable, type Principal, TRUSTED } from './auth.js';
 import { type ConnContext, type LockSlot, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
 
@@ -75,7 +76,7 @@ export class Connection implements ConnContext {
   readonly locks = new Map<number, LockSlot>();
   readonly pendingLocks = new Set<number>();
   private readonly watches = new Map<number, WatchSlot>();
-  private readonly sessions = new Map<number, SessionImpl>();
+  private readonly sessions = new Map<number, OwnedSession>();
   private readonly inflight = new Map<number, InFlight>();
   private readonly decoder = clientMessageDecoder(MAX_HELLO_FRAME);
   private greeted = false;
@@ -87,10 +88,45 @@ export class Connection implements ConnContext {
   private readonly helloTimer: NodeJS.Timeout;
   private drainWaiters: Array<() => void> = [];
   private pausedForWrites = false;
+  /**
+   * Everything the connection holds, released once, in reverse order of
+   * creation, by `release` — the one ending that `destroy` (the socket went)
+   * and `shutdown` (graceful) share.
+   */
+  private readonly owned = new DisposableStack();
+  /** How the sessions end when released: died (not a clean close) or closed. */
+  private sessionsDie = true;
+  /** The sessions' ends, started by `release`. */
+  private sessionsEnded: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly socket: Socket, private readonly opts: ConnectionOptions) {
     this.store = opts.store;
     this.limits = opts.limits;
+    const owned = this.owned;
+    // Last of all: the server forgets the connection.
+    owned.defer(() => opts.closed(this));
+    owned.defer(() => {
+      for (const w of this.drainWaiters) w();
+      this.drainWaiters = [];
+    });
+    owned.defer(() => {
+      const sessions = [...this.sessions.values()];
+      this.sessions.clear();
+      const died = this.sessionsDie;
+      this.sessionsEnded = Promise.allSettled(sessions.map((s) => s.end(died)));
+    });
+    owned.defer(() => {
+      this.locks.clear();
+      this.txs.clear();
+    });
+    owned.defer(() => {
+      for (const { w } of this.watches.values()) void w.return();
+      this.watches.clear();
+    });
+    owned.defer(() => {
+      const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
+      for (const f of this.inflight.values()) f.ctl().abort(lost);
+    });
     socket.on('data', (chunk: Buffer) => {
       try {
         this.onData(chunk);
@@ -108,6 +144,7 @@ export class Connection implements ConnContext {
       if (!this.greeted) this.fatal(new LatchkeyError('PROTOCOL', `no hello within ${opts.helloTimeoutMs} ms`));
     }, opts.helloTimeoutMs);
     this.helloTimer.unref();
+    owned.defer(() => clearTimeout(this.helloTimer));
   }
 
   get watchCount(): number {
@@ -167,9 +204,9 @@ export class Connection implements ConnContext {
       }
       this.principal = p;
     }
-    let s: SessionImpl;
+    let s: OwnedSession;
     try {
-      s = this.store.session(h.name === undefined ? {} : { name: h.name }) as SessionImpl;
+      s = this.store.ownedSession(h.name === undefined ? {} : { name: h.name });
     } catch (e) {
       this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
       return;
@@ -302,7 +339,7 @@ export class Connection implements ConnContext {
     if (this.sessions.size >= this.limits.maxSessions) {
       throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
     }
-    const s = this.store.session(name === undefined ? {} : { name }) as SessionImpl;
+    const s = this.store.ownedSession(name === undefined ? {} : { name });
     this.sessions.set(handle, s);
     return s;
   }
@@ -391,6 +428,7 @@ export class Connection implements ConnContext {
   // ------------------------------------------------------------ ending
 
   private armLease(ttl: number): void {
+    this.owned.defer(() => clearTimeout(this.lease));
     const check = (): void => {
       if (this.state !== 'open') return;
       const idle = Date.now() - this.lastSeen;
@@ -426,27 +464,21 @@ export class Connection implements ConnContext {
   }
 
   /**
-   * Ends everything the connection holds. `died`: its sessions die (not a clean close).
-   * `lingering`: the socket is being closed after a bye, which owns its end.
+   * The socket is gone (or going): ends everything the connection holds.
+   * `died`: its sessions die (not a clean close). `lingering`: the socket is
+   * being closed after a bye, which owns its end.
    */
   destroy(died: boolean, lingering = false): void {
     if (this.state === 'closed') return;
-    this.state = 'closed';
-    if (this.lease !== undefined) clearTimeout(this.lease);
-    clearTimeout(this.helloTimer);
-    const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
-    for (const f of this.inflight.values()) f.ctl().abort(lost);
-    for (const { w } of this.watches.values()) void w.return();
-    this.watches.clear();
-    this.locks.clear();
-    this.txs.clear();
-    const sessions = [...this.sessions.values()];
-    this.sessions.clear();
-    for (const s of sessions) void s.end(died).catch(() => {});
-    for (const w of this.drainWaiters) w();
-    this.drainWaiters = [];
     if (died && !lingering && !this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();
-    this.opts.closed(this);
+    this.release(died);
+  }
+
+  /** Releases what the connection holds (once): timers, requests in flight, watches, handles, sessions. */
+  private release(died: boolean): void {
+    this.state = 'closed';
+    this.sessionsDie = died;
+    this.owned.dispose();
   }
 
   /**
@@ -472,10 +504,8 @@ export class Connection implements ConnContext {
     // Read and discard what the client still sends: closing with unread input would reset the
     // connection, and the client could lose the bye that tells it those requests never ran.
     this.socket.resume();
-    const sessions = [...this.sessions.values()];
-    this.sessions.clear();
-    this.destroy(false);
-    await Promise.allSettled(sessions.map((s) => s.end(false)));
+    this.release(false);
+    await this.sessionsEnded;
     await new Promise<void>((resolve) => {
       if (this.socket.destroyed) return resolve();
       // Bounded, and not unref'd: shutdown must finish even if nothing else keeps the process alive.

@@ -11,7 +11,8 @@
 import type { Entry, Lock, Session, Transaction } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import type { Limits } from '../protocol/limits.js';
-import type { Args, RequestOp, Result, WireEntry, WireMultiOp } from '../protocol/messages.js';
+import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js';
+import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
 import type { EmbeddedStore } from '../engine/store.js';
 import type { Watch } from '../engine/watch.js';
 import { type Access, type Principal, authorize } from './auth.js';
@@ -69,10 +70,9 @@ const none = (): [] => [];
 const readPath = (a: { path: string }): [[string, Access]] => [[a.path, 'read']];
 const writePath = (a: { path: string }): [[string, Access]] => [[a.path, 'write']];
 
+/** The server's own value limit (it may be below the store's). */
 function checkValue(c: ConnContext, v: Uint8Array | undefined, path: string): void {
-  if (v !== undefined && v.length > c.limits.maxValue) {
-    throw new LatchkeyError('TOO_LARGE', `value for ${path} is ${v.length} bytes; the limit is ${c.limits.maxValue}`, { path, info: { size: v.length, limit: c.limits.maxValue } });
-  }
+  if (v !== undefined) checkValueSize(path, v.length, c.limits.maxValue);
 }
 
 function txOf(c: ConnContext, handle: number, countOp: boolean): TxSlot {
@@ -89,10 +89,7 @@ function wireEntry(e: Entry): WireEntry {
 }
 
 function writeOpts(a: { fence?: number; wait?: boolean }, signal: AbortSignal): { fence?: number; wait?: boolean; signal: AbortSignal } {
-  const o: { fence?: number; wait?: boolean; signal: AbortSignal } = { signal };
-  if (a.fence !== undefined) o.fence = a.fence;
-  if (a.wait !== undefined) o.wait = a.wait;
-  return o;
+  return { ...definedFields(a, ['fence', 'wait']), signal };
 }
 
 function lockSlot(c: ConnContext, handle: number): LockSlot {
@@ -118,9 +115,7 @@ export const handlers: HandlerTable = {
   list: {
     access: readPath,
     async run(c, { s, a }) {
-      const o: { after?: string; limit?: number } = {};
-      if (a.after !== undefined) o.after = a.after;
-      if (a.limit !== undefined) o.limit = a.limit;
+      const o = definedFields(a, ['after', 'limit']);
       const l = a.tx === undefined ? await c.session(s).list(a.path, o) : await txOf(c, a.tx, true).tx.list(a.path, o);
       return { names: [...l], more: l.more, revision: l.revision };
     },
@@ -129,10 +124,7 @@ export const handlers: HandlerTable = {
     access: writePath,
     async run(c, { s, a, signal }) {
       checkValue(c, a.value, a.path);
-      const cond: { ifVersion?: number; ifModRev?: number; ifAbsent?: boolean } = {};
-      if (a.ifVersion !== undefined) cond.ifVersion = a.ifVersion;
-      if (a.ifModRev !== undefined) cond.ifModRev = a.ifModRev;
-      if (a.ifAbsent !== undefined) cond.ifAbsent = a.ifAbsent;
+      const cond = definedFields(a, SET_CONDITIONS);
       if (a.tx !== undefined) {
         await txOf(c, a.tx, true).tx.set(a.path, a.value, cond);
         return null;
@@ -144,9 +136,7 @@ export const handlers: HandlerTable = {
     access: writePath,
     async run(c, { s, a, signal }) {
       checkValue(c, a.value, a.path);
-      const o: { ephemeral?: boolean; sequential?: boolean } = {};
-      if (a.ephemeral !== undefined) o.ephemeral = a.ephemeral;
-      if (a.sequential !== undefined) o.sequential = a.sequential;
+      const o = definedFields(a, CREATE_FLAGS);
       if (a.tx !== undefined) return txOf(c, a.tx, true).tx.create(a.path, a.value, o);
       return c.session(s).create(a.path, a.value, { ...o, ...writeOpts(a, signal) });
     },
@@ -154,9 +144,7 @@ export const handlers: HandlerTable = {
   delete: {
     access: writePath,
     async run(c, { s, a, signal }) {
-      const o: { recursive?: boolean; ifVersion?: number } = {};
-      if (a.recursive !== undefined) o.recursive = a.recursive;
-      if (a.ifVersion !== undefined) o.ifVersion = a.ifVersion;
+      const o = definedFields(a, DELETE_FLAGS);
       if (a.tx !== undefined) return txOf(c, a.tx, true).tx.delete(a.path, o);
       return c.session(s).delete(a.path, { ...o, ...writeOpts(a, signal) });
     },
@@ -164,11 +152,7 @@ export const handlers: HandlerTable = {
   check: {
     access: readPath,
     async run(c, { a }) {
-      const o: { version?: number; modRev?: number; exists?: boolean } = {};
-      if (a.version !== undefined) o.version = a.version;
-      if (a.modRev !== undefined) o.modRev = a.modRev;
-      if (a.exists !== undefined) o.exists = a.exists;
-      await txOf(c, a.tx, true).tx.check(a.path, o);
+      await txOf(c, a.tx, true).tx.check(a.path, definedFields(a, CHECK_EXPECT));
       return null;
     },
   },
@@ -179,7 +163,7 @@ export const handlers: HandlerTable = {
         throw new LatchkeyError('QUOTA', `multi has ${a.ops.length} operations; the limit is ${c.limits.maxTxOps}`, { info: { limit: c.limits.maxTxOps } });
       }
       for (const o of a.ops) if (o.op === 'set' || o.op === 'create') checkValue(c, o.value, o.path);
-      const r = await c.session(s).multi(a.ops.map(toApiMultiOp), writeOpts(a, signal));
+      const r = await c.session(s).multi(a.ops, writeOpts(a, signal));
       return { revision: r.revision, results: r.results.map((x) => (x === undefined ? null : x)) };
     },
   },
@@ -224,11 +208,7 @@ export const handlers: HandlerTable = {
       }
       c.pendingLocks.add(a.lock);
       try {
-        const o: { mode?: 'exclusive' | 'shared'; wait?: boolean; timeoutMs?: number; signal: AbortSignal } = { signal };
-        if (a.mode !== undefined) o.mode = a.mode;
-        if (a.wait !== undefined) o.wait = a.wait;
-        if (a.timeoutMs !== undefined) o.timeoutMs = a.timeoutMs;
-        const lock = await c.session(s).lock(a.path, o);
+        const lock = await c.session(s).lock(a.path, { ...definedFields(a, ['mode', 'wait', 'timeoutMs']), signal });
         c.trackLock(a.lock, s, lock);
         return { token: lock.token, ownerDied: lock.ownerDied, mode: lock.mode };
       } finally {
@@ -240,10 +220,7 @@ export const handlers: HandlerTable = {
     access: none,
     async run(c, { a, signal }) {
       const { lock } = lockSlot(c, a.lock);
-      const o: { wait?: boolean; timeoutMs?: number; signal: AbortSignal } = { signal };
-      if (a.wait !== undefined) o.wait = a.wait;
-      if (a.timeoutMs !== undefined) o.timeoutMs = a.timeoutMs;
-      await lock.upgrade(o);
+      await lock.upgrade({ ...definedFields(a, ['wait', 'timeoutMs']), signal });
       return { token: lock.token };
     },
   },
@@ -283,9 +260,7 @@ export const handlers: HandlerTable = {
       if (c.watchCount >= c.limits.maxWatches) {
         throw new LatchkeyError('QUOTA', `more than ${c.limits.maxWatches} watches on this connection`, { info: { limit: c.limits.maxWatches } });
       }
-      const o: { recursive?: boolean; fromRevision?: number; maxQueue: number; shareValues: boolean } = { maxQueue: c.limits.maxWatchQueue, shareValues: true };
-      if (a.recursive !== undefined) o.recursive = a.recursive;
-      if (a.fromRevision !== undefined) o.fromRevision = a.fromRevision;
+      const o = { ...definedFields(a, ['recursive', 'fromRevision']), maxQueue: c.limits.maxWatchQueue, shareValues: true };
       const w = c.store.watchInternal(a.path, o);
       c.addWatch(a.watch, s, w);
       return { revision: w.startRevision };
@@ -333,15 +308,6 @@ export const handlers: HandlerTable = {
     },
   },
 };
-
-function toApiMultiOp(o: WireMultiOp): import('../api.js').MultiOp {
-  switch (o.op) {
-    case 'set': return o;
-    case 'create': return o;
-    case 'delete': return o;
-    case 'check': return o;
-  }
-}
 
 /** Checks a request's access needs against the principal. */
 export function checkAccess<K extends RequestOp>(p: Principal, op: K, a: Args<K>): void {

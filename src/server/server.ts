@@ -19,6 +19,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { LatchkeyError } from '../core/errors.js';
 import type { EmbeddedStore } from '../engine/store.js';
+import { AsyncDisposableStack } from '../util/disposable.js';
 import { encodeServer } from '../protocol/codec.js';
 import { DEFAULT_LIMITS, type Limits } from '../protocol/limits.js';
 import type { AuthTable } from './auth.js';
@@ -52,8 +53,14 @@ function isLoopback(host: string): boolean {
 
 export class LatchkeyServer {
   private readonly connections = new Set<Connection>();
-  private readonly listeners: net.Server[] = [];
+  /**
+   * What the server made, released by `close()` in reverse order: each
+   * listener (stop accepting, shut the connections down, wait for it), then
+   * the Unix socket's file, then the idle timer.
+   */
+  private readonly owned = new AsyncDisposableStack();
   private closing: Promise<void> | undefined;
+  private connectionsShut: Promise<unknown> | undefined;
   readonly limits: Limits;
   /** Where it listens (for printing, and for tests). */
   socketPath: string | undefined;
@@ -63,6 +70,7 @@ export class LatchkeyServer {
 
   private constructor(readonly store: EmbeddedStore, private readonly opts: ServeOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.owned.defer(() => clearTimeout(this.idleTimer));
   }
 
   static async start(store: EmbeddedStore, opts: ServeOptions): Promise<LatchkeyServer> {
@@ -98,8 +106,15 @@ export class LatchkeyServer {
     } finally {
       process.umask(old);
     }
+    this.owned.defer(() => {
+      try {
+        unlinkSync(path);
+      } catch {
+        // already gone
+      }
+    });
+    this.own(server);
     chmodSync(path, 0o600);
-    this.listeners.push(server);
     this.socketPath = path;
   }
 
@@ -124,9 +139,9 @@ export class LatchkeyServer {
       server = net.createServer(onSocket);
     }
     await listen(server, { host, port });
+    this.own(server);
     const a = server.address();
     if (a !== null && typeof a === 'object') this.tcpAddress = { host: a.address, port: a.port };
-    this.listeners.push(server);
   }
 
   private accept(sock: net.Socket, transport: 'unix' | 'tcp'): void {
@@ -182,22 +197,26 @@ export class LatchkeyServer {
     return this.connections.size;
   }
 
+  /** A listener is closed with the server: it stops accepting, the connections shut down, then its close completes. */
+  private own(listener: net.Server): void {
+    this.owned.defer(async () => {
+      // A listener's close completes only once its connections are gone: start it, end them, then wait.
+      const stopped = new Promise<void>((resolve) => listener.close(() => resolve()));
+      await this.shutConnections();
+      await stopped;
+    });
+  }
+
+  /** Graceful close of every connection, once. */
+  private shutConnections(): Promise<unknown> {
+    return (this.connectionsShut ??= Promise.allSettled([...this.connections].map((c) => c.shutdown())));
+  }
+
   /** Graceful shutdown; idempotent. Does not close the store. */
   close(): Promise<void> {
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
-    this.closing ??= (async () => {
-      // A listener's close completes only once its connections are gone: start it, end them, then wait.
-      const stopped = this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
-      await Promise.allSettled([...this.connections].map((c) => c.shutdown()));
-      await Promise.all(stopped);
-      if (this.socketPath !== undefined) {
-        try {
-          unlinkSync(this.socketPath);
-        } catch {
-          // already gone
-        }
-      }
-    })();
+    // `closing` is set before anything is released: from here on connections are refused.
+    this.closing ??= Promise.resolve().then(() => this.owned.disposeAsync());
     return this.closing;
   }
 

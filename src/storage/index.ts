@@ -18,7 +18,7 @@ import { type Fs, realFs } from './fs.js';
 import { acquireOwnership, type Ownership } from './ownership.js';
 import { recover } from './recovery.js';
 import { writeSnapshot } from './snapshot.js';
-import type { CommitLog, Storage } from './storage.js';
+import type { CommitLog, RecoveryStats, Storage, StorageStats } from './storage.js';
 import { Wal } from './wal.js';
 
 export type { CommitLog, Storage } from './storage.js';
@@ -115,7 +115,7 @@ interface Extra {
   snapshotsKept: number;
   recoveryMs: number;
   snapshots: number[];
-  recovery: Record<string, unknown>;
+  recovery: RecoveryStats;
 }
 
 class FileStorage implements DurableStorage {
@@ -181,7 +181,7 @@ class FileStorage implements DurableStorage {
     await this.wal.removeSegmentsThrough(oldest);
   }
 
-  stats(): Record<string, unknown> {
+  stats(): StorageStats {
     return {
       dir: this.dir,
       durability: this.durability,

@@ -24,6 +24,41 @@ export interface CommitLog {
   readonly bytesSinceSnapshot: number;
 }
 
+/** The write-ahead log's counters. */
+export interface WalStats {
+  records: number;
+  syncs: number;
+  bytesWritten: number;
+  segments: number;
+  rotations: number;
+}
+
+/** What recovery found when the directory was opened. */
+export interface RecoveryStats {
+  /** Revision of the snapshot recovery started from (0: the empty tree). */
+  snapshotRevision: number;
+  replayedRecords: number;
+  tornTails: number;
+  tornBytes: number;
+  /** `file:offset` of a torn tail, when there was one. */
+  tornAt?: string;
+  damagedSnapshots: { file: string; movedTo: string; reason: string }[];
+}
+
+/** A durable storage's figures (in the store's `stats().storage`). */
+export interface StorageStats extends WalStats, RecoveryStats {
+  dir: string;
+  durability: string;
+  bytesSinceSnapshot: number;
+  /** Snapshots written by this process. */
+  snapshots: number;
+  snapshotRevisions: number[];
+  lastSnapshotMs: number;
+  recoveryMs: number;
+  /** Why the log stopped taking commits, once it has. */
+  readOnly?: string;
+}
+
 export interface Storage {
   /** State recovered at open. */
   readonly root: Node;
@@ -33,7 +68,7 @@ export interface Storage {
   needsSnapshot(): boolean;
   /** Writes a snapshot of `root` (durable state at `rev`) while commits continue; then drops covered log. */
   snapshot(root: Node, rev: number): Promise<void>;
-  stats(): Record<string, unknown>;
+  stats(): StorageStats;
   /** Flushes and releases the directory (ownership included). */
   close(): Promise<void>;
 }

@@ -43,7 +43,7 @@ import type { Mutation } from '../core/tree.js';
 import { crc32c } from './crc32c.js';
 import { corrupt, dataView, ioError, readU64, segmentName, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, writeAll } from './fs.js';
-import type { CommitLog } from './storage.js';
+import type { CommitLog, WalStats } from './storage.js';
 
 export const WAL_FORMAT_VERSION = 1;
 export const SEGMENT_MAGIC = 'LATCHWAL';
@@ -175,7 +175,8 @@ function allZero(b: Uint8Array, from: number): boolean {
  * past the end of the file, or it is the final record and its checksum
  * fails (a write cut short inside the page cache's last page), or everything
  * from it to the end is zeros (blocks allocated but never written). Anything
- * else is damage. `expectRev` is the revision the first record must carry.
+ * else is damage. `nameRev` is the revision its name promises (the header and
+ * the first record must carry it).
  */
 export function scanSegment(buf: Uint8Array, file: string, nameRev: number, isLast: boolean): SegmentScan {
   const size = buf.length;
@@ -267,14 +268,6 @@ export interface WalInit {
   nextRev: number;
   /** Log bytes already past the newest snapshot (found by recovery). */
   bytesSinceSnapshot?: number;
-}
-
-export interface WalStats {
-  records: number;
-  syncs: number;
-  bytesWritten: number;
-  segments: number;
-  rotations: number;
 }
 
 export class Wal implements CommitLog {

@@ -21,10 +21,8 @@
  * session released.
  */
 import type { Socket } from 'node:net';
-import type { Session } from '../api.js';
 import type { TxState } from '../core/transaction.js';
-import type { Engine } from '../engine/engine.js';
-import { SessionImpl } from '../engine/session.js';
+import type { EngineAccess, OwnedSession } from '../engine/access.js';
 import { type XsConnectionContext, handlers } from './dispatch.js';
 import { toErrno, xsError } from './errno.js';
 import type { XenstoreLimits } from './limits.js';
@@ -34,7 +32,7 @@ import {
 } from './wire.js';
 
 export interface ConnectionHost {
-  readonly engine: Engine;
+  readonly engine: EngineAccess;
   readonly hub: WatchHub;
   readonly limits: XenstoreLimits;
   newTxId(): number;
@@ -62,7 +60,7 @@ export class XsConnection implements XsConnectionContext {
   errors = 0;
   events = 0;
 
-  constructor(private readonly socket: Socket, private readonly session: Session, private readonly host: ConnectionHost) {
+  constructor(private readonly socket: Socket, private readonly session: OwnedSession, private readonly host: ConnectionHost) {
     this.decoder = new XsDecoder(host.limits.maxPayload);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => { /* 'close' follows; a reset is not our error */ });
@@ -70,7 +68,7 @@ export class XsConnection implements XsConnectionContext {
     socket.on('drain', () => this.maybeResume());
   }
 
-  get engine(): Engine { return this.host.engine; }
+  get engine(): EngineAccess { return this.host.engine; }
   get hub(): WatchHub { return this.host.hub; }
   get limits(): XenstoreLimits { return this.host.limits; }
   get sessionId(): string { return this.session.id; }
@@ -244,7 +242,7 @@ export class XsConnection implements XsConnectionContext {
       this.engine.openTransactions--;
     }
     // A connection that vanishes is a session that died (its locks go to the next holder with ownerDied).
-    const done = this.session instanceof SessionImpl ? this.session.end(true) : this.session.close();
+    const done = this.session.end(true);
     done.catch(() => {}).finally(() => this.host.closed(this));
   }
 }

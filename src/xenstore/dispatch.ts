@@ -13,7 +13,9 @@
  * EAGAIN.
  */
 import { TxState } from '../core/transaction.js';
-import { type Engine, type WriteTarget, targetOf } from '../engine/engine.js';
+import type { WriteTarget } from '../core/lock-table.js';
+import type { EngineAccess } from '../engine/access.js';
+import { targetOf } from '../engine/engine.js';
 import { lookup } from '../core/tree.js';
 import { parsePath } from '../core/path.js';
 import { xsError } from './errno.js';
@@ -30,7 +32,7 @@ import {
 
 /** What a handler may use of its connection. */
 export interface XsConnectionContext {
-  readonly engine: Engine;
+  readonly engine: EngineAccess;
   readonly sessionId: string;
   readonly limits: XenstoreLimits;
   /** The connection's domain (0: socket clients are dom0, privileged). */

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * A small runnable XenStore daemon (until `latchkey serve --xenstore-socket`
- * lands with the server): `node dist/xenstore/main.js --socket PATH [--data DIR]`.
+ * A small runnable XenStore-only daemon: `node dist/xenstore/main.js --socket
+ * PATH [--data DIR]` (`latchkey serve --xenstore-socket PATH` serves the
+ * same beside the latchkey protocol).
  * In memory unless --data names a data directory; `--limit NAME=N` sets a
  * limit of src/xenstore/limits.ts. SIGINT/SIGTERM close the listener and the
  * store, then exit 0.

@@ -13,6 +13,7 @@ import net from 'node:net';
 import type { Store } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { EmbeddedStore } from '../engine/store.js';
+import { AsyncDisposableStack } from '../util/disposable.js';
 import { XsConnection } from './connection.js';
 import { type XenstoreLimits, resolveLimits } from './limits.js';
 import { WatchHub } from './watches.js';
@@ -51,7 +52,10 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   const socketPath = options.socketPath;
   await removeStaleSocket(socketPath);
   const engine = store.internals;
+  // What the server makes, released in reverse order by close() (or by a failed start).
+  const owned = new AsyncDisposableStack();
   const hub = new WatchHub(engine);
+  owned.defer(() => hub.close());
   const log = options.log ?? (() => {});
   const conns = new Set<XsConnection>();
   const closedWaiters = new Set<() => void>();
@@ -81,7 +85,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
     }
     let session;
     try {
-      session = store.session({ name: `xenstore:${conns.size + 1}` });
+      session = store.ownedSession({ name: `xenstore:${conns.size + 1}` });
     } catch {
       socket.destroy();
       return;
@@ -89,13 +93,25 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
     conns.add(new XsConnection(socket, session, host));
   });
   server.on('error', (e) => log(`xenstore: listener error: ${e.message}`));
-  await new Promise<void>((resolve, reject) => {
-    const onError = (e: Error): void => reject(e);
-    server.once('error', onError);
-    server.listen(socketPath, () => {
-      server.off('error', onError);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: Error): void => reject(e);
+      server.once('error', onError);
+      server.listen(socketPath, () => {
+        server.off('error', onError);
+        resolve();
+      });
     });
+  } catch (e) {
+    await owned.disposeAsync();
+    throw e;
+  }
+  // Closing the listener (which removes its socket file) completes once every connection is gone.
+  owned.defer(async () => {
+    const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const allGone = conns.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => closedWaiters.add(resolve));
+    for (const c of [...conns]) c.destroy();
+    await Promise.all([listenerClosed, allGone]);
   });
   try {
     chmodSync(socketPath, options.socketMode ?? 0o600);
@@ -104,16 +120,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   }
 
   let closing: Promise<void> | undefined;
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
-      const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
-      const allGone = conns.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => closedWaiters.add(resolve));
-      for (const c of [...conns]) c.destroy();
-      await Promise.all([listenerClosed, allGone]);
-      hub.close();
-    })();
-    return closing;
-  };
+  const close = (): Promise<void> => (closing ??= owned.disposeAsync());
 
   return {
     socketPath,

@@ -20,7 +20,7 @@
  * fire only their initial event: there is no hypervisor to introduce or
  * release domains.
  */
-import type { Engine } from '../engine/engine.js';
+import type { EngineAccess } from '../engine/access.js';
 import type { Published } from '../engine/pipeline.js';
 import { presentPath } from './paths.js';
 
@@ -45,7 +45,7 @@ export class WatchHub {
   private count = 0;
   private readonly unhook: () => void;
 
-  constructor(engine: Engine) {
+  constructor(engine: EngineAccess) {
     this.unhook = engine.onCommit((c) => this.onCommit(c));
   }
 

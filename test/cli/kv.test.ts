@@ -158,4 +158,22 @@ describe('cli: usage', () => {
     assert.match(r.stderr, /--bogus/);
     assert.equal((await run(['get'])).code, 2);
   });
+
+  test('cli: serve reports bad options like every command (usage error, exit 2)', async () => {
+    const cwd = mkdtempSync(path.join(os.tmpdir(), 'lk-cwd-'));
+    try {
+      const bogus = await run(['serve', '--bogus'], { cwd });
+      assert.equal(bogus.code, 2);
+      assert.match(bogus.stderr, /^latchkey serve: .*--bogus/);
+      assert.match(bogus.stderr, /latchkey serve --help for usage/);
+      const zero = await run(['serve', '--memory', '--ttl-ms', '0'], { cwd });
+      assert.equal(zero.code, 2);
+      assert.match(zero.stderr, /--ttl-ms expects a positive integer, got 0/);
+      const notCount = await run(['serve', '--memory', '--max-value', '1e3'], { cwd });
+      assert.equal(notCount.code, 2);
+      assert.match(notCount.stderr, /--max-value expects a non-negative integer, got 1e3/);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
 });

@@ -6,7 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
 import { connect } from '../../src/client/store.js';
@@ -187,5 +190,45 @@ test('reconnect: a lock asked for while reconnecting belongs to the new connecti
     await proxy.close();
     await server.close();
     await backing.close();
+  }
+});
+
+/** Until the client has noticed its link is gone (bounded). */
+async function disconnected(store: { readonly connected: boolean }): Promise<void> {
+  for (let i = 0; i < 500 && store.connected; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(store.connected, false);
+}
+
+test('reconnect: a call made while the server is gone waits for the next connection; closing the store meanwhile fails it CLOSED', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-reconnect-'));
+  const socket = path.join(dir, 's.sock');
+  let server = await serve(backing, { socket });
+  const store = await connect(`unix://${socket}`, { minBackoffMs: 5, maxBackoffMs: 20 });
+  try {
+    await store.set('/a', 'before');
+    await server.close(); // the client is told bye CLOSED and keeps trying to reconnect, in vain
+    await disconnected(store);
+    await backing.set('/a', 'while away');
+    let settled = false;
+    const waiting = store.get('/a').finally(() => { settled = true; });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(settled, false, 'the call waits for a connection');
+    server = await serve(backing, { socket });
+    assert.equal((await waiting)?.text(), 'while away');
+
+    await server.close();
+    await disconnected(store);
+    let pendingError: unknown;
+    const pending = store.exists('/a').catch((e: unknown) => { pendingError = e; });
+    await new Promise((r) => setTimeout(r, 50));
+    await store.close();
+    await pending;
+    assert.ok(LatchkeyError.is(pendingError, 'CLOSED'), `got ${String(pendingError)}`);
+  } finally {
+    await store.close();
+    await server.close();
+    await backing.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

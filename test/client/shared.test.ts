@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openShared } from '../../src/client/shared.js';
+import { openShared } from '../../src/shared.js';
 import { connect } from '../../src/client/store.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { open } from '../../src/index.js';

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LatchkeyError, type Store, type WatchEvent } from '../../src/index.js';
+import { LatchkeyError, type MultiOp, type Store, type WatchEvent } from '../../src/index.js';
 
 export interface Backend {
   store: Store;
@@ -127,6 +127,34 @@ export function contractSuite(name: string, make: () => Promise<Backend>): void 
     await assert.rejects(s.set('/v', 42 as unknown as string), is('INVALID_ARGUMENT'));
     await assert.rejects(s.list('/', { limit: 0 }), is('INVALID_ARGUMENT'));
     assert.equal(s.revision, before);
+  });
+
+  t('every entry point checks its arguments the same way (the API edge), and changes nothing when they are bad', async (s) => {
+    const before = s.revision;
+    const big = new Uint8Array(1024 * 1024 + 1);
+    const tooLarge = (e: unknown): boolean => is('TOO_LARGE')(e)
+      && (e as LatchkeyError).message === `value for /big is ${big.length} bytes; the limit is ${1024 * 1024}`
+      && (e as LatchkeyError).info?.size === big.length && (e as LatchkeyError).info?.limit === 1024 * 1024;
+    await assert.rejects(s.set('/big', big), tooLarge);
+    await assert.rejects(s.create('/big', big), tooLarge);
+    await assert.rejects(s.multi([{ op: 'set', path: '/big', value: big }]), tooLarge);
+    await assert.rejects(s.multi([{ op: 'set', path: '/m', value: '1' }, null as unknown as MultiOp]), (e: unknown) => is('INVALID_ARGUMENT')(e) && /multi op 1/.test((e as Error).message));
+    await assert.rejects(s.multi([{ op: 'frob', path: '/m' } as unknown as MultiOp]), is('INVALID_ARGUMENT'));
+    await assert.rejects(s.multi([{ op: 'set', path: 'rel', value: '1' }]), is('INVALID_PATH'));
+    await assert.rejects(s.multi('nope' as unknown as MultiOp[]), is('INVALID_ARGUMENT'));
+    await assert.rejects(s.lock('rel'), is('INVALID_PATH'));
+    const tx = s.begin();
+    await assert.rejects(tx.set('/big', big), tooLarge);
+    await assert.rejects(tx.set('rel', 'v'), is('INVALID_PATH'));
+    await assert.rejects(tx.list('/', { limit: 0 }), is('INVALID_ARGUMENT'));
+    await assert.rejects(tx.check('/x', null as unknown as { exists: boolean }), is('INVALID_ARGUMENT'));
+    await tx.abort();
+    assert.equal(s.revision, before);
+    // Options given as undefined are options not given; the caller's bytes are copied.
+    const bytes = new TextEncoder().encode('mine');
+    await s.set('/copied', bytes, { ifVersion: undefined, ifModRev: undefined, ifAbsent: undefined });
+    bytes[0] = 0x4d;
+    assert.equal((await s.get('/copied'))!.text(), 'mine');
   });
 
   t('multi is atomic', async (s) => {

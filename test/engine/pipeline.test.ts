@@ -10,7 +10,7 @@ import { LatchkeyError } from '../../src/core/errors.js';
 import { type Mutation, emptyRoot } from '../../src/core/tree.js';
 import { Engine } from '../../src/engine/engine.js';
 import { EmbeddedStore } from '../../src/engine/store.js';
-import type { CommitLog, Storage } from '../../src/storage/storage.js';
+import type { CommitLog, Storage, StorageStats } from '../../src/storage/storage.js';
 
 class ManualLog implements CommitLog {
   appended: Array<{ rev: number; mutations: readonly Mutation[] }> = [];
@@ -28,7 +28,7 @@ function manualStore(): { store: EmbeddedStore; log: ManualLog } {
   const log = new ManualLog();
   const storage: Storage = {
     root: emptyRoot(), revision: 0, log,
-    needsSnapshot: () => false, snapshot: async () => {}, stats: () => ({}), close: async () => {},
+    needsSnapshot: () => false, snapshot: async () => {}, stats: () => ({}) as StorageStats, close: async () => {},
   };
   return { store: new EmbeddedStore(new Engine({ storage })), log };
 }

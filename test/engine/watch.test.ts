@@ -7,8 +7,8 @@ import { LatchkeyError } from '../../src/core/errors.js';
 import { WatchRegistry, type WatchEventData } from '../../src/core/watch-registry.js';
 import { Workspace } from '../../src/core/ops.js';
 import { emptyRoot } from '../../src/core/tree.js';
-import type { EmbeddedStore } from '../../src/engine/store.js';
-import { watchRegistry } from '../../src/engine/watch.js';
+import { Engine } from '../../src/engine/engine.js';
+import { EmbeddedStore } from '../../src/engine/store.js';
 
 function brief(e: WatchEvent): string {
   return `${e.revision} ${e.type} ${e.path}${e.value !== undefined ? `=${Buffer.from(e.value).toString()}` : ''}`;
@@ -101,7 +101,8 @@ test('watch: a consumer past its queue limit gets a resumable QUOTA, and resumin
 });
 
 test('watch: break and abort unsubscribe; an aborted watch throws ABORTED', async () => {
-  const store = (await open()) as EmbeddedStore;
+  const engine = new Engine();
+  const store = new EmbeddedStore(engine);
   const ac = new AbortController();
   const it = store.watch('/x', { signal: ac.signal })[Symbol.asyncIterator]();
   const p = it.next();
@@ -114,7 +115,7 @@ test('watch: break and abort unsubscribe; an aborted watch throws ABORTED', asyn
     break;
   }
   assert.equal(n, 1);
-  assert.equal(watchRegistry(store.internals).size, 0);
+  assert.equal(engine.watches.size, 0);
   await store.close();
 });
 

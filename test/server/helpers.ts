@@ -11,7 +11,7 @@ import { PROTOCOL_MAGIC, type ServerMessage } from '../../src/protocol/messages.
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const CLI = path.resolve(here, '../../src/cli/main.js');
 
-export interface ServerProcess {
+export interface ServerProcess extends AsyncDisposable {
   readonly proc: ChildProcess;
   readonly dir: string;
   readonly unix: string;
@@ -20,7 +20,7 @@ export interface ServerProcess {
   readonly stderr: () => string;
   /** Resolves with the exit code (or signal name). */
   readonly exited: Promise<number | string>;
-  /** SIGTERM and wait for the exit; removes the data directory. */
+  /** SIGTERM and wait for the exit; removes the data directory. Disposing does the same. */
   stop(): Promise<number | string>;
 }
 
@@ -42,21 +42,25 @@ export async function startServer(args: readonly string[] = []): Promise<ServerP
   const unix = /^unix:\/\/(.*)$/m.exec(out)?.[1];
   const tcp = /^(tcp:\/\/.*)$/m.exec(out)?.[1];
   if (unix === undefined) throw new Error(`no unix address in: ${out}`);
+  const stop = async (): Promise<number | string> => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+    const c = await exited;
+    rmSync(dir, { recursive: true, force: true });
+    return c;
+  };
   return {
     proc, dir, unix, tcp, exited,
     stdout: () => out,
     stderr: () => err,
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const c = await exited;
-      rmSync(dir, { recursive: true, force: true });
-      return c;
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop();
     },
   };
 }
 
 /** A socket speaking raw bytes, with what the server sends decoded. */
-export class RawClient {
+export class RawClient implements Disposable {
   private readonly decoder = serverMessageDecoder(64 * 1024 * 1024);
   readonly received: Decoded<ServerMessage>[] = [];
   private waiters: Array<() => void> = [];
@@ -118,5 +122,9 @@ export class RawClient {
 
   close(): void {
     this.socket.destroy();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { open } from '../../src/engine/open.js';
 import { FaultyFs, openStorage } from '../../src/storage/index.js';
-import { Driver, dump, enc, files, removeDir, tempDir } from './helpers.js';
+import { Driver, dump, enc, files, tempDir } from './helpers.js';
 
 function readOnlyWith(errno: string) {
   return (e: unknown): boolean => {
@@ -20,115 +20,103 @@ for (const [what, fault] of [
   ['ENOSPC on fdatasync', { op: 'sync', code: 'ENOSPC', file: /^wal-/ }],
 ] as const) {
   test(`faults: ${what} fails the group, the log accepts nothing more, the fsync is never retried, nothing acknowledged is lost`, async () => {
-    const dir = await tempDir();
-    try {
-      const fs = new FaultyFs();
-      const s = await openStorage(dir, { fs });
-      const d = new Driver(s);
-      await d.many(5);
-      const acked = dump(d.root);
-      fs.inject({ ...fault });
-      d.stage((ws) => ws.set('/doomed', enc('never acknowledged')));
-      d.stage((ws) => ws.set('/doomed2', enc('never acknowledged')));
-      await assert.rejects(s.log.sync(), (e: unknown) => {
-        readOnlyWith(fault.code)(e);
-        assert.deepEqual((e as LatchkeyError).info?.['revisions'], [6, 7]);
-        return true;
-      });
-      const syncCalls = fs.calls.sync;
-      const writeCalls = fs.calls.write;
-      assert.throws(() => s.log.append(8, []), readOnlyWith(fault.code));
-      await assert.rejects(s.log.sync(), readOnlyWith(fault.code));
-      assert.equal(fs.calls.sync, syncCalls, 'no fsync after the failure');
-      assert.equal(fs.calls.write, writeCalls, 'no write after the failure');
-      assert.match(String(s.stats()['readOnly']), new RegExp(fault.code));
-      await s.close();
-      // The disk is healthy again: everything acknowledged is there, the failed group is not.
-      const s2 = await openStorage(dir);
-      assert.equal(s2.revision, 5);
-      assert.deepEqual(dump(s2.root), acked);
-      await s2.close();
-    } finally {
-      await removeDir(dir);
-    }
+    await using tmp = await tempDir();
+    const dir = tmp.path;
+    const fs = new FaultyFs();
+    const s = await openStorage(dir, { fs });
+    const d = new Driver(s);
+    await d.many(5);
+    const acked = dump(d.root);
+    fs.inject({ ...fault });
+    d.stage((ws) => ws.set('/doomed', enc('never acknowledged')));
+    d.stage((ws) => ws.set('/doomed2', enc('never acknowledged')));
+    await assert.rejects(s.log.sync(), (e: unknown) => {
+      readOnlyWith(fault.code)(e);
+      assert.deepEqual((e as LatchkeyError).info?.['revisions'], [6, 7]);
+      return true;
+    });
+    const syncCalls = fs.calls.sync;
+    const writeCalls = fs.calls.write;
+    assert.throws(() => s.log.append(8, []), readOnlyWith(fault.code));
+    await assert.rejects(s.log.sync(), readOnlyWith(fault.code));
+    assert.equal(fs.calls.sync, syncCalls, 'no fsync after the failure');
+    assert.equal(fs.calls.write, writeCalls, 'no write after the failure');
+    assert.match(String(s.stats()['readOnly']), new RegExp(fault.code));
+    await s.close();
+    // The disk is healthy again: everything acknowledged is there, the failed group is not.
+    const s2 = await openStorage(dir);
+    assert.equal(s2.revision, 5);
+    assert.deepEqual(dump(s2.root), acked);
+    await s2.close();
   });
 }
 
 test('faults: ENOSPC creating a new segment at rotation fails the group and turns the log read-only', async () => {
-  const dir = await tempDir();
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const fs = new FaultyFs();
+  const s = await openStorage(dir, { fs, segmentBytes: 4096 });
+  const d = new Driver(s);
+  fs.inject({ op: 'open', code: 'ENOSPC', file: /^wal-0+[1-9]\d*\.log$/, after: 0 });
+  let failedAt = 0;
   try {
-    const fs = new FaultyFs();
-    const s = await openStorage(dir, { fs, segmentBytes: 4096 });
-    const d = new Driver(s);
-    fs.inject({ op: 'open', code: 'ENOSPC', file: /^wal-0+[1-9]\d*\.log$/, after: 0 });
-    let failedAt = 0;
-    try {
-      for (let i = 0; i < 500; i++) {
-        failedAt = d.rev + 1;
-        await d.many(1);
-      }
-      assert.fail('rotation never failed');
-    } catch (e) {
-      readOnlyWith('ENOSPC')(e);
+    for (let i = 0; i < 500; i++) {
+      failedAt = d.rev + 1;
+      await d.many(1);
     }
-    await s.close();
-    const s2 = await openStorage(dir, { segmentBytes: 4096 });
-    assert.equal(s2.revision, failedAt - 1);
-    await s2.close();
-  } finally {
-    await removeDir(dir);
+    assert.fail('rotation never failed');
+  } catch (e) {
+    readOnlyWith('ENOSPC')(e);
   }
+  await s.close();
+  const s2 = await openStorage(dir, { segmentBytes: 4096 });
+  assert.equal(s2.revision, failedAt - 1);
+  await s2.close();
 });
 
 test('faults: a failed snapshot (EIO on rename) leaves no file behind and the log keeps working', async () => {
-  const dir = await tempDir();
-  try {
-    const fs = new FaultyFs();
-    const s = await openStorage(dir, { fs });
-    const d = new Driver(s);
-    await d.many(10);
-    fs.inject({ op: 'rename', code: 'EIO', file: /\.snap$/, times: 1 });
-    await assert.rejects(s.snapshot(d.root, d.rev), (e: unknown) => LatchkeyError.is(e, 'IO') && e.info?.['errno'] === 'EIO');
-    assert.equal(s.stats()['readOnly'], undefined, 'a failed snapshot does not stop commits');
-    assert.deepEqual(await files(dir, /snap/), []);
-    await d.many(3);
-    await s.snapshot(d.root, d.rev);
-    assert.equal((await files(dir, /\.snap$/)).length, 1);
-    await s.close();
-    const s2 = await openStorage(dir);
-    assert.deepEqual(dump(s2.root), dump(d.root));
-    await s2.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const fs = new FaultyFs();
+  const s = await openStorage(dir, { fs });
+  const d = new Driver(s);
+  await d.many(10);
+  fs.inject({ op: 'rename', code: 'EIO', file: /\.snap$/, times: 1 });
+  await assert.rejects(s.snapshot(d.root, d.rev), (e: unknown) => LatchkeyError.is(e, 'IO') && e.info?.['errno'] === 'EIO');
+  assert.equal(s.stats()['readOnly'], undefined, 'a failed snapshot does not stop commits');
+  assert.deepEqual(await files(dir, /snap/), []);
+  await d.many(3);
+  await s.snapshot(d.root, d.rev);
+  assert.equal((await files(dir, /\.snap$/)).length, 1);
+  await s.close();
+  const s2 = await openStorage(dir);
+  assert.deepEqual(dump(s2.root), dump(d.root));
+  await s2.close();
 });
 
 test('faults: through the store, EIO on fsync fails the commit, the store turns read-only and says why, reads go on', async () => {
-  const dir = await tempDir();
-  try {
-    const fs = new FaultyFs();
-    const store = await open(dir, { fs });
-    await store.set('/a', 'one');
-    await store.set('/b', 'two');
-    fs.inject({ op: 'sync', code: 'EIO', file: /^wal-/ });
-    const results = await Promise.allSettled([store.set('/c', 'x'), store.set('/d', 'y'), store.set('/e', 'z')]);
-    for (const r of results) {
-      assert.equal(r.status, 'rejected');
-      assert.ok(LatchkeyError.is((r as PromiseRejectedResult).reason, 'READ_ONLY'));
-    }
-    await assert.rejects(store.set('/f', 'later'), (e: unknown) => LatchkeyError.is(e, 'READ_ONLY'));
-    assert.match(String(store.stats().readOnly), /EIO/);
-    assert.equal((await store.get('/a'))?.text(), 'one');
-    assert.equal(await store.get('/c'), undefined, 'a failed commit is never visible');
-    await store.close();
-    const again = await open(dir);
-    assert.equal((await again.get('/b'))?.text(), 'two');
-    assert.equal(await again.get('/c'), undefined);
-    assert.equal(again.revision, 2);
-    await again.close();
-  } finally {
-    await removeDir(dir);
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const fs = new FaultyFs();
+  const store = await open(dir, { fs });
+  await store.set('/a', 'one');
+  await store.set('/b', 'two');
+  fs.inject({ op: 'sync', code: 'EIO', file: /^wal-/ });
+  const results = await Promise.allSettled([store.set('/c', 'x'), store.set('/d', 'y'), store.set('/e', 'z')]);
+  for (const r of results) {
+    assert.equal(r.status, 'rejected');
+    assert.ok(LatchkeyError.is((r as PromiseRejectedResult).reason, 'READ_ONLY'));
   }
+  await assert.rejects(store.set('/f', 'later'), (e: unknown) => LatchkeyError.is(e, 'READ_ONLY'));
+  assert.match(String(store.stats().readOnly), /EIO/);
+  assert.equal((await store.get('/a'))?.text(), 'one');
+  assert.equal(await store.get('/c'), undefined, 'a failed commit is never visible');
+  await store.close();
+  const again = await open(dir);
+  assert.equal((await again.get('/b'))?.text(), 'two');
+  assert.equal(await again.get('/c'), undefined);
+  assert.equal(again.revision, 2);
+  await again.close();
 });
 
 /**
@@ -162,69 +150,66 @@ test('faults: random ENOSPC / EIO under concurrent load (24 seeded runs): typed 
     const kind = kinds[seed % kinds.length]!;
     const code = random() < 0.5 ? 'ENOSPC' : 'EIO';
     const after = Math.floor(random() * (kind.op === 'rename' ? 3 : kind.op === 'open' ? 3 : 60));
-    const dir = await tempDir();
-    try {
-      const fs = new FaultyFs();
-      const store = await open(dir, { fs, segmentBytes: 8 * 1024, snapshotEveryBytes: 16 * 1024 });
-      fs.inject({ op: kind.op, code, file: kind.file, after, ...(kind.op === 'write' && random() < 0.5 ? { partialBytes: 1 + Math.floor(random() * 40) } : {}) });
-      const acked = new Map<string, number>();
-      const failures: unknown[] = [];
-      let n = 0;
-      const writer = async (w: number): Promise<void> => {
-        for (let i = 0; i < 40; i++) {
-          const id = `${w}.${i}`;
-          n++;
-          try {
-            const r = await store.multi([0, 1, 2].map((k) => ({ op: 'set' as const, path: `/t/${id}/${k}`, value: `${id}:${k}` })));
-            acked.set(id, r.revision);
-          } catch (e) {
-            failures.push(e);
-            if (LatchkeyError.is(e, 'READ_ONLY')) return;
-          }
+    await using tmp = await tempDir();
+    const dir = tmp.path;
+    const fs = new FaultyFs();
+    const store = await open(dir, { fs, segmentBytes: 8 * 1024, snapshotEveryBytes: 16 * 1024 });
+    fs.inject({ op: kind.op, code, file: kind.file, after, ...(kind.op === 'write' && random() < 0.5 ? { partialBytes: 1 + Math.floor(random() * 40) } : {}) });
+    const acked = new Map<string, number>();
+    const failures: unknown[] = [];
+    let n = 0;
+    const writer = async (w: number): Promise<void> => {
+      for (let i = 0; i < 40; i++) {
+        const id = `${w}.${i}`;
+        n++;
+        try {
+          const r = await store.multi([0, 1, 2].map((k) => ({ op: 'set' as const, path: `/t/${id}/${k}`, value: `${id}:${k}` })));
+          acked.set(id, r.revision);
+        } catch (e) {
+          failures.push(e);
+          if (LatchkeyError.is(e, 'READ_ONLY')) return;
         }
-      };
-      await Promise.all(Array.from({ length: 16 }, (_, w) => writer(w)));
-      const what = `seed ${seed}: ${kind.op} ${code} after ${after}`;
-      for (const e of failures) assert.ok(LatchkeyError.is(e, 'READ_ONLY') || LatchkeyError.is(e, 'IO'), `${what}: untyped failure ${String(e)}`);
-      const readOnly = store.stats().readOnly;
-      if (kind.op === 'rename') {
-        // A snapshot that cannot be written costs a snapshot, never a commit.
-        assert.equal(readOnly, undefined, `${what}: a failed snapshot must not stop commits`);
-        assert.equal(failures.length, 0, `${what}: commits failed: ${String(failures[0])}`);
-        if (fs.calls.rename > 0) seen.snapshotFaults++;
-      } else if (failures.length > 0) {
-        assert.match(String(readOnly), new RegExp(code), what);
-        await assert.rejects(store.set('/after', 'x'), (e: unknown) => LatchkeyError.is(e, 'READ_ONLY'), what);
-        seen.readOnly++;
       }
-      seen.acked += acked.size;
-      seen.failed += failures.length;
-      await store.close();
+    };
+    await Promise.all(Array.from({ length: 16 }, (_, w) => writer(w)));
+    const what = `seed ${seed}: ${kind.op} ${code} after ${after}`;
+    for (const e of failures) assert.ok(LatchkeyError.is(e, 'READ_ONLY') || LatchkeyError.is(e, 'IO'), `${what}: untyped failure ${String(e)}`);
+    const readOnly = store.stats().readOnly;
+    if (kind.op === 'rename') {
+      // A snapshot that cannot be written costs a snapshot, never a commit.
+      assert.equal(readOnly, undefined, `${what}: a failed snapshot must not stop commits`);
+      assert.equal(failures.length, 0, `${what}: commits failed: ${String(failures[0])}`);
+      if (fs.calls.rename > 0) seen.snapshotFaults++;
+    } else if (failures.length > 0) {
+      assert.match(String(readOnly), new RegExp(code), what);
+      await assert.rejects(store.set('/after', 'x'), (e: unknown) => LatchkeyError.is(e, 'READ_ONLY'), what);
+      seen.readOnly++;
+    }
+    seen.acked += acked.size;
+    seen.failed += failures.length;
+    await store.close();
 
-      const again = await open(dir, { segmentBytes: 8 * 1024, snapshotEveryBytes: 16 * 1024 });
-      try {
-        for (const [id, rev] of acked) {
-          for (let k = 0; k < 3; k++) {
-            const e = await again.get(`/t/${id}/${k}`);
-            assert.equal(e?.text(), `${id}:${k}`, `${what}: acknowledged ${id} lost`);
-            assert.equal(e.stat.modRev, rev, what);
-          }
+    const again = await open(dir, { segmentBytes: 8 * 1024, snapshotEveryBytes: 16 * 1024 });
+    try {
+      for (const [id, rev] of acked) {
+        for (let k = 0; k < 3; k++) {
+          const e = await again.get(`/t/${id}/${k}`);
+          assert.equal(e?.text(), `${id}:${k}`, `${what}: acknowledged ${id} lost`);
+          assert.equal(e.stat.modRev, rev, what);
         }
-        const revs = new Set<number>();
-        for (const id of (await again.exists('/t')) ? await again.list('/t') : []) {
-          const keys = await again.list(`/t/${id}`);
-          assert.equal(keys.length, 3, `${what}: ${id} partially present`);
-          revs.add((await again.get(`/t/${id}/0`))!.stat.modRev);
-        }
-        assert.equal(revs.size, again.revision, `${what}: ${revs.size} transactions for ${again.revision} revisions`);
-        for (let r = 1; r <= again.revision; r++) assert.ok(revs.has(r), `${what}: revision ${r} holds no transaction`);
-        assert.ok(revs.size >= acked.size && revs.size <= n, what);
-        await again.set('/healthy', 'again');
-      } finally {
-        await again.close();
       }
+      const revs = new Set<number>();
+      for (const id of (await again.exists('/t')) ? await again.list('/t') : []) {
+        const keys = await again.list(`/t/${id}`);
+        assert.equal(keys.length, 3, `${what}: ${id} partially present`);
+        revs.add((await again.get(`/t/${id}/0`))!.stat.modRev);
+      }
+      assert.equal(revs.size, again.revision, `${what}: ${revs.size} transactions for ${again.revision} revisions`);
+      for (let r = 1; r <= again.revision; r++) assert.ok(revs.has(r), `${what}: revision ${r} holds no transaction`);
+      assert.ok(revs.size >= acked.size && revs.size <= n, what);
+      await again.set('/healthy', 'again');
     } finally {
-      await removeDir(dir);
+      await again.close();
     }
   }
   // The seeds reach every outcome: some runs turned read-only, some lost a snapshot, most commits were acknowledged.

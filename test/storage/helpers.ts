@@ -6,8 +6,14 @@ import { Workspace } from '../../src/core/ops.js';
 import { type Node, walkTree } from '../../src/core/tree.js';
 import type { DurableStorage } from '../../src/storage/index.js';
 
-export async function tempDir(prefix = 'latchkey-storage-'): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), prefix));
+/** A fresh directory, removed with everything in it when disposed: `await using tmp = await tempDir()`. */
+export interface TempDir extends AsyncDisposable {
+  readonly path: string;
+}
+
+export async function tempDir(prefix = 'latchkey-storage-'): Promise<TempDir> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  return { path: dir, [Symbol.asyncDispose]: () => removeDir(dir) };
 }
 
 export async function removeDir(dir: string): Promise<void> {
@@ -15,7 +21,7 @@ export async function removeDir(dir: string): Promise<void> {
 }
 
 export async function copyDir(from: string, prefix = 'latchkey-copy-'): Promise<string> {
-  const to = await tempDir(prefix);
+  const to = await mkdtemp(path.join(os.tmpdir(), prefix));
   await cp(from, to, { recursive: true });
   return to;
 }

@@ -34,68 +34,54 @@ function lockedBy(pid: number) {
 }
 
 test('ownership: a second open in the same process fails LOCKED naming this pid, and succeeds after close', async () => {
-  const dir = await tempDir();
-  try {
-    const a = await openStorage(dir);
-    await assert.rejects(openStorage(dir), lockedBy(process.pid));
-    // Another path to the same directory is the same directory.
-    const link = dir + '-link';
-    await symlink(dir, link);
-    await assert.rejects(openStorage(link), lockedBy(process.pid));
-    await removeDir(link);
-    await a.close();
-    const b = await openStorage(dir);
-    await b.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const a = await openStorage(dir);
+  await assert.rejects(openStorage(dir), lockedBy(process.pid));
+  // Another path to the same directory is the same directory.
+  const link = dir + '-link';
+  await symlink(dir, link);
+  await assert.rejects(openStorage(link), lockedBy(process.pid));
+  await removeDir(link);
+  await a.close();
+  const b = await openStorage(dir);
+  await b.close();
 });
 
 test('ownership: another process holding the directory is named by pid; SIGKILL releases it at once', async () => {
-  const dir = await tempDir();
-  try {
-    const { child, pid } = await startHolder(dir);
-    assert.notEqual(pid, process.pid);
-    await assert.rejects(openStorage(dir), lockedBy(pid));
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
-    await exited;
-    const s = await openStorage(dir);
-    await s.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const { child, pid } = await startHolder(dir);
+  assert.notEqual(pid, process.pid);
+  await assert.rejects(openStorage(dir), lockedBy(pid));
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  const s = await openStorage(dir);
+  await s.close();
 });
 
 test('ownership: this process holding it makes another process fail (exit code, message names our pid)', async () => {
-  const dir = await tempDir();
-  try {
-    const s = await openStorage(dir);
-    const res = await new Promise<{ code: number | null; err: string }>((resolve) => {
-      const child = spawn(process.execPath, [holderScript, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let err = '';
-      child.stderr!.setEncoding('utf8');
-      child.stderr!.on('data', (d: string) => { err += d; });
-      child.on('exit', (code) => resolve({ code, err }));
-    });
-    assert.notEqual(res.code, 0);
-    assert.match(res.err, new RegExp(`already open by process ${process.pid}`));
-    await s.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir);
+  const res = await new Promise<{ code: number | null; err: string }>((resolve) => {
+    const child = spawn(process.execPath, [holderScript, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => { err += d; });
+    child.on('exit', (code) => resolve({ code, err }));
+  });
+  assert.notEqual(res.code, 0);
+  assert.match(res.err, new RegExp(`already open by process ${process.pid}`));
+  await s.close();
 });
 
 test('ownership: different directories do not interfere', async () => {
-  const d1 = await tempDir();
-  const d2 = await tempDir();
-  try {
-    const a = await openStorage(d1);
-    const b = await openStorage(d2);
-    await a.close();
-    await b.close();
-  } finally {
-    await removeDir(d1);
-    await removeDir(d2);
-  }
+  await using d1 = await tempDir();
+  await using d2 = await tempDir();
+  const a = await openStorage(d1.path);
+  const b = await openStorage(d2.path);
+  await a.close();
+  await b.close();
 });

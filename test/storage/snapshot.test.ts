@@ -27,62 +27,54 @@ function sampleTree(): Workspace {
 }
 
 test('snapshot: round trip keeps every node, value and metadata', async () => {
-  const dir = await tempDir();
-  try {
-    const ws = sampleTree();
-    const w = await writeSnapshot(realFs, dir, ws.root, 1);
-    assert.equal(w.nodes, ws.root.size);
-    const r = await readSnapshot(realFs, w.file);
-    assert.equal(r.revision, 1);
-    assert.equal(r.nodes, ws.root.size);
-    assert.deepEqual(dump(r.root), dump(ws.root));
-    assert.deepEqual(await files(dir, /tmp/), [], 'no temp file left behind');
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const ws = sampleTree();
+  const w = await writeSnapshot(realFs, dir, ws.root, 1);
+  assert.equal(w.nodes, ws.root.size);
+  const r = await readSnapshot(realFs, w.file);
+  assert.equal(r.revision, 1);
+  assert.equal(r.nodes, ws.root.size);
+  assert.deepEqual(dump(r.root), dump(ws.root));
+  assert.deepEqual(await files(dir, /tmp/), [], 'no temp file left behind');
 });
 
 test('snapshot: a bit flip anywhere in the file is CORRUPT naming the file and the damaged block', async () => {
-  const dir = await tempDir();
-  try {
-    const ws = new Workspace(emptyRoot(), 1);
-    for (let i = 0; i < 200; i++) ws.set(`/d/${i}`, enc(`value ${i}`));
-    const w = await writeSnapshot(realFs, dir, ws.root, 1);
-    const size = (await stat(w.file)).size;
-    const original = await readFile(w.file);
-    for (let off = 0; off < size; off += 7) {
-      await flipBit(w.file, off, off % 8);
-      await assert.rejects(readSnapshot(realFs, w.file), (e: unknown) =>
-        LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === w.file && typeof e.info?.['offset'] === 'number', `flip at ${off}`);
-      await writeFile(w.file, original);
-    }
-  } finally {
-    await removeDir(dir);
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const ws = new Workspace(emptyRoot(), 1);
+  for (let i = 0; i < 200; i++) ws.set(`/d/${i}`, enc(`value ${i}`));
+  const w = await writeSnapshot(realFs, dir, ws.root, 1);
+  const size = (await stat(w.file)).size;
+  const original = await readFile(w.file);
+  for (let off = 0; off < size; off += 7) {
+    await flipBit(w.file, off, off % 8);
+    await assert.rejects(readSnapshot(realFs, w.file), (e: unknown) =>
+      LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === w.file && typeof e.info?.['offset'] === 'number', `flip at ${off}`);
+    await writeFile(w.file, original);
   }
 });
 
 test('snapshot: every truncation is CORRUPT (no end block), never a smaller tree', async () => {
-  const dir = await tempDir();
-  try {
-    const w = await writeSnapshot(realFs, dir, sampleTree().root, 1);
-    const size = (await stat(w.file)).size;
-    const original = await readFile(w.file);
-    const cuts = [0, 1, 39, 40, 41, 52, size >> 2, size >> 1, size - 17, size - 16, size - 1];
-    for (const cut of cuts) {
-      await truncate(w.file, cut);
-      await assert.rejects(readSnapshot(realFs, w.file), (e: unknown) => LatchkeyError.is(e, 'CORRUPT'), `cut at ${cut}`);
-      await writeFile(w.file, original);
-    }
-    await writeFile(w.file, new Uint8Array(3), { flag: 'a' });
-    await assert.rejects(readSnapshot(realFs, w.file), /data after the end block/);
-  } finally {
-    await removeDir(dir);
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const w = await writeSnapshot(realFs, dir, sampleTree().root, 1);
+  const size = (await stat(w.file)).size;
+  const original = await readFile(w.file);
+  const cuts = [0, 1, 39, 40, 41, 52, size >> 2, size >> 1, size - 17, size - 16, size - 1];
+  for (const cut of cuts) {
+    await truncate(w.file, cut);
+    await assert.rejects(readSnapshot(realFs, w.file), (e: unknown) => LatchkeyError.is(e, 'CORRUPT'), `cut at ${cut}`);
+    await writeFile(w.file, original);
   }
+  await writeFile(w.file, new Uint8Array(3), { flag: 'a' });
+  await assert.rejects(readSnapshot(realFs, w.file), /data after the end block/);
 });
 
 /** A directory with two snapshots (at 40 and 80) and log to 100. */
-async function twoSnapshots(opts: { segmentBytes?: number; snapshotsKept?: number } = {}): Promise<{ dir: string; expected: unknown[] }> {
-  const dir = await tempDir();
+async function twoSnapshots(opts: { segmentBytes?: number; snapshotsKept?: number } = {}): Promise<AsyncDisposable & { dir: string; expected: unknown[] }> {
+  const tmp = await tempDir();
+  const dir = tmp.path;
   const s = await openStorage(dir, opts);
   const d = new Driver(s);
   await d.many(40);
@@ -91,147 +83,126 @@ async function twoSnapshots(opts: { segmentBytes?: number; snapshotsKept?: numbe
   await s.snapshot(d.root, d.rev);
   await d.many(20);
   await s.close();
-  return { dir, expected: dump(d.root) };
+  return { dir, expected: dump(d.root), [Symbol.asyncDispose]: () => tmp[Symbol.asyncDispose]() };
 }
 
 test('snapshot: a damaged newest snapshot falls back to the older one plus the log, and is moved aside', async () => {
-  const { dir, expected } = await twoSnapshots({ segmentBytes: 4096 });
-  try {
-    const snaps = await files(dir, /\.snap$/);
-    assert.deepEqual(snaps.map((n) => Number(/(\d+)/.exec(n)![1])), [40, 80]);
-    const newest = path.join(dir, snaps[1]!);
-    const size = (await stat(newest)).size;
-    await flipBit(newest, size >> 1, 3);
-    const s = await openStorage(dir, { segmentBytes: 4096 });
-    assert.equal(s.revision, 100);
-    assert.deepEqual(dump(s.root), expected);
-    const st = s.stats();
-    assert.equal(st['snapshotRevision'], 40);
-    const damaged = st['damagedSnapshots'] as { file: string; movedTo: string }[];
-    assert.equal(damaged.length, 1);
-    assert.equal(damaged[0]!.file, newest);
-    await s.close();
-    assert.deepEqual(await files(dir, /\.snap\.damaged$/), [snaps[1] + '.damaged'], 'moved aside, not deleted');
-  } finally {
-    await removeDir(dir);
-  }
+  await using fixture = await twoSnapshots({ segmentBytes: 4096 });
+  const { dir, expected } = fixture;
+  const snaps = await files(dir, /\.snap$/);
+  assert.deepEqual(snaps.map((n) => Number(/(\d+)/.exec(n)![1])), [40, 80]);
+  const newest = path.join(dir, snaps[1]!);
+  const size = (await stat(newest)).size;
+  await flipBit(newest, size >> 1, 3);
+  const s = await openStorage(dir, { segmentBytes: 4096 });
+  assert.equal(s.revision, 100);
+  assert.deepEqual(dump(s.root), expected);
+  const st = s.stats();
+  assert.equal(st['snapshotRevision'], 40);
+  const damaged = st['damagedSnapshots'] as { file: string; movedTo: string }[];
+  assert.equal(damaged.length, 1);
+  assert.equal(damaged[0]!.file, newest);
+  await s.close();
+  assert.deepEqual(await files(dir, /\.snap\.damaged$/), [snaps[1] + '.damaged'], 'moved aside, not deleted');
 });
 
 test('snapshot: a truncated only snapshot falls back to the empty tree when the log starts at revision 1', async () => {
-  const dir = await tempDir();
-  try {
-    const s = await openStorage(dir);
-    const d = new Driver(s);
-    await d.many(30);
-    await s.snapshot(d.root, d.rev);
-    await d.many(5);
-    await s.close();
-    const snap = path.join(dir, (await files(dir, /\.snap$/))[0]!);
-    await truncate(snap, (await stat(snap)).size - 20);
-    const s2 = await openStorage(dir);
-    assert.equal(s2.revision, 35);
-    assert.deepEqual(dump(s2.root), dump(d.root));
-    assert.equal(s2.stats()['snapshotRevision'], 0);
-    await s2.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir);
+  const d = new Driver(s);
+  await d.many(30);
+  await s.snapshot(d.root, d.rev);
+  await d.many(5);
+  await s.close();
+  const snap = path.join(dir, (await files(dir, /\.snap$/))[0]!);
+  await truncate(snap, (await stat(snap)).size - 20);
+  const s2 = await openStorage(dir);
+  assert.equal(s2.revision, 35);
+  assert.deepEqual(dump(s2.root), dump(d.root));
+  assert.equal(s2.stats()['snapshotRevision'], 0);
+  await s2.close();
 });
 
 test('snapshot: when the log no longer covers the fallback, open fails CORRUPT naming the damaged snapshot', async () => {
-  const { dir } = await twoSnapshots({ segmentBytes: 4096, snapshotsKept: 1 });
-  try {
-    const snaps = await files(dir, /\.snap$/);
-    assert.equal(snaps.length, 1);
-    const snap = path.join(dir, snaps[0]!);
-    await flipBit(snap, 100);
-    await assert.rejects(openStorage(dir, { segmentBytes: 4096 }), (e: unknown) =>
-      LatchkeyError.is(e, 'CORRUPT') && e.message.includes(snap));
-    assert.deepEqual(await files(dir, /\.snap$/), snaps, 'a failed open changes nothing');
-  } finally {
-    await removeDir(dir);
-  }
+  await using fixture = await twoSnapshots({ segmentBytes: 4096, snapshotsKept: 1 });
+  const { dir } = fixture;
+  const snaps = await files(dir, /\.snap$/);
+  assert.equal(snaps.length, 1);
+  const snap = path.join(dir, snaps[0]!);
+  await flipBit(snap, 100);
+  await assert.rejects(openStorage(dir, { segmentBytes: 4096 }), (e: unknown) =>
+    LatchkeyError.is(e, 'CORRUPT') && e.message.includes(snap));
+  assert.deepEqual(await files(dir, /\.snap$/), snaps, 'a failed open changes nothing');
 });
 
 test('snapshot: a leftover temp file from a crash mid-snapshot is ignored and removed', async () => {
-  const { dir, expected } = await twoSnapshots();
-  try {
-    const snaps = await files(dir, /\.snap$/);
-    const tmp = path.join(dir, snaps[1]!.replace('80', '99') + '.tmp');
-    await writeFile(tmp, new Uint8Array(1000).fill(7));
-    const s = await openStorage(dir);
-    assert.deepEqual(dump(s.root), expected);
-    await s.close();
-    assert.deepEqual(await files(dir, /\.tmp$/), []);
-  } finally {
-    await removeDir(dir);
-  }
+  await using fixture = await twoSnapshots();
+  const { dir, expected } = fixture;
+  const snaps = await files(dir, /\.snap$/);
+  const tmp = path.join(dir, snaps[1]!.replace('80', '99') + '.tmp');
+  await writeFile(tmp, new Uint8Array(1000).fill(7));
+  const s = await openStorage(dir);
+  assert.deepEqual(dump(s.root), expected);
+  await s.close();
+  assert.deepEqual(await files(dir, /\.tmp$/), []);
 });
 
 test('snapshot: written while commits continue, it holds exactly the state of its revision', async () => {
-  const dir = await tempDir();
-  try {
-    const s = await openStorage(dir);
-    const d = new Driver(s);
-    const ws = new Workspace(d.root, 1);
-    for (let i = 0; i < 50000; i++) ws.set(`/bulk/${i}`, enc('x'.repeat(40)));
-    s.log.append(1, ws.mutations);
-    await s.log.sync();
-    d.root = ws.root;
-    d.rev = 1;
-    const at = d.root;
-    const snapping = s.snapshot(at, 1);
-    let during = 0;
-    let done = false;
-    void snapping.finally(() => { done = true; });
-    while (!done) {
-      await d.commit((w) => w.set('/bulk/0', enc(`during ${d.rev}`)));
-      during++;
-    }
-    await snapping;
-    assert.ok(during > 1, 'commits went on while the snapshot was written');
-    const r = await readSnapshot(realFs, path.join(dir, (await files(dir, /\.snap$/))[0]!));
-    assert.equal(r.revision, 1);
-    assert.deepEqual(dump(r.root), dump(at));
-    await s.close();
-    const s2 = await openStorage(dir);
-    assert.deepEqual(dump(s2.root), dump(d.root));
-    await s2.close();
-  } finally {
-    await removeDir(dir);
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir);
+  const d = new Driver(s);
+  const ws = new Workspace(d.root, 1);
+  for (let i = 0; i < 50000; i++) ws.set(`/bulk/${i}`, enc('x'.repeat(40)));
+  s.log.append(1, ws.mutations);
+  await s.log.sync();
+  d.root = ws.root;
+  d.rev = 1;
+  const at = d.root;
+  const snapping = s.snapshot(at, 1);
+  let during = 0;
+  let done = false;
+  void snapping.finally(() => { done = true; });
+  while (!done) {
+    await d.commit((w) => w.set('/bulk/0', enc(`during ${d.rev}`)));
+    during++;
   }
+  await snapping;
+  assert.ok(during > 1, 'commits went on while the snapshot was written');
+  const r = await readSnapshot(realFs, path.join(dir, (await files(dir, /\.snap$/))[0]!));
+  assert.equal(r.revision, 1);
+  assert.deepEqual(dump(r.root), dump(at));
+  await s.close();
+  const s2 = await openStorage(dir);
+  assert.deepEqual(dump(s2.root), dump(d.root));
+  await s2.close();
 });
 
 test('snapshot: a copy of the directory opens to the same state (files are self-contained)', async () => {
-  const { dir, expected } = await twoSnapshots();
-  try {
-    const copy = await copyDir(dir);
-    await rename(copy, copy + '-moved');
-    const s = await openStorage(copy + '-moved');
-    assert.deepEqual(dump(s.root), expected);
-    await s.close();
-    await removeDir(copy + '-moved');
-  } finally {
-    await removeDir(dir);
-  }
+  await using fixture = await twoSnapshots();
+  const { dir, expected } = fixture;
+  const copy = await copyDir(dir);
+  await rename(copy, copy + '-moved');
+  const s = await openStorage(copy + '-moved');
+  assert.deepEqual(dump(s.root), expected);
+  await s.close();
+  await removeDir(copy + '-moved');
 });
 
 test('snapshot: the fallback reads and verifies the log it needs (damage there is CORRUPT, not skipped)', async () => {
-  const { dir } = await twoSnapshots({ segmentBytes: 4096 });
-  try {
-    const snaps = await files(dir, /\.snap$/);
-    const segs = await files(dir, /^wal-/);
-    // The first segment holds revisions just after the older snapshot (40), covered by the newer one (80).
-    const victim = path.join(dir, segs[0]!);
-    assert.ok(Number(/(\d+)/.exec(segs[1]!)![1]) <= 81);
-    await flipBit(victim, 100);
-    const s = await openStorage(dir, { segmentBytes: 4096 });
-    assert.equal(s.revision, 100, 'the newest snapshot does not need the damaged segment');
-    await s.close();
-    await flipBit(path.join(dir, snaps[1]!), 60);
-    await assert.rejects(openStorage(dir, { segmentBytes: 4096 }), (e: unknown) =>
-      LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === victim && e.message.includes(snaps[1]!));
-  } finally {
-    await removeDir(dir);
-  }
+  await using fixture = await twoSnapshots({ segmentBytes: 4096 });
+  const { dir } = fixture;
+  const snaps = await files(dir, /\.snap$/);
+  const segs = await files(dir, /^wal-/);
+  // The first segment holds revisions just after the older snapshot (40), covered by the newer one (80).
+  const victim = path.join(dir, segs[0]!);
+  assert.ok(Number(/(\d+)/.exec(segs[1]!)![1]) <= 81);
+  await flipBit(victim, 100);
+  const s = await openStorage(dir, { segmentBytes: 4096 });
+  assert.equal(s.revision, 100, 'the newest snapshot does not need the damaged segment');
+  await s.close();
+  await flipBit(path.join(dir, snaps[1]!), 60);
+  await assert.rejects(openStorage(dir, { segmentBytes: 4096 }), (e: unknown) =>
+    LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === victim && e.message.includes(snaps[1]!));
 });

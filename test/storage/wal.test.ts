@@ -8,48 +8,43 @@ import { RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, scanSegment } from '../../src/
 import { Driver, copyDir, dump, enc, files, flipBit, removeDir, tempDir } from './helpers.js';
 
 test('wal: commits survive close and reopen, across rotated segments', async () => {
-  const dir = await tempDir();
-  try {
-    const s = await openStorage(dir, { segmentBytes: 4096 });
-    const d = new Driver(s);
-    await d.many(200);
-    // A group of several commits in one sync.
-    for (let i = 0; i < 10; i++) d.stage((ws) => ws.set(`/group/${i}`, enc('g')));
-    await s.log.sync();
-    const expected = dump(d.root);
-    await s.close();
-    assert.ok((await files(dir, /^wal-/)).length > 3, 'rotation produced several segments');
-    const s2 = await openStorage(dir, { segmentBytes: 4096 });
-    assert.equal(s2.revision, 210);
-    assert.deepEqual(dump(s2.root), expected);
-    assert.equal(s2.stats()['tornTails'], 0);
-    // And it keeps going from there.
-    const d2 = new Driver(s2);
-    await d2.many(5);
-    await s2.close();
-    const s3 = await openStorage(dir, { segmentBytes: 4096 });
-    assert.equal(s3.revision, 215);
-    assert.deepEqual(dump(s3.root), dump(d2.root));
-    await s3.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir, { segmentBytes: 4096 });
+  const d = new Driver(s);
+  await d.many(200);
+  // A group of several commits in one sync.
+  for (let i = 0; i < 10; i++) d.stage((ws) => ws.set(`/group/${i}`, enc('g')));
+  await s.log.sync();
+  const expected = dump(d.root);
+  await s.close();
+  assert.ok((await files(dir, /^wal-/)).length > 3, 'rotation produced several segments');
+  const s2 = await openStorage(dir, { segmentBytes: 4096 });
+  assert.equal(s2.revision, 210);
+  assert.deepEqual(dump(s2.root), expected);
+  assert.equal(s2.stats()['tornTails'], 0);
+  // And it keeps going from there.
+  const d2 = new Driver(s2);
+  await d2.many(5);
+  await s2.close();
+  const s3 = await openStorage(dir, { segmentBytes: 4096 });
+  assert.equal(s3.revision, 215);
+  assert.deepEqual(dump(s3.root), dump(d2.root));
+  await s3.close();
 });
 
 test('wal: append refuses a revision out of order (a bug, not data)', async () => {
-  const dir = await tempDir();
-  try {
-    const s = await openStorage(dir);
-    assert.throws(() => s.log.append(2, []), (e: unknown) => LatchkeyError.is(e, 'INTERNAL'));
-    await s.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir);
+  assert.throws(() => s.log.append(2, []), (e: unknown) => LatchkeyError.is(e, 'INTERNAL'));
+  await s.close();
 });
 
 /** A dir with `n` commits in one segment; returns the last record's offset and the file. */
-async function logWith(n: number): Promise<{ dir: string; seg: string; lastOffset: number; size: number; expectedBefore: unknown[]; expectedAll: unknown[] }> {
-  const dir = await tempDir();
+async function logWith(n: number): Promise<AsyncDisposable & { dir: string; seg: string; lastOffset: number; size: number; expectedBefore: unknown[]; expectedAll: unknown[] }> {
+  const tmp = await tempDir();
+  const dir = tmp.path;
   const s = await openStorage(dir);
   const d = new Driver(s);
   await d.many(n - 1);
@@ -61,206 +56,179 @@ async function logWith(n: number): Promise<{ dir: string; seg: string; lastOffse
   const buf = await readFile(seg);
   const scan = scanSegment(buf, seg, 1, true);
   assert.equal(scan.records.length, n);
-  return { dir, seg, lastOffset: scan.records.at(-1)!.offset, size: buf.length, expectedBefore, expectedAll };
+  return { dir, seg, lastOffset: scan.records.at(-1)!.offset, size: buf.length, expectedBefore, expectedAll, [Symbol.asyncDispose]: () => tmp[Symbol.asyncDispose]() };
 }
 
 test('wal: a torn tail at every byte offset of the last record is cut off silently and counted', async () => {
-  const { dir, seg, lastOffset, size, expectedBefore } = await logWith(20);
-  try {
-    assert.ok(size - lastOffset > RECORD_HEADER_SIZE);
-    for (let cut = lastOffset + 1; cut < size; cut++) {
-      const copy = await copyDir(dir);
-      try {
-        const file = path.join(copy, path.basename(seg));
-        await truncate(file, cut);
-        const s = await openStorage(copy);
-        assert.equal(s.revision, 19, `cut at ${cut}`);
-        assert.deepEqual(dump(s.root), expectedBefore);
-        assert.equal(s.stats()['tornTails'], 1);
-        assert.equal(s.stats()['tornBytes'], cut - lastOffset);
-        assert.equal((await stat(file)).size, lastOffset, 'the torn bytes are gone from the file');
-        // The log continues where the valid prefix ended.
-        const d = new Driver(s);
-        await d.commit((ws) => ws.set('/after', enc('tear')));
-        await s.close();
-        const s2 = await openStorage(copy);
-        assert.equal(s2.revision, 20);
-        assert.deepEqual(dump(s2.root), dump(d.root));
-        assert.equal(s2.stats()['tornTails'], 0);
-        await s2.close();
-      } finally {
-        await removeDir(copy);
-      }
+  await using fixture = await logWith(20);
+  const { dir, seg, lastOffset, size, expectedBefore } = fixture;
+  assert.ok(size - lastOffset > RECORD_HEADER_SIZE);
+  for (let cut = lastOffset + 1; cut < size; cut++) {
+    const copy = await copyDir(dir);
+    try {
+      const file = path.join(copy, path.basename(seg));
+      await truncate(file, cut);
+      const s = await openStorage(copy);
+      assert.equal(s.revision, 19, `cut at ${cut}`);
+      assert.deepEqual(dump(s.root), expectedBefore);
+      assert.equal(s.stats()['tornTails'], 1);
+      assert.equal(s.stats()['tornBytes'], cut - lastOffset);
+      assert.equal((await stat(file)).size, lastOffset, 'the torn bytes are gone from the file');
+      // The log continues where the valid prefix ended.
+      const d = new Driver(s);
+      await d.commit((ws) => ws.set('/after', enc('tear')));
+      await s.close();
+      const s2 = await openStorage(copy);
+      assert.equal(s2.revision, 20);
+      assert.deepEqual(dump(s2.root), dump(d.root));
+      assert.equal(s2.stats()['tornTails'], 0);
+      await s2.close();
+    } finally {
+      await removeDir(copy);
     }
-  } finally {
-    await removeDir(dir);
   }
 });
 
 test('wal: zeros after the last record (allocated, never written) are a torn tail', async () => {
-  const { dir, seg, size, expectedAll } = await logWith(5);
-  try {
-    await writeFile(seg, new Uint8Array(5000), { flag: 'a' });
-    const s = await openStorage(dir);
-    assert.equal(s.revision, 5);
-    assert.deepEqual(dump(s.root), expectedAll);
-    assert.equal(s.stats()['tornBytes'], 5000);
-    await s.close();
-    assert.equal((await stat(seg)).size, size);
-  } finally {
-    await removeDir(dir);
-  }
+  await using fixture = await logWith(5);
+  const { dir, seg, size, expectedAll } = fixture;
+  await writeFile(seg, new Uint8Array(5000), { flag: 'a' });
+  const s = await openStorage(dir);
+  assert.equal(s.revision, 5);
+  assert.deepEqual(dump(s.root), expectedAll);
+  assert.equal(s.stats()['tornBytes'], 5000);
+  await s.close();
+  assert.equal((await stat(seg)).size, size);
 });
 
 test('wal: a single bit flip in any byte of a record in the middle fails open with CORRUPT naming file, offset and revision', async () => {
-  const { dir, seg } = await logWith(30);
-  try {
-    const buf = await readFile(seg);
-    const scan = scanSegment(buf, seg, 1, true);
-    const mid = scan.records[14]!;
-    assert.equal(mid.rev, 15);
-    for (let off = mid.offset; off < mid.payloadEnd; off++) {
-      const copy = await copyDir(dir);
-      try {
-        const file = path.join(copy, path.basename(seg));
-        await flipBit(file, off, off % 8);
-        await assert.rejects(openStorage(copy), (e: unknown) => {
-          assert.ok(LatchkeyError.is(e, 'CORRUPT'), String(e));
-          assert.equal(e.info?.['file'], file);
-          assert.equal(e.info?.['offset'], mid.offset, `flip at ${off}`);
-          assert.equal(e.info?.['revision'], 15);
-          assert.match(e.message, /offset \d+ \(revision 15\)/);
-          return true;
-        });
-      } finally {
-        await removeDir(copy);
-      }
+  await using fixture = await logWith(30);
+  const { dir, seg } = fixture;
+  const buf = await readFile(seg);
+  const scan = scanSegment(buf, seg, 1, true);
+  const mid = scan.records[14]!;
+  assert.equal(mid.rev, 15);
+  for (let off = mid.offset; off < mid.payloadEnd; off++) {
+    const copy = await copyDir(dir);
+    try {
+      const file = path.join(copy, path.basename(seg));
+      await flipBit(file, off, off % 8);
+      await assert.rejects(openStorage(copy), (e: unknown) => {
+        assert.ok(LatchkeyError.is(e, 'CORRUPT'), String(e));
+        assert.equal(e.info?.['file'], file);
+        assert.equal(e.info?.['offset'], mid.offset, `flip at ${off}`);
+        assert.equal(e.info?.['revision'], 15);
+        assert.match(e.message, /offset \d+ \(revision 15\)/);
+        return true;
+      });
+    } finally {
+      await removeDir(copy);
     }
-  } finally {
-    await removeDir(dir);
   }
 });
 
 test('wal: a bit flip in the header of a non-last segment is CORRUPT; a missing middle segment is a revision gap', async () => {
-  const dir = await tempDir();
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir, { segmentBytes: 4096 });
+  await new Driver(s).many(150);
+  await s.close();
+  const segs = await files(dir, /^wal-/);
+  assert.ok(segs.length >= 3);
+  const copy = await copyDir(dir);
   try {
-    const s = await openStorage(dir, { segmentBytes: 4096 });
-    await new Driver(s).many(150);
-    await s.close();
-    const segs = await files(dir, /^wal-/);
-    assert.ok(segs.length >= 3);
-    const copy = await copyDir(dir);
-    try {
-      await flipBit(path.join(copy, segs[1]!), 20);
-      await assert.rejects(openStorage(copy, { segmentBytes: 4096 }), (e: unknown) =>
-        LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === path.join(copy, segs[1]!) && e.info?.['offset'] === 0);
-    } finally {
-      await removeDir(copy);
-    }
-    await unlink(path.join(dir, segs[1]!));
-    const expectedRev = Number(/wal-(\d+)/.exec(segs[1]!)![1]);
-    await assert.rejects(openStorage(dir, { segmentBytes: 4096 }), (e: unknown) =>
-      LatchkeyError.is(e, 'CORRUPT') && /revision gap/.test(e.message) && e.info?.['revision'] === expectedRev && e.info?.['file'] === path.join(dir, segs[2]!));
+    await flipBit(path.join(copy, segs[1]!), 20);
+    await assert.rejects(openStorage(copy, { segmentBytes: 4096 }), (e: unknown) =>
+      LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === path.join(copy, segs[1]!) && e.info?.['offset'] === 0);
   } finally {
-    await removeDir(dir);
+    await removeDir(copy);
   }
+  await unlink(path.join(dir, segs[1]!));
+  const expectedRev = Number(/wal-(\d+)/.exec(segs[1]!)![1]);
+  await assert.rejects(openStorage(dir, { segmentBytes: 4096 }), (e: unknown) =>
+    LatchkeyError.is(e, 'CORRUPT') && /revision gap/.test(e.message) && e.info?.['revision'] === expectedRev && e.info?.['file'] === path.join(dir, segs[2]!));
 });
 
 test('wal: a last segment whose header never reached the disk is dropped (it held no record)', async () => {
-  const dir = await tempDir();
-  try {
-    const s = await openStorage(dir);
-    const d = new Driver(s);
-    await d.many(3);
-    await s.close();
-    await writeFile(path.join(dir, 'wal-00000000000000000004.log'), new Uint8Array(SEGMENT_HEADER_SIZE - 5));
-    const s2 = await openStorage(dir);
-    assert.equal(s2.revision, 3);
-    assert.equal(s2.stats()['tornTails'], 1);
-    await new Driver(s2).many(2);
-    await s2.close();
-    const s3 = await openStorage(dir);
-    assert.equal(s3.revision, 5);
-    await s3.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir);
+  const d = new Driver(s);
+  await d.many(3);
+  await s.close();
+  await writeFile(path.join(dir, 'wal-00000000000000000004.log'), new Uint8Array(SEGMENT_HEADER_SIZE - 5));
+  const s2 = await openStorage(dir);
+  assert.equal(s2.revision, 3);
+  assert.equal(s2.stats()['tornTails'], 1);
+  await new Driver(s2).many(2);
+  await s2.close();
+  const s3 = await openStorage(dir);
+  assert.equal(s3.revision, 5);
+  await s3.close();
 });
 
 test('wal: segments are removed only once a newer snapshot covers them, keeping the log back to the older snapshot', async () => {
-  const dir = await tempDir();
-  try {
-    const s = await openStorage(dir, { segmentBytes: 4096 });
-    const d = new Driver(s);
-    await d.many(100);
-    const before = await files(dir, /^wal-/);
-    await s.snapshot(d.root, d.rev);
-    // One snapshot: the log must still reach back to revision 1 (fallback to the empty tree).
-    assert.deepEqual(await files(dir, /^wal-/), before);
-    await d.many(100);
-    await s.snapshot(d.root, d.rev);
-    const after = await files(dir, /^wal-/);
-    assert.ok(after.length < before.length + 10, 'segments covered by the older snapshot were removed');
-    const firstRev = Number(/wal-(\d+)/.exec(after[0]!)![1]);
-    assert.ok(firstRev <= 101, 'the log still covers everything after the older snapshot (100)');
-    await d.many(10);
-    await s.snapshot(d.root, d.rev);
-    assert.equal((await files(dir, /\.snap$/)).length, 2);
-    await s.close();
-    const s2 = await openStorage(dir, { segmentBytes: 4096 });
-    assert.equal(s2.revision, 210);
-    assert.deepEqual(dump(s2.root), dump(d.root));
-    await s2.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir, { segmentBytes: 4096 });
+  const d = new Driver(s);
+  await d.many(100);
+  const before = await files(dir, /^wal-/);
+  await s.snapshot(d.root, d.rev);
+  // One snapshot: the log must still reach back to revision 1 (fallback to the empty tree).
+  assert.deepEqual(await files(dir, /^wal-/), before);
+  await d.many(100);
+  await s.snapshot(d.root, d.rev);
+  const after = await files(dir, /^wal-/);
+  assert.ok(after.length < before.length + 10, 'segments covered by the older snapshot were removed');
+  const firstRev = Number(/wal-(\d+)/.exec(after[0]!)![1]);
+  assert.ok(firstRev <= 101, 'the log still covers everything after the older snapshot (100)');
+  await d.many(10);
+  await s.snapshot(d.root, d.rev);
+  assert.equal((await files(dir, /\.snap$/)).length, 2);
+  await s.close();
+  const s2 = await openStorage(dir, { segmentBytes: 4096 });
+  assert.equal(s2.revision, 210);
+  assert.deepEqual(dump(s2.root), dump(d.root));
+  await s2.close();
 });
 
 test('wal: log bytes written before a reopen still count toward the next automatic snapshot', async () => {
-  const dir = await tempDir();
-  try {
-    const s = await openStorage(dir, { snapshotEveryBytes: 3000 });
-    const d = new Driver(s);
-    await d.many(20);
-    const bytes = s.log.bytesSinceSnapshot;
-    assert.ok(bytes > 0 && !s.needsSnapshot());
-    await s.close();
-    const s2 = await openStorage(dir, { snapshotEveryBytes: 3000 });
-    assert.equal(s2.log.bytesSinceSnapshot, bytes);
-    const d2 = new Driver(s2);
-    while (!s2.needsSnapshot()) await d2.many(1);
-    await s2.snapshot(d2.root, d2.rev);
-    assert.equal(s2.log.bytesSinceSnapshot, 0);
-    await s2.close();
-    const s3 = await openStorage(dir, { snapshotEveryBytes: 3000 });
-    assert.equal(s3.log.bytesSinceSnapshot, 0);
-    await s3.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir, { snapshotEveryBytes: 3000 });
+  const d = new Driver(s);
+  await d.many(20);
+  const bytes = s.log.bytesSinceSnapshot;
+  assert.ok(bytes > 0 && !s.needsSnapshot());
+  await s.close();
+  const s2 = await openStorage(dir, { snapshotEveryBytes: 3000 });
+  assert.equal(s2.log.bytesSinceSnapshot, bytes);
+  const d2 = new Driver(s2);
+  while (!s2.needsSnapshot()) await d2.many(1);
+  await s2.snapshot(d2.root, d2.rev);
+  assert.equal(s2.log.bytesSinceSnapshot, 0);
+  await s2.close();
+  const s3 = await openStorage(dir, { snapshotEveryBytes: 3000 });
+  assert.equal(s3.log.bytesSinceSnapshot, 0);
+  await s3.close();
 });
 
 test('wal: a bad checksum in the very last record cannot be told from a torn write, and is cut like one (documented)', async () => {
-  const { dir, seg, lastOffset, expectedBefore } = await logWith(8);
-  try {
-    await flipBit(seg, lastOffset + RECORD_HEADER_SIZE + 2);
-    const s = await openStorage(dir);
-    assert.equal(s.revision, 7);
-    assert.deepEqual(dump(s.root), expectedBefore);
-    assert.equal(s.stats()['tornTails'], 1);
-    await s.close();
-  } finally {
-    await removeDir(dir);
-  }
+  await using fixture = await logWith(8);
+  const { dir, seg, lastOffset, expectedBefore } = fixture;
+  await flipBit(seg, lastOffset + RECORD_HEADER_SIZE + 2);
+  const s = await openStorage(dir);
+  assert.equal(s.revision, 7);
+  assert.deepEqual(dump(s.root), expectedBefore);
+  assert.equal(s.stats()['tornTails'], 1);
+  await s.close();
 });
 
 test('wal: a bad record header with non-zero bytes after it in the last segment is damage, not a torn tail', async () => {
-  const { dir, seg, lastOffset } = await logWith(8);
-  try {
-    await flipBit(seg, lastOffset + 9);
-    await assert.rejects(openStorage(dir), (e: unknown) =>
-      LatchkeyError.is(e, 'CORRUPT') && e.info?.['offset'] === lastOffset && e.info?.['revision'] === 8);
-  } finally {
-    await removeDir(dir);
-  }
+  await using fixture = await logWith(8);
+  const { dir, seg, lastOffset } = fixture;
+  await flipBit(seg, lastOffset + 9);
+  await assert.rejects(openStorage(dir), (e: unknown) =>
+    LatchkeyError.is(e, 'CORRUPT') && e.info?.['offset'] === lastOffset && e.info?.['revision'] === 8);
 });

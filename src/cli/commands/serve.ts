@@ -19,14 +19,14 @@
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { BugError } from '../../core/errors.js';
 import { open } from '../../engine/open.js';
 import { EmbeddedStore } from '../../engine/store.js';
 import { DEFAULT_LIMITS, type Limits } from '../../protocol/limits.js';
 import { AuthTable } from '../../server/auth.js';
 import { type ServeOptions, serve } from '../../server/server.js';
 import { type XenstoreServer, startXenstoreServer } from '../../xenstore/server.js';
-import type { Command } from '../command.js';
+import { type Command, UsageError, parse, parseCount } from '../command.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
@@ -35,79 +35,61 @@ const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
                       [--xenstore-socket PATH [--xenstore-limit NAME=N]...]`;
 
-function fail(message: string, code = 2): never {
-  process.stderr.write(`latchkey: ${message}\n`);
-  process.exit(code);
-}
-
 function parseHostPort(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s);
-  if (m === null) fail(`--listen expects HOST:PORT, got ${s}`);
+  if (m === null) throw new UsageError(`--listen expects HOST:PORT, got ${s}`);
   const port = Number(m[3]);
-  if (port > 65535) fail(`--listen: port ${port} is out of range`);
+  if (port > 65535) throw new UsageError(`--listen: port ${port} is out of range`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
 function positiveInt(name: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n <= 0) fail(`--${name} expects a positive integer, got ${v}`);
+  const n = parseCount(v, `--${name}`);
+  if (n === 0) throw new UsageError(`--${name} expects a positive integer, got ${v}`);
   return n;
 }
 
 async function serveCommand(argv: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        data: { type: 'string' },
-        socket: { type: 'string' },
-        listen: { type: 'string' },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        auth: { type: 'string' },
-        'insecure-loopback': { type: 'boolean' },
-        'ttl-ms': { type: 'string' },
-        'max-value': { type: 'string' },
-        'max-frame': { type: 'string' },
-        'max-connections': { type: 'string' },
-        durability: { type: 'string' },
-        memory: { type: 'boolean' },
-        limit: { type: 'string', multiple: true },
-        'idle-exit-ms': { type: 'string' },
-        'xenstore-socket': { type: 'string' },
-        'xenstore-limit': { type: 'string', multiple: true },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    fail(`${(e as Error).message}\n${usage}`);
-  }
+  const { values, positionals } = parse(argv, {
+    data: { type: 'string' },
+    socket: { type: 'string' },
+    listen: { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    auth: { type: 'string' },
+    'insecure-loopback': { type: 'boolean' },
+    'ttl-ms': { type: 'string' },
+    'max-value': { type: 'string' },
+    'max-frame': { type: 'string' },
+    'max-connections': { type: 'string' },
+    durability: { type: 'string' },
+    memory: { type: 'boolean' },
+    limit: { type: 'string', multiple: true },
+    'idle-exit-ms': { type: 'string' },
+    'xenstore-socket': { type: 'string' },
+    'xenstore-limit': { type: 'string', multiple: true },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
   if (values.help) {
     process.stdout.write(`${usage}\n`);
     return;
   }
   const data = path.resolve(values.data ?? './latchkey-data');
   mkdirSync(data, { recursive: true });
-  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) fail('--tls-cert and --tls-key go together');
-  if (values['tls-cert'] !== undefined && values.listen === undefined) fail('TLS needs --listen');
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+  if (values['tls-cert'] !== undefined && values.listen === undefined) throw new UsageError('TLS needs --listen');
 
-  if (values.durability !== undefined && values.durability !== 'fsync' && values.durability !== 'none') fail('--durability is fsync or none');
+  if (values.durability !== undefined && values.durability !== 'fsync' && values.durability !== 'none') throw new UsageError('--durability is fsync or none');
   // --memory: nothing on disk but the socket (tests, benchmarks, scratch servers).
   const maxValue = positiveInt('max-value', values['max-value']);
   // The engine enforces the value limit too: give it the same one.
   const engineOpts = maxValue === undefined ? {} : { maxValueBytes: maxValue };
-  const s = values.memory ? await open(undefined, engineOpts)
-    : await open(data, { ...engineOpts, ...(values.durability === undefined ? {} : { durability: values.durability }) });
-  if (!(s instanceof EmbeddedStore)) fail('open() did not return an embedded store');
-  const store = s;
 
   const limits: Partial<{ -readonly [K in keyof Limits]: Limits[K] }> = {};
   for (const spec of values.limit ?? []) {
     const m = /^(\w+)=(\d+)$/.exec(spec);
-    if (m === null || !(m[1]! in DEFAULT_LIMITS)) fail(`--limit expects NAME=N with NAME one of ${Object.keys(DEFAULT_LIMITS).join(', ')}; got ${spec}`);
+    if (m === null || !(m[1]! in DEFAULT_LIMITS)) throw new UsageError(`--limit expects NAME=N with NAME one of ${Object.keys(DEFAULT_LIMITS).join(', ')}; got ${spec}`);
     limits[m[1] as keyof Limits] = positiveInt('limit', m[2]);
   }
   const maxFrame = positiveInt('max-frame', values['max-frame']);
@@ -131,12 +113,18 @@ async function serveCommand(argv: string[]): Promise<void> {
   const xenstoreLimits: Record<string, number> = {};
   for (const l of values['xenstore-limit'] ?? []) {
     const m = /^([A-Za-z]+)=([0-9]+)$/.exec(l);
-    if (m === null) fail(`--xenstore-limit expects NAME=N (e.g. maxTransactions=100), got ${l}`);
+    if (m === null) throw new UsageError(`--xenstore-limit expects NAME=N (e.g. maxTransactions=100), got ${l}`);
     xenstoreLimits[m[1]!] = Number(m[2]);
   }
-  if (values['xenstore-limit'] !== undefined && values['xenstore-socket'] === undefined) fail('--xenstore-limit needs --xenstore-socket');
+  if (values['xenstore-limit'] !== undefined && values['xenstore-socket'] === undefined) throw new UsageError('--xenstore-limit needs --xenstore-socket');
   // The idle count sees latchkey connections only: it would stop a server XenStore clients still use.
-  if (idle !== undefined && values['xenstore-socket'] !== undefined) fail('--idle-exit-ms cannot be combined with --xenstore-socket');
+  if (idle !== undefined && values['xenstore-socket'] !== undefined) throw new UsageError('--idle-exit-ms cannot be combined with --xenstore-socket');
+
+  // Every argument is checked: open the store.
+  const s = values.memory ? await open(undefined, engineOpts)
+    : await open(data, { ...engineOpts, ...(values.durability === undefined ? {} : { durability: values.durability }) });
+  if (!(s instanceof EmbeddedStore)) throw new BugError('open() did not return an embedded store');
+  const store = s;
 
   let stopping = false;
   let server: Awaited<ReturnType<typeof serve>> | undefined;
@@ -165,7 +153,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     } catch (e) {
       await server.close();
       await store.close();
-      fail(`--xenstore-socket: ${(e as Error).message}`, 1);
+      throw new Error(`--xenstore-socket: ${(e as Error).message}`, { cause: e });
     }
   }
   process.stdout.write(`data ${values.memory ? '(in memory)' : data}\n`);

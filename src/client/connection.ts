@@ -1,0 +1,239 @@
+/**
+ * The client's connection to one server, across reconnections: the current
+ * link (link.ts), its generation, and what lives on it. It dials, notices
+ * loss, tells what the lost link owned, and reconnects with jittered
+ * exponential backoff (see store.ts for the rules).
+ *
+ * What lives on a connection registers here through two small interfaces
+ * and never edits the connection's state:
+ *  - a `LinkMember` (a session, a lock, a transaction, a watch's current
+ *    subscription) lives on one link under a handle: `attach(handle, m)`
+ *    routes the server's pushes for that handle to it, and tells it once
+ *    when that link is lost; `detach(handle)` when it ends first;
+ *  - a `LinkFollower` (a watch) outlives links: `follow(f)` tells it of each
+ *    new link (to subscribe again) and of the end of the connection (closed,
+ *    or a reason never to reconnect).
+ * A call made while the link is down awaits the next connection attempt that
+ * succeeds (up to connectTimeoutMs); nothing polls.
+ */
+import { LatchkeyError, storeClosed } from '../core/errors.js';
+import type { Args, RequestOp, Result } from '../protocol/messages.js';
+import { DisposableStack } from '../util/disposable.js';
+import { type Address, Link, type LinkOptions, type Push } from './link.js';
+
+export interface ConnectOptions extends LinkOptions {
+  /** Reconnect after a loss (default true). */
+  reconnect?: boolean;
+  /** Backoff between reconnection attempts: from minBackoffMs doubling up to maxBackoffMs (defaults 50 ms, 2 s). */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Events a watch buffers for a consumer that does not read; past it the watch ends with a resumable QUOTA (default 10,000). */
+  maxWatchQueue?: number;
+}
+
+/** Something that lives on one link under a handle. */
+export interface LinkMember {
+  /** A message the server pushed for this handle (watch events, lockLost, sessionEnd). */
+  pushed?(m: Push): void;
+  /** The link it lived on is gone; called once, after which it is detached. */
+  linkLost(e: LatchkeyError): void;
+}
+
+/** Something that outlives links (a watch resubscribes on each). */
+export interface LinkFollower {
+  /** A new link is up. */
+  linkUp(): void;
+  /** There will be no more links: the store closed, or a reason never to reconnect. */
+  connectionEnded(e: LatchkeyError): void;
+}
+
+interface LinkWaiter {
+  resolve(l: Link): void;
+  reject(e: unknown): void;
+}
+
+/** The handle a push is addressed to. */
+function handleOf(m: Push): number {
+  switch (m.t) {
+    case 'event': return m.w;
+    case 'watchEnd': return m.w;
+    case 'lockLost': return m.l;
+    case 'sessionEnd': return m.s;
+    default: return 0; // nothing is attached under 0
+  }
+}
+
+export class ClientConnection {
+  link: Link | undefined;
+  /** Counts links: things owned by a session die with the link they were made on. */
+  generation = 0;
+  private connecting: Promise<Link> | undefined;
+  closed = false;
+  /** A reason never to reconnect (AUTH, PROTOCOL version): every call fails with it. */
+  private fatal: LatchkeyError | undefined;
+  private nextHandle = 1;
+  private revisionSeen = 0;
+  private readonly members = new Map<number, LinkMember>();
+  private readonly followers = new Set<LinkFollower>();
+  private readonly linkWaiters = new Set<LinkWaiter>();
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Released by close(), in reverse order: the reconnection timer, whoever waits for a link, the link. */
+  private readonly owned = new DisposableStack();
+
+  constructor(readonly addr: Address, readonly opts: ConnectOptions) {
+    this.owned.defer(() => this.link?.close());
+    this.owned.defer(() => this.end(storeClosed()));
+    this.owned.defer(() => clearTimeout(this.retryTimer));
+  }
+
+  handle(): number {
+    return this.nextHandle++;
+  }
+
+  get revision(): number {
+    return Math.max(this.revisionSeen, this.link?.revision ?? 0);
+  }
+
+  get maxValue(): number {
+    return this.link?.welcome.limits.maxValue ?? 1024 * 1024;
+  }
+
+  // ------------------------------------------------------------ registration
+
+  /** Routes pushes for `handle` to `m`, and tells it when the current link is lost. */
+  attach(handle: number, m: LinkMember): void {
+    this.members.set(handle, m);
+  }
+
+  /** `handle` ended before its link did. */
+  detach(handle: number, m?: LinkMember): void {
+    if (m === undefined || this.members.get(handle) === m) this.members.delete(handle);
+  }
+
+  /** What lives on the current link now (for local views of it: lockTable, locks). */
+  attached(): IterableIterator<LinkMember> {
+    return this.members.values();
+  }
+
+  /** Tells `f` of every new link and of the connection's end; returns the unfollow. */
+  follow(f: LinkFollower): () => void {
+    this.followers.add(f);
+    return () => this.followers.delete(f);
+  }
+
+  // ------------------------------------------------------------ the link
+
+  async start(): Promise<void> {
+    await this.dial();
+  }
+
+  private dial(): Promise<Link> {
+    this.connecting ??= Link.open(this.addr, this.opts, {
+      push: (m) => this.members.get(handleOf(m))?.pushed?.(m),
+      lost: (e) => this.onLost(e),
+    }).then((link) => {
+      this.connecting = undefined;
+      if (this.closed) {
+        link.close();
+        throw storeClosed();
+      }
+      this.link = link;
+      this.generation++;
+      this.attempt = 0;
+      this.revisionSeen = Math.max(this.revisionSeen, link.revision);
+      for (const w of [...this.linkWaiters]) w.resolve(link);
+      this.linkWaiters.clear();
+      for (const f of [...this.followers]) f.linkUp();
+      return link;
+    }, (e: unknown) => {
+      this.connecting = undefined;
+      throw e;
+    });
+    return this.connecting;
+  }
+
+  /** The live link, awaiting a reconnection in progress (up to connectTimeoutMs). */
+  current(): Promise<Link> {
+    if (this.closed) return Promise.reject(storeClosed());
+    if (this.fatal !== undefined) return Promise.reject(this.fatal);
+    if (this.link?.alive) return Promise.resolve(this.link);
+    if (this.opts.reconnect === false) return Promise.reject(new LatchkeyError('CONNECTION_LOST', 'the connection was lost (reconnect is off)'));
+    return new Promise((resolve, reject) => {
+      const w: LinkWaiter = {
+        resolve: (l) => { clearTimeout(timer); resolve(l); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+      const timer = setTimeout(() => {
+        this.linkWaiters.delete(w);
+        reject(new LatchkeyError('CONNECTION_LOST', 'no connection to the server'));
+      }, this.opts.connectTimeoutMs ?? 10_000);
+      this.linkWaiters.add(w);
+    });
+  }
+
+  /** Sends a request on the live link (waiting for one if reconnecting). */
+  request<K extends RequestOp>(op: K, args: Args<K>, session = 0, signal?: AbortSignal): Promise<Result<K>> {
+    const link = this.link;
+    // Not an async function: on the hot path (connected) the request is encoded now, with one promise.
+    if (link !== undefined && link.alive && !this.closed) return link.request(op, args, session, signal);
+    return this.current().then((l) => l.request(op, args, session, signal));
+  }
+
+  /** Sends on the link of `generation` only: things owned by a dead session must not reach its successor. */
+  requestOn<K extends RequestOp>(generation: number, op: K, args: Args<K>, session: number, signal?: AbortSignal): Promise<Result<K>> {
+    if (this.link === undefined || this.generation !== generation || !this.link.alive) {
+      return Promise.reject(new LatchkeyError('CONNECTION_LOST', 'the connection this belongs to was lost'));
+    }
+    return this.link.request(op, args, session, signal);
+  }
+
+  private onLost(e: LatchkeyError): void {
+    if (this.link !== undefined) this.revisionSeen = Math.max(this.revisionSeen, this.link.revision);
+    this.link = undefined;
+    const members = [...this.members.values()];
+    this.members.clear();
+    for (const m of members) m.linkLost(e);
+    if (e.code === 'AUTH' || (e.code === 'PROTOCOL' && e.info?.supported !== undefined)) this.fatal = e;
+    // Not reconnecting: later calls fail with why the link ended (CLOSED when the server shut down: nothing of theirs ran).
+    if (this.opts.reconnect === false && this.fatal === undefined) this.fatal = e.code === 'CLOSED' ? e : new LatchkeyError('CONNECTION_LOST', `the connection was lost (reconnect is off): ${e.message}`, { cause: e });
+    if (this.closed || this.fatal !== undefined || this.opts.reconnect === false) {
+      this.end(this.fatal ?? e);
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  /** No more links: fail whoever waits for one, and every follower. */
+  private end(e: LatchkeyError): void {
+    for (const w of [...this.linkWaiters]) w.reject(e);
+    this.linkWaiters.clear();
+    for (const f of [...this.followers]) f.connectionEnded(e);
+  }
+
+  private scheduleReconnect(): void {
+    if (this.retryTimer !== undefined || this.closed) return;
+    const min = this.opts.minBackoffMs ?? 50;
+    const max = this.opts.maxBackoffMs ?? 2000;
+    const ms = Math.min(max, min * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+    this.attempt++;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.closed) return;
+      this.dial().catch((e: unknown) => {
+        if (LatchkeyError.is(e, 'AUTH')) {
+          this.fatal = e;
+          this.end(e);
+          return;
+        }
+        this.scheduleReconnect();
+      });
+    }, ms);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.owned.dispose();
+  }
+}

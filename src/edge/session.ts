@@ -1,0 +1,222 @@
+/**
+ * The API edge every backend sits behind (abstract-level's `put()` →
+ * `_put()`): the public methods of a session and of a transaction check the
+ * call once — open, path, value bytes and size, options shapes, multi ops —
+ * and hand a backend's narrow `_method` arguments it can trust. The
+ * embedded engine (engine/session.ts, engine/transaction.ts) and the remote
+ * client (client/session.ts, client/transaction.ts) implement only those;
+ * a new backend does the same, and the contract suite checks the results.
+ */
+import type {
+  CommitResult, CreateOptions, DeleteOptions, Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiOp, MultiResult,
+  Session, SetOptions, Transaction, TransactionOptions, Value, WriteOptions,
+} from '../api.js';
+import { invalidArgument } from '../core/errors.js';
+import { parsePath } from '../core/path.js';
+import { runTransaction } from '../util/retry.js';
+import {
+  CHECK_EXPECT, CREATE_FLAGS, type CheckExpect, type CheckedMultiOp, type CreateFlags, DELETE_FLAGS, type DeleteFlags,
+  SET_CONDITIONS, type SetConditions, checkOptions, definedFields, listArgs, multiArgs, toBytes,
+} from './args.js';
+
+/**
+ * Runs a public method's checks and its narrow method: a failed check
+ * rejects the promise (a public method never throws synchronously), and
+ * no async wrapper adds ticks to the path of every call.
+ */
+function enter<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return f();
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+export abstract class SessionEdge implements Session {
+  abstract readonly id: string;
+  abstract readonly name: string;
+  abstract readonly closed: boolean;
+
+  /** Throws when calls can no longer be made (CLOSED, SESSION_EXPIRED). */
+  protected abstract checkOpen(): void;
+  /** The largest value this backend accepts, in bytes. */
+  protected abstract get maxValueBytes(): number;
+
+  protected abstract _get(path: string): Promise<Entry | undefined>;
+  protected abstract _exists(path: string): Promise<boolean>;
+  protected abstract _list(path: string, options: ListOptions): Promise<Listing>;
+  protected abstract _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number>;
+  protected abstract _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string>;
+  protected abstract _delete(path: string, flags: DeleteFlags, options: WriteOptions): Promise<boolean>;
+  protected abstract _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult>;
+  protected abstract _begin(): Transaction;
+  protected abstract _lock(path: string, options: LockOptions): Promise<Lock>;
+  abstract locks(): LockInfo[];
+  abstract close(): Promise<void>;
+
+  get(path: string): Promise<Entry | undefined> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      return this._get(path);
+    });
+  }
+
+  exists(path: string): Promise<boolean> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      return this._exists(path);
+    });
+  }
+
+  list(path: string, options: ListOptions = {}): Promise<Listing> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      return this._list(path, listArgs(options));
+    });
+  }
+
+  set(path: string, value: Value, options: SetOptions = {}): Promise<number> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      checkOptions(options, 'set options');
+      return this._set(path, toBytes(value, this.maxValueBytes, path), definedFields(options, SET_CONDITIONS), options);
+    });
+  }
+
+  create(path: string, value?: Value, options: CreateOptions = {}): Promise<string> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      checkOptions(options, 'create options');
+      return this._create(path, toBytes(value, this.maxValueBytes, path), definedFields(options, CREATE_FLAGS), options);
+    });
+  }
+
+  delete(path: string, options: DeleteOptions = {}): Promise<boolean> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      checkOptions(options, 'delete options');
+      return this._delete(path, definedFields(options, DELETE_FLAGS), options);
+    });
+  }
+
+  multi(ops: readonly MultiOp[], options: WriteOptions = {}): Promise<MultiResult> {
+    return enter(() => {
+      this.checkOpen();
+      checkOptions(options, 'multi options');
+      return this._multi(multiArgs(ops, this.maxValueBytes), options);
+    });
+  }
+
+  begin(): Transaction {
+    this.checkOpen();
+    return this._begin();
+  }
+
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    return runTransaction(() => this.begin(), fn, options);
+  }
+
+  lock(path: string, options: LockOptions = {}): Promise<Lock> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      checkOptions(options, 'lock options');
+      return this._lock(path, options);
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+type TxWriteOptions<T> = Omit<T, keyof WriteOptions>;
+
+export abstract class TransactionEdge implements Transaction {
+  abstract readonly snapshotRevision: number;
+  abstract readonly state: 'open' | 'committed' | 'aborted';
+
+  /** Throws unless operations may be added (committing, committed, aborted). */
+  protected abstract checkOpen(): void;
+  protected abstract get maxValueBytes(): number;
+
+  protected abstract _get(path: string): Promise<Entry | undefined>;
+  protected abstract _exists(path: string): Promise<boolean>;
+  protected abstract _list(path: string, options: ListOptions): Promise<Listing>;
+  protected abstract _set(path: string, value: Uint8Array, cond: SetConditions): Promise<void>;
+  protected abstract _create(path: string, value: Uint8Array, flags: CreateFlags): Promise<string>;
+  protected abstract _delete(path: string, flags: DeleteFlags): Promise<boolean>;
+  protected abstract _check(path: string, expect: CheckExpect): Promise<void>;
+  abstract commit(options?: WriteOptions): Promise<CommitResult>;
+  abstract abort(): Promise<void>;
+
+  get(path: string): Promise<Entry | undefined> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      return this._get(path);
+    });
+  }
+
+  exists(path: string): Promise<boolean> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      return this._exists(path);
+    });
+  }
+
+  list(path: string, options: ListOptions = {}): Promise<Listing> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      return this._list(path, listArgs(options));
+    });
+  }
+
+  set(path: string, value: Value, options: TxWriteOptions<SetOptions> = {}): Promise<void> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      checkOptions(options, 'set options');
+      return this._set(path, toBytes(value, this.maxValueBytes, path), definedFields(options, SET_CONDITIONS));
+    });
+  }
+
+  create(path: string, value?: Value, options: TxWriteOptions<CreateOptions> = {}): Promise<string> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      checkOptions(options, 'create options');
+      return this._create(path, toBytes(value, this.maxValueBytes, path), definedFields(options, CREATE_FLAGS));
+    });
+  }
+
+  delete(path: string, options: TxWriteOptions<DeleteOptions> = {}): Promise<boolean> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      checkOptions(options, 'delete options');
+      return this._delete(path, definedFields(options, DELETE_FLAGS));
+    });
+  }
+
+  check(path: string, expect: CheckExpect): Promise<void> {
+    return enter(() => {
+      this.checkOpen();
+      parsePath(path);
+      if (expect === null || typeof expect !== 'object') throw invalidArgument('check: expectations must be an object');
+      return this._check(path, definedFields(expect, CHECK_EXPECT));
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.abort();
+  }
+}

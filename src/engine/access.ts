@@ -1,0 +1,39 @@
+/**
+ * The named ways into the embedded store for the layers that serve it: the
+ * server (src/server) and the XenStore adapter (src/xenstore). They use
+ * these interfaces, never the engine's class or a downcast, so what they
+ * depend on is written down here.
+ */
+import type { CommitResult, Session, WriteOptions } from '../api.js';
+import type { WriteTarget } from '../core/lock-table.js';
+import type { Workspace } from '../core/ops.js';
+import type { TxState } from '../core/transaction.js';
+import type { Node } from '../core/tree.js';
+import type { Published } from './pipeline.js';
+
+export type CommitHook = (c: Published) => void;
+
+/** What an adapter beside the server (the XenStore adapter) uses of the engine. */
+export interface EngineAccess {
+  /** The head readers and new transactions see, and its revision. */
+  readonly visibleRoot: Node;
+  readonly visibleRev: number;
+  readonly closed: boolean;
+  /** Transactions open in the store (an adapter counts its own TxStates here for stats). */
+  openTransactions: number;
+  /** Runs `fn` on a Workspace over the pending head and commits what it wrote, once admitted and durable. */
+  write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }>;
+  /** Commits a transaction (validation and replay against the head). */
+  commitTx(session: string, tx: TxState, opts: WriteOptions): Promise<CommitResult>;
+  /** Called once per published commit, in revision order; returns the unhook. */
+  onCommit(hook: CommitHook): () => void;
+}
+
+/**
+ * A session whose maker ends it: a server or XenStore connection, whose
+ * socket vanishing is the session's death (its locks go to the next holder
+ * with ownerDied), not a clean close.
+ */
+export interface OwnedSession extends Session {
+  end(died: boolean): Promise<void>;
+}
