@@ -103,8 +103,7 @@ export function writeReport(root: string, available: readonly string[]): string 
   out.push('Every figure below was printed by `npm run bench` and recorded in `bench/results/<date>-<workload>.json` with the machine it ran on.',
     'Peers (etcd, Redis, lmdb-js) are measured in the same run, on the same machine, against the same loopback address, and each',
     'comparison prints the ratio **latchkey / peer** beside the figure: above 1× means latchkey is higher (better for throughput,',
-    'worse for latency and time). A peer that is not installed is shown as "not installed", never left out. A latchkey figure that',
-    'needs a layer not merged yet reads "pending" and names the layer.', '');
+    'worse for latency and time). A peer that is not installed is shown as "not installed", never left out.', '');
   out.push('## How to reproduce', '');
   out.push('```sh', 'npm install', 'sudo npm run bench:setup        # Debian: apt-get install etcd-server redis-server', 'npm run bench                    # every workload, full sizes, with peers; rewrites this page',
     'npm run bench -- compare-durable # one workload (names below)', 'npm run bench -- --quick         # small sizes, latchkey only (what CI runs)',

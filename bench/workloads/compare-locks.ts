@@ -22,7 +22,7 @@ import type { Redis } from 'ioredis';
 import type { Session, Store } from '../../src/api.js';
 import { open } from '../../src/index.js';
 import { type EtcdPeer, EtcdSession, etcdLock, startEtcd, waitDeleted } from '../peers/etcd.js';
-import { type LatchkeyServerPeer, locksAvailable, startLatchkeyServer } from '../peers/latchkey.js';
+import { type LatchkeyServerPeer, startLatchkeyServer } from '../peers/latchkey.js';
 import { isMissing, type Missing, sleep } from '../peers/peer.js';
 import { REDIS_LOCK_POLL_MS, type RedisPeer, redisLock, startRedis } from '../peers/redis.js';
 import { type BenchOptions, type Cell, note, peerInfo, percentile, progress, ratio, table } from '../util.js';
@@ -298,11 +298,9 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
   const columns: { name: string; sys: System | Missing }[] = [];
 
   const store = await open();
-  const locks = await locksAvailable(store);
-  columns.push({ name: 'latchkey (embedded)', sys: locks === true ? embeddedSystem(store) : locks });
+  columns.push({ name: 'latchkey (embedded)', sys: embeddedSystem(store) });
   const server = o.quick ? skipped : await startLatchkeyServer();
-  if (isMissing(server) || locks !== true) columns.push({ name: 'latchkey (remote)', sys: isMissing(server) ? server : locks as Missing });
-  else columns.push({ name: 'latchkey (remote)', sys: remoteSystem(server) });
+  columns.push({ name: 'latchkey (remote)', sys: isMissing(server) ? server : remoteSystem(server) });
   const etcd = o.quick ? skipped : await startEtcd();
   if (!isMissing(etcd)) peerInfo('etcd', etcd.version, [...etcd.settings, `locks: concurrency-recipe mutex, session lease TTL 10 s (death-to-grant: ${ETCD_TTL_S} s)`]);
   columns.push({ name: 'etcd', sys: isMissing(etcd) ? etcd : etcdSystem(etcd) });

@@ -17,7 +17,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Store } from '../../src/api.js';
-import { LatchkeyError } from '../../src/core/errors.js';
 import { open } from '../../src/engine/open.js';
 import { connect, type RemoteStore } from '../../src/client/store.js';
 import { type BenchOptions, now, percentile, table } from '../util.js';
@@ -196,16 +195,6 @@ async function latency(s: Store, n: number, op: (i: number) => Promise<unknown>)
   return { p50: percentile(xs, 50) * 1000, p99: percentile(xs, 99) * 1000 };
 }
 
-async function locksAvailable(s: Store): Promise<boolean> {
-  try {
-    await (await s.lock('/__probe')).release();
-    return true;
-  } catch (e) {
-    if (LatchkeyError.is(e, 'INTERNAL') && /not implemented/.test(e.message)) return false;
-    throw e;
-  }
-}
-
 export default async function remote(o: BenchOptions): Promise<void> {
   const ms = o.quick ? 300 : 2000;
   const keys = 10_000;
@@ -272,13 +261,9 @@ export default async function remote(o: BenchOptions): Promise<void> {
     table('300 parallel VM start/shutdowns over the Unix socket (in-memory server)', ['run', 'seconds', 'transactions', 'validations', 'replays', 'CONFLICTs returned', 'retries'], vmRows);
 
     const s = await connect(srv.unix);
-    if (!(await locksAvailable(s))) {
-      console.log('\n(locks are not in this build: lock round trip, handoff, death-to-grant and herd figures are not measured)');
-    } else {
-      const rt = await latency(s, o.quick ? 500 : 5000, async () => (await s.lock('/lk/uncontended')).release());
-      table('lock round trip, uncontended (acquire + release, one process, µs)', ['p50', 'p99'], [[rt.p50, rt.p99]]);
-      await lockBenches(s, srv.unix, o.quick);
-    }
+    const rt = await latency(s, o.quick ? 500 : 5000, async () => (await s.lock('/lk/uncontended')).release());
+    table('lock round trip, uncontended (acquire + release, one process, µs)', ['p50', 'p99'], [[rt.p50, rt.p99]]);
+    await lockBenches(s, srv.unix, o.quick);
     await s.close();
   } finally {
     await srv.stop();

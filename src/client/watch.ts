@@ -16,6 +16,13 @@ export class RemoteWatch implements AsyncIterableIterator<WatchEvent>, LinkFollo
   private handle = 0;
   /** The next revision this watch must deliver (where it resumes after a loss). */
   private nextRev: number | undefined;
+  /**
+   * For a watch from "now" whose first reply has not arrived: the revision it
+   * asked for, as far as the client can tell (one past the newest revision
+   * it had heard of when it asked; the server's "now" was at least that). A
+   * link lost before the reply resumes from here, never from a later "now".
+   */
+  private askedFrom: number | undefined;
   private endError: LatchkeyError | undefined;
   private done = false;
   private waiter: (() => void) | undefined;
@@ -65,7 +72,9 @@ export class RemoteWatch implements AsyncIterableIterator<WatchEvent>, LinkFollo
     this.conn.attach(handle, this);
     const a: Args<'watch'> = { watch: handle, path: this.path };
     if (this.options.recursive !== undefined) a.recursive = this.options.recursive;
-    if (this.nextRev !== undefined) a.fromRevision = this.nextRev;
+    const from = this.nextRev ?? this.askedFrom;
+    if (from !== undefined) a.fromRevision = from;
+    else this.askedFrom = this.conn.revision + 1;
     link.request('watch', a).then((r) => {
       if (this.handle === handle) this.nextRev ??= r.revision;
     }, (e: unknown) => {

@@ -12,6 +12,7 @@ export const ErrorCodes = [
   'CONFLICT', 'LOCKED', 'DEADLOCK', 'TIMEOUT', 'ABORTED', 'LOCK_LOST',
   'SESSION_EXPIRED', 'QUOTA', 'TOO_LARGE', 'PERMISSION', 'AUTH', 'CLOSED',
   'CONNECTION_LOST', 'PROTOCOL', 'CORRUPT', 'READ_ONLY', 'IO', 'INTERNAL',
+  'COMPACTED', 'BUSY',
 ] as const;
 
 export type ErrorCode = typeof ErrorCodes[number];

@@ -25,7 +25,19 @@ export interface CreateOptions {
   owner?: string;
   /** Append a zero-padded, monotonically increasing counter to the name. */
   sequential?: boolean;
+  /**
+   * The number a sequential create uses, reserved beforehand (a transaction
+   * reserves it when the create runs, so replay at commit makes the same
+   * name and concurrent creators never conflict). Internal: never from the wire.
+   */
+  seqNumber?: number;
 }
+
+/**
+ * Chooses the number of a sequential child of `parent` whose counter (in the
+ * workspace's view) is `seen`; the engine reserves it so no one else gets it.
+ */
+export type Sequencer = (parent: string, seen: number) => number;
 
 export interface DeleteOptions {
   recursive?: boolean;
@@ -69,7 +81,7 @@ function checkCount(name: string, v: number | undefined): void {
 export class Workspace {
   readonly mutations: Mutation[] = [];
 
-  constructor(public root: Node, readonly rev: number) {}
+  constructor(public root: Node, readonly rev: number, private readonly sequencer?: Sequencer) {}
 
   get(path: string): Node | undefined {
     return lookup(this.root, parsePath(path));
@@ -129,11 +141,13 @@ export class Workspace {
   /** Returns the path created (which differs from `path` when sequential). */
   create(path: string, value: Uint8Array, o: CreateOptions = {}): string {
     let segs = parsePath(path);
+    checkCount('seqNumber', o.seqNumber);
     if (segs.length === 0) throw new LatchkeyError('EXISTS', 'the root always exists', { path });
     if (o.sequential) {
       const parentSegs = segs.slice(0, -1);
       const parent = lookup(this.root, parentSegs);
-      const n = parent?.seq ?? 0;
+      const seen = parent?.seq ?? 0;
+      const n = o.seqNumber ?? (this.sequencer === undefined ? seen : this.sequencer(joinPath(parentSegs, parentSegs.length), seen));
       path = path + String(n).padStart(SEQUENTIAL_DIGITS, '0');
       segs = parsePath(path);
     }

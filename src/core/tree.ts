@@ -103,10 +103,23 @@ export function putNode(root: Node, segs: readonly string[], rev: number, value:
       : mkNode(value, old.createRev, rev, old.version + 1, old.childrenRev, old.children, old.ephemeralOwner, old.seq, old.size, old.perms);
     return withChildren(parent, parent.children.set(name, node),
       old === undefined ? rev : parent.childrenRev,
-      seq ? parent.seq + 1 : parent.seq,
+      seq ? nextSeq(parent.seq, name) : parent.seq,
       old === undefined ? parent.size + 1 : parent.size);
   });
 }
+
+/**
+ * The parent's counter after a sequential child `name` was created: past
+ * the number the name ends with. Numbers are reserved (engine) and may
+ * commit out of order, so the counter is a maximum, not a count; a log
+ * written when it was a count (number = counter) replays the same.
+ */
+export function nextSeq(seq: number, name: string): number {
+  const n = Number(name.slice(-SEQ_DIGITS));
+  return Number.isSafeInteger(n) && name.length >= SEQ_DIGITS ? Math.max(seq, n + 1) : seq + 1;
+}
+
+const SEQ_DIGITS = 10;
 
 export function removeNode(root: Node, segs: readonly string[], rev: number): Node {
   assert(segs.length > 0, 'cannot remove the root');

@@ -188,7 +188,7 @@ export class WatchRegistry {
     }
     let from = fromRevision === undefined ? this.head + 1 : Math.max(1, fromRevision);
     if (from < this.oldest) {
-      throw new LatchkeyError('NOT_FOUND', `watch: revision ${from} is compacted; the history window starts at ${this.oldest}`, {
+      throw new LatchkeyError('COMPACTED', `watch: revision ${from} is compacted; the history window starts at ${this.oldest}`, {
         path, info: { compacted: true, oldestRevision: this.oldest, fromRevision: from },
       });
     }
@@ -259,7 +259,26 @@ export class WatchRegistry {
     for (const [w, evs] of byWatcher) w.sink.deliver(rev, evs);
   }
 
-  private remember(rev: number, mutations: readonly Mutation[], before: Node): void {
+  /**
+   * Refills the history window with commits that precede the registry's
+   * head (the log tail recovery replayed), before any watcher subscribes.
+   * They must be contiguous and end at the head; `before` is needed only
+   * for commits with deletes or perms changes. The window's bounds apply.
+   */
+  recall(commits: ReadonlyArray<{ readonly rev: number; readonly mutations: readonly Mutation[]; readonly before: Node | undefined }>): void {
+    if (commits.length === 0) return;
+    assert(this.watchers === 0 && this.history.length === this.historyHead, 'watch registry: recall into a used registry');
+    assert(commits[commits.length - 1]!.rev === this.head, `watch registry: recalled commits end at ${commits[commits.length - 1]!.rev}, head is ${this.head}`);
+    this.oldest = commits[0]!.rev;
+    for (let i = 0; i < commits.length; i++) {
+      const c = commits[i]!;
+      assert(c.rev === this.oldest + i, `watch registry: recalled commit ${c.rev} out of order`);
+      assert(c.before !== undefined || c.mutations.every((m) => m.op === 'put'), `watch registry: recalled commit ${c.rev} lacks its old root`);
+      this.remember(c.rev, c.mutations, c.before);
+    }
+  }
+
+  private remember(rev: number, mutations: readonly Mutation[], before: Node | undefined): void {
     let events = 0;
     let bytes = 0;
     for (const m of mutations) {
@@ -270,7 +289,7 @@ export class WatchRegistry {
       } else if (m.op === 'perms') {
         events++;
       } else {
-        events += subtreeSize(before, m.path);
+        events += before === undefined ? 1 : subtreeSize(before, m.path);
       }
     }
     const needsBefore = mutations.some((m) => m.op !== 'put');

@@ -58,6 +58,11 @@ class NodeEntry extends BaseEntry {
     return this.node.value.slice();
   }
 
+  /** The stored bytes themselves, not a copy (the server only encodes them). Never to be modified. */
+  get sharedValue(): Uint8Array {
+    return this.node.value;
+  }
+
   get stat(): Stat {
     return (this.statCache ??= statOf(this.node));
   }

@@ -27,6 +27,13 @@ export interface EngineAccess {
   commitTx(session: string, tx: TxState, opts: WriteOptions): Promise<CommitResult>;
   /** Called once per published commit, in revision order; returns the unhook. */
   onCommit(hook: CommitHook): () => void;
+  /**
+   * Installs (undefined: removes) the guard that authorizes every path a
+   * session's commits actually write (the server's grants); it throws to refuse.
+   */
+  guardWrites(session: string, guard: ((path: string) => void) | undefined): void;
+  /** Watchers registered and the history window (counts, for stats and tests). */
+  readonly watches: { readonly size: number; readonly oldestRevision: number };
 }
 
 /**

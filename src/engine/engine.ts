@@ -19,13 +19,15 @@
  */
 import type { CommitResult, StoreStats, WriteOptions } from '../api.js';
 import { BugError, LatchkeyError, assert, storeClosed } from '../core/errors.js';
-import { type WriteOp, Workspace } from '../core/ops.js';
+import { type Sequencer, type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
 import type { WriteTarget } from '../core/lock-table.js';
 import { WatchRegistry } from '../core/watch-registry.js';
 import type { Storage } from '../storage/storage.js';
+import { MAX_RECORD_PAYLOAD } from '../storage/wal.js';
+import { DEFAULT_MAX_COMMIT_BYTES, commitBytes } from '../core/commit-size.js';
 import type { CommitHook, EngineAccess } from './access.js';
 import { type Admission, LockService, NO_ADMISSION } from './locks.js';
 import { CommitPipeline, type Published } from './pipeline.js';
@@ -34,6 +36,12 @@ export interface EngineOptions {
   storage?: Storage;
   /** Largest value accepted, in bytes (default 1 MiB). */
   maxValueBytes?: number;
+  /**
+   * Largest commit accepted, as `commitBytes` measures it (core/commit-size.ts;
+   * default 64 MiB, at most the log reader's record limit, 256 MiB). A larger
+   * commit or transaction fails TOO_LARGE with nothing written.
+   */
+  maxCommitBytes?: number;
 }
 
 export class Engine implements EngineAccess {
@@ -43,11 +51,26 @@ export class Engine implements EngineAccess {
   private pendingRev: number;
   private readonly pipeline: CommitPipeline;
   readonly maxValueBytes: number;
+  readonly maxCommitBytes: number;
   /** The lock table and its waiters; every write and commit is admitted by it (`admit`). */
   readonly locks = new LockService();
   private readonly hooks: CommitHook[] = [];
   /** Watchers and the history window; its history starts with the engine, so a watcher can resume from any recent revision. */
   readonly watches: WatchRegistry;
+  /**
+   * Per-session write guards (the server's grants): each is called with every
+   * path a commit of that session actually writes — a sequential create's
+   * chosen name, auto-created parents — and throws to refuse it.
+   */
+  private readonly writeGuards = new Map<string, (path: string) => void>();
+  /**
+   * Sequence numbers handed out and maybe not committed yet, by parent path:
+   * the next free number (see reserveSeq).
+   */
+  private readonly seqReserved = new Map<string, number>();
+  private seqPruneAt = 4096;
+  /** Plain writes take their sequential numbers from the same reservations as transactions. */
+  private readonly sequencer: Sequencer = (parent, seen) => this.reserveSeq(parent, seen);
   /** Ephemeral nodes by owning session (kept for the pending head). */
   private readonly ephemerals = new Map<string, Set<string>>();
   readOnlyReason: string | undefined;
@@ -63,11 +86,18 @@ export class Engine implements EngineAccess {
     this.visibleRoot = this.pendingRoot = storage?.root ?? emptyRoot();
     this.visibleRev = this.pendingRev = storage?.revision ?? 0;
     this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
+    this.maxCommitBytes = options.maxCommitBytes ?? DEFAULT_MAX_COMMIT_BYTES;
+    if (!Number.isSafeInteger(this.maxCommitBytes) || this.maxCommitBytes < 1024 || this.maxCommitBytes > MAX_RECORD_PAYLOAD) {
+      throw new LatchkeyError('INVALID_ARGUMENT', `maxCommitBytes must be an integer from 1024 to ${MAX_RECORD_PAYLOAD} (the log reader's record limit)`);
+    }
     this.pipeline = new CommitPipeline(storage?.log, {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
     }, this.visibleRev);
     const watches = this.watches = new WatchRegistry(this.visibleRev);
+    // The log tail recovery replayed: a watcher can resume from before the restart.
+    const tail = storage?.takeHistory?.() ?? [];
+    if (tail.length > 0 && tail[tail.length - 1]!.rev === this.visibleRev) watches.recall(tail);
     this.onCommit((c) => watches.publish(c.rev, c.mutations, c.before));
   }
 
@@ -120,8 +150,9 @@ export class Engine implements EngineAccess {
     try {
       this.checkWritable();
       if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
-      ws = new Workspace(this.pendingRoot, this.pendingRev + 1);
+      ws = new Workspace(this.pendingRoot, this.pendingRev + 1, this.sequencer);
       value = fn(ws);
+      this.checkCommit(session, ws.mutations);
     } catch (e) {
       admission.done();
       return this.afterPublished(this.pendingRev, () => { throw e; });
@@ -156,6 +187,58 @@ export class Engine implements EngineAccess {
   private admit(session: string, targets: readonly WriteTarget[], opts: WriteOptions): Admission | Promise<Admission> {
     if (targets.length === 0) return NO_ADMISSION;
     return this.locks.admit(session, targets, opts);
+  }
+
+  /**
+   * Reserves the number of a sequential child of `parent`, like a database
+   * sequence: no one else gets it, whether or not the caller commits. A
+   * transaction reserves when its create runs and replays with that number
+   * at commit, so two transactions each creating their own child of /q
+   * never conflict; a transaction that aborts leaves a gap. `seen` is the
+   * parent's counter in the caller's view. The committed counter is a
+   * maximum (tree.ts `nextSeq`), so it survives a restart; reservations do
+   * not need to (their transactions died with the process).
+   */
+  reserveSeq(parent: string, seen: number): number {
+    const head = lookup(this.pendingRoot, splitSegs(parent))?.seq ?? 0;
+    const n = Math.max(seen, head, this.seqReserved.get(parent) ?? 0);
+    if (!this.seqReserved.has(parent) && this.seqReserved.size >= this.seqPruneAt) {
+      // Forget parents whose reservations have all committed (or been passed by the committed counter).
+      for (const [p, next] of this.seqReserved) if ((lookup(this.pendingRoot, splitSegs(p))?.seq ?? 0) >= next) this.seqReserved.delete(p);
+      this.seqPruneAt = Math.max(4096, 2 * this.seqReserved.size);
+    }
+    this.seqReserved.set(parent, n + 1);
+    return n;
+  }
+
+  /** Installs (or with undefined removes) the guard that authorizes every path `session` writes. */
+  guardWrites(session: string, guard: ((path: string) => void) | undefined): void {
+    if (guard === undefined) this.writeGuards.delete(session);
+    else this.writeGuards.set(session, guard);
+  }
+
+  /** Runs `session`'s write guard over `muts` (from index `from`); throws what it throws. */
+  checkGuard(session: string, muts: readonly Mutation[], from = 0): void {
+    const guard = this.writeGuards.get(session);
+    if (guard === undefined) return;
+    for (let i = from; i < muts.length; i++) guard(muts[i]!.path);
+  }
+
+  /** Everything checked about a commit before it touches the pending head. */
+  private checkCommit(session: string, muts: readonly Mutation[]): void {
+    this.checkGuard(session, muts);
+    this.checkCommitSize(muts);
+  }
+
+  /** TOO_LARGE unless a commit of `muts` is within maxCommitBytes (so its log record is one recovery reads). */
+  checkCommitSize(muts: readonly Mutation[], bytes = commitBytes(muts)): void {
+    if (bytes > this.maxCommitBytes) {
+      throw new LatchkeyError('TOO_LARGE', `commit of ${bytes} bytes (${muts.length} changes); the limit is ${this.maxCommitBytes}`, { info: { size: bytes, limit: this.maxCommitBytes } });
+    }
+  }
+
+  private fenceCheck(session: string, fence: NonNullable<WriteOptions['fence']>): void {
+    this.locks.checkFence(session, fence);
   }
 
   /** Moves the pending head to `ws` and hands the commit to the pipeline. Synchronous up to the returned promise. */
@@ -196,6 +279,7 @@ export class Engine implements EngineAccess {
         replayed = r.replayed;
         if (replayed) this.counters.replays++;
       }
+      this.checkCommit(session, ws.mutations);
     } catch (e) {
       admission.done();
       throw e;
@@ -262,6 +346,7 @@ export class Engine implements EngineAccess {
 
   /** Deletes a dead or closed session's ephemeral nodes in one commit. */
   async endSession(session: string, died: boolean): Promise<void> {
+    this.writeGuards.delete(session);
     this.locks.sessionEnded(session, died);
     const mine = this.ephemerals.get(session);
     this.ephemerals.delete(session);

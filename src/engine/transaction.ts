@@ -6,6 +6,8 @@
 import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { TxState } from '../core/transaction.js';
+import { parentPath, parsePath } from '../core/path.js';
+import { mutationBytes, COMMIT_BASE_BYTES } from '../core/commit-size.js';
 import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
 import { entryOfNode, makeListing } from '../edge/entry.js';
 import { TransactionEdge } from '../edge/session.js';
@@ -22,11 +24,19 @@ export class TransactionImpl extends TransactionEdge {
   state: 'open' | 'committed' | 'aborted' = 'open';
   private abortReason: string | undefined;
   private committing = false;
+  /** The commit-size measure of the workspace's mutations counted so far, and how many were counted. */
+  private bytes = COMMIT_BASE_BYTES;
+  private measured = 0;
 
   constructor(private readonly engine: Engine, private readonly owner: TxOwner) {
     super();
     this.tx = new TxState(engine.visibleRoot, engine.visibleRev);
     engine.openTransactions++;
+  }
+
+  /** Bytes this open transaction holds, roughly: its writes (the commit-size measure) plus 64 per operation recorded. */
+  get footprint(): number {
+    return this.state === 'open' ? this.bytes + this.tx.opCount * 64 : 0;
   }
 
   get snapshotRevision(): number {
@@ -59,22 +69,56 @@ export class TransactionImpl extends TransactionEdge {
   }
 
   protected async _set(path: string, value: Uint8Array, cond: SetConditions): Promise<void> {
-    this.tx.write({ op: 'set', path, value, ...cond });
+    this.written(() => this.tx.write({ op: 'set', path, value, ...cond }));
   }
 
   protected async _create(path: string, value: Uint8Array, flags: CreateFlags): Promise<string> {
-    return this.tx.write({
-      op: 'create', path, value, sequential: flags.sequential === true,
+    const sequential = flags.sequential === true;
+    // A sequential number is reserved now: replay at commit makes the same name (no conflict with other creators).
+    const seqNumber = sequential ? this.reserveSeq(path) : undefined;
+    return this.written(() => this.tx.write({
+      op: 'create', path, value, sequential,
+      ...(seqNumber !== undefined ? { seqNumber } : {}),
       ...(flags.ephemeral ? { owner: this.owner.id } : {}),
-    }) as string;
+    })) as string;
+  }
+
+  private reserveSeq(path: string): number | undefined {
+    if (parsePath(path).length === 0) return undefined; // create('/') fails EXISTS in the workspace
+    const parent = parentPath(path);
+    return this.engine.reserveSeq(parent, this.tx.ws.get(parent)?.seq ?? 0);
   }
 
   protected async _delete(path: string, flags: DeleteFlags): Promise<boolean> {
-    return this.tx.write({ op: 'delete', path, recursive: flags.recursive === true, ifVersion: flags.ifVersion }) as boolean;
+    return this.written(() => this.tx.write({ op: 'delete', path, recursive: flags.recursive === true, ifVersion: flags.ifVersion })) as boolean;
   }
 
   protected async _check(path: string, expect: CheckExpect): Promise<void> {
     this.tx.write({ op: 'check', path, ...expect });
+  }
+
+  /**
+   * Runs a write, then checks the paths it actually wrote against the
+   * session's guard (grants), and measures what it added: a transaction whose changes
+   * already exceed the commit cap can never commit, so it ends here
+   * (TOO_LARGE) instead of growing further in memory.
+   */
+  private written<T>(f: () => T): T {
+    const r = f(); // an operation that throws changed nothing
+    const muts = this.tx.ws.mutations;
+    try {
+      this.engine.checkGuard(this.owner.id, muts, this.measured);
+    } catch (e) {
+      // The write happened in the private workspace: the transaction cannot go on without it.
+      this.finish('aborted', e instanceof LatchkeyError ? e.code : 'error');
+      throw e;
+    }
+    for (; this.measured < muts.length; this.measured++) this.bytes += mutationBytes(muts[this.measured]!);
+    if (this.bytes > this.engine.maxCommitBytes) {
+      this.finish('aborted', 'TOO_LARGE');
+      this.engine.checkCommitSize(muts, this.bytes);
+    }
+    return r;
   }
 
   async commit(options: WriteOptions = {}): Promise<CommitResult> {

@@ -21,6 +21,10 @@ export interface InternalWatchOptions extends WatchOptions {
   maxQueue?: number;
   /** Hand out the stored bytes without copying (the server only encodes them). */
   shareValues?: boolean;
+  /** Only events whose path passes are delivered (the server's grants; a revision left empty is skipped). */
+  filter?: (path: string) => boolean;
+  /** Called after events were queued (the server charges the backlog to its memory budget). */
+  onQueue?: () => void;
 }
 
 export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable {
@@ -33,12 +37,18 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
   private lastRev: number;
   private readonly maxQueue: number;
   private readonly share: boolean;
+  private readonly filter: ((path: string) => boolean) | undefined;
+  private readonly onQueue: (() => void) | undefined;
+  /** Bytes of the paths and values of the events queued. */
+  queuedBytes = 0;
   private readonly onAbort: () => void;
   private readonly signal: AbortSignal | undefined;
 
   constructor(registry: WatchRegistry, path: string, options: InternalWatchOptions) {
     this.maxQueue = options.maxQueue ?? DEFAULT_WATCH_QUEUE;
     this.share = options.shareValues === true;
+    this.filter = options.filter;
+    this.onQueue = options.onQueue;
     this.signal = options.signal;
     this.onAbort = () => this.finish(new LatchkeyError('ABORTED', 'watch aborted', { path, cause: this.signal?.reason }));
     if (this.signal?.aborted) throw new LatchkeyError('ABORTED', 'watch aborted', { path, cause: this.signal.reason });
@@ -61,8 +71,14 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
     return this.queue.length - this.head;
   }
 
-  private deliver(rev: number, evs: WatchEventData[]): void {
+  private deliver(rev: number, all: WatchEventData[]): void {
     if (this.ended !== undefined || this.pendingError !== undefined) return;
+    const filter = this.filter;
+    const evs = filter === undefined ? all : all.filter((e) => filter(e.path));
+    if (evs.length === 0) {
+      this.lastRev = rev;
+      return;
+    }
     if (this.queued > 0 && this.queued + evs.length > this.maxQueue) {
       // Stop here: everything before `rev` is queued, nothing from it on.
       this.sub.cancel();
@@ -76,9 +92,11 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
       const ev: { type: 'put' | 'delete'; path: string; revision: number; value?: Uint8Array } = { type: e.type, path: e.path, revision: e.revision };
       if (e.value !== undefined) ev.value = this.share ? e.value : e.value.slice();
       this.queue.push(ev);
+      this.queuedBytes += e.path.length + (e.value?.length ?? 0);
     }
     this.lastRev = rev;
     this.wake();
+    this.onQueue?.();
   }
 
   private wake(): void {
@@ -94,6 +112,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
     this.ended = error === undefined ? {} : { error };
     this.queue = [];
     this.head = 0;
+    this.queuedBytes = 0;
     this.wake();
   }
 
@@ -107,6 +126,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
         const out = this.head === 0 ? this.queue : this.queue.slice(this.head);
         this.queue = [];
         this.head = 0;
+        this.queuedBytes = 0;
         return out;
       }
       if (this.pendingError !== undefined) {
@@ -126,9 +146,11 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
     for (;;) {
       if (this.queued > 0) {
         const ev = this.queue[this.head++]!;
+        this.queuedBytes -= ev.path.length + (ev.value?.length ?? 0);
         if (this.head === this.queue.length) {
           this.queue = [];
           this.head = 0;
+          this.queuedBytes = 0;
         }
         return { value: ev, done: false };
       }

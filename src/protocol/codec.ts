@@ -32,7 +32,7 @@ const packr = new Packr({ useRecords: false, skipValues: [undefined], encodeUnde
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, copyBuffers: true, int64AsType: 'number' });
 
 export type Decoded<M> =
-  | { readonly type: 'message'; readonly message: M }
+  | { readonly type: 'message'; readonly message: M; /** bytes of the frame body */ readonly size?: number }
   | { readonly type: 'reject'; readonly id: number; readonly error: LatchkeyError }
   | { readonly type: 'fatal'; readonly error: LatchkeyError };
 
@@ -114,6 +114,16 @@ export class Decoder<M> {
           this.fail(out, protocolError('frame body is not one well-formed msgpack value'));
           break;
         }
+        if (shape === 'extension') {
+          // Well framed, so only this request fails (a frame without an id is fatal).
+          const e = protocolError('msgpack extension types are not accepted');
+          if (f.id === 0) {
+            this.fail(out, e);
+            break;
+          }
+          out.push({ type: 'reject', id: f.id, error: e });
+          continue;
+        }
         // Too many values or too deep: the bytes were sound, the message is too big to decode.
         const e = new LatchkeyError('TOO_LARGE', `message ${shape === 'too-deep' ? `nests deeper than ${this.scanLimits.maxDepth}` : `has more than ${this.scanLimits.maxItems} values`}`, { info: { ...this.scanLimits } });
         if (f.id === 0) {
@@ -124,7 +134,7 @@ export class Decoder<M> {
         continue;
       }
       try {
-        out.push({ type: 'message', message: this.parse(f.id, unpackBody(f.body)) });
+        out.push({ type: 'message', message: this.parse(f.id, unpackBody(f.body)), size: f.body.length });
       } catch (e) {
         if (e instanceof Reject) {
           out.push({ type: 'reject', id: e.id, error: e.error });

@@ -16,7 +16,7 @@ export interface Limits {
   readonly maxTransactions: number;
   /** Operations per transaction or multi → QUOTA. */
   readonly maxTxOps: number;
-  /** Locks held or waited for per session → QUOTA. */
+  /** Locks held or waited for per connection, all its sessions together → QUOTA. */
   readonly maxLocks: number;
   /** Watches per connection → QUOTA. */
   readonly maxWatches: number;

@@ -9,7 +9,12 @@
  * cost to read.
  *
  * It checks structure only (lengths, counts, the reserved byte 0xc1, that
- * the body is exactly one value); types are the schemas' business.
+ * the body is exactly one value); types are the schemas' business. One
+ * exception: extension types (fixext, ext 8/16/32) are refused. The
+ * protocol has none, and msgpackr decodes some (a Set, an Error, its
+ * records) by reading further values nested in the extension's payload,
+ * which this scan skips as opaque bytes — values it never counted, at a
+ * depth it never checked.
  */
 
 export interface ScanLimits {
@@ -21,7 +26,7 @@ export interface ScanLimits {
 
 export const DEFAULT_SCAN_LIMITS: ScanLimits = { maxItems: 262_144, maxDepth: 64 };
 
-export type ScanResult = 'ok' | 'malformed' | 'too-many-items' | 'too-deep';
+export type ScanResult = 'ok' | 'malformed' | 'too-many-items' | 'too-deep' | 'extension';
 
 export function scanMsgpack(b: Uint8Array, limits: ScanLimits = DEFAULT_SCAN_LIMITS): ScanResult {
   const end = b.length;
@@ -53,18 +58,13 @@ export function scanMsgpack(b: Uint8Array, limits: ScanLimits = DEFAULT_SCAN_LIM
         case 0xc4: case 0xd9: if (pos + 1 > end) return 'malformed'; skip = b[pos]!; pos += 1; break;
         case 0xc5: case 0xda: if (pos + 2 > end) return 'malformed'; skip = u16(pos); pos += 2; break;
         case 0xc6: case 0xdb: if (pos + 4 > end) return 'malformed'; skip = u32(pos); pos += 4; break;
-        case 0xc7: if (pos + 1 > end) return 'malformed'; skip = b[pos]! + 1; pos += 1; break;
-        case 0xc8: if (pos + 2 > end) return 'malformed'; skip = u16(pos) + 1; pos += 2; break;
-        case 0xc9: if (pos + 4 > end) return 'malformed'; skip = u32(pos) + 1; pos += 4; break;
+        case 0xc7: case 0xc8: case 0xc9: // ext 8/16/32
+        case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: // fixext 1/2/4/8/16
+          return 'extension';
         case 0xca: case 0xce: case 0xd2: skip = 4; break;
         case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
         case 0xcc: case 0xd0: skip = 1; break;
         case 0xcd: case 0xd1: skip = 2; break;
-        case 0xd4: skip = 2; break;
-        case 0xd5: skip = 3; break;
-        case 0xd6: skip = 5; break;
-        case 0xd7: skip = 9; break;
-        case 0xd8: skip = 17; break;
         case 0xdc: if (pos + 2 > end) return 'malformed'; children = u16(pos); pos += 2; break;
         case 0xdd: if (pos + 4 > end) return 'malformed'; children = u32(pos); pos += 4; break;
         case 0xde: if (pos + 2 > end) return 'malformed'; children = u16(pos) * 2; pos += 2; break;

@@ -108,3 +108,21 @@ export function authorize(p: Principal, path: string, need: Access): void {
     throw new LatchkeyError('PERMISSION', `${p.name} may not ${need} ${path}`, { path, info: { need } });
   }
 }
+
+/** True when `p` may read `path` (no throw). */
+export function canRead(p: Principal, path: string): boolean {
+  if (p.grants === undefined) return true;
+  for (const g of p.grants) if (isPrefixPath(g.prefix, path)) return true; // every level includes read
+  return false;
+}
+
+/**
+ * A recursive watch on `path` is allowed when `p` may read `path` or some
+ * node below it; its events are then filtered with `canRead`, so a watch on
+ * an ancestor of a grant sees exactly the granted part.
+ */
+export function authorizeRecursiveWatch(p: Principal, path: string): void {
+  if (p.grants === undefined) return;
+  if (p.grants.some((g) => isPrefixPath(path, g.prefix) || isPrefixPath(g.prefix, path))) return;
+  throw new LatchkeyError('PERMISSION', `${p.name} may not read ${path} or anything below it`, { path, info: { need: 'read' } });
+}

@@ -34,8 +34,16 @@ import {
   PROTOCOL_VERSION, SUPPORTED_VERSIONS, toWireError,
 } from '../protocol/messages.js';
 import { DisposableStack } from '../util/disposable.js';
-import { type AuthTable, type Principal, TRUSTED } from './auth.js';
+import { type AuthTable, type Principal, TRUSTED, authorize } from './auth.js';
+import type { BudgetHolder, MemoryBudget } from './budget.js';
 import { type ConnContext, type LockSlot, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
+
+/** Requests that only free what the connection holds: served even when the server is over its memory budget. */
+const FREEING: ReadonlySet<RequestOp> = new Set<RequestOp>(['commit', 'abort', 'release', 'downgrade', 'unwatch', 'endSession', 'ping']);
+/** Bytes charged per request in flight on top of its body (its objects, its promise). */
+const REQUEST_OVERHEAD = 256;
+/** Bytes charged per event queued on a watch on top of its value. */
+const EVENT_OVERHEAD = 96;
 
 /** Pause reading a client whose unread replies pass this many bytes. */
 const WRITE_HIGH_WATER = 8 * 1024 * 1024;
@@ -53,6 +61,8 @@ export interface ConnectionOptions {
   readonly helloTimeoutMs: number;
   readonly stats: () => Record<string, unknown>;
   readonly closed: (c: Connection) => void;
+  /** The server-wide memory budget this connection is charged against. */
+  readonly budget: MemoryBudget;
 }
 
 interface WatchSlot {
@@ -68,7 +78,7 @@ interface InFlight {
   done: Promise<void> | undefined;
 }
 
-export class Connection implements ConnContext {
+export class Connection implements ConnContext, BudgetHolder {
   readonly store: EmbeddedStore;
   readonly limits: Limits;
   principal: Principal = TRUSTED;
@@ -88,6 +98,15 @@ export class Connection implements ConnContext {
   private readonly helloTimer: NodeJS.Timeout;
   private drainWaiters: Array<() => void> = [];
   private pausedForWrites = false;
+  /** Bytes charged to the budget: in flight, output queued, per transaction, per watch. */
+  private chargedInFlight = 0;
+  private chargedOutput = 0;
+  private readonly chargedTx = new Map<number, number>();
+  private chargedTxTotal = 0;
+  private readonly chargedWatch = new Map<number, number>();
+  private chargedWatchTotal = 0;
+  /** Set once destroy() has credited everything back: later settlements charge nothing. */
+  private budgetReleased = false;
   /**
    * Everything the connection holds, released once, in reverse order of
    * creation, by `release` — the one ending that `destroy` (the socket went)
@@ -145,6 +164,66 @@ export class Connection implements ConnContext {
     }, opts.helloTimeoutMs);
     this.helloTimer.unref();
     owned.defer(() => clearTimeout(this.helloTimer));
+    opts.budget.add(this);
+    owned.defer(() => this.releaseBudget());
+  }
+
+  /** Everything it held is let go: nothing stays charged to the budget. */
+  private releaseBudget(): void {
+    this.charge(-this.charged);
+    this.chargedInFlight = this.chargedOutput = this.chargedTxTotal = this.chargedWatchTotal = 0;
+    this.chargedTx.clear();
+    this.chargedWatch.clear();
+    this.budgetReleased = true;
+    this.opts.budget.remove(this);
+  }
+
+  get charged(): number {
+    return this.chargedInFlight + this.chargedOutput + this.chargedTxTotal + this.chargedWatchTotal;
+  }
+
+  evict(error: LatchkeyError): void {
+    // Its queued replies are what it is evicted for: drop them rather than push them at a peer that does not read.
+    this.out.take();
+    this.fatal(error, 100);
+  }
+
+  private charge(n: number): void {
+    if (n !== 0 && !this.budgetReleased) this.opts.budget.charge(n);
+  }
+
+  watchQueued(handle: number): void {
+    const slot = this.watches.get(handle);
+    if (slot !== undefined) this.syncWatch(handle, slot.w);
+  }
+
+  /** Re-reads what a transaction holds (after each of its requests). */
+  private syncTx(handle: number): void {
+    const slot = this.txs.get(handle);
+    const now = slot === undefined || this.state === 'closed' ? 0 : (slot.tx as { footprint?: number }).footprint ?? 0;
+    const before = this.chargedTx.get(handle) ?? 0;
+    if (now === 0) this.chargedTx.delete(handle);
+    else this.chargedTx.set(handle, now);
+    this.chargedTxTotal += now - before;
+    this.charge(now - before);
+  }
+
+  /** Re-reads the bytes of replies queued (in the batch and on the socket). */
+  private syncOutput(): void {
+    const now = this.state === 'closed' || this.socket.destroyed ? 0 : this.socket.writableLength + this.out.size;
+    const d = now - this.chargedOutput;
+    this.chargedOutput = now;
+    this.charge(d);
+  }
+
+  /** Re-reads the backlog of a watch (events queued, not yet pumped). */
+  private syncWatch(handle: number, w: Watch | undefined): void {
+    const now = w === undefined || this.state === 'closed' ? 0 : w.queuedBytes + w.queued * EVENT_OVERHEAD;
+    const before = this.chargedWatch.get(handle) ?? 0;
+    if (now === 0) this.chargedWatch.delete(handle);
+    else this.chargedWatch.set(handle, now);
+    this.chargedWatchTotal += now - before;
+    this.charge(now - before);
   }
 
   get watchCount(): number {
@@ -184,7 +263,7 @@ export class Connection implements ConnContext {
         continue;
       }
       const m = item.message;
-      if (m.t === 'req') this.request(m);
+      if (m.t === 'req') this.request(m, item.size ?? 0);
       else if (m.t === 'cancel') this.inflight.get(m.id)?.ctl().abort(new LatchkeyError('ABORTED', 'request cancelled by the client'));
       else this.fatal(new LatchkeyError('PROTOCOL', 'hello after the handshake'));
     }
@@ -211,6 +290,7 @@ export class Connection implements ConnContext {
       this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
       return;
     }
+    this.guard(s);
     this.sessions.set(0, s);
     this.greeted = true;
     clearTimeout(this.helloTimer);
@@ -221,11 +301,29 @@ export class Connection implements ConnContext {
     });
   }
 
-  private request(m: RequestMessage): void {
+  private request(m: RequestMessage, size: number): void {
     if (this.inflight.has(m.id)) {
       this.fatal(new LatchkeyError('PROTOCOL', `request id ${m.id} is already in flight`));
       return;
     }
+    if (!FREEING.has(m.op)) {
+      try {
+        this.opts.budget.admit();
+      } catch (e) {
+        this.reply(m.id, undefined, e);
+        return;
+      }
+    }
+    const cost = size + REQUEST_OVERHEAD;
+    this.chargedInFlight += cost;
+    this.charge(cost);
+    if (this.state !== 'open') return; // this request put the server over budget and this connection was the largest
+    const tx = (m.a as { tx?: unknown }).tx;
+    const settled = (): void => {
+      this.chargedInFlight -= cost;
+      this.charge(-cost);
+      if (typeof tx === 'number') this.syncTx(tx);
+    };
     if (this.inflight.size >= this.limits.maxInFlight) {
       this.reply(m.id, undefined, new LatchkeyError('QUOTA', `more than ${this.limits.maxInFlight} requests in flight on this connection`, { info: { limit: this.limits.maxInFlight } }));
       return;
@@ -244,10 +342,12 @@ export class Connection implements ConnContext {
     slot.done = p.then(
       (r) => {
         this.inflight.delete(m.id);
+        settled();
         this.reply(m.id, r, undefined);
       },
       (e: unknown) => {
         this.inflight.delete(m.id);
+        settled();
         this.reply(m.id, undefined, e);
       },
     );
@@ -294,6 +394,9 @@ export class Connection implements ConnContext {
   private write(id: number, body: Uint8Array): void {
     if (this.state === 'closed' || this.socket.destroyed) return;
     this.out.add(id, body);
+    // Charged as it is queued: replies that finish in one tick all wait in the batch until the flush.
+    this.chargedOutput += body.length;
+    this.charge(body.length);
     if (!this.flushQueued) {
       this.flushQueued = true;
       process.nextTick(() => this.flush());
@@ -305,6 +408,7 @@ export class Connection implements ConnContext {
     const bytes = this.out.take();
     if (bytes === undefined || this.socket.destroyed) return;
     this.socket.write(bytes);
+    this.syncOutput();
     if (this.socket.writableLength > WRITE_HIGH_WATER && !this.pausedForWrites) {
       this.pausedForWrites = true;
       this.socket.pause();
@@ -312,6 +416,7 @@ export class Connection implements ConnContext {
   }
 
   private onDrain(): void {
+    this.syncOutput();
     if (this.pausedForWrites) {
       this.pausedForWrites = false;
       if (this.state === 'open') this.socket.resume();
@@ -340,8 +445,21 @@ export class Connection implements ConnContext {
       throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
     }
     const s = this.store.ownedSession(name === undefined ? {} : { name });
+    this.guard(s);
     this.sessions.set(handle, s);
     return s;
+  }
+
+  /**
+   * A scoped principal's sessions are authorized on the paths their commits
+   * actually write, not only on the paths requests name: a sequential
+   * create's chosen name (`/jobs` + counter is a sibling of `/jobs`) and the
+   * parents `set` and `create` make are checked before anything is committed.
+   */
+  private guard(s: { readonly id: string }): void {
+    const p = this.principal;
+    if (p.grants === undefined) return;
+    this.store.internals.guardWrites(s.id, (path) => authorize(p, path, 'write'));
   }
 
   async endSession(handle: number): Promise<void> {
@@ -383,7 +501,9 @@ export class Connection implements ConnContext {
   private async pump(handle: number, w: Watch): Promise<void> {
     try {
       for (;;) {
+        this.syncWatch(handle, w);
         const evs = await w.take();
+        this.syncWatch(handle, w); // taken: what was queued is now output
         if (evs.length === 0 || this.watches.get(handle)?.w !== w || this.state === 'closed') return;
         let batch: WireEvent[] = [];
         let bytes = 0;
@@ -403,9 +523,12 @@ export class Connection implements ConnContext {
         await this.drained();
       }
     } catch (e) {
+      this.syncWatch(handle, undefined);
       if (this.watches.get(handle)?.w !== w) return;
       this.watches.delete(handle);
       this.send(0, { t: 'watchEnd', w: handle, e: toWireError(e) });
+    } finally {
+      this.syncWatch(handle, undefined);
     }
   }
 
@@ -444,7 +567,7 @@ export class Connection implements ConnContext {
   }
 
   /** The stream is broken (or the peer misbehaved): say why, then close this connection, a death for its sessions. */
-  private fatal(error: LatchkeyError): void {
+  private fatal(error: LatchkeyError, lingerMs = 1000): void {
     if (this.state === 'closed') return;
     try {
       this.flush();
@@ -458,7 +581,7 @@ export class Connection implements ConnContext {
     // requests would lose the bye that says why. Do not wait for the peer to close its side: a
     // hostile one might not.
     this.socket.resume();
-    const t = setTimeout(() => this.socket.destroy(), 1000);
+    const t = setTimeout(() => this.socket.destroy(), lingerMs);
     this.socket.once('close', () => clearTimeout(t));
     this.destroy(true, true);
   }

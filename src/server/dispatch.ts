@@ -10,12 +10,13 @@
  */
 import type { Entry, Lock, Session, Transaction } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
+import { parentPath } from '../core/path.js';
 import type { Limits } from '../protocol/limits.js';
 import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js';
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
 import type { EmbeddedStore } from '../engine/store.js';
 import type { Watch } from '../engine/watch.js';
-import { type Access, type Principal, authorize } from './auth.js';
+import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead } from './auth.js';
 
 export interface TxSlot {
   readonly tx: Transaction;
@@ -44,6 +45,8 @@ export interface ConnContext {
   /** Starts pumping a watch's events to the client as pushes. */
   addWatch(handle: number, session: number, w: Watch): void;
   removeWatch(handle: number): boolean;
+  /** A watch's backlog changed (charged to the server's memory budget). */
+  watchQueued(handle: number): void;
   /** The lock is held by the client now: push lockLost if its signal aborts. */
   trackLock(handle: number, session: number, lock: Lock): void;
   serverStats(): Record<string, unknown>;
@@ -69,6 +72,15 @@ export type HandlerTable = { readonly [K in RequestOp]: Handler<K> };
 const none = (): [] => [];
 const readPath = (a: { path: string }): [[string, Access]] => [[a.path, 'read']];
 const writePath = (a: { path: string }): [[string, Access]] => [[a.path, 'write']];
+/**
+ * A sequential create of P writes P + a counter: a sibling of P, any of a
+ * billion names under P's parent. Only a grant covering the parent covers
+ * them all, so that is what it needs (checked before the request runs, so it
+ * does not even wait for a lock outside the grant). The engine's write guard
+ * then checks the path actually written.
+ */
+const createPath = (a: { path: string; sequential?: boolean }): Array<[string, Access]> =>
+  (a.sequential === true ? [[parentPath(a.path), 'write'], [a.path, 'write']] : [[a.path, 'write']]);
 
 /** The server's own value limit (it may be below the store's). */
 function checkValue(c: ConnContext, v: Uint8Array | undefined, path: string): void {
@@ -85,7 +97,9 @@ function txOf(c: ConnContext, handle: number, countOp: boolean): TxSlot {
 }
 
 function wireEntry(e: Entry): WireEntry {
-  return { path: e.path, value: e.value, stat: { ...e.stat }, revision: e.revision };
+  // The stored bytes, not a copy: a reply is encoded at once, and thousands of pipelined gets must not each copy a value first.
+  const value = (e as { sharedValue?: Uint8Array }).sharedValue ?? e.value;
+  return { path: e.path, value, stat: { ...e.stat }, revision: e.revision };
 }
 
 function writeOpts(a: { fence?: number; wait?: boolean }, signal: AbortSignal): { fence?: number; wait?: boolean; signal: AbortSignal } {
@@ -133,7 +147,7 @@ export const handlers: HandlerTable = {
     },
   },
   create: {
-    access: writePath,
+    access: createPath,
     async run(c, { s, a, signal }) {
       checkValue(c, a.value, a.path);
       const o = definedFields(a, CREATE_FLAGS);
@@ -157,7 +171,7 @@ export const handlers: HandlerTable = {
     },
   },
   multi: {
-    access: (a) => a.ops.map((o) => [o.path, o.op === 'check' ? 'read' : 'write'] as const),
+    access: (a) => a.ops.flatMap((o): Array<[string, Access]> => (o.op === 'check' ? [[o.path, 'read']] : o.op === 'create' ? createPath(o) : [[o.path, 'write']])),
     async run(c, { s, a, signal }) {
       if (a.ops.length > c.limits.maxTxOps) {
         throw new LatchkeyError('QUOTA', `multi has ${a.ops.length} operations; the limit is ${c.limits.maxTxOps}`, { info: { limit: c.limits.maxTxOps } });
@@ -240,27 +254,36 @@ export const handlers: HandlerTable = {
       return null;
     },
   },
+  // The lock views show only the paths the principal may read (top is built on lockTable).
   locks: {
-    access: () => [['/', 'read']],
+    access: none,
     async run(c, { s }) {
-      return c.session(s).locks().map((l) => ({ ...l }));
+      return c.session(s).locks().filter((l) => canRead(c.principal, l.path)).map((l) => ({ ...l }));
     },
   },
   lockTable: {
-    access: () => [['/', 'read']],
+    access: none,
     async run(c) {
       const t = c.store.lockTable();
-      return { held: t.held.map((l) => ({ ...l })), waiting: t.waiting.map((w) => ({ ...w })) };
+      const p = c.principal;
+      return { held: t.held.filter((l) => canRead(p, l.path)).map((l) => ({ ...l })), waiting: t.waiting.filter((w) => canRead(p, w.path)).map((w) => ({ ...w })) };
     },
   },
   watch: {
-    access: readPath,
+    // A recursive watch may sit on an ancestor of what the principal may read: checked in run, events filtered.
+    access: (a) => (a.recursive === true ? [] : [[a.path, 'read']]),
     async run(c, { s, a }) {
       c.session(s); // the session must be alive
+      if (a.recursive === true) authorizeRecursiveWatch(c.principal, a.path);
       if (c.watchCount >= c.limits.maxWatches) {
         throw new LatchkeyError('QUOTA', `more than ${c.limits.maxWatches} watches on this connection`, { info: { limit: c.limits.maxWatches } });
       }
-      const o = { ...definedFields(a, ['recursive', 'fromRevision']), maxQueue: c.limits.maxWatchQueue, shareValues: true };
+      const p = c.principal;
+      const o = {
+        ...definedFields(a, ['recursive', 'fromRevision']), maxQueue: c.limits.maxWatchQueue, shareValues: true,
+        onQueue: () => c.watchQueued(a.watch),
+        ...(p.grants !== undefined ? { filter: (path: string) => canRead(p, path) } : {}),
+      };
       const w = c.store.watchInternal(a.path, o);
       c.addWatch(a.watch, s, w);
       return { revision: w.startRevision };
@@ -289,7 +312,8 @@ export const handlers: HandlerTable = {
     },
   },
   stats: {
-    access: () => [['/', 'read']],
+    // Counters only, no paths: any principal may see them (top samples them).
+    access: none,
     async run(c) {
       return { ...c.store.stats(), server: c.serverStats() };
     },

@@ -23,6 +23,7 @@ import { AsyncDisposableStack } from '../util/disposable.js';
 import { encodeServer } from '../protocol/codec.js';
 import { DEFAULT_LIMITS, type Limits } from '../protocol/limits.js';
 import type { AuthTable } from './auth.js';
+import { DEFAULT_MAX_MEMORY, MemoryBudget } from './budget.js';
 import { Connection } from './connection.js';
 
 export interface ServeOptions {
@@ -36,6 +37,12 @@ export interface ServeOptions {
   /** Allow TCP clients without a token; only on a loopback address. */
   insecureLoopback?: boolean;
   limits?: Partial<Limits>;
+  /**
+   * Server-wide memory budget in bytes (default 1 GiB) for what clients make
+   * it hold: requests in flight, open transactions, queued replies, watch
+   * backlogs (budget.ts). Past it the largest holder is closed with BUSY.
+   */
+  maxMemory?: number;
   /** Heartbeat lease of TCP sessions (default 10 s). */
   ttlMs?: number;
   /** Time a new connection has to send its hello (default 10 s), then it is closed. */
@@ -67,9 +74,13 @@ export class LatchkeyServer {
   tcpAddress: { host: string; port: number } | undefined;
   private accepted = 0;
   private refused = 0;
+  readonly budget: MemoryBudget;
 
   private constructor(readonly store: EmbeddedStore, private readonly opts: ServeOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    const max = opts.maxMemory ?? DEFAULT_MAX_MEMORY;
+    if (!Number.isSafeInteger(max) || max < 1024 * 1024) throw new LatchkeyError('INVALID_ARGUMENT', 'serve: maxMemory must be at least 1 MiB');
+    this.budget = new MemoryBudget(max);
     this.owned.defer(() => clearTimeout(this.idleTimer));
   }
 
@@ -165,6 +176,7 @@ export class LatchkeyServer {
       transport,
       helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000,
       stats: () => this.stats(),
+      budget: this.budget,
       closed: (conn) => {
         this.connections.delete(conn);
         this.armIdle();
@@ -190,7 +202,7 @@ export class LatchkeyServer {
   }
 
   stats(): Record<string, unknown> {
-    return { connections: this.connections.size, accepted: this.accepted, refused: this.refused };
+    return { connections: this.connections.size, accepted: this.accepted, refused: this.refused, ...this.budget.stats() };
   }
 
   get connectionCount(): number {

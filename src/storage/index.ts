@@ -18,10 +18,10 @@ import { type Fs, realFs } from './fs.js';
 import { acquireOwnership, type Ownership } from './ownership.js';
 import { recover } from './recovery.js';
 import { writeSnapshot } from './snapshot.js';
-import type { CommitLog, RecoveryStats, Storage, StorageStats } from './storage.js';
+import type { CommitLog, RecoveredCommit, RecoveryStats, Storage, StorageStats } from './storage.js';
 import { Wal } from './wal.js';
 
-export type { CommitLog, Storage } from './storage.js';
+export type { CommitLog, RecoveredCommit, Storage } from './storage.js';
 export { FaultyFs, realFs, type Fault, type Fs } from './fs.js';
 export { repair, type RepairReport } from './repair.js';
 export { verify, type VerifyReport, type VerifyProblem } from './verify.js';
@@ -93,6 +93,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
     });
     const recoveryMs = performance.now() - t0;
     return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, rec.mayHaveEphemerals, {
+      history: rec.history,
       snapshotEveryBytes, snapshotsKept, recoveryMs,
       snapshots: rec.snapshotsKept.map((s) => s.rev),
       recovery: {
@@ -111,6 +112,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
 }
 
 interface Extra {
+  history: RecoveredCommit[] | undefined;
   snapshotEveryBytes: number;
   snapshotsKept: number;
   recoveryMs: number;
@@ -141,6 +143,12 @@ class FileStorage implements DurableStorage {
 
   get log(): CommitLog {
     return this.wal;
+  }
+
+  takeHistory(): readonly RecoveredCommit[] {
+    const h = this.extra.history ?? [];
+    this.extra.history = undefined;
+    return h;
   }
 
   get readOnly(): LatchkeyError | undefined {

@@ -1,91 +1,84 @@
 /**
  * Ownership of a data directory: one engine per directory, across processes.
  *
- * The owner listens on a Linux abstract-namespace Unix socket named after
- * the directory's identity, `\0latchkey/<st_dev>/<st_ino>` (so every path
- * to the same directory — symlinks, bind mounts, relative paths — maps to
- * the same name). Binding is the lock: the kernel lets one socket hold a
- * name, and frees it the moment the holder's process dies, however it dies.
- * There is no lock file to clean up after a crash.
+ * The owner holds an exclusive flock(2) on `DIR/owner.lock`, a file created
+ * mode 0600 inside the directory. Why this mechanism (docs/format.md,
+ * "Data-directory ownership", has the failure modes):
+ *  - Only someone who can open that file can hold the lock: the directory's
+ *    owner (write access to create it, the file's owner to open it). The
+ *    earlier abstract-namespace socket could be bound first by any local
+ *    user in the same network namespace, who then blocked the owner.
+ *  - The kernel releases a flock when the last descriptor of its open file
+ *    description closes, so when the owner dies, however it dies. Nothing
+ *    stale is left to clean up (the file stays; its lock does not).
+ *  - flock locks conflict between open file descriptions, so a second open
+ *    in the same process fails too.
  *
- * A second opener's bind fails with EADDRINUSE; it then connects to the
- * holder, which answers with a line of JSON `{"pid":…}`, and fails with
- * LatchkeyError LOCKED naming that pid. If the connect is refused the holder
- * died in between: the bind is retried.
+ * Node has no flock call. The lock is taken by `flock(1)` (util-linux,
+ * present on every Linux system that has a shell) run as a child with our
+ * descriptor as its fd 3: the lock belongs to the open file description the
+ * child shares with us, so it stays held after the child exits, for as long
+ * as our descriptor is open. The child costs one process start at open.
  *
- * Limits (docs/format.md): Linux only (abstract sockets); processes in
- * different network namespaces (e.g. two containers sharing a volume) do
- * not see each other's abstract sockets; a directory on a network file
- * system shared by two machines is not protected.
- *
- * This file is the one place the storage layer touches node:net, for a
- * local IPC socket only (eslint.config.js allows it here and nowhere else).
+ * The holder writes `{"pid":…}` into the file once it holds the lock; a
+ * second opener that fails to lock reads it and fails with LOCKED naming
+ * that pid.
  */
-import net from 'node:net';
+import { spawn } from 'node:child_process';
+import { constants as fsc } from 'node:fs';
+import { type FileHandle, open as openFile } from 'node:fs/promises';
+import path from 'node:path';
 import { LatchkeyError } from '../core/errors.js';
-import { errnoOf, ioError } from './format.js';
+import { ioError } from './format.js';
 import type { Fs } from './fs.js';
 
+export const OWNER_FILE = 'owner.lock';
+/** flock's exit status when the lock is held elsewhere (its -E option). */
+const BUSY = 75;
+
 export interface Ownership {
-  /** The abstract socket name (with its leading NUL). */
-  readonly name: string;
+  /** The lock file. */
+  readonly file: string;
   release(): Promise<void>;
 }
 
-export function ownershipName(dev: bigint, ino: bigint): string {
-  return `\0latchkey/${dev.toString(16)}/${ino.toString(16)}`;
-}
-
-function listen(name: string): Promise<net.Server> {
+/** Takes the lock on `fh` without waiting: true when held, false when someone else holds it. */
+function tryFlock(fh: FileHandle, file: string): Promise<boolean> {
   return new Promise((resolve, reject) => {
-    const server = net.createServer((sock) => {
-      sock.on('error', () => undefined);
-      sock.end(JSON.stringify({ pid: process.pid }) + '\n');
+    let err = '';
+    const child = spawn('flock', ['--exclusive', '--nonblock', '--conflict-exit-code', String(BUSY), '3'], {
+      stdio: ['ignore', 'ignore', 'pipe', fh.fd],
     });
-    server.once('error', reject);
-    server.listen({ path: name, exclusive: true }, () => {
-      server.off('error', reject);
-      server.on('error', () => undefined);
-      // The socket must not keep a process alive on its own: ownership
-      // lasts as long as the store is open or the process lives.
-      server.unref();
-      resolve(server);
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
+    child.on('error', (e) => reject(ioError(`running flock(1) to lock ${file} (is util-linux installed?)`, file, e)));
+    child.on('exit', (code, signal) => {
+      if (code === 0) resolve(true);
+      else if (code === BUSY) resolve(false);
+      else reject(new LatchkeyError('IO', `flock(1) failed on ${file} (${signal ?? `exit ${code}`}): ${err.trim()}`, { info: { file } }));
     });
   });
 }
 
-/** Asks the current holder who it is. undefined when nobody answers (the holder died meanwhile). */
-function askHolder(name: string): Promise<{ pid: number } | undefined> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ path: name });
-    let data = '';
-    const done = (v: { pid: number } | undefined): void => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(v);
-    };
-    const timer = setTimeout(() => done({ pid: -1 }), 2000);
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      data += d;
-      const nl = data.indexOf('\n');
-      if (nl < 0) return;
+async function holderPid(fh: FileHandle): Promise<number> {
+  // The holder writes its pid right after locking: give it a moment if the file is still empty.
+  for (let i = 0; i < 20; i++) {
+    const { buffer, bytesRead } = await fh.read(Buffer.alloc(256), 0, 256, 0);
+    const text = buffer.subarray(0, bytesRead).toString('utf8');
+    const nl = text.indexOf('\n');
+    if (nl >= 0) {
       try {
-        const v = JSON.parse(data.slice(0, nl)) as { pid?: unknown };
-        done({ pid: typeof v.pid === 'number' ? v.pid : -1 });
+        const v = JSON.parse(text.slice(0, nl)) as { pid?: unknown };
+        if (typeof v.pid === 'number') return v.pid;
       } catch {
-        done({ pid: -1 });
+        return -1;
       }
-    });
-    sock.on('error', (e) => done(errnoOf(e) === 'ECONNREFUSED' ? undefined : { pid: -1 }));
-    sock.on('end', () => done(data === '' ? undefined : { pid: -1 }));
-  });
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return -1;
 }
 
 export async function acquireOwnership(fs: Fs, dir: string): Promise<Ownership> {
-  if (process.platform !== 'linux') {
-    throw new LatchkeyError('INVALID_ARGUMENT', `data directory ownership needs Linux abstract sockets (platform is ${process.platform})`);
-  }
   let st;
   try {
     st = await fs.stat(dir);
@@ -93,27 +86,34 @@ export async function acquireOwnership(fs: Fs, dir: string): Promise<Ownership> 
     throw ioError('opening the data directory', dir, e);
   }
   if (!st.isDirectory()) throw new LatchkeyError('INVALID_ARGUMENT', `${dir} is not a directory`);
-  const name = ownershipName(st.dev, st.ino);
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const server = await listen(name);
-      let released = false;
-      return {
-        name,
-        release: async () => {
-          if (released) return;
-          released = true;
-          await new Promise<void>((resolve) => server.close(() => resolve()));
-        },
-      };
-    } catch (e) {
-      if (errnoOf(e) !== 'EADDRINUSE') throw ioError('claiming the data directory', dir, e);
-    }
-    const holder = await askHolder(name);
-    if (holder !== undefined) {
-      const who = holder.pid >= 0 ? `process ${holder.pid}${holder.pid === process.pid ? ' (this process)' : ''}` : 'another process (it did not say its pid)';
-      throw new LatchkeyError('LOCKED', `data directory ${dir} is already open by ${who}`, { info: { dir, pid: holder.pid } });
-    }
-    if (attempt >= 5) throw new LatchkeyError('LOCKED', `data directory ${dir} is held by a process that does not answer`, { info: { dir } });
+  const file = path.join(dir, OWNER_FILE);
+  let fh: FileHandle;
+  try {
+    // O_NOFOLLOW: a symlink planted in the directory must not redirect the lock elsewhere.
+    fh = await openFile(file, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+  } catch (e) {
+    throw ioError('opening the data directory\'s lock file', file, e);
   }
+  try {
+    if (!(await tryFlock(fh, file))) {
+      const pid = await holderPid(fh);
+      const who = pid >= 0 ? `process ${pid}${pid === process.pid ? ' (this process)' : ''}` : 'another process (it did not say its pid)';
+      throw new LatchkeyError('LOCKED', `data directory ${dir} is already open by ${who}`, { info: { dir, pid } });
+    }
+    await fh.truncate(0);
+    await fh.write(JSON.stringify({ pid: process.pid }) + '\n', 0);
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+  let released = false;
+  return {
+    file,
+    release: async () => {
+      if (released) return;
+      released = true;
+      // Closing the last descriptor of the open file description releases the lock.
+      await fh.close();
+    },
+  };
 }

@@ -29,6 +29,7 @@ import { BugError, LatchkeyError } from '../core/errors.js';
 import { type Mutation, type Node, applyMutations, emptyRoot } from '../core/tree.js';
 import { corrupt, errnoOf, ioError, parseSegmentName, parseSnapshotName } from './format.js';
 import type { Fs } from './fs.js';
+import type { RecoveredCommit } from './storage.js';
 import { readSnapshot } from './snapshot.js';
 import { type SegmentRef, decodeMutations, scanSegment } from './wal.js';
 
@@ -173,6 +174,8 @@ export interface Recovered {
   /** False when no node can have an ephemeral owner (none in the snapshot, none created by the log). */
   readonly mayHaveEphemerals: boolean;
   readonly snapshotsKept: { name: string; rev: number }[];
+  /** The commits replayed after the snapshot, for the watch history window. */
+  readonly history: RecoveredCommit[];
 }
 
 function where(p: LogProblem): string {
@@ -224,10 +227,17 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
     }
   }
 
+  const history: RecoveredCommit[] = [];
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
+    const before = root;
+    const mutations: Mutation[] = [];
+    let needsBefore = false;
     root = replayRecord(root, rev, payload, at, (m) => {
-      if (m.op === 'put' && m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
+      mutations.push(m);
+      if (m.op !== 'put') needsBefore = true;
+      else if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
     });
+    history.push({ rev, mutations, before: needsBefore ? before : undefined });
   }, false);
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';
   if (walk.problem) throw logCorrupt(walk.problem, lostSnapshot);
@@ -276,5 +286,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
     root, revision, snapshot, segments, activeSize,
     torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
     damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, mayHaveEphemerals, snapshotsKept: snaps,
+    // A torn or dropped tail is not in walk.reach; neither is it here.
+    history: history.filter((c) => c.rev <= revision),
   };
 }

@@ -24,6 +24,14 @@ export interface CommitLog {
   readonly bytesSinceSnapshot: number;
 }
 
+/** A commit replayed from the log at open, for the watch history window. */
+export interface RecoveredCommit {
+  readonly rev: number;
+  readonly mutations: readonly Mutation[];
+  /** The root before the commit; kept only when its events need it (deletes, perms changes). */
+  readonly before: Node | undefined;
+}
+
 /** The write-ahead log's counters. */
 export interface WalStats {
   records: number;
@@ -69,6 +77,12 @@ export interface Storage {
   /** Writes a snapshot of `root` (durable state at `rev`) while commits continue; then drops covered log. */
   snapshot(root: Node, rev: number): Promise<void>;
   stats(): StorageStats;
+  /**
+   * The commits recovery replayed after its snapshot, in order, ending at
+   * `revision`; handed over once (the store's watch history starts with
+   * them, so watchers resume across a restart), then forgotten here.
+   */
+  takeHistory?(): readonly RecoveredCommit[];
   /** Flushes and releases the directory (ownership included). */
   close(): Promise<void>;
 }

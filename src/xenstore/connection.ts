@@ -1,6 +1,8 @@
 /**
  * One XenStore client connection: a latchkey session, its transactions and
- * watches, and the ordering of its requests.
+ * watches, and the ordering of its requests. It belongs to a domain (dom0
+ * for the Unix socket, a guest for its per-domain transport) and speaks
+ * through an `XsTransport`, so the same code would serve a shared ring.
  *
  * Ordering. xenstored answers a connection's requests in the order received
  * and each request sees the effects of the ones before it. Requests are
@@ -16,14 +18,14 @@
  * closes the connection too, so memory stays bounded. Bad requests get
  * ERROR replies. Nothing a client sends can throw into the event loop.
  *
- * End. However the socket ends, the session ends: open transactions are
- * dropped, watches removed, and latchkey locks and ephemeral nodes of the
- * session released.
+ * End. However the transport ends (or the domain is released), the session
+ * ends: open transactions are dropped, watches removed, and latchkey locks
+ * and ephemeral nodes of the session released.
  */
-import type { Socket } from 'node:net';
-import type { TxState } from '../core/transaction.js';
 import type { EngineAccess, OwnedSession } from '../engine/access.js';
-import { type XsConnectionContext, handlers } from './dispatch.js';
+import { type DomainControl, type XsConnectionContext, type XsTx, dropAll, handlers } from './dispatch.js';
+import type { XsDomain } from './domains.js';
+import type { XsTransport } from './transport.js';
 import { toErrno, xsError } from './errno.js';
 import type { XenstoreLimits } from './limits.js';
 import type { WatchHub, XsWatch } from './watches.js';
@@ -35,15 +37,15 @@ export interface ConnectionHost {
   readonly engine: EngineAccess;
   readonly hub: WatchHub;
   readonly limits: XenstoreLimits;
+  readonly domains: DomainControl;
   newTxId(): number;
   log(message: string): void;
   closed(conn: XsConnection): void;
 }
 
 export class XsConnection implements XsConnectionContext {
-  readonly txs = new Map<number, TxState>();
+  readonly txs = new Map<number, XsTx>();
   readonly watches = new Map<string, XsWatch>();
-  readonly domid = 0;
   private readonly decoder: XsDecoder;
   private readonly queue: XsPacket[] = [];
   private queueHead = 0;
@@ -60,14 +62,23 @@ export class XsConnection implements XsConnectionContext {
   errors = 0;
   events = 0;
 
-  constructor(private readonly socket: Socket, private readonly session: OwnedSession, private readonly host: ConnectionHost) {
+  constructor(
+    private readonly transport: XsTransport,
+    private readonly session: OwnedSession,
+    private readonly host: ConnectionHost,
+    readonly domain: XsDomain,
+  ) {
     this.decoder = new XsDecoder(host.limits.maxPayload);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', () => { /* 'close' follows; a reset is not our error */ });
-    socket.on('close', () => this.end());
-    socket.on('drain', () => this.maybeResume());
+    domain.members.add(this);
+    transport.start({
+      data: (chunk) => this.onData(chunk),
+      close: () => this.end(),
+      drain: () => this.maybeResume(),
+    });
   }
 
+  get requester(): XsDomain { return this.domain; }
+  get domains(): DomainControl { return this.host.domains; }
   get engine(): EngineAccess { return this.host.engine; }
   get hub(): WatchHub { return this.host.hub; }
   get limits(): XenstoreLimits { return this.host.limits; }
@@ -79,7 +90,7 @@ export class XsConnection implements XsConnectionContext {
     return this.queue.length - this.queueHead;
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Uint8Array): void {
     if (this.ended) return;
     this.decoder.push(chunk);
     for (;;) {
@@ -94,7 +105,7 @@ export class XsConnection implements XsConnectionContext {
     }
     if (this.queued >= this.limits.maxOutstanding && !this.paused) {
       this.paused = true;
-      this.socket.pause();
+      this.transport.pause();
     }
     this.pump();
   }
@@ -193,15 +204,15 @@ export class XsConnection implements XsConnectionContext {
     const bytes = this.outBytes;
     this.out = [];
     this.outBytes = 0;
-    const unread = bytes + this.socket.writableLength;
+    const unread = bytes + this.transport.pendingBytes;
     if (unread > this.limits.maxQueuedOutputBytes) {
       this.overflow(unread);
       return;
     }
-    if (!this.socket.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes)) && !this.paused) {
+    if (!this.transport.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes)) && !this.paused) {
       // The client is not reading its replies: stop reading its requests until it does ('drain').
       this.paused = true;
-      this.socket.pause();
+      this.transport.pause();
     }
   }
 
@@ -217,15 +228,15 @@ export class XsConnection implements XsConnectionContext {
 
   private maybeResume(): void {
     if (!this.paused || this.ended) return;
-    if (this.queued < this.limits.maxOutstanding / 2 && !this.socket.writableNeedDrain) {
+    if (this.queued < this.limits.maxOutstanding / 2 && !this.transport.needsDrain) {
       this.paused = false;
-      this.socket.resume();
+      this.transport.resume();
     }
   }
 
   /** Closes this connection only (bad input, or a client that stopped reading). */
   destroy(): void {
-    this.socket.destroy();
+    this.transport.destroy();
     this.end();
   }
 
@@ -235,12 +246,8 @@ export class XsConnection implements XsConnectionContext {
     this.out = [];
     this.queue.length = 0;
     this.queueHead = 0;
-    for (const w of this.watches.values()) this.hub.remove(w);
-    this.watches.clear();
-    for (const id of [...this.txs.keys()]) {
-      this.txs.delete(id);
-      this.engine.openTransactions--;
-    }
+    dropAll(this);
+    this.domain.members.delete(this);
     // A connection that vanishes is a session that died (its locks go to the next holder with ownerDied).
     const done = this.session.end(true);
     done.catch(() => {}).finally(() => this.host.closed(this));

@@ -11,6 +11,13 @@
  * runs on its TxState; TRANSACTION_END commits it with the engine's precise
  * validation and replay, and only a replay whose responses differ becomes
  * EAGAIN.
+ *
+ * Every handler acts for the connection's domain (`c.domain`): permissions
+ * and quotas are checked in ops.ts and here, privileged callers (dom0 and
+ * domains targeting it) bypass both, as in oxenstored. Permission checks
+ * made inside a transaction are checked again against the head at
+ * TRANSACTION_END (EAGAIN when one no longer passes): the engine's replay
+ * compares values, not permissions.
  */
 import { TxState } from '../core/transaction.js';
 import type { WriteTarget } from '../core/lock-table.js';
@@ -21,23 +28,52 @@ import { parsePath } from '../core/path.js';
 import { xsError } from './errno.js';
 import type { XenstoreLimits } from './limits.js';
 import {
-  type XsTarget, rootTarget, txTarget, workspaceTarget,
+  type Need, type XsCaller, type XsTarget, allowed, rootTarget, txTarget, workspaceTarget,
   xsDirectory, xsGetPerms, xsMkdir, xsRead, xsRm, xsSetPerms, xsWrite,
 } from './ops.js';
 import { homeOf, isSpecialPath, parseDomid, parsePerms, resolvePath } from './paths.js';
-import type { WatchHub, XsWatch } from './watches.js';
+import type { XsDomain } from './domains.js';
+import { isPrivileged } from './perms.js';
+import type { WatchEventSink, WatchHub, XsWatch } from './watches.js';
 import {
   PAYLOAD_MAX, type XsPacket, type XsTypeName, nulTerminated, splitFirst, splitStrings, utf8,
 } from './wire.js';
 
-/** What a handler may use of its connection. */
-export interface XsConnectionContext {
+/** An open XenStore transaction: the engine's state plus what XenStore needs around it. */
+export interface XsTx {
+  readonly state: TxState;
+  /** Permission checks that passed, re-checked against the head at TRANSACTION_END. */
+  readonly checks: Array<[path: string, need: Need]>;
+  /** Nodes this transaction creates for its domain (the entry quota counts them before commit). */
+  created: number;
+  /** Requests made in it (oxenstored's quota-maxrequests). */
+  requests: number;
+}
+
+/** Domain management, shared by all connections of a server (server.ts). */
+export interface DomainControl {
+  domain(domid: number): XsDomain | undefined;
+  /** Entries (nodes) owned by `domid` at the head. */
+  entries(domid: number): number;
+  /** INTRODUCE: creates the domain and its transport; false if it existed (same mfn: the port is updated). */
+  introduce(domid: number, mfn: string, port: number): Promise<boolean>;
+  /** RELEASE: closes the domain's connections and transport, removes what it owned, fires @releaseDomain. */
+  release(domid: number, sessionId: string): Promise<void>;
+  /** CONTROL `watches`: one line per watch of every connection. */
+  describeWatches(): string;
+  /** CONTROL `check`: the consistency check; '' when consistent, else what differs. */
+  check(): string;
+}
+
+/** What a handler may use of its connection (also the sink of its watches). */
+export interface XsConnectionContext extends WatchEventSink {
   readonly engine: EngineAccess;
   readonly sessionId: string;
   readonly limits: XenstoreLimits;
-  /** The connection's domain (0: socket clients are dom0, privileged). */
-  readonly domid: number;
-  readonly txs: Map<number, TxState>;
+  /** The connection's domain (dom0 for the Unix socket: privileged). */
+  readonly domain: XsDomain;
+  readonly domains: DomainControl;
+  readonly txs: Map<number, XsTx>;
   readonly watches: Map<string, XsWatch>;
   readonly hub: WatchHub;
   newTxId(): number;
@@ -53,7 +89,31 @@ type Handler = (c: XsConnectionContext, p: XsPacket) => Reply;
 const OK = nulTerminated(['OK']);
 
 function home(c: XsConnectionContext): string {
-  return homeOf(c.domid);
+  return homeOf(c.domain.domid);
+}
+
+function privileged(c: XsConnectionContext): boolean {
+  return isPrivileged(c.domain);
+}
+
+function requirePrivileged(c: XsConnectionContext): void {
+  if (!privileged(c)) throw xsError('EACCES', 'only dom0 may do this');
+}
+
+/** The permission and quota hooks for one request. */
+function caller(c: XsConnectionContext, tx: XsTx | undefined): XsCaller {
+  return {
+    who: c.domain,
+    reserveEntries(n: number): void {
+      if (privileged(c)) return;
+      const have = c.domains.entries(c.domain.domid) + (tx?.created ?? 0);
+      if (have + n > c.limits.maxEntries) throw xsError('EQUOTA', `domain ${c.domain.domid} would own more than ${c.limits.maxEntries} nodes`);
+      if (tx !== undefined) tx.created += n;
+    },
+    checked(path: string, need: Need): void {
+      if (tx !== undefined && !privileged(c)) tx.checks.push([path, need]);
+    },
+  };
 }
 
 /** The one path argument of READ, MKDIR, RM, … resolved; EINVAL when missing. */
@@ -63,27 +123,29 @@ function pathArg(c: XsConnectionContext, p: XsPacket): string {
   return resolvePath(s, home(c), c.limits).abs;
 }
 
-function txOf(c: XsConnectionContext, p: XsPacket): TxState | undefined {
+function txOf(c: XsConnectionContext, p: XsPacket): XsTx | undefined {
   if (p.txId === 0) return undefined;
   const tx = c.txs.get(p.txId);
   if (tx === undefined) throw xsError('ENOENT', `no transaction ${p.txId}`);
-  if (tx.opCount >= c.limits.maxTransactionOps) throw xsError('EQUOTA', 'too many operations in one transaction');
+  if (!privileged(c) && tx.requests >= c.limits.maxTransactionOps) throw xsError('EQUOTA', 'too many requests in one transaction');
+  tx.requests++;
   return tx;
 }
 
-function readTarget(c: XsConnectionContext, p: XsPacket): XsTarget {
+/** Runs a read on the transaction when there is one, else on the published head. */
+function runRead<T>(c: XsConnectionContext, p: XsPacket, fn: (t: XsTarget, who: XsCaller) => T): T {
   const tx = txOf(c, p);
-  return tx === undefined ? rootTarget(c.engine.visibleRoot) : txTarget(tx);
+  return fn(tx === undefined ? rootTarget(c.engine.visibleRoot) : txTarget(tx.state), caller(c, tx));
 }
 
 /** Runs a write: on the transaction when there is one, else as one commit. */
-function runWrite(c: XsConnectionContext, p: XsPacket, target: WriteTarget, fn: (t: XsTarget) => void): Reply {
+function runWrite(c: XsConnectionContext, p: XsPacket, target: WriteTarget, fn: (t: XsTarget, who: XsCaller) => void): Reply {
   const tx = txOf(c, p);
   if (tx !== undefined) {
-    fn(txTarget(tx));
+    fn(txTarget(tx.state), caller(c, tx));
     return OK;
   }
-  return c.engine.write(c.sessionId, [target], {}, (ws) => fn(workspaceTarget(ws))).then(() => OK);
+  return c.engine.write(c.sessionId, [target], {}, (ws) => fn(workspaceTarget(ws), caller(c, undefined))).then(() => OK);
 }
 
 function checkReplySize(b: Uint8Array): Uint8Array {
@@ -93,17 +155,27 @@ function checkReplySize(b: Uint8Array): Uint8Array {
 
 const enosys: Handler = () => { throw xsError('ENOSYS'); };
 
-const CONTROL_COMMANDS = ['check', 'help', 'print'];
+const CONTROL_COMMANDS = ['check', 'help', 'print', 'quota <domid>', 'watches'];
+
+/** DOMID_SELF: IS_DOMAIN_INTRODUCED answers T for it, as oxenstored. */
+const DOMID_SELF = 0x7ff0;
+
+/** A guest's domid: 1 up to the first reserved id (DOMID_FIRST_RESERVED, 0x7ff0); EINVAL otherwise. */
+function guestDomid(s: string | undefined): number {
+  const d = parseDomid(s);
+  if (d === 0 || d >= DOMID_SELF) throw xsError('EINVAL', `${d} is not a guest domain id`);
+  return d;
+}
 
 export const handlers: Record<XsTypeName, Handler> = {
   READ: (c, p) => {
     const path = pathArg(c, p);
-    return checkReplySize(xsRead(readTarget(c, p), path));
+    return checkReplySize(runRead(c, p, (t, who) => xsRead(t, who, path)));
   },
 
   DIRECTORY: (c, p) => {
     const path = pathArg(c, p);
-    return checkReplySize(nulTerminated(xsDirectory(readTarget(c, p), path)));
+    return checkReplySize(nulTerminated(runRead(c, p, (t, who) => xsDirectory(t, who, path))));
   },
 
   DIRECTORY_PART: (c, p) => {
@@ -111,10 +183,8 @@ export const handlers: Record<XsTypeName, Handler> = {
     const [s, off] = splitStrings(p.payload);
     if (s === undefined || off === undefined || !/^[0-9]{1,10}$/.test(off)) throw xsError('EINVAL', 'DIRECTORY_PART needs a path and an offset');
     const path = resolvePath(s, home(c), c.limits).abs;
-    const t = readTarget(c, p);
-    const names = xsDirectory(t, path);
+    const { names, node } = runRead(c, p, (t, who) => ({ names: xsDirectory(t, who, path), node: lookup(t.root(), parsePath(path)) }));
     // The generation: the directory's childrenRev moves whenever its list of children changes.
-    const node = lookup(t.root(), parsePath(path));
     const gen = utf8(String(node?.childrenRev ?? 0));
     const all = nulTerminated(names);
     const start = Number(off);
@@ -136,7 +206,7 @@ export const handlers: Record<XsTypeName, Handler> = {
 
   GET_PERMS: (c, p) => {
     const path = pathArg(c, p);
-    return checkReplySize(nulTerminated(xsGetPerms(readTarget(c, p), path)));
+    return checkReplySize(nulTerminated(runRead(c, p, (t, who) => xsGetPerms(t, who, path))));
   },
 
   WRITE: (c, p) => {
@@ -145,17 +215,17 @@ export const handlers: Record<XsTypeName, Handler> = {
     const path = resolvePath(parts.first, home(c), c.limits).abs;
     if (parts.rest.length > c.limits.maxValueBytes) throw xsError('E2BIG', `value larger than ${c.limits.maxValueBytes} bytes`);
     const value = parts.rest.slice(); // the tree keeps it: never alias the socket's chunk
-    return runWrite(c, p, targetOf('set', path), (t) => xsWrite(t, path, value));
+    return runWrite(c, p, targetOf('set', path), (t, who) => xsWrite(t, who, path, value));
   },
 
   MKDIR: (c, p) => {
     const path = pathArg(c, p);
-    return runWrite(c, p, targetOf('set', path), (t) => xsMkdir(t, path));
+    return runWrite(c, p, targetOf('set', path), (t, who) => xsMkdir(t, who, path));
   },
 
   RM: (c, p) => {
     const path = pathArg(c, p);
-    return runWrite(c, p, targetOf('delete', path), (t) => xsRm(t, path));
+    return runWrite(c, p, targetOf('delete', path), (t, who) => xsRm(t, who, path));
   },
 
   SET_PERMS: (c, p) => {
@@ -163,7 +233,7 @@ export const handlers: Record<XsTypeName, Handler> = {
     if (s === undefined) throw xsError('EINVAL', 'missing path');
     const path = resolvePath(s, home(c), c.limits).abs;
     const perms = parsePerms(rest);
-    return runWrite(c, p, { path, subtree: false }, (t) => xsSetPerms(t, path, perms));
+    return runWrite(c, p, { path, subtree: false }, (t, who) => xsSetPerms(t, who, path, perms));
   },
 
   WATCH: (c, p) => {
@@ -171,7 +241,7 @@ export const handlers: Record<XsTypeName, Handler> = {
     if (s === undefined || token === undefined) throw xsError('EINVAL', 'WATCH needs a path and a token');
     const key = s + '\0' + token;
     if (c.watches.has(key)) throw xsError('EEXIST', 'watch already set');
-    if (c.watches.size >= c.limits.maxWatches) throw xsError('EQUOTA', `more than ${c.limits.maxWatches} watches`);
+    if (!privileged(c) && c.domain.watches >= c.limits.maxWatches) throw xsError('EQUOTA', `more than ${c.limits.maxWatches} watches`);
     // An event carries a path of up to absPathMax bytes and the token: both must fit in one payload.
     if (utf8(token).length + c.limits.absPathMax + 2 > PAYLOAD_MAX) throw xsError('E2BIG', 'watch token too long');
     let w: XsWatch;
@@ -182,6 +252,7 @@ export const handlers: Record<XsTypeName, Handler> = {
       w = { abs: r.abs, spelled: s, relative: r.relative, home: home(c), token, sink: c };
     }
     c.watches.set(key, w);
+    c.domain.watches++;
     c.hub.add(w);
     // A watch fires once as soon as it is set, with the path as given.
     c.afterReply(() => c.watchEvent(s, token));
@@ -195,22 +266,22 @@ export const handlers: Record<XsTypeName, Handler> = {
     const w = c.watches.get(key);
     if (w === undefined) throw xsError('ENOENT', 'no such watch');
     c.watches.delete(key);
+    c.domain.watches--;
     c.hub.remove(w);
     return OK;
   },
 
   RESET_WATCHES: (c) => {
-    for (const w of c.watches.values()) c.hub.remove(w);
-    c.watches.clear();
-    for (const id of [...c.txs.keys()]) endTx(c, id);
+    dropAll(c);
     return OK;
   },
 
   TRANSACTION_START: (c, p) => {
     if (p.txId !== 0) throw xsError('EINVAL', 'TRANSACTION_START inside a transaction');
-    if (c.txs.size >= c.limits.maxTransactions) throw xsError('EQUOTA', `more than ${c.limits.maxTransactions} open transactions`);
+    if (!privileged(c) && c.domain.transactions >= c.limits.maxTransactions) throw xsError('EQUOTA', `more than ${c.limits.maxTransactions} open transactions`);
     const id = c.newTxId();
-    c.txs.set(id, new TxState(c.engine.visibleRoot, c.engine.visibleRev));
+    c.txs.set(id, { state: new TxState(c.engine.visibleRoot, c.engine.visibleRev), checks: [], created: 0, requests: 0 });
+    c.domain.transactions++;
     c.engine.openTransactions++;
     return nulTerminated([String(id)]);
   },
@@ -222,7 +293,13 @@ export const handlers: Record<XsTypeName, Handler> = {
     if (tx === undefined) throw xsError('ENOENT', `no transaction ${p.txId}`);
     endTx(c, p.txId);
     if (flag === 'F') return OK;
-    return c.engine.commitTx(c.sessionId, tx, {}).then(() => OK);
+    // Permissions are not part of the engine's validation: what was allowed must still be.
+    const head = c.engine.visibleRoot;
+    for (const [path, need] of tx.checks) {
+      const n = lookup(head, parsePath(path));
+      if (n !== undefined && !allowed(c.domain, n.perms, need)) throw xsError('EAGAIN', `${need} access to ${path} was revoked`);
+    }
+    return c.engine.commitTx(c.sessionId, tx.state, {}).then(() => OK);
   },
 
   GET_DOMAIN_PATH: (_c, p) => {
@@ -231,26 +308,67 @@ export const handlers: Record<XsTypeName, Handler> = {
   },
 
   IS_DOMAIN_INTRODUCED: (c, p) => {
-    // No hypervisor: the only domain there is, is the one the clients run in.
+    requirePrivileged(c);
     const domid = parseDomid(splitStrings(p.payload)[0]);
-    return nulTerminated([domid === c.domid ? 'T' : 'F']);
+    return nulTerminated([domid === 0 || domid === DOMID_SELF || c.domains.domain(domid) !== undefined ? 'T' : 'F']);
+  },
+
+  INTRODUCE: (c, p) => {
+    requirePrivileged(c);
+    const [d, mfn, port] = splitStrings(p.payload);
+    const domid = guestDomid(d);
+    if (mfn === undefined || !/^-?[0-9]{1,20}$/.test(mfn)) throw xsError('EINVAL', 'INTRODUCE needs an mfn');
+    if (port === undefined || !/^[0-9]{1,10}$/.test(port)) throw xsError('EINVAL', 'INTRODUCE needs an event channel');
+    return c.domains.introduce(domid, mfn, Number(port)).then(() => OK);
+  },
+
+  RELEASE: (c, p) => {
+    requirePrivileged(c);
+    const domid = guestDomid(splitStrings(p.payload)[0]);
+    if (c.domains.domain(domid) === undefined) throw xsError('EINVAL', `domain ${domid} is not introduced`);
+    return c.domains.release(domid, c.sessionId).then(() => OK);
+  },
+
+  RESUME: (c, p) => {
+    // Re-arms @releaseDomain on shutdown; with no hypervisor reporting shutdowns there is nothing to re-arm.
+    requirePrivileged(c);
+    const domid = guestDomid(splitStrings(p.payload)[0]);
+    if (c.domains.domain(domid) === undefined) throw xsError('EINVAL', `domain ${domid} is not introduced`);
+    return OK;
+  },
+
+  SET_TARGET: (c, p) => {
+    requirePrivileged(c);
+    const [d, t] = splitStrings(p.payload);
+    const dom = c.domains.domain(guestDomid(d));
+    const target = parseDomid(t);
+    if (dom === undefined) throw xsError('ENOENT', 'domain not introduced');
+    dom.target = target;
+    return OK;
   },
 
   CONTROL: (c, p) => {
+    requirePrivileged(c);
     const [cmd, ...args] = splitStrings(p.payload);
     switch (cmd) {
-      case 'check': return OK;
+      case 'check': {
+        const diff = c.domains.check();
+        return nulTerminated([diff === '' ? 'OK' : diff]);
+      }
       case 'help': return nulTerminated([CONTROL_COMMANDS.join('\n') + '\n']);
       case 'print': c.log(`xenstore client: ${args.join(' ')}`); return OK;
+      case 'quota': {
+        const domid = parseDomid(args[0]);
+        const n = c.domains.entries(domid);
+        const known = domid === 0 || c.domains.domain(domid) !== undefined || n > 0;
+        return nulTerminated([known ? `dom${domid} quota: ${n}/${c.limits.maxEntries}` : `dom${domid} quota: not set`]);
+      }
+      case 'watches': return checkReplySize(nulTerminated([c.domains.describeWatches()]));
       default: throw xsError('EINVAL', `unknown CONTROL command ${JSON.stringify(cmd ?? '')}`);
     }
   },
 
-  // Domain management needs a hypervisor; features and quotas are not offered.
-  INTRODUCE: enosys,
-  RELEASE: enosys,
-  RESUME: enosys,
-  SET_TARGET: enosys,
+  // Not offered by oxenstored either (GET/SET_FEATURE and GET/SET_QUOTA are newer C xenstored messages; XS_RESTRICT was removed).
   RESTRICT: enosys,
   GET_FEATURE: enosys,
   SET_FEATURE: enosys,
@@ -262,5 +380,15 @@ export const handlers: Record<XsTypeName, Handler> = {
 };
 
 function endTx(c: XsConnectionContext, id: number): void {
-  if (c.txs.delete(id)) c.engine.openTransactions--;
+  if (!c.txs.delete(id)) return;
+  c.engine.openTransactions--;
+  c.domain.transactions--;
+}
+
+/** Drops every watch and transaction of a connection (RESET_WATCHES, and the connection's end). */
+export function dropAll(c: XsConnectionContext): void {
+  for (const w of c.watches.values()) c.hub.remove(w);
+  c.domain.watches -= c.watches.size;
+  c.watches.clear();
+  for (const id of [...c.txs.keys()]) endTx(c, id);
 }

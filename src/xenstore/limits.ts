@@ -1,7 +1,15 @@
 /**
- * Per-connection limits of the XenStore adapter. Defaults follow oxenstored's
- * (quota-maxsize 2048, 10 transactions, 128 watches, 1,024 outstanding
- * requests); every one is configurable through startXenstoreServer.
+ * Limits of the XenStore adapter. Defaults follow oxenstored's
+ * (oxenstored.conf: quota-maxentity 1000, quota-maxsize 2048,
+ * quota-transaction 10, quota-maxrequests 1024, quota-maxwatch 100,
+ * quota-maxoutstanding 1024); every one is configurable through
+ * startXenstoreServer.
+ *
+ * The quotas — entries, transactions, requests per transaction, watches —
+ * apply to unprivileged domains only, counted per domain over all its
+ * connections; dom0 (every Unix-socket connection) is exempt, as in
+ * oxenstored. The value size, path, payload and flow-control bounds apply
+ * to everyone.
  */
 import { invalidArgument } from '../core/errors.js';
 import { DEFAULT_PATH_LIMITS, type PathLimits } from './paths.js';
@@ -10,17 +18,21 @@ import { PAYLOAD_MAX } from './wire.js';
 export interface XenstoreLimits extends PathLimits {
   /** Largest value WRITE accepts, in bytes (E2BIG beyond). */
   readonly maxValueBytes: number;
-  /** Open transactions per connection (EQUOTA beyond). */
+  /** Nodes an unprivileged domain may own (EQUOTA beyond). */
+  readonly maxEntries: number;
+  /** Open transactions of an unprivileged domain (EQUOTA beyond). */
   readonly maxTransactions: number;
-  /** Requests recorded in one transaction (EQUOTA beyond). */
+  /** Requests recorded in one transaction of an unprivileged domain (EQUOTA beyond). */
   readonly maxTransactionOps: number;
-  /** Watches per connection (EQUOTA beyond). */
+  /** Watches of an unprivileged domain (EQUOTA beyond). */
   readonly maxWatches: number;
+  /** Simultaneous connections of one guest domain through its transport; more are closed at once. */
+  readonly maxDomainConnections: number;
   /** Requests received and not yet answered; reading from the socket pauses at this many. */
   readonly maxOutstanding: number;
   /** Output (replies and watch events) a client has not read; beyond it the connection is closed. */
   readonly maxQueuedOutputBytes: number;
-  /** Simultaneous connections; more are closed at once. */
+  /** Simultaneous connections on the dom0 socket; more are closed at once. */
   readonly maxConnections: number;
   /** Largest payload accepted (XENSTORE_PAYLOAD_MAX); a bigger header closes the connection. */
   readonly maxPayload: number;
@@ -29,9 +41,11 @@ export interface XenstoreLimits extends PathLimits {
 export const DEFAULT_LIMITS: XenstoreLimits = {
   ...DEFAULT_PATH_LIMITS,
   maxValueBytes: 2048,
+  maxEntries: 1000,
   maxTransactions: 10,
-  maxTransactionOps: 10_000,
-  maxWatches: 128,
+  maxTransactionOps: 1024,
+  maxWatches: 100,
+  maxDomainConnections: 16,
   maxOutstanding: 1024,
   maxQueuedOutputBytes: 8 * 1024 * 1024,
   maxConnections: 1024,

@@ -18,6 +18,7 @@ async function main(): Promise<number> {
       options: {
         socket: { type: 'string' },
         data: { type: 'string' },
+        'domain-dir': { type: 'string' },
         quiet: { type: 'boolean', default: false },
         limit: { type: 'string', multiple: true, default: [] },
         help: { type: 'boolean', short: 'h', default: false },
@@ -29,7 +30,7 @@ async function main(): Promise<number> {
     return 2;
   }
   if (values.help || values.socket === undefined) {
-    process.stderr.write('usage: latchkey-xenstore --socket PATH [--data DIR] [--limit NAME=N]… [--quiet]\n');
+    process.stderr.write('usage: latchkey-xenstore --socket PATH [--data DIR] [--domain-dir DIR] [--limit NAME=N]… [--quiet]\n');
     return values.help ? 0 : 2;
   }
   const limits: Record<string, number> = {};
@@ -45,7 +46,9 @@ async function main(): Promise<number> {
   const log = (m: string): void => { if (!values.quiet) process.stderr.write(m + '\n'); };
   let server;
   try {
-    server = await startXenstoreServer(store, { socketPath: values.socket, log, limits });
+    server = await startXenstoreServer(store, {
+      socketPath: values.socket, log, limits, ...(values['domain-dir'] === undefined ? {} : { domainDir: values['domain-dir'] }),
+    });
   } catch (e) {
     await store.close();
     throw e;

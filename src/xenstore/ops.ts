@@ -11,10 +11,18 @@
  *  - MKDIR is `check(absent)` + `set('')` when absent: an existing node is
  *    left alone;
  *  - WRITE is `set`, which creates missing parents. Nodes it creates inherit
- *    the permissions of their nearest existing ancestor, as in xenstored
- *    (written out as `setPerms`, only when that ancestor has explicit perms).
+ *    the permissions of their nearest existing ancestor, the creator as
+ *    owner when it is unprivileged (written out as `setPerms`; a privileged
+ *    creator under an ancestor without explicit perms leaves the default).
  * A node without explicit perms reads as ['n0'] (dom0 owns it, others have
  * no access), xenstored's default.
+ *
+ * Every operation checks the caller's access first (perms.ts), on the node
+ * as the target sees it, and answers EACCES as oxenstored does: READ,
+ * DIRECTORY and GET_PERMS need read access to the node; WRITE and MKDIR of
+ * an existing node, and RM, need write access to it; creating needs write
+ * access to the deepest existing ancestor; SET_PERMS needs ownership. A
+ * missing node is ENOENT before any permission is looked at.
  */
 import { LatchkeyError } from '../core/errors.js';
 import type { ListResult, WriteOp, Workspace } from '../core/ops.js';
@@ -23,6 +31,7 @@ import type { TxState } from '../core/transaction.js';
 import { EMPTY_VALUE, type Node, lookup } from '../core/tree.js';
 import { xsError } from './errno.js';
 import { DEFAULT_PERMS } from './paths.js';
+import { type Access, type Requester, canAccess, childPerms, isOwner, isPrivileged, ownerOf, withoutDomain } from './perms.js';
 
 /** Where XenStore reads and writes land: a head Workspace or a transaction. */
 export interface XsTarget {
@@ -69,58 +78,102 @@ function isConflict(e: unknown): boolean {
   return e instanceof LatchkeyError && e.code === 'CONFLICT';
 }
 
-export function xsRead(t: XsTarget, path: string): Uint8Array {
+/** What an operation checks: who asks, and the hooks for quotas and transaction re-checks. */
+export interface XsCaller {
+  readonly who: Requester;
+  /** Called before `n` nodes owned by the caller are created; throws EQUOTA past the entry quota. */
+  reserveEntries(n: number): void;
+  /** A permission check that passed (in a transaction, re-checked at TRANSACTION_END). */
+  checked(path: string, need: Need): void;
+}
+
+export type Need = Access | 'owner';
+
+/** Whether `who` may do `need` on a node with `perms`. */
+export function allowed(who: Requester, perms: readonly string[] | undefined, need: Need): boolean {
+  return need === 'owner' ? isOwner(who, perms) : canAccess(who, perms, need);
+}
+
+function demand(c: XsCaller, n: Node, path: string, need: Need): void {
+  if (!allowed(c.who, n.perms, need)) throw xsError('EACCES', `${need} access to ${path} denied`);
+  c.checked(path, need);
+}
+
+/** Checks `need` on the node at `path` if it exists; privileged callers skip the lookup. */
+function demandAt(t: XsTarget, c: XsCaller, path: string, need: Need): void {
+  if (isPrivileged(c.who)) return;
+  const n = lookup(t.root(), parsePath(path));
+  if (n !== undefined) demand(c, n, path, need);
+}
+
+export function xsRead(t: XsTarget, c: XsCaller, path: string): Uint8Array {
   const n = t.get(path);
   if (n === undefined) throw xsError('ENOENT');
+  demand(c, n, path, 'read');
   return n.value;
 }
 
-export function xsDirectory(t: XsTarget, path: string): string[] {
+export function xsDirectory(t: XsTarget, c: XsCaller, path: string): string[] {
+  demandAt(t, c, path, 'read');
   return t.list(path).names;
 }
 
-export function xsGetPerms(t: XsTarget, path: string): readonly string[] {
+export function xsGetPerms(t: XsTarget, c: XsCaller, path: string): readonly string[] {
   const n = t.get(path);
   if (n === undefined) throw xsError('ENOENT');
+  demand(c, n, path, 'read');
   return n.perms ?? DEFAULT_PERMS;
 }
 
-/** The explicit perms new nodes under `path` inherit, or undefined (the default). */
-function inheritedPerms(root: Node, segs: readonly string[]): { perms: readonly string[] | undefined; existing: number } {
+/** The deepest existing node on the way to `segs` and how many segments exist. */
+function deepest(root: Node, segs: readonly string[]): { node: Node; existing: number } {
   let n: Node = root;
-  let perms = root.perms;
   let i = 0;
   for (; i < segs.length; i++) {
     const c = n.children.get(segs[i]!);
     if (c === undefined) break;
     n = c;
-    perms = c.perms;
   }
-  return { perms, existing: i };
+  return { node: n, existing: i };
 }
 
-/** Writes `value` at `path`, creating parents; new nodes inherit perms. */
-export function xsWrite(t: XsTarget, path: string, value: Uint8Array): void {
+function pathOf(segs: readonly string[], n: number): string {
+  return '/' + segs.slice(0, n).join('/');
+}
+
+/**
+ * Writes `value` at `path`, creating parents. Writing an existing node needs
+ * write access to it; creating needs write access to the deepest existing
+ * ancestor (each created parent then belongs to the creator). New nodes
+ * inherit permissions (perms.ts `childPerms`).
+ */
+export function xsWrite(t: XsTarget, c: XsCaller, path: string, value: Uint8Array): void {
   const segs = parsePath(path);
-  const { perms, existing } = inheritedPerms(t.root(), segs);
+  const { node, existing } = deepest(t.root(), segs);
+  if (!isPrivileged(c.who)) demand(c, node, pathOf(segs, existing), 'write');
+  const created = segs.length - existing;
+  if (created > 0) c.reserveEntries(created);
   t.write({ op: 'set', path, value });
-  if (perms === undefined) return;
+  let perms = node.perms;
   for (let i = existing + 1; i <= segs.length; i++) {
-    t.write({ op: 'setPerms', path: '/' + segs.slice(0, i).join('/'), perms });
+    perms = childPerms(perms, c.who);
+    if (perms !== undefined) t.write({ op: 'setPerms', path: pathOf(segs, i), perms });
   }
 }
 
-export function xsMkdir(t: XsTarget, path: string): void {
+export function xsMkdir(t: XsTarget, c: XsCaller, path: string): void {
   try {
     t.write({ op: 'check', path, exists: false });
   } catch (e) {
-    if (isConflict(e)) return; // it exists: left unchanged
-    throw e;
+    if (!isConflict(e)) throw e;
+    // It exists: left unchanged, but only for someone who could write it (as oxenstored).
+    demandAt(t, c, path, 'write');
+    return;
   }
-  xsWrite(t, path, EMPTY_VALUE);
+  xsWrite(t, c, path, EMPTY_VALUE);
 }
 
-export function xsRm(t: XsTarget, path: string): void {
+export function xsRm(t: XsTarget, c: XsCaller, path: string): void {
   if (path === '/') throw xsError('EINVAL', 'the root cannot be removed');
   try {
     t.write({ op: 'check', path: parentPath(path), exists: true });
@@ -128,9 +181,39 @@ export function xsRm(t: XsTarget, path: string): void {
     if (isConflict(e)) throw xsError('ENOENT');
     throw e;
   }
+  demandAt(t, c, path, 'write');
   t.write({ op: 'delete', path, recursive: true });
 }
 
-export function xsSetPerms(t: XsTarget, path: string, perms: readonly string[]): void {
+/** Needs ownership; only a privileged caller may give the node another owner. */
+export function xsSetPerms(t: XsTarget, c: XsCaller, path: string, perms: readonly string[]): void {
+  const n = isPrivileged(c.who) ? undefined : lookup(t.root(), parsePath(path));
+  if (n !== undefined) {
+    if (!isPrivileged(c.who) && ownerOf(perms) !== ownerOf(n.perms)) throw xsError('EACCES', 'only dom0 may change a node\'s owner');
+    demand(c, n, path, 'owner');
+  }
   t.write({ op: 'setPerms', path, perms });
+}
+
+/**
+ * What RELEASE of `domid` changes (oxenstored's `reset_permissions`): nodes
+ * it owns are removed with their subtrees, and entries naming it are
+ * dropped from every other node's permissions. The root is never removed.
+ */
+export function releaseChanges(root: Node, domid: number): { deletes: string[]; perms: Array<[string, readonly string[]]> } {
+  const deletes: string[] = [];
+  const perms: Array<[string, readonly string[]]> = [];
+  const visit = (n: Node, path: string): void => {
+    if (n.perms !== undefined) {
+      const kept = withoutDomain(n.perms, domid);
+      if (kept === undefined && path !== '/') {
+        deletes.push(path);
+        return;
+      }
+      if (kept !== undefined && kept !== n.perms) perms.push([path, kept]);
+    }
+    for (const [name, c] of n.children.entries()) visit(c, path === '/' ? '/' + name : path + '/' + name);
+  };
+  visit(root, '/');
+  return { deletes, perms };
 }

@@ -4,26 +4,43 @@
  * It is the same store: native sessions and XenStore connections see each
  * other's writes, watches fire across both.
  *
+ * Domains: the socket's connections are dom0. With `domainDir`, every
+ * guest INTRODUCEd gets its own socket there, whose connections are that
+ * domain (permissions and quotas enforced), until RELEASE closes them.
+ *
  * Lifetime: `close()` (or `await using`) stops accepting, closes every
- * connection (their sessions end), unhooks the watch hub and removes the
- * socket file. It does not close the store, which belongs to the caller.
+ * connection (their sessions end), unhooks the watch hub and the entry
+ * counts, and removes the socket files. It does not close the store, which
+ * belongs to the caller.
  */
-import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import type { Store } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { EmbeddedStore } from '../engine/store.js';
 import { AsyncDisposableStack } from '../util/disposable.js';
 import { XsConnection } from './connection.js';
+import type { DomainControl } from './dispatch.js';
+import { DomainTable, XsDomain } from './domains.js';
+import { EntryCounts, recount } from './entries.js';
+import { xsError } from './errno.js';
 import { type XenstoreLimits, resolveLimits } from './limits.js';
+import { releaseChanges } from './ops.js';
+import { socketTransport } from './transport.js';
 import { WatchHub } from './watches.js';
 
 export interface XenstoreServerOptions {
-  /** Where to listen (XENSTORED_PATH for clients). */
+  /** Where to listen (XENSTORED_PATH for clients). Connections here are dom0. */
   socketPath: string;
+  /**
+   * A directory for the guests' transport: once dom0 INTRODUCEs domain N, a
+   * Unix socket `<dir>/N` serves connections as domain N, until RELEASE.
+   * Created with mode 0700 if missing. Without it, introduced domains have
+   * no transport (their state, quotas and permissions still apply).
+   */
+  domainDir?: string;
   limits?: Partial<XenstoreLimits>;
-  /** File mode of the socket (default 0o600: XenStore clients are dom0, i.e. privileged). */
-  socketMode?: number;
   /** Where notable events go (closed connections, bugs); default: nowhere. */
   log?: (message: string) => void;
 }
@@ -34,10 +51,13 @@ export interface XenstoreServerStats {
   readonly errors: number;
   readonly watchEvents: number;
   readonly watches: number;
+  /** Introduced guest domains. */
+  readonly domains: number;
 }
 
 export interface XenstoreServer extends AsyncDisposable {
   readonly socketPath: string;
+  readonly domainDir: string | undefined;
   readonly limits: XenstoreLimits;
   stats(): XenstoreServerStats;
   close(): Promise<void>;
@@ -49,21 +69,107 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
     throw new LatchkeyError('INVALID_ARGUMENT', 'the XenStore adapter serves an embedded store (the process that owns the data)');
   }
   const limits = resolveLimits(options.limits);
-  const socketPath = options.socketPath;
+  const socketPath = path.resolve(options.socketPath);
+  const domainDir = options.domainDir === undefined ? undefined : path.resolve(options.domainDir);
   await removeStaleSocket(socketPath);
-  const engine = store.internals;
+  if (domainDir !== undefined) prepareDomainDir(domainDir);
+  const embedded: EmbeddedStore = store;
+  const engine = embedded.internals;
   // What the server makes, released in reverse order by close() (or by a failed start).
   const owned = new AsyncDisposableStack();
   const hub = new WatchHub(engine);
   owned.defer(() => hub.close());
+  const entries = new EntryCounts(engine.visibleRoot);
+  owned.defer(engine.onCommit((c) => entries.apply(c)));
   const log = options.log ?? (() => {});
+  const table = new DomainTable();
   const conns = new Set<XsConnection>();
+  const guestListeners = new Map<number, net.Server>();
   const closedWaiters = new Set<() => void>();
   let nextTx = 1;
   let totals = { requests: 0, errors: 0, watchEvents: 0 };
+  let closing: Promise<void> | undefined;
+
+  const domains: DomainControl = {
+    domain: (domid) => table.get(domid),
+    entries: (domid) => entries.get(domid),
+    async introduce(domid, mfn, port) {
+      const existing = table.get(domid);
+      if (existing !== undefined) {
+        // Re-INTRODUCE (xenbus event channel re-creation): same page, maybe a new port.
+        if (existing.mfn !== mfn) throw xsError('EINVAL', `domain ${domid} was introduced with another mfn`);
+        existing.port = port;
+        return false;
+      }
+      const d = new XsDomain(domid, mfn, port);
+      table.add(d);
+      if (domainDir !== undefined) {
+        try {
+          const srv = net.createServer((socket) => accept(socket, d));
+          srv.on('error', (e) => log(`xenstore: domain ${domid} listener error: ${e.message}`));
+          await listenPrivately(srv, path.join(domainDir, String(domid)), false);
+          if (table.get(domid) !== d || closing !== undefined) {
+            srv.close();
+            unlinkQuietly(path.join(domainDir, String(domid)));
+          } else {
+            guestListeners.set(domid, srv);
+          }
+        } catch (e) {
+          table.delete(domid);
+          log(`xenstore: cannot open domain ${domid}'s transport: ${(e as Error).message}`);
+          throw xsError('EIO', 'cannot open the domain\'s transport');
+        }
+      }
+      hub.fireSpecial('@introduceDomain', engine.visibleRoot);
+      return true;
+    },
+    async release(domid, sessionId) {
+      const d = table.delete(domid);
+      if (d === undefined) throw xsError('EINVAL', `domain ${domid} is not introduced`);
+      const srv = guestListeners.get(domid);
+      if (srv !== undefined) {
+        guestListeners.delete(domid);
+        srv.close();
+        unlinkQuietly(path.join(domainDir!, String(domid)));
+      }
+      for (const m of [...d.members]) m.destroy();
+      const { deletes, perms } = releaseChanges(engine.visibleRoot, domid);
+      if (deletes.length + perms.length > 0) {
+        const targets = [...deletes.map((p) => ({ path: p, subtree: true })), ...perms.map(([p]) => ({ path: p, subtree: false }))];
+        await engine.write(sessionId, targets, {}, (ws) => {
+          // Recomputed on the head the write sees (it may have moved while waiting for locks).
+          const now = releaseChanges(ws.root, domid);
+          for (const p of now.deletes) ws.delete(p, { recursive: true });
+          for (const [p, q] of now.perms) ws.setPerms(p, q);
+        });
+      }
+      hub.fireSpecial('@releaseDomain', engine.visibleRoot);
+    },
+    describeWatches() {
+      const lines: string[] = [];
+      for (const c of conns) for (const w of c.watches.values()) lines.push(`watch D${c.domain.domid}: ${w.spelled} ${w.token}\n`);
+      return lines.join('');
+    },
+    check() {
+      const problems: string[] = [];
+      const want = recount(engine.visibleRoot);
+      const have = entries.snapshot();
+      for (const id of new Set([...want.keys(), ...have.keys()])) {
+        if ((want.get(id) ?? 0) !== (have.get(id) ?? 0)) problems.push(`dom${id} entries: counted ${have.get(id) ?? 0}, tree has ${want.get(id) ?? 0}`);
+      }
+      for (const d of [table.dom0, ...table.guests()]) {
+        let watches = 0;
+        let txs = 0;
+        for (const c of conns) if (c.domain === d) { watches += c.watches.size; txs += c.txs.size; }
+        if (d.watches !== watches) problems.push(`dom${d.domid} watches: counted ${d.watches}, connections hold ${watches}`);
+        if (d.transactions !== txs) problems.push(`dom${d.domid} transactions: counted ${d.transactions}, connections hold ${txs}`);
+      }
+      return problems.join('\n');
+    },
+  };
 
   const host = {
-    engine, hub, limits, log,
+    engine, hub, limits, log, domains,
     newTxId(): number {
       // Opaque non-zero u32, unique among open transactions in practice (wraps after 4 billion).
       const id = nextTx;
@@ -77,53 +183,51 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
     },
   };
 
-  const server = net.createServer((socket) => {
-    if (conns.size >= limits.maxConnections || engine.closed) {
-      log(`xenstore: refusing a connection (${conns.size} open, limit ${limits.maxConnections})`);
+  function accept(socket: net.Socket, domain: XsDomain): void {
+    const limit = domain.domid === 0 ? limits.maxConnections : limits.maxDomainConnections;
+    const open = domain.domid === 0 ? [...conns].filter((c) => c.domain === domain).length : domain.members.size;
+    if (open >= limit || engine.closed || closing !== undefined || table.get(domain.domid) !== domain) {
+      log(`xenstore: refusing a connection of domain ${domain.domid} (${open} open, limit ${limit})`);
       socket.destroy();
       return;
     }
     let session;
     try {
-      session = store.ownedSession({ name: `xenstore:${conns.size + 1}` });
+      session = embedded.ownedSession({ name: `xenstore:dom${domain.domid}:${conns.size + 1}` });
     } catch {
       socket.destroy();
       return;
     }
-    conns.add(new XsConnection(socket, session, host));
-  });
+    conns.add(new XsConnection(socketTransport(socket), session, host, domain));
+  }
+
+  const server = net.createServer((socket) => accept(socket, table.dom0));
   server.on('error', (e) => log(`xenstore: listener error: ${e.message}`));
   try {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (e: Error): void => reject(e);
-      server.once('error', onError);
-      server.listen(socketPath, () => {
-        server.off('error', onError);
-        resolve();
-      });
-    });
+    await listenPrivately(server, socketPath, true);
   } catch (e) {
     await owned.disposeAsync();
     throw e;
   }
-  // Closing the listener (which removes its socket file) completes once every connection is gone.
+  // Closing the listeners completes once every connection is gone; then the socket files go.
   owned.defer(async () => {
     const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const [domid, srv] of guestListeners) {
+      srv.close();
+      unlinkQuietly(path.join(domainDir!, String(domid)));
+    }
+    guestListeners.clear();
     const allGone = conns.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => closedWaiters.add(resolve));
     for (const c of [...conns]) c.destroy();
     await Promise.all([listenerClosed, allGone]);
+    unlinkQuietly(socketPath);
   });
-  try {
-    chmodSync(socketPath, options.socketMode ?? 0o600);
-  } catch (e) {
-    log(`xenstore: cannot set the socket's mode: ${(e as Error).message}`);
-  }
 
-  let closing: Promise<void> | undefined;
   const close = (): Promise<void> => (closing ??= owned.disposeAsync());
 
   return {
     socketPath,
+    domainDir,
     limits,
     stats(): XenstoreServerStats {
       let requests = totals.requests;
@@ -134,11 +238,65 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
         errors += c.errors;
         watchEvents += c.events;
       }
-      return { connections: conns.size, requests, errors, watchEvents, watches: hub.size };
+      return { connections: conns.size, requests, errors, watchEvents, watches: hub.size, domains: table.guests().length };
     },
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/**
+ * Listens on a Unix socket that nobody else can connect to before its mode
+ * is 0600. `viaPrivateDir`: bind inside a fresh 0700 directory next to the
+ * target, chmod, then rename into place (the target's directory may be
+ * shared); otherwise the socket's directory is already private (the domain
+ * directory). Any failure to ensure the mode fails the start.
+ */
+async function listenPrivately(server: net.Server, target: string, viaPrivateDir: boolean): Promise<void> {
+  const tmpDir = viaPrivateDir ? mkdtempSync(path.join(path.dirname(target), '.xenstore-')) : undefined;
+  const bindPath = tmpDir === undefined ? target : path.join(tmpDir, 's');
+  try {
+    if (tmpDir !== undefined) chmodSync(tmpDir, 0o700);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: Error): void => reject(e);
+      server.once('error', onError);
+      server.listen(bindPath, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+    try {
+      chmodSync(bindPath, 0o600);
+      if ((statSync(bindPath).mode & 0o777) !== 0o600) throw new Error(`mode is ${(statSync(bindPath).mode & 0o777).toString(8)}`);
+      if (tmpDir !== undefined) renameSync(bindPath, target);
+    } catch (e) {
+      server.close();
+      unlinkQuietly(bindPath);
+      throw new LatchkeyError('INVALID_ARGUMENT', `cannot make ${target} private (mode 0600): ${(e as Error).message}`);
+    }
+  } finally {
+    if (tmpDir !== undefined) {
+      try { rmdirSync(tmpDir); } catch { /* already empty and gone, or left for the operator to see */ }
+    }
+  }
+}
+
+/** Creates the domain directory (0700) or checks an existing one, and removes stale per-domain sockets. */
+function prepareDomainDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory()) throw new LatchkeyError('INVALID_ARGUMENT', `${dir} is not a directory`);
+  chmodSync(dir, 0o700);
+  for (const name of readdirSync(dir)) {
+    const p = path.join(dir, name);
+    if (/^[0-9]+$/.test(name) && lstatSync(p).isSocket()) unlinkSync(p);
+  }
+}
+
+function unlinkQuietly(p: string): void {
+  try {
+    if (lstatSync(p).isSocket()) unlinkSync(p);
+  } catch { /* gone already */ }
 }
 
 /**

@@ -16,13 +16,23 @@
  * watch limit). A watch gets each event path at most once per commit:
  * XenStore allows spurious events, but not needless floods.
  *
- * Special watches (`@introduceDomain`, `@releaseDomain`) are accepted and
- * fire only their initial event: there is no hypervisor to introduce or
- * release domains.
+ * Permissions (as oxenstored's `fire_single_watch`): an event at E goes to
+ * an unprivileged watcher only if it can read E or E's parent, looked up in
+ * the tree after the commit for writes, before it for removals (what was
+ * removed), and in both for permission changes — so a domain that just
+ * lost access still hears of the change. The initial event is unchecked.
+ *
+ * Special watches (`@introduceDomain`, `@releaseDomain`) fire on every
+ * INTRODUCE of a new domain and every RELEASE (`fireSpecial`), for watchers
+ * that can read the root node (oxenstored looks the `@…` path up as a child
+ * of the root).
  */
 import type { EngineAccess } from '../engine/access.js';
 import type { Published } from '../engine/pipeline.js';
+import { parentPath, parsePath } from '../core/path.js';
+import { type Node, lookup } from '../core/tree.js';
 import { presentPath } from './paths.js';
+import { type Requester, canAccess, isPrivileged } from './perms.js';
 
 export interface XsWatch {
   /** The store path watched (undefined for special `@…` watches). */
@@ -38,10 +48,27 @@ export interface XsWatch {
 export interface WatchEventSink {
   /** Sends one WATCH_EVENT (path as the client should see it). */
   watchEvent(path: string, token: string): void;
+  /** Whose permissions decide what the watch may see. */
+  readonly requester: Requester;
+}
+
+/** Whether `who` could read `abs` or its parent in one of `roots`. */
+function mayHear(who: Requester, abs: string, roots: readonly Node[]): boolean {
+  if (isPrivileged(who)) return true;
+  for (const root of roots) {
+    const n = lookup(root, parsePath(abs));
+    if (n !== undefined && canAccess(who, n.perms, 'read')) return true;
+    if (abs !== '/') {
+      const p = lookup(root, parsePath(parentPath(abs)));
+      if (p !== undefined && canAccess(who, p.perms, 'read')) return true;
+    }
+  }
+  return false;
 }
 
 export class WatchHub {
   private readonly byPath = new Map<string, Set<XsWatch>>();
+  private readonly special = new Set<XsWatch>();
   private count = 0;
   private readonly unhook: () => void;
 
@@ -54,7 +81,10 @@ export class WatchHub {
   }
 
   add(w: XsWatch): void {
-    if (w.abs === undefined) return;
+    if (w.abs === undefined) {
+      this.special.add(w);
+      return;
+    }
     let set = this.byPath.get(w.abs);
     if (set === undefined) this.byPath.set(w.abs, (set = new Set()));
     set.add(w);
@@ -62,7 +92,10 @@ export class WatchHub {
   }
 
   remove(w: XsWatch): void {
-    if (w.abs === undefined) return;
+    if (w.abs === undefined) {
+      this.special.delete(w);
+      return;
+    }
     const set = this.byPath.get(w.abs);
     if (set === undefined || !set.delete(w)) return;
     this.count--;
@@ -72,27 +105,40 @@ export class WatchHub {
   close(): void {
     this.unhook();
     this.byPath.clear();
+    this.special.clear();
     this.count = 0;
+  }
+
+  /** Fires the special watches named `name` (`@introduceDomain`, `@releaseDomain`) for those who can read `root`. */
+  fireSpecial(name: string, root: Node): void {
+    for (const w of this.special) {
+      if (w.spelled === name && (isPrivileged(w.sink.requester) || canAccess(w.sink.requester, root.perms, 'read'))) w.sink.watchEvent(name, w.token);
+    }
   }
 
   private onCommit(c: Published): void {
     if (this.count === 0) return;
     let fired: Map<XsWatch, Set<string>> | undefined;
-    const fire = (w: XsWatch, abs: string): void => {
+    const fire = (w: XsWatch, abs: string, roots: readonly Node[]): void => {
       fired ??= new Map();
       let paths = fired.get(w);
       if (paths === undefined) fired.set(w, (paths = new Set()));
       if (paths.has(abs)) return;
+      if (!mayHear(w.sink.requester, abs, roots)) return;
       paths.add(abs);
       w.sink.watchEvent(presentPath(abs, w.home, w.relative), w.token);
     };
+    const after = [c.after];
+    const before = [c.before];
+    const both = [c.before, c.after];
     for (const m of c.mutations) {
       const p = m.path;
-      this.atOrAbove(p, (w) => fire(w, p));
+      const roots = m.op === 'put' ? after : m.op === 'del' ? before : both;
+      this.atOrAbove(p, (w) => fire(w, p, roots));
       if (m.op === 'del') {
         const prefix = p === '/' ? '/' : p + '/';
         for (const [wp, set] of this.byPath) {
-          if (wp.length > prefix.length && wp.startsWith(prefix)) for (const w of set) fire(w, wp);
+          if (wp.length > prefix.length && wp.startsWith(prefix)) for (const w of set) fire(w, wp, before);
         }
       }
     }

@@ -16,21 +16,47 @@ import { connect } from '../../src/client/store.js';
 import { serve } from '../../src/server/server.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import type { WatchEvent } from '../../src/api.js';
+import { removeDir, tempDir } from '../storage/helpers.js';
+
+/** The client may not have noticed the cut yet: a write on the dead link fails CONNECTION_LOST; try again on the next. */
+async function setOnceReconnected(store: { set(p: string, v: string): Promise<number>; ready(): Promise<void> }, path: string): Promise<void> {
+  for (;;) {
+    await store.ready();
+    try {
+      await store.set(path, 'v');
+      return;
+    } catch (e) {
+      if (!LatchkeyError.is(e, 'CONNECTION_LOST')) throw e;
+    }
+  }
+}
+
+async function paths(it: AsyncIterator<WatchEvent>, until: string): Promise<string[]> {
+  const out: string[] = [];
+  for (;;) {
+    const r = await it.next();
+    assert.equal(r.done, false);
+    out.push(`${r.value.type} ${r.value.path}`);
+    if (r.value.path === until) return out;
+  }
+}
 
 /** A TCP proxy whose connections can be held (stop forwarding to the server) and cut. */
 class Proxy {
   private readonly pairs = new Set<[net.Socket, net.Socket]>();
   private readonly server: net.Server;
   holding = false;
+  /** Server → client bytes are dropped (replies and pushes that never arrive). */
+  holdingReplies = false;
   port = 0;
 
-  constructor(private readonly target: number) {
+  constructor(public target: number) {
     this.server = net.createServer((c) => {
       const u = net.connect({ host: '127.0.0.1', port: this.target });
       const pair: [net.Socket, net.Socket] = [c, u];
       this.pairs.add(pair);
       c.on('data', (d) => { if (!this.holding) u.write(d); });
-      u.on('data', (d) => c.write(d));
+      u.on('data', (d) => { if (!this.holdingReplies) c.write(d); });
       const end = (): void => {
         c.destroy();
         u.destroy();
@@ -190,6 +216,70 @@ test('reconnect: a lock asked for while reconnecting belongs to the new connecti
     await proxy.close();
     await server.close();
     await backing.close();
+  }
+});
+
+test('reconnect: a watch whose reply never arrived resumes from the revision it asked for, not from a later "now"', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const proxy = new Proxy(server.tcpAddress!.port);
+  await proxy.start();
+  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 5, maxBackoffMs: 50 });
+  try {
+    await store.set('/w/0', '0');
+    proxy.holdingReplies = true;
+    const it = store.watch('/w', { recursive: true })[Symbol.asyncIterator]();
+    // The server has the watch (its reply and events are held in the proxy).
+    while (backing.internals.watches.size === 0) await new Promise((r) => setTimeout(r, 5));
+    await backing.set('/w/1', '1');
+    await backing.set('/w/2', '2');
+    proxy.cut();
+    proxy.holdingReplies = false;
+    await backing.set('/w/3', '3'); // while the client is away
+    await setOnceReconnected(store, '/w/4');
+    assert.deepEqual(await paths(it, '/w/4'), ['put /w/1', 'put /w/2', 'put /w/3', 'put /w/4']);
+    await it.return!();
+  } finally {
+    await store.close();
+    await proxy.close();
+    await server.close();
+    await backing.close();
+  }
+});
+
+test('reconnect: a watch resumes across a server restart with no gap (events committed but never delivered before the restart come from the rebuilt history)', async () => {
+  const dir = (await tempDir()).path;
+  let backing = (await open(dir)) as EmbeddedStore;
+  let server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const proxy = new Proxy(server.tcpAddress!.port);
+  await proxy.start();
+  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 5, maxBackoffMs: 50 });
+  try {
+    const it = store.watch('/r', { recursive: true })[Symbol.asyncIterator]();
+    await store.set('/r/0', '0');
+    assert.deepEqual(await paths(it, '/r/0'), ['put /r', 'put /r/0']);
+    // Committed and durable, but their events never reach the client.
+    proxy.holdingReplies = true;
+    await backing.set('/r/1', '1');
+    await backing.delete('/r/0');
+    await server.close();
+    await backing.close();
+    proxy.cut();
+    proxy.holdingReplies = false;
+    // The restarted server (a new process would do the same: it recovers from the directory).
+    backing = (await open(dir)) as EmbeddedStore;
+    await backing.set('/r/2', '2');
+    server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+    proxy.target = server.tcpAddress!.port;
+    await setOnceReconnected(store, '/r/3');
+    assert.deepEqual(await paths(it, '/r/3'), ['put /r/1', 'delete /r/0', 'put /r/2', 'put /r/3']);
+    await it.return!();
+  } finally {
+    await store.close();
+    await proxy.close();
+    await server.close();
+    await backing.close();
+    await removeDir(dir);
   }
 });
 

@@ -16,17 +16,6 @@ export interface Backend {
 
 const is = (code: string, re?: RegExp) => (e: unknown): boolean => LatchkeyError.is(e) && e.code === code && (re === undefined || re.test(e.message));
 
-async function locksAvailable(store: Store): Promise<boolean> {
-  try {
-    const l = await store.lock('/__probe');
-    await l.release();
-    return true;
-  } catch (e) {
-    if (LatchkeyError.is(e, 'INTERNAL') && /not implemented/.test(e.message)) return false;
-    throw e;
-  }
-}
-
 async function next(it: AsyncIterator<WatchEvent>): Promise<string> {
   const r = await it.next();
   assert.equal(r.done, false);
@@ -207,15 +196,11 @@ export function contractSuite(name: string, make: () => Promise<Backend>): void 
     await s.close(); // idempotent
   });
 
-  // Lock cases run once the lock service is in the build (they skip before).
+  // Lock cases: every backend has locks; a failure here is a regression, never a skip.
   const tl = (title: string, fn: (s: Store) => Promise<void>): void => {
-    test(`contract[${name}]: ${title}`, async (ctx) => {
+    test(`contract[${name}]: ${title}`, async () => {
       const b = await make();
       try {
-        if (!(await locksAvailable(b.store))) {
-          ctx.skip('locks are not implemented in this build');
-          return;
-        }
         await fn(b.store);
       } finally {
         await b.store.close().catch(() => {});

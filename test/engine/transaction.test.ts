@@ -166,7 +166,8 @@ test('transactions: committed transactions are serializable in commit order', as
     | { t: 'get'; p: string }
     | { t: 'set'; p: string; v: number }
     | { t: 'ls'; p: string }
-    | { t: 'del'; p: string };
+    | { t: 'del'; p: string }
+    | { t: 'seq'; p: string };
   const dir = fc.constantFrom('/d0', '/d1');
   const node = fc.oneof(dir, fc.tuple(dir, fc.constantFrom('k0', 'k1', 'k2')).map(([d, k]) => `${d}/${k}`));
   const op: fc.Arbitrary<TxOp> = fc.oneof(
@@ -174,15 +175,27 @@ test('transactions: committed transactions are serializable in commit order', as
     { weight: 3, arbitrary: fc.record({ t: fc.constant('set' as const), p: node, v: fc.integer({ min: 0, max: 2 }) }) },
     { weight: 2, arbitrary: fc.record({ t: fc.constant('ls' as const), p: dir }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant('del' as const), p: node }) },
+    { weight: 2, arbitrary: fc.record({ t: fc.constant('seq' as const), p: dir }) },
   );
   const job = fc.oneof(
     { weight: 4, arbitrary: fc.record({ kind: fc.constant('tx' as const), ops: fc.array(op, { minLength: 1, maxLength: 5 }) }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('outside' as const), ops: fc.tuple(op.filter((o) => o.t === 'set' || o.t === 'del')) }) },
   );
 
-  /** The naive model: path → value; parents implied and created by set. */
-  const apply = (m: Map<string, string>, o: TxOp): string => {
+  /**
+   * The naive model: path → value; parents implied and created by set. A
+   * sequential create's number is reserved, not the model's to choose: the
+   * model takes the name the transaction got and checks it was free then.
+   */
+  const apply = (m: Map<string, string>, o: TxOp, got: string): string => {
     switch (o.t) {
+      case 'seq': {
+        assert.match(got, new RegExp(`^${o.p}/s-\\d{10}$`));
+        if (m.has(got)) return `${got} exists already`;
+        if (!m.has(o.p)) m.set(o.p, '');
+        m.set(got, 'q');
+        return got;
+      }
       case 'get': return m.get(o.p) ?? '<none>';
       case 'set': {
         const i = o.p.indexOf('/', 1);
@@ -218,16 +231,21 @@ test('transactions: committed transactions are serializable in commit order', as
         if (o.t === 'get') responses.push((await tx.get(o.p))?.text() ?? '<none>');
         else if (o.t === 'set') { await tx.set(o.p, String(o.v)); responses.push('ok'); }
         else if (o.t === 'ls') responses.push(await tx.list(o.p).then((l) => l.join(','), (e: unknown) => (LatchkeyError.is(e) ? e.code : 'error')));
+        else if (o.t === 'seq') responses.push(await tx.create(`${o.p}/s-`, 'q', { sequential: true }));
         else responses.push(String(await tx.delete(o.p, { recursive: true })));
       }
       await sched.schedule(Promise.resolve());
       try {
         const r = await tx.commit();
-        committed.push({ rev: r.revision, writes: j.ops.some((o) => o.t === 'set' || o.t === 'del'), responses, ops: j.ops });
+        // A delete that found nothing wrote nothing: such a commit reflects the state at its revision.
+        const wrote = j.ops.some((o, i) => o.t === 'set' || o.t === 'seq' || (o.t === 'del' && responses[i] === 'true'));
+        committed.push({ rev: r.revision, writes: wrote, responses, ops: j.ops });
         totalCommitted++;
         if (r.replayed) totalReplays++;
       } catch (e) {
         if (!conflict(e)) throw e;
+        // Reserved numbers: transactions that only create sequential children never conflict.
+        assert.ok(!j.ops.every((o) => o.t === 'seq'), `a transaction of sequential creates conflicted: ${String(e)}`);
         totalConflicts++;
       }
     })));
@@ -236,15 +254,65 @@ test('transactions: committed transactions are serializable in commit order', as
     committed.sort((a, b) => a.rev - b.rev || Number(!(a.writes && writers.has(a.rev))) - Number(!(b.writes && writers.has(b.rev))));
     const state = new Map<string, string>();
     for (const c of committed) {
-      const want = c.ops.map((o) => apply(state, o));
+      const want = c.ops.map((o, i) => apply(state, o, c.responses[i]!));
       assert.deepEqual(c.responses, want, `responses must match the serial order (rev ${c.rev})`);
     }
     for (const p of ['/d0', '/d1', '/d0/k0', '/d0/k1', '/d0/k2', '/d1/k0', '/d1/k1', '/d1/k2']) {
       assert.equal((await s.get(p))?.text(), state.get(p), p);
     }
+    for (const d of ['/d0', '/d1']) {
+      const names = state.has(d) ? [...state.keys()].filter((k) => k.startsWith(d + '/')).map((k) => k.slice(d.length + 1)).sort() : undefined;
+      assert.deepEqual(await s.list(d).then((l) => [...l].sort(), () => undefined), names, d);
+    }
   }), { numRuns: 300 });
   // the property is only worth something if every outcome happened
   assert.ok(totalCommitted > 0 && totalConflicts > 0 && totalReplays > 0, `committed ${totalCommitted}, conflicts ${totalConflicts}, replays ${totalReplays}`);
+});
+
+test('transactions: two transactions each creating their own sequential child of /q both commit (numbers are reserved); an aborted one leaves a gap', async () => {
+  const s = await open();
+  await s.set('/q', '');
+  const a = s.begin();
+  const b = s.begin();
+  const c = s.begin();
+  assert.equal(await a.create('/q/job-', 'a', { sequential: true }), '/q/job-0000000000');
+  assert.equal(await b.create('/q/job-', 'b', { sequential: true }), '/q/job-0000000001');
+  assert.equal(await c.create('/q/job-', 'c', { sequential: true }), '/q/job-0000000002');
+  assert.equal(await b.create('/q/job-', 'b2', { sequential: true }), '/q/job-0000000003');
+  await b.commit(); // out of reservation order
+  await a.commit();
+  await c.abort(); // its number stays unused: a gap
+  assert.equal(await s.create('/q/job-', 'plain', { sequential: true }), '/q/job-0000000004');
+  const d = s.begin();
+  assert.equal(await d.create('/q/job-', 'd', { sequential: true }), '/q/job-0000000005');
+  assert.equal(await s.create('/q/job-', 'plain2', { sequential: true }), '/q/job-0000000006', 'a plain create skips numbers reserved by open transactions');
+  await d.commit();
+  assert.deepEqual([...(await s.list('/q'))], ['job-0000000000', 'job-0000000001', 'job-0000000003', 'job-0000000004', 'job-0000000005', 'job-0000000006']);
+  assert.equal((s.stats() as unknown as { conflicts: number }).conflicts, 0);
+});
+
+test('transactions: the sequential counter survives a restart after numbers committed out of order', async () => {
+  const { removeDir, tempDir } = await import('../storage/helpers.js');
+  const dir = (await tempDir()).path;
+  try {
+    let s = await open(dir);
+    const a = s.begin();
+    const b = s.begin();
+    await a.create('/q/j-', 'a', { sequential: true });
+    await b.create('/q/j-', 'b', { sequential: true });
+    await b.commit();
+    await a.commit();
+    await s.close();
+    s = await open(dir);
+    assert.equal(await s.create('/q/j-', 'c', { sequential: true }), '/q/j-0000000002');
+    await s.snapshot();
+    await s.close();
+    s = await open(dir);
+    assert.equal(await s.create('/q/j-', 'd', { sequential: true }), '/q/j-0000000003');
+    await s.close();
+  } finally {
+    await removeDir(dir);
+  }
 });
 
 /*

@@ -72,7 +72,7 @@ test('watch: fromRevision replays the history window; a compacted revision fails
   }
   assert.equal(reg.oldestRevision, 4);
   const sink = { deliver: () => {}, end: () => {} };
-  assert.throws(() => reg.subscribe('/k', false, 3, sink), (e: unknown) => LatchkeyError.is(e, 'NOT_FOUND') && e.info?.compacted === true && e.info.oldestRevision === 4);
+  assert.throws(() => reg.subscribe('/k', false, 3, sink), (e: unknown) => LatchkeyError.is(e, 'COMPACTED') && e.info?.compacted === true && e.info.oldestRevision === 4);
   const got: number[] = [];
   reg.subscribe('/k', false, 4, { deliver: (rev) => got.push(rev), end: () => {} });
   assert.deepEqual(got, [4, 5, 6]);
@@ -169,4 +169,40 @@ test('watch: a perms change is reported as a put of the unchanged value', async 
   assert.equal(Buffer.from(ev.value!).toString(), 'val');
   ac.abort();
   await s.close();
+});
+
+test('watch: the history window survives a restart (rebuilt from the log tail): a watch resumes with exactly the events it would have had; before the snapshot it fails COMPACTED naming the oldest revision', async () => {
+  const { removeDir, tempDir } = await import('../storage/helpers.js');
+  const dir = (await tempDir()).path;
+  try {
+    let store = await open(dir);
+    await store.set('/base', 'b');
+    await store.snapshot(); // revision 1: recovery starts here, the window after it
+    await store.set('/a/b', 'x');
+    await store.set('/a/c', 'y');
+    await store.create('/q/j-', 'job', { sequential: true });
+    await store.delete('/a', { recursive: true });
+    await store.multi([{ op: 'set', path: '/m', value: '1' }, { op: 'delete', path: '/q', recursive: true }]);
+    const head = store.revision;
+    const live = store.watch('/', { recursive: true, fromRevision: 2 })[Symbol.asyncIterator]();
+    const before = await take(live, 11);
+    await live.return!();
+    await store.close();
+
+    store = await open(dir);
+    assert.equal(store.revision, head);
+    const resumed = store.watch('/', { recursive: true, fromRevision: 2 })[Symbol.asyncIterator]();
+    assert.deepEqual(await take(resumed, 11), before);
+    await store.set('/after', 'z');
+    assert.deepEqual(await take(resumed, 1), [`${head + 1} put /after=z`]);
+    await resumed.return!();
+    const sub = store.watch('/a', { recursive: true, fromRevision: 4 })[Symbol.asyncIterator]();
+    assert.deepEqual(await take(sub, 3), before.filter((l) => /^\d+ \w+ \/a\b/.test(l) && Number(l.split(' ')[0]) >= 4));
+    await sub.return!();
+    assert.throws(() => store.watch('/', { fromRevision: 1 })[Symbol.asyncIterator](), (e: unknown) =>
+      LatchkeyError.is(e, 'COMPACTED') && e.info?.['oldestRevision'] === 2);
+    await store.close();
+  } finally {
+    await removeDir(dir);
+  }
 });

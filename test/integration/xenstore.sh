@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# XenStore acceptance (issue 9): Xen's own tools against latchkey's XenStore socket.
-#   - xenstore-utils: xenstore-write/-read/-ls/-rm/-chmod/-list/-exists/-watch with XENSTORED_PATH set;
-#   - xen-utils-4.17: /usr/lib/xen-4.17/bin/test-xenstore (through libxenstore), every test must pass.
+# XenStore acceptance (issues 9 and 20): Xen's own tools against latchkey's XenStore sockets.
+#   - xenstore-utils: xenstore-write/-read/-ls/-rm/-chmod/-list/-exists/-watch with XENSTORED_PATH set,
+#     as dom0 (the main socket) and as guests (the per-domain sockets of --xenstore-domain-dir, after
+#     INTRODUCE), permissions enforced; xenstore-control (quota, check);
+#   - xen-utils-4.17: /usr/lib/xen-4.17/bin/test-xenstore (through libxenstore), every test must pass,
+#     as dom0 and as a guest;
+#   - oxenstored (xen-utils-4.17), started in user space with ../shared/tools/xenstore's shim when
+#     present: the dom0 part of the permission and quota tables runs against it and latchkey
+#     (build/test/integration/xenstore-peers.js compare), differences are failures unless documented.
 # Installs the Debian packages when missing (needs root and apt-get), starts
-# `latchkey serve --data TMP/data --xenstore-socket TMP/xenstored.sock` (a
-# durable store, served to latchkey and XenStore clients at once), prints PASS/FAIL per check and a
+# `latchkey serve --data TMP/data --xenstore-socket TMP/xenstored.sock --xenstore-domain-dir TMP/domains`
+# (a durable store, served to latchkey and XenStore clients at once), prints PASS/FAIL per check and a
 # summary, and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 TEST_XENSTORE=/usr/lib/xen-4.17/bin/test-xenstore
+XSCONTROL=/usr/lib/xen-4.17/bin/xenstore-control
+OXENSTORED=/usr/lib/xen-4.17/bin/oxenstored
 PKGS=(xenstore-utils xen-utils-4.17)
 
 if ! command -v xenstore-write >/dev/null 2>&1 || [ ! -x "$TEST_XENSTORE" ]; then
@@ -24,14 +32,19 @@ if ! command -v xenstore-write >/dev/null 2>&1 || [ ! -x "$TEST_XENSTORE" ]; the
 fi
 
 npx tsc -p tsconfig.json || { echo "FAIL: build" >&2; exit 2; }
+npx tsc -p tsconfig.test.json || { echo "FAIL: build (tests)" >&2; exit 2; }
+PEERS="node build/test/integration/xenstore-peers.js"
 
 tmp=$(mktemp -d)
 sock="$tmp/xenstored.sock"
-node dist/cli/main.js serve --data "$tmp/data" --xenstore-socket "$sock" >"$tmp/daemon.log" 2>&1 &
+doms="$tmp/domains"
+node dist/cli/main.js serve --data "$tmp/data" --xenstore-socket "$sock" --xenstore-domain-dir "$doms" >"$tmp/daemon.log" 2>&1 &
 daemon=$!
+oxpid=
 cleanup() {
   kill "$daemon" 2>/dev/null
   wait "$daemon" 2>/dev/null
+  [ -n "$oxpid" ] && kill "$oxpid" 2>/dev/null
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -99,6 +112,76 @@ wait "$watcher"; wrc=$?
 wout=$(cat "$tmp/watch.out")
 if [ $wrc -eq 0 ] && [ "$wout" == $'/it/w\n/it/w/x\n/it/w' ]; then ok "xenstore-watch sees set-up, child write and removal"; else ko "xenstore-watch sees set-up, child write and removal" "exit $wrc, got: $(printf '%q' "$wout")"; fi
 
+# xenstore-control (the full path: the /usr/bin wrapper looks for a hypervisor first).
+expect "xenstore-control check" "OK" -- "$XSCONTROL" check
+succeeds "xenstore-control quota 0" -- sh -c "'$XSCONTROL' quota 0 | grep -qE '^dom0 quota: [0-9]+/1000\$'"
+
+echo "== guests through the domain transport ($doms)"
+sock_mode=$(stat -c %a "$sock")
+[ "$sock_mode" = 600 ] && ok "the dom0 socket is 0600" || ko "the dom0 socket is 0600" "mode $sock_mode"
+timeout 60 xenstore-watch -n 4 @introduceDomain >"$tmp/intro.out" 2>&1 &
+iwatcher=$!
+timeout 60 xenstore-watch -n 3 @releaseDomain >"$tmp/release.out" 2>&1 &
+rwatcher=$!
+for _ in $(seq 1 100); do [ -s "$tmp/intro.out" ] && [ -s "$tmp/release.out" ] && break; sleep 0.05; done
+# The toolstack's part: each guest's home, owned by the guest, readable by dom0.
+for d in 5 6 7; do
+  xenstore-write "/local/domain/$d/name" "guest$d" >/dev/null
+  xenstore-chmod -r "/local/domain/$d" "n$d" r0 >/dev/null
+done
+expect "INTRODUCE 5" "OK" -- $PEERS request "$sock" INTRODUCE 5 4096 1
+expect "INTRODUCE 6" "OK" -- $PEERS request "$sock" INTRODUCE 6 4097 1
+expect "INTRODUCE 7 (a device model for 5)" "OK" -- $PEERS request "$sock" INTRODUCE 7 4098 1
+expect "SET_TARGET 7 5" "OK" -- $PEERS request "$sock" SET_TARGET 7 5
+expect "IS_DOMAIN_INTRODUCED 5" "T" -- $PEERS request "$sock" IS_DOMAIN_INTRODUCED 5
+dsock_mode=$(stat -c %a "$doms/5")
+[ "$dsock_mode" = 600 ] && ok "guest 5's socket is 0600" || ko "guest 5's socket is 0600" "mode $dsock_mode"
+g5() { XENSTORED_PATH="$doms/5" "$@"; }
+g6() { XENSTORED_PATH="$doms/6" "$@"; }
+g7() { XENSTORED_PATH="$doms/7" "$@"; }
+expect "guest 5 reads its own key, relatively" "guest5" -- g5 xenstore-read name
+succeeds "guest 5 writes under its home, relatively" -- g5 xenstore-write data/secret s5 device/vif/0/state 1
+expect "guest 5's node is its own, inheriting the home's permissions" "(n5,r0)" -- sh -c "XENSTORED_PATH=$doms/5 xenstore-ls -p /local/domain/5/data | sed 's/.*(/(/'"
+expect "guest 5 lists its home" $'data\ndevice\nname' -- g5 xenstore-list /local/domain/5
+succeeds "guest 5 xenstore-exists its node" -- g5 xenstore-exists data/secret
+succeeds "guest 5 chmods its node" -- g5 xenstore-chmod data/secret n5 r6
+fails "guest 5 cannot give its node away (chmod to owner 6)" -- g5 xenstore-chmod data/secret n6
+fails "guest 5 cannot read dom0's keys" -- g5 xenstore-read /it/big
+expect "guest 5 reads a dom0 key that grants it read (r5)" "1" -- g5 xenstore-read /it/a
+fails "guest 5 cannot write outside its home" -- g5 xenstore-write /elsewhere x
+fails "guest 5 cannot list the root" -- g5 xenstore-ls /
+fails "guest 6 cannot read guest 5's home" -- g6 xenstore-read /local/domain/5/name
+fails "guest 6 cannot list guest 5's home" -- g6 xenstore-list /local/domain/5
+fails "guest 6 cannot write into guest 5's home" -- g6 xenstore-write /local/domain/5/data/x y
+fails "guest 6 cannot remove guest 5's keys" -- g6 xenstore-rm /local/domain/5/data
+expect "guest 6 reads the key guest 5 shared with it" "s5" -- g6 xenstore-read /local/domain/5/data/secret
+expect "the device model (7 → 5) reads its target's keys" "guest5" -- g7 xenstore-read /local/domain/5/name
+succeeds "the device model writes its target's keys" -- g7 xenstore-write /local/domain/5/device-model/state running
+fails "the device model cannot read guest 6's keys" -- g7 xenstore-read /local/domain/6/name
+# A guest's watch on another guest's home hears nothing but its set-up event.
+g6 timeout 3 xenstore-watch /local/domain/5 >"$tmp/spy.out" 2>&1 &
+spy=$!
+g5 timeout 3 xenstore-watch -n 2 data >"$tmp/own.out" 2>&1 &
+own=$!
+for _ in $(seq 1 100); do [ -s "$tmp/spy.out" ] && [ -s "$tmp/own.out" ] && break; sleep 0.05; done
+g5 xenstore-write data/more 1 >/dev/null
+wait "$own"; orc=$?
+wait "$spy"
+oout=$(cat "$tmp/own.out"); sout=$(cat "$tmp/spy.out")
+if [ $orc -eq 0 ] && [ "$oout" == $'data\ndata/more' ]; then ok "guest 5's relative watch hears its own write"; else ko "guest 5's relative watch hears its own write" "exit $orc, got: $(printf '%q' "$oout")"; fi
+if [ "$sout" == "/local/domain/5" ]; then ok "guest 6's watch on guest 5's home hears nothing after set-up"; else ko "guest 6's watch on guest 5's home hears nothing after set-up" "got: $(printf '%q' "$sout")"; fi
+# Owned by 5: its home, name, data, data/secret, data/more, device, device/vif, …/0, …/0/state (device-model/* is 7's).
+expect "xenstore-control quota 5" "dom5 quota: 9/1000" -- "$XSCONTROL" quota 5
+expect "RELEASE 5" "OK" -- $PEERS request "$sock" RELEASE 5
+fails "guest 5's socket is gone" -- test -e "$doms/5"
+fails "guest 5's keys are gone with it" -- xenstore-exists /local/domain/5/name
+expect "IS_DOMAIN_INTRODUCED 5 after RELEASE" "F" -- $PEERS request "$sock" IS_DOMAIN_INTRODUCED 5
+expect "RELEASE 7" "OK" -- $PEERS request "$sock" RELEASE 7
+wait "$iwatcher"; wait "$rwatcher"
+expect "@introduceDomain fired when set and for each INTRODUCE" $'@introduceDomain\n@introduceDomain\n@introduceDomain\n@introduceDomain' -- cat "$tmp/intro.out"
+expect "@releaseDomain fired when set and for each RELEASE" $'@releaseDomain\n@releaseDomain\n@releaseDomain' -- cat "$tmp/release.out"
+expect "xenstore-control check after the guests" "OK" -- "$XSCONTROL" check
+
 echo "== $TEST_XENSTORE"
 run_test_xenstore() {
   local label=$1; shift
@@ -116,6 +199,32 @@ run_test_xenstore() {
 }
 run_test_xenstore "(all tests once)"
 run_test_xenstore "(all tests, 20 iterations)" -i 20
+# As guest 6, through its socket: relative paths under its home, its own quotas and permissions.
+export XENSTORED_PATH="$doms/6"
+run_test_xenstore "(as guest 6, all tests, 5 iterations)" -i 5
+export XENSTORED_PATH="$sock"
+
+echo "== oxenstored, the dom0 part of the tables"
+shim=../shared/tools/xenstore/run-daemons.sh
+[ -x "$shim" ] || shim=/work/shared/tools/xenstore/run-daemons.sh
+if [ -x "$OXENSTORED" ] && [ -x "$shim" ] && command -v gcc >/dev/null; then
+  oxsock=$("$shim" ox "$tmp/ox")
+  oxpid=$(cat "$tmp/ox/pid")
+  for _ in $(seq 1 100); do [ -S "$oxsock" ] && break; sleep 0.1; done
+  if [ -S "$oxsock" ]; then
+    while IFS= read -r line; do
+      case $line in
+        PASS*) ok "${line#PASS  }" ;;
+        FAIL*) ko "${line#FAIL  }" ;;
+        *) printf '      %s\n' "$line" ;;
+      esac
+    done < <($PEERS compare "$sock" "$oxsock" 2>&1)
+  else
+    ko "oxenstored started" "$(cat "$tmp/ox/log" 2>/dev/null)"
+  fi
+else
+  ko "oxenstored available (xen-utils-4.17, gcc, $shim)"
+fi
 
 echo
 echo "xenstore integration: $pass passed, $fail failed"

@@ -38,7 +38,7 @@ function req(id: number, body: Record<string, unknown>): Uint8Array {
 test('codec: hello, requests and cancel decode to typed messages', () => {
   const d = clientMessageDecoder(1024);
   const m1 = only(d.push(hello));
-  assert.deepEqual(m1, { type: 'message', message: { t: 'hello', magic: PROTOCOL_MAGIC, versions: [1], token: 'sekrit', name: 'w1' } });
+  assert.deepEqual(m1, { type: 'message', message: { t: 'hello', magic: PROTOCOL_MAGIC, versions: [1], token: 'sekrit', name: 'w1' }, size: hello.length - 8 });
   const m2 = only(d.push(encodeRequest(7, 'set', { path: '/a', value: Uint8Array.of(1, 2), ifVersion: 3 })));
   assert.ok(m2.type === 'message' && m2.message.t === 'req' && m2.message.op === 'set');
   assert.equal(m2.message.id, 7);
@@ -48,7 +48,8 @@ test('codec: hello, requests and cancel decode to typed messages', () => {
   const m3 = only(d.push(encodeRequest(8, 'lock', { lock: 3, path: '/x', mode: 'shared' }, 5)));
   assert.ok(m3.type === 'message' && m3.message.t === 'req');
   assert.equal(m3.message.s, 5);
-  assert.deepEqual(only(d.push(encodeCancel(8))), { type: 'message', message: { t: 'cancel', id: 8 } });
+  const cancel = encodeCancel(8);
+  assert.deepEqual(only(d.push(cancel)), { type: 'message', message: { t: 'cancel', id: 8 }, size: cancel.length - 8 });
 });
 
 test('codec: a pipelined stream split at every byte boundary decodes the same messages', () => {
@@ -89,7 +90,8 @@ test('codec: wrong argument shapes fail that request, naming the field', () => {
   rejected(d.push(req(8, { t: 'req', op: 'multi', a: { ops: [{ op: 'set', path: '/a', value: new Uint8Array(1) }, { op: 'nuke', path: '/' }] } })), 8, 'PROTOCOL', /a\.ops\[1\]\.op/);
   rejected(d.push(req(9, { t: 'req', op: 'get', s: -1, a: { path: '/' } })), 9, 'PROTOCOL', /session handle/);
   rejected(d.push(req(10, { t: 'req', op: 'get', a: { path: '/' }, extra: true })), 10, 'PROTOCOL', /unexpected field extra/);
-  rejected(d.push(req(11, { t: 'req', op: 'set', a: { path: '/a', value: new Uint8Array(1), ifVersion: new Date(0) } })), 11, 'PROTOCOL', /ifVersion/);
+  rejected(d.push(req(11, { t: 'req', op: 'set', a: { path: '/a', value: new Uint8Array(1), ifVersion: new Date(0) } })), 11, 'PROTOCOL', /extension/);
+  rejected(d.push(req(13, { t: 'req', op: 'set', a: { path: '/a', value: new Uint8Array(1), ifVersion: 'one' } })), 13, 'PROTOCOL', /ifVersion/);
   rejected(d.push(req(12, { t: 'mystery' })), 12, 'PROTOCOL', /unknown message type/);
   assert.equal(d.failed, false);
 });
@@ -253,4 +255,18 @@ test('codec: a message with too many values or too deep is refused before decodi
   rejected(d.push(encodeFrame(3, body)), 3, 'TOO_LARGE', /more than 262144 values/);
   rejected(d.push(encodeFrame(4, new Uint8Array(200_000).fill(0x91))), 4, 'TOO_LARGE', /nests deeper/);
   assert.equal(only(d.push(encodeRequest(5, 'ping', {}))).type, 'message');
+});
+
+test('codec: a request holding a msgpack extension fails that request with PROTOCOL; the stream goes on', async () => {
+  const { Packr } = await import('msgpackr');
+  const rich = new Packr({ moreTypes: true, structuredClone: true } as ConstructorParameters<typeof Packr>[0]);
+  const d = clientMessageDecoder(1 << 20);
+  only(d.push(hello));
+  // A Set of 100 nested arrays: msgpackr would decode values the pre-scan never saw.
+  const nested = new Set(Array.from({ length: 100 }, (_, i) => [[[[i]]]]));
+  rejected(d.push(encodeFrame(5, rich.pack({ t: 'req', op: 'get', a: { path: '/', extra: nested } }))), 5, 'PROTOCOL', /extension/);
+  rejected(d.push(encodeFrame(6, Uint8Array.of(0x83, 0xa1, 0x74, 0xa3, 0x72, 0x65, 0x71, 0xa2, 0x6f, 0x70, 0xa3, 0x67, 0x65, 0x74, 0xa1, 0x61, 0xd6, 0xff, 0, 0, 0, 0))), 6, 'PROTOCOL', /extension/);
+  const m = only(d.push(encodeRequest(7, 'ping', {})));
+  assert.ok(m.type === 'message' && m.message.t === 'req' && m.message.op === 'ping');
+  fatal(d.push(encodeFrame(0, rich.pack({ t: 'cancel', x: new Date(0) }))));
 });

@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { packBody } from '../../src/protocol/codec.js';
 import { scanMsgpack } from '../../src/protocol/msgpack-scan.js';
+import * as packrModule from 'msgpackr';
 
-const value = fc.anything({ withBigInt: false, withMap: false, withSet: false, withTypedArray: true, withDate: true, maxDepth: 4 });
+const value = fc.anything({ withBigInt: false, withMap: false, withSet: false, withTypedArray: true, withDate: false, maxDepth: 4 });
 
 test('msgpack-scan: every encoded value scans ok; every strict prefix, and any trailing byte, is malformed (property)', () => {
   fc.assert(fc.property(value, (v) => {
@@ -32,4 +33,19 @@ test('msgpack-scan: counts values and nesting', () => {
   assert.equal(scanMsgpack(Uint8Array.of(0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0)), 'malformed');
   // A large bin costs nothing to skip.
   assert.equal(scanMsgpack(packBody({ v: new Uint8Array(1 << 20) }), { maxItems: 3, maxDepth: 2 }), 'ok');
+});
+
+test('msgpack-scan: extension types are refused, wherever they are (a Set or Error extension would decode values the scan never counted)', () => {
+  const { Packr } = packrModule;
+  const rich = new Packr({ moreTypes: true, structuredClone: true } as ConstructorParameters<typeof Packr>[0]);
+  for (const v of [new Set([1, 2]), new Error('x'), new Date(0), { nested: [1, { d: new Date(1) }] }]) {
+    assert.equal(scanMsgpack(rich.pack(v)), 'extension', String(v));
+  }
+  for (const t of [0xd4, 0xd5, 0xd6, 0xd7, 0xd8]) {
+    const len = { 0xd4: 1, 0xd5: 2, 0xd6: 4, 0xd7: 8, 0xd8: 16 }[t]!;
+    assert.equal(scanMsgpack(Uint8Array.of(0x91, t, 1, ...new Array<number>(len).fill(0))), 'extension', `fixext 0x${t.toString(16)}`);
+  }
+  assert.equal(scanMsgpack(Uint8Array.of(0xc7, 1, 5, 0)), 'extension');
+  assert.equal(scanMsgpack(Uint8Array.of(0xc8, 0, 1, 5, 0)), 'extension');
+  assert.equal(scanMsgpack(Uint8Array.of(0xc9, 0, 0, 0, 1, 5, 0)), 'extension');
 });

@@ -12,7 +12,6 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { connect } from '../../src/client/store.js';
-import { LatchkeyError } from '../../src/core/errors.js';
 import type { WatchEvent } from '../../src/api.js';
 import { startServer } from './helpers.js';
 
@@ -21,14 +20,8 @@ async function holder(url: string): Promise<void> {
   await store.create('/members/holder', 'alive', { ephemeral: true });
   const tx = store.begin();
   await tx.set('/uncommitted', 'never');
-  let locked = false;
-  try {
-    await store.lock('/res');
-    locked = true;
-  } catch (e) {
-    if (!(LatchkeyError.is(e, 'INTERNAL') && /not implemented/.test(e.message))) throw e;
-  }
-  process.stdout.write(`held ${locked ? 'lock' : 'nolock'}\n`);
+  await store.lock('/res');
+  process.stdout.write('held lock\n');
   await new Promise(() => {}); // until SIGKILL
 }
 
@@ -49,14 +42,14 @@ if (process.env.LK_HOLDER !== undefined) {
         });
         child.on('exit', (c) => reject(new Error(`holder exited early (${c})`)));
       });
-      const hasLocks = line === 'held lock';
+      assert.equal(line, 'held lock');
       assert.equal((await waiter.get('/members/holder'))?.text(), 'alive');
       const it = waiter.watch('/members', { recursive: true })[Symbol.asyncIterator]();
       await waiter.set('/sync', '1'); // the watch is registered once a later request is answered
       let grantedAt = 0;
-      const granted = hasLocks ? waiter.lock('/res').then((l) => { grantedAt = performance.now(); return l; }) : undefined;
+      const granted = waiter.lock('/res').then((l) => { grantedAt = performance.now(); return l; });
       // Kill only once the server has the waiter queued (else it could find the lock free, not orphaned).
-      while (granted !== undefined && (await waiter.fetchLockTable()).waiting.length === 0) await new Promise((r) => setTimeout(r, 1));
+      while ((await waiter.fetchLockTable()).waiting.length === 0) await new Promise((r) => setTimeout(r, 1));
       const killedAt = performance.now();
       child.kill('SIGKILL');
       const ev = await it.next();
@@ -65,15 +58,11 @@ if (process.env.LK_HOLDER !== undefined) {
       assert.equal(await waiter.exists('/uncommitted'), false);
       const st = await waiter.fetchStats();
       assert.equal(st.openTransactions, 0, 'the holder\'s transaction was aborted');
-      if (granted !== undefined) {
-        const lock = await granted;
-        const ms = grantedAt - killedAt;
-        assert.equal(lock.ownerDied, true);
-        t.diagnostic(`death-to-grant ${ms.toFixed(2)} ms`);
-        await lock.release();
-      } else {
-        t.diagnostic('locks are not in this build: the lock half of this test did not run');
-      }
+      const lock = await granted;
+      const ms = grantedAt - killedAt;
+      assert.equal(lock.ownerDied, true);
+      t.diagnostic(`death-to-grant ${ms.toFixed(2)} ms`);
+      await lock.release();
       await it.return!();
     } finally {
       await waiter.close();

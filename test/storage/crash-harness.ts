@@ -22,6 +22,9 @@ import { KEYS, OPEN_OPTIONS, SHARED } from '../fixtures/crash-config.js';
 
 const writerScript = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'crash-writer.js');
 
+/** Acknowledgements of a long life: about 2.5× OPEN_OPTIONS.snapshotEveryBytes of log. */
+const LONG_LIFE_ACKS = 600;
+
 export interface CrashOptions {
   dir: string;
   kills: number;
@@ -57,9 +60,12 @@ function rng(seed: number): () => number {
  * Runs one child and SIGKILLs it `lifeMs` after it started (`fromReady`
  * false: the kill may land while it is still opening and recovering) or
  * after it said it is ready (`fromReady` true: the kill lands among commits,
- * however slow the machine is).
+ * however slow the machine is), or `lifeMs` after its `afterAcks`-th
+ * acknowledgement (a life long enough to write a snapshot's worth of log
+ * and rotate segments, whatever the machine's speed: a loaded machine once
+ * went 32 timed lives without reaching the snapshot threshold).
  */
-function runChild(dir: string, runId: string, workers: number, lifeMs: number, durability: string, fromReady: boolean): Promise<{ acks: Map<string, number>; ready: boolean; stderr: string }> {
+function runChild(dir: string, runId: string, workers: number, lifeMs: number, durability: string, fromReady: boolean, afterAcks = 0): Promise<{ acks: Map<string, number>; ready: boolean; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(process.execPath, [writerScript, dir, runId, String(workers), durability], { stdio: ['ignore', 'pipe', 'pipe'] });
     const acks = new Map<string, number>();
@@ -75,10 +81,13 @@ function runChild(dir: string, runId: string, workers: number, lifeMs: number, d
         buf = buf.slice(nl + 1);
         if (line.startsWith('ready ')) {
           ready = true;
-          if (fromReady) timer = setTimeout(() => child.kill('SIGKILL'), lifeMs);
+          if (fromReady && afterAcks === 0) timer = setTimeout(() => child.kill('SIGKILL'), lifeMs);
         }
         const m = /^ack (\S+) (-?\d+)$/.exec(line);
-        if (m) acks.set(m[1]!, Number(m[2]));
+        if (m) {
+          acks.set(m[1]!, Number(m[2]));
+          if (afterAcks > 0 && acks.size === afterAcks) timer = setTimeout(() => child.kill('SIGKILL'), lifeMs);
+        }
       }
     });
     child.stderr!.setEncoding('utf8');
@@ -139,7 +148,9 @@ export async function runCrashTest(o: CrashOptions): Promise<CrashReport> {
   for (let i = 0; i < o.kills; i++) {
     const life = 20 + Math.floor(random() * maxLife);
     const fromReady = i % 2 === 1;
-    const run = await runChild(o.dir, `r${i}`, workers, life, o.durability ?? 'fsync', fromReady);
+    // Every fourth life runs until it has written more than a snapshot's worth of log.
+    const afterAcks = i % 4 === 3 ? LONG_LIFE_ACKS : 0;
+    const run = await runChild(o.dir, `r${i}`, workers, life, o.durability ?? 'fsync', fromReady, afterAcks);
     if (!run.ready) killedBeforeReady++;
     for (const [id, rev] of run.acks) acked.set(id, rev);
     const store = await open(o.dir, OPEN_OPTIONS);
@@ -151,7 +162,7 @@ export async function runCrashTest(o: CrashOptions): Promise<CrashReport> {
     } finally {
       await store.close();
     }
-    o.log?.(`kill ${i + 1}: ${life} ms after ${fromReady ? 'ready' : 'spawn'}${run.ready ? '' : ' (still opening)'}, ${run.acks.size} acks; ${present} transactions present, revision ${revision}`);
+    o.log?.(`kill ${i + 1}: ${life} ms after ${afterAcks > 0 ? `ack ${afterAcks}` : fromReady ? 'ready' : 'spawn'}${run.ready ? '' : ' (still opening)'}, ${run.acks.size} acks; ${present} transactions present, revision ${revision}`);
   }
   return { kills: o.kills, killedBeforeReady, acknowledged: acked.size, present, revision, seed };
 }

@@ -85,3 +85,52 @@ test('ownership: different directories do not interfere', async () => {
   await a.close();
   await b.close();
 });
+
+test('ownership: the lock is a file inside the directory, mode 0600, naming the holder; a crash leaves it unlocked (not stale)', async () => {
+  const { readFile, stat } = await import('node:fs/promises');
+  const dir = (await tempDir()).path;
+  try {
+    const { child, pid } = await startHolder(dir);
+    const lockFile = path.join(dir, 'owner.lock');
+    assert.equal((await stat(lockFile)).mode & 0o777, 0o600);
+    assert.deepEqual(JSON.parse(await readFile(lockFile, 'utf8')), { pid });
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    // The file is still there, with the dead pid in it: it is the flock, not the file, that says who owns.
+    assert.deepEqual(JSON.parse(await readFile(lockFile, 'utf8')), { pid });
+    const s = await openStorage(dir);
+    assert.deepEqual(JSON.parse(await readFile(lockFile, 'utf8')), { pid: process.pid });
+    await s.close();
+  } finally {
+    await removeDir(dir);
+  }
+});
+
+test('ownership: a user without write access to the directory cannot hold it (nor block the owner)', async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.diagnostic('needs root to run a process as another user: checked by mode only');
+    return;
+  }
+  const { chmod } = await import('node:fs/promises');
+  const dir = (await tempDir()).path;
+  try {
+    await chmod(path.dirname(dir), 0o755).catch(() => {});
+    await chmod(dir, 0o755); // others may read and search, not write
+    const s = await openStorage(dir);
+    await s.close();
+    // As nobody: the lock file (0600, root's) cannot be opened, so it cannot be locked; nor can the directory take a new one.
+    const r = await new Promise<{ code: number | null; err: string }>((resolve) => {
+      const child = spawn('flock', ['--exclusive', '--nonblock', path.join(dir, 'owner.lock'), 'sleep', '5'], { uid: 65534, gid: 65534, stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
+      child.on('exit', (code) => resolve({ code, err }));
+    });
+    assert.notEqual(r.code, 0);
+    assert.match(r.err, /Permission denied/);
+    const again = await openStorage(dir);
+    await again.close();
+  } finally {
+    await removeDir(dir);
+  }
+});

@@ -13,12 +13,13 @@ import { connect } from '../../src/client/store.js';
 import type { WatchEvent } from '../../src/api.js';
 import { CLI } from '../server/helpers.js';
 import { XsClient } from './client.js';
+import { XsType, nulTerminated } from '../../src/xenstore/wire.js';
 
 test('xenstore: latchkey serve --xenstore-socket shares one durable store between both protocols, across restarts', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-xs-cli-'));
   const xsPath = path.join(dir, 'xenstored.sock');
   const start = async (): Promise<{ exited: Promise<number | string>; stop: () => void; out: string }> => {
-    const proc = spawn(process.execPath, [CLI, 'serve', '--data', path.join(dir, 'data'), '--xenstore-socket', xsPath, '--xenstore-limit', 'maxWatches=4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [CLI, 'serve', '--data', path.join(dir, 'data'), '--xenstore-socket', xsPath, '--xenstore-limit', 'maxValueBytes=8', '--xenstore-domain-dir', path.join(dir, 'domains')], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | string>((resolve) => proc.on('exit', (c, s) => resolve(c ?? s ?? -1)));
     let out = '';
     await new Promise<void>((resolve, reject) => {
@@ -48,8 +49,16 @@ test('xenstore: latchkey serve --xenstore-socket shares one durable store betwee
     assert.deepEqual(await xs.nextEvent(), { path: '/native', token: 'tok' });
     assert.equal(await xs.read('/native'), 'from latchkey');
     // The limit flag reached the adapter.
-    for (const t of ['a', 'b', 'c']) await xs.watch('/native', t);
-    await assert.rejects(xs.watch('/native', 'd'), /EQUOTA/);
+    await xs.write('/eight', '12345678');
+    await assert.rejects(xs.write('/eight', '123456789'), /E2BIG/);
+    // The domain directory too: an introduced guest gets its socket there, and speaks as that domain.
+    await xs.setPerms('/local/domain/7/name', ['n0', 'r7']);
+    await xs.request(XsType.INTRODUCE, nulTerminated(['7', '1234', '5']));
+    const guest = await XsClient.connect(path.join(dir, 'domains', '7'));
+    assert.equal(await guest.read('name'), 'guest');
+    await assert.rejects(guest.read('/native'), /EACCES/);
+    await xs.request(XsType.RELEASE, nulTerminated(['7']));
+    await guest.whenClosed();
     await watch.return?.();
     await native.close();
     s1.stop();
@@ -59,6 +68,7 @@ test('xenstore: latchkey serve --xenstore-socket shares one durable store betwee
     const s2 = await start();
     const xs2 = await XsClient.connect(xsPath);
     assert.equal(await xs2.read('/local/domain/7/name'), 'guest');
+    assert.deepEqual(await xs2.getPerms('/local/domain/7/name'), ['n0']); // RELEASE dropped domain 7's entry
     assert.equal(await xs2.read('/native'), 'from latchkey');
     await xs2.close();
     s2.stop();

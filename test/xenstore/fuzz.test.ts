@@ -1,6 +1,7 @@
 /**
  * Random well-framed requests — any type number, payloads of path-like and
- * arbitrary bytes, random tx ids — on one connection: every request gets
+ * arbitrary bytes, random tx ids — on one connection, as dom0 or as a guest
+ * (through its domain socket, permissions and quotas applying): every request gets
  * exactly one reply, in order, either of its own type or ERROR with a known
  * errno; no handler ever fails as a bug; the server keeps serving.
  */
@@ -12,7 +13,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { open } from '../../src/index.js';
 import { startXenstoreServer } from '../../src/xenstore/server.js';
-import { XsType, splitStrings, utf8 } from '../../src/xenstore/wire.js';
+import { XsType, nulTerminated, splitStrings, utf8 } from '../../src/xenstore/wire.js';
 import { XsClient } from './client.js';
 
 const ERRNOS = new Set(['EINVAL', 'EACCES', 'EEXIST', 'EISDIR', 'ENOENT', 'ENOMEM', 'ENOSPC', 'EIO', 'ENOTEMPTY', 'ENOSYS', 'EROFS', 'EBUSY', 'EAGAIN', 'EISCONN', 'E2BIG', 'EQUOTA']);
@@ -36,10 +37,18 @@ test('xenstore fuzz: random requests get one reply each, in order, typed or a kn
   const dir = mkdtempSync(path.join(os.tmpdir(), 'latchkey-xs-fuzz-'));
   const logs: string[] = [];
   const store = await open();
-  const server = await startXenstoreServer(store, { socketPath: path.join(dir, 'xs.sock'), log: (m) => logs.push(m) });
+  const domainDir = path.join(dir, 'domains');
+  const server = await startXenstoreServer(store, { socketPath: path.join(dir, 'xs.sock'), domainDir, log: (m) => logs.push(m) });
+  const dom0 = await XsClient.connect(server.socketPath);
   try {
-    await fc.assert(fc.asyncProperty(fc.array(request, { minLength: 1, maxLength: 40 }), async (reqs) => {
-      const c = await XsClient.connect(server.socketPath);
+    await fc.assert(fc.asyncProperty(fc.array(request, { minLength: 1, maxLength: 40 }), fc.boolean(), async (reqs, asGuest) => {
+      if (asGuest) {
+        // (Re-)introduce guest 3 (a fuzzed RELEASE may have removed it); its home is its own.
+        await dom0.raw(XsType.INTRODUCE, nulTerminated(['3', '33', '1']));
+        await dom0.write('/local/domain/3/x', '1');
+        await dom0.setPerms('/local/domain/3', ['n3']);
+      }
+      const c = await XsClient.connect(asGuest ? path.join(domainDir, '3') : server.socketPath);
       try {
         // All pipelined at once.
         const replies = await Promise.all(reqs.map((r) => c.raw(r.type, r.payload, r.tx)));
@@ -56,9 +65,10 @@ test('xenstore fuzz: random requests get one reply each, in order, typed or a kn
         const ids = replies.map((r) => r.reqId);
         assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
       } finally {
-        await c.close();
+        if (!c.closed) await c.close();
       }
     }), { numRuns: 200 });
+    await dom0.close();
     assert.deepEqual(logs.filter((l) => l.includes('bug')), []);
     const c = await XsClient.connect(server.socketPath);
     await c.write('/alive', 'yes');

@@ -3,14 +3,16 @@
  *
  *   latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
  *                  [--tls-cert FILE --tls-key FILE] [--auth FILE]
- *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES]
- *                  [--max-frame BYTES] [--max-connections N] [--durability fsync|none] [--memory]
+ *                  [--insecure-loopback] [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES]
+ *                  [--max-frame BYTES] [--max-connections N] [--max-memory BYTES] [--durability fsync|none] [--memory]
  *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
- *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]…]
+ *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]… [--xenstore-domain-dir DIR]]
  *
  * --xenstore-socket also serves the store in the XenStore wire protocol
  * (docs/xenstore.md): xenstore-utils and libxenstore clients connect with
- * XENSTORED_PATH=PATH and share the store with latchkey clients.
+ * XENSTORED_PATH=PATH and share the store with latchkey clients, as dom0;
+ * --xenstore-domain-dir gives each guest domain dom0 introduces a socket
+ * DIR/<domid> of its own (docs/xenstore.md, "Domains").
  *
  * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
  * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0. Unlike
@@ -30,10 +32,10 @@ import { type Command, UsageError, parse, parseCount } from '../command.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
-                      [--ttl-ms N] [--max-value BYTES] [--max-frame BYTES] [--max-connections N]
-                      [--durability fsync|none] [--memory] [--limit NAME=N]...
+                      [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES] [--max-frame BYTES] [--max-connections N]
+                      [--max-memory BYTES] [--durability fsync|none] [--memory] [--limit NAME=N]...
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
-                      [--xenstore-socket PATH [--xenstore-limit NAME=N]...]`;
+                      [--xenstore-socket PATH [--xenstore-limit NAME=N]... [--xenstore-domain-dir DIR]]`;
 
 function parseHostPort(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s);
@@ -60,6 +62,8 @@ async function serveCommand(argv: string[]): Promise<void> {
     'insecure-loopback': { type: 'boolean' },
     'ttl-ms': { type: 'string' },
     'max-value': { type: 'string' },
+    'max-commit': { type: 'string' },
+    'max-memory': { type: 'string' },
     'max-frame': { type: 'string' },
     'max-connections': { type: 'string' },
     durability: { type: 'string' },
@@ -68,6 +72,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     'idle-exit-ms': { type: 'string' },
     'xenstore-socket': { type: 'string' },
     'xenstore-limit': { type: 'string', multiple: true },
+    'xenstore-domain-dir': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
@@ -84,7 +89,12 @@ async function serveCommand(argv: string[]): Promise<void> {
   // --memory: nothing on disk but the socket (tests, benchmarks, scratch servers).
   const maxValue = positiveInt('max-value', values['max-value']);
   // The engine enforces the value limit too: give it the same one.
-  const engineOpts = maxValue === undefined ? {} : { maxValueBytes: maxValue };
+  const maxCommit = positiveInt('max-commit', values['max-commit']);
+  if (maxCommit !== undefined && maxCommit > 256 * 1024 * 1024) throw new UsageError('--max-commit is at most 268435456 (the log reader\'s record limit)');
+  const engineOpts = {
+    ...(maxValue === undefined ? {} : { maxValueBytes: maxValue }),
+    ...(maxCommit === undefined ? {} : { maxCommitBytes: maxCommit }),
+  };
 
   const limits: Partial<{ -readonly [K in keyof Limits]: Limits[K] }> = {};
   for (const spec of values.limit ?? []) {
@@ -98,6 +108,8 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (maxFrame !== undefined) limits.maxFrame = maxFrame;
   if (maxConnections !== undefined) limits.maxConnections = maxConnections;
   const opts: ServeOptions = { socket: path.resolve(values.socket ?? path.join(data, 'latchkey.sock')), limits };
+  const maxMemory = positiveInt('max-memory', values['max-memory']);
+  if (maxMemory !== undefined) opts.maxMemory = maxMemory;
   if (values.listen !== undefined) opts.listen = parseHostPort(values.listen);
   if (values['tls-cert'] !== undefined && values['tls-key'] !== undefined) opts.tls = { cert: values['tls-cert'], key: values['tls-key'] };
   if (values.auth !== undefined) opts.auth = AuthTable.load(values.auth);
@@ -117,6 +129,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     xenstoreLimits[m[1]!] = Number(m[2]);
   }
   if (values['xenstore-limit'] !== undefined && values['xenstore-socket'] === undefined) throw new UsageError('--xenstore-limit needs --xenstore-socket');
+  if (values['xenstore-domain-dir'] !== undefined && values['xenstore-socket'] === undefined) throw new UsageError('--xenstore-domain-dir needs --xenstore-socket');
   // The idle count sees latchkey connections only: it would stop a server XenStore clients still use.
   if (idle !== undefined && values['xenstore-socket'] !== undefined) throw new UsageError('--idle-exit-ms cannot be combined with --xenstore-socket');
 
@@ -148,6 +161,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     try {
       xenstore = await startXenstoreServer(store, {
         socketPath: path.resolve(values['xenstore-socket']), limits: xenstoreLimits,
+        ...(values['xenstore-domain-dir'] === undefined ? {} : { domainDir: path.resolve(values['xenstore-domain-dir']) }),
         log: (m) => process.stderr.write(`latchkey: ${m}\n`),
       });
     } catch (e) {
@@ -163,6 +177,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     process.stdout.write(`${opts.tls ? 'tls' : 'tcp'}://${h}:${server.tcpAddress.port}\n`);
   }
   if (xenstore !== undefined) process.stdout.write(`xenstore ${xenstore.socketPath}\n`);
+  if (xenstore?.domainDir !== undefined) process.stdout.write(`xenstore-domains ${xenstore.domainDir}\n`);
   process.stdout.write('ready\n');
 
   process.on('SIGTERM', () => stop('SIGTERM'));
