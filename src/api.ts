@@ -151,10 +151,30 @@ export interface Lock extends AsyncDisposable {
   readonly mode: LockMode;
   /** Fencing token: strictly increasing across all grants of the store. */
   readonly token: number;
-  /** True when the previous holder's session ended while holding it (EOWNERDEAD). */
+  /**
+   * True when a previous holder's session ended while holding it (EOWNERDEAD),
+   * also across a server crash, and no holder since called `markConsistent()`.
+   */
   readonly ownerDied: boolean;
-  /** Aborts (reason: LatchkeyError LOCK_LOST) when this lock is lost. */
+  /**
+   * Aborts when this lock is lost: reason LatchkeyError LOCK_LOST, or
+   * SESSION_EXPIRED when a remote client gave up its lease (it does so
+   * before the server can grant the lock to anyone else).
+   */
   readonly signal: AbortSignal;
+  /**
+   * The protected data is whole again (pthread_mutex_consistent): the
+   * owner-died mark at and below this lock's path is cleared, so the next
+   * holder is not told ownerDied. No-op when this grant was not ownerDied.
+   * Releasing without it passes ownerDied on.
+   */
+  markConsistent(): Promise<void>;
+  /**
+   * The protected data cannot be repaired: every later request for a lock
+   * overlapping this path fails NOT_RECOVERABLE until `store.resetLock`.
+   * This lock stays held until released.
+   */
+  markUnrecoverable(): Promise<void>;
   readonly held: boolean;
   upgrade(options?: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal }): Promise<void>;
   downgrade(): Promise<void>;
@@ -241,6 +261,12 @@ export interface Store extends Reader, Writer, AsyncDisposable {
   session(options?: SessionOptions): Session;
   lock(path: string, options?: LockOptions): Promise<Lock>;
   lockTable(): LockTableInfo;
+  /**
+   * An operator's reset: clears the unrecoverable marks and owner-died
+   * taints at and below `path` (a mark above it stays). Locks held are not
+   * touched.
+   */
+  resetLock(path: string): Promise<void>;
   watch(path: string, options?: WatchOptions): AsyncIterable<WatchEvent>;
   snapshot(): Promise<void>;
   stats(): StoreStats;

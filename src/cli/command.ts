@@ -114,11 +114,14 @@ export interface ConnectFlags {
  * command should fail rather than silently wait, and `lock` must learn at
  * once that its session (and so its lock) is gone.
  */
-export async function connectFrom(flags: ConnectFlags, reconnect = false): Promise<RemoteStore> {
+export async function connectFrom(flags: ConnectFlags, reconnect = false, leaseMarginMs?: number): Promise<RemoteStore> {
   const url = flags.url ?? process.env['LATCHKEY_URL'] ?? defaultUrl();
   const token = flags.token ?? process.env['LATCHKEY_TOKEN'];
   try {
-    return await connect(url, { reconnect, ...(token === undefined ? {} : { token }), name: `latchkey-cli-${process.pid}` });
+    return await connect(url, {
+      reconnect, ...(token === undefined ? {} : { token }), ...(leaseMarginMs === undefined ? {} : { leaseMarginMs }),
+      name: `latchkey-cli-${process.pid}`,
+    });
   } catch (e) {
     if (LatchkeyError.is(e, 'CONNECTION_LOST')) {
       throw new LatchkeyError('CONNECTION_LOST', `cannot connect to ${url} (is \`latchkey serve\` running? --url or LATCHKEY_URL picks another server)`, { cause: e });

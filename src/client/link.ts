@@ -27,6 +27,32 @@ export interface LinkOptions {
   /** TLS: accept a certificate no CA vouches for (tests, self-signed setups). */
   insecureTls?: boolean;
   connectTimeoutMs?: number;
+  /**
+   * Give the lease up this many milliseconds earlier still (`latchkey lock`
+   * takes CMD's kill grace out of it, so CMD is dead before the server can
+   * grant the lock to anyone else).
+   */
+  leaseMarginMs?: number;
+}
+
+/**
+ * The lease arithmetic (docs/architecture.md, "Leases"). The server ends a
+ * session `ttl` after the last message it received, on its monotonic clock.
+ * The client measures from the *send* time of the latest request that was
+ * answered, S: the server received that request after S, so it cannot end
+ * the session before S + ttl of server time. Clock rates differ by at most
+ * LEASE_DRIFT each way, so that is at least S + ttl/(1+ρ)² of client time.
+ * The client gives up earlier still, by LEASE_SLACK·ttl, for its own timer
+ * firing late under load (measured: tens of milliseconds on a loaded
+ * machine; a longer pause of the process is not covered — fencing tokens
+ * are), and by the caller's margin.
+ */
+export const LEASE_DRIFT = 0.01;
+export const LEASE_SLACK = 0.25;
+
+/** How long after S the client considers its session alive, for a server lease of `ttl` ms. */
+export function clientLeaseMs(ttl: number, marginMs = 0): number {
+  return Math.floor(ttl / (1 + LEASE_DRIFT) ** 2 - ttl * LEASE_SLACK - marginMs);
 }
 
 export type Push = Exclude<ServerMessage, { t: 'ok' } | { t: 'err' } | { t: 'welcome' }>;
@@ -59,6 +85,8 @@ export function parseAddress(url: string): Address {
 
 interface Pending {
   readonly op: RequestOp;
+  /** When it was sent (performance.now): an answer proves the server saw us after this. */
+  readonly sent: number;
   resolve(r: unknown): void;
   reject(e: LatchkeyError): void;
 }
@@ -74,8 +102,20 @@ export class Link {
   private readonly out = new FrameBatch();
   private flushQueued = false;
   private pinger: NodeJS.Timeout | undefined;
+  /** Send time of the latest answered request (see clientLeaseMs). */
+  private leaseFrom = performance.now();
+  private leaseTimer: NodeJS.Timeout | undefined;
+  /** The client's lease, ms after leaseFrom (0: the server set no ttl). */
+  leaseMs = 0;
+  /** close() ended the socket after its goodbye: die must not reset it. */
+  private graceful = false;
 
-  private constructor(private readonly socket: net.Socket, private readonly handlers: LinkHandlers) {}
+  private constructor(private readonly socket: net.Socket, private readonly handlers: LinkHandlers, private readonly leaseMarginMs = 0) {}
+
+  /** @internal The connection's socket (`latchkey lock` hands it to its guardian process). */
+  get rawSocket(): net.Socket {
+    return this.socket;
+  }
 
   /** Connects and completes the handshake. Rejects with the server's reason (AUTH, PROTOCOL, QUOTA…) or CONNECTION_LOST. */
   static open(addr: Address, opts: LinkOptions, handlers: LinkHandlers): Promise<Link> {
@@ -106,17 +146,24 @@ export class Link {
           if (!settled) fail(e);
           else handlers.lost(e);
         },
-      });
+      }, opts.leaseMarginMs);
       sock.on('error', (e) => link.die(new LatchkeyError('CONNECTION_LOST', `connection failed: ${e.message}`, { cause: e })));
       sock.on('close', () => link.die(new LatchkeyError('CONNECTION_LOST', 'the connection closed')));
       sock.on('data', (chunk: Buffer) => link.onData(chunk));
       link.onWelcome = (w) => {
         if (settled) return;
+        if (w.ttlMs > 0 && clientLeaseMs(w.ttlMs, opts.leaseMarginMs) < w.ttlMs / 3) {
+          fail(new LatchkeyError('INVALID_ARGUMENT', `a lease margin of ${opts.leaseMarginMs ?? 0} ms leaves too little of the server's ${w.ttlMs} ms lease (a ping goes every ${Math.floor(w.ttlMs / 3)} ms)`));
+          return;
+        }
         settled = true;
         clearTimeout(timer);
         link.welcome = w;
         link.revision = w.revision;
-        if (w.ttlMs > 0) link.startPings(w.ttlMs);
+        if (w.ttlMs > 0) {
+          link.startPings(w.ttlMs);
+          link.startLease(w.ttlMs);
+        }
         resolve(link);
       };
       sock.once(event, () => {
@@ -124,6 +171,7 @@ export class Link {
         const hello: { magic: typeof PROTOCOL_MAGIC; versions: number[]; token?: string; name?: string } = { magic: PROTOCOL_MAGIC, versions: [...SUPPORTED_VERSIONS] };
         if (opts.token !== undefined) hello.token = opts.token;
         if (opts.name !== undefined) hello.name = opts.name;
+        link.leaseFrom = performance.now(); // the welcome answers this hello
         sock.write(encodeHello(hello));
       });
     });
@@ -167,6 +215,7 @@ export class Link {
         const p = this.pending.get(m.id);
         if (p === undefined) return; // a reply to nothing we wait for: ignore it
         this.pending.delete(m.id);
+        if (p.sent > this.leaseFrom) this.leaseFrom = p.sent;
         try {
           p.resolve(parseResult(p.op, m.r));
         } catch (e) {
@@ -178,6 +227,7 @@ export class Link {
         const p = this.pending.get(m.id);
         if (p === undefined) return;
         this.pending.delete(m.id);
+        if (p.sent > this.leaseFrom) this.leaseFrom = p.sent;
         p.reject(fromWireError(m.e));
         return;
       }
@@ -191,18 +241,33 @@ export class Link {
   }
 
   private startPings(ttl: number): void {
-    // A ping every ttl/3 keeps the lease; a ping unanswered for a whole ttl means the path is dead.
+    // A ping every ttl/3 keeps the lease (the lease timer decides when it is lost).
     const every = Math.max(10, Math.floor(ttl / 3));
-    let outstanding = 0;
     this.pinger = setInterval(() => {
-      if (outstanding * every >= ttl) {
-        this.die(new LatchkeyError('CONNECTION_LOST', `no answer from the server for ${ttl} ms`));
-        return;
-      }
-      outstanding++;
-      this.request('ping', {}).then(() => { outstanding = 0; }, () => {});
+      this.request('ping', {}).catch(() => {});
     }, every);
     this.pinger.unref();
+  }
+
+  /**
+   * Gives the session up, strictly before the server can expire it: at
+   * leaseFrom + leaseMs (clientLeaseMs) every request in flight fails, the
+   * link refuses new ones, and the owner is told SESSION_EXPIRED.
+   */
+  private startLease(ttl: number): void {
+    this.leaseMs = clientLeaseMs(ttl, this.leaseMarginMs);
+    const check = (): void => {
+      if (this.dead !== undefined) return;
+      const left = this.leaseFrom + this.leaseMs - performance.now();
+      if (left <= 0) {
+        const quiet = Math.round(performance.now() - this.leaseFrom);
+        this.die(new LatchkeyError('SESSION_EXPIRED', `no answer to a request sent in the last ${quiet} ms: the session is given up before the server's ${ttl} ms lease can end it`));
+        return;
+      }
+      this.leaseTimer = setTimeout(check, Math.ceil(left));
+      this.leaseTimer.unref();
+    };
+    check();
   }
 
   request<K extends RequestOp>(op: K, args: Args<K>, session = 0, signal?: AbortSignal): Promise<Result<K>> {
@@ -220,7 +285,7 @@ export class Link {
       return Promise.reject(new LatchkeyError('TOO_LARGE', `${op} request of ${body.length} bytes exceeds the server's frame limit of ${this.welcome.limits.maxFrame}`, { info: { size: body.length, limit: this.welcome.limits.maxFrame } }));
     }
     return new Promise<Result<K>>((resolve, reject) => {
-      this.pending.set(id, { op, resolve: resolve as (r: unknown) => void, reject });
+      this.pending.set(id, { op, sent: performance.now(), resolve: resolve as (r: unknown) => void, reject });
       this.write(id, body);
       if (signal !== undefined) {
         // Cancelling asks the server; the request still ends with its reply (ABORTED, or the result if it won the race).
@@ -251,7 +316,8 @@ export class Link {
     if (this.dead !== undefined) return;
     this.dead = error;
     if (this.pinger !== undefined) clearInterval(this.pinger);
-    this.socket.destroy();
+    if (this.leaseTimer !== undefined) clearTimeout(this.leaseTimer);
+    if (!this.graceful) this.socket.destroy();
     const lost = error.code === 'CONNECTION_LOST' || error.code === 'CLOSED' ? error : new LatchkeyError('CONNECTION_LOST', `connection lost: ${error.message}`, { cause: error });
     const pending = [...this.pending.values()];
     this.pending.clear();
@@ -259,8 +325,22 @@ export class Link {
     this.handlers.lost(error);
   }
 
-  /** Closes the link on purpose. */
+  /**
+   * Closes the link on purpose. Says `goodbye` first: over TCP the server
+   * otherwise holds the session's locks until its lease runs out (it cannot
+   * tell a close from a cut), and the FIN follows the frame (end, not a reset).
+   */
   close(): void {
+    if (this.dead === undefined && this.welcome !== undefined) {
+      this.request('goodbye', {}).catch(() => {});
+      const bytes = this.out.take();
+      if (bytes !== undefined) this.socket.write(bytes);
+      this.socket.end();
+      const t = setTimeout(() => this.socket.destroy(), 1000);
+      t.unref();
+      this.socket.once('close', () => clearTimeout(t));
+      this.graceful = true;
+    }
     this.die(new LatchkeyError('CLOSED', 'the client closed the connection'));
   }
 }

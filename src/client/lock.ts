@@ -27,7 +27,8 @@ export class LockState implements LinkMember {
   }
 
   linkLost(e: LatchkeyError): void {
-    this.lost(new LatchkeyError('LOCK_LOST', `lock lost with the connection: ${e.message}`));
+    // A lease given up (SESSION_EXPIRED) says so: the server cannot have granted the lock to anyone yet.
+    this.lost(e.code === 'SESSION_EXPIRED' ? e : new LatchkeyError('LOCK_LOST', `lock lost with the connection: ${e.message}`));
   }
 
   lost(e: LatchkeyError): void {
@@ -66,7 +67,7 @@ export class RemoteLock implements Lock {
 
   markLost(e: LatchkeyError): void {
     this.conn.detach(this.state.handle, this.state);
-    if (!this.released && !this.ctl.signal.aborted) this.ctl.abort(e.code === 'LOCK_LOST' ? e : new LatchkeyError('LOCK_LOST', e.message, { path: this.path, cause: e }));
+    if (!this.released && !this.ctl.signal.aborted) this.ctl.abort(e.code === 'LOCK_LOST' || e.code === 'SESSION_EXPIRED' ? e : new LatchkeyError('LOCK_LOST', e.message, { path: this.path, cause: e }));
   }
 
   private checkHeld(): void {
@@ -82,6 +83,16 @@ export class RemoteLock implements Lock {
     const r = await this.conn.requestOn(this.generation, 'upgrade', a, this.owner.handle, options.signal);
     this.mode = 'exclusive';
     this.token = r.token;
+  }
+
+  async markConsistent(): Promise<void> {
+    this.checkHeld();
+    await this.conn.requestOn(this.generation, 'markLock', { lock: this.state.handle, state: 'consistent' }, this.owner.handle);
+  }
+
+  async markUnrecoverable(): Promise<void> {
+    this.checkHeld();
+    await this.conn.requestOn(this.generation, 'markLock', { lock: this.state.handle, state: 'unrecoverable' }, this.owner.handle);
   }
 
   async downgrade(): Promise<void> {

@@ -51,6 +51,16 @@ export class RemoteStore extends RemoteSession implements Store {
     return this.conn.link?.welcome.limits;
   }
 
+  /**
+   * @internal For `latchkey lock`: the server's lease and the client's (ms;
+   * undefined without a connection) and the connection's socket.
+   */
+  get lease(): { ttlMs: number; clientMs: number; socket: import('node:net').Socket } | undefined {
+    const l = this.conn.link;
+    if (l === undefined || !l.alive) return undefined;
+    return { ttlMs: l.welcome.ttlMs, clientMs: l.leaseMs, socket: l.rawSocket };
+  }
+
   /** True while a connection is up. */
   get connected(): boolean {
     return this.conn.link?.alive === true;
@@ -100,6 +110,10 @@ export class RemoteStore extends RemoteSession implements Store {
       held: [...cache.held.filter((l) => !mine.has(l.session)), ...held],
       waiting: [...cache.waiting.filter((w) => !mine.has(w.session)), ...waiting],
     };
+  }
+
+  async resetLock(path: string): Promise<void> {
+    await this.req('resetLock', { path });
   }
 
   async fetchLockTable(): Promise<LockTableInfo> {

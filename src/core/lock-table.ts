@@ -117,13 +117,18 @@
  * 5. Owner died (lock-trie.ts: `tainted`, `taintsInSubtree`). A lock whose
  *    session ends while holding it taints its path. Every later lock grant
  *    overlapping a taint carries ownerDied; the taint is cleared when a
- *    holder that was told (ownerDied) and covers the path releases
- *    explicitly — only that says the invariants are whole again.
- *    Taints keep their trie nodes alive, so they are bounded (`maxTaints`,
- *    oldest forgotten first) for stores that lock ever-new paths.
+ *    holder that was told (ownerDied) and covers the path says the
+ *    protected data is whole again (`markConsistent`). A release without it
+ *    leaves the taint for the next holder. Taints are never dropped to save
+ *    memory: each keeps its trie node (one per tainted path) until it is
+ *    cleared, or `resetTaints` forgets a subtree of them.
  *
  * 6. Tokens are a counter: strictly increasing over every grant (locks and
  *    upgrades). `byToken` serves fencing.
+ *
+ * 7. Journal. Every change a crash must not forget is reported, in order, to
+ *    `journal` (the engine logs it: storage/lock-log.ts): a hold begins or
+ *    ends (locks, not write admissions), a taint is set or cleared.
  *
  * Lock order (for the engine): the table has no locks of its own; the engine
  * must deliver a write grant's admission before letting the write apply and
@@ -145,8 +150,14 @@ export interface LockTableOptions {
   clock?: () => number;
   /** Tokens start above this (e.g. the store revision). */
   firstToken?: number;
-  /** Owner-died taints kept at most (oldest forgotten first; default 100,000). */
-  maxTaints?: number;
+  journal?: LockJournal;
+}
+
+/** Receives the table's changes that must outlive a crash (note 7). */
+export interface LockJournal {
+  hold(token: number, path: string): void;
+  unhold(token: number): void;
+  taint(path: string, on: boolean): void;
 }
 
 export interface SessionEnd {
@@ -180,6 +191,7 @@ export class LockTable {
   private nextOrder = 1;
   private nextUpgradeOrder = -Number.MAX_SAFE_INTEGER;
   private lastToken: number;
+  private readonly journal: LockJournal | undefined;
   private readonly tokens = new Map<number, LockRequest>();
   private holdCount = 0;
   private waitCount = 0;
@@ -194,8 +206,52 @@ export class LockTable {
   constructor(options: LockTableOptions = {}) {
     this.clock = options.clock ?? (() => 0);
     this.lastToken = options.firstToken ?? 0;
-    this.trie = new LockTrie(options.maxTaints ?? 100_000);
+    this.journal = options.journal;
+    this.trie = new LockTrie(options.journal);
     this.sessions = this.trie.sessions;
+  }
+
+  /** The token of the latest grant. */
+  get lastGranted(): number {
+    return this.lastToken;
+  }
+
+  /** Restores a taint found at recovery (its owner died with the previous run). */
+  restoreTaint(path: string): void {
+    this.trie.setTaint(this.trie.nodeAt(parsePath(path)));
+  }
+
+  /**
+   * The holder `req`, told ownerDied, repaired what the lock protects: the
+   * taints at and below its paths are cleared (one above it stays: it
+   * covers more than this lock). No-op for a lock not told ownerDied.
+   */
+  markConsistent(req: LockRequest): void {
+    assert(req.state === 'held', 'markConsistent of a lock that is not held');
+    if (!req.ownerDied) return;
+    for (const e of req.entries) if (e.node.taintsInSubtree > 0) this.trie.clearTaints(e.node);
+  }
+
+  /** Forgets every taint at and below `path` (an operator's reset). */
+  resetTaints(path: string): void {
+    let n: PathNode | undefined = this.trie.root;
+    for (const seg of parsePath(path)) {
+      n = n.children?.get(seg);
+      if (n === undefined) return;
+    }
+    if (n.taintsInSubtree > 0) this.trie.clearTaints(n);
+  }
+
+  /** Is a lock at `path` owner-died now (a taint at, above or below it)? */
+  isTainted(path: string): boolean {
+    let n: PathNode = this.trie.root;
+    for (const seg of parsePath(path)) {
+      if (n.tainted) return true;
+      const c = n.children?.get(seg);
+      if (c === undefined) return false;
+      n = c;
+    }
+    return n.taintsInSubtree > 0;
   }
 
   get size(): { held: number; waiting: number } {
@@ -536,11 +592,13 @@ export class LockTable {
     for (const e of req.entries) {
       this.trie.removeHold(e);
       if (died) this.trie.setTaint(e.node);
-      else if (req.ownerDied && e.node.taintsInSubtree > 0) this.trie.clearTaints(e.node);
     }
     req.state = 'done';
     this.holdCount--;
-    if (req.token !== 0) this.tokens.delete(req.token);
+    if (req.token !== 0) {
+      this.tokens.delete(req.token);
+      this.journal?.unhold(req.token);
+    }
     this.unlinkFromSession(req, false);
     const rec = this.sessions.get(req.session);
     if (rec?.waiting !== undefined) for (const e of req.entries) this.trie.retangle(rec, e.node, false);
@@ -558,6 +616,7 @@ export class LockTable {
       req.token = ++this.lastToken;
       this.tokens.set(req.token, req);
       req.ownerDied = this.trie.isTainted(req.entries[0]!.node);
+      this.journal?.hold(req.token, req.entries[0]!.node.path);
     }
     this.counters.grants++;
   }
@@ -570,8 +629,10 @@ export class LockTable {
     lock.kind = 'exclusive';
     this.trie.addHold(e);
     this.tokens.delete(lock.token);
+    this.journal?.unhold(lock.token);
     lock.token = ++this.lastToken;
     this.tokens.set(lock.token, lock);
+    this.journal?.hold(lock.token, lock.entries[0]!.node.path);
     lock.link = undefined;
     up.state = 'held';
     up.token = lock.token;

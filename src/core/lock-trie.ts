@@ -167,10 +167,11 @@ export class LockTrie {
   readonly root = new PathNode(undefined, '', 0);
   /** Each session's held and waiting requests (intrusive lists: no allocation per grant). */
   readonly sessions = new Map<string, SessionRequests>();
-  /** Owner-died taints, oldest first. */
+  /** Owner-died taints (never dropped to save memory: lock-table.ts note 5). */
   private readonly taints = new Set<PathNode>();
 
-  constructor(private readonly maxTaints: number) {}
+  /** `journal` hears of every taint set or cleared (lock-table.ts note 7). */
+  constructor(private readonly journal?: { taint(path: string, on: boolean): void }) {}
 
   // ------------------------------------------------------------------ nodes
 
@@ -374,21 +375,17 @@ export class LockTrie {
     n.tainted = true;
     for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) m.taintsInSubtree++;
     this.taints.add(n);
-    if (this.taints.size > this.maxTaints) {
-      // Bounded memory: the oldest taint is forgotten (its path is no longer reported as owner-died).
-      const oldest: PathNode = this.taints.values().next().value!;
-      this.untaint(oldest);
-      this.pruneUp(oldest);
-    }
+    this.journal?.taint(n.path, true);
   }
 
   private untaint(n: PathNode): void {
     n.tainted = false;
     this.taints.delete(n);
     for (let m: PathNode | undefined = n; m !== undefined; m = m.parent) m.taintsInSubtree--;
+    this.journal?.taint(n.path, false);
   }
 
-  /** Clears the taints at n and below (a told holder covering them released cleanly). */
+  /** Clears the taints at n and below (a told holder covering them marked them consistent, or a reset). */
   clearTaints(n: PathNode): void {
     const cleared: PathNode[] = [];
     const stack = [n];

@@ -53,7 +53,7 @@ export class Engine implements EngineAccess {
   readonly maxValueBytes: number;
   readonly maxCommitBytes: number;
   /** The lock table and its waiters; every write and commit is admitted by it (`admit`). */
-  readonly locks = new LockService();
+  readonly locks: LockService;
   private readonly hooks: CommitHook[] = [];
   /** Watchers and the history window; its history starts with the engine, so a watcher can resume from any recent revision. */
   readonly watches: WatchRegistry;
@@ -99,6 +99,7 @@ export class Engine implements EngineAccess {
     const tail = storage?.takeHistory?.() ?? [];
     if (tail.length > 0 && tail[tail.length - 1]!.rev === this.visibleRev) watches.recall(tail);
     this.onCommit((c) => watches.publish(c.rev, c.mutations, c.before));
+    this.locks = new LockService(storage === undefined ? undefined : { log: storage.log, locks: storage.locks, syncSoon: () => this.pipeline.syncSoon(), syncLog: () => this.pipeline.syncLog() });
   }
 
   get storage(): Storage | undefined {
@@ -395,6 +396,8 @@ export class Engine implements EngineAccess {
       lockWaiters: this.locks.table.size.waiting,
       lockWakeups: this.locks.table.counters.wakeups,
       deadlocks: this.locks.table.counters.deadlocks,
+      ownerDiedTaints: this.locks.recoveryCounts.taints,
+      unrecoverableLocks: this.locks.recoveryCounts.unrecoverable,
     };
     if (this.readOnlyReason !== undefined) s.readOnly = this.readOnlyReason;
     if (this.lastSnapshotError !== undefined) s.lastSnapshotError = this.lastSnapshotError;

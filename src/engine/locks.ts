@@ -12,15 +12,23 @@
  *   engine calls `done()` with the write on the pending head, so a lock
  *   queued behind the write cannot be granted in between.
  * - A lock lost to its session's end aborts `lock.signal` (LOCK_LOST); the
- *   next holder is told `ownerDied`. Only `release()` hands on clean.
- * - Fencing tokens come from one counter per store, started at the wall
- *   clock in microseconds so that a restarted store still hands out larger
- *   tokens than the run before (unless that run granted more than a million
- *   locks per second on average).
+ *   next holder is told `ownerDied`, until one of them calls
+ *   `markConsistent()` (the robust-mutex contract: releasing without it
+ *   passes ownerDied on). `markUnrecoverable()` makes every later request
+ *   overlapping the path fail NOT_RECOVERABLE until `resetLock` (at or above
+ *   it) clears the path and its taints.
+ * - With durable storage every hold, taint and unrecoverable mark goes to
+ *   the log (storage/lock-log.ts) as it happens, without an fsync of its
+ *   own; a restart brings taints and marks back, and holds never released
+ *   as taints. Fencing tokens continue above the logged ceiling. Without
+ *   storage tokens start at the wall clock in microseconds.
  */
 import type { Fence, Lock, LockInfo, LockMode, LockOptions, LockTableInfo, LockWaiterInfo, WriteOptions } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
-import { LockTable, type LockRequest, type WriteTarget } from '../core/lock-table.js';
+import { parsePath } from '../core/path.js';
+import { LockTable, type LockJournal, type LockRequest, type WriteTarget } from '../core/lock-table.js';
+import { TOKEN_BLOCK } from '../storage/lock-log.js';
+import type { CommitLog, RecoveredLocks } from '../storage/storage.js';
 
 /** A write admitted by the lock service; `done` is called once the write is applied (or abandoned). */
 export interface Admission {
@@ -29,6 +37,21 @@ export interface Admission {
 
 /** The admission of a write no other session's lock covers: it holds nothing. */
 export const NO_ADMISSION: Admission = { done() {} };
+
+/** Where the lock service logs (durable stores only). */
+export interface LockLogTarget {
+  readonly log: CommitLog;
+  readonly locks: RecoveredLocks;
+  /** Asks for a sync soon (the events ride it). */
+  syncSoon(): void;
+  /** Resolves once every event logged so far is durable. */
+  syncLog(): Promise<void>;
+}
+
+/** Does a lock at `a` cover data a lock at `b` covers (one path at or under the other)? */
+function overlaps(a: string, b: string): boolean {
+  return a === b || a === '/' || b === '/' || b.startsWith(a + '/') || a.startsWith(b + '/');
+}
 
 interface Waiter {
   /** Settles the waiting promise with what the grant gives the caller. */
@@ -63,9 +86,86 @@ function checkWaitOptions(o: { wait?: boolean; timeoutMs?: number; signal?: Abor
 
 export class LockService {
   readonly table: LockTable;
+  /** Paths marked unrecoverable (few: a set, scanned only when not empty). */
+  private readonly broken = new Set<string>();
+  private ceiling = Number.MAX_SAFE_INTEGER;
 
-  constructor() {
-    this.table = new LockTable({ clock: Date.now, firstToken: Date.now() * 1000 });
+  constructor(private readonly target?: LockLogTarget) {
+    if (target === undefined) {
+      this.table = new LockTable({ clock: Date.now, firstToken: Date.now() * 1000 });
+      return;
+    }
+    const { log, locks } = target;
+    this.ceiling = locks.ceiling;
+    const journal: LockJournal = {
+      hold: (token, path) => {
+        log.appendLock({ t: 'hold', token, path });
+        if (token > this.ceiling - TOKEN_BLOCK / 2) {
+          this.ceiling += TOKEN_BLOCK;
+          log.appendLock({ t: 'ceiling', token: this.ceiling });
+        }
+        target.syncSoon();
+      },
+      unhold: (token) => { log.appendLock({ t: 'unhold', token }); target.syncSoon(); },
+      taint: (path, on) => {
+        if (restoring) return; // the log holds these already
+        log.appendLock({ t: on ? 'taint' : 'untaint', path });
+        target.syncSoon();
+      },
+    };
+    let restoring = true;
+    this.table = new LockTable({ clock: Date.now, firstToken: locks.tokenFloor, journal });
+    for (const p of locks.taints) this.table.restoreTaint(p);
+    restoring = false;
+    for (const p of locks.broken) this.broken.add(p);
+  }
+
+  private brokenOver(path: string): string | undefined {
+    if (this.broken.size === 0) return undefined;
+    for (const b of this.broken) if (overlaps(b, path)) return b;
+    return undefined;
+  }
+
+  private notRecoverable(path: string, at: string): LatchkeyError {
+    return new LatchkeyError('NOT_RECOVERABLE', `lock on ${path}: ${at} was marked unrecoverable (resetLock clears it)`, { path, info: { unrecoverable: at } });
+  }
+
+  /** Throws NOT_RECOVERABLE when `path` overlaps a path marked unrecoverable. */
+  private checkRecoverable(path: string): void {
+    const b = this.brokenOver(path);
+    if (b !== undefined) throw this.notRecoverable(path, b);
+  }
+
+  /** @internal */
+  markConsistent(l: LockImpl): void {
+    if (l.req.state !== 'held') throw lost(l.req, 'it was released');
+    this.table.markConsistent(l.req);
+  }
+
+  /** @internal Resolves once the mark is durable. */
+  markUnrecoverable(l: LockImpl): Promise<void> {
+    if (l.req.state !== 'held') throw lost(l.req, 'it was released');
+    const path = l.req.path;
+    if (!this.broken.has(path)) {
+      this.broken.add(path);
+      this.target?.log.appendLock({ t: 'broken', path });
+    }
+    return this.target?.syncLog() ?? Promise.resolve();
+  }
+
+  /** Clears the unrecoverable marks and owner-died taints at and below `path`; resolves once that is durable. */
+  resetLock(path: string): Promise<void> {
+    parsePath(path);
+    const under = (p: string): boolean => path === '/' || p === path || p.startsWith(path + '/');
+    for (const b of [...this.broken]) if (under(b)) this.broken.delete(b);
+    this.table.resetTaints(path);
+    this.target?.log.appendLock({ t: 'reset', path });
+    return this.target?.syncLog() ?? Promise.resolve();
+  }
+
+  /** Counts for stats: taints and unrecoverable paths. */
+  get recoveryCounts(): { taints: number; unrecoverable: number } {
+    return { taints: this.table.footprint.taints, unrecoverable: this.broken.size };
   }
 
   // ------------------------------------------------------------------ locks
@@ -76,10 +176,17 @@ export class LockService {
       if (options === null || typeof options !== 'object') throw invalidArgument('lock options must be an object');
       const mode: LockMode = options.mode ?? 'exclusive';
       checkWaitOptions(options);
+      this.checkRecoverable(path);
       const req = this.table.lock(session, path, mode, options.wait !== false);
       this.deliver(this.table.drain());
       if (req.state === 'held') return Promise.resolve(new LockImpl(this, req));
-      return this.waitFor<Lock>(req, options, (r) => new LockImpl(this, r));
+      return this.waitFor<Lock>(req, options, (r) => new LockImpl(this, r)).then((l) => {
+        // Marked unrecoverable while this request waited: give the grant back.
+        const b = this.brokenOver(l.path);
+        if (b === undefined) return l;
+        this.releaseLock(l as LockImpl);
+        throw this.notRecoverable(l.path, b);
+      });
     } catch (e) {
       return Promise.reject(e);
     }
@@ -254,6 +361,14 @@ export class LockImpl implements Lock {
   get mode(): LockMode { return this.req.mode; }
   get token(): number { return this.req.token; }
   get ownerDied(): boolean { return this.req.ownerDied; }
+
+  async markConsistent(): Promise<void> {
+    this.service.markConsistent(this);
+  }
+
+  async markUnrecoverable(): Promise<void> {
+    await this.service.markUnrecoverable(this);
+  }
   get held(): boolean { return this.req.state === 'held'; }
 
   /** Created on first use: most locks never look at it. */

@@ -26,6 +26,9 @@ import { LatchkeyError } from '../core/errors.js';
 import type { Mutation, Node } from '../core/tree.js';
 import type { CommitLog } from '../storage/storage.js';
 
+/** How soon a lock-only burst is synced when no commit comes (syncSoon). */
+const SYNC_SOON_MS = 10;
+
 export interface Published {
   readonly rev: number;
   readonly mutations: readonly Mutation[];
@@ -51,6 +54,11 @@ export class CommitPipeline {
   private waiters: Array<{ rev: number; resolve: () => void; reject: (e: unknown) => void }> = [];
   private failure: LatchkeyError | undefined;
   private publishedRev: number;
+  private nudge: ReturnType<typeof setTimeout> | undefined;
+  /** syncLog callers, served by the next sync that starts. */
+  private logWaiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  /** drain() callers: woken when no sync is in flight. */
+  private idleWaiters: Array<() => void> = [];
   syncs = 0;
   synced = 0;
 
@@ -91,24 +99,66 @@ export class CommitPipeline {
     this.host.publish(c);
   }
 
+  /**
+   * Asks for a sync of what the log holds besides commits (lock events)
+   * within a few milliseconds, unless a commit's sync covers it first: lock
+   * events have no fsync of their own, but should not wait for the next
+   * write indefinitely either.
+   */
+  syncSoon(): void {
+    if (this.log === undefined || this.failure !== undefined || this.nudge !== undefined) return;
+    this.nudge = setTimeout(() => {
+      this.nudge = undefined;
+      if (this.syncing || this.failure !== undefined || !this.log!.unsynced) return;
+      this.syncing = true;
+      void this.flush();
+    }, SYNC_SOON_MS);
+    this.nudge.unref();
+  }
+
+  /** Resolves once everything appended to the log so far (lock events too) is durable. */
+  syncLog(): Promise<void> {
+    if (this.log === undefined) return Promise.resolve();
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.logWaiters.push({ resolve, reject });
+      if (!this.syncing) {
+        this.syncing = true;
+        queueMicrotask(() => void this.flush());
+      }
+    });
+  }
+
   private async flush(): Promise<void> {
-    while (this.group.length > 0) {
+    do {
       const batch = this.group;
+      const logWaiters = this.logWaiters;
       this.group = [];
+      this.logWaiters = [];
       try {
         await this.log!.sync();
       } catch (e) {
         const err = e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', `log sync failed: ${(e as Error).message}`, { cause: e });
+        for (const w of logWaiters) w.reject(err);
         this.fail(err, batch);
         return;
       }
+      for (const w of logWaiters) w.resolve();
+      if (batch.length === 0) continue;
       this.syncs++;
       this.synced += batch.length;
       for (const c of batch) this.publishOne(c);
       for (const c of batch) c.resolve();
       this.wakeWaiters();
-    }
+    } while (this.group.length > 0 || this.logWaiters.length > 0);
     this.syncing = false;
+    this.wakeIdle();
+  }
+
+  private wakeIdle(): void {
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const f of w) f();
   }
 
   private wakeWaiters(): void {
@@ -128,20 +178,16 @@ export class CommitPipeline {
     // What those callers observed will never be durable: they fail too.
     for (const w of this.waiters) w.reject(err);
     this.waiters = [];
+    for (const w of this.logWaiters) w.reject(err);
+    this.logWaiters = [];
+    this.wakeIdle();
   }
 
   /** Resolves once nothing is waiting for a sync. */
   async drain(): Promise<void> {
-    while (this.syncing && !this.failure) {
-      try {
-        await this.whenPublished(this.lastSubmitted());
-      } catch {
-        return; // the failure is reported to each commit and through the host
-      }
-    }
-  }
-
-  private lastSubmitted(): number {
-    return this.group.length > 0 ? this.group[this.group.length - 1]!.rev : this.publishedRev + 1;
+    if (this.nudge !== undefined) clearTimeout(this.nudge);
+    this.nudge = undefined;
+    // A sync in flight may carry no commit (lock events): wait for the loop to go idle, not for a revision.
+    while (this.syncing && this.failure === undefined) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 }

@@ -52,6 +52,11 @@ export class EmbeddedStore extends SessionImpl implements Store {
     return this.engine.locks.info();
   }
 
+  async resetLock(path: string): Promise<void> {
+    this.checkOpen();
+    await this.engine.locks.resetLock(path);
+  }
+
   watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {
     return watch(this.engine, path, options);
   }

@@ -91,6 +91,9 @@ export const requests = {
   upgrade: op(object({ lock: uint, wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint }, loose)),
   downgrade: op(object({ lock: uint }), nil),
   release: op(object({ lock: uint }), nil),
+  /** The robust-mutex calls on a held lock (markConsistent / markUnrecoverable). */
+  markLock: op(object({ lock: uint, state: literal('consistent', 'unrecoverable') }), nil),
+  resetLock: op(object({ path: str }), nil),
   locks: op(object({}), arrayOf(lockInfo)),
   lockTable: op(object({}), object({ held: arrayOf(lockInfo), waiting: arrayOf(waiterInfo) }, loose)),
   /** Result: the first revision the watch can deliver (events carry revisions > or ≥ it, see docs). */
@@ -99,6 +102,8 @@ export const requests = {
   /** Opens another session on this connection; later requests name it in the envelope's `s`. */
   session: op(object({ session: uint, name: opt(str) }), object({ id: str, name: str }, loose)),
   endSession: op(object({ session: uint }), nil),
+  /** The client closes on purpose: the connection's close that follows ends its sessions at once. */
+  goodbye: op(object({}), nil),
   stats: op(object({}), anyMap),
   snapshot: op(object({}), nil),
   ping: op(object({}), nil),

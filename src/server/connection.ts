@@ -7,10 +7,16 @@
  *    client may open more on it (`session`), all ending with it.
  *  - Requests are dispatched in arrival order and answered as they finish,
  *    so a lock wait never holds up the requests behind it.
- *  - The socket closing, for any reason, ends every session at once as a
- *    death (locks go to the next waiter with ownerDied, transactions abort,
+ *  - The socket closing, for any reason, ends every session as a death
+ *    (locks go to the next waiter with ownerDied, transactions abort,
  *    ephemeral nodes go). A TCP connection also holds a lease: silence for
- *    ttlMs (no request, no ping) is a death too.
+ *    ttlMs (no request, no ping) is a death too. And over TCP a close the
+ *    client did not announce (`goodbye`) may be a cut the client has not
+ *    seen yet: its sessions keep their locks and ephemeral nodes until the
+ *    lease runs out (lastSeen + ttl), so the lock is never granted to
+ *    another before the client has given its lease up (docs/architecture.md,
+ *    "Leases"). Requests in flight, transactions and watches end at once.
+ *    A Unix socket closes on both sides together: no linger.
  *  - A fatal protocol error sends `bye` with the error and closes this
  *    connection only. Graceful shutdown finishes what is in flight, sends
  *    `bye` CLOSED, and ends the sessions cleanly.
@@ -93,7 +99,8 @@ export class Connection implements ConnContext, BudgetHolder {
   private state: 'open' | 'draining' | 'closed' = 'open';
   private readonly out = new FrameBatch();
   private flushQueued = false;
-  private lastSeen = Date.now();
+  /** Monotonic (performance.now): the lease must not move with the wall clock (docs/architecture.md, "Leases"). */
+  private lastSeen = performance.now();
   private lease: NodeJS.Timeout | undefined;
   private readonly helloTimer: NodeJS.Timeout;
   private drainWaiters: Array<() => void> = [];
@@ -117,6 +124,9 @@ export class Connection implements ConnContext, BudgetHolder {
   private sessionsDie = true;
   /** The sessions' ends, started by `release`. */
   private sessionsEnded: Promise<unknown> = Promise.resolve();
+  private saidGoodbye = false;
+  /** Milliseconds the sessions' end waits for (set by destroy: the lease left after an unannounced TCP close). */
+  private sessionsLinger = 0;
 
   constructor(private readonly socket: Socket, private readonly opts: ConnectionOptions) {
     this.store = opts.store;
@@ -132,7 +142,11 @@ export class Connection implements ConnContext, BudgetHolder {
       const sessions = [...this.sessions.values()];
       this.sessions.clear();
       const died = this.sessionsDie;
-      this.sessionsEnded = Promise.allSettled(sessions.map((s) => s.end(died)));
+      const end = (): Promise<unknown> => Promise.allSettled(sessions.map((s) => s.end(died)));
+      const linger = this.sessionsLinger;
+      // A close over TCP the client did not announce: the sessions keep their locks until the lease runs out (see the header).
+      if (linger > 0 && sessions.length > 0) setTimeout(() => void end(), linger).unref();
+      else this.sessionsEnded = end();
     });
     owned.defer(() => {
       this.locks.clear();
@@ -226,6 +240,10 @@ export class Connection implements ConnContext, BudgetHolder {
     this.charge(now - before);
   }
 
+  goodbye(): void {
+    this.saidGoodbye = true;
+  }
+
   get watchCount(): number {
     return this.watches.size;
   }
@@ -238,7 +256,7 @@ export class Connection implements ConnContext, BudgetHolder {
 
   private onData(chunk: Buffer): void {
     if (this.state !== 'open') return;
-    this.lastSeen = Date.now();
+    this.lastSeen = performance.now();
     let items: Decoded<ClientMessage>[];
     try {
       items = this.decoder.push(chunk);
@@ -554,12 +572,12 @@ export class Connection implements ConnContext, BudgetHolder {
     this.owned.defer(() => clearTimeout(this.lease));
     const check = (): void => {
       if (this.state !== 'open') return;
-      const idle = Date.now() - this.lastSeen;
+      const idle = performance.now() - this.lastSeen;
       if (idle >= ttl) {
-        this.fatal(new LatchkeyError('SESSION_EXPIRED', `no message for ${idle} ms; the lease is ${ttl} ms`));
+        this.fatal(new LatchkeyError('SESSION_EXPIRED', `no message for ${Math.round(idle)} ms; the lease is ${ttl} ms`));
         return;
       }
-      this.lease = setTimeout(check, ttl - idle);
+      this.lease = setTimeout(check, Math.ceil(ttl - idle));
       this.lease.unref();
     };
     this.lease = setTimeout(check, ttl);
@@ -594,6 +612,9 @@ export class Connection implements ConnContext, BudgetHolder {
   destroy(died: boolean, lingering = false): void {
     if (this.state === 'closed') return;
     if (died && !lingering && !this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroySoon();
+    if (died && !lingering && this.opts.ttlMs > 0 && this.greeted && !this.saidGoodbye) {
+      this.sessionsLinger = Math.ceil(this.lastSeen + this.opts.ttlMs - performance.now());
+    }
     this.release(died);
   }
 

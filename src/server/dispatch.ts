@@ -42,6 +42,8 @@ export interface ConnContext {
   session(handle: number): Session;
   openSession(handle: number, name: string | undefined): Session;
   endSession(handle: number): Promise<void>;
+  /** The client is closing on purpose: when the connection then closes, its sessions end at once (no lease linger). */
+  goodbye(): void;
   /** Starts pumping a watch's events to the client as pushes. */
   addWatch(handle: number, session: number, w: Watch): void;
   removeWatch(handle: number): boolean;
@@ -254,6 +256,22 @@ export const handlers: HandlerTable = {
       return null;
     },
   },
+  markLock: {
+    access: none,
+    async run(c, { a }) {
+      const { lock } = lockSlot(c, a.lock);
+      if (a.state === 'consistent') await lock.markConsistent();
+      else await lock.markUnrecoverable();
+      return null;
+    },
+  },
+  resetLock: {
+    access: writePath,
+    async run(c, { a }) {
+      await c.store.resetLock(a.path);
+      return null;
+    },
+  },
   // The lock views show only the paths the principal may read (top is built on lockTable).
   locks: {
     access: none,
@@ -301,6 +319,13 @@ export const handlers: HandlerTable = {
     async run(c, { a }) {
       const sess = c.openSession(a.session, a.name);
       return { id: sess.id, name: sess.name };
+    },
+  },
+  goodbye: {
+    access: none,
+    async run(c) {
+      c.goodbye();
+      return null;
     },
   },
   endSession: {

@@ -18,10 +18,11 @@ import { type Fs, realFs } from './fs.js';
 import { acquireOwnership, type Ownership } from './ownership.js';
 import { recover } from './recovery.js';
 import { writeSnapshot } from './snapshot.js';
-import type { CommitLog, RecoveredCommit, RecoveryStats, Storage, StorageStats } from './storage.js';
+import { TOKEN_BLOCK } from './lock-log.js';
+import type { CommitLog, RecoveredCommit, RecoveredLocks, RecoveryStats, Storage, StorageStats } from './storage.js';
 import { Wal } from './wal.js';
 
-export type { CommitLog, RecoveredCommit, Storage } from './storage.js';
+export type { CommitLog, LockEvent, RecoveredCommit, RecoveredLocks, Storage } from './storage.js';
 export { FaultyFs, realFs, type Fault, type Fs } from './fs.js';
 export { repair, type RepairReport } from './repair.js';
 export { verify, type VerifyReport, type VerifyProblem } from './verify.js';
@@ -89,10 +90,23 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
     const rec = await recover(fs, dir, durable);
     const wal = await Wal.open({
       dir, fs, segmentBytes, durable, segments: rec.segments, activeSize: rec.activeSize, nextRev: rec.revision + 1,
-      bytesSinceSnapshot: rec.bytesAfterSnapshot,
+      bytesSinceSnapshot: rec.bytesAfterSnapshot, locks: rec.locks,
     });
+    const back = rec.locks.recovered();
+    // A directory written before tokens were logged handed them out from the wall clock in microseconds.
+    const tokenFloor = !back.seen && rec.revision > 0 ? Math.max(back.tokenFloor, Date.now() * 1000) : back.tokenFloor;
+    // lock-log.ts note 5: a durable ceiling before the first grant of this run.
+    const ceiling = tokenFloor + TOKEN_BLOCK;
+    // Holds of the previous run are taints from now on: say so in the log too.
+    for (const [token, p] of rec.locks.held) {
+      wal.appendLock({ t: 'taint', path: p });
+      wal.appendLock({ t: 'unhold', token });
+    }
+    wal.appendLock({ t: 'ceiling', token: ceiling });
+    await wal.sync();
+    const locks: RecoveredLocks = { tokenFloor, ceiling, taints: back.taints, broken: back.broken };
     const recoveryMs = performance.now() - t0;
-    return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, rec.mayHaveEphemerals, {
+    return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, rec.mayHaveEphemerals, locks, {
       history: rec.history,
       snapshotEveryBytes, snapshotsKept, recoveryMs,
       snapshots: rec.snapshotsKept.map((s) => s.rev),
@@ -136,6 +150,7 @@ class FileStorage implements DurableStorage {
     readonly root: Node,
     readonly revision: number,
     readonly mayHaveEphemerals: boolean,
+    readonly locks: RecoveredLocks,
     private readonly extra: Extra,
   ) {
     this.snapshotRevs = [...extra.snapshots];

@@ -31,7 +31,8 @@ import { corrupt, errnoOf, ioError, parseSegmentName, parseSnapshotName } from '
 import type { Fs } from './fs.js';
 import type { RecoveredCommit } from './storage.js';
 import { readSnapshot } from './snapshot.js';
-import { type SegmentRef, decodeMutations, scanSegment } from './wal.js';
+import { LockImage, unpackEvents, unpackImage } from './lock-log.js';
+import { RECORD_TYPE_LOCK_IMAGE, type ScannedLockRecord, type SegmentRef, decodeMutations, scanSegment } from './wal.js';
 
 export interface DirListing {
   /** Ascending by revision. */
@@ -97,6 +98,7 @@ export async function walkLog(
   fs: Fs, dir: string, segments: readonly SegmentRef[], snapRev: number,
   apply?: (rev: number, payload: Uint8Array, where: { file: string; offset: number }) => void,
   verifyCovered = true,
+  onLocks?: (r: ScannedLockRecord, payload: Uint8Array, where: { file: string; offset: number }) => void,
 ): Promise<LogWalk> {
   let expect: number | undefined;
   let lastRev = 0;
@@ -132,6 +134,16 @@ export async function walkLog(
       throw ioError('reading the log', file, e);
     }
     const scan = scanSegment(buf, file, seg.firstRev, isLast);
+    if (onLocks) {
+      for (const r of scan.lockRecords) {
+        try {
+          onLocks(r, buf.subarray(r.payloadStart, r.payloadEnd), { file, offset: r.offset });
+        } catch (e) {
+          if (!LatchkeyError.is(e, 'CORRUPT')) throw e;
+          return problem(r.offset, r.rev, String(e.info?.['reason'] ?? e.message));
+        }
+      }
+    }
     for (const r of scan.records) {
       if (r.rev > snapRev) {
         if (r.rev !== reach + 1) return problem(r.offset, reach + 1, `revision gap: found ${r.rev}, expected ${reach + 1}`);
@@ -176,6 +188,25 @@ export interface Recovered {
   readonly snapshotsKept: { name: string; rev: number }[];
   /** The commits replayed after the snapshot, for the watch history window. */
   readonly history: RecoveredCommit[];
+  /** The lock state the log holds (lock-log.ts): holds at the crash, taints, unrecoverable paths, token ceiling. */
+  readonly locks: LockImage;
+}
+
+/** Folds one verified lock record into `img`; a payload of the wrong shape is CORRUPT. */
+export function replayLocks(img: LockImage, r: ScannedLockRecord, payload: Uint8Array, at: { file: string; offset: number }): void {
+  const bad = (): LatchkeyError => {
+    const reason = 'lock record does not decode';
+    return corrupt(`corrupt write-ahead log ${at.file} at offset ${at.offset} (revision ${r.rev}): ${reason}`, { ...at, revision: r.rev, reason });
+  };
+  if (r.type === RECORD_TYPE_LOCK_IMAGE) {
+    const got = unpackImage(payload);
+    if (got === undefined) throw bad();
+    img.restore(got.encode(), true);
+    return;
+  }
+  const events = unpackEvents(payload);
+  if (events === undefined) throw bad();
+  for (const e of events) img.apply(e);
 }
 
 function where(p: LogProblem): string {
@@ -228,6 +259,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   }
 
   const history: RecoveredCommit[] = [];
+  const locks = new LockImage();
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
     const before = root;
     const mutations: Mutation[] = [];
@@ -238,7 +270,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
       else if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
     });
     history.push({ rev, mutations, before: needsBefore ? before : undefined });
-  }, false);
+  }, false, (r, payload, at) => replayLocks(locks, r, payload, at));
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';
   if (walk.problem) throw logCorrupt(walk.problem, lostSnapshot);
   // A damaged snapshot newer than what the fallback reaches: revisions would be lost.
@@ -285,7 +317,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
   return {
     root, revision, snapshot, segments, activeSize,
     torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
-    damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, mayHaveEphemerals, snapshotsKept: snaps,
+    damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, mayHaveEphemerals, snapshotsKept: snaps, locks,
     // A torn or dropped tail is not in walk.reach; neither is it here.
     history: history.filter((c) => c.rev <= revision),
   };

@@ -9,10 +9,33 @@
  * critical section).
  */
 import type { Mutation, Node } from '../core/tree.js';
+import type { LockEvent } from './lock-log.js';
+
+export type { LockEvent } from './lock-log.js';
+
+/** The lock state a store starts from (lock-log.ts, note 4). */
+export interface RecoveredLocks {
+  /** Tokens of this run start above it. */
+  readonly tokenFloor: number;
+  /** The durable ceiling: tokens up to it may be handed out before a new ceiling is logged. */
+  readonly ceiling: number;
+  /** Paths whose next holder is told ownerDied: taints, and holds the previous run never released. */
+  readonly taints: readonly string[];
+  /** Paths marked unrecoverable. */
+  readonly broken: readonly string[];
+}
 
 export interface CommitLog {
   /** Buffers one commit's record. Synchronous; does no I/O. */
   append(rev: number, mutations: readonly Mutation[]): void;
+  /**
+   * Buffers a lock event (no I/O, no fsync of its own): it goes out before
+   * the next commit's record, or with the next sync. Ignored once the log
+   * failed or closed.
+   */
+  appendLock(e: LockEvent): void;
+  /** True when something appended awaits a sync. */
+  readonly unsynced: boolean;
   /**
    * Writes and fsyncs everything appended so far. At most one sync is in
    * flight at a time (the engine guarantees it). Rejects with a
@@ -72,6 +95,7 @@ export interface Storage {
   readonly root: Node;
   readonly revision: number;
   readonly log: CommitLog;
+  readonly locks: RecoveredLocks;
   /** True when enough log has accumulated that a snapshot is due (the storage layer owns the policy). */
   needsSnapshot(): boolean;
   /** Writes a snapshot of `root` (durable state at `rev`) while commits continue; then drops covered log. */

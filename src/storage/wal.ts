@@ -41,6 +41,7 @@ import path from 'node:path';
 import { LatchkeyError, assert } from '../core/errors.js';
 import type { Mutation } from '../core/tree.js';
 import { crc32c } from './crc32c.js';
+import { type LockEvent, LockImage, eventTuple, packEvents, packImage } from './lock-log.js';
 import { corrupt, dataView, ioError, readU64, segmentName, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, writeAll } from './fs.js';
 import type { CommitLog, WalStats } from './storage.js';
@@ -54,6 +55,10 @@ export const MAX_RECORD_PAYLOAD = 256 * 1024 * 1024;
 const RECORD_MAGIC0 = 0x4c; // 'L'
 const RECORD_MAGIC1 = 0x52; // 'R'
 const RECORD_TYPE_COMMIT = 1;
+/** Lock events (lock-log.ts): carry the revision of the commit before them. */
+export const RECORD_TYPE_LOCKS = 2;
+/** The lock image a segment starts from (lock-log.ts, note 3). */
+export const RECORD_TYPE_LOCK_IMAGE = 3;
 const MAGIC_BYTES = new TextEncoder().encode(SEGMENT_MAGIC);
 
 const PUT = 1;
@@ -87,13 +92,16 @@ function mutationTuple(m: Mutation): unknown[] {
 }
 
 export function encodeRecord(rev: number, muts: readonly Mutation[]): Uint8Array {
-  const payload = packr.pack(muts.map(mutationTuple));
+  return encodeTyped(RECORD_TYPE_COMMIT, rev, packr.pack(muts.map(mutationTuple)));
+}
+
+export function encodeTyped(type: number, rev: number, payload: Uint8Array): Uint8Array {
   const rec = new Uint8Array(RECORD_HEADER_SIZE + payload.length);
   const dv = dataView(rec);
   rec[0] = RECORD_MAGIC0;
   rec[1] = RECORD_MAGIC1;
   rec[2] = WAL_FORMAT_VERSION;
-  rec[3] = RECORD_TYPE_COMMIT;
+  rec[3] = type;
   dv.setUint32(4, payload.length, true);
   writeU64(dv, 8, rev);
   rec.set(payload, RECORD_HEADER_SIZE);
@@ -150,12 +158,19 @@ export interface ScannedRecord {
   readonly payloadEnd: number;
 }
 
+/** A lock record (events or image) found by a scan; `rev` is the commit before it. */
+export interface ScannedLockRecord extends ScannedRecord {
+  readonly type: typeof RECORD_TYPE_LOCKS | typeof RECORD_TYPE_LOCK_IMAGE;
+}
+
 export interface SegmentScan {
   readonly file: string;
   readonly size: number;
   /** Revision the header promises (undefined when the header is unreadable). */
   readonly firstRev: number | undefined;
   readonly records: ScannedRecord[];
+  /** Lock records, in log order (between and around the commits). */
+  readonly lockRecords: ScannedLockRecord[];
   /** End of the last good record (or of the header): where appending may continue. */
   readonly validEnd: number;
   /** The last segment ends in a partial or unwritten record from `offset` on: a torn tail, not damage. */
@@ -181,6 +196,7 @@ function allZero(b: Uint8Array, from: number): boolean {
 export function scanSegment(buf: Uint8Array, file: string, nameRev: number, isLast: boolean): SegmentScan {
   const size = buf.length;
   const records: ScannedRecord[] = [];
+  const lockRecords: ScannedLockRecord[] = [];
   const dv = dataView(buf);
   const headerProblem = (): string | undefined => {
     if (size < SEGMENT_HEADER_SIZE) return 'segment header truncated';
@@ -193,23 +209,23 @@ export function scanSegment(buf: Uint8Array, file: string, nameRev: number, isLa
   const hp = headerProblem();
   if (hp !== undefined) {
     if (isLast && (size < SEGMENT_HEADER_SIZE || allZero(buf, 0))) {
-      return { file, size, firstRev: undefined, records, validEnd: 0, torn: { offset: 0, reason: hp } };
+      return { file, size, firstRev: undefined, records, lockRecords, validEnd: 0, torn: { offset: 0, reason: hp } };
     }
-    return { file, size, firstRev: undefined, records, validEnd: 0, damage: { offset: 0, revision: undefined, reason: hp } };
+    return { file, size, firstRev: undefined, records, lockRecords, validEnd: 0, damage: { offset: 0, revision: undefined, reason: hp } };
   }
   let off = SEGMENT_HEADER_SIZE;
   let expect = nameRev;
   const stop = (reason: string, tornIf: boolean, revision?: number): SegmentScan =>
     isLast && tornIf
-      ? { file, size, firstRev: nameRev, records, validEnd: off, torn: { offset: off, reason } }
-      : { file, size, firstRev: nameRev, records, validEnd: off, damage: { offset: off, revision: revision ?? expect, reason } };
+      ? { file, size, firstRev: nameRev, records, lockRecords, validEnd: off, torn: { offset: off, reason } }
+      : { file, size, firstRev: nameRev, records, lockRecords, validEnd: off, damage: { offset: off, revision: revision ?? expect, reason } };
   while (off < size) {
     const rem = size - off;
     if (rem < RECORD_HEADER_SIZE) return stop('record header truncated', true);
     // The header is trusted only once its own checksum matches; a bad header
     // is a torn tail only where nothing was written from it on (zeros).
     if (dv.getUint32(off + 20, true) !== crc32c(buf, 0, off, off + 20)) return stop('record header checksum mismatch', allZero(buf, off));
-    if (buf[off] !== RECORD_MAGIC0 || buf[off + 1] !== RECORD_MAGIC1 || buf[off + 2] !== WAL_FORMAT_VERSION || buf[off + 3] !== RECORD_TYPE_COMMIT) {
+    if (buf[off] !== RECORD_MAGIC0 || buf[off + 1] !== RECORD_MAGIC1 || buf[off + 2] !== WAL_FORMAT_VERSION || !(buf[off + 3]! >= RECORD_TYPE_COMMIT && buf[off + 3]! <= RECORD_TYPE_LOCK_IMAGE)) {
       return stop('bad record header', false);
     }
     const len = dv.getUint32(off + 4, true);
@@ -220,12 +236,20 @@ export function scanSegment(buf: Uint8Array, file: string, nameRev: number, isLa
     if (crc32c(buf, 0, off + RECORD_HEADER_SIZE, end) !== dv.getUint32(off + 16, true)) {
       return stop('record checksum mismatch', end === size || allZero(buf, end), rev);
     }
+    const type = buf[off + 3]!;
+    if (type !== RECORD_TYPE_COMMIT) {
+      // Lock records carry the revision of the commit before them.
+      if (rev !== expect - 1) return stop(`lock record at revision ${rev}, expected ${expect - 1}`, false, rev);
+      lockRecords.push({ rev, offset: off, payloadStart: off + RECORD_HEADER_SIZE, payloadEnd: end, type: type as ScannedLockRecord['type'] });
+      off = end;
+      continue;
+    }
     if (rev !== expect) return stop(`revision gap: expected ${expect}, found ${rev}`, false, rev);
     records.push({ rev, offset: off, payloadStart: off + RECORD_HEADER_SIZE, payloadEnd: end });
     expect = rev + 1;
     off = end;
   }
-  return { file, size, firstRev: nameRev, records, validEnd: off };
+  return { file, size, firstRev: nameRev, records, lockRecords, validEnd: off };
 }
 
 /**
@@ -268,6 +292,8 @@ export interface WalInit {
   nextRev: number;
   /** Log bytes already past the newest snapshot (found by recovery). */
   bytesSinceSnapshot?: number;
+  /** The lock image recovered (what the log holds); new segments start with it. */
+  locks?: LockImage;
 }
 
 export class Wal implements CommitLog {
@@ -278,8 +304,12 @@ export class Wal implements CommitLog {
   private readonly segments: SegmentRef[];
   private fh: FileHandleLike | undefined;
   private activeSize = 0;
+  /** Size of the active segment before its first appended record (header and lock image). */
+  private startSize = SEGMENT_HEADER_SIZE;
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
+  /** Of those, lock records: they do not count toward a snapshot (segment images carry the lock state). */
+  private pendingLockBytes = 0;
   private nextRev: number;
   private durableRev: number;
   private syncing = false;
@@ -287,6 +317,10 @@ export class Wal implements CommitLog {
   private closed = false;
   private failure: LatchkeyError | undefined;
   private sinceSnapshot = 0;
+  /** The lock image of everything durable; lock events appended and not yet synced. */
+  private readonly locks: LockImage;
+  private lockTuples: unknown[] = [];
+  private lockEvents: LockEvent[] = [];
   private readonly counters = { records: 0, syncs: 0, bytesWritten: 0, rotations: 0 };
 
   private constructor(init: WalInit) {
@@ -298,6 +332,7 @@ export class Wal implements CommitLog {
     this.nextRev = init.nextRev;
     this.durableRev = init.nextRev - 1;
     this.sinceSnapshot = init.bytesSinceSnapshot ?? 0;
+    this.locks = init.locks?.copy() ?? new LockImage();
   }
 
   static async open(init: WalInit): Promise<Wal> {
@@ -310,7 +345,17 @@ export class Wal implements CommitLog {
       } catch (e) {
         throw ioError('opening the log', file, e);
       }
-      w.activeSize = init.activeSize;
+      w.activeSize = w.startSize = init.activeSize;
+      if (init.activeSize === SEGMENT_HEADER_SIZE) {
+        // The segment's lock image was cut off with it (a crash while it was created): write it again.
+        const image = encodeTyped(RECORD_TYPE_LOCK_IMAGE, last.firstRev - 1, packImage(w.locks));
+        try {
+          await writeAll(w.fh, [image], SEGMENT_HEADER_SIZE);
+        } catch (e) {
+          throw ioError('writing the log', file, e, {}, 'READ_ONLY');
+        }
+        w.activeSize = w.startSize = SEGMENT_HEADER_SIZE + image.length;
+      }
     } else {
       await w.startSegment(init.nextRev);
     }
@@ -331,10 +376,32 @@ export class Wal implements CommitLog {
     return this.failure;
   }
 
+  /** Buffers a lock event (lock-log.ts): it is written before the next commit record, or by the next sync. */
+  appendLock(e: LockEvent): void {
+    if (this.failure !== undefined || this.closed) return; // the store is read-only or closed: nothing more is logged
+    this.lockTuples.push(eventTuple(e));
+    this.lockEvents.push(e);
+  }
+
+  /** True when something appended awaits a sync. */
+  get unsynced(): boolean {
+    return this.pending.length > 0 || this.lockTuples.length > 0;
+  }
+
+  private flushLocks(): void {
+    if (this.lockTuples.length === 0) return;
+    const rec = encodeTyped(RECORD_TYPE_LOCKS, this.nextRev - 1, packEvents(this.lockTuples));
+    this.lockTuples = [];
+    this.pending.push(rec);
+    this.pendingBytes += rec.length;
+    this.pendingLockBytes += rec.length;
+  }
+
   append(rev: number, mutations: readonly Mutation[]): void {
     if (this.failure) throw this.failure;
     if (this.closed) throw new LatchkeyError('CLOSED', 'the write-ahead log is closed');
     assert(rev === this.nextRev, `log append out of order: revision ${rev}, expected ${this.nextRev}`);
+    this.flushLocks();
     const rec = encodeRecord(rev, mutations);
     this.pending.push(rec);
     this.pendingBytes += rec.length;
@@ -344,8 +411,13 @@ export class Wal implements CommitLog {
   async sync(): Promise<void> {
     if (this.failure) throw this.failure;
     assert(!this.syncing, 'two log syncs in flight');
+    this.flushLocks();
     if (this.pending.length === 0) return;
     const group = this.pending;
+    const events = this.lockEvents;
+    const lockBytes = this.pendingLockBytes;
+    this.lockEvents = [];
+    this.pendingLockBytes = 0;
     const bytes = this.pendingBytes;
     const first = this.durableRev + 1;
     const last = this.nextRev - 1;
@@ -356,7 +428,7 @@ export class Wal implements CommitLog {
     let file = this.activeFile();
     try {
       if (this.rotateRequested || this.activeSize >= this.segmentBytes) {
-        if (this.activeSize > SEGMENT_HEADER_SIZE) await this.rotate(first);
+        if (this.activeSize > this.startSize) await this.rotate(first);
         this.rotateRequested = false;
         file = this.activeFile();
         at = this.activeSize;
@@ -375,7 +447,8 @@ export class Wal implements CommitLog {
     }
     this.activeSize += bytes;
     this.durableRev = last;
-    this.sinceSnapshot += bytes;
+    for (const e of events) this.locks.apply(e);
+    this.sinceSnapshot += bytes - lockBytes;
     this.counters.records += group.length;
     this.counters.syncs++;
     this.counters.bytesWritten += bytes;
@@ -430,22 +503,29 @@ export class Wal implements CommitLog {
     this.counters.rotations++;
   }
 
-  /** Creates `wal-<firstRev>.log` with its header, durable (file and directory entry) before any record goes in. */
+  /**
+   * Creates `wal-<firstRev>.log` with its header and the lock image as of
+   * its start (every durable lock event so far), durable (file and directory
+   * entry) before any record goes in.
+   */
   private async startSegment(firstRev: number): Promise<void> {
     const name = segmentName(firstRev);
     const file = path.join(this.dir, name);
     let fh: FileHandleLike | undefined;
+    let size: number;
     try {
       // O_DSYNC: the header write, and every group written later, is durable when it returns.
       fh = await this.fs.open(file, 'create', { dsync: this.durable });
-      await writeAll(fh, [encodeSegmentHeader(firstRev)], 0);
+      const image = encodeTyped(RECORD_TYPE_LOCK_IMAGE, firstRev - 1, packImage(this.locks));
+      await writeAll(fh, [encodeSegmentHeader(firstRev), image], 0);
       if (this.durable) await this.fs.syncDir(this.dir);
+      size = SEGMENT_HEADER_SIZE + image.length;
     } catch (e) {
       await fh?.close().catch(() => undefined);
       throw ioError('starting a log segment', file, e, {}, 'READ_ONLY');
     }
     this.fh = fh;
-    this.activeSize = SEGMENT_HEADER_SIZE;
+    this.activeSize = this.startSize = size;
     this.segments.push({ name, firstRev });
   }
 }

@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { FaultProxy } from '../reliability/fault-proxy.js';
 import { cliServer } from './helpers.js';
 
 /** A CMD that prints `ready`, then waits; on SIGTERM it prints `said` and exits with `code`. */
@@ -60,12 +61,12 @@ describe('cli: lock -- cmd', () => {
     await holder.done;
   });
 
-  test('cli: the holder SIGKILLed → the waiter is granted with LATCHKEY_OWNER_DIED=1', async () => {
+  test('cli: the holder SIGKILLed → its CMD is killed, and only then the waiter is granted with LATCHKEY_OWNER_DIED=1', async () => {
     const pidFile = path.join(tmp, 'orphan.pid');
     const holder = t.lkStart(['lock', '/l/c', '--', 'sh', '-c', `echo $$ > ${pidFile}; echo held; exec sleep 100`]);
     try {
       await holder.waitFor('held\n');
-      const waiter = t.lkStart(['lock', '/l/c', '--', 'sh', '-c', 'echo "died=${LATCHKEY_OWNER_DIED-unset}"']);
+      const waiter = t.lkStart(['lock', '/l/c', '--', 'sh', '-c', `kill -0 $(cat ${pidFile}) 2>/dev/null && echo "old CMD alive"; echo "died=\${LATCHKEY_OWNER_DIED-unset}"`]);
       // The waiter is queued once the lock table shows it (no sleeping on a guess).
       for (;;) {
         const s = JSON.parse((await t.lk(['stats', '--json'])).stdout) as { lockWaiters: number };
@@ -76,9 +77,34 @@ describe('cli: lock -- cmd', () => {
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, 'died=1\n');
     } finally {
-      // latchkey had no way to take its CMD with it (see lock.ts): clean up the orphan.
-      killPidFile(pidFile);
+      killPidFile(pidFile); // only if the test failed: the guardian killed it
     }
+  });
+
+  test('cli: owner died — CMD sees LATCHKEY_OWNER_DIED=1; exit 0 marks the lock consistent, a failure leaves it; --unrecoverable-on-failure; --reset', async () => {
+    const died = ['sh', '-c', 'echo "died=${LATCHKEY_OWNER_DIED-unset}"; exit ${STATUS:-0}'];
+    const holder = t.lkStart(['lock', '/l/h', '--', 'sh', '-c', 'echo held; exec sleep 100']);
+    await holder.waitFor('held\n');
+    holder.child.kill('SIGKILL');
+    const failed = await t.lk(['lock', '/l/h', '--', ...died], { env: { STATUS: '3' } });
+    assert.equal(failed.code, 3, failed.stderr);
+    assert.equal(failed.stdout, 'died=1\n');
+    const repaired = await t.lk(['lock', '/l/h', '--', ...died]);
+    assert.equal(repaired.code, 0, repaired.stderr);
+    assert.equal(repaired.stdout, 'died=1\n', 'a failed repair passes ownerDied on');
+    assert.equal((await t.lk(['lock', '/l/h', '--', ...died])).stdout, 'died=unset\n', 'exit 0 marked it consistent');
+
+    const again = t.lkStart(['lock', '/l/h', '--', 'sh', '-c', 'echo held; exec sleep 100']);
+    await again.waitFor('held\n');
+    again.child.kill('SIGKILL');
+    const broke = await t.lk(['lock', '/l/h', '--unrecoverable-on-failure', '--', ...died], { env: { STATUS: '1' } });
+    assert.equal(broke.code, 1);
+    const refused = await t.lk(['lock', '/l/h/sub', '--', 'echo', 'never']);
+    assert.equal(refused.code, 1);
+    assert.equal(refused.stdout, '');
+    assert.match(refused.stderr, /NOT_RECOVERABLE/);
+    assert.equal((await t.lk(['lock', '--reset', '/l/h'])).code, 0);
+    assert.equal((await t.lk(['lock', '/l/h', '--', ...died])).stdout, 'died=unset\n', 'reset clears both marks');
   });
 
   test('cli: signals to latchkey are forwarded to CMD, which decides the exit status', async () => {
@@ -104,6 +130,36 @@ describe('cli: lock -- cmd', () => {
   test('cli: lock without a command is a usage error', async () => {
     assert.equal((await t.lk(['lock', '/l/f'])).code, 2);
     assert.equal((await t.lk(['lock', '/l/f', '--timeout', 'soon', '--', 'true'])).code, 2);
+  });
+
+  test('cli: a partition — CMD gets SIGTERM, then SIGKILL after --kill-grace, and is dead before the next holder is granted', async () => {
+    const own = await cliServer(['--memory', '--listen', '127.0.0.1:0', '--insecure-loopback', '--ttl-ms', '900']);
+    const port = Number(/:(\d+)$/.exec(own.server.tcp!)![1]);
+    const proxy = new FaultProxy(port);
+    await proxy.start();
+    const pidFile = path.join(tmp, 'stubborn.pid');
+    // CMD ignores SIGTERM: only the SIGKILL after the grace stops it.
+    const stubborn = `require('fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); process.on('SIGTERM', () => console.log('TERM ignored')); console.log('ready'); setInterval(() => {}, 1000);`;
+    const holder = own.lkStart(['lock', '/l/p', '--kill-grace', '300ms', '--url', `tcp://127.0.0.1:${proxy.port}`, '--', process.execPath, '-e', stubborn]);
+    try {
+      await holder.waitFor('ready\n');
+      // The default grace (1 s) would not fit this 900 ms lease: a usage error, exit 2.
+      assert.equal((await own.lk(['lock', '/l/q', '--url', own.server.tcp!, '--', 'true'])).code, 2);
+      const waiter = own.lkStart(['lock', '/l/p', '--kill-grace', '100ms', '--url', own.server.tcp!, '--', 'sh', '-c', `kill -0 $(cat ${pidFile}) 2>/dev/null && echo "old CMD alive"; echo "died=\${LATCHKEY_OWNER_DIED-unset}"`]);
+      proxy.set('c2s', { kind: 'drop' });
+      proxy.set('s2c', { kind: 'drop' });
+      const r = await waiter.done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'died=1\n');
+      const h = await holder.done;
+      assert.equal(h.code, 1);
+      assert.match(h.stdout, /TERM ignored/);
+      assert.match(h.stderr, /SESSION_EXPIRED/);
+    } finally {
+      killPidFile(pidFile);
+      await proxy.close();
+      await own.server.stop();
+    }
   });
 
   test('cli: the lock lost while CMD runs (server gone) terminates CMD and says so', async () => {

@@ -88,7 +88,7 @@ class Proxy {
 
 test('reconnect: in-flight requests fail CONNECTION_LOST, owned things end, the store reconnects, watches resume gaplessly', async () => {
   const backing = (await open()) as EmbeddedStore;
-  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 300 });
   const proxy = new Proxy(server.tcpAddress!.port);
   await proxy.start();
   const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 5, maxBackoffMs: 50 });
@@ -121,9 +121,11 @@ test('reconnect: in-flight requests fail CONNECTION_LOST, owned things end, the 
     // Meanwhile others write; the watch must see these after it resumes.
     for (let i = 1; i <= 5; i++) await backing.set(`/w/${i}`, String(i));
 
-    // The lost connection's session ended on the server: its ephemeral node is gone and it refuses work.
+    // The lost connection's session ends on the server once its lease runs out (a close the client did
+    // not announce may be a cut it has not seen): then its ephemeral node is gone and it refuses work.
     await store.ready();
     assert.notEqual(store.id, firstSession, 'a new connection is a new session');
+    for (let i = 0; i < 500 && await store.exists('/eph'); i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(await store.exists('/eph'), false);
     await assert.rejects(sess.get('/'), (e: unknown) => LatchkeyError.is(e, 'SESSION_EXPIRED'));
     assert.equal(tx.state, 'aborted');

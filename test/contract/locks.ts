@@ -17,8 +17,15 @@ async function pending(p: Promise<unknown>): Promise<boolean> {
   return !done;
 }
 
-export function lockContractSuite(name: string, make: () => Promise<Backend>): void {
+export interface LockSuiteOptions {
+  /** 'only': run just the server-crash tests (the backend can crash: Backend.crash). */
+  crash?: 'also' | 'only';
+}
+
+export function lockContractSuite(name: string, make: () => Promise<Backend>, options: LockSuiteOptions = {}): void {
   const t = backendTest(`locks contract[${name}]`, make);
+  if (options.crash !== undefined) crashTests(t);
+  if (options.crash === 'only') return;
 
   t('lock, token, locks(), lockTable(), idempotent release', async (store) => {
     const s = store.session({ name: 'w' });
@@ -114,11 +121,97 @@ export function lockContractSuite(name: string, make: () => Promise<Backend>): v
     await assert.rejects(p, is('ABORTED'));
   });
 
+  t('markConsistent: the next holder is not told ownerDied; a release without it passes ownerDied on', async (store) => {
+    const dead = store.session();
+    await dead.lock('/db');
+    await dead.close();
+    const a = await store.session().lock('/db');
+    assert.equal(a.ownerDied, true);
+    await a.release(); // not vouched for
+    const b = await store.session().lock('/db', { mode: 'shared' });
+    assert.equal(b.ownerDied, true, 'passed on');
+    await b.markConsistent();
+    await b.release();
+    const c = await store.session().lock('/db');
+    assert.equal(c.ownerDied, false);
+    await c.markConsistent(); // not told: nothing to clear, no error
+    await c.release();
+    await assert.rejects(c.markConsistent(), is('LOCK_LOST'));
+  });
+
+  t('markUnrecoverable: later requests overlapping the path fail NOT_RECOVERABLE, waiters too, until resetLock', async (store) => {
+    const dead = store.session();
+    await dead.lock('/db/t');
+    await dead.close();
+    const a = await store.session().lock('/db/t');
+    assert.equal(a.ownerDied, true);
+    const waiting = store.session().lock('/db/t');
+    assert.ok(await pending(waiting));
+    await a.markUnrecoverable();
+    assert.equal(a.held, true, 'the marking holder keeps its lock until it releases');
+    await a.release();
+    await assert.rejects(waiting, is('NOT_RECOVERABLE'));
+    await assert.rejects(store.session().lock('/db/t'), is('NOT_RECOVERABLE'));
+    await assert.rejects(store.session().lock('/db', { mode: 'shared' }), is('NOT_RECOVERABLE'), 'a lock above covers the broken data');
+    await assert.rejects(store.session().lock('/db/t/row'), is('NOT_RECOVERABLE'), 'a lock below is inside it');
+    await (await store.session().lock('/db/u')).release(); // a sibling is not affected
+    await store.resetLock('/db');
+    const b = await store.session().lock('/db/t');
+    assert.equal(b.ownerDied, false, 'reset clears the taint with the mark');
+    await b.release();
+  });
+
   t('sessions: ephemeral nodes go with their session', async (store) => {
     const s = store.session();
     const made = await s.create('/members/m-', 'x', { ephemeral: true, sequential: true });
     assert.ok(await store.exists(made));
     await s.close();
     assert.equal(await store.exists(made), false);
+  });
+}
+
+/** Promises that outlive a server crash (durable backends only). */
+function crashTests(t: (title: string, fn: (s: Store, b: Backend) => Promise<void>) => void): void {
+  t('crash: a lock held at a crash, with a write under it, comes back owner-died; a released one does not; tokens keep increasing', async (store, b) => {
+    const s = store.session();
+    const held = await s.lock('/job');
+    await s.set('/job/state', 'half-done', { fence: held });
+    const done = await s.lock('/other');
+    await done.release();
+    await s.set('/other/state', 'finished');
+    const after = await b.crash!();
+    const next = await after.session().lock('/job');
+    assert.equal(next.ownerDied, true, 'the holder died with the server');
+    assert.ok(next.token > held.token && next.token > done.token, `token ${next.token} after ${done.token}`);
+    const other = await after.session().lock('/other');
+    assert.equal(other.ownerDied, false);
+    // The taint is logged like any other: a second crash keeps it until someone marks it consistent.
+    await next.release();
+    await other.release();
+    await after.set('/tick', '1');
+    const again = await b.crash!();
+    const third = await again.session().lock('/job');
+    assert.equal(third.ownerDied, true);
+    await third.markConsistent();
+    await third.release();
+    await again.set('/tick', '2');
+    const last = await b.crash!();
+    const fourth = await last.session().lock('/job');
+    assert.equal(fourth.ownerDied, false);
+    assert.ok(fourth.token > third.token);
+  });
+
+  t('crash: an unrecoverable mark is durable when markUnrecoverable resolves; so is resetLock', async (store, b) => {
+    const dead = store.session();
+    await dead.lock('/db');
+    await dead.close();
+    const l = await store.session().lock('/db');
+    await l.markUnrecoverable();
+    const after = await b.crash!();
+    await assert.rejects(after.session().lock('/db'), is('NOT_RECOVERABLE'));
+    await after.resetLock('/db');
+    const again = await b.crash!();
+    const n = await again.session().lock('/db');
+    assert.equal(n.ownerDied, false);
   });
 }

@@ -12,6 +12,12 @@ export interface Backend {
   store: Store;
   /** Releases whatever the backend set up (servers, directories). */
   cleanup(): Promise<void>;
+  /**
+   * Durable backends: crashes the server — its directory as a crash leaves
+   * it (what reached the files), the process gone — and starts a new one on
+   * it. Returns the store to use from then on (a remote client reconnects).
+   */
+  crash?(): Promise<Store>;
 }
 
 const is = (code: string, re?: RegExp) => (e: unknown): boolean => LatchkeyError.is(e) && e.code === code && (re === undefined || re.test(e.message));
@@ -24,12 +30,12 @@ async function next(it: AsyncIterator<WatchEvent>): Promise<string> {
 }
 
 /** A test-declaring function: each test gets a fresh store from `make`, closed and cleaned up after. */
-export function backendTest(label: string, make: () => Promise<Backend>): (title: string, fn: (s: Store) => Promise<void>) => void {
+export function backendTest(label: string, make: () => Promise<Backend>): (title: string, fn: (s: Store, b: Backend) => Promise<void>) => void {
   return (title, fn) => {
     test(`${label}: ${title}`, async () => {
       const b = await make();
       try {
-        await fn(b.store);
+        await fn(b.store, b);
       } finally {
         await b.store.close().catch(() => {});
         await b.cleanup();

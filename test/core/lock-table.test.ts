@@ -212,7 +212,7 @@ test('lock-table: an upgrade goes before queued waiters; downgrade lets shared w
   assert.equal(code(() => t.upgrade(s, false)), 'ok');
 });
 
-test('lock-table: owner died — the next holder is told, until a told holder releases cleanly', () => {
+test('lock-table: owner died — the next holder is told, until a told holder marks it consistent', () => {
   const t = new LockTable();
   t.lock('dead', '/job', 'exclusive');
   const next = t.lock('n1', '/job', 'exclusive');
@@ -225,22 +225,35 @@ test('lock-table: owner died — the next holder is told, until a told holder re
   assert.equal(after.state, 'waiting');
   t.endSession('n1');
   assert.equal(after.ownerDied, true);
-  t.release(after); // covers only part of /job: the taint stays
+  t.markConsistent(after); // covers only part of /job: the taint stays
+  t.release(after);
   const third = t.lock('n3', '/job', 'exclusive');
   assert.equal(third.ownerDied, true);
-  t.release(third); // told and covering: clean again
-  assert.equal(t.lock('n4', '/job', 'exclusive').ownerDied, false);
+  t.release(third); // released without markConsistent: passed on
+  const fourth = t.lock('n4', '/job', 'exclusive');
+  assert.equal(fourth.ownerDied, true);
+  t.markConsistent(fourth); // told and covering: clean again
+  t.release(fourth);
+  assert.equal(t.lock('n5', '/job', 'exclusive').ownerDied, false);
 });
 
-test('lock-table: owner-died taints are bounded, oldest forgotten first', () => {
-  const t = new LockTable({ maxTaints: 2 });
-  for (const p of ['/a', '/b', '/c']) {
+test('lock-table: owner-died taints are never dropped; resetTaints forgets a subtree of them; the journal sees every change', () => {
+  const log: string[] = [];
+  const t = new LockTable({
+    journal: { hold: (tok, p) => log.push(`hold ${tok} ${p}`), unhold: (tok) => log.push(`unhold ${tok}`), taint: (p, on) => log.push(`${on ? 'taint' : 'untaint'} ${p}`) },
+  });
+  const paths = Array.from({ length: 3000 }, (_, i) => `/jobs/${i}`);
+  for (const p of paths) {
     t.lock('dead', p, 'exclusive');
     t.endSession('dead');
   }
-  assert.deepEqual(t.footprint, { nodes: 2, taints: 2 });
-  assert.equal(t.lock('x', '/a', 'shared').ownerDied, false, 'forgotten');
-  assert.equal(t.lock('x', '/c', 'shared').ownerDied, true);
+  assert.equal(t.footprint.taints, 3000);
+  assert.ok(paths.every((p) => t.isTainted(p)));
+  assert.deepEqual(log.slice(0, 3), ['hold 1 /jobs/0', 'taint /jobs/0', 'unhold 1']);
+  t.resetTaints('/jobs');
+  assert.deepEqual(t.footprint, { nodes: 0, taints: 0 });
+  assert.equal(log.filter((l) => l.startsWith('untaint ')).length, 3000);
+  assert.equal(t.lock('x', '/jobs/7', 'shared').ownerDied, false);
 });
 
 test('lock-table: an explicit release hands on clean', () => {
@@ -398,6 +411,7 @@ type Cmd =
   | { t: 'upgrade'; i: number; wait: boolean }
   | { t: 'downgrade'; i: number }
   | { t: 'release'; i: number }
+  | { t: 'consistent'; i: number }
   | { t: 'cancel'; i: number }
   | { t: 'die'; s: number };
 
@@ -409,6 +423,7 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ t: fc.constant('upgrade' as const), i: fc.nat(20), wait: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('downgrade' as const), i: fc.nat(20) }) },
   { weight: 4, arbitrary: fc.record({ t: fc.constant('release' as const), i: fc.nat(20) }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('consistent' as const), i: fc.nat(20) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('cancel' as const), i: fc.nat(20) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('die' as const), s: fc.nat(NSESS - 1) }) },
 );
@@ -519,8 +534,15 @@ function runModel(cmds: readonly Cmd[]): void {
         if (cands.length === 0) break;
         const r = cands[c.i % cands.length]!;
         r.state = 'done';
-        if (r.ownerDied) m.taints = m.taints.filter((x) => !covers(r.entries[0]!.path, x));
         seeGrants(t.release(r.real), m.settle());
+        break;
+      }
+      case 'consistent': {
+        const cands = locks();
+        if (cands.length === 0) break;
+        const r = cands[c.i % cands.length]!;
+        if (r.ownerDied) m.taints = m.taints.filter((x) => !covers(r.entries[0]!.path, x));
+        t.markConsistent(r.real);
         break;
       }
       case 'cancel': {

@@ -16,6 +16,8 @@ class ManualLog implements CommitLog {
   appended: Array<{ rev: number; mutations: readonly Mutation[] }> = [];
   syncs: Array<{ upto: number; resolve: () => void; reject: (e: unknown) => void }> = [];
   bytesSinceSnapshot = 0;
+  readonly unsynced = false;
+  appendLock(): void {}
   append(rev: number, mutations: readonly Mutation[]): void {
     this.appended.push({ rev, mutations });
   }
@@ -27,7 +29,7 @@ class ManualLog implements CommitLog {
 function manualStore(): { store: EmbeddedStore; log: ManualLog } {
   const log = new ManualLog();
   const storage: Storage = {
-    root: emptyRoot(), revision: 0, log,
+    root: emptyRoot(), revision: 0, log, locks: { tokenFloor: 0, ceiling: 1 << 20, taints: [], broken: [] },
     needsSnapshot: () => false, snapshot: async () => {}, stats: () => ({}) as StorageStats, close: async () => {},
   };
   return { store: new EmbeddedStore(new Engine({ storage })), log };

@@ -73,7 +73,11 @@ test('wal: a torn tail at every byte offset of the last record is cut off silent
       assert.deepEqual(dump(s.root), expectedBefore);
       assert.equal(s.stats()['tornTails'], 1);
       assert.equal(s.stats()['tornBytes'], cut - lastOffset);
-      assert.equal((await stat(file)).size, lastOffset, 'the torn bytes are gone from the file');
+      // The torn bytes are gone from the file (open then logged its token ceiling there).
+      const after = scanSegment(await readFile(file), file, 1, true);
+      assert.equal(after.torn, undefined, 'the torn bytes are gone from the file');
+      assert.equal(after.records.length, 19);
+      assert.equal(after.lockRecords.at(-1)!.offset, lastOffset);
       // The log continues where the valid prefix ended.
       const d = new Driver(s);
       await d.commit((ws) => ws.set('/after', enc('tear')));
@@ -98,7 +102,10 @@ test('wal: zeros after the last record (allocated, never written) are a torn tai
   assert.deepEqual(dump(s.root), expectedAll);
   assert.equal(s.stats()['tornBytes'], 5000);
   await s.close();
-  assert.equal((await stat(seg)).size, size);
+  const after = scanSegment(await readFile(seg), seg, 1, true);
+  assert.equal(after.torn, undefined);
+  assert.equal(after.lockRecords.at(-1)!.payloadEnd, after.size, 'the zeros are gone: the token ceiling logged at open follows the last commit');
+  assert.equal(after.lockRecords.at(-1)!.offset, size);
 });
 
 test('wal: a single bit flip in any byte of a record in the middle fails open with CORRUPT naming file, offset and revision', async () => {
