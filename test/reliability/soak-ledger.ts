@@ -4,17 +4,26 @@
  * what was acknowledged (see soak-worker.ts for the lines), and checks the
  * store against it after every server restart and at the end.
  *
- * Races with stdout. A client's lines reach the harness on its own pipe,
- * the store's answers on a socket: a line may be read after a read of the
- * store that its operation precedes. So a check uses the acknowledgements
- * taken *before* it reads the store (those commits are certainly in what it
- * reads), and an upper bound (increments attempted) is re-evaluated for a
- * bounded time before it counts as a violation: attempts only grow.
+ * Journal and store. A client writes each line to its journal
+ * (journal.ts) before it sends the operation the line announces, and the
+ * harness can drain every journal synchronously (`drain`). So a check
+ * drains *before* it reads the store for what must be there (every
+ * acknowledgement read then is of a commit the read sees) and *after* it
+ * reads the store for what may be there (every operation that reached the
+ * store before the read has its line read by then): both bounds are exact,
+ * no grace period needed.
+ *
+ * Two kinds of failure. A *violation* is the store breaking a promise. A
+ * *harness error* is the journal contradicting itself (a sequence gap, an
+ * acknowledgement of an operation never announced): no verdict about the
+ * store can be drawn from it, and the run fails with its own exit code.
  */
 import type { RemoteStore } from '../../src/client/store.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { COUNTERS, LIN_SLOT_NS, SHARED } from '../fixtures/soak-config.js';
-import { type CheckResult, type HistoryOp, type RegisterOp, checkRegister } from './linearizability.js';
+import { Worker } from 'node:worker_threads';
+import type { LinReply, LinRequest } from './lin-thread.js';
+import type { HistoryOp, RegisterOp } from './linearizability.js';
 
 interface Inc { k: number; v: number; state: 'try' | 'ack' | 'fail' }
 interface LinOp { key: string; client: number; kind: RegisterOp['kind']; value: string; expect: number; invoke: number; ret?: number; ok?: boolean; rvalue?: string; rversion?: number }
@@ -38,7 +47,12 @@ export interface Figures {
   linHistories: number;
   linUnknownOutcome: number;
   linUndecided: number;
+  /** The longest linearizability search, in ms (on its own thread). */
+  linLongestMs: number;
   fuzzFrames: number;
+  journalLines: number;
+  /** Dead clients whose last journal line was torn by the kill (the one loss allowed). */
+  journalTornTails: number;
   errorsByCode: Record<string, number>;
 }
 
@@ -52,10 +66,11 @@ export class WorkerState {
 
 export class Ledger {
   readonly violations: string[] = [];
+  readonly harnessErrors: string[] = [];
   readonly figures: Figures = {
     serverKills: 0, clientKills: 0, checks: 0, incrementsAcked: 0, incrementsUnknown: 0, transactionsAcked: 0, transactionsChecked: 0,
     ephemeralsCreated: 0, watchEvents: 0, watchSegmentsChecked: 0, watchCompacted: 0, harnessWatchEvents: 0, harnessWatchCompacted: 0,
-    linOps: 0, linHistories: 0, linUnknownOutcome: 0, linUndecided: 0, fuzzFrames: 0, errorsByCode: {},
+    linOps: 0, linHistories: 0, linUnknownOutcome: 0, linUndecided: 0, linLongestMs: 0, fuzzFrames: 0, journalLines: 0, journalTornTails: 0, errorsByCode: {},
   };
   private readonly incs = new Map<string, Inc>();
   /** Acknowledged increments' values per counter (each must be distinct: two equal ones are a lost update). */
@@ -64,11 +79,20 @@ export class Ledger {
   /** Transactions verified present (complete, one revision); never to be lost afterwards. */
   private readonly verified = new Map<string, number>();
   private readonly lin = new Map<string, LinOp>();
+  /** Operations checked with an unknown outcome whose return line may still come (a live client's slow reply). */
+  private readonly linChecked = new Set<string>();
   private readonly deadSessions = new Set<string>();
   private readonly log: (s: string) => void;
+  private readonly drain: () => void;
+  private linThread: Worker | undefined;
+  private readonly linPending = new Map<number, { key: string; ops: number }>();
+  private linNext = 0;
+  private linIdle: (() => void) | undefined;
 
-  constructor(log: (s: string) => void) {
+  /** `drain` reads every client's journal up to now, synchronously. */
+  constructor(log: (s: string) => void, drain: () => void = () => {}) {
     this.log = log;
+    this.drain = drain;
   }
 
   violation(s: string): void {
@@ -76,8 +100,29 @@ export class Ledger {
     this.log(`VIOLATION ${s}`);
   }
 
+  /**
+   * Time slices: the checks' synchronous loops (over every transaction so
+   * far: they grow with the run) give the event loop a turn every 20 ms, so
+   * the harness keeps reading journals, its watch and its timers.
+   */
+  private sliceStart = performance.now();
+  private sliceDue(): boolean {
+    return performance.now() - this.sliceStart > 20;
+  }
+  private async yieldSlice(): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    this.sliceStart = performance.now();
+  }
+
+  /** The harness itself failed (its journal is not what a client wrote): distinct from a violation. */
+  harnessError(s: string): void {
+    if (this.harnessErrors.length < 200) this.harnessErrors.push(s);
+    this.log(`HARNESS ERROR ${s}`);
+  }
+
   /** One line from client process `w`. */
   line(w: WorkerState, line: string): void {
+    this.figures.journalLines++;
     const f = line.split(' ');
     switch (f[0]) {
       case 'sess':
@@ -89,7 +134,7 @@ export class Ledger {
         break;
       case 'inc-ack': {
         const inc = this.incs.get(f[1]!);
-        if (inc === undefined) return this.violation(`${w.label}: ack of unknown increment ${f[1]}`);
+        if (inc === undefined) return this.harnessError(`${w.label}: journal acknowledges increment ${f[1]}, never announced`);
         inc.state = 'ack';
         this.figures.incrementsAcked++;
         const vs = this.ackedValues[inc.k]!;
@@ -129,7 +174,11 @@ export class Ledger {
         break;
       case 'lret': {
         const o = this.lin.get(f[1]!);
-        if (o === undefined) return this.violation(`${w.label}: return of unknown operation ${f[1]}`);
+        if (o === undefined) {
+          // Its history was checked already, this operation's outcome taken as unknown (a weaker claim): fine.
+          if (this.linChecked.delete(f[1]!)) return;
+          return this.harnessError(`${w.label}: journal returns operation ${f[1]}, never announced`);
+        }
         o.ok = f[2] === '1';
         if (f[3] !== '-') o.rvalue = f[3]!;
         o.rversion = Number(f[4]);
@@ -144,7 +193,7 @@ export class Ledger {
         this.violation(`${w.label}: ${f.slice(1).join(' ')}`);
         break;
       default:
-        this.violation(`${w.label}: unparsable line: ${line.slice(0, 200)}`);
+        this.harnessError(`${w.label}: unparsable journal line: ${line.slice(0, 200)}`);
     }
   }
 
@@ -167,7 +216,7 @@ export class Ledger {
    * Everything checkable about the store as it is now. `epoch` is the
    * running server's session-id prefix: sessions of other epochs died with
    * earlier server processes. Bounded in time: the "eventually" checks
-   * (dead sessions' locks and ephemeral nodes, the counters' upper bound)
+   * (dead sessions' locks and ephemeral nodes: the server notices a death)
    * retry for up to `graceMs`.
    */
   async check(store: RemoteStore, epoch: string, graceMs = 5_000): Promise<void> {
@@ -177,11 +226,12 @@ export class Ledger {
     // could have missed is known now.
     const later: Array<{ w: WorkerState; seg: Segment }> = [];
     for (const p of this.pendingSegments.splice(0)) {
+      if (this.sliceDue()) await this.yieldSlice();
       if ((p.seg.events.at(-1)?.[0] ?? 0) <= head) this.checkSegment(p.w, p.seg);
       else later.push(p);
     }
     this.pendingSegments.push(...later);
-    await this.checkCounters(store, graceMs);
+    await this.checkCounters(store);
     await this.eventually(graceMs, () => this.deadHolders(store, epoch));
   }
 
@@ -221,15 +271,20 @@ export class Ledger {
    * wrote it last, at that transaction's revision.
    */
   private async checkTransactions(store: RemoteStore): Promise<number> {
+    this.drain();
     const acked = [...this.txs].filter(([, t]) => t.state === 'ack');
     await store.get('/');
     const head = store.revision;
     const names = new Set(await listAll(store, '/tx'));
     // Known ones never disappear (cheap: a name lookup); new ones are checked in full, once.
-    for (const [id] of this.verified) if (!names.has(id)) this.violation(`transaction ${id}, seen complete before, is gone`);
     const byRev = new Map<number, string>();
-    for (const [id, rev] of this.verified) byRev.set(rev, id);
+    for (const [id, rev] of this.verified) {
+      if (this.sliceDue()) await this.yieldSlice();
+      if (!names.has(id)) this.violation(`transaction ${id}, seen complete before, is gone`);
+      byRev.set(rev, id);
+    }
     for (const id of names) {
+      if (this.sliceDue()) await this.yieldSlice();
       if (this.verified.has(id)) continue;
       const keys = await store.list(`/tx/${id}`);
       const a = await store.get(`/tx/${id}/a`);
@@ -272,21 +327,25 @@ export class Ledger {
     return id;
   }
 
-  /** Counters: acknowledged increments ≤ value ≤ increments that may have happened; no value acknowledged twice. */
-  private async checkCounters(store: RemoteStore, graceMs: number): Promise<void> {
+  /**
+   * Counters: acknowledged increments ≤ value ≤ increments that may have happened; no value acknowledged twice.
+   * The lower bound uses the journals drained before the read, the upper bound those drained after it.
+   */
+  private async checkCounters(store: RemoteStore): Promise<void> {
     for (let k = 0; k < COUNTERS; k++) {
+      this.drain();
       const ackedBefore = [...this.ackedValues[k]!];
       const e = await store.get(`/counters/c${k}`);
       const v = e === undefined ? 0 : Number(e.text());
       const max = ackedBefore.reduce((m, x) => Math.max(m, x), 0);
       if (v < max) this.violation(`counter c${k} is ${v}, but an increment to ${max} was acknowledged (lost)`);
       if (v < ackedBefore.length) this.violation(`counter c${k} is ${v} after ${ackedBefore.length} acknowledged increments`);
-      // Upper bound: increments whose commit may have happened (tried, not failed). Attempts only grow.
-      await this.eventually(graceMs, async () => {
-        let possible = 0;
-        for (const inc of this.incs.values()) if (inc.k === k && inc.state !== 'fail') possible++;
-        return v > possible ? [`counter c${k} is ${v}, more than the ${possible} increments that could have committed`] : [];
-      });
+      // Upper bound: increments whose commit may have happened (tried, and not failed before the read).
+      // Every one that reached the store before the read announced itself before it was sent.
+      this.drain();
+      let possible = 0;
+      for (const inc of this.incs.values()) if (inc.k === k && inc.state !== 'fail') possible++;
+      if (v > possible) this.violation(`counter c${k} is ${v}, more than the ${possible} increments that could have committed`);
     }
   }
 
@@ -328,31 +387,72 @@ export class Ledger {
     this.figures.watchSegmentsChecked++;
   }
 
-  /** Checks the linearizability histories of every key whose slot ended before `nowNs` - margin, then forgets them. */
+  /**
+   * Sends the linearizability history of every key whose slot ended before
+   * `nowNs` - margin to the checking thread (lin-thread.ts), then forgets
+   * them here; `linSettled` waits for the verdicts.
+   */
   checkLinearizability(nowNs: number, all = false): void {
-    const byKey = new Map<string, LinOp[]>();
+    this.drain();
+    const byKey = new Map<string, Array<[string, LinOp]>>();
     for (const [id, o] of this.lin) {
       const slot = Number(o.key.split('/')[2]);
       if (!all && (slot + 1) * LIN_SLOT_NS + 10e9 > nowNs) continue;
       let l = byKey.get(o.key);
       if (l === undefined) byKey.set(o.key, l = []);
-      l.push(o);
+      l.push([id, o]);
       this.lin.delete(id);
     }
     for (const [key, ops] of byKey) {
-      const history: HistoryOp[] = ops.map((o) => {
+      const history: HistoryOp[] = ops.map(([id, o]) => {
         const op: RegisterOp = o.kind === 'read' ? { kind: 'read', value: o.rvalue, version: o.rversion ?? 0 }
           : o.kind === 'write' ? { kind: 'write', value: o.value } : { kind: 'cas', value: o.value, expect: o.expect };
-        if (o.ret === undefined) this.figures.linUnknownOutcome++;
+        if (o.ret === undefined) {
+          this.figures.linUnknownOutcome++;
+          this.linChecked.add(id);
+        }
         return { client: o.client, op, ok: o.ret === undefined ? undefined : o.ok, invoke: o.invoke, ret: o.ret ?? Infinity };
       });
-      const r: CheckResult = checkRegister(history, { budget: 5_000_000 });
+      this.linThread ??= this.startLinThread();
+      const id = ++this.linNext;
+      this.linPending.set(id, { key, ops: history.length });
+      const request: LinRequest = { id, history, budget: 5_000_000 };
+      this.linThread.postMessage(request);
+    }
+  }
+
+  private startLinThread(): Worker {
+    const t = new Worker(new URL('./lin-thread.js', import.meta.url));
+    t.on('message', (m: LinReply) => {
+      const p = this.linPending.get(m.id)!;
+      this.linPending.delete(m.id);
+      const r = m.result;
       this.figures.linHistories++;
+      this.figures.linLongestMs = Math.max(this.figures.linLongestMs, Math.round(m.ms));
       if (r.result === 'unknown') this.figures.linUndecided++;
       if (r.result === 'violation') {
-        this.violation(`${key}: history of ${history.length} operations is not linearizable (longest prefix ${r.longest}); stuck at ${JSON.stringify(r.stuckAt.slice(0, 5))}`);
+        this.violation(`${p.key}: history of ${p.ops} operations is not linearizable (longest prefix ${r.longest}); stuck at ${JSON.stringify(r.stuckAt.slice(0, 5))}`);
       }
-    }
+      if (this.linPending.size === 0) this.linIdle?.();
+    });
+    t.on('error', (e) => {
+      this.harnessError(`linearizability thread: ${String(e)}`);
+      this.linPending.clear();
+      this.linIdle?.();
+    });
+    return t;
+  }
+
+  /** Every history sent has its verdict. */
+  async linSettled(): Promise<void> {
+    while (this.linPending.size > 0) await new Promise<void>((r) => { this.linIdle = r; });
+    this.linIdle = undefined;
+  }
+
+  /** Stops the checking thread (after `linSettled`, or to give up). */
+  async close(): Promise<void> {
+    await this.linThread?.terminate();
+    this.linThread = undefined;
   }
 
   /** The harness's own watch of the whole store: revisions contiguous, each (revision, path) once. */
