@@ -13,5 +13,5 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 $sudo apt-get update
 $sudo apt-get install -y etcd-server redis-server
-etcd --version | head -1
+etcd --version | sed -n 1p   # sed reads to the end: head would close the pipe early, and pipefail would fail on the SIGPIPE
 redis-server --version
