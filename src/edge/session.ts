@@ -9,7 +9,7 @@
  */
 import type {
   CommitResult, CreateOptions, DeleteOptions, Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiOp, MultiResult,
-  Session, SetOptions, Transaction, TransactionOptions, Value, WriteOptions,
+  Reader, Session, SetOptions, Transaction, TransactionOptions, Value, WriteOptions,
 } from '../api.js';
 import { invalidArgument } from '../core/errors.js';
 import { parsePath } from '../core/path.js';
@@ -33,12 +33,9 @@ function enter<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-export abstract class SessionEdge implements Session {
-  abstract readonly id: string;
-  abstract readonly name: string;
-  abstract readonly closed: boolean;
-
-  /** Throws when calls can no longer be made (CLOSED, SESSION_EXPIRED). */
+/** The reads a session and a transaction share, checked the same way. */
+abstract class ReaderEdge implements Reader {
+  /** Throws when calls can no longer be made (CLOSED, SESSION_EXPIRED; a transaction no longer open). */
   protected abstract checkOpen(): void;
   /** The largest value this backend accepts, in bytes. */
   protected abstract get maxValueBytes(): number;
@@ -46,19 +43,6 @@ export abstract class SessionEdge implements Session {
   protected abstract _get(path: string): Promise<Entry | undefined>;
   protected abstract _exists(path: string): Promise<boolean>;
   protected abstract _list(path: string, options: ListOptions): Promise<Listing>;
-  protected abstract _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number>;
-  protected abstract _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string>;
-  protected abstract _delete(path: string, flags: DeleteFlags, options: WriteOptions): Promise<boolean>;
-  protected abstract _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult>;
-  /** An atomic op, checked: the new integer (add, min, max), the commit's revision (append), created or not (setIfAbsent). */
-  protected abstract _atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean>;
-  protected abstract _begin(): Transaction;
-  /** transaction()'s backoff for this transport, and where it counts what it did (stats()). */
-  protected abstract readonly retryPolicy: RetryPolicy;
-  protected abstract readonly retryCounters: RetryCounters;
-  protected abstract _lock(path: string, options: LockOptions): Promise<Lock>;
-  abstract locks(): LockInfo[];
-  abstract close(): Promise<void>;
 
   get(path: string): Promise<Entry | undefined> {
     return enter(() => {
@@ -83,6 +67,26 @@ export abstract class SessionEdge implements Session {
       return this._list(path, listArgs(options));
     });
   }
+}
+
+export abstract class SessionEdge extends ReaderEdge implements Session {
+  abstract readonly id: string;
+  abstract readonly name: string;
+  abstract readonly closed: boolean;
+
+  protected abstract _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number>;
+  protected abstract _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string>;
+  protected abstract _delete(path: string, flags: DeleteFlags, options: WriteOptions): Promise<boolean>;
+  protected abstract _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult>;
+  /** An atomic op, checked: the new integer (add, min, max), the commit's revision (append), created or not (setIfAbsent). */
+  protected abstract _atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean>;
+  protected abstract _begin(): Transaction;
+  /** transaction()'s backoff for this transport, and where it counts what it did (stats()). */
+  protected abstract readonly retryPolicy: RetryPolicy;
+  protected abstract readonly retryCounters: RetryCounters;
+  protected abstract _lock(path: string, options: LockOptions): Promise<Lock>;
+  abstract locks(): LockInfo[];
+  abstract close(): Promise<void>;
 
   set(path: string, value: Value, options: SetOptions = {}): Promise<number> {
     return enter(() => {
@@ -176,17 +180,10 @@ export abstract class SessionEdge implements Session {
 
 type TxWriteOptions<T> = Omit<T, keyof WriteOptions>;
 
-export abstract class TransactionEdge implements Transaction {
+export abstract class TransactionEdge extends ReaderEdge implements Transaction {
   abstract readonly snapshotRevision: number;
   abstract readonly state: 'open' | 'committed' | 'aborted';
 
-  /** Throws unless operations may be added (committing, committed, aborted). */
-  protected abstract checkOpen(): void;
-  protected abstract get maxValueBytes(): number;
-
-  protected abstract _get(path: string): Promise<Entry | undefined>;
-  protected abstract _exists(path: string): Promise<boolean>;
-  protected abstract _list(path: string, options: ListOptions): Promise<Listing>;
   protected abstract _set(path: string, value: Uint8Array, cond: SetConditions): Promise<void>;
   protected abstract _create(path: string, value: Uint8Array, flags: CreateFlags): Promise<string>;
   protected abstract _delete(path: string, flags: DeleteFlags): Promise<boolean>;
@@ -195,30 +192,6 @@ export abstract class TransactionEdge implements Transaction {
   protected abstract _atomic(op: AtomicOp): Promise<void>;
   abstract commit(options?: WriteOptions): Promise<CommitResult>;
   abstract abort(): Promise<void>;
-
-  get(path: string): Promise<Entry | undefined> {
-    return enter(() => {
-      this.checkOpen();
-      parsePath(path);
-      return this._get(path);
-    });
-  }
-
-  exists(path: string): Promise<boolean> {
-    return enter(() => {
-      this.checkOpen();
-      parsePath(path);
-      return this._exists(path);
-    });
-  }
-
-  list(path: string, options: ListOptions = {}): Promise<Listing> {
-    return enter(() => {
-      this.checkOpen();
-      parsePath(path);
-      return this._list(path, listArgs(options));
-    });
-  }
 
   set(path: string, value: Value, options: TxWriteOptions<SetOptions> = {}): Promise<void> {
     return enter(() => {
