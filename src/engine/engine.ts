@@ -27,7 +27,7 @@ import type { WriteTarget } from '../core/lock-table.js';
 import { WatchRegistry } from '../core/watch-registry.js';
 import type { Storage } from '../storage/storage.js';
 import { MAX_RECORD_PAYLOAD } from '../storage/wal.js';
-import { DEFAULT_MAX_COMMIT_BYTES, commitBytes } from '../core/commit-size.js';
+import { COMMIT_BASE_BYTES, DEFAULT_MAX_COMMIT_BYTES, MUTATION_OVERHEAD_BYTES, commitBytes, utf8Length } from '../core/commit-size.js';
 import type { CommitHook, EngineAccess } from './access.js';
 import { type Admission, LockService, NO_ADMISSION } from './locks.js';
 import { CommitPipeline, type Published } from './pipeline.js';
@@ -113,10 +113,32 @@ export class Engine implements EngineAccess {
   async removeStaleEphemerals(): Promise<void> {
     const stale: string[] = [];
     for (const [path, node] of walkTree(this.visibleRoot)) if (node.ephemeralOwner !== undefined) stale.push(path);
-    if (stale.length === 0) return;
-    await this.write('', [], {}, (ws) => {
-      for (const p of stale) ws.delete(p, { recursive: true });
-    });
+    await this.deleteAll(stale);
+  }
+
+  /**
+   * Deletes `paths` (recursively) in as few commits as maxCommitBytes allows.
+   * A session may own more ephemeral nodes than one commit can delete, and
+   * its end must not fail for that: the deletions go in batches, each a
+   * commit of its own (watchers see them vanish over a few revisions). A
+   * crash between batches leaves nodes of a dead session, which recovery's
+   * removeStaleEphemerals deletes the same way.
+   */
+  private async deleteAll(paths: readonly string[]): Promise<void> {
+    const room = this.maxCommitBytes - COMMIT_BASE_BYTES;
+    for (let start = 0; start < paths.length;) {
+      let end = start;
+      for (let bytes = 0; end < paths.length; end++) {
+        const b = MUTATION_OVERHEAD_BYTES + utf8Length(paths[end]!);
+        if (end > start && bytes + b > room) break;
+        bytes += b;
+      }
+      const batch = paths.slice(start, end);
+      await this.write('', [], {}, (ws) => {
+        for (const p of batch) ws.delete(p, { recursive: true });
+      });
+      start = end;
+    }
   }
 
   onCommit(hook: CommitHook): () => void {
@@ -348,17 +370,14 @@ export class Engine implements EngineAccess {
     return [...(this.ephemerals.get(session) ?? [])];
   }
 
-  /** Deletes a dead or closed session's ephemeral nodes in one commit. */
+  /** Deletes a dead or closed session's ephemeral nodes (in one commit unless they outgrow maxCommitBytes). */
   async endSession(session: string, died: boolean): Promise<void> {
     this.writeGuards.delete(session);
     this.locks.sessionEnded(session, died);
     const mine = this.ephemerals.get(session);
     this.ephemerals.delete(session);
     if (mine === undefined || mine.size === 0 || this.readOnlyReason !== undefined) return;
-    const paths = [...mine];
-    await this.write('', [], {}, (ws) => {
-      for (const p of paths) ws.delete(p, { recursive: true });
-    });
+    await this.deleteAll([...mine]);
   }
 
   private maybeSnapshot(): void {

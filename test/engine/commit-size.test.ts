@@ -1,3 +1,4 @@
+import { cpSync } from 'node:fs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -97,4 +98,34 @@ test('commit size: the measure bounds the encoded log record payload from above 
     const payload = encodeRecord(1, muts).length - RECORD_HEADER_SIZE;
     assert.ok(payload <= commitBytes(muts), `payload ${payload} > measure ${commitBytes(muts)}`);
   }), { numRuns: 300 });
+});
+
+// A session may own more ephemeral nodes than one commit can delete: its end (and, after a crash,
+// recovery's cleanup of a previous run's ephemerals) must still delete every one of them.
+test('commit size: a session owning more ephemerals than one commit can delete still loses them all when it ends, and after a crash', async () => {
+  await using tmp = await tempDir('latchkey-ephemeral-cap-');
+  const CAP = 1024;
+  const N = 200; // 200 deletes of ~40-byte paths measure ~13 KiB: about 13 commits' worth
+  const dir = `${tmp.path}/data`;
+  const store = await open(dir, { maxCommitBytes: CAP });
+  await store.create('/e');
+  const crashed = store.session();
+  const ending = store.session();
+  for (let i = 0; i < N; i++) {
+    await crashed.create(`/e/crashed-session-node-${String(i).padStart(4, '0')}`, '', { ephemeral: true });
+    await ending.create(`/e/ending-session-node-${String(i).padStart(5, '0')}`, '', { ephemeral: true });
+  }
+  assert.equal((await store.list('/e')).length, 2 * N);
+  // A crash while `crashed` is alive: its nodes are on disk, owned by a session of a run that died.
+  const copy = `${tmp.path}/crash-copy`;
+  cpSync(dir, copy, { recursive: true });
+  await ending.close();
+  assert.deepEqual([...(await store.list('/e'))].filter((n) => n.startsWith('ending-')), [], 'the ended session\'s ephemerals are gone');
+  await store.close();
+  const reopened = await open(copy, { maxCommitBytes: CAP });
+  try {
+    assert.deepEqual([...(await reopened.list('/e'))], [], 'recovery removed the dead run\'s ephemerals');
+  } finally {
+    await reopened.close();
+  }
 });
