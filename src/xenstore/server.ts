@@ -72,7 +72,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   const socketPath = path.resolve(options.socketPath);
   const domainDir = options.domainDir === undefined ? undefined : path.resolve(options.domainDir);
   await removeStaleSocket(socketPath);
-  if (domainDir !== undefined) prepareDomainDir(domainDir);
+  if (domainDir !== undefined) await prepareDomainDir(domainDir);
   const embedded: EmbeddedStore = store;
   const engine = embedded.internals;
   // What the server makes, released in reverse order by close() (or by a failed start).
@@ -281,15 +281,19 @@ async function listenPrivately(server: net.Server, target: string, viaPrivateDir
   }
 }
 
-/** Creates the domain directory (0700) or checks an existing one, and removes stale per-domain sockets. */
-function prepareDomainDir(dir: string): void {
+/**
+ * Creates the domain directory (0700) or checks an existing one, and removes
+ * the per-domain sockets a dead server left. A socket that answers belongs to
+ * a live server: the start fails rather than cut that server's guests off.
+ */
+async function prepareDomainDir(dir: string): Promise<void> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = lstatSync(dir);
   if (!st.isDirectory()) throw new LatchkeyError('INVALID_ARGUMENT', `${dir} is not a directory`);
   chmodSync(dir, 0o700);
   for (const name of readdirSync(dir)) {
     const p = path.join(dir, name);
-    if (/^[0-9]+$/.test(name) && lstatSync(p).isSocket()) unlinkSync(p);
+    if (/^[0-9]+$/.test(name) && lstatSync(p).isSocket()) await removeStaleSocket(p);
   }
 }
 

@@ -7,7 +7,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { open } from '../../src/index.js';
@@ -484,5 +485,33 @@ test('xenstore sockets: a socket that cannot be made private fails the start and
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('xenstore domains: a second server on a domain directory in use fails to start and leaves the first one\'s guest sockets; a dead server\'s are cleared', { timeout: 30_000 }, async () => {
+  await using f = await fixture();
+  const g = await f.guest(7);
+  const guestSocket = path.join(f.dir, 'domains', '7');
+  const other = await open();
+  try {
+    await assert.rejects(
+      startXenstoreServer(other, { socketPath: path.join(f.dir, 'other.sock'), domainDir: path.join(f.dir, 'domains') }),
+      /already listening on .*domains\/7/,
+    );
+    assert.ok(existsSync(guestSocket), 'the live server\'s guest socket is still there');
+    assert.equal(fromUtf8(await g.request(XsType.GET_DOMAIN_PATH, nulTerminated(['7']))).replace(/\0$/, ''), '/local/domain/7', 'the guest is still served');
+    // A socket left by a SIGKILLed server answers nobody: a new server clears it and starts.
+    const stale = path.join(f.dir, 'stale-domains');
+    mkdirSync(stale, { mode: 0o700 });
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path.join(stale, '9'))}, () => console.log('up'))`]);
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    child.kill('SIGKILL');
+    await new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    assert.ok(existsSync(path.join(stale, '9')), 'the killed process left its socket file');
+    const s2 = await startXenstoreServer(other, { socketPath: path.join(f.dir, 'other.sock'), domainDir: stale });
+    assert.ok(!existsSync(path.join(stale, '9')), 'the stale socket was removed');
+    await s2.close();
+  } finally {
+    await other.close();
   }
 });
