@@ -161,7 +161,9 @@ export class Link {
         link.welcome = w;
         link.revision = w.revision;
         if (w.ttlMs > 0) {
-          link.startPings(w.ttlMs);
+          // Three pings per window, as the server has three per lease: the client's window
+          // (less its margin, e.g. lock -- CMD's kill grace) is the shorter, so it sets the pace.
+          link.startPings(Math.min(w.ttlMs, clientLeaseMs(w.ttlMs, opts.leaseMarginMs)));
           link.startLease(w.ttlMs);
         }
         resolve(link);
@@ -240,9 +242,9 @@ export class Link {
     }
   }
 
-  private startPings(ttl: number): void {
-    // A ping every ttl/3 keeps the lease (the lease timer decides when it is lost).
-    const every = Math.max(10, Math.floor(ttl / 3));
+  private startPings(windowMs: number): void {
+    // A ping every window/3 keeps both leases (the lease timer decides when it is lost).
+    const every = Math.max(10, Math.floor(windowMs / 3));
     this.pinger = setInterval(() => {
       this.request('ping', {}).catch(() => {});
     }, every);

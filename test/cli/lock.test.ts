@@ -133,17 +133,20 @@ describe('cli: lock -- cmd', () => {
   });
 
   test('cli: a partition — CMD gets SIGTERM, then SIGKILL after --kill-grace, and is dead before the next holder is granted', async () => {
-    const own = await cliServer(['--memory', '--listen', '127.0.0.1:0', '--insecure-loopback', '--ttl-ms', '900']);
+    // A 1.5 s lease and a 500 ms grace: were the grace not taken out of the client's lease, CMD would
+    // die after the server's lease ended (the waiter would see it alive); a 900 ms lease left the
+    // holder so little slack that a loaded machine's ping round trip once lost it before CMD started.
+    const own = await cliServer(['--memory', '--listen', '127.0.0.1:0', '--insecure-loopback', '--ttl-ms', '1500']);
     const port = Number(/:(\d+)$/.exec(own.server.tcp!)![1]);
     const proxy = new FaultProxy(port);
     await proxy.start();
     const pidFile = path.join(tmp, 'stubborn.pid');
     // CMD ignores SIGTERM: only the SIGKILL after the grace stops it.
     const stubborn = `require('fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); process.on('SIGTERM', () => console.log('TERM ignored')); console.log('ready'); setInterval(() => {}, 1000);`;
-    const holder = own.lkStart(['lock', '/l/p', '--kill-grace', '300ms', '--url', `tcp://127.0.0.1:${proxy.port}`, '--', process.execPath, '-e', stubborn]);
+    const holder = own.lkStart(['lock', '/l/p', '--kill-grace', '500ms', '--url', `tcp://127.0.0.1:${proxy.port}`, '--', process.execPath, '-e', stubborn]);
     try {
       await holder.waitFor('ready\n');
-      // The default grace (1 s) would not fit this 900 ms lease: a usage error, exit 2.
+      // The default grace (1 s) would not fit this 1.5 s lease: a usage error, exit 2.
       assert.equal((await own.lk(['lock', '/l/q', '--url', own.server.tcp!, '--', 'true'])).code, 2);
       const waiter = own.lkStart(['lock', '/l/p', '--kill-grace', '100ms', '--url', own.server.tcp!, '--', 'sh', '-c', `kill -0 $(cat ${pidFile}) 2>/dev/null && echo "old CMD alive"; echo "died=\${LATCHKEY_OWNER_DIED-unset}"`]);
       proxy.set('c2s', { kind: 'drop' });
