@@ -79,6 +79,8 @@ export interface Figures {
   ownerDiedChecks: number;
   /** Obligations whose path nobody was granted before the next kill (nothing to check). */
   ownerDiedUnverified: number;
+  /** Server kills that waited (up to 1 s) for a counter lock held with an acknowledged write. */
+  targetedKills: number;
 }
 
 /** Per client process. */
@@ -96,7 +98,7 @@ export class Ledger {
     serverKills: 0, clientKills: 0, checks: 0, incrementsAcked: 0, incrementsUnknown: 0, transactionsAcked: 0, transactionsChecked: 0,
     ephemeralsCreated: 0, watchEvents: 0, watchSegmentsChecked: 0, watchCompacted: 0, harnessWatchEvents: 0, harnessWatchCompacted: 0,
     linOps: 0, linHistories: 0, linUnknownOutcome: 0, linUndecided: 0, linLongestMs: 0, fuzzFrames: 0, journalLines: 0, journalTornTails: 0, errorsByCode: {},
-    lockGrants: 0, tokenChecks: 0, ownerDiedObligations: 0, heldAtKillNoWrite: 0, heldAtKillNoWriteOwnerDied: 0, ownerDiedChecks: 0, ownerDiedUnverified: 0,
+    lockGrants: 0, tokenChecks: 0, ownerDiedObligations: 0, heldAtKillNoWrite: 0, heldAtKillNoWriteOwnerDied: 0, ownerDiedChecks: 0, ownerDiedUnverified: 0, targetedKills: 0,
   };
   /**
    * `soak --pretend-no-owner-died` (the self-test of the owner-died check): the harness reads every
@@ -281,6 +283,18 @@ export class Ledger {
     run.min = Math.min(run.min, g.token);
     run.max = Math.max(run.max, g.token);
     this.figures.tokenChecks++;
+  }
+
+  /**
+   * Whether the journals read so far show, in the running server, a counter lock whose last grant
+   * has a write acknowledged under it and no release: a kill now makes an owner-died obligation.
+   */
+  heldWithAckedWrite(): boolean {
+    const run = this.epochs.at(-1);
+    if (run === undefined) return false;
+    const last: Array<Grant | undefined> = [];
+    for (const g of run.grants) if (last[g.k] === undefined || g.token > last[g.k]!.token) last[g.k] = g;
+    return last.some((g) => g !== undefined && g.acked && !g.rel);
   }
 
   /**
