@@ -79,8 +79,10 @@ export interface Figures {
   ownerDiedChecks: number;
   /** Obligations whose path nobody was granted before the next kill (nothing to check). */
   ownerDiedUnverified: number;
-  /** Server kills that waited (up to 1 s) for a counter lock held with an acknowledged write. */
+  /** Server kills that waited (up to 2 s) for a counter lock held with an acknowledged write. */
   targetedKills: number;
+  /** ... of those, how many found one (the others gave up after 2 s). */
+  targetedKillsFound: number;
 }
 
 /** Per client process. */
@@ -98,7 +100,7 @@ export class Ledger {
     serverKills: 0, clientKills: 0, checks: 0, incrementsAcked: 0, incrementsUnknown: 0, transactionsAcked: 0, transactionsChecked: 0,
     ephemeralsCreated: 0, watchEvents: 0, watchSegmentsChecked: 0, watchCompacted: 0, harnessWatchEvents: 0, harnessWatchCompacted: 0,
     linOps: 0, linHistories: 0, linUnknownOutcome: 0, linUndecided: 0, linLongestMs: 0, fuzzFrames: 0, journalLines: 0, journalTornTails: 0, errorsByCode: {},
-    lockGrants: 0, tokenChecks: 0, ownerDiedObligations: 0, heldAtKillNoWrite: 0, heldAtKillNoWriteOwnerDied: 0, ownerDiedChecks: 0, ownerDiedUnverified: 0, targetedKills: 0,
+    lockGrants: 0, tokenChecks: 0, ownerDiedObligations: 0, heldAtKillNoWrite: 0, heldAtKillNoWriteOwnerDied: 0, ownerDiedChecks: 0, ownerDiedUnverified: 0, targetedKills: 0, targetedKillsFound: 0,
   };
   /**
    * `soak --pretend-no-owner-died` (the self-test of the owner-died check): the harness reads every
