@@ -35,6 +35,8 @@ interface Grant {
   acked: boolean;
   /** `lock-mc` / `lock-rel` journaled (so maybe sent). */
   mc: boolean; rel: boolean;
+  /** When its release was journaled (process.hrtime, one clock for every process of the machine). */
+  relAt: number;
   /** Its release was journaled when the harness drained the journals right after its server's kill. */
   relAtKill: boolean;
 }
@@ -174,7 +176,7 @@ export class Ledger {
         this.incs.set(f[1]!, { k: Number(f[2]), v: Number(f[3]), state: 'try' });
         break;
       case 'lock-got': {
-        const g: Grant = { op: f[1]!, k: Number(f[2]), token: Number(f[3]), ownerDied: f[4] === '1', epoch: f[5]!.split('.')[0]!, acked: false, mc: false, rel: false, relAtKill: false };
+        const g: Grant = { op: f[1]!, k: Number(f[2]), token: Number(f[3]), ownerDied: f[4] === '1', epoch: f[5]!.split('.')[0]!, acked: false, mc: false, rel: false, relAt: Infinity, relAtKill: false };
         this.figures.lockGrants++;
         if (f[5] === '-' || !Number.isSafeInteger(g.token)) return this.harnessError(`${w.label}: grant without a session or token: ${line.slice(0, 200)}`);
         this.grants.set(g.op, g);
@@ -186,7 +188,10 @@ export class Ledger {
         const g = this.grants.get(f[1]!);
         if (g === undefined) return this.harnessError(`${w.label}: journal has ${f[0]} for ${f[1]}, never granted`);
         if (f[0] === 'lock-mc') g.mc = true;
-        else g.rel = true;
+        else {
+          g.rel = true;
+          g.relAt = Number(f[2]);
+        }
         break;
       }
       case 'inc-ack': {
@@ -300,17 +305,19 @@ export class Ledger {
   }
 
   /**
-   * The server just died (SIGKILL, exit awaited). Call after draining every journal: a release
-   * journaled by now may have reached it, one journaled later cannot have. Then checks the owner-died
+   * The server just died (SIGKILL, exit awaited). Call after draining every journal, with the time
+   * `kill()` returned (same clock as the journals' times): a release journaled before then may have
+   * reached it, one journaled later cannot have (the harness may read it late, under load, so the
+   * time and not the moment of reading decides). Then checks the owner-died
    * obligations of the previous kill against the run that just died (every grant it made whose line
    * can still come has been journaled: its holder journals a grant before it sends anything under it).
    */
-  serverKilled(): void {
+  serverKilled(killedAt: number): void {
     const i = this.epochs.length - 1;
     const run = this.epochs[i];
     if (run === undefined) return;
     run.killed = true;
-    for (const g of run.grants) g.relAtKill = g.rel;
+    for (const g of run.grants) g.relAtKill = g.rel && g.relAt <= killedAt;
     if (i >= 1) this.checkOwnerDied(this.epochs[i - 1]!, run);
   }
 
