@@ -28,6 +28,18 @@ import type { HistoryOp, RegisterOp } from './linearizability.js';
 interface Inc { k: number; v: number; state: 'try' | 'ack' | 'fail' }
 interface LinOp { key: string; client: number; kind: RegisterOp['kind']; value: string; expect: number; invoke: number; ret?: number; ok?: boolean; rvalue?: string; rversion?: number }
 interface Segment { from: number; events: Array<[number, string]> }
+/** A counter lock granted (journal `lock-got`), and what its holder did under it. */
+interface Grant {
+  op: string; k: number; token: number; ownerDied: boolean; epoch: string;
+  /** A write acknowledged under it (`inc-ack`). */
+  acked: boolean;
+  /** `lock-mc` / `lock-rel` journaled (so maybe sent). */
+  mc: boolean; rel: boolean;
+  /** When its release was journaled (process.hrtime, one clock for every process of the machine). */
+  relAt: number;
+  /** Its release was journaled when the harness drained the journals right after its server's kill. */
+  relAtKill: boolean;
+}
 
 export interface Figures {
   serverKills: number;
@@ -54,6 +66,25 @@ export interface Figures {
   /** Dead clients whose last journal line was torn by the kill (the one loss allowed). */
   journalTornTails: number;
   errorsByCode: Record<string, number>;
+  /** Counter-lock grants journaled, and those whose fencing token was compared with every other server run's. */
+  lockGrants: number;
+  tokenChecks: number;
+  /**
+   * At server kills: counter locks whose last grant was still held (not released) with a write
+   * acknowledged under it (the store promises the next holder ownerDied), and those without one (no promise).
+   */
+  ownerDiedObligations: number;
+  heldAtKillNoWrite: number;
+  /** ... of those without a promise, how many came back ownerDied anyway. */
+  heldAtKillNoWriteOwnerDied: number;
+  /** Grants after a restart checked for ownerDied (an obligation's grants up to the first markConsistent). */
+  ownerDiedChecks: number;
+  /** Obligations whose path nobody was granted before the next kill (nothing to check). */
+  ownerDiedUnverified: number;
+  /** Server kills that waited (up to 2 s) for a counter lock held with an acknowledged write. */
+  targetedKills: number;
+  /** ... of those, how many found one (the others gave up after 2 s). */
+  targetedKillsFound: number;
 }
 
 /** Per client process. */
@@ -71,7 +102,19 @@ export class Ledger {
     serverKills: 0, clientKills: 0, checks: 0, incrementsAcked: 0, incrementsUnknown: 0, transactionsAcked: 0, transactionsChecked: 0,
     ephemeralsCreated: 0, watchEvents: 0, watchSegmentsChecked: 0, watchCompacted: 0, harnessWatchEvents: 0, harnessWatchCompacted: 0,
     linOps: 0, linHistories: 0, linUnknownOutcome: 0, linUndecided: 0, linLongestMs: 0, fuzzFrames: 0, journalLines: 0, journalTornTails: 0, errorsByCode: {},
+    lockGrants: 0, tokenChecks: 0, ownerDiedObligations: 0, heldAtKillNoWrite: 0, heldAtKillNoWriteOwnerDied: 0, ownerDiedChecks: 0, ownerDiedUnverified: 0, targetedKills: 0, targetedKillsFound: 0,
   };
+  /**
+   * `soak --pretend-no-owner-died` (the self-test of the owner-died check): the harness reads every
+   * grant after a restart as if it had come without ownerDied; the run must end in violations.
+   */
+  pretendNoOwnerDied = false;
+  private readonly grants = new Map<string, Grant>();
+  /** Server runs in the order they were started (a session id starts with its run's epoch), their grants, and token ranges. */
+  private readonly epochs: Array<{ epoch: string; grants: Grant[]; min: number; max: number; killed: boolean }> = [];
+  private readonly epochIndex = new Map<string, number>();
+  /** Grants whose run the harness has not learnt yet (a client was quicker than the harness after a restart). */
+  private readonly unplaced: Grant[] = [];
   private readonly incs = new Map<string, Inc>();
   /** Acknowledged increments' values per counter (each must be distinct: two equal ones are a lost update). */
   private readonly ackedValues: Array<Set<number>> = Array.from({ length: COUNTERS }, () => new Set());
@@ -132,10 +175,31 @@ export class Ledger {
       case 'inc-try':
         this.incs.set(f[1]!, { k: Number(f[2]), v: Number(f[3]), state: 'try' });
         break;
+      case 'lock-got': {
+        const g: Grant = { op: f[1]!, k: Number(f[2]), token: Number(f[3]), ownerDied: f[4] === '1', epoch: f[5]!.split('.')[0]!, acked: false, mc: false, rel: false, relAt: Infinity, relAtKill: false };
+        this.figures.lockGrants++;
+        if (f[5] === '-' || !Number.isSafeInteger(g.token)) return this.harnessError(`${w.label}: grant without a session or token: ${line.slice(0, 200)}`);
+        this.grants.set(g.op, g);
+        this.place(g);
+        break;
+      }
+      case 'lock-mc':
+      case 'lock-rel': {
+        const g = this.grants.get(f[1]!);
+        if (g === undefined) return this.harnessError(`${w.label}: journal has ${f[0]} for ${f[1]}, never granted`);
+        if (f[0] === 'lock-mc') g.mc = true;
+        else {
+          g.rel = true;
+          g.relAt = Number(f[2]);
+        }
+        break;
+      }
       case 'inc-ack': {
         const inc = this.incs.get(f[1]!);
         if (inc === undefined) return this.harnessError(`${w.label}: journal acknowledges increment ${f[1]}, never announced`);
         inc.state = 'ack';
+        const g = this.grants.get(f[1]!);
+        if (g !== undefined) g.acked = true;
         this.figures.incrementsAcked++;
         const vs = this.ackedValues[inc.k]!;
         if (vs.has(inc.v)) this.violation(`counter c${inc.k}: two acknowledged increments wrote ${inc.v} (a lost update: the lock or its fence failed)`);
@@ -194,6 +258,102 @@ export class Ledger {
         break;
       default:
         this.harnessError(`${w.label}: unparsable journal line: ${line.slice(0, 200)}`);
+    }
+  }
+
+  /** A server run started (its epoch: the prefix of its session ids); call in start order. */
+  serverStarted(epoch: string): void {
+    if (this.epochIndex.has(epoch)) return;
+    this.epochIndex.set(epoch, this.epochs.length);
+    this.epochs.push({ epoch, grants: [], min: Infinity, max: -Infinity, killed: false });
+    for (const g of this.unplaced.splice(0)) this.place(g);
+  }
+
+  /**
+   * Files a grant under its server run and checks its fencing token: larger than every token of an
+   * earlier run, smaller than every token of a later one (its line may come late).
+   */
+  private place(g: Grant): void {
+    const i = this.epochIndex.get(g.epoch);
+    if (i === undefined) {
+      this.unplaced.push(g);
+      return;
+    }
+    const run = this.epochs[i]!;
+    if (run.killed) g.relAtKill = false; // its release, if any, is journaled after the kill: it never reached that server
+    run.grants.push(g);
+    for (let j = 0; j < this.epochs.length; j++) {
+      const o = this.epochs[j]!;
+      if (j < i && o.max >= g.token) this.violation(`fencing token ${g.token} (${g.op} on /counters/c${g.k}, server run ${i + 1}) is not above token ${o.max} of the earlier run ${j + 1}`);
+      if (j > i && o.min <= g.token) this.violation(`fencing token ${g.token} (${g.op} on /counters/c${g.k}, server run ${i + 1}) is not below token ${o.min} of the later run ${j + 1}`);
+    }
+    run.min = Math.min(run.min, g.token);
+    run.max = Math.max(run.max, g.token);
+    this.figures.tokenChecks++;
+  }
+
+  /**
+   * Whether the journals read so far show, in the running server, a counter lock whose last grant
+   * has a write acknowledged under it and no release: a kill now makes an owner-died obligation.
+   */
+  heldWithAckedWrite(): boolean {
+    const run = this.epochs.at(-1);
+    if (run === undefined) return false;
+    const last: Array<Grant | undefined> = [];
+    for (const g of run.grants) if (last[g.k] === undefined || g.token > last[g.k]!.token) last[g.k] = g;
+    return last.some((g) => g !== undefined && g.acked && !g.rel);
+  }
+
+  /**
+   * The server just died (SIGKILL, exit awaited). Call after draining every journal, with the time
+   * `kill()` returned (same clock as the journals' times): a release journaled before then may have
+   * reached it, one journaled later cannot have (the harness may read it late, under load, so the
+   * time and not the moment of reading decides). Then checks the owner-died
+   * obligations of the previous kill against the run that just died (every grant it made whose line
+   * can still come has been journaled: its holder journals a grant before it sends anything under it).
+   */
+  serverKilled(killedAt: number): void {
+    const i = this.epochs.length - 1;
+    const run = this.epochs[i];
+    if (run === undefined) return;
+    run.killed = true;
+    for (const g of run.grants) g.relAtKill = g.rel && g.relAt <= killedAt;
+    if (i >= 1) this.checkOwnerDied(this.epochs[i - 1]!, run);
+  }
+
+  /**
+   * Owner-died across a crash, as the store promises it (docs/architecture.md, "Across a crash";
+   * src/storage/lock-log.ts): grant records are logged without an fsync of their own, ordered before
+   * any write made under them. So for each counter, take the last grant of the killed run (the
+   * largest token: an earlier one was released, or its session died, before it); if it was not
+   * released at the kill and a write under it was acknowledged (fsynced, so its grant record is on
+   * disk), recovery must turn it into a taint: every grant of the path in the next run, in token
+   * order, must say ownerDied up to and including the first whose holder called markConsistent().
+   * A grant the journals never show either was followed by nothing its holder did (it journals the
+   * grant first), or died with its holder: a taint again. A held lock with no acknowledged write
+   * may lose its unsynced grant record in the crash: counted, not checked.
+   */
+  private checkOwnerDied(killed: { grants: Grant[] }, next: { grants: Grant[] }): void {
+    for (let k = 0; k < COUNTERS; k++) {
+      let last: Grant | undefined;
+      for (const g of killed.grants) if (g.k === k && (last === undefined || g.token > last.token)) last = g;
+      if (last === undefined || last.relAtKill) continue;
+      const after = next.grants.filter((g) => g.k === k).sort((a, b) => a.token - b.token);
+      if (!last.acked) {
+        this.figures.heldAtKillNoWrite++;
+        if (after[0]?.ownerDied === true) this.figures.heldAtKillNoWriteOwnerDied++;
+        continue;
+      }
+      this.figures.ownerDiedObligations++;
+      if (after.length === 0) this.figures.ownerDiedUnverified++;
+      for (const g of after) {
+        this.figures.ownerDiedChecks++;
+        if (!g.ownerDied || this.pretendNoOwnerDied) {
+          this.violation(`owner-died lost in a crash: /counters/c${k} was held at the server kill (${last.op}, token ${last.token}, a write acknowledged under it, not released), and ${g.op} was granted it after the restart (token ${g.token}) without ownerDied`);
+          break;
+        }
+        if (g.mc) break;
+      }
     }
   }
 
