@@ -73,15 +73,16 @@ test('journal: a writer SIGKILLed while nobody reads loses no line whose write r
     const file = path.join(dir, 'j');
     const mark = path.join(dir, 'mark');
     writeFileSync(file, '');
-    // The child writes as fast as it can; every 1000 lines it records (synchronously, in another file)
+    // The child writes as fast as it can; every 1000 lines it records (synchronously, in another file, atomically)
     // how many journal writes have returned. The parent does not read until the child is dead.
     const child = spawn(process.execPath, ['--input-type=module', '-e', `
-      import { writeFileSync } from 'node:fs';
+      import { renameSync, writeFileSync } from 'node:fs';
       const { JournalWriter } = await import(${JSON.stringify(path.join(here, 'journal.js'))});
       const w = new JournalWriter(${JSON.stringify(file)});
       for (let n = 1; ; n++) {
         w.write('linv w0g1.' + n + ' /lin/1/k0 write x 0 ' + n);
-        if (n % 1000 === 0) writeFileSync(${JSON.stringify(mark)}, String(n));
+        // Written aside and renamed: a kill between truncate and write must not read as 0.
+        if (n % 1000 === 0) { writeFileSync(${JSON.stringify(mark + '.tmp')}, String(n)); renameSync(${JSON.stringify(mark + '.tmp')}, ${JSON.stringify(mark)}); }
       }
     `], { stdio: 'ignore' });
     // Wait until the child has written a good amount (bounded), then kill it mid-stream.
