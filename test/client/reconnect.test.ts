@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
-import { connect } from '../../src/client/store.js';
-import { serve } from '../../src/server/server.js';
+import { type ConnectOptions, type RemoteStore, connect } from '../../src/client/store.js';
+import { type LatchkeyServer, type ServeOptions, serve } from '../../src/server/server.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import type { WatchEvent } from '../../src/api.js';
 import { removeDir, tempDir } from '../storage/helpers.js';
@@ -86,167 +86,138 @@ class Proxy {
   }
 }
 
-test('reconnect: in-flight requests fail CONNECTION_LOST, owned things end, the store reconnects, watches resume gaplessly', async () => {
+/** A server on an in-memory store, a fault proxy in front of it, and a client through the proxy; disposed in reverse. */
+async function proxied(serveOptions: Partial<ServeOptions>, connectOptions: ConnectOptions): Promise<{
+  backing: EmbeddedStore; server: LatchkeyServer; proxy: Proxy; store: RemoteStore; [Symbol.asyncDispose](): Promise<void>;
+}> {
   const backing = (await open()) as EmbeddedStore;
-  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 300 });
+  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ...serveOptions });
   const proxy = new Proxy(server.tcpAddress!.port);
   await proxy.start();
-  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 5, maxBackoffMs: 50 });
-  try {
-    const it = store.watch('/w', { recursive: true })[Symbol.asyncIterator]();
-    await store.set('/w/0', '0');
-    const seen: string[] = [];
-    const take = async (n: number): Promise<void> => {
-      for (let i = 0; i < n; i++) {
-        const r = await it.next();
-        const e = r.value as WatchEvent;
-        seen.push(`${e.revision} ${e.type} ${e.path}`);
-      }
-    };
-    await take(2); // put /w, put /w/0
-    const sess = store.session({ name: 'doomed' });
-    await sess.create('/eph', 'x', { ephemeral: true });
-    const tx = store.begin();
-    await tx.set('/tx', 'never');
-    const firstSession = store.id;
+  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, connectOptions);
+  return {
+    backing, server, proxy, store,
+    async [Symbol.asyncDispose]() {
+      proxy.holding = false;
+      proxy.holdingReplies = false;
+      await store.close();
+      await proxy.close();
+      await server.close();
+      await backing.close();
+    },
+  };
+}
 
-    // A request the server will never see: held in the proxy, then the connection is cut.
-    proxy.holding = true;
-    const inflight = store.set('/lost', 'maybe');
-    await new Promise((r) => setTimeout(r, 20));
-    proxy.cut();
-    proxy.holding = false;
-    await assert.rejects(inflight, (e: unknown) => LatchkeyError.is(e, 'CONNECTION_LOST'));
+test('reconnect: in-flight requests fail CONNECTION_LOST, owned things end, the store reconnects, watches resume gaplessly', async () => {
+  await using f = await proxied({ ttlMs: 300 }, { minBackoffMs: 5, maxBackoffMs: 50 });
+  const { backing, server, proxy, store } = f;
+  const it = store.watch('/w', { recursive: true })[Symbol.asyncIterator]();
+  await store.set('/w/0', '0');
+  const seen: string[] = [];
+  const take = async (n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      const r = await it.next();
+      const e = r.value as WatchEvent;
+      seen.push(`${e.revision} ${e.type} ${e.path}`);
+    }
+  };
+  await take(2); // put /w, put /w/0
+  const sess = store.session({ name: 'doomed' });
+  await sess.create('/eph', 'x', { ephemeral: true });
+  const tx = store.begin();
+  await tx.set('/tx', 'never');
+  const firstSession = store.id;
 
-    // Meanwhile others write; the watch must see these after it resumes.
-    for (let i = 1; i <= 5; i++) await backing.set(`/w/${i}`, String(i));
+  // A request the server will never see: held in the proxy, then the connection is cut.
+  proxy.holding = true;
+  const inflight = store.set('/lost', 'maybe');
+  await new Promise((r) => setTimeout(r, 20));
+  proxy.cut();
+  proxy.holding = false;
+  await assert.rejects(inflight, (e: unknown) => LatchkeyError.is(e, 'CONNECTION_LOST'));
 
-    // The lost connection's session ends on the server once its lease runs out (a close the client did
-    // not announce may be a cut it has not seen): then its ephemeral node is gone and it refuses work.
-    await store.ready();
-    assert.notEqual(store.id, firstSession, 'a new connection is a new session');
-    for (let i = 0; i < 500 && await store.exists('/eph'); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(await store.exists('/eph'), false);
-    await assert.rejects(sess.get('/'), (e: unknown) => LatchkeyError.is(e, 'SESSION_EXPIRED'));
-    assert.equal(tx.state, 'aborted');
-    await assert.rejects(tx.get('/tx'), (e: unknown) => LatchkeyError.is(e, 'ABORTED'));
-    assert.equal(await store.exists('/tx'), false);
-    assert.equal(await store.exists('/lost'), false, 'never resent');
+  // Meanwhile others write; the watch must see these after it resumes.
+  for (let i = 1; i <= 5; i++) await backing.set(`/w/${i}`, String(i));
 
-    await store.set('/w/6', '6');
-    await take(6);
-    const revs = seen.map((s) => Number(s.split(' ')[0]));
-    assert.deepEqual(seen.slice(2).map((s) => s.split(' ').slice(1).join(' ')), ['put /w/1', 'put /w/2', 'put /w/3', 'put /w/4', 'put /w/5', 'put /w/6']);
-    for (let i = 1; i < revs.length; i++) assert.ok(revs[i]! >= revs[i - 1]!, 'revision order');
-    assert.equal(new Set(seen).size, seen.length, 'no duplicates');
-    await it.return!();
-  } finally {
-    await store.close();
-    await proxy.close();
-    await server.close();
-    await backing.close();
-  }
+  // The lost connection's session ends on the server once its lease runs out (a close the client did
+  // not announce may be a cut it has not seen): then its ephemeral node is gone and it refuses work.
+  await store.ready();
+  assert.notEqual(store.id, firstSession, 'a new connection is a new session');
+  for (let i = 0; i < 500 && await store.exists('/eph'); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(await store.exists('/eph'), false);
+  await assert.rejects(sess.get('/'), (e: unknown) => LatchkeyError.is(e, 'SESSION_EXPIRED'));
+  assert.equal(tx.state, 'aborted');
+  await assert.rejects(tx.get('/tx'), (e: unknown) => LatchkeyError.is(e, 'ABORTED'));
+  assert.equal(await store.exists('/tx'), false);
+  assert.equal(await store.exists('/lost'), false, 'never resent');
+
+  await store.set('/w/6', '6');
+  await take(6);
+  const revs = seen.map((s) => Number(s.split(' ')[0]));
+  assert.deepEqual(seen.slice(2).map((s) => s.split(' ').slice(1).join(' ')), ['put /w/1', 'put /w/2', 'put /w/3', 'put /w/4', 'put /w/5', 'put /w/6']);
+  for (let i = 1; i < revs.length; i++) assert.ok(revs[i]! >= revs[i - 1]!, 'revision order');
+  assert.equal(new Set(seen).size, seen.length, 'no duplicates');
+  await it.return!();
 });
 
 test('reconnect: with reconnect off, a loss fails later calls CONNECTION_LOST', async () => {
-  const backing = (await open()) as EmbeddedStore;
-  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
-  const proxy = new Proxy(server.tcpAddress!.port);
-  await proxy.start();
-  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { reconnect: false });
-  try {
-    await store.set('/a', '1');
-    proxy.cut();
-    await new Promise((r) => setTimeout(r, 20));
-    await assert.rejects(store.get('/a'), (e: unknown) => LatchkeyError.is(e, 'CONNECTION_LOST'));
-  } finally {
-    await store.close();
-    await proxy.close();
-    await server.close();
-    await backing.close();
-  }
+  await using f = await proxied({}, { reconnect: false });
+  const { proxy, store } = f;
+  await store.set('/a', '1');
+  proxy.cut();
+  await new Promise((r) => setTimeout(r, 20));
+  await assert.rejects(store.get('/a'), (e: unknown) => LatchkeyError.is(e, 'CONNECTION_LOST'));
 });
 
 test('reconnect: a TCP session whose client goes silent expires after its lease', async () => {
-  const backing = (await open()) as EmbeddedStore;
-  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 150 });
-  const proxy = new Proxy(server.tcpAddress!.port);
-  await proxy.start();
-  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 5 });
-  try {
-    const s = store.session();
-    await s.create('/lease', 'x', { ephemeral: true });
-    // A partition: the proxy drops everything the client sends (pings too), the connection stays up.
-    proxy.holding = true;
-    const gone = (async () => {
-      for (const ev of [backing.watch('/lease', { fromRevision: backing.revision + 1 })]) {
-        for await (const e of ev) if (e.type === 'delete') return true;
-      }
-      return false;
-    })();
-    assert.equal(await gone, true, 'the ephemeral node of the silent session is deleted');
-  } finally {
-    proxy.holding = false;
-    await store.close();
-    await proxy.close();
-    await server.close();
-    await backing.close();
-  }
+  await using f = await proxied({ ttlMs: 150 }, { minBackoffMs: 5 });
+  const { backing, proxy, store } = f;
+  const s = store.session();
+  await s.create('/lease', 'x', { ephemeral: true });
+  // A partition: the proxy drops everything the client sends (pings too), the connection stays up.
+  proxy.holding = true;
+  const gone = (async () => {
+    for (const ev of [backing.watch('/lease', { fromRevision: backing.revision + 1 })]) {
+      for await (const e of ev) if (e.type === 'delete') return true;
+    }
+    return false;
+  })();
+  assert.equal(await gone, true, 'the ephemeral node of the silent session is deleted');
 });
 
 test('reconnect: a lock asked for while reconnecting belongs to the new connection, and its release frees it', async () => {
-  const backing = (await open()) as EmbeddedStore;
-  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
-  const proxy = new Proxy(server.tcpAddress!.port);
-  await proxy.start();
-  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 100, maxBackoffMs: 200 });
-  try {
-    await store.set('/a', '1');
-    proxy.cut();
-    for (let i = 0; i < 500 && store.connected; i++) await new Promise((r) => setTimeout(r, 2));
-    assert.equal(store.connected, false, 'the loss is noticed');
-    // Asked for with no connection up: it waits for the next one and is granted there.
-    const lock = await store.lock('/r');
-    assert.equal(lock.held, true);
-    await store.set('/r/x', 'fenced', { fence: lock });
-    await lock.release();
-    // Released on the server too: another session gets it at once.
-    const other = await backing.lock('/r', { wait: false });
-    await other.release();
-  } finally {
-    await store.close();
-    await proxy.close();
-    await server.close();
-    await backing.close();
-  }
+  await using f = await proxied({}, { minBackoffMs: 100, maxBackoffMs: 200 });
+  const { backing, server, proxy, store } = f;
+  await store.set('/a', '1');
+  proxy.cut();
+  for (let i = 0; i < 500 && store.connected; i++) await new Promise((r) => setTimeout(r, 2));
+  assert.equal(store.connected, false, 'the loss is noticed');
+  // Asked for with no connection up: it waits for the next one and is granted there.
+  const lock = await store.lock('/r');
+  assert.equal(lock.held, true);
+  await store.set('/r/x', 'fenced', { fence: lock });
+  await lock.release();
+  // Released on the server too: another session gets it at once.
+  const other = await backing.lock('/r', { wait: false });
+  await other.release();
 });
 
 test('reconnect: a watch whose reply never arrived resumes from the revision it asked for, not from a later "now"', async () => {
-  const backing = (await open()) as EmbeddedStore;
-  const server = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
-  const proxy = new Proxy(server.tcpAddress!.port);
-  await proxy.start();
-  const store = await connect(`tcp://127.0.0.1:${proxy.port}`, { minBackoffMs: 5, maxBackoffMs: 50 });
-  try {
-    await store.set('/w/0', '0');
-    proxy.holdingReplies = true;
-    const it = store.watch('/w', { recursive: true })[Symbol.asyncIterator]();
-    // The server has the watch (its reply and events are held in the proxy).
-    while (backing.internals.watches.size === 0) await new Promise((r) => setTimeout(r, 5));
-    await backing.set('/w/1', '1');
-    await backing.set('/w/2', '2');
-    proxy.cut();
-    proxy.holdingReplies = false;
-    await backing.set('/w/3', '3'); // while the client is away
-    await setOnceReconnected(store, '/w/4');
-    assert.deepEqual(await paths(it, '/w/4'), ['put /w/1', 'put /w/2', 'put /w/3', 'put /w/4']);
-    await it.return!();
-  } finally {
-    await store.close();
-    await proxy.close();
-    await server.close();
-    await backing.close();
-  }
+  await using f = await proxied({}, { minBackoffMs: 5, maxBackoffMs: 50 });
+  const { backing, server, proxy, store } = f;
+  await store.set('/w/0', '0');
+  proxy.holdingReplies = true;
+  const it = store.watch('/w', { recursive: true })[Symbol.asyncIterator]();
+  // The server has the watch (its reply and events are held in the proxy).
+  while (backing.internals.watches.size === 0) await new Promise((r) => setTimeout(r, 5));
+  await backing.set('/w/1', '1');
+  await backing.set('/w/2', '2');
+  proxy.cut();
+  proxy.holdingReplies = false;
+  await backing.set('/w/3', '3'); // while the client is away
+  await setOnceReconnected(store, '/w/4');
+  assert.deepEqual(await paths(it, '/w/4'), ['put /w/1', 'put /w/2', 'put /w/3', 'put /w/4']);
+  await it.return!();
 });
 
 test('reconnect: a watch resumes across a server restart with no gap (events committed but never delivered before the restart come from the rebuilt history)', async () => {
