@@ -34,6 +34,11 @@ abstract class BaseEntry implements Entry {
   }
 }
 
+/** A copy of `b`, of its class (Buffer.prototype.slice returns a view, not a copy). */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  return Uint8Array.prototype.slice.call(b);
+}
+
 export function statOf(n: Node): Stat {
   const s: { -readonly [K in keyof Stat]: Stat[K] } = {
     createRev: n.createRev, modRev: n.modRev, version: n.version, childrenRev: n.childrenRev, numChildren: n.children.size,
@@ -55,7 +60,8 @@ class NodeEntry extends BaseEntry {
   }
 
   get value(): Uint8Array {
-    return this.node.value.slice();
+    // Uint8Array's slice copies; a Buffer's (values set from strings are Buffers) would share the stored bytes.
+    return copyBytes(this.node.value);
   }
 
   /** The stored bytes themselves, not a copy (the server only encodes them). Never to be modified. */

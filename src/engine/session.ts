@@ -14,7 +14,7 @@ import { EMBEDDED_RETRY, type RetryCounters } from '../util/retry.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
 import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNode, makeListing } from '../edge/entry.js';
+import { listNode, readEntry } from './view.js';
 import { SessionEdge } from '../edge/session.js';
 import { type Engine, targetOf, targetOfOp } from './engine.js';
 import { TransactionImpl } from './transaction.js';
@@ -47,22 +47,17 @@ export class SessionImpl extends SessionEdge {
 
   protected async _get(path: string): Promise<Entry | undefined> {
     const n = lookup(this.engine.visibleRoot, parsePath(path));
-    return n === undefined ? undefined : entryOfNode(path, n, this.engine.visibleRev);
+    return n === undefined ? undefined : readEntry(path, n, this.engine.visibleRev);
   }
 
   protected async _exists(path: string): Promise<boolean> {
     return lookup(this.engine.visibleRoot, parsePath(path)) !== undefined;
   }
 
-  protected async _list(path: string, { after, limit }: ListOptions): Promise<Listing> {
+  protected async _list(path: string, options: ListOptions): Promise<Listing> {
     const n = lookup(this.engine.visibleRoot, parsePath(path));
     if (n === undefined) throw new LatchkeyError('NOT_FOUND', `no node at ${path}`, { path });
-    const rev = this.engine.visibleRev;
-    if (limit === undefined) return makeListing(n.children.keys(after || undefined), rev, false);
-    const names = n.children.keys(after || undefined, limit + 1);
-    const more = names.length > limit;
-    if (more) names.pop();
-    return makeListing(names, rev, more);
+    return listNode(n, this.engine.visibleRev, options);
   }
 
   protected async _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {

@@ -3,10 +3,11 @@
  * operations (sessions, lock table, watches, snapshots, stats, close) live
  * here; reads and writes are the default session's.
  */
-import type { LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { LockTableInfo, ReadView, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import type { EngineAccess, OwnedSession } from './access.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { SessionImpl } from './session.js';
+import { StoreView } from './view.js';
 import { type InternalWatchOptions, type Watch, watch } from './watch.js';
 
 export class EmbeddedStore extends SessionImpl implements Store {
@@ -27,6 +28,11 @@ export class EmbeddedStore extends SessionImpl implements Store {
 
   get revision(): number {
     return this.engine.visibleRev;
+  }
+
+  /** Synchronous reads on the newest published revision (api.ts ReadView). */
+  view(): ReadView {
+    return new StoreView(this.engine);
   }
 
   session(options: SessionOptions = {}): Session {
