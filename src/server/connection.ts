@@ -42,7 +42,7 @@ import {
 import { DisposableStack } from '../util/disposable.js';
 import { type AuthTable, type Principal, TRUSTED, authorize } from './auth.js';
 import type { BudgetHolder, MemoryBudget } from './budget.js';
-import { type ConnContext, type LockSlot, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
+import { type ConnContext, type LockSlot, NOT_SYNC, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
 
 /** Requests that only free what the connection holds: served even when the server is over its memory budget. */
 const FREEING: ReadonlySet<RequestOp> = new Set<RequestOp>(['commit', 'abort', 'release', 'downgrade', 'unwatch', 'endSession', 'ping']);
@@ -332,6 +332,7 @@ export class Connection implements ConnContext, BudgetHolder {
         return;
       }
     }
+    if (this.inflight.size < this.limits.maxInFlight && this.answerNow(m)) return;
     const cost = size + REQUEST_OVERHEAD;
     this.chargedInFlight += cost;
     this.charge(cost);
@@ -370,6 +371,23 @@ export class Connection implements ConnContext, BudgetHolder {
       },
     );
     this.inflight.set(m.id, slot);
+  }
+
+  /** Answers a read outside a transaction synchronously (dispatch.ts `sync`); false when it must run as a request in flight. */
+  private answerNow(m: RequestMessage): boolean {
+    const h = handlers[m.op] as { sync?: (c: ConnContext, s: number, a: unknown) => unknown };
+    if (h.sync === undefined) return false;
+    let r: unknown;
+    try {
+      checkAccess(this.principal, m.op, m.a as never);
+      r = h.sync(this, m.s, m.a);
+    } catch (e) {
+      this.reply(m.id, undefined, e);
+      return true;
+    }
+    if (r === NOT_SYNC) return false;
+    this.reply(m.id, r, undefined);
+    return true;
   }
 
   // ------------------------------------------------------------ output
