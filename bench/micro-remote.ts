@@ -40,6 +40,8 @@ async function startLatchkey(): Promise<{ socket: string; port: number; child: C
   const port = await freePort();
   const prof = process.env.LK_SERVER_PROF;
   const flags = prof !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
+  // LK_SERVER_FLAGS: more node flags for the server (e.g. --max-semi-space-size=32)
+  if (process.env.LK_SERVER_FLAGS !== undefined) flags.push(...process.env.LK_SERVER_FLAGS.split(' ').filter((f) => f !== ''));
   const child = spawn(process.execPath, [...flags, cli, 'serve', '--data', path.join(dir, 'data'), '--socket', socket, '--listen', `${HOST}:${port}`, '--insecure-loopback'], { stdio: 'ignore' });
   for (let i = 0; i < 200 && !existsSync(socket); i++) await sleep(50);
   await sleep(200);
