@@ -204,8 +204,8 @@ function loadGhost(m: Meta): Promise<void> {
     if (__testing.markLoadedBeforeInstall) {
       // The seed-003 bug, on purpose: Loaded before the state is there.
       m.status = Status.Loaded;
-      await Promise.resolve();
-      await Promise.resolve();
+      await new Promise((resolve) => setTimeout(resolve, 0)); // setstate "releasing the GIL"
+
     }
     install(m, fetched);
   })();
