@@ -93,6 +93,8 @@ const RESOLVE_ROUNDS = 20;
 
 export class Connection implements Jar, AsyncDisposable {
   txSerial = 0;
+  /** Revision of this connection's last commit that wrote objects (0: none yet). */
+  lastCommitRevision = 0;
   private tx: Transaction | undefined;
   /** Identity map: one oid, one object. Weak, so ghosts nobody holds go away. */
   private readonly objects = new Map<string, WeakRef<Persistent>>();
@@ -135,6 +137,12 @@ export class Connection implements Jar, AsyncDisposable {
         }
       } catch (e) {
         if (ctl.signal.aborted) return;
+        const resume = LatchkeyError.is(e, 'QUOTA') ? e.info?.resumeFrom : undefined;
+        if (typeof resume === 'number') {
+          // A slow consumer's watch stops whole revisions short; watching again from there loses nothing.
+          this.startWatch(resume);
+          return;
+        }
         this.watchError = e;
       }
       this.wake();
@@ -462,6 +470,7 @@ export class Connection implements Jar, AsyncDisposable {
       if (resolved.has(m)) this.invalidateMeta(m);
     }
     this.ownWrites.set(result.revision, mine);
+    this.lastCommitRevision = result.revision;
     this.changedList = [];
     this.savedNew = [];
     this.counters.commits++;
