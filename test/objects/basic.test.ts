@@ -278,3 +278,40 @@ test('objects: changing an object outside a transaction is an error', async () =
   const a = await db.transaction(async (root) => { root.a = new Account(); return root.a as Account; });
   assert.throws(() => { a.balance = 5; }, /outside a transaction/);
 });
+
+test('objects: pack runs while writers keep committing; nothing reachable is lost', async () => {
+  await using store = await open();
+  await using db = await ObjectDB.open(store);
+  await db.transaction(async (root) => { root.list = new PList<Account>(); root.c = new Counter(); });
+  let stop = false;
+  let commits = 0;
+  const writers = Array.from({ length: 3 }, async () => {
+    while (!stop) {
+      await db.transaction(async (root) => {
+        const l = root.list as PList<Account>;
+        // Add one account, drop the oldest once there are 5: garbage appears all the time.
+        await l.append(new Account());
+        if ((await l.length()) > 5) await l.splice(0, 1);
+        (await (root.c as Counter).load()).add(1);
+      }, { timeoutMs: 60_000 });
+      commits++;
+      await new Promise((r) => setImmediate(r));
+    }
+  });
+  let removed = 0;
+  for (let i = 0; i < 5; i++) {
+    removed += (await db.pack({ attempts: 200 })).removed;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  stop = true;
+  await Promise.all(writers);
+  assert.ok(removed > 0 && commits > 0, `removed ${removed}, ${commits} commits`);
+  await using conn = db.connect();
+  const [n, c] = await conn.transaction(async (root) => {
+    let k = 0;
+    for await (const a of root.list as PList<Account>) { await a.history.load(); k++; }
+    return [k, (await (root.c as Counter).load()).value] as const;
+  });
+  assert.equal(n, Math.min(5, commits));
+  assert.equal(c, commits);
+});
