@@ -184,7 +184,10 @@ export class LockService {
       this.checkRecoverable(path);
       const req = this.table.lock(session, path, mode, options.wait !== false);
       this.deliver(this.table.drain());
-      if (req.state === 'held') return Promise.resolve(new LockImpl(this, req));
+      if (req.state === 'held') {
+        if (req.ownerDied && this.observers.any) this.observers.emit('lockGranted', { path: req.path, session, waitMs: 0, ownerDied: true, admission: false, waited: false });
+        return Promise.resolve(new LockImpl(this, req));
+      }
       return this.waitFor<Lock>(req, options, (r) => new LockImpl(this, r), false).then((l) => {
         // Marked unrecoverable while this request waited: give the grant back.
         const b = this.brokenOver(l.path);
@@ -330,7 +333,7 @@ export class LockService {
       const onAbort = (): void => cancel(aborted(signal!));
       const w: Waiter = {
         resolve: (g) => {
-          if (this.observers.any) this.observers.emit('lockGranted', { path: g.path, session: g.session, waitMs: performance.now() - t0, ownerDied: g.ownerDied, admission });
+          if (this.observers.any) this.observers.emit('lockGranted', { path: g.path, session: g.session, waitMs: performance.now() - t0, ownerDied: g.ownerDied, admission, waited: true });
           resolve(make(g));
         },
         reject,

@@ -24,8 +24,11 @@ export interface SessionEndEvent {
 export interface EngineEvents {
   /** A group of commits became durable: `fsyncMs` the log sync, `commitMs` each commit's time from submit to publish. */
   synced?(fsyncMs: number, commitMs: readonly number[]): void;
-  /** A lock request (or a write admission) that waited was granted. */
-  lockGranted?(e: { path: string; session: string; waitMs: number; ownerDied: boolean; admission: boolean }): void;
+  /**
+   * A lock request (or a write admission) that waited was granted (`waited`);
+   * or one granted at once carried ownerDied (`waited` false, `waitMs` 0).
+   */
+  lockGranted?(e: { path: string; session: string; waitMs: number; ownerDied: boolean; admission: boolean; waited: boolean }): void;
   /** A lock request was refused because waiting would close a cycle. */
   deadlock?(e: { path: string; session: string; message: string }): void;
   /** An owner-died taint was set (`on`) or cleared. */

@@ -43,7 +43,8 @@ export function logEngineEvents(store: EmbeddedStore, log: Logger): () => void {
   return store.observe({
     sessionEnded(e) {
       const fields = { event: 'session-ended', session: e.session, name: e.name, died: e.died, locks: e.locks.map((l) => ({ path: l.path, mode: l.mode, token: l.token })), ephemerals: e.ephemerals };
-      if (e.died) log.warn(fields, `session ${e.name} died holding ${e.locks.length} lock(s) and ${e.ephemerals} ephemeral node(s)`);
+      // A client's connection closing ends its sessions as deaths too: warn only when a death left locks behind.
+      if (e.died) log[e.locks.length > 0 ? 'warn' : 'info'](fields, `session ${e.name} died holding ${e.locks.length} lock(s) and ${e.ephemerals} ephemeral node(s)`);
       else log.debug(fields, `session ${e.name} closed`);
     },
     taint(e) {

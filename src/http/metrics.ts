@@ -130,11 +130,12 @@ export class Metrics {
         lat.commit.count += commitMs.length;
       },
       lockGranted(e) {
+        if (e.ownerDied) ownerDiedGrants.inc();
+        if (!e.waited) return;
         lockWait.observe({ kind: e.admission ? 'write' : 'lock' }, e.waitMs / 1000);
         lat.lockWait.sum += e.waitMs;
         lat.lockWait.count++;
         handoffs.inc();
-        if (e.ownerDied) ownerDiedGrants.inc();
       },
       sessionEnded(e) {
         ended.inc({ reason: e.died ? 'died' : 'closed' });
