@@ -153,3 +153,17 @@ test('metrics: /metrics needs a token when the server has an auth table; any val
   assert.equal((await s.get('/metrics', 'not-a-token-at-all')).status, 401);
   assert.equal((await s.get('/metrics', READER)).status, 200);
 });
+
+test('metrics: the Grafana dashboard queries only metrics the server exposes', async () => {
+  await using s = await served();
+  const { fams } = await scrape(s.get);
+  const names = new Set(fams.map((f) => f.name));
+  const dash = JSON.parse(readFileSync(new URL('../../../docs/grafana-dashboard.json', import.meta.url), 'utf8')) as { panels: Array<{ targets: Array<{ expr: string }> }> };
+  const used = new Set<string>();
+  for (const p of dash.panels) for (const t of p.targets) for (const m of t.expr.matchAll(/\b((?:latchkey|process|nodejs)_[a-z0-9_]+)/g)) used.add(m[1]!.replace(/_bucket$/, ''));
+  assert.ok(used.size >= 20, `the dashboard uses ${used.size} metrics`);
+  for (const n of used) {
+    if (n.startsWith('latchkey_cache_')) continue; // only with a value cache (documented)
+    assert.ok(names.has(n), `the dashboard queries ${n}, which /metrics does not expose`);
+  }
+});
