@@ -23,7 +23,8 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LatchkeyError } from '../core/errors.js';
-import type { EmbeddedStore } from '../engine/store.js';
+import type { Store } from '../api.js';
+import { EmbeddedStore } from '../engine/store.js';
 import type { AuthTable, Principal } from '../server/auth.js';
 import { ConsoleApi } from './api.js';
 import type { Logger } from './log.js';
@@ -33,7 +34,8 @@ export interface HttpOptions {
   readonly host: string;
   /** 0 picks a free port. */
   readonly port: number;
-  readonly store: EmbeddedStore;
+  /** An embedded store (`open()` / `open(dir)`); a remote one is served with `latchkey serve --http` on its server. */
+  readonly store: Store;
   /** The latchkey server's figures (connections, watches, memory) for /metrics and the console. */
   readonly serverStats?: () => Record<string, unknown>;
   readonly auth?: AuthTable;
@@ -85,9 +87,13 @@ export class HttpServer {
   private notReady = 'starting';
   address: { host: string; port: number } | undefined;
 
+  private readonly store: EmbeddedStore;
+
   private constructor(private readonly opts: HttpOptions) {
-    this.metrics = new Metrics({ store: opts.store, ...(opts.serverStats === undefined ? {} : { server: opts.serverStats }) });
-    this.api = new ConsoleApi({ store: opts.store, log: opts.log, metrics: this.metrics, ...(opts.serverStats === undefined ? {} : { serverStats: opts.serverStats }) });
+    if (!(opts.store instanceof EmbeddedStore)) throw new LatchkeyError('INVALID_ARGUMENT', 'startHttp needs an embedded store (open() or open(dir)); serve a remote one with `latchkey serve --http` on its server');
+    this.store = opts.store;
+    this.metrics = new Metrics({ store: this.store, ...(opts.serverStats === undefined ? {} : { server: opts.serverStats }) });
+    this.api = new ConsoleApi({ store: this.store, log: opts.log, metrics: this.metrics, ...(opts.serverStats === undefined ? {} : { serverStats: opts.serverStats }) });
     const dir = consoleDir();
     for (const f of new Set(Object.values(STATIC))) this.assets.set(f, readFileSync(path.join(dir, f)));
     this.server = http.createServer((req, res) => {
@@ -125,7 +131,7 @@ export class HttpServer {
 
   private readiness(): string | undefined {
     if (!this.ready) return this.notReady;
-    const s = this.opts.store.stats() as unknown as Record<string, unknown>;
+    const s = this.store.stats() as unknown as Record<string, unknown>;
     if (typeof s['readOnly'] === 'string') return `read-only: ${s['readOnly']}`;
     return undefined;
   }

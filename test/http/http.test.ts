@@ -32,6 +32,24 @@ test('http: /healthz answers at once, /readyz only once the server says it is re
   }
 });
 
+test('http: startHttp serves an embedded store opened in this process; a remote store is refused', async () => {
+  const store = await open();
+  const log = createLogger({ level: 'silent' });
+  const http = await startHttp({ host: '127.0.0.1', port: 0, store, log });
+  try {
+    await store.set('/e', 'embedded');
+    const base = `http://127.0.0.1:${http.address!.port}`;
+    const r = (await (await fetch(`${base}/api/get?path=/e`)).json()) as { value: string };
+    assert.equal(Buffer.from(r.value, 'base64').toString(), 'embedded');
+    assert.match(await (await fetch(`${base}/metrics`)).text(), /^latchkey_commits_total 1$/m);
+  } finally {
+    await http.close();
+    await store.close();
+  }
+  const fake = { stats: () => ({}) } as unknown as EmbeddedStore;
+  await assert.rejects(startHttp({ host: '127.0.0.1', port: 0, store: fake, log }), (e: unknown) => LatchkeyError.is(e, 'INVALID_ARGUMENT'));
+});
+
 test('http: without an auth table, only loopback, and read-only', async () => {
   const store = (await open()) as EmbeddedStore;
   const log = createLogger({ level: 'silent' });
