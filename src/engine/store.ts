@@ -58,12 +58,12 @@ export class EmbeddedStore extends SessionImpl implements Store {
 
   /**
    * The open sessions (this store's default one first), with what they hold.
-   * `visible` filters the lock paths counted (a principal's grants).
+   * `visible` filters the lock paths counted (a principal's grants); `t`
+   * is the lock table to count from (a caller that has one saves a pass).
    */
-  sessionList(visible: (path: string) => boolean = () => true): SessionInfo[] {
+  sessionList(visible: (path: string) => boolean = () => true, t: LockTableInfo = this.engine.locks.info()): SessionInfo[] {
     const held = new Map<string, number>();
     const waiting = new Map<string, number>();
-    const t = this.engine.locks.info();
     for (const l of t.held) if (visible(l.path)) held.set(l.session, (held.get(l.session) ?? 0) + 1);
     for (const w of t.waiting) if (visible(w.path)) waiting.set(w.session, (waiting.get(w.session) ?? 0) + 1);
     const one = (s: SessionImpl, o: SessionOrigin | undefined): SessionInfo => ({
