@@ -217,9 +217,13 @@ function renderLocks(t) {
       if (!(await confirmAction(`Reset owner-died taints at and below ${l.path}?`))) return;
       try { await api('reset-lock', {}, { path: l.path }); } catch (err) { alert(err.message); }
     } }, 'reset taint') : '';
+    const force = h('button', { disabled: ro, 'data-testid': 'action-force-release', title: ro ? 'this token does not grant writes' : 'take the lock from its holder (the next waiter gets it owner-died)', onclick: async () => {
+      if (!(await confirmAction(`Force-release ${l.path} from session ${l.session}? The holder loses it; the next waiter gets it marked owner-died.`))) return;
+      try { await api('force-release', {}, { path: l.path }); } catch (err) { alert(err.message); }
+    } }, 'force release');
     return h('tr', { 'data-path': l.path, 'data-session': l.session },
       h('td', { class: 'mono' }, l.path, l.ownerDied ? h('span', { class: 'badge died', 'data-testid': 'owner-died' }, ' owner died') : ''),
-      h('td', {}, l.mode), h('td', { class: 'mono' }, l.session), h('td', { class: 'mono' }, l.token), h('td', {}, age(t.at - l.since)), h('td', {}, q), h('td', {}, reset));
+      h('td', {}, l.mode), h('td', { class: 'mono' }, l.session), h('td', { class: 'mono' }, l.token), h('td', {}, age(t.at - l.since)), h('td', {}, q), h('td', {}, force, ' ', reset));
   });
   $('lock-rows').replaceChildren(...rows);
   $('taints').replaceChildren(...v.taints.slice().reverse().map((n) => h('li', {}, `${new Date(n.at).toLocaleTimeString()} ${n.kind} ${n.fields.path}${n.fields.session ? ` → ${n.fields.session}` : ''}`)));

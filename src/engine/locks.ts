@@ -168,6 +168,29 @@ export class LockService {
     return this.target?.syncLog() ?? Promise.resolve();
   }
 
+  /**
+   * An operator takes the locks held at exactly `path` from their holders
+   * (the console's "force release"): each holder's lock is lost (its signal
+   * aborts LOCK_LOST), the path is tainted owner-died first — the holder may
+   * have been half-way through an update — and the next waiter is granted
+   * with ownerDied. Resolves with how many locks were taken, once the taint
+   * is durable.
+   */
+  forceRelease(path: string): Promise<number> {
+    parsePath(path);
+    const held = this.table.allHeld().filter((r) => r.path === path);
+    for (const r of held) {
+      if (r.state !== 'held') continue;
+      const l = r.owner as LockImpl | undefined;
+      this.cancelUpgrade(r, 'the lock was force-released');
+      r.owner = undefined;
+      this.table.restoreTaint(r.path);
+      l?.lose('an operator force-released it');
+      this.deliver(this.table.release(r));
+    }
+    return (this.target?.syncLog() ?? Promise.resolve()).then(() => held.length);
+  }
+
   /** Counts for stats: taints and unrecoverable paths. */
   get recoveryCounts(): { taints: number; unrecoverable: number } {
     return { taints: this.table.footprint.taints, unrecoverable: this.broken.size };

@@ -92,6 +92,12 @@ export class EmbeddedStore extends SessionImpl implements Store {
     return this.engine.locks.info();
   }
 
+  /** Takes the locks held at `path` from their holders, leaving the path owner-died (LockService.forceRelease); resolves with their count. */
+  forceRelease(path: string): Promise<number> {
+    this.checkOpen();
+    return this.engine.locks.forceRelease(path);
+  }
+
   async resetLock(path: string): Promise<void> {
     this.checkOpen();
     await this.engine.locks.resetLock(path);

@@ -163,6 +163,11 @@ export class ConsoleApi {
           this.logWrite(p, 'delete', path, { recursive, deleted });
           return { deleted };
         }
+        case 'force-release': {
+          const released = await store.forceRelease(path);
+          this.logWrite(p, 'force-release', path, { released });
+          return { released };
+        }
         case 'reset-lock': {
           await store.resetLock(path);
           this.logWrite(p, 'reset-lock', path, {});

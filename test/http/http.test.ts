@@ -238,3 +238,25 @@ test('serve --http: bad --http and --log-level are usage errors', async () => {
   assert.notEqual(r3.code, 0);
   assert.match(r3.stderr, /loopback/);
 });
+
+test('http: force-release takes a lock from its holder (write grant only); the waiter gets it owner-died', async () => {
+  await using s = await served();
+  const holder = s.store.ownedSession({ name: 'stuck' });
+  const waiter = s.store.ownedSession({ name: 'next' });
+  const lock = await holder.lock('/jobs/f');
+  const next = waiter.lock('/jobs/f');
+  await until(() => s.store.lockTable().waiting.length === 1, 'the waiter to queue');
+  assert.equal((await s.post('/api/force-release', { path: '/jobs/f' }, READER)).status, 403);
+  assert.equal(lock.held, true, 'a refused force-release changes nothing');
+  const r = await s.post('/api/force-release', { path: '/jobs/f' }, JOBS_WRITER);
+  assert.equal(r.status, 200);
+  assert.deepEqual(await r.json(), { released: 1 });
+  assert.equal(lock.held, false);
+  assert.ok(lock.signal.aborted && LatchkeyError.is(lock.signal.reason, 'LOCK_LOST'));
+  const got = await next;
+  assert.equal(got.ownerDied, true);
+  await got.release();
+  await holder.end(false);
+  await waiter.end(false);
+  assert.ok(s.logs.some((l) => l['event'] === 'console-write' && l['op'] === 'force-release' && l['principal'] === 'jobs'));
+});
