@@ -23,9 +23,7 @@ import { chromium, type Page } from 'playwright-core';
 import { connect } from '../../src/client/store.js';
 
 // The functions given to page.evaluate / waitForFunction run in the page; this file is compiled without the DOM library.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 declare const document: any;
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 declare const window: any;
 
 const [chromiumPath = '/usr/bin/chromium', shotDir = 'docs/img'] = process.argv.slice(2);
