@@ -142,10 +142,22 @@ export default tseslint.config(
     },
   },
   {
+    // http: metrics, health and the web console, beside the server (same auth); never the client, the CLI or the other adapters.
+    files: ['src/http/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: ['../client/*', '../cli/*', '../xenstore/*', '../protocol/*', '../storage/*'], message: 'src/http builds on core, engine and server/auth only.' }],
+      }],
+    },
+  },
+  {
     files: ['src/server/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {
-        patterns: [{ group: ['../client/*'], message: 'server meets the client only through protocol.' }],
+        patterns: [
+          { group: ['../client/*'], message: 'server meets the client only through protocol.' },
+          { group: ['../http/*'], message: 'the HTTP console sits beside the server: the server does not import it.' },
+        ],
       }],
     },
   },
