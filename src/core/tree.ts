@@ -13,9 +13,11 @@
  */
 import { assert } from './errors.js';
 import { PMap } from './pmap.js';
+import type { Value } from './value.js';
 
 export interface Node {
-  readonly value: Uint8Array;
+  /** The bytes, or where they are on disk (core/value.ts). */
+  readonly value: Value;
   /** Revision that created this node. */
   readonly createRev: number;
   /** Revision of the last write to this node's value. */
@@ -48,7 +50,7 @@ export interface Node {
  *   write: modRev moves, version does not).
  */
 export type Mutation =
-  | { readonly op: 'put'; readonly path: string; readonly value: Uint8Array; readonly ephemeralOwner?: string; readonly seq?: boolean }
+  | { readonly op: 'put'; readonly path: string; readonly value: Value; readonly ephemeralOwner?: string; readonly seq?: boolean }
   | { readonly op: 'del'; readonly path: string }
   | { readonly op: 'perms'; readonly path: string; readonly perms: readonly string[] };
 
@@ -59,7 +61,7 @@ export const EMPTY_VALUE: Uint8Array = new Uint8Array(0);
  * they all share one hidden class (object spread was a fifth of a write).
  */
 export function mkNode(
-  value: Uint8Array, createRev: number, modRev: number, version: number, childrenRev: number,
+  value: Value, createRev: number, modRev: number, version: number, childrenRev: number,
   children: PMap<Node>, ephemeralOwner: string | undefined, seq: number, size: number, perms: readonly string[] | undefined,
 ): Node {
   return { value, createRev, modRev, version, childrenRev, children, ephemeralOwner, seq, size, perms };
@@ -93,7 +95,7 @@ function updateParent(root: Node, segs: readonly string[], depth: number, fn: (p
   return withChildren(root, root.children.set(name, updated), root.childrenRev, root.seq, root.size + updated.size - child.size);
 }
 
-export function putNode(root: Node, segs: readonly string[], rev: number, value: Uint8Array, ephemeralOwner?: string, seq?: boolean): Node {
+export function putNode(root: Node, segs: readonly string[], rev: number, value: Value, ephemeralOwner?: string, seq?: boolean): Node {
   assert(segs.length > 0, 'cannot put the root value through putNode');
   const name = segs[segs.length - 1]!;
   return updateParent(root, segs, 0, (parent) => {
@@ -132,7 +134,7 @@ export function removeNode(root: Node, segs: readonly string[], rev: number): No
 }
 
 /** Writes the root's own value (the root always exists). */
-export function putRoot(root: Node, rev: number, value: Uint8Array): Node {
+export function putRoot(root: Node, rev: number, value: Value): Node {
   return mkNode(value, root.createRev, rev, root.version + 1, root.childrenRev, root.children, root.ephemeralOwner, root.seq, root.size, root.perms);
 }
 

@@ -28,6 +28,7 @@
 import { LatchkeyError, assert, invalidArgument } from './errors.js';
 import { parsePath } from './path.js';
 import { type Mutation, type Node, lookup } from './tree.js';
+import { bytesOf } from './value.js';
 
 export interface WatchEventData {
   readonly type: 'put' | 'delete';
@@ -99,7 +100,7 @@ export function eventsOf(rev: number, mutations: readonly Mutation[], before: No
   let putInCommit: Set<string> | undefined;
   for (const m of mutations) {
     if (m.op === 'put') {
-      if (want === undefined || want(m.path)) out.push({ type: 'put', path: m.path, revision: rev, value: m.value });
+      if (want === undefined || want(m.path)) out.push({ type: 'put', path: m.path, revision: rev, value: bytesOf(m.value) });
       (putInCommit ??= new Set()).add(m.path);
       continue;
     }
@@ -109,9 +110,10 @@ export function eventsOf(rev: number, mutations: readonly Mutation[], before: No
         let value: Uint8Array | undefined;
         for (let i = mutations.indexOf(m) - 1; i >= 0 && value === undefined; i--) {
           const earlier = mutations[i]!;
-          if (earlier.op === 'put' && earlier.path === m.path) value = earlier.value;
+          if (earlier.op === 'put' && earlier.path === m.path) value = bytesOf(earlier.value);
         }
-        value ??= (before && lookup(before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value) ?? new Uint8Array(0);
+        const held = before && lookup(before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value;
+        value ??= held === undefined ? new Uint8Array(0) : bytesOf(held);
         out.push({ type: 'put', path: m.path, revision: rev, value });
       }
       continue;

@@ -22,7 +22,7 @@ import { BugError, LatchkeyError, assert, storeClosed } from '../core/errors.js'
 import { type Sequencer, type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
-import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
+import { type Mutation, type Node, applyMutations, emptyRoot, lookup, walkTree } from '../core/tree.js';
 import type { WriteTarget } from '../core/lock-table.js';
 import { WatchRegistry } from '../core/watch-registry.js';
 import type { Storage } from '../storage/storage.js';
@@ -272,10 +272,33 @@ export class Engine implements EngineAccess {
     assert(ws.rev === this.pendingRev + 1, `commit at ${ws.rev} over pending ${this.pendingRev}`);
     const before = this.pendingRoot;
     this.trackEphemerals(before, ws.mutations);
-    this.pendingRoot = ws.root;
+    const { root, logged } = this.valuesToDisk(before, ws);
+    this.pendingRoot = root;
     this.pendingRev = ws.rev;
     this.counters.commits++;
-    return this.pipeline.submit(ws.rev, ws.mutations, before, ws.root);
+    return this.pipeline.submit(ws.rev, ws.mutations, before, root, logged);
+  }
+
+  /**
+   * Values above the inline threshold go to value files (storage/values.ts):
+   * each is buffered there (no I/O yet; the log sync writes it before the
+   * record) and the tree and the log record get a ref instead of the bytes.
+   * The tree is rebuilt by applying the commit again with refs (the
+   * workspace's copy held the bytes); watchers still get the bytes.
+   */
+  private valuesToDisk(before: Node, ws: Workspace): { root: Node; logged: readonly Mutation[] | undefined } {
+    const values = this.options.storage?.values;
+    if (values === undefined) return { root: ws.root, logged: undefined };
+    let logged: Mutation[] | undefined;
+    const muts = ws.mutations;
+    for (let i = 0; i < muts.length; i++) {
+      const m = muts[i]!;
+      if (m.op !== 'put' || !(m.value instanceof Uint8Array) || !values.storesOnDisk(m.value.length)) continue;
+      logged ??= muts.slice();
+      logged[i] = { ...m, value: values.store(m.value) };
+    }
+    if (logged === undefined) return { root: ws.root, logged: undefined };
+    return { root: applyMutations(before, ws.rev, logged), logged };
   }
 
   /** Commits a transaction: direct when its snapshot is the pending head, else validate + replay. */

@@ -10,7 +10,7 @@ import { TxState } from '../core/transaction.js';
 import { parentPath, parsePath } from '../core/path.js';
 import { mutationBytes, COMMIT_BASE_BYTES } from '../core/commit-size.js';
 import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNode, makeListing } from '../edge/entry.js';
+import { entryOfNodeAsync, makeListing } from '../edge/entry.js';
 import { TransactionEdge } from '../edge/session.js';
 import type { Engine } from './engine.js';
 
@@ -57,7 +57,7 @@ export class TransactionImpl extends TransactionEdge {
 
   protected async _get(path: string): Promise<Entry | undefined> {
     const n = this.tx.get(path);
-    return n === undefined ? undefined : entryOfNode(path, n, this.tx.snapshotRev);
+    return n === undefined ? undefined : entryOfNodeAsync(path, n, this.tx.snapshotRev);
   }
 
   protected async _exists(path: string): Promise<boolean> {

@@ -16,7 +16,8 @@ import type { Node } from '../core/tree.js';
 import { errnoOf, ioError, snapshotName } from './format.js';
 import { type Fs, realFs } from './fs.js';
 import { acquireOwnership, type Ownership } from './ownership.js';
-import { recover } from './recovery.js';
+import { listDir, recover } from './recovery.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_INLINE_VALUE_BYTES, DEFAULT_VALUE_FILE_BYTES, ValueStore } from './values.js';
 import { writeSnapshot } from './snapshot.js';
 import { TOKEN_BLOCK } from './lock-log.js';
 import type { CommitLog, RecoveredCommit, RecoveredLocks, RecoveryStats, Storage, StorageStats } from './storage.js';
@@ -48,6 +49,15 @@ export interface StorageOptions {
   snapshotsKept?: number;
   /** The file-system seam (tests inject faults through it). */
   fs?: Fs;
+  /**
+   * Values longer than this many bytes are stored in value files and read on
+   * demand (default 1024; 0 puts every non-empty value on disk).
+   */
+  inlineValueBytes?: number;
+  /** Bytes of values the value cache keeps in memory (default 256 MiB). */
+  cacheBytes?: number;
+  /** Start a new value file when the active one reaches this size (default 1 GiB). */
+  valueFileBytes?: number;
 }
 
 export interface DurableStorage extends Storage {
@@ -84,13 +94,30 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
   } catch (e) {
     throw ioError('creating the data directory', dir, e);
   }
+  const inlineBytes = options.inlineValueBytes ?? DEFAULT_INLINE_VALUE_BYTES;
+  const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES;
+  const valueFileBytes = options.valueFileBytes ?? DEFAULT_VALUE_FILE_BYTES;
+  if (!Number.isSafeInteger(inlineBytes) || inlineBytes < 0) throw invalidArgument('inlineValueBytes must be a non-negative integer');
+  if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) throw invalidArgument('cacheBytes must be a non-negative integer');
+  if (!Number.isSafeInteger(valueFileBytes) || valueFileBytes < 4096 || valueFileBytes > 2 ** 39) throw invalidArgument('valueFileBytes must be an integer from 4096 to 2^39');
   const ownership = await acquireOwnership(fs, dir);
+  let values: ValueStore | undefined;
   try {
     const t0 = performance.now();
-    const rec = await recover(fs, dir, durable);
+    const listing = await listDir(fs, dir);
+    const existing = new Map<number, number>();
+    for (const v of listing.valueFiles) {
+      try {
+        existing.set(v.n, (await fs.stat(path.join(dir, v.name))).size);
+      } catch (e) {
+        throw ioError('reading a value file', path.join(dir, v.name), e);
+      }
+    }
+    values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, fileBytes: valueFileBytes }, existing);
+    const rec = await recover(fs, dir, durable, values, listing);
     const wal = await Wal.open({
       dir, fs, segmentBytes, durable, segments: rec.segments, activeSize: rec.activeSize, nextRev: rec.revision + 1,
-      bytesSinceSnapshot: rec.bytesAfterSnapshot, locks: rec.locks,
+      bytesSinceSnapshot: rec.bytesAfterSnapshot, locks: rec.locks, values,
     });
     const back = rec.locks.recovered();
     // A directory written before tokens were logged handed them out from the wall clock in microseconds.
@@ -106,7 +133,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
     await wal.sync();
     const locks: RecoveredLocks = { tokenFloor, ceiling, taints: back.taints, broken: back.broken };
     const recoveryMs = performance.now() - t0;
-    return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, rec.mayHaveEphemerals, locks, {
+    return new FileStorage(dir, fs, durability, ownership, wal, values, rec.root, rec.revision, rec.mayHaveEphemerals, locks, {
       history: rec.history,
       snapshotEveryBytes, snapshotsKept, recoveryMs,
       snapshots: rec.snapshotsKept.map((s) => s.rev),
@@ -120,6 +147,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
       },
     });
   } catch (e) {
+    await values?.close();
     await ownership.release();
     throw e;
   }
@@ -147,6 +175,7 @@ class FileStorage implements DurableStorage {
     readonly durability: Durability,
     private readonly ownership: Ownership,
     private readonly wal: Wal,
+    readonly values: ValueStore,
     readonly root: Node,
     readonly revision: number,
     readonly mayHaveEphemerals: boolean,
@@ -215,6 +244,7 @@ class FileStorage implements DurableStorage {
       lastSnapshotMs: this.lastSnapshotMs,
       recoveryMs: this.extra.recoveryMs,
       ...this.extra.recovery,
+      values: this.values.stats(),
       ...(this.wal.failed ? { readOnly: this.wal.failed.message } : {}),
     };
   }
@@ -225,6 +255,7 @@ class FileStorage implements DurableStorage {
     try {
       await this.snapshotting.catch(() => undefined);
       await this.wal.close();
+      await this.values.close();
     } finally {
       await this.ownership.release();
     }

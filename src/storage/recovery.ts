@@ -32,7 +32,8 @@ import type { Fs } from './fs.js';
 import type { RecoveredCommit } from './storage.js';
 import { readSnapshot } from './snapshot.js';
 import { LockImage, unpackEvents, unpackImage } from './lock-log.js';
-import { RECORD_TYPE_LOCK_IMAGE, type ScannedLockRecord, type SegmentRef, decodeMutations, scanSegment } from './wal.js';
+import { RECORD_TYPE_LOCK_IMAGE, type RefMaker, type ScannedLockRecord, type SegmentRef, decodeMutations, scanSegment } from './wal.js';
+import { parseValueFileName } from './values.js';
 
 export interface DirListing {
   /** Ascending by revision. */
@@ -40,6 +41,8 @@ export interface DirListing {
   /** Ascending by first revision. */
   readonly segments: SegmentRef[];
   readonly temps: string[];
+  /** Value files (values.ts), ascending by number. */
+  readonly valueFiles: { name: string; n: number }[];
 }
 
 export async function listDir(fs: Fs, dir: string): Promise<DirListing> {
@@ -52,7 +55,10 @@ export async function listDir(fs: Fs, dir: string): Promise<DirListing> {
   const snapshots: { name: string; rev: number }[] = [];
   const segments: SegmentRef[] = [];
   const temps: string[] = [];
+  const valueFiles: { name: string; n: number }[] = [];
   for (const name of names) {
+    const v = parseValueFileName(name);
+    if (v !== undefined) { valueFiles.push({ name, n: v }); continue; }
     const s = parseSnapshotName(name);
     if (s !== undefined) { snapshots.push({ name, rev: s }); continue; }
     const w = parseSegmentName(name);
@@ -61,7 +67,8 @@ export async function listDir(fs: Fs, dir: string): Promise<DirListing> {
   }
   snapshots.sort((a, b) => a.rev - b.rev);
   segments.sort((a, b) => a.firstRev - b.firstRev);
-  return { snapshots, segments, temps };
+  valueFiles.sort((a, b) => a.n - b.n);
+  return { snapshots, segments, temps, valueFiles };
 }
 
 /** Where the log first fails, for recovery's error and for repair. */
@@ -218,8 +225,8 @@ export function logCorrupt(p: LogProblem, extra = ''): LatchkeyError {
 }
 
 /** Decodes and applies one verified record; a record that does not apply is CORRUPT. */
-export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }, each?: (m: Mutation) => void): Node {
-  const muts = decodeMutations(payload, { ...at, revision: rev });
+export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }, each?: (m: Mutation) => void, refs?: RefMaker): Node {
+  const muts = decodeMutations(payload, { ...at, revision: rev }, refs);
   if (each) for (const m of muts) each(m);
   try {
     return applyMutations(root, rev, muts);
@@ -230,8 +237,8 @@ export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: {
   }
 }
 
-export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Recovered> {
-  const listing = await listDir(fs, dir);
+export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefMaker, listed?: DirListing): Promise<Recovered> {
+  const listing = listed ?? await listDir(fs, dir);
   for (const t of listing.temps) await fs.unlink(path.join(dir, t)).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
 
   const snaps = [...listing.snapshots];
@@ -244,7 +251,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
     const s = snaps[snaps.length - 1]!;
     const file = path.join(dir, s.name);
     try {
-      const loaded = await readSnapshot(fs, file);
+      const loaded = await readSnapshot(fs, file, refs);
       if (loaded.revision !== s.rev) throw corrupt(`snapshot ${file} holds revision ${loaded.revision}, its name says ${s.rev}`, { file, offset: 16 });
       root = loaded.root;
       mayHaveEphemerals = loaded.ephemerals > 0;
@@ -268,7 +275,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
       mutations.push(m);
       if (m.op !== 'put') needsBefore = true;
       else if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
-    });
+    }, refs);
     history.push({ rev, mutations, before: needsBefore ? before : undefined });
   }, false, (r, payload, at) => replayLocks(locks, r, payload, at));
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';

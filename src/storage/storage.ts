@@ -10,6 +10,7 @@
  */
 import type { Mutation, Node } from '../core/tree.js';
 import type { LockEvent } from './lock-log.js';
+import type { ValueStats, ValueStore } from './values.js';
 
 export type { LockEvent } from './lock-log.js';
 
@@ -88,6 +89,8 @@ export interface StorageStats extends WalStats, RecoveryStats {
   recoveryMs: number;
   /** Why the log stopped taking commits, once it has. */
   readOnly?: string;
+  /** Value files and the value cache (values.ts). */
+  values?: ValueStats;
 }
 
 export interface Storage {
@@ -96,6 +99,8 @@ export interface Storage {
   readonly revision: number;
   readonly log: CommitLog;
   readonly locks: RecoveredLocks;
+  /** Where values above the inline threshold go (durable storage only). */
+  readonly values?: ValueStore;
   /** True when enough log has accumulated that a snapshot is due (the storage layer owns the policy). */
   needsSnapshot(): boolean;
   /** Writes a snapshot of `root` (durable state at `rev`) while commits continue; then drops covered log. */
