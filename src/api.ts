@@ -283,6 +283,17 @@ export interface StoreStats {
   /** Group syncs (fsyncs of the log) so far, and commits per sync on average. */
   readonly groupSyncs?: number;
   readonly commitsPerSync?: number;
+  /**
+   * The value cache of a store with a data directory (values above the
+   * inline threshold live in value files): reads served from memory, reads
+   * that went to disk, values evicted, bytes held and the limit
+   * (`open(dir, { cacheBytes })`). Details in `storage.values`.
+   */
+  readonly cacheHits?: number;
+  readonly cacheMisses?: number;
+  readonly cacheEvictions?: number;
+  readonly cacheBytes?: number;
+  readonly cacheLimit?: number;
   readonly readOnly?: string;
   readonly [key: string]: unknown;
 }

@@ -448,6 +448,14 @@ export class Engine implements EngineAccess {
     if (this.readOnlyReason !== undefined) s.readOnly = this.readOnlyReason;
     if (this.lastSnapshotError !== undefined) s.lastSnapshotError = this.lastSnapshotError;
     if (this.options.storage) s.storage = this.options.storage.stats();
+    const v = this.options.storage?.values?.stats();
+    if (v !== undefined) {
+      s.cacheHits = v.cacheHits;
+      s.cacheMisses = v.cacheMisses;
+      s.cacheEvictions = v.cacheEvictions;
+      s.cacheBytes = v.cacheBytes;
+      s.cacheLimit = v.cacheLimit;
+    }
     return s as unknown as StoreStats;
   }
 

@@ -140,6 +140,11 @@ function keyOf(file: number, offset: number): number {
   return file * OFFSET_SPAN + offset;
 }
 
+/** A store that only reads (check, repair): no cache, never written to. */
+export function readOnlyValues(dir: string, fs: Fs): ValueStore {
+  return new ValueStore({ dir, fs, durable: false, inlineBytes: 0, cacheBytes: 0, fileBytes: 2 ** 39 }, new Map());
+}
+
 export class ValueStore implements ValueReader {
   readonly inlineBytes: number;
   /** Value file sizes by number (what is on disk plus what is buffered). */
