@@ -13,7 +13,7 @@
  */
 import { assert } from './errors.js';
 import { PMap } from './pmap.js';
-import type { Value } from './value.js';
+import { type Value, ValueRef } from './value.js';
 
 export interface Node {
   /** The bytes, or where they are on disk (core/value.ts). */
@@ -48,11 +48,16 @@ export interface Node {
  * - `del` removes a node and its whole subtree.
  * - `perms` replaces an existing node's access-control entries (a metadata
  *   write: modRev moves, version does not).
+ * - `move` (value compaction, storage/compaction.ts): the node's value, if it
+ *   is still the ref at `from`, now lives at `value` (the same bytes copied
+ *   to another value file). Nothing observable changes: no revision of the
+ *   node moves and watchers are not told; the store's revision counts it.
  */
 export type Mutation =
   | { readonly op: 'put'; readonly path: string; readonly value: Value; readonly ephemeralOwner?: string; readonly seq?: boolean }
   | { readonly op: 'del'; readonly path: string }
-  | { readonly op: 'perms'; readonly path: string; readonly perms: readonly string[] };
+  | { readonly op: 'perms'; readonly path: string; readonly perms: readonly string[] }
+  | { readonly op: 'move'; readonly path: string; readonly from: { readonly file: number; readonly offset: number }; readonly value: ValueRef };
 
 export const EMPTY_VALUE: Uint8Array = new Uint8Array(0);
 
@@ -151,6 +156,16 @@ export function setPerms(root: Node, segs: readonly string[], rev: number, perms
   });
 }
 
+/** Points a node's value at a copy of its bytes, if it still is the ref at `from` (else nothing changes). */
+export function moveValue(root: Node, segs: readonly string[], from: { readonly file: number; readonly offset: number }, to: ValueRef): Node {
+  const n = lookup(root, segs);
+  if (n === undefined || !(n.value instanceof ValueRef) || n.value.file !== from.file || n.value.offset !== from.offset) return root;
+  const moved = (o: Node): Node => mkNode(to, o.createRev, o.modRev, o.version, o.childrenRev, o.children, o.ephemeralOwner, o.seq, o.size, o.perms);
+  if (segs.length === 0) return moved(root);
+  const name = segs[segs.length - 1]!;
+  return updateParent(root, segs, 0, (parent) => withChildren(parent, parent.children.set(name, moved(parent.children.get(name)!)), parent.childrenRev, parent.seq, parent.size));
+}
+
 /** Applies a commit's mutations at `rev`. Used by recovery and followers; asserts they fit. */
 export function applyMutations(root: Node, rev: number, muts: readonly Mutation[]): Node {
   for (const m of muts) {
@@ -159,6 +174,8 @@ export function applyMutations(root: Node, rev: number, muts: readonly Mutation[
       root = segs.length === 0 ? putRoot(root, rev, m.value) : putNode(root, segs, rev, m.value, m.ephemeralOwner, m.seq);
     } else if (m.op === 'perms') {
       root = setPerms(root, segs, rev, m.perms);
+    } else if (m.op === 'move') {
+      root = moveValue(root, segs, m.from, m.value);
     } else {
       root = removeNode(root, segs, rev);
     }

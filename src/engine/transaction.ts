@@ -33,7 +33,10 @@ export class TransactionImpl extends TransactionEdge {
     super();
     this.tx = new TxState(engine.visibleRoot, engine.visibleRev, engine.maxValueBytes);
     engine.openTransactions++;
+    this.unpin = engine.pinSnapshot(engine.visibleRev);
   }
+
+  private readonly unpin: () => void;
 
   /** Bytes this open transaction holds, roughly: its writes (the commit-size measure) plus 64 per operation recorded. */
   get footprint(): number {
@@ -156,6 +159,7 @@ export class TransactionImpl extends TransactionEdge {
     this.state = state;
     this.abortReason = reason;
     this.engine.openTransactions--;
+    this.unpin();
     this.owner.txEnded(this);
   }
 }

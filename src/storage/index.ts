@@ -168,6 +168,8 @@ class FileStorage implements DurableStorage {
   private snapshotRevs: number[];
   private snapshotCount = 0;
   private lastSnapshotMs = 0;
+  /** Value compaction retired older snapshots (retireSnapshotsBefore): the empty tree is no fallback any more. */
+  private retired = false;
 
   constructor(
     readonly dir: string,
@@ -203,6 +205,26 @@ class FileStorage implements DurableStorage {
     return this.wal.bytesSinceSnapshot >= this.extra.snapshotEveryBytes;
   }
 
+  oldestSnapshotRevision(): number {
+    return this.snapshotRevs.length >= this.extra.snapshotsKept || this.retired ? this.snapshotRevs[0] ?? 0 : 0;
+  }
+
+  retireSnapshotsBefore(rev: number): Promise<void> {
+    const run = this.snapshotting.catch(() => undefined).then(async () => {
+      const keep = this.snapshotRevs.filter((r) => r >= rev);
+      if (keep.length === 0) return;
+      const drop = this.snapshotRevs.filter((r) => r < rev);
+      this.snapshotRevs = keep;
+      this.retired = true;
+      for (const r of drop) {
+        await this.fs.unlink(path.join(this.dir, snapshotName(r))).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
+      }
+      await this.wal.removeSegmentsThrough(keep[0]!);
+    });
+    this.snapshotting = run;
+    return run;
+  }
+
   snapshot(root: Node, rev: number): Promise<void> {
     if (this.closed) return Promise.reject(new LatchkeyError('CLOSED', 'storage is closed'));
     // Snapshots run one at a time, in the order asked.
@@ -229,7 +251,7 @@ class FileStorage implements DurableStorage {
     }
     // While fewer snapshots than `snapshotsKept` exist, the empty tree at
     // revision 0 is the oldest fallback: keep the whole log.
-    const oldest = this.snapshotRevs.length >= this.extra.snapshotsKept ? this.snapshotRevs[0]! : 0;
+    const oldest = this.snapshotRevs.length >= this.extra.snapshotsKept || this.retired ? this.snapshotRevs[0]! : 0;
     await this.wal.removeSegmentsThrough(oldest);
   }
 

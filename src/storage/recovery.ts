@@ -272,6 +272,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
     const mutations: Mutation[] = [];
     let needsBefore = false;
     root = replayRecord(root, rev, payload, at, (m) => {
+      if (m.op === 'move') return; // watchers are never told of value moves
       mutations.push(m);
       if (m.op !== 'put') needsBefore = true;
       else if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;

@@ -296,7 +296,7 @@ export class ValueStore implements ValueReader {
     return fd;
   }
 
-  private checked(ref: ValueRef, buf: Uint8Array, got: number): Uint8Array {
+  private checked(ref: ValueRef, buf: Uint8Array, got: number, cache = true): Uint8Array {
     const name = path.join(this.o.dir, valueFileName(ref.file));
     if (got !== ref.length) {
       throw corrupt(`value file ${name} at offset ${ref.offset}: ${got} of ${ref.length} bytes (cut short)`, { file: name, offset: ref.offset });
@@ -306,7 +306,7 @@ export class ValueStore implements ValueReader {
     }
     this.counters.valueReads++;
     this.counters.valueBytesRead += buf.length;
-    this.remember(keyOf(ref.file, ref.offset), buf);
+    if (cache) this.remember(keyOf(ref.file, ref.offset), buf);
     return buf;
   }
 
@@ -329,10 +329,13 @@ export class ValueStore implements ValueReader {
     return this.checked(ref, buf, got);
   }
 
-  async read(ref: ValueRef): Promise<Uint8Array> {
-    const hit = this.peek(ref);
-    if (hit !== undefined) return hit;
-    this.counters.cacheMisses++;
+  /** `read`; `cache: false` neither looks in the cache nor fills it (compaction copying a file). */
+  async read(ref: ValueRef, cache = true): Promise<Uint8Array> {
+    if (cache) {
+      const hit = this.peek(ref);
+      if (hit !== undefined) return hit;
+      this.counters.cacheMisses++;
+    }
     this.pins.set(ref.file, (this.pins.get(ref.file) ?? 0) + 1);
     try {
       const fd = this.fdOf(ref.file);
@@ -349,7 +352,7 @@ export class ValueStore implements ValueReader {
       } catch (e) {
         throw ioError('reading a value file', valueFileName(ref.file), e);
       }
-      return this.checked(ref, buf, got);
+      return this.checked(ref, buf, got, cache);
     } finally {
       const left = (this.pins.get(ref.file) ?? 1) - 1;
       if (left === 0) this.pins.delete(ref.file);
@@ -371,6 +374,29 @@ export class ValueStore implements ValueReader {
       try { closeSync(fd); } catch { /* already gone */ }
     }
     this.sizes.delete(file);
+  }
+
+  /**
+   * Deletes a value file nothing references any more (compaction decided
+   * that): unlink, make the removal durable, drop its cache entries and
+   * descriptor. Refuses while a read holds the file.
+   */
+  async deleteFile(file: number): Promise<boolean> {
+    if (this.pins.has(file) || file === this.active) return false;
+    const name = path.join(this.o.dir, valueFileName(file));
+    const h = this.handles.get(file);
+    if (h !== undefined) {
+      this.handles.delete(file);
+      await h.close().catch(() => undefined);
+    }
+    try {
+      await this.o.fs.unlink(name);
+      if (this.o.durable) await this.o.fs.syncDir(this.o.dir);
+    } catch (e) {
+      if (errnoOf(e) !== 'ENOENT') throw ioError('deleting a value file', name, e);
+    }
+    this.forget(file);
+    return true;
   }
 
   /** The active (appended-to) file's number; 0 when none exists yet. */

@@ -68,6 +68,8 @@ const DEL = 2;
 const PERMS = 3;
 /** A put whose value is in a value file: [4, path, file, offset, length, crc] (+ owner, seq). */
 const PUT_REF = 4;
+/** Value compaction moved a value: [5, path, fromFile, fromOffset, file, offset, length, crc]. */
+const MOVE = 5;
 
 /** Makes refs for decoded value locations (the store's ValueStore). */
 export interface RefMaker {
@@ -96,6 +98,7 @@ export function encodeSegmentHeader(firstRev: number): Uint8Array {
 function mutationTuple(m: Mutation): unknown[] {
   if (m.op === 'del') return [DEL, m.path];
   if (m.op === 'perms') return [PERMS, m.path, m.perms];
+  if (m.op === 'move') return [MOVE, m.path, m.from.file, m.from.offset, m.value.file, m.value.offset, m.value.length, m.value.crc];
   const v = m.value;
   if (v instanceof ValueRef) {
     if (m.ephemeralOwner === undefined && !m.seq) return [PUT_REF, m.path, v.file, v.offset, v.length, v.crc];
@@ -142,6 +145,10 @@ export function decodeMutations(payload: Uint8Array, where: { file: string; offs
       out.push({ op: 'del', path: t[1] });
     } else if (t[0] === PERMS && t.length === 3 && Array.isArray(t[2]) && (t[2] as unknown[]).every((p) => typeof p === 'string')) {
       out.push({ op: 'perms', path: t[1], perms: t[2] as string[] });
+    } else if (t[0] === MOVE && t.length === 8 && t.slice(2).every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) {
+      if (refs === undefined) throw bad('a value reference with no value store');
+      const n = t as number[];
+      out.push({ op: 'move', path: t[1], from: { file: n[2]!, offset: n[3]! }, value: refs.ref(n[4]!, n[5]!, n[6]!, n[7]!) });
     } else if ((t[0] === PUT && (t.length === 3 || t.length === 5) && t[2] instanceof Uint8Array)
       || (t[0] === PUT_REF && (t.length === 6 || t.length === 8) && t.slice(2, 6).every((x) => Number.isSafeInteger(x) && (x as number) >= 0))) {
       if (t[0] === PUT_REF && refs === undefined) throw bad('a value reference with no value store');
