@@ -17,7 +17,7 @@ import { errnoOf, ioError, snapshotName } from './format.js';
 import { type Fs, realFs } from './fs.js';
 import { acquireOwnership, type Ownership } from './ownership.js';
 import { listDir, recover } from './recovery.js';
-import { DEFAULT_CACHE_BYTES, DEFAULT_INLINE_VALUE_BYTES, DEFAULT_VALUE_FILE_BYTES, ValueStore } from './values.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_INLINE_VALUE_BYTES, DEFAULT_VALUE_FILE_BYTES, VALUE_FILE_HEADER_SIZE, ValueStore } from './values.js';
 import { writeSnapshot } from './snapshot.js';
 import { TOKEN_BLOCK } from './lock-log.js';
 import type { CommitLog, RecoveredCommit, RecoveredLocks, RecoveryStats, Storage, StorageStats } from './storage.js';
@@ -112,6 +112,12 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
       } catch (e) {
         throw ioError('reading a value file', path.join(dir, v.name), e);
       }
+    }
+    // A value file cut off before its header was complete (a crash while it was created) held no value: remove it.
+    const lastValue = listing.valueFiles.at(-1);
+    if (lastValue !== undefined && existing.get(lastValue.n)! < VALUE_FILE_HEADER_SIZE) {
+      await fs.unlink(path.join(dir, lastValue.name)).catch((e: unknown) => { throw ioError('removing a torn value file', path.join(dir, lastValue.name), e); });
+      existing.delete(lastValue.n);
     }
     values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, fileBytes: valueFileBytes }, existing);
     const rec = await recover(fs, dir, durable, values, listing);

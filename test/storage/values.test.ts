@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { LatchkeyError } from '../../src/core/errors.js';
@@ -7,7 +7,7 @@ import { lookup } from '../../src/core/tree.js';
 import { ValueRef, readValue } from '../../src/core/value.js';
 import { open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
-import { verify } from '../../src/storage/index.js';
+import { FaultyFs, verify } from '../../src/storage/index.js';
 import { flipBit, tempDir } from './helpers.js';
 
 function big(n: number, seed: number): Uint8Array {
@@ -116,4 +116,40 @@ test('atomic ops, transactions and unchanged atomic results work on values held 
   assert.equal((await s2.get('/log'))!.text(), 'abcd');
   assert.equal((await s2.get('/m'))!.text(), '42!');
   await s2.close();
+});
+
+test('a failed value-file write fails its commits READ_ONLY before their record is written; the acknowledged values survive', async () => {
+  await using tmp = await tempDir();
+  const fs = new FaultyFs();
+  const s1 = await open(tmp.path, { inlineValueBytes: 0, fs });
+  await s1.set('/a', big(3000, 1));
+  fs.inject({ op: 'write', code: 'ENOSPC', file: /\.val$/, partialBytes: 100 });
+  const walWrites = fs.calls.write;
+  await assert.rejects(s1.set('/b', big(3000, 2)), (e: unknown) => LatchkeyError.is(e, 'READ_ONLY'));
+  assert.equal(fs.calls.write, walWrites + 1, 'only the value write was tried: no log record points at it');
+  await assert.rejects(s1.set('/c', 'x'), (e: unknown) => LatchkeyError.is(e, 'READ_ONLY'));
+  await s1.close();
+  const s2 = await open(tmp.path, { inlineValueBytes: 0 });
+  assert.deepEqual((await s2.get('/a'))!.value, big(3000, 1));
+  assert.equal(await s2.get('/b'), undefined);
+  await s2.set('/b', big(3000, 3));
+  assert.deepEqual((await s2.get('/b'))!.value, big(3000, 3));
+  await s2.close();
+  assert.equal((await verify(tmp.path)).ok, true);
+});
+
+test('a value file left empty by a crash while it was created is removed at open; values go on in a new one', async () => {
+  await using tmp = await tempDir();
+  const s1 = await open(tmp.path, { inlineValueBytes: 0 });
+  await s1.set('/a', big(100, 1));
+  await s1.close();
+  await writeFile(path.join(tmp.path, 'val-00000000000000000002.val'), new Uint8Array(0));
+  const s2 = await open(tmp.path, { inlineValueBytes: 0 });
+  await s2.set('/b', big(100, 2));
+  assert.deepEqual((await s2.get('/a'))!.value, big(100, 1));
+  await s2.close();
+  assert.equal((await verify(tmp.path)).ok, true);
+  const s3 = await open(tmp.path, { inlineValueBytes: 0 });
+  assert.deepEqual((await s3.get('/b'))!.value, big(100, 2));
+  await s3.close();
 });
