@@ -13,6 +13,7 @@
  */
 import { assert } from './errors.js';
 import { PMap } from './pmap.js';
+import { compareNames } from './path.js';
 import { type Value, ValueRef } from './value.js';
 
 export interface Node {
@@ -166,9 +167,28 @@ export function moveValue(root: Node, segs: readonly string[], from: { readonly 
   return updateParent(root, segs, 0, (parent) => withChildren(parent, parent.children.set(name, moved(parent.children.get(name)!)), parent.childrenRev, parent.seq, parent.size));
 }
 
-/** Applies a commit's mutations at `rev`. Used by recovery and followers; asserts they fit. */
+/**
+ * Applies a commit's mutations at `rev`. Used by recovery and followers; asserts they fit.
+ *
+ * A run of puts under one parent (a `multi` filling a directory, the common
+ * shape of a large commit) is applied to that parent in one pass
+ * (`putChildren`): the path above it is copied once for the run instead of
+ * once per put. The result is the same tree as applying them one by one.
+ */
 export function applyMutations(root: Node, rev: number, muts: readonly Mutation[]): Node {
-  for (const m of muts) {
+  for (let i = 0; i < muts.length; i++) {
+    const m = muts[i]!;
+    if (m.op === 'put' && m.path !== '/') {
+      const cut = m.path.lastIndexOf('/');
+      const prefix = m.path.slice(0, cut + 1);
+      let j = i + 1;
+      while (j < muts.length && muts[j]!.op === 'put' && sameParent(muts[j]!.path, prefix)) j++;
+      if (j - i > 1) {
+        root = putChildren(root, splitPath(m.path), rev, muts, i, j);
+        i = j - 1;
+        continue;
+      }
+    }
     const segs = splitPath(m.path);
     if (m.op === 'put') {
       root = segs.length === 0 ? putRoot(root, rev, m.value) : putNode(root, segs, rev, m.value, m.ephemeralOwner, m.seq);
@@ -181,6 +201,61 @@ export function applyMutations(root: Node, rev: number, muts: readonly Mutation[
     }
   }
   return root;
+}
+
+/** True when `path` is a child of the directory whose path ends at `prefix` (which ends with '/'). */
+function sameParent(path: string, prefix: string): boolean {
+  return path.length > prefix.length && path.startsWith(prefix) && path.indexOf('/', prefix.length) === -1;
+}
+
+/** Applies puts muts[from..to) (all children of the parent of `segs`) in one pass over that parent. */
+function putChildren(root: Node, segs: readonly string[], rev: number, muts: readonly Mutation[], from: number, to: number): Node {
+  return updateParent(root, segs, 0, (parent) => {
+    if (parent.children.size === 0) {
+      const built = buildChildren(parent, rev, muts, from, to);
+      if (built !== undefined) return built;
+    }
+    let children = parent.children;
+    let childrenRev = parent.childrenRev;
+    let seq = parent.seq;
+    let size = parent.size;
+    for (let k = from; k < to; k++) {
+      const m = muts[k] as Extract<Mutation, { op: 'put' }>;
+      const name = m.path.slice(m.path.lastIndexOf('/') + 1);
+      const old = children.get(name);
+      const node = old === undefined
+        ? mkNode(m.value, rev, rev, 1, rev, PMap.empty(), m.ephemeralOwner, 0, 1, undefined)
+        : mkNode(m.value, old.createRev, rev, old.version + 1, old.childrenRev, old.children, old.ephemeralOwner, old.seq, old.size, old.perms);
+      children = children.set(name, node);
+      if (old === undefined) {
+        childrenRev = rev;
+        size++;
+      }
+      if (m.seq) seq = nextSeq(seq, name);
+    }
+    return withChildren(parent, children, childrenRev, seq, size);
+  });
+}
+
+/**
+ * A childless parent given new children in strictly ascending name order (a
+ * directory filled by one commit, the usual way): built bottom-up with
+ * `PMap.fromSorted` instead of one insert each. Undefined when the names are
+ * not in order (the caller inserts them one by one).
+ */
+function buildChildren(parent: Node, rev: number, muts: readonly Mutation[], from: number, to: number): Node | undefined {
+  const names: string[] = [];
+  const nodes: Node[] = [];
+  let seq = parent.seq;
+  for (let k = from; k < to; k++) {
+    const m = muts[k] as Extract<Mutation, { op: 'put' }>;
+    const name = m.path.slice(m.path.lastIndexOf('/') + 1);
+    if (names.length > 0 && compareNames(names[names.length - 1]!, name) >= 0) return undefined;
+    names.push(name);
+    nodes.push(mkNode(m.value, rev, rev, 1, rev, PMap.empty(), m.ephemeralOwner, 0, 1, undefined));
+    if (m.seq) seq = nextSeq(seq, name);
+  }
+  return withChildren(parent, PMap.fromSorted(names, nodes), rev, seq, parent.size + names.length);
 }
 
 /** Visits a subtree depth-first in name order, parents before children. */
