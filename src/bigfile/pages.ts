@@ -1,0 +1,89 @@
+/**
+ * The page cache's pure parts: a page, its written ranges, and the bound.
+ * No store, no I/O: the handle (handle.ts) does storage calls and keeps the
+ * lock discipline; this file only moves bytes.
+ */
+
+/** Byte ranges [start, end) of a page written before its base was loaded: sorted, disjoint, merged. */
+export type Ranges = Array<[number, number]>;
+
+export function addRange(r: Ranges, start: number, end: number): void {
+  if (start >= end) return;
+  let i = 0;
+  while (i < r.length && r[i]![1] < start) i++;
+  let j = i;
+  while (j < r.length && r[j]![0] <= end) {
+    start = Math.min(start, r[j]![0]);
+    end = Math.max(end, r[j]![1]);
+    j++;
+  }
+  r.splice(i, j - i, [start, end]);
+}
+
+export interface Page {
+  /** blockSize bytes owned by the handle (never a buffer the store holds). */
+  data: Uint8Array;
+  /** True when `data` holds the snapshot's bytes (masked by truncation) under this handle's writes. */
+  based: boolean;
+  /** Before the base is loaded: the ranges this handle wrote (the rest of `data` is not yet known). */
+  written: Ranges;
+  dirty: boolean;
+  /** The transaction generation whose read of this block recorded a witness (so a commit conflicts when it moved); -1: none. */
+  witnessGen: number;
+  /** The block's modRev at that read (undefined: the block was absent). */
+  modRev: number | undefined;
+}
+
+export function newPage(blockSize: number): Page {
+  return { data: new Uint8Array(blockSize), based: false, written: [], dirty: false, witnessGen: -1, modRev: undefined };
+}
+
+/**
+ * Lays the base under a page's writes: `base` (the stored block, possibly
+ * shorter than a block; absent = zeros), keeping only its first `keep`
+ * bytes (the rest was truncated away), never over the written ranges.
+ */
+export function layBase(p: Page, base: Uint8Array | undefined, keep: number): void {
+  if (p.based) return;
+  const n = Math.max(0, Math.min(base?.length ?? 0, keep, p.data.length));
+  if (base !== undefined && n > 0) {
+    let at = 0;
+    for (const [s, e] of p.written) {
+      if (s > at) p.data.set(base.subarray(at, Math.min(s, n)), at);
+      at = e;
+      if (at >= n) break;
+    }
+    if (at < n) p.data.set(base.subarray(at, n), at);
+  }
+  p.based = true;
+  p.written = [];
+}
+
+/** True when the first `len` bytes are all zero (the block is then deleted, not stored). */
+export function allZero(data: Uint8Array, len: number): boolean {
+  const words = data.byteOffset % 4 === 0 ? Math.floor(len / 4) : 0;
+  if (words > 0) {
+    const w = new Uint32Array(data.buffer, data.byteOffset, words);
+    for (let i = 0; i < words; i++) if (w[i] !== 0) return false;
+  }
+  for (let i = words * 4; i < len; i++) if (data[i] !== 0) return false;
+  return true;
+}
+
+/** Runs `fn` over `items` with at most `limit` at a time; the first failure rejects once all started ones settled. */
+export async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: { e: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (failed === undefined && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (e) {
+        failed ??= { e };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failed !== undefined) throw failed.e;
+}
