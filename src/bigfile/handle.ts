@@ -29,6 +29,8 @@ export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_DIRTY_BYTES = 32 * 1024 * 1024;
 /** Blocks loaded or stored at once (the in-flight overhead above cacheBytes is at most this many blocks). */
 export const IO_CONCURRENCY = 8;
+/** Blocks loaded ahead of a sequential reader (at most a quarter of the cache). */
+export const READ_AHEAD = 4;
 /** The change feed's value stays well under any value limit; past it a commit reports "everything changed". */
 const MAX_CHANGE_BYTES = 64 * 1024;
 /** A server allows 10,000 operations per transaction (maxTxOps): the snapshot's transaction is renewed well before. */
@@ -55,6 +57,7 @@ export class BigFileHandleImpl implements BigFileHandle {
   /** Bytes at and past this offset read as zeros from the snapshot (truncation since it). */
   private truncatedTo = 0;
   private readonly cache = new Map<number, Page>();
+  private lastReadEnd = -1;
   private cached = 0;
   private dirty = 0;
   private readonly loading = new Map<number, Promise<Page>>();
@@ -171,6 +174,9 @@ export class BigFileHandleImpl implements BigFileHandle {
       const last = Math.floor((end - 1) / bs);
       const indices: number[] = [];
       for (let i = first; i <= last; i++) indices.push(i);
+      // A read that continues the previous one loads the next blocks ahead, in the background.
+      if (offset === this.lastReadEnd) this.readAhead(last + 1);
+      this.lastReadEnd = end;
       // Each block is copied as soon as it is there; pages may be evicted
       // afterwards by the loads that follow, so a read bigger than the cache
       // stays within it.
@@ -185,6 +191,17 @@ export class BigFileHandleImpl implements BigFileHandle {
       return out;
     } finally {
       this.exitActive();
+    }
+  }
+
+  /** Starts loading up to READ_AHEAD blocks from `from` (not awaited; a boundary waits for them like for any read). */
+  private readAhead(from: number): void {
+    const n = Math.min(READ_AHEAD, Math.floor(this.cacheBytes / (4 * this.blockSize)));
+    const end = Math.min(from + n, Math.ceil(this.truncatedTo / this.blockSize));
+    for (let i = from; i < end; i++) {
+      if (this.cache.get(i)?.based === true || this.loading.has(i)) continue;
+      this.active++;
+      void this.based(i).catch(() => {}).finally(() => this.exitActive());
     }
   }
 

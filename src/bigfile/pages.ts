@@ -45,6 +45,12 @@ export function newPage(blockSize: number): Page {
  */
 export function layBase(p: Page, base: Uint8Array | undefined, keep: number): void {
   if (p.based) return;
+  if (p.written.length === 0 && adoptable(base, p.data.length) && keep >= p.data.length) {
+    // A whole block in a buffer of its own (the store's get returns a copy): taken as the page, not copied again.
+    p.data = base;
+    p.based = true;
+    return;
+  }
   const n = Math.max(0, Math.min(base?.length ?? 0, keep, p.data.length));
   if (base !== undefined && n > 0) {
     let at = 0;
@@ -86,4 +92,9 @@ export async function pool<T>(items: readonly T[], limit: number, fn: (item: T) 
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   if (failed !== undefined) throw failed.e;
+}
+
+/** True when `b` is exactly `size` bytes owning its whole buffer (so nothing else can hold or change it through a larger view). */
+function adoptable(b: Uint8Array | undefined, size: number): b is Uint8Array {
+  return b !== undefined && b.length === size && b.byteOffset === 0 && b.buffer.byteLength === size && !(b.buffer instanceof SharedArrayBuffer);
 }
