@@ -274,8 +274,13 @@ export class BigFileHandleImpl implements BigFileHandle {
         stored = true;
         this.locked(() => {
           this.ownRevs.add(r.revision);
-          for (const p of this.cache.values()) {
-            if (p.dirty) p.dirty = false;
+          for (const [i, p] of this.cache) {
+            if (!p.dirty) continue;
+            p.dirty = false;
+            // Its block is now what this commit stored (or deleted, when all zeros or past the end).
+            const len = Math.max(0, Math.min(this.blockSize, r.size - i * this.blockSize));
+            p.modRev = len === 0 || allZero(p.data, len) ? undefined : r.revision;
+            p.known = true;
           }
           this.dirty = 0;
           this.counters.stores += r.changed;
@@ -364,6 +369,8 @@ export class BigFileHandleImpl implements BigFileHandle {
     if (p === undefined) {
       p = newPage(this.blockSize);
       if (i * this.blockSize >= this.truncatedTo) p.based = true;
+      // Past the snapshot's end no block is stored (commits delete what a truncation cuts off).
+      if (i * this.blockSize >= this.snapSize) p.known = true;
       this.cached += this.blockSize;
     } else {
       this.cache.delete(i);
@@ -448,7 +455,7 @@ export class BigFileHandleImpl implements BigFileHandle {
         this.cached += this.blockSize;
       }
       layBase(p, e?.value, this.truncatedTo - i * this.blockSize);
-      p.witnessGen = gen;
+      p.known = true;
       p.modRev = e?.stat.modRev;
       this.cache.delete(i);
       this.cache.set(i, p);
@@ -504,7 +511,7 @@ export class BigFileHandleImpl implements BigFileHandle {
    * it; a commit that resizes the file or creates a block checks that the
    * size did not move either. Undefined when there is nothing to store.
    */
-  private async writeout(): Promise<{ revision: number; changed: number } | undefined> {
+  private async writeout(): Promise<{ revision: number; changed: number; size: number } | undefined> {
     const bs = this.blockSize;
     const snap = this.tx;
     const plan = this.locked(() => ({
@@ -518,11 +525,11 @@ export class BigFileHandleImpl implements BigFileHandle {
     await pool(plan.dirty, IO_CONCURRENCY, async (i) => {
       const p = this.locked(() => this.cache.get(i));
       if (p === undefined || !p.dirty) throw new BugError(`bigfile: dirty page ${i} changed during writeout`);
-      if (p.witnessGen === this.txGen && p.based) return;
+      if (p.known && p.based) return;
       const e = await this.storage(() => snap.get(blockPath(this.path, i)));
       this.locked(() => {
         layBase(p, e?.value, this.truncatedTo - i * bs);
-        p.witnessGen = this.txGen;
+        p.known = true;
         p.modRev = e?.stat.modRev;
       });
     });
@@ -570,7 +577,7 @@ export class BigFileHandleImpl implements BigFileHandle {
       if (plan.size !== this.snapSize) await this.storage(() => tx.set(this.path, encodeMeta(this.metaFor(plan.size))));
       await this.storage(() => tx.set(logPath(this.path), encodeChange(toRanges(changed), MAX_CHANGE_BYTES)));
       const r = await this.storage(() => tx.commit());
-      return { revision: r.revision, changed: changed.size };
+      return { revision: r.revision, changed: changed.size, size: plan.size };
     } catch (e) {
       if (tx.state === 'open') await this.storage(() => tx.abort()).catch(() => {});
       throw e;
@@ -579,7 +586,7 @@ export class BigFileHandleImpl implements BigFileHandle {
 
   /** A CONFLICT naming the dirty blocks another client changed since the snapshot (and whether it resized the file). */
   private async nameConflict(e: LatchkeyError): Promise<LatchkeyError> {
-    const seen = this.locked(() => [...this.cache].filter(([, p]) => p.dirty && p.witnessGen === this.txGen).map(([i, p]) => ({ i, modRev: p.modRev })));
+    const seen = this.locked(() => [...this.cache].filter(([, p]) => p.dirty && p.known).map(([i, p]) => ({ i, modRev: p.modRev })));
     const blocks: number[] = [];
     await pool(seen, IO_CONCURRENCY, async ({ i, modRev }) => {
       const now = await this.storage(() => this.store.get(blockPath(this.path, i)));

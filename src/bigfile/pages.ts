@@ -28,14 +28,19 @@ export interface Page {
   /** Before the base is loaded: the ranges this handle wrote (the rest of `data` is not yet known). */
   written: Ranges;
   dirty: boolean;
-  /** The transaction generation whose read of this block recorded a witness (so a commit conflicts when it moved); -1: none. */
-  witnessGen: number;
-  /** The block's modRev at that read (undefined: the block was absent). */
+  /**
+   * True when `modRev` is the block's modRev in the handle's snapshot: set by
+   * a load, by a write past the snapshot's end (no block there), and by the
+   * handle's own commit; it stays true across boundaries for as long as the
+   * page is cached, since a page another client's commit changed is dropped.
+   */
+  known: boolean;
+  /** The block's modRev (undefined: no block stored). */
   modRev: number | undefined;
 }
 
 export function newPage(blockSize: number): Page {
-  return { data: new Uint8Array(blockSize), based: false, written: [], dirty: false, witnessGen: -1, modRev: undefined };
+  return { data: new Uint8Array(blockSize), based: false, written: [], dirty: false, known: false, modRev: undefined };
 }
 
 /**
