@@ -22,7 +22,7 @@
 import type { BigFileHandle, BigFileHandleOptions, BigFileHandleStats, BigFileInfo, Store, Transaction, WatchEvent } from '../api.js';
 import { BugError, LatchkeyError, invalidArgument } from '../core/errors.js';
 import { type Change, blockPath, blocksDir, checkOffset, decodeChange, decodeMeta, encodeChange, encodeMeta, logPath, toRanges } from './meta.js';
-import { type Page, addRange, allZero, layBase, newPage, pool } from './pages.js';
+import { type Page, addRange, allZero, layBase, loadedPage, newPage, pool } from './pages.js';
 
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 /** Dirty bytes are bounded below the store's default commit cap (64 MiB): a commit always fits. */
@@ -451,10 +451,11 @@ export class BigFileHandleImpl implements BigFileHandle {
       if (gen !== this.txGen) throw new BugError('bigfile: a load finished after its snapshot was replaced');
       let p = this.cache.get(i);
       if (p === undefined) {
-        p = newPage(this.blockSize);
+        p = loadedPage(this.blockSize, e?.value, this.truncatedTo - i * this.blockSize);
         this.cached += this.blockSize;
+      } else {
+        layBase(p, e?.value, this.truncatedTo - i * this.blockSize);
       }
-      layBase(p, e?.value, this.truncatedTo - i * this.blockSize);
       p.known = true;
       p.modRev = e?.stat.modRev;
       this.cache.delete(i);

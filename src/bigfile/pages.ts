@@ -43,6 +43,14 @@ export function newPage(blockSize: number): Page {
   return { data: new Uint8Array(blockSize), based: false, written: [], dirty: false, known: false, modRev: undefined };
 }
 
+/** A clean page over a loaded block: the stored bytes themselves when they are a whole block in a buffer of their own, else a zero-padded copy. */
+export function loadedPage(blockSize: number, base: Uint8Array | undefined, keep: number): Page {
+  if (adoptable(base, blockSize) && keep >= blockSize) return { data: base, based: true, written: [], dirty: false, known: false, modRev: undefined };
+  const p = newPage(blockSize);
+  layBase(p, base, keep);
+  return p;
+}
+
 /**
  * Lays the base under a page's writes: `base` (the stored block, possibly
  * shorter than a block; absent = zeros), keeping only its first `keep`
