@@ -30,7 +30,7 @@ export const DEFAULT_MAX_DIRTY_BYTES = 32 * 1024 * 1024;
 /** Blocks loaded or stored at once (the in-flight overhead above cacheBytes is at most this many blocks). */
 export const IO_CONCURRENCY = 8;
 /** Blocks loaded ahead of a sequential reader (at most a quarter of the cache). */
-export const READ_AHEAD = 4;
+export const READ_AHEAD = 8;
 /** The change feed's value stays well under any value limit; past it a commit reports "everything changed". */
 const MAX_CHANGE_BYTES = 64 * 1024;
 /** A server allows 10,000 operations per transaction (maxTxOps): the snapshot's transaction is renewed well before. */
@@ -561,14 +561,18 @@ export class BigFileHandleImpl implements BigFileHandle {
           return { bytes: len === 0 || allZero(p.data, len) ? undefined : p.data.slice(0, len), modRev: p.modRev };
         });
         const at = blockPath(this.path, i);
+        // The check and the write go out together (pipelined over a socket); a failed check fails the commit whatever the write did.
         if (modRev === undefined) {
           sizeMatters = true;
-          await this.storage(() => tx.check(at, { exists: false }));
-          if (bytes !== undefined) await this.storage(() => tx.set(at, bytes));
+          await Promise.all([
+            this.storage(() => tx.check(at, { exists: false })),
+            bytes !== undefined ? this.storage(() => tx.set(at, bytes)) : undefined,
+          ]);
         } else {
-          await this.storage(() => tx.check(at, { modRev }));
-          if (bytes !== undefined) await this.storage(() => tx.set(at, bytes));
-          else await this.storage(() => tx.delete(at));
+          await Promise.all([
+            this.storage(() => tx.check(at, { modRev })),
+            bytes !== undefined ? this.storage(() => tx.set(at, bytes)) : this.storage(() => tx.delete(at)),
+          ]);
         }
       });
       await pool(gone, IO_CONCURRENCY, async (i) => {
