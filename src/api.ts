@@ -320,7 +320,7 @@ export interface BigFileOptions {
 export interface BigFileHandleOptions {
   /** The page cache's bound in bytes (default 64 MiB); dirty pages count towards it. */
   cacheBytes?: number;
-  /** Uncommitted bytes a handle may hold (default and at most cacheBytes / 2): past it write() fails TOO_LARGE. */
+  /** Uncommitted bytes a handle may hold (default the least of 32 MiB, cacheBytes / 2 and 4,096 blocks; at most cacheBytes / 2): past it write() fails TOO_LARGE. */
   maxDirtyBytes?: number;
 }
 

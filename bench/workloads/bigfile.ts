@@ -216,6 +216,8 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
     rows.push(['plain file, readFileSync into a typed array (mmap stand-in)', '—', mmapMBps, '—', '—', `— / ${ratio(mmapMBps, median(plain.sr))}`]);
     table(`BigFile MB/s, ${sizeMiB} MiB file, 1 MiB blocks and calls, commit/fdatasync every 16 MiB (median of ${rounds})`,
       ['target', 'seq write', 'seq read', 'random read', 'random write', 'write / read vs plain'], rows, { chart: { columns: [1, 2, 3, 4], unit: 'MB/s' } });
+    const med = (name: string, k: 'sw' | 'sr'): number => median(figures.get(targets.find((t) => t.name.startsWith(name))!.name)![k]);
+    note(`bigfile goals (issue 16) against this run: embedded sequential read ${ratio(med('latchkey embedded, in memory', 'sr'), median(plain.sr))} of pread (goal ≥ 0.7×), remote ${ratio(med('latchkey remote', 'sr'), median(plain.sr))} (goal ≥ 0.5×), durable sequential write ${ratio(med('latchkey embedded, durable', 'sw'), median(plain.sw))} of pwrite + fdatasync (goal ≥ 0.5×). The plain reads are warm (page cache); latchkey's are a fresh handle's.`);
     note(`bigfile: remote sequential read grew this (client) process's RSS by ${fmt(rssRemote / MiB, 1)} MiB with cacheBytes 64 MiB (bound: cacheBytes + ${8} blocks in flight + the copy returned).`);
     bar.tick();
 

@@ -27,6 +27,8 @@ import { type Page, addRange, allZero, layBase, loadedPage, newPage, pool } from
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 /** Dirty bytes are bounded below the store's default commit cap (64 MiB): a commit always fits. */
 export const DEFAULT_MAX_DIRTY_BYTES = 32 * 1024 * 1024;
+/** A commit makes two operations per dirty block; a server allows 10,000 per transaction (maxTxOps). */
+export const MAX_DIRTY_BLOCKS = 4096;
 /** Blocks loaded or stored at once (the in-flight overhead above cacheBytes is at most this many blocks). */
 export const IO_CONCURRENCY = 8;
 /** Blocks loaded ahead of a sequential reader (at most a quarter of the cache). */
@@ -45,6 +47,7 @@ export class BigFileHandleImpl implements BigFileHandle {
   private readonly cacheBytes: number;
   private readonly maxDirtyBytes: number;
   private readonly metaFor: MetaFor;
+  private readonly renewAfter: number;
 
   /** The handle's lock: held only inside `locked()`, which is synchronous. */
   private lockHeld = false;
@@ -95,12 +98,14 @@ export class BigFileHandleImpl implements BigFileHandle {
     if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 2 * blockSize) {
       throw invalidArgument(`cacheBytes must be an integer of at least two blocks (${2 * blockSize})`);
     }
-    const maxDirty = options.maxDirtyBytes ?? Math.min(DEFAULT_MAX_DIRTY_BYTES, Math.floor(cacheBytes / 2));
+    const maxDirty = options.maxDirtyBytes ?? Math.min(DEFAULT_MAX_DIRTY_BYTES, Math.floor(cacheBytes / 2), MAX_DIRTY_BLOCKS * blockSize);
     if (!Number.isSafeInteger(maxDirty) || maxDirty < blockSize || maxDirty > cacheBytes / 2) {
       throw invalidArgument(`maxDirtyBytes must be an integer from one block (${blockSize}) to cacheBytes / 2`);
     }
     this.cacheBytes = cacheBytes;
     this.maxDirtyBytes = maxDirty;
+    // @internal: tests lower it to meet a server's small maxTxOps.
+    this.renewAfter = (options as { renewAfterOps?: number }).renewAfterOps ?? RENEW_AFTER_OPS;
     this.metaFor = metaFor;
   }
 
@@ -431,7 +436,7 @@ export class BigFileHandleImpl implements BigFileHandle {
   }
 
   private async load(i: number): Promise<Page> {
-    if (++this.txOps > RENEW_AFTER_OPS) await this.renew();
+    if (++this.txOps > this.renewAfter) await this.renew();
     const gen = this.txGen;
     const tx = this.tx;
     this.txUsers.set(tx, (this.txUsers.get(tx) ?? 0) + 1);
@@ -484,7 +489,7 @@ export class BigFileHandleImpl implements BigFileHandle {
         const moved = meta?.stat.modRev !== this.snapModRev || this.feedBroken || this.pending.some((ev) => ev.rev <= snap && !this.ownRevs.has(ev.rev));
         if (moved) {
           await this.storage(() => tx.abort()).catch(() => {});
-          throw new LatchkeyError('COMPACTED', `bigfile ${this.path}: the file changed since this handle's snapshot (r${this.snapshot}) and the snapshot has made its ${RENEW_AFTER_OPS} reads; refresh() (or abort()) to read on`, { path: this.path });
+          throw new LatchkeyError('COMPACTED', `bigfile ${this.path}: the file changed since this handle's snapshot (r${this.snapshot}) and the snapshot has made its ${this.renewAfter} reads; refresh() (or abort()) to read on`, { path: this.path });
         }
         // Loads in flight still use the old transaction: it is aborted once they are done.
         const old = this.tx;
@@ -527,6 +532,7 @@ export class BigFileHandleImpl implements BigFileHandle {
       const p = this.locked(() => this.cache.get(i));
       if (p === undefined || !p.dirty) throw new BugError(`bigfile: dirty page ${i} changed during writeout`);
       if (p.known && p.based) return;
+      this.txOps++;
       const e = await this.storage(() => snap.get(blockPath(this.path, i)));
       this.locked(() => {
         layBase(p, e?.value, this.truncatedTo - i * bs);

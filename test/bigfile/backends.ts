@@ -20,7 +20,7 @@ export interface BigBackend {
 export type BackendKind = 'embedded' | 'unix' | 'tcp';
 export const KINDS: readonly BackendKind[] = ['embedded', 'unix', 'tcp'];
 
-export async function backend(kind: BackendKind, options: { durable?: boolean; maxValueBytes?: number } = {}): Promise<BigBackend> {
+export async function backend(kind: BackendKind, options: { durable?: boolean; maxValueBytes?: number; maxTxOps?: number } = {}): Promise<BigBackend> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-bigfile-'));
   const engineOpts = options.maxValueBytes === undefined ? {} : { maxValueBytes: options.maxValueBytes };
   const backing = (await (options.durable === true ? open(path.join(dir, 'data'), engineOpts) : open(undefined, engineOpts))) as EmbeddedStore;
@@ -35,9 +35,10 @@ export async function backend(kind: BackendKind, options: { durable?: boolean; m
       },
     };
   }
+  const limits = options.maxTxOps === undefined ? {} : { limits: { maxTxOps: options.maxTxOps } };
   const server = await serve(backing, kind === 'unix'
-    ? { socket: path.join(dir, 'latchkey.sock') }
-    : { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+    ? { socket: path.join(dir, 'latchkey.sock'), ...limits }
+    : { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ...limits });
   const url = kind === 'unix' ? `unix://${server.socketPath}` : `tcp://127.0.0.1:${server.tcpAddress?.port ?? 0}`;
   const clients: Store[] = [await connect(url)];
   return {
