@@ -171,6 +171,20 @@ function latchkeyTarget(name: string, store: Store): Target {
   };
 }
 
+/** The store's own floor for the same bytes: 16 sets of 1 MiB per transaction, no BigFile (what a writeout costs below the handle). */
+async function rawWrite(store: Store, bytes: number): Promise<number> {
+  await store.delete('/bench/bigfile/raw', { recursive: true });
+  const t0 = performance.now();
+  for (let at = 0; at < bytes; at += COMMIT) {
+    const tx = store.begin();
+    await Promise.all(Array.from({ length: COMMIT / CHUNK }, (_, k) => tx.set(`/bench/bigfile/raw/${at / CHUNK + k}`, chunkOf(at / CHUNK + k))));
+    await tx.commit();
+  }
+  const ms = performance.now() - t0;
+  await store.delete('/bench/bigfile/raw', { recursive: true });
+  return mbps(bytes, ms);
+}
+
 export default async function bigfile(o: BenchOptions): Promise<void> {
   const sizeArg = o.args.find((a) => a.startsWith('--size='));
   const sizeMiB = sizeArg !== undefined ? Number(sizeArg.slice('--size='.length)) : o.quick ? 16 : 512;
@@ -186,6 +200,7 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
   const targets = [plainTarget(dir), latchkeyTarget('latchkey embedded, in memory', mem), latchkeyTarget('latchkey embedded, durable (fsync)', durable), latchkeyTarget('latchkey remote (unix socket, durable server)', remote)];
   const figures = new Map<string, { sw: number[]; sr: number[]; rr: number[]; rw: number[] }>();
   for (const t of targets) figures.set(t.name, { sw: [], sr: [], rr: [], rw: [] });
+  const raw = new Map<string, number[]>(targets.slice(1).map((t) => [t.name, []]));
   const bar = progress('bigfile', rounds * targets.length + 3);
   let rssRemote = 0;
   try {
@@ -200,6 +215,8 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
         if (t.name.startsWith('latchkey remote')) rssRemote = Math.max(rssRemote, process.memoryUsage().rss - rss0);
         f.rr.push(await t.randRead(bytes, ops));
         f.rw.push(await t.randWrite(bytes, ops));
+        const st = t.name.includes('durable') && !t.name.includes('remote') ? durable : t.name.includes('remote') ? remote : t.name.includes('in memory') ? mem : undefined;
+        if (st !== undefined) raw.get(t.name)!.push(await rawWrite(st, bytes));
         bar.tick();
       }
     }
@@ -216,6 +233,9 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
     rows.push(['plain file, readFileSync into a typed array (mmap stand-in)', '—', mmapMBps, '—', '—', `— / ${ratio(mmapMBps, median(plain.sr))}`]);
     table(`BigFile MB/s, ${sizeMiB} MiB file, 1 MiB blocks and calls, commit/fdatasync every 16 MiB (median of ${rounds})`,
       ['target', 'seq write', 'seq read', 'random read', 'random write', 'write / read vs plain'], rows, { chart: { columns: [1, 2, 3, 4], unit: 'MB/s' } });
+    table(`Sequential write MB/s: BigFile beside the store's own floor (transactions of 16 × 1 MiB set, no BigFile), same store, same run (median of ${rounds})`,
+      ['store', 'BigFile seq write', 'store floor', 'BigFile / floor'],
+      targets.slice(1).map((t) => [t.name, median(figures.get(t.name)!.sw), median(raw.get(t.name)!), ratio(median(figures.get(t.name)!.sw), median(raw.get(t.name)!))]), { chart: false });
     const med = (name: string, k: 'sw' | 'sr'): number => median(figures.get(targets.find((t) => t.name.startsWith(name))!.name)![k]);
     note(`bigfile goals (issue 16) against this run: embedded sequential read ${ratio(med('latchkey embedded, in memory', 'sr'), median(plain.sr))} of pread (goal ≥ 0.7×), remote ${ratio(med('latchkey remote', 'sr'), median(plain.sr))} (goal ≥ 0.5×), durable sequential write ${ratio(med('latchkey embedded, durable', 'sw'), median(plain.sw))} of pwrite + fdatasync (goal ≥ 0.5×). The plain reads are warm (page cache); latchkey's are a fresh handle's.`);
     note(`bigfile: remote sequential read grew this (client) process's RSS by ${fmt(rssRemote / MiB, 1)} MiB with cacheBytes 64 MiB (bound: cacheBytes + ${8} blocks in flight + the copy returned).`);
