@@ -21,8 +21,10 @@
  * 4. Only the last segment may end in a torn tail (see `scanSegment`); it is
  *    cut off with ftruncate + fdatasync and counted. A last segment whose
  *    header never made it to disk holds no record and is removed.
- * 5. Leftover `snap-*.snap.tmp` files (a crash while writing a snapshot) are
- *    removed: the rename that would have published them never happened.
+ * 5. Leftover `snap-*.snap.tmp` and `wal-*.log.tmp` files (a crash while
+ *    writing a snapshot, or while replacing a segment that held only lock
+ *    records) are removed: the rename that would have published them never
+ *    happened, and the file they would have replaced is whole.
  */
 import path from 'node:path';
 import { BugError, LatchkeyError } from '../core/errors.js';
@@ -63,7 +65,7 @@ export async function listDir(fs: Fs, dir: string): Promise<DirListing> {
     if (s !== undefined) { snapshots.push({ name, rev: s }); continue; }
     const w = parseSegmentName(name);
     if (w !== undefined) { segments.push({ name, firstRev: w }); continue; }
-    if (/^snap-\d{20}\.snap\.tmp$/.test(name)) temps.push(name);
+    if (/^(snap-\d{20}\.snap|wal-\d{20}\.log)\.tmp$/.test(name)) temps.push(name);
   }
   snapshots.sort((a, b) => a.rev - b.rev);
   segments.sort((a, b) => a.firstRev - b.firstRev);

@@ -44,7 +44,7 @@ import { ValueRef } from '../core/value.js';
 import type { ValueStore } from './values.js';
 import { crc32c } from './crc32c.js';
 import { type LockEvent, LockImage, eventTuple, packEvents, packImage } from './lock-log.js';
-import { corrupt, dataView, ioError, readU64, segmentName, writeU64 } from './format.js';
+import { corrupt, dataView, errnoOf, ioError, readU64, segmentName, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, writeAll } from './fs.js';
 import type { CommitLog, WalStats } from './storage.js';
 
@@ -531,25 +531,33 @@ export class Wal implements CommitLog {
   private async rotate(firstRev: number): Promise<void> {
     await this.fh?.close();
     this.fh = undefined;
-    await this.startSegment(firstRev);
+    // Lock events sync without a commit, so the active segment may hold only
+    // lock records: its successor would bear its name. It is replaced instead
+    // (startSegment's temp + rename), the new image covering every event in it.
+    await this.startSegment(firstRev, this.segments.at(-1)?.firstRev === firstRev);
     this.counters.rotations++;
   }
 
   /**
    * Creates `wal-<firstRev>.log` with its header and the lock image as of
    * its start (every durable lock event so far), durable (file and directory
-   * entry) before any record goes in.
+   * entry) before any record goes in. `replace`: the active segment has
+   * that name and holds no commit record; the new one is written as
+   * `<name>.tmp` and renamed over it (recovery removes a leftover temp).
    */
-  private async startSegment(firstRev: number): Promise<void> {
+  private async startSegment(firstRev: number, replace = false): Promise<void> {
     const name = segmentName(firstRev);
     const file = path.join(this.dir, name);
+    const target = replace ? file + '.tmp' : file;
     let fh: FileHandleLike | undefined;
     let size: number;
     try {
+      if (replace) await this.fs.unlink(target).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
       // O_DSYNC: the header write, and every group written later, is durable when it returns.
-      fh = await this.fs.open(file, 'create', { dsync: this.durable });
+      fh = await this.fs.open(target, 'create', { dsync: this.durable });
       const image = encodeTyped(RECORD_TYPE_LOCK_IMAGE, firstRev - 1, packImage(this.locks));
       await writeAll(fh, [encodeSegmentHeader(firstRev), image], 0);
+      if (replace) await this.fs.rename(target, file);
       if (this.durable) await this.fs.syncDir(this.dir);
       size = SEGMENT_HEADER_SIZE + image.length;
     } catch (e) {
@@ -558,6 +566,6 @@ export class Wal implements CommitLog {
     }
     this.fh = fh;
     this.activeSize = this.startSize = size;
-    this.segments.push({ name, firstRev });
+    if (!replace) this.segments.push({ name, firstRev });
   }
 }
