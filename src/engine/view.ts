@@ -5,16 +5,17 @@
  * embedded get (profiled: docs/benchmarks.md, "Where the time goes"); a view
  * answers from the same immutable tree at once.
  *
- * Every read of a node's entry goes through `readEntry` below, the one
- * function that turns a tree node into what a reader sees: when values move
- * to disk, an uncached value is read there (a synchronous pread for a view).
+ * A view reads a node's entry through `readEntry` below (`entryOfNode`): a
+ * value on disk and not cached is read there with a synchronous pread. The
+ * server's synchronous get uses `getInMemory`, which never does I/O and
+ * leaves such a read to the asynchronous path.
  */
 import type { Entry, ListOptions, Listing, ReadView, Stat } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { parsePath } from '../core/path.js';
 import { type Node, lookup } from '../core/tree.js';
 import { listArgs } from '../edge/args.js';
-import { entryOfNode, makeListing, statOf } from '../edge/entry.js';
+import { entryOfNode, entryOfNodeInMemory, makeListing, statOf } from '../edge/entry.js';
 
 /** What a view needs of the engine. */
 export interface ViewSource {
@@ -61,6 +62,13 @@ export class StoreView implements ReadView {
   get(path: string): Entry | undefined {
     const n = this.node(path);
     return n === undefined ? undefined : readEntry(path, n, this.revision);
+  }
+
+  /** @internal The entry when no I/O is needed to make it; `false` when its value is on disk and not cached. */
+  getInMemory(path: string): Entry | undefined | false {
+    const n = this.node(path);
+    if (n === undefined) return undefined;
+    return entryOfNodeInMemory(path, n, this.revision) ?? false;
   }
 
   exists(path: string): boolean {

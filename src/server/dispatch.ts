@@ -16,6 +16,7 @@ import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
 import type { EmbeddedStore } from '../engine/store.js';
 import type { Watch } from '../engine/watch.js';
+import type { StoreView } from '../engine/view.js';
 import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead } from './auth.js';
 
 export interface TxSlot {
@@ -134,7 +135,9 @@ export const handlers: HandlerTable = {
     sync(c, s, a) {
       if (a.tx !== undefined) return NOT_SYNC;
       c.session(s); // alive, or SESSION_EXPIRED
-      const e = c.store.view().get(a.path);
+      // A value on disk and not cached is read by `run`, asynchronously: the event loop never waits for a disk.
+      const e = (c.store.view() as StoreView).getInMemory(a.path);
+      if (e === false) return NOT_SYNC;
       return e === undefined ? null : wireEntry(e);
     },
   },
