@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { open } from '../../src/engine/open.js';
+import type { StoreView } from '../../src/engine/view.js';
 import { type Store, connect, serve } from '../../src/index.js';
 import { removeDir, tempDir } from '../storage/helpers.js';
 
@@ -79,6 +80,33 @@ test('view: a durable store reopened gives its view the recovered data; a remote
     await c.close();
     await srv.close();
     await r.close();
+  } finally {
+    await removeDir(dir);
+  }
+});
+
+test('view and server: values stored on disk and not cached are read by a view (synchronously) and by a remote get (the asynchronous way)', async () => {
+  const dir = (await tempDir()).path;
+  try {
+    // Every value goes to a value file and nothing is cached: each read goes to the disk.
+    const s = await open(dir, { inlineValueBytes: 0, cacheBytes: 0 });
+    await s.set('/v/a', 'on disk');
+    await s.set('/v/b', 'x'.repeat(5000));
+    const v = s.view!();
+    assert.equal(v.get('/v/a')!.text(), 'on disk');
+    assert.equal(v.get('/v/b')!.value.length, 5000);
+    // What the server's synchronous get sees: not in memory, so that get goes the asynchronous way.
+    assert.equal((v as StoreView).getInMemory('/v/a'), false);
+    const srv = await serve(s as Parameters<typeof serve>[0], { socket: `${dir}/s.sock` });
+    const c = await connect(`unix://${dir}/s.sock`);
+    const [a, b, none] = await Promise.all([c.get('/v/a'), c.get('/v/b'), c.get('/v/none')]);
+    assert.equal(a!.text(), 'on disk');
+    assert.equal(b!.text(), 'x'.repeat(5000));
+    assert.equal(none, undefined);
+    assert.equal(await c.exists('/v/a'), true);
+    await c.close();
+    await srv.close();
+    await s.close();
   } finally {
     await removeDir(dir);
   }
