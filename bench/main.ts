@@ -15,7 +15,7 @@ import path from 'node:path';
 import { measureFsync } from './fsync.js';
 import { stopAll } from './peers/server.js';
 import { describeWorkload, type ResultFile, writeReport, writeResult } from './report.js';
-import { beginRecord, endRecord, machine } from './util.js';
+import { beginRecord, endRecord, machine, noteRounds } from './util.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // compiled to build/bench/main.js; the repository root is two levels up
@@ -75,6 +75,7 @@ try {
       error = e instanceof Error ? (e.stack ?? e.message) : String(e);
       console.error(`\nworkload ${name} failed: ${error}`);
     } finally {
+      noteRounds();
       endRecord();
       await stopAll();
     }
