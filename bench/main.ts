@@ -1,6 +1,9 @@
 /**
  * `npm run bench [-- WORKLOAD…] [--quick]`: runs named workloads (files in
- * bench/workloads/), each printing its own tables. With no names, runs all.
+ * bench/workloads/), each printing its own tables. With no names, runs all;
+ * a name ending in `*` runs every workload it begins (`'compare-*'`).
+ * `npm run bench:compare` runs the comparisons with peers (compare-* and
+ * xenstore) and regenerates their sections of docs/benchmarks.md.
  *
  * Every run records what the workloads print (see util.ts) into
  * bench/results/<date>-<workload>.json, with the machine's facts and its raw
@@ -29,7 +32,8 @@ const noRecord = argv.includes('--no-record');
 // recorded as failed and the run moves on. `--timeout=SECONDS` overrides.
 const timeoutArg = argv.find((a) => a.startsWith('--timeout='));
 const timeoutSec = timeoutArg !== undefined ? Number(timeoutArg.slice('--timeout='.length)) : quick ? 180 : 1800;
-const names = argv.filter((a) => !a.startsWith('--'));
+// A name ending in * stands for every workload it begins (`'compare-*'`: the comparisons, new ones included).
+const names = [...new Set(argv.filter((a) => !a.startsWith('--')).flatMap((n) => (n.endsWith('*') ? available.filter((w) => w.startsWith(n.slice(0, -1))) : [n])))];
 const unknown = names.filter((n) => !available.includes(n));
 if (unknown.length > 0) {
   console.error(`unknown workload(s): ${unknown.join(', ')}; available: ${available.join(', ')}`);
