@@ -40,6 +40,12 @@ if (unknown.length > 0) {
   process.exit(2);
 }
 
+// `--report`: rebuild docs/benchmarks.md from bench/results/ alone (no workload runs).
+if (argv.includes('--report')) {
+  console.log(`(report: ${path.relative(root, writeReport(root, available))})`);
+  process.exit(0);
+}
+
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     console.error(`\n${sig}: stopping peer servers`);

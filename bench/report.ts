@@ -112,7 +112,7 @@ export function writeReport(root: string, available: readonly string[]): string 
     'npm run bench -- --quick         # small sizes, latchkey only (what CI runs)',
     'node dist/cli/main.js bench compare-vm   # the same through the CLI: latchkey bench [WORKLOAD…] [--quick]', '```', '');
   out.push('Run it on a quiet machine: each section states the load average (1 minute) before and after its workload, and each comparison the load',
-    'around it; on a 2-core machine a load above 2 means the figures are a lower bound, but the ratios (measured side by side) still hold roughly.', '');
+    'around it; on a 2-core machine a load above 2 means the figures are a lower bound, but the ratios (measured side by side) suffer less.', '');
   out.push('Temporary data directories (latchkey, etcd, Redis, lmdb) go to `$LATCHKEY_BENCH_TMP` (default: the OS temp dir); the fsync',
     'figure in each section is measured in that same directory during the run. Servers listen on 127.0.0.1 only and are stopped when the run ends.', '');
   out.push('## Method: like with like', '');
