@@ -2,8 +2,8 @@
  * `npm run bench [-- WORKLOAD…] [--quick]`: runs named workloads (files in
  * bench/workloads/), each printing its own tables. With no names, runs all;
  * a name ending in `*` runs every workload it begins (`'compare-*'`).
- * `npm run bench:compare` runs the comparisons with peers (compare-* and
- * xenstore) and regenerates their sections of docs/benchmarks.md.
+ * `npm run bench:compare` runs the comparisons with peers (compare-*,
+ * xenstore and counter) and regenerates their sections of docs/benchmarks.md.
  *
  * Every run records what the workloads print (see util.ts) into
  * bench/results/<date>-<workload>.json, with the machine's facts and its raw

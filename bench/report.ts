@@ -106,7 +106,7 @@ export function writeReport(root: string, available: readonly string[]): string 
     'worse for latency and time). A peer that is not installed is shown as "not installed" (or "not available" and why), never left out.', '');
   out.push('## How to reproduce', '');
   out.push('```sh', 'npm install', 'sudo npm run bench:setup        # Debian: apt-get install etcd-server redis-server (and xen-utils-4.17 for oxenstored)',
-    'npm run bench:compare            # every comparison with peers (compare-* and xenstore), full sizes; rewrites their sections of this page',
+    'npm run bench:compare            # every comparison with peers (compare-*, xenstore, counter), full sizes; rewrites their sections of this page',
     'npm run bench                    # every workload, full sizes, with peers; rewrites this page',
     'npm run bench -- compare-durable # one workload (names below); a name ending in * runs every workload it begins',
     'npm run bench -- --quick         # small sizes, latchkey only (what CI runs)',
