@@ -18,7 +18,7 @@ import path from 'node:path';
 import { measureFsync } from './fsync.js';
 import { stopAll } from './peers/server.js';
 import { describeWorkload, type ResultFile, writeReport, writeResult } from './report.js';
-import { beginRecord, endRecord, machine, noteRounds } from './util.js';
+import { beginRecord, endRecord, machine, note, noteRounds } from './util.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // compiled to build/bench/main.js; the repository root is two levels up
@@ -60,6 +60,14 @@ console.log(`latchkey bench ${quick ? '(quick) ' : ''}on ${JSON.stringify(machin
 for (const [call, f] of [['fsync', fsync], ['fdatasync', fdatasync]] as const) {
   console.log(`raw ${call} (4 KiB append) in ${f.dir}: p50 ${f.p50Ms.toFixed(3)} ms, p99 ${f.p99Ms.toFixed(3)} ms, ${Math.round(f.perSec)}/s sequential`);
 }
+
+// A client a workload left behind may reject after the workload ended (a lease
+// given up under load, a reconnect): record it with the workload, do not end the run.
+process.on('unhandledRejection', (e) => {
+  const text = `unhandled rejection during the run: ${e instanceof Error ? e.message : String(e)}`;
+  console.error(text);
+  note(text);
+});
 
 let failed = 0;
 try {

@@ -2,8 +2,10 @@
  * `npm run bench -- compare-locks`: the lock service side by side —
  * latchkey's server over TCP (like the peers) and over its Unix socket,
  * etcd's concurrency-recipe mutex, and the Redis SET NX PX lock with
- * polling; latchkey embedded for context. The TCP lease of latchkey's server
- * is 3 s, the same as etcd's lease and Redis's key TTL in death-to-grant.
+ * polling; latchkey embedded for context. In death-to-grant the TCP lease of
+ * latchkey's server is 3 s (a server of its own, --ttl-ms 3000), the same as
+ * etcd's lease and Redis's key TTL there; elsewhere it runs with its default
+ * 10 s lease (a 3 s lease under a loaded machine's herd gives sessions up).
  *
  * - round trip: one client, acquire + release in a loop, nothing else.
  * - handoff: C contenders loop acquire → release on one lock. "handoffs/s"
@@ -313,14 +315,15 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
   const skipped: Missing = { missing: 'skipped (--quick)' };
 
   const store = await open();
-  const server = await startLatchkeyServer({ ttlMs: LATCHKEY_TTL_MS });
-  peerInfo('latchkey server', undefined, [server.settings]);
+  const server = await startLatchkeyServer();
+  const deathServer = await startLatchkeyServer({ ttlMs: LATCHKEY_TTL_MS });
+  peerInfo('latchkey server', undefined, [server.settings, `death-to-grant over TCP: ${deathServer.settings}`]);
   const etcd = o.quick ? skipped : await startEtcd();
   if (!isMissing(etcd)) peerInfo('etcd', etcd.version, [...etcd.settings, `locks: concurrency-recipe mutex, session lease TTL 10 s (death-to-grant: ${ETCD_TTL_S} s)`]);
   const redis = o.quick ? skipped : await startRedis(false);
   if (!isMissing(redis)) peerInfo('redis (in memory)', redis.version, [...redis.settings, `locks: SET key token NX PX, polled every ${REDIS_LOCK_POLL_MS} ms; release by Lua compare-and-delete; death-to-grant TTL ${REDIS_TTL_MS} ms refreshed every ${REDIS_TTL_MS / 3} ms by the holder`]);
-  const columns: { name: string; sys: System | Missing }[] = [
-    { name: 'latchkey (TCP)', sys: remoteSystem(server, 'tcp') },
+  const columns: { name: string; sys: System | Missing; death?: System }[] = [
+    { name: 'latchkey (TCP)', sys: remoteSystem(server, 'tcp'), death: remoteSystem(deathServer, 'tcp') },
     { name: 'latchkey (Unix socket)', sys: remoteSystem(server, 'unix') },
     { name: 'etcd', sys: isMissing(etcd) ? etcd : etcdSystem(etcd) },
     { name: 'redis', sys: isMissing(redis) ? redis : redisSystem(redis) },
@@ -342,7 +345,7 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
     }), plan));
     bar.tick();
   }
-  const death = await alternate('death-to-grant', columns.filter((c) => isMissing(c.sys) || c.sys.holderArgs).map(({ name, sys }) => ({ name, run: isMissing(sys) ? sys : () => deathToGrant(sys) })), eventPlan);
+  const death = await alternate('death-to-grant', columns.filter((c) => isMissing(c.sys) || c.sys.holderArgs).map(({ name, sys, death: d }) => ({ name, run: isMissing(sys) ? sys : () => deathToGrant(d ?? sys) })), eventPlan);
   bar.tick();
   const herd = await alternate(`herd of ${herdSize}`, sides(async (sys) => {
     const hb = progress(`  herd of ${herdSize.toLocaleString('en-US')} (${sys.name})`, herdSize);
@@ -354,7 +357,7 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
   }), eventPlan);
   bar.tick();
   bar.done();
-  await Promise.all([server.stop(), isMissing(etcd) ? undefined : etcd.stop(), isMissing(redis) ? undefined : redis.stop()]);
+  await Promise.all([server.stop(), deathServer.stop(), isMissing(etcd) ? undefined : etcd.stop(), isMissing(redis) ? undefined : redis.stop()]);
   await store.close();
 
   const names = columns.map((c) => c.name);
@@ -395,8 +398,8 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
     return `${g.toLocaleString('en-US')} / ${h.toLocaleString('en-US')}`;
   })]);
   table('locks: fairness (a grant back to the releaser is not a handoff)', ['measure', ...names], fairness, { chart: false });
-  for (const { name, sys } of columns) if (!isMissing(sys) && sys.deathTtl) note(`death-to-grant, ${name}: ${sys.deathTtl}.`);
-  note('Ratios compare latchkey\'s server over TCP (the same transport as etcd and Redis, and a 3 s lease like theirs) with each peer; the Unix socket and embedded columns are for context.');
+  for (const { name, sys, death: d } of columns) if (!isMissing(sys) && (d ?? sys).deathTtl) note(`death-to-grant, ${name}: ${(d ?? sys).deathTtl}.`);
+  note('Ratios compare latchkey\'s server over TCP (the same transport as etcd and Redis; in death-to-grant a 3 s lease like theirs) with each peer; the Unix socket and embedded columns are for context.');
   note('Connections: each latchkey and Redis contender has a connection of its own; etcd contenders each have a session (lease) over 8 shared client connections, as the etcd3 client multiplexes them.');
   note(`"handoffs/s" counts grants that went to a different contender than the last holder, per second of the round (${ms} ms, or ${maxGrants.toLocaleString('en-US')} grants); a contender that re-acquires the lock it just released (Redis's poller usually does) is a grant, not a handoff. Handoff p50/p99 are medians over the rounds.`);
   note('Durability differs, in the peers\' usual deployments: latchkey\'s server (durable) logs each grant and release as events buffered into its next log write, without waiting for an fsync of their own (a grant is acknowledged before it is on disk; a write under the lock is logged after its grant); etcd writes every lock key through raft and fsyncs it before answering; the Redis lock runs on Redis without persistence (a restart forgets every lock).');
