@@ -63,10 +63,15 @@ for (const [call, f] of [['fsync', fsync], ['fdatasync', fdatasync]] as const) {
 
 // A client a workload left behind may reject after the workload ended (a lease
 // given up under load, a reconnect): record it with the workload, do not end the run.
+const strays = new Map<string, number>();
 process.on('unhandledRejection', (e) => {
   const text = `unhandled rejection during the run: ${e instanceof Error ? e.message : String(e)}`;
-  console.error(text);
-  note(text);
+  const seen = strays.get(text) ?? 0;
+  strays.set(text, seen + 1);
+  if (seen === 0) {
+    console.error(text);
+    note(text);
+  }
 });
 
 let failed = 0;

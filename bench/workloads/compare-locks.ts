@@ -115,15 +115,18 @@ function remoteSystem(server: LatchkeyServerPeer, transport: 'unix' | 'tcp'): Sy
         last = performance.now();
         bar.tick();
       }));
+      // a failure is seen by Promise.all below; until then it must not count as unhandled
+      for (const w of waits) w.catch(() => {});
       // the remote lock table is fetched on request (RemoteStore.fetchLockTable); wait until every request is queued
       const fetchTable = (holder as unknown as { fetchLockTable?: () => Promise<{ waiting: readonly unknown[] }> }).fetchLockTable?.bind(holder);
       const deadline = performance.now() + 60_000;
       const queued = async (): Promise<boolean> => {
         if (!fetchTable) return false;
         try {
+          // every 100 ms: a table of thousands of waiters is a large answer, and polling it hard would load the server it measures
           while ((await fetchTable()).waiting.length < n) {
             if (performance.now() > deadline) return false;
-            await sleep(5);
+            await sleep(100);
           }
           return true;
         } catch {
