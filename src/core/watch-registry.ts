@@ -269,10 +269,12 @@ export class WatchRegistry {
     if (commits.length === 0) return;
     assert(this.watchers === 0 && this.history.length === this.historyHead, 'watch registry: recall into a used registry');
     assert(commits[commits.length - 1]!.rev === this.head, `watch registry: recalled commits end at ${commits[commits.length - 1]!.rev}, head is ${this.head}`);
-    this.oldest = commits[0]!.rev;
+    // remember() moves `oldest` up as the window trims: check order against the first recalled revision
+    const first = commits[0]!.rev;
+    this.oldest = first;
     for (let i = 0; i < commits.length; i++) {
       const c = commits[i]!;
-      assert(c.rev === this.oldest + i, `watch registry: recalled commit ${c.rev} out of order`);
+      assert(c.rev === first + i, `watch registry: recalled commit ${c.rev} out of order`);
       assert(c.before !== undefined || c.mutations.every((m) => m.op === 'put'), `watch registry: recalled commit ${c.rev} lacks its old root`);
       this.remember(c.rev, c.mutations, c.before);
     }
