@@ -16,6 +16,7 @@
  * increments acknowledged.
  */
 import type { Store } from '../../src/api.js';
+import { LatchkeyError } from '../../src/core/errors.js';
 import { type EtcdPeer, startEtcd } from '../peers/etcd.js';
 import { startLatchkeyServer } from '../peers/latchkey.js';
 import { isMissing, type Missing } from '../peers/peer.js';
@@ -23,8 +24,8 @@ import { type RedisPeer, startRedis } from '../peers/redis.js';
 import { alternate, type BenchOptions, type Cell, cellOf, fmt, note, peerInfo, progress, ratio, roundPlan, type Side, table } from '../util.js';
 
 interface Counter {
-  /** One increment, retried as the system needs; resolves once acknowledged. */
-  inc(): Promise<void>;
+  /** One increment, retried as the system needs; true once acknowledged, false when the client gave up (nothing written). */
+  inc(): Promise<boolean>;
   /** The counter's value now. */
   read(): Promise<number>;
 }
@@ -43,8 +44,7 @@ async function drive(clients: readonly Counter[], ms: number): Promise<Row> {
   const timer = setTimeout(() => { stop = true; }, ms);
   await Promise.all(clients.map(async (c) => {
     while (!stop) {
-      await c.inc();
-      acked++;
+      if (await c.inc()) acked++;
     }
   }));
   clearTimeout(timer);
@@ -76,9 +76,13 @@ export default async function counter(o: BenchOptions): Promise<void> {
       const s = await server.connect('tcp');
       stores.push(s);
       return {
+        // a transaction that gives up (the retry policy's deadline) wrote nothing: counted in txGaveUp, not acknowledged
         inc: () => s.transaction(async (tx) => {
           const n = Number((await tx.get('/rmw'))?.text() ?? '0');
           await tx.set('/rmw', String(n + 1));
+        }).then(() => true, (e: unknown) => {
+          if (LatchkeyError.is(e, 'CONFLICT')) return false;
+          throw e;
         }),
         read: () => readLk(s, '/rmw'),
       };
@@ -86,11 +90,11 @@ export default async function counter(o: BenchOptions): Promise<void> {
     ['latchkey add', async () => {
       const s = await server.connect('tcp');
       stores.push(s);
-      return { inc: async () => { await s.add('/add', 1); }, read: () => readLk(s, '/add') };
+      return { inc: async () => { await s.add('/add', 1); return true; }, read: () => readLk(s, '/add') };
     }],
     ['Redis INCR', isMissing(redis) ? redis : async () => {
       const c = redis.client();
-      return { inc: async () => { await c.incr('ctr'); }, read: async () => Number((await c.get('ctr')) ?? '0') };
+      return { inc: async () => { await c.incr('ctr'); return true; }, read: async () => Number((await c.get('ctr')) ?? '0') };
     }],
     ['etcd Txn CAS loop', isMissing(etcd) ? etcd : async () => {
       const c = etcd.client();
@@ -110,6 +114,7 @@ export default async function counter(o: BenchOptions): Promise<void> {
             cur = kv === undefined ? { n: 0, rev: '0' } : { n: Number(kv.value.toString()), rev: kv.mod_revision };
           }
           etcdIncs++;
+          return true;
         },
         read: async () => (await read()).n,
       };
