@@ -12,7 +12,9 @@
  * replays its record (core/transaction.ts replayAt) and fails CONFLICT only
  * when an answer differs.
  */
-import { Etcd3 } from 'etcd3';
+import { randomBytes } from 'node:crypto';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen } from 'cockatiel';
+import { Etcd3, GRPCDeadlineExceededError, isRecoverableError } from 'etcd3';
 import type { WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { Workspace } from '../core/ops.js';
@@ -21,6 +23,9 @@ import type { RetryCounters } from '../util/retry.js';
 import { PlanBuilder, type TxnPlan } from './commit.js';
 import { Keys } from './keys.js';
 import { Mirror } from './mirror.js';
+
+/** How long one etcd call may take before its outcome counts as unknown. */
+const CALL_TIMEOUT_MS = 3000;
 
 export interface EtcdOptions {
   /** host:port of each member. */
@@ -85,7 +90,21 @@ export class EtcdBackend {
   readonly retryCounters: RetryCounters = { txRuns: 0, txAttempts: 0, txRetries: 0, txGaveUp: 0 };
 
   constructor(readonly options: EtcdOptions) {
-    this.client = new Etcd3({ hosts: options.endpoints.map((h) => `http://${h}`), dialTimeout: 3000 });
+    this.client = new Etcd3({
+      hosts: options.endpoints.map((h) => `http://${h}`),
+      dialTimeout: 3000,
+      // A member that stops answering (SIGSTOP, a partition) must not hold a call forever: unary calls
+      // time out (their outcome is then unknown: CONNECTION_LOST), and gRPC pings find a dead stream.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
+      grpcOptions: { 'grpc.keepalive_time_ms': 10000, 'grpc.keepalive_timeout_ms': 2000, 'grpc.keepalive_permit_without_calls': 1 },
+      // One failure (unreachable, or a call that timed out) takes a member out of the rotation for 2 s;
+      // etcd3's default needs three, and a timed-out call is not one of them.
+      faultHandling: {
+        host: () => circuitBreaker(handleWhen((e) => isRecoverableError(e) || e instanceof GRPCDeadlineExceededError), {
+          halfOpenAfter: 2000, breaker: new ConsecutiveBreaker(1),
+        }),
+      },
+    });
     this.keys = new Keys(options.prefix ?? '/latchkey');
     this.mirror = new Mirror(this.client, this.keys);
     this.ttlSeconds = options.ttlSeconds ?? 10;
@@ -111,28 +130,74 @@ export class EtcdBackend {
    * one linearizable read of the revision key (see mirror.ts note 1).
    */
   async barrier(signal?: AbortSignal): Promise<void> {
-    let rev: number;
-    try {
-      const r = await this.client.kv.range({ key: Buffer.from(this.mirror.revKey) });
-      rev = r.kvs.length > 0 ? Number(r.kvs[0]!.mod_revision) : 0;
-    } catch (e) {
-      throw etcdError(e);
+    let rev = 0;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await this.client.kv.range({ key: Buffer.from(this.mirror.revKey) });
+        rev = r.kvs.length > 0 ? Number(r.kvs[0]!.mod_revision) : 0;
+        break;
+      } catch (e) {
+        // A read is safe to send again (to another member: the client's circuit breaker moves off a dead one).
+        if (attempt >= 3 || this.closed) throw etcdError(e);
+      }
     }
-    await this.mirror.waitFor(rev, signal);
+    await this.catchUp(rev, signal);
     this.checkOpen();
   }
 
-  /** Sends a plan; undefined when its compares failed (after the mirror caught up with the revision that failed them). */
+  /**
+   * Waits for the mirror to apply `rev`. A watch stream stuck on a member
+   * that stopped answering is replaced (the mirror resumes from its revision
+   * on whichever member answers); after that, CONNECTION_LOST.
+   */
+  async catchUp(rev: number, signal?: AbortSignal): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const t = AbortSignal.timeout(CALL_TIMEOUT_MS);
+      try {
+        await this.mirror.waitFor(rev, signal === undefined ? t : AbortSignal.any([signal, t]));
+        return;
+      } catch (e) {
+        if (signal?.aborted) throw new LatchkeyError('ABORTED', 'aborted', { cause: e });
+        if (this.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
+        await this.mirror.restartWatch().catch(() => {});
+      }
+    }
+    throw new LatchkeyError('CONNECTION_LOST', `etcd: this client's view did not reach revision ${rev} (no member streams events)`);
+  }
+
+  /**
+   * Sends a plan; undefined when its compares failed (after the mirror
+   * caught up with the revision that failed them).
+   *
+   * Every Txn that writes puts a fresh commit id into the revision key, and
+   * the mirror remembers the ids it saw. etcd3 resends a call whose
+   * connection failed, so an answer "compares failed" may be the resend of a
+   * Txn that did apply: the id tells (the mirror has seen every revision up
+   * to the answer's). A call that failed outright is CONNECTION_LOST unless
+   * its id shows up by then: its outcome is unknown, as on any network.
+   */
   async send(plan: TxnPlan): Promise<number | undefined> {
+    const id = randomBytes(9).toString('base64');
+    const success = plan.success.map((op) => (op.request_put?.key?.toString() === this.mirror.revKey ? { request_put: { key: op.request_put.key, value: Buffer.from(id) } } : op));
     let res;
     try {
-      res = await this.client.kv.txn({ compare: plan.compare, success: plan.success, failure: [] });
+      res = await this.client.kv.txn({ compare: plan.compare, success, failure: [] });
     } catch (e) {
+      const seen = await this.barrier().then(() => this.mirror.commits.get(id), () => undefined);
+      if (seen !== undefined) {
+        this.commits++;
+        return seen;
+      }
       throw etcdError(e);
     }
     const rev = Number(res.header.revision);
-    await this.mirror.waitFor(rev);
-    if (!res.succeeded) return undefined;
+    await this.catchUp(rev);
+    if (!res.succeeded) {
+      const seen = this.mirror.commits.get(id);
+      if (seen === undefined) return undefined;
+      this.commits++;
+      return seen;
+    }
     this.commits++;
     return rev;
   }

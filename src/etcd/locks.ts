@@ -314,6 +314,11 @@ export class EtcdLock implements Lock {
     const onEnd = (): void => this.lost('its session ended');
     if (owner.endSignal.aborted) onEnd();
     else owner.endSignal.addEventListener('abort', onEnd, { once: true });
+    const unlisten = this.unsubscribe;
+    this.unsubscribe = () => {
+      unlisten();
+      owner.endSignal.removeEventListener('abort', onEnd);
+    };
   }
 
   get path(): string {

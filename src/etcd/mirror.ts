@@ -90,6 +90,8 @@ export class Mirror {
   private waiters: Array<{ rev: number; resolve: () => void }> = [];
   private listeners = new Set<(changes: readonly Change[], rev: number) => void>();
   private closed = false;
+  /** Commit ids (the revision key's values) seen lately, with their revisions; see EtcdBackend.send. */
+  readonly commits = new Map<string, number>();
   /** Set when the watch failed for good; every wait rejects with it. */
   failure: Error | undefined;
 
@@ -158,6 +160,15 @@ export class Mirror {
     });
   }
 
+  /** Replaces the watch stream (it resumes from rev + 1, on whichever member answers). */
+  async restartWatch(): Promise<void> {
+    if (this.closed) return;
+    const old = this.watcher;
+    this.watcher = undefined;
+    await old?.cancel().catch(() => {});
+    await this.watch();
+  }
+
   private fail(e: Error): void {
     this.failure = e;
     for (const w of this.waiters.splice(0)) w.resolve();
@@ -178,7 +189,12 @@ export class Mirror {
       root = this.putNode(root, p!.rest, toRec(e.kv));
       changes.push({ type: 'put', kind: 'n', rest: p!.rest, rev, value: e.kv.value });
     }
-    const ours = parsed.some((x) => x.p?.kind === 'c' || (x.e.kv.key.toString() === this.revKey));
+    const revPut = parsed.find((x) => x.e.type === 'put' && x.e.kv.key.toString() === this.revKey);
+    if (revPut !== undefined) {
+      this.commits.set(revPut.e.kv.value.toString(), rev);
+      if (this.commits.size > 100_000) for (const k of [...this.commits.keys()].slice(0, 50_000)) this.commits.delete(k);
+    }
+    const ours = revPut !== undefined || parsed.some((x) => x.p?.kind === 'c');
     for (const { e, p } of parsed) {
       if (p?.kind !== 'n' || e.type !== 'delete') continue;
       changes.push({ type: 'delete', kind: 'n', rest: p.rest, rev, ...(ours ? {} : { expired: true }) });

@@ -13,6 +13,7 @@
  * etcd expire the lease. Keep-alives go out every TTL/3 (etcd3's default),
  * so a healthy link never comes near the margin.
  */
+import { setMaxListeners } from 'node:events';
 import type { Lease } from 'etcd3';
 import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
@@ -46,6 +47,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
   constructor(protected readonly backend: EtcdBackend, protected readonly lockService: Locks, name?: string) {
     super();
     backend.sessionsOpen++;
+    setMaxListeners(0, this.endController.signal); // every lock and waiter of the session listens to its end
     const ttl = backend.ttlSeconds;
     this.lease = backend.client.lease(ttl);
     const marginMs = Math.max(500, (ttl * 1000) / 4);
