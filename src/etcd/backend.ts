@@ -96,7 +96,8 @@ export class EtcdBackend {
       // A member that stops answering (SIGSTOP, a partition) must not hold a call forever: unary calls
       // time out (their outcome is then unknown: CONNECTION_LOST), and gRPC pings find a dead stream.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
-      grpcOptions: { 'grpc.keepalive_time_ms': 10000, 'grpc.keepalive_timeout_ms': 2000, 'grpc.keepalive_permit_without_calls': 1 },
+      // Pings only while a call is open (etcd answers pings on idle connections with GOAWAY too_many_pings).
+      grpcOptions: { 'grpc.keepalive_time_ms': 10000, 'grpc.keepalive_timeout_ms': 2000 },
       // One failure (unreachable, or a call that timed out) takes a member out of the rotation for 2 s;
       // etcd3's default needs three, and a timed-out call is not one of them.
       faultHandling: {
@@ -151,8 +152,9 @@ export class EtcdBackend {
    * on whichever member answers); after that, CONNECTION_LOST.
    */
   async catchUp(rev: number, signal?: AbortSignal): Promise<void> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const t = AbortSignal.timeout(CALL_TIMEOUT_MS);
+    for (let attempt = 1; attempt <= 4; attempt++) {
+      // 1 s, then 2, 3, 4: a lagging stream on a loaded machine costs a needless resume, a stuck one little time.
+      const t = AbortSignal.timeout(attempt * 1000);
       try {
         await this.mirror.waitFor(rev, signal === undefined ? t : AbortSignal.any([signal, t]));
         return;

@@ -217,7 +217,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     if (this.closed) return;
     this.gaveUp = true;
     this.endReason = new LatchkeyError('SESSION_EXPIRED', `session ${this.name} ended: ${why}`);
-    void this.end(true);
+    void this.end(true).catch(() => {});
   }
 
   /**

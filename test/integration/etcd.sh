@@ -34,7 +34,7 @@ echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p') members at $ETCD_EN
 
 failed=()
 echo "=== etcd: contract suites"
-node --test --test-reporter=spec --test-timeout=60000 build/test/integration/etcd-contract.js || failed+=(contract)
+node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.
 echo "=== etcd: a member stopped (SIGSTOP) for three election timeouts"
 node build/test/integration/etcd-failures.js member-stop || failed+=(member-stop)
