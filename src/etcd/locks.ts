@@ -140,35 +140,16 @@ export class Locks {
     });
   }
 
-  async lock(owner: LockOwner, path: string, options: LockOptions): Promise<Lock> {
+  async lock(owner: LockOwner & { ready(): Promise<void> }, path: string, options: LockOptions): Promise<Lock> {
     const mode: LockMode = options.mode ?? 'exclusive';
     if (mode !== 'exclusive' && mode !== 'shared') throw new LatchkeyError('INVALID_ARGUMENT', `lock mode must be exclusive or shared, not ${String(mode)}`);
     const wait = options.wait !== false;
-    await this.backend.barrier();
-    const mark = this.unrecoverable(path);
-    if (mark !== undefined) throw this.notRecoverable(path, mark);
-    const probe = { path, mode, session: owner.id };
-    if (!wait) {
-      const holder = queueOf(this.backend).find((f) => conflicts(f, probe));
-      if (holder !== undefined) throw new LatchkeyError('LOCKED', `${path} is locked by session ${holder.session} (${holder.mode} on ${holder.path})`, { path });
-    }
-    const id = owner.nextId();
+    // Requests made in this process enter the queue in call order, whatever their sessions' leases
+    // took to be granted: the puts are chained (joined synchronously, before any await).
+    const enqueued = this.enqueueChain.then(() => this.enqueue(owner, path, mode, wait));
+    this.enqueueChain = enqueued.then(() => {}, () => {});
+    const id = await enqueued;
     const qk = this.backend.keys.of('q', id);
-    let lease: string;
-    try {
-      lease = owner.id;
-      const put = await this.backend.send({
-        compare: [], empty: false,
-        success: [
-          { request_put: { key: b(qk), value: b(JSON.stringify({ p: path, m: mode, s: owner.id, t: Date.now() })), lease } },
-          { request_put: { key: b(this.backend.mirror.revKey), value: b('') } },
-        ],
-      });
-      if (put === undefined) throw new LatchkeyError('INTERNAL', 'an unconditional Txn failed');
-    } catch (e) {
-      throw e instanceof LatchkeyError && e.code === 'CONNECTION_LOST' && /lease/i.test(e.message)
-        ? new LatchkeyError('SESSION_EXPIRED', `session ${owner.id} has ended`, { cause: e }) : e;
-    }
     const signals = [owner.endSignal];
     if (options.signal !== undefined) signals.push(options.signal);
     if (options.timeoutMs !== undefined) signals.push(AbortSignal.timeout(options.timeoutMs));
@@ -200,6 +181,32 @@ export class Locks {
         return cancel(new LatchkeyError('TIMEOUT', `lock on ${path}: not granted within ${options.timeoutMs} ms`, { path }));
       }
     }
+  }
+
+  private enqueueChain: Promise<void> = Promise.resolve();
+
+  /** Checks the request against the marks and (wait: false) the queue, then puts its queue entry; returns its id. */
+  private async enqueue(owner: LockOwner & { ready(): Promise<void> }, path: string, mode: LockMode, wait: boolean): Promise<string> {
+    await owner.ready();
+    owner.checkOpen();
+    await this.backend.barrier();
+    const mark = this.unrecoverable(path);
+    if (mark !== undefined) throw this.notRecoverable(path, mark);
+    const probe = { path, mode, session: owner.id };
+    if (!wait) {
+      const holder = queueOf(this.backend).find((f) => conflicts(f, probe));
+      if (holder !== undefined) throw new LatchkeyError('LOCKED', `${path} is locked by session ${holder.session} (${holder.mode} on ${holder.path})`, { path });
+    }
+    const id = owner.nextId();
+    const put = await this.backend.send({
+      compare: [], empty: false,
+      success: [
+        { request_put: { key: b(this.backend.keys.of('q', id)), value: b(JSON.stringify({ p: path, m: mode, s: owner.id, t: Date.now() })), lease: owner.id } },
+        { request_put: { key: b(this.backend.mirror.revKey), value: b('') } },
+      ],
+    });
+    if (put === undefined) throw new LatchkeyError('INTERNAL', 'an unconditional Txn failed');
+    return id;
   }
 
   /** The grant Txn (note 2); undefined when the queue moved under it (decide again). */

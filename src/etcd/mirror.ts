@@ -161,13 +161,23 @@ export class Mirror {
   }
 
   /** Replaces the watch stream (it resumes from rev + 1, on whichever member answers). */
-  async restartWatch(): Promise<void> {
-    if (this.closed) return;
-    const old = this.watcher;
-    this.watcher = undefined;
-    await old?.cancel().catch(() => {});
-    await this.watch();
+  restartWatch(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    // One restart at a time, however many readers found the mirror lagging; the old stream's cancel is
+    // not waited for (on a dead member it may never be answered).
+    return (this.restarting ??= (async () => {
+      try {
+        const old = this.watcher;
+        this.watcher = undefined;
+        void old?.cancel().catch(() => {});
+        await this.watch();
+      } finally {
+        this.restarting = undefined;
+      }
+    })());
   }
+
+  private restarting: Promise<void> | undefined;
 
   private fail(e: Error): void {
     this.failure = e;
@@ -281,7 +291,8 @@ export class Mirror {
   async close(): Promise<void> {
     this.closed = true;
     for (const w of this.waiters.splice(0)) w.resolve();
-    await this.watcher?.cancel().catch(() => {});
+    // Not waited for: a cancel sent to a member that stopped answering is never acknowledged.
+    void this.watcher?.cancel().catch(() => {});
   }
 }
 

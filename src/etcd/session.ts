@@ -203,8 +203,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     return tx;
   }
 
-  protected async _lock(path: string, options: LockOptions): Promise<Lock> {
-    await this.granted;
+  protected _lock(path: string, options: LockOptions): Promise<Lock> {
     return this.lockService.lock(this, path, options);
   }
 

@@ -34,12 +34,12 @@ echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p') members at $ETCD_EN
 
 failed=()
 echo "=== etcd: contract suites"
-node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
+timeout 900 node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.
 echo "=== etcd: a member stopped (SIGSTOP) for three election timeouts"
-node build/test/integration/etcd-failures.js member-stop || failed+=(member-stop)
+timeout 300 node build/test/integration/etcd-failures.js member-stop || failed+=(member-stop)
 echo "=== etcd: the leader SIGKILLed during a mixed workload"
-node build/test/integration/etcd-failures.js leader-kill || failed+=(leader-kill)
+timeout 300 node build/test/integration/etcd-failures.js leader-kill || failed+=(leader-kill)
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAIL etcd: ${failed[*]}" >&2
