@@ -77,6 +77,19 @@ export default tseslint.config(
     },
   },
   {
+    // objects: persistent objects built on the public Store API only, so they work embedded and over connect() alike.
+    files: ['src/objects/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: nodeIo, message: 'src/objects does no I/O of its own: everything goes through the Store API.' },
+          { group: ['../engine/*', '../storage/*', '../server/*', '../client/*', '../protocol/*', '../cli/*', '../xenstore/*', '../edge/*', '../shared.js', '../index.js'], message: 'src/objects builds on api.ts, core/errors and util only.' },
+          { group: ['../core/*', '!../core/errors.js'], message: 'src/objects uses core/errors only (the engine internals are not its business).' },
+        ],
+      }],
+    },
+  },
+  {
     files: ['src/engine/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {
@@ -138,10 +151,22 @@ export default tseslint.config(
     },
   },
   {
+    // http: metrics, health and the web console, beside the server (same auth); never the client, the CLI or the other adapters.
+    files: ['src/http/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: ['../client/*', '../cli/*', '../xenstore/*', '../protocol/*', '../storage/*'], message: 'src/http builds on core, engine and server/auth only.' }],
+      }],
+    },
+  },
+  {
     files: ['src/server/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {
-        patterns: [{ group: ['../client/*'], message: 'server meets the client only through protocol.' }],
+        patterns: [
+          { group: ['../client/*'], message: 'server meets the client only through protocol.' },
+          { group: ['../http/*'], message: 'the HTTP console sits beside the server: the server does not import it.' },
+        ],
       }],
     },
   },

@@ -227,6 +227,8 @@ export interface LockInfo {
   readonly since: number;
   /** In `lockTable()`: how many waiting requests this lock holds up. */
   readonly waiters?: number;
+  /** In `lockTable()`: true when it was granted owner-died and not yet marked consistent. */
+  readonly ownerDied?: boolean;
 }
 
 export interface LockWaiterInfo {
@@ -234,6 +236,25 @@ export interface LockWaiterInfo {
   readonly mode: LockMode | 'write' | 'upgrade';
   readonly session: string;
   readonly since: number;
+}
+
+/** One open session, as `listSessions` (and the console, and `latchkey top`) show it. */
+export interface SessionInfo {
+  readonly id: string;
+  readonly name: string;
+  /** When it opened (ms since the epoch). */
+  readonly since: number;
+  /** How its client reaches the server: 'unix', 'tcp', 'xenstore', or 'embedded' (in the server's process). */
+  readonly transport: string;
+  /** The client's address (TCP: host:port). */
+  readonly address?: string;
+  /** Its heartbeat lease in ms (TCP); absent when it has none. */
+  readonly leaseMs?: number;
+  /** Locks it holds and lock requests it has waiting (paths the caller may read). */
+  readonly locksHeld: number;
+  readonly locksWaiting: number;
+  /** Ephemeral nodes it owns. */
+  readonly ephemerals: number;
 }
 
 export interface LockTableInfo {

@@ -19,7 +19,7 @@
  * `begin()`) answer from what the client last heard; `fetchStats()` and
  * `fetchLockTable()` ask the server.
  */
-import type { LockInfo, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { LockInfo, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { ClientConnection, type ConnectOptions } from './connection.js';
 import { parseAddress } from './link.js';
@@ -114,6 +114,11 @@ export class RemoteStore extends RemoteSession implements Store {
 
   async resetLock(path: string): Promise<void> {
     await this.req('resetLock', { path });
+  }
+
+  /** The server's open sessions (`listSessions`). */
+  async fetchSessions(): Promise<SessionInfo[]> {
+    return [...(await this.req('listSessions', {}))];
   }
 
   async fetchLockTable(): Promise<LockTableInfo> {

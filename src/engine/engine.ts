@@ -30,6 +30,7 @@ import { MAX_RECORD_PAYLOAD } from '../storage/wal.js';
 import { COMMIT_BASE_BYTES, DEFAULT_MAX_COMMIT_BYTES, MUTATION_OVERHEAD_BYTES, commitBytes, utf8Length } from '../core/commit-size.js';
 import type { CommitHook, EngineAccess } from './access.js';
 import { type Admission, LockService, NO_ADMISSION } from './locks.js';
+import { Observers } from './observe.js';
 import { CommitPipeline, type Published } from './pipeline.js';
 import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 
@@ -83,6 +84,8 @@ export class Engine implements EngineAccess {
   /** `transaction()` calls on this store's sessions: runs of fn, re-runs after CONFLICT, and calls that gave up. */
   readonly retryCounters: RetryCounters = newRetryCounters();
   lastSnapshotError: string | undefined;
+  /** Metrics, logs and the console listen here (observe.ts); none by default. */
+  readonly observers = new Observers();
 
   constructor(readonly options: EngineOptions = {}) {
     const storage = options.storage;
@@ -96,13 +99,14 @@ export class Engine implements EngineAccess {
     this.pipeline = new CommitPipeline(storage?.log, {
       publish: (c) => this.publish(c),
       failed: (e) => this.failed(e),
+      synced: (fsyncMs, commitMs) => { if (this.observers.any) this.observers.emit('synced', fsyncMs, commitMs); },
     }, this.visibleRev);
     const watches = this.watches = new WatchRegistry(this.visibleRev);
     // The log tail recovery replayed: a watcher can resume from before the restart.
     const tail = storage?.takeHistory?.() ?? [];
     if (tail.length > 0 && tail[tail.length - 1]!.rev === this.visibleRev) watches.recall(tail);
     this.onCommit((c) => watches.publish(c.rev, c.mutations, c.before));
-    this.locks = new LockService(storage === undefined ? undefined : { log: storage.log, locks: storage.locks, syncSoon: () => this.pipeline.syncSoon(), syncLog: () => this.pipeline.syncLog() });
+    this.locks = new LockService(storage === undefined ? undefined : { log: storage.log, locks: storage.locks, syncSoon: () => this.pipeline.syncSoon(), syncLog: () => this.pipeline.syncLog() }, this.observers);
   }
 
   get storage(): Storage | undefined {
@@ -299,6 +303,7 @@ export class Engine implements EngineAccess {
         const r = replayAt(tx.record, this.pendingRoot, this.pendingRev + 1, this.maxValueBytes);
         if (!r.ok) {
           this.counters.conflicts++;
+          if (this.observers.any) this.observers.emit('conflict', { path: r.path, session });
           throw new LatchkeyError('CONFLICT', `transaction conflicts at ${r.path}: a response would differ at head`, { path: r.path, info: { op: r.index } });
         }
         ws = r.ws;
@@ -338,6 +343,7 @@ export class Engine implements EngineAccess {
 
   private failed(e: LatchkeyError): void {
     this.readOnlyReason = e.message;
+    if (this.observers.any) this.observers.emit('readOnly', { reason: e.message });
     this.pendingRoot = this.visibleRoot;
     this.pendingRev = this.visibleRev;
   }
@@ -365,16 +371,22 @@ export class Engine implements EngineAccess {
     }
   }
 
+  ephemeralCount(session: string): number {
+    return this.ephemerals.get(session)?.size ?? 0;
+  }
+
   /** Paths of the ephemeral nodes a session owns at the pending head. */
   ephemeralsOf(session: string): string[] {
     return [...(this.ephemerals.get(session) ?? [])];
   }
 
   /** Deletes a dead or closed session's ephemeral nodes (in one commit unless they outgrow maxCommitBytes). */
-  async endSession(session: string, died: boolean): Promise<void> {
+  async endSession(session: string, died: boolean, name = session): Promise<void> {
     this.writeGuards.delete(session);
+    const held = this.observers.any ? this.locks.locksOf(session) : [];
     this.locks.sessionEnded(session, died);
     const mine = this.ephemerals.get(session);
+    if (this.observers.any) this.observers.emit('sessionEnded', { session, name, died, locks: held, ephemerals: mine?.size ?? 0 });
     this.ephemerals.delete(session);
     if (mine === undefined || mine.size === 0 || this.readOnlyReason !== undefined) return;
     await this.deleteAll([...mine]);
@@ -392,11 +404,17 @@ export class Engine implements EngineAccess {
     const storage = this.options.storage;
     if (storage === undefined) return Promise.resolve();
     if (this.snapshotting !== undefined) return this.snapshotting;
-    const p = storage.snapshot(this.visibleRoot, this.visibleRev).then(
-      () => { this.counters.snapshots++; },
+    const revision = this.visibleRev;
+    const t0 = performance.now();
+    const p = storage.snapshot(this.visibleRoot, revision).then(
+      () => {
+        this.counters.snapshots++;
+        if (this.observers.any) this.observers.emit('snapshot', { revision, ms: performance.now() - t0 });
+      },
       (e: unknown) => {
         this.counters.snapshotErrors++;
         this.lastSnapshotError = (e as Error).message;
+        if (this.observers.any) this.observers.emit('snapshot', { revision, ms: performance.now() - t0, error: this.lastSnapshotError });
         throw e;
       },
     ).finally(() => { this.snapshotting = undefined; });
@@ -418,6 +436,7 @@ export class Engine implements EngineAccess {
       locksHeld: this.locks.table.size.held,
       lockWaiters: this.locks.table.size.waiting,
       lockWakeups: this.locks.table.counters.wakeups,
+      lockGrants: this.locks.table.counters.grants,
       deadlocks: this.locks.table.counters.deadlocks,
       ownerDiedTaints: this.locks.recoveryCounts.taints,
       unrecoverableLocks: this.locks.recoveryCounts.unrecoverable,

@@ -29,6 +29,7 @@ import { parsePath } from '../core/path.js';
 import { LockTable, type LockJournal, type LockRequest, type WriteTarget } from '../core/lock-table.js';
 import { TOKEN_BLOCK } from '../storage/lock-log.js';
 import type { CommitLog, RecoveredLocks } from '../storage/storage.js';
+import { Observers } from './observe.js';
 
 /** A write admitted by the lock service; `done` is called once the write is applied (or abandoned). */
 export interface Admission {
@@ -90,9 +91,11 @@ export class LockService {
   private readonly broken = new Set<string>();
   private ceiling = Number.MAX_SAFE_INTEGER;
 
-  constructor(private readonly target?: LockLogTarget) {
+  constructor(private readonly target?: LockLogTarget, private readonly observers = new Observers()) {
+    const onTaint = (path: string, on: boolean): void => { if (observers.any) observers.emit('taint', { path, on }); };
     if (target === undefined) {
-      this.table = new LockTable({ clock: Date.now, firstToken: Date.now() * 1000 });
+      const nothing = (): void => {};
+      this.table = new LockTable({ clock: Date.now, firstToken: Date.now() * 1000, journal: { hold: nothing, unhold: nothing, taint: onTaint } });
       return;
     }
     const { log, locks } = target;
@@ -109,6 +112,7 @@ export class LockService {
       unhold: (token) => { log.appendLock({ t: 'unhold', token }); target.syncSoon(); },
       taint: (path, on) => {
         if (restoring) return; // the log holds these already
+        onTaint(path, on);
         log.appendLock({ t: on ? 'taint' : 'untaint', path });
         target.syncSoon();
       },
@@ -160,7 +164,31 @@ export class LockService {
     for (const b of [...this.broken]) if (under(b)) this.broken.delete(b);
     this.table.resetTaints(path);
     this.target?.log.appendLock({ t: 'reset', path });
+    if (this.observers.any) this.observers.emit('lockReset', { path });
     return this.target?.syncLog() ?? Promise.resolve();
+  }
+
+  /**
+   * An operator takes the locks held at exactly `path` from their holders
+   * (the console's "force release"): each holder's lock is lost (its signal
+   * aborts LOCK_LOST), the path is tainted owner-died first — the holder may
+   * have been half-way through an update — and the next waiter is granted
+   * with ownerDied. Resolves with how many locks were taken, once the taint
+   * is durable.
+   */
+  forceRelease(path: string): Promise<number> {
+    parsePath(path);
+    const held = this.table.allHeld().filter((r) => r.path === path);
+    for (const r of held) {
+      if (r.state !== 'held') continue;
+      const l = r.owner as LockImpl | undefined;
+      this.cancelUpgrade(r, 'the lock was force-released');
+      r.owner = undefined;
+      this.table.restoreTaint(r.path);
+      l?.lose('an operator force-released it');
+      this.deliver(this.table.release(r));
+    }
+    return (this.target?.syncLog() ?? Promise.resolve()).then(() => held.length);
   }
 
   /** Counts for stats: taints and unrecoverable paths. */
@@ -179,8 +207,11 @@ export class LockService {
       this.checkRecoverable(path);
       const req = this.table.lock(session, path, mode, options.wait !== false);
       this.deliver(this.table.drain());
-      if (req.state === 'held') return Promise.resolve(new LockImpl(this, req));
-      return this.waitFor<Lock>(req, options, (r) => new LockImpl(this, r)).then((l) => {
+      if (req.state === 'held') {
+        if (req.ownerDied && this.observers.any) this.observers.emit('lockGranted', { path: req.path, session, waitMs: 0, ownerDied: true, admission: false, waited: false });
+        return Promise.resolve(new LockImpl(this, req));
+      }
+      return this.waitFor<Lock>(req, options, (r) => new LockImpl(this, r), false).then((l) => {
         // Marked unrecoverable while this request waited: give the grant back.
         const b = this.brokenOver(l.path);
         if (b === undefined) return l;
@@ -188,6 +219,7 @@ export class LockService {
         throw this.notRecoverable(l.path, b);
       });
     } catch (e) {
+      if (this.observers.any && LatchkeyError.is(e, 'DEADLOCK')) this.observers.emit('deadlock', { path, session, message: e.message });
       return Promise.reject(e);
     }
   }
@@ -202,8 +234,9 @@ export class LockService {
       const up = this.table.upgrade(req, options.wait !== false);
       this.deliver(this.table.drain());
       if (up.state !== 'waiting') return Promise.resolve();
-      return this.waitFor<void>(up, options, () => undefined);
+      return this.waitFor<void>(up, options, () => undefined, false);
     } catch (e) {
+      if (this.observers.any && LatchkeyError.is(e, 'DEADLOCK')) this.observers.emit('deadlock', { path: l.path, session: l.req.session, message: e.message });
       return Promise.reject(e);
     }
   }
@@ -245,7 +278,7 @@ export class LockService {
       for (const path of r.paths) waiting.push({ path, mode, session: r.session, since: r.since });
     }
     const blocked = this.table.waitersPerLock();
-    return { held: this.table.allHeld().map((r) => ({ ...info(r), waiters: blocked.get(r) ?? 0 })), waiting };
+    return { held: this.table.allHeld().map((r) => ({ ...info(r), waiters: blocked.get(r) ?? 0, ...(r.ownerDied ? { ownerDied: true } : {}) })), waiting };
   }
 
   // ----------------------------------------------------- admitting writes
@@ -264,7 +297,7 @@ export class LockService {
       done: () => {
         if (r.state === 'held') this.deliver(this.table.release(r));
       },
-    }));
+    }), true);
   }
 
   /** Throws LOCK_LOST unless `fence` names a lock `session` still holds. */
@@ -308,7 +341,8 @@ export class LockService {
   }
 
   /** Waits for a queued request; its timer or signal cancels it (and hands on what that unblocks). */
-  private waitFor<T>(req: LockRequest, o: { timeoutMs?: number; signal?: AbortSignal }, make: (granted: LockRequest) => T): Promise<T> {
+  private waitFor<T>(req: LockRequest, o: { timeoutMs?: number; signal?: AbortSignal }, make: (granted: LockRequest) => T, admission: boolean): Promise<T> {
+    const t0 = performance.now();
     return new Promise<T>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const signal = o.signal;
@@ -321,7 +355,10 @@ export class LockService {
       };
       const onAbort = (): void => cancel(aborted(signal!));
       const w: Waiter = {
-        resolve: (g) => resolve(make(g)),
+        resolve: (g) => {
+          if (this.observers.any) this.observers.emit('lockGranted', { path: g.path, session: g.session, waitMs: performance.now() - t0, ownerDied: g.ownerDied, admission, waited: true });
+          resolve(make(g));
+        },
         reject,
         cleanup: () => {
           if (timer !== undefined) clearTimeout(timer);

@@ -37,6 +37,8 @@ export interface Published {
 }
 
 interface Pending extends Published {
+  /** performance.now() at submit (commit latency for observers). */
+  readonly at: number;
   resolve(): void;
   reject(e: unknown): void;
 }
@@ -46,6 +48,8 @@ export interface PipelineHost {
   publish(c: Published): void;
   /** Called once when a sync failed: the store must turn read-only and roll back its pending head. */
   failed(error: LatchkeyError): void;
+  /** A group became durable: its sync's time and each commit's time since submit (observers; may be absent). */
+  synced?(fsyncMs: number, commitMs: readonly number[]): void;
 }
 
 export class CommitPipeline {
@@ -79,7 +83,7 @@ export class CommitPipeline {
     }
     this.log.append(rev, mutations);
     return new Promise<void>((resolve, reject) => {
-      this.group.push({ rev, mutations, before, after, resolve, reject });
+      this.group.push({ rev, mutations, before, after, at: performance.now(), resolve, reject });
       if (!this.syncing) {
         this.syncing = true;
         queueMicrotask(() => void this.flush());
@@ -135,6 +139,7 @@ export class CommitPipeline {
       const logWaiters = this.logWaiters;
       this.group = [];
       this.logWaiters = [];
+      const t0 = performance.now();
       try {
         await this.log!.sync();
       } catch (e) {
@@ -149,6 +154,10 @@ export class CommitPipeline {
       this.synced += batch.length;
       for (const c of batch) this.publishOne(c);
       for (const c of batch) c.resolve();
+      if (this.host.synced !== undefined) {
+        const t1 = performance.now();
+        this.host.synced(t1 - t0, batch.map((c) => t1 - c.at));
+      }
       this.wakeWaiters();
     } while (this.group.length > 0 || this.logWaiters.length > 0);
     this.syncing = false;

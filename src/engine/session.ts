@@ -27,12 +27,15 @@ export class SessionImpl extends SessionEdge {
   readonly id: string;
   readonly name: string;
   closed = false;
+  /** When it opened (ms since the epoch). */
+  readonly since: number;
   private readonly txs = new Set<TransactionImpl>();
 
   constructor(protected readonly engine: Engine, name?: string) {
     super();
     this.id = `${epoch}.${++sessionCounter}`;
     this.name = name ?? this.id;
+    this.since = Date.now();
     engine.sessionsOpen++;
   }
 
@@ -148,7 +151,7 @@ export class SessionImpl extends SessionEdge {
     this.engine.sessionsOpen--;
     for (const tx of [...this.txs]) tx.kill(died ? 'session died' : 'session closed');
     this.txs.clear();
-    if (!this.engine.closed) await this.engine.endSession(this.id, died);
+    if (!this.engine.closed) await this.engine.endSession(this.id, died, this.name);
   }
 
   close(): Promise<void> {

@@ -3,14 +3,22 @@
  * operations (sessions, lock table, watches, snapshots, stats, close) live
  * here; reads and writes are the default session's.
  */
-import type { LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import type { EngineAccess, OwnedSession } from './access.js';
 import { Engine, type EngineOptions } from './engine.js';
+import type { EngineEvents } from './observe.js';
 import { SessionImpl } from './session.js';
 import { type InternalWatchOptions, type Watch, watch } from './watch.js';
 
+/** Where a served session's client is (for listSessions). */
+export interface SessionOrigin {
+  readonly transport: string;
+  readonly address?: string;
+  readonly leaseMs?: number;
+}
+
 export class EmbeddedStore extends SessionImpl implements Store {
-  private readonly sessions = new Set<SessionImpl>();
+  private readonly sessions = new Map<SessionImpl, SessionOrigin | undefined>();
 
   constructor(engine: Engine) {
     super(engine, 'default');
@@ -34,7 +42,7 @@ export class EmbeddedStore extends SessionImpl implements Store {
   }
 
   /** A session for a server or XenStore connection, which ends it (as a death when its socket vanishes). */
-  ownedSession(options: SessionOptions = {}): OwnedSession {
+  ownedSession(options: SessionOptions = {}, origin?: SessionOrigin): OwnedSession {
     this.checkOpen();
     const engine = this.engine;
     const sessions = this.sessions;
@@ -44,12 +52,50 @@ export class EmbeddedStore extends SessionImpl implements Store {
         await super.end(died);
       }
     })(engine, options.name);
-    sessions.add(s);
+    sessions.set(s, origin);
     return s;
+  }
+
+  /**
+   * The open sessions (this store's default one first), with what they hold.
+   * `visible` filters the lock paths counted (a principal's grants); `t`
+   * is the lock table to count from (a caller that has one saves a pass).
+   */
+  sessionList(visible: (path: string) => boolean = () => true, t: LockTableInfo = this.engine.locks.info()): SessionInfo[] {
+    const held = new Map<string, number>();
+    const waiting = new Map<string, number>();
+    for (const l of t.held) if (visible(l.path)) held.set(l.session, (held.get(l.session) ?? 0) + 1);
+    for (const w of t.waiting) if (visible(w.path)) waiting.set(w.session, (waiting.get(w.session) ?? 0) + 1);
+    const one = (s: SessionImpl, o: SessionOrigin | undefined): SessionInfo => ({
+      id: s.id, name: s.name, since: s.since, transport: o?.transport ?? 'embedded',
+      ...(o?.address === undefined ? {} : { address: o.address }),
+      ...(o?.leaseMs === undefined || o.leaseMs === 0 ? {} : { leaseMs: o.leaseMs }),
+      locksHeld: held.get(s.id) ?? 0, locksWaiting: waiting.get(s.id) ?? 0,
+      ephemerals: this.engine.ephemeralCount(s.id),
+    });
+    const out = [one(this, undefined)];
+    for (const [s, o] of this.sessions) out.push(one(s, o));
+    return out;
+  }
+
+  /** The oldest revision a watch may start from (the history window). */
+  get oldestWatchRevision(): number {
+    return this.engine.watches.oldestRevision;
+  }
+
+  /** Adds an observer of the engine's events (metrics, logs, the console); returns its removal. */
+  observe(o: EngineEvents): () => void {
+    return this.engine.observers.add(o);
   }
 
   lockTable(): LockTableInfo {
     return this.engine.locks.info();
+  }
+
+  /** Takes the locks held at `path` from their holders, leaving the path owner-died (LockService.forceRelease); resolves with their count. */
+  forceRelease(path: string): Promise<number> {
+    this.checkOpen();
+    return this.engine.locks.forceRelease(path);
   }
 
   async resetLock(path: string): Promise<void> {
@@ -78,7 +124,7 @@ export class EmbeddedStore extends SessionImpl implements Store {
   /** Ends every session (cleanly), waits for in-flight commits, releases storage. */
   override async close(): Promise<void> {
     if (this.engine.closed) return;
-    for (const s of [...this.sessions]) await s.close().catch(() => {});
+    for (const s of [...this.sessions.keys()]) await s.close().catch(() => {});
     await super.close().catch(() => {});
     await this.engine.close();
   }

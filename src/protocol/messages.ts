@@ -46,6 +46,10 @@ export const wireMultiOp = tagged('op', {
 export type WireMultiOp = Infer<typeof wireMultiOp>;
 
 const lockInfo = object({ path: str, mode: lockMode, session: str, token: uint, since: num, waiters: opt(uint) }, loose);
+const sessionInfo = object({
+  id: str, name: str, since: num, transport: str, address: opt(str), leaseMs: opt(uint),
+  locksHeld: uint, locksWaiting: uint, ephemerals: uint,
+}, loose);
 const waiterInfo = object({ path: str, mode: literal('exclusive', 'shared', 'write', 'upgrade'), session: str, since: num }, loose);
 
 export const wireEvent = object({ type: literal('put', 'delete'), path: str, revision: uint, value: opt(bytes) }, loose);
@@ -106,6 +110,8 @@ export const requests = {
   resetLock: op(object({ path: str }), nil),
   locks: op(object({}), arrayOf(lockInfo)),
   lockTable: op(object({}), object({ held: arrayOf(lockInfo), waiting: arrayOf(waiterInfo) }, loose)),
+  /** The server's open sessions with what they hold (lock counts only on paths the caller may read). */
+  listSessions: op(object({}), arrayOf(sessionInfo)),
   /** Result: the first revision the watch can deliver (events carry revisions > or ≥ it, see docs). */
   watch: op(object({ watch: uint, path: str, recursive: opt(bool), fromRevision: opt(uint) }), object({ revision: uint }, loose)),
   unwatch: op(object({ watch: uint }), nil),

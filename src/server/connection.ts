@@ -29,7 +29,7 @@
 import type { Socket } from 'node:net';
 import type { Lock, Session } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
-import type { EmbeddedStore } from '../engine/store.js';
+import type { EmbeddedStore, SessionOrigin } from '../engine/store.js';
 import type { OwnedSession } from '../engine/access.js';
 import type { Watch } from '../engine/watch.js';
 import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
@@ -303,7 +303,7 @@ export class Connection implements ConnContext, BudgetHolder {
     }
     let s: OwnedSession;
     try {
-      s = this.store.ownedSession(h.name === undefined ? {} : { name: h.name });
+      s = this.store.ownedSession(h.name === undefined ? {} : { name: h.name }, this.origin());
     } catch (e) {
       this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
       return;
@@ -449,6 +449,12 @@ export class Connection implements ConnContext, BudgetHolder {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
+  /** Where this connection's sessions come from (listSessions). */
+  private origin(): SessionOrigin {
+    const a = this.opts.transport === 'tcp' ? this.socket.remoteAddress : undefined;
+    return { transport: this.opts.transport, ...(a === undefined ? {} : { address: `${a}:${this.socket.remotePort}` }), leaseMs: this.opts.ttlMs };
+  }
+
   // ------------------------------------------------------------ ConnContext
 
   session(handle: number): Session {
@@ -462,7 +468,7 @@ export class Connection implements ConnContext, BudgetHolder {
     if (this.sessions.size >= this.limits.maxSessions) {
       throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
     }
-    const s = this.store.ownedSession(name === undefined ? {} : { name });
+    const s = this.store.ownedSession(name === undefined ? {} : { name }, this.origin());
     this.guard(s);
     this.sessions.set(handle, s);
     return s;
@@ -564,6 +570,13 @@ export class Connection implements ConnContext, BudgetHolder {
 
   serverStats(): Record<string, unknown> {
     return this.opts.stats();
+  }
+
+  /** Watches open and events queued on them, not yet pushed (metrics). */
+  watchBacklog(): { watches: number; events: number } {
+    let events = 0;
+    for (const { w } of this.watches.values()) events += w.queued;
+    return { watches: this.watches.size, events };
   }
 
   // ------------------------------------------------------------ ending

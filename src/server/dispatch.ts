@@ -324,6 +324,14 @@ export const handlers: HandlerTable = {
       return { held: t.held.filter((l) => canRead(p, l.path)).map((l) => ({ ...l })), waiting: t.waiting.filter((w) => canRead(p, w.path)).map((w) => ({ ...w })) };
     },
   },
+  listSessions: {
+    // Every session is listed (ids, names, addresses: no stored paths); lock counts cover readable paths only.
+    access: none,
+    async run(c) {
+      const p = c.principal;
+      return c.store.sessionList((path) => canRead(p, path)).map((s) => ({ ...s }));
+    },
+  },
   watch: {
     // A recursive watch may sit on an ancestor of what the principal may read: checked in run, events filtered.
     access: (a) => (a.recursive === true ? [] : [[a.path, 'read']]),

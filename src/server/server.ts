@@ -202,7 +202,14 @@ export class LatchkeyServer {
   }
 
   stats(): Record<string, unknown> {
-    return { connections: this.connections.size, accepted: this.accepted, refused: this.refused, ...this.budget.stats() };
+    let watches = 0;
+    let watchBacklog = 0;
+    for (const c of this.connections) {
+      const b = c.watchBacklog();
+      watches += b.watches;
+      watchBacklog += b.events;
+    }
+    return { connections: this.connections.size, accepted: this.accepted, refused: this.refused, watches, watchBacklog, ...this.budget.stats() };
   }
 
   get connectionCount(): number {

@@ -193,7 +193,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
     }
     let session;
     try {
-      session = embedded.ownedSession({ name: `xenstore:dom${domain.domid}:${conns.size + 1}` });
+      session = embedded.ownedSession({ name: `xenstore:dom${domain.domid}:${conns.size + 1}` }, { transport: 'xenstore' });
     } catch {
       socket.destroy();
       return;

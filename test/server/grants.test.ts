@@ -149,6 +149,17 @@ const rows: Row[] = [
     },
   },
   {
+    name: 'listSessions counts only locks on granted paths', expect: 'ok',
+    run: async (c) => {
+      const all = await c.fetchSessions();
+      const mine = all.find((x) => x.locksHeld === 1);
+      assert.ok(mine !== undefined && mine.transport === 'tcp' && /^127\.0\.0\.1:\d+$/.test(mine.address ?? ''), JSON.stringify(all));
+      // The backing store's default session holds /other/x: it is listed, its lock is not counted.
+      assert.equal(all.reduce((n, x) => n + x.locksHeld, 0), 1, JSON.stringify(all));
+      noOutside('listSessions', all);
+    },
+  },
+  {
     name: 'top view shows only the granted subtree', expect: 'ok',
     run: async (c, { url }) => {
       const sample = { at: Date.now(), stats: await c.fetchStats(), locks: await c.fetchLockTable() };

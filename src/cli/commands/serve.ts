@@ -7,6 +7,12 @@
  *                  [--max-frame BYTES] [--max-connections N] [--max-memory BYTES] [--durability fsync|none] [--memory]
  *                  [--limit NAME=N]… [--idle-exit-ms N]   (any limit of src/protocol/limits.ts)
  *                  [--xenstore-socket PATH [--xenstore-limit NAME=N]… [--xenstore-domain-dir DIR]]
+ *                  [--http HOST:PORT] [--log-level LEVEL] [--log-pretty]
+ *
+ * --http serves /metrics (Prometheus), /healthz, /readyz and the web console
+ * (src/http/server.ts) with the same tokens and grants as TCP; without
+ * --auth only on a loopback address, and read-only. Logs (pino) go to
+ * stderr: JSON lines, or pretty ones on a terminal or with --log-pretty.
  *
  * --xenstore-socket also serves the store in the XenStore wire protocol
  * (docs/xenstore.md): xenstore-utils and libxenstore clients connect with
@@ -28,6 +34,8 @@ import { DEFAULT_LIMITS, type Limits } from '../../protocol/limits.js';
 import { AuthTable } from '../../server/auth.js';
 import { type ServeOptions, serve } from '../../server/server.js';
 import { type XenstoreServer, startXenstoreServer } from '../../xenstore/server.js';
+import { LOG_LEVELS, type LogLevel, createLogger, logEngineEvents, logRecovery } from '../../http/log.js';
+import { type HttpServer, startHttp } from '../../http/server.js';
 import { type Command, UsageError, parse, parseCount } from '../command.js';
 
 const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
@@ -35,13 +43,15 @@ const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST
                       [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES] [--max-frame BYTES] [--max-connections N]
                       [--max-memory BYTES] [--durability fsync|none] [--memory] [--limit NAME=N]...
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
-                      [--xenstore-socket PATH [--xenstore-limit NAME=N]... [--xenstore-domain-dir DIR]]`;
+                      [--xenstore-socket PATH [--xenstore-limit NAME=N]... [--xenstore-domain-dir DIR]]
+                      [--http HOST:PORT]   (metrics, health, web console; loopback unless --auth)
+                      [--log-level fatal|error|warn|info|debug|trace|silent] [--log-pretty]`;
 
-function parseHostPort(s: string): { host: string; port: number } {
+function parseHostPort(s: string, flag = '--listen'): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s);
-  if (m === null) throw new UsageError(`--listen expects HOST:PORT, got ${s}`);
+  if (m === null) throw new UsageError(`${flag} expects HOST:PORT, got ${s}`);
   const port = Number(m[3]);
-  if (port > 65535) throw new UsageError(`--listen: port ${port} is out of range`);
+  if (port > 65535) throw new UsageError(`${flag}: port ${port} is out of range`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
@@ -73,6 +83,9 @@ async function serveCommand(argv: string[]): Promise<void> {
     'xenstore-socket': { type: 'string' },
     'xenstore-limit': { type: 'string', multiple: true },
     'xenstore-domain-dir': { type: 'string' },
+    http: { type: 'string' },
+    'log-level': { type: 'string' },
+    'log-pretty': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
@@ -133,20 +146,30 @@ async function serveCommand(argv: string[]): Promise<void> {
   // The idle count sees latchkey connections only: it would stop a server XenStore clients still use.
   if (idle !== undefined && values['xenstore-socket'] !== undefined) throw new UsageError('--idle-exit-ms cannot be combined with --xenstore-socket');
 
+  const logLevel = values['log-level'] ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level is one of ${LOG_LEVELS.join(', ')}; got ${logLevel}`);
+  const httpAt = values.http === undefined ? undefined : parseHostPort(values.http, '--http');
+  const log = createLogger({ level: logLevel as LogLevel, ...(values['log-pretty'] ? { pretty: true } : {}) });
+
   // Every argument is checked: open the store.
   const s = values.memory ? await open(undefined, engineOpts)
     : await open(data, { ...engineOpts, ...(values.durability === undefined ? {} : { durability: values.durability }) });
   if (!(s instanceof EmbeddedStore)) throw new BugError('open() did not return an embedded store');
   const store = s;
+  logRecovery(store, log);
+  logEngineEvents(store, log);
 
   let stopping = false;
   let server: Awaited<ReturnType<typeof serve>> | undefined;
   let xenstore: XenstoreServer | undefined;
+  let httpServer: HttpServer | undefined;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`latchkey: ${signal}: shutting down\n`);
+    log.info({ event: 'shutdown', signal }, `${signal}: shutting down`);
     void (async () => {
+      await httpServer?.close();
       await xenstore?.close();
       await server?.close();
       await store.close();
@@ -170,6 +193,17 @@ async function serveCommand(argv: string[]): Promise<void> {
       throw new Error(`--xenstore-socket: ${(e as Error).message}`, { cause: e });
     }
   }
+  if (httpAt !== undefined) {
+    const srv = server;
+    try {
+      httpServer = await startHttp({ host: httpAt.host, port: httpAt.port, store, serverStats: () => srv.stats(), log, ...(opts.auth === undefined ? {} : { auth: opts.auth }) });
+    } catch (e) {
+      await xenstore?.close();
+      await server.close();
+      await store.close();
+      throw e;
+    }
+  }
   process.stdout.write(`data ${values.memory ? '(in memory)' : data}\n`);
   if (server.socketPath !== undefined) process.stdout.write(`unix://${server.socketPath}\n`);
   if (server.tcpAddress !== undefined) {
@@ -178,6 +212,12 @@ async function serveCommand(argv: string[]): Promise<void> {
   }
   if (xenstore !== undefined) process.stdout.write(`xenstore ${xenstore.socketPath}\n`);
   if (xenstore?.domainDir !== undefined) process.stdout.write(`xenstore-domains ${xenstore.domainDir}\n`);
+  if (httpServer?.address !== undefined) {
+    const h = httpServer.address.host.includes(':') ? `[${httpServer.address.host}]` : httpServer.address.host;
+    process.stdout.write(`http://${h}:${httpServer.address.port}/\n`);
+  }
+  httpServer?.setReady();
+  log.info({ event: 'ready', revision: store.revision, socket: server.socketPath, tcp: server.tcpAddress, http: httpServer?.address }, 'ready');
   process.stdout.write('ready\n');
 
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -3,16 +3,15 @@
  * two admin requests (stats, lockTable). Rates are differences between two
  * samples divided by the time between them, measured here.
  *
- * Sessions: the protocol has no request that lists sessions, so top shows
- * the count from stats and, per session, what the lock table says (locks
- * held, requests waiting). A session that holds and waits for nothing shows
- * only in the count.
+ * Sessions: from `listSessions` (name, transport, address, age, lease,
+ * locks held and awaited, ephemeral nodes), busiest first. A server too old
+ * to know the request shows, per session, what the lock table says.
  *
  * The terminal: raw mode (for `q` without Enter) only when stdin is a TTY,
  * restored on every way out; when stdout is not a terminal each frame is
  * printed after the last, without screen control codes.
  */
-import type { LockTableInfo, StoreStats } from '../../api.js';
+import type { LockTableInfo, SessionInfo, StoreStats } from '../../api.js';
 import {
   CLIENT_OPTIONS, CLIENT_OPTIONS_HELP, type Command, EXIT, UsageError, age, connectFrom, parse, parseDuration, table,
 } from '../command.js';
@@ -21,6 +20,8 @@ interface Sample {
   readonly at: number;
   readonly stats: StoreStats;
   readonly locks: LockTableInfo;
+  /** listSessions; undefined when the server does not know it. */
+  readonly sessions?: readonly SessionInfo[];
 }
 
 function num(s: StoreStats, k: string): number {
@@ -65,6 +66,14 @@ export function renderTop(cur: Sample, prev: Sample | undefined, url: string, ma
     if (waiting.length > maxRows) lines.push(`… ${waiting.length - maxRows} more`);
   }
   lines.push('');
+  if (cur.sessions !== undefined) {
+    lines.push(`SESSIONS (${cur.sessions.length})`);
+    const busy = [...cur.sessions].sort((a, b) => (b.locksHeld + b.locksWaiting) - (a.locksHeld + a.locksWaiting) || a.since - b.since);
+    const rows = busy.slice(0, maxRows).map((x) => [x.id, x.name === x.id ? '' : x.name, x.transport, x.address ?? '', age(cur.at - x.since), x.leaseMs === undefined ? '' : age(x.leaseMs), String(x.locksHeld), String(x.locksWaiting), String(x.ephemerals)]);
+    lines.push(table(['SESSION', 'NAME', 'VIA', 'ADDRESS', 'AGE', 'LEASE', 'HELD', 'WAITING', 'EPHEMERAL'], rows).trimEnd());
+    if (busy.length > maxRows) lines.push(`… ${busy.length - maxRows} more`);
+    return lines.join('\n') + '\n';
+  }
   const per = new Map<string, { held: number; waiting: number }>();
   for (const l of cur.locks.held) { const e = per.get(l.session) ?? { held: 0, waiting: 0 }; e.held++; per.set(l.session, e); }
   for (const w of cur.locks.waiting) { const e = per.get(w.session) ?? { held: 0, waiting: 0 }; e.waiting++; per.set(w.session, e); }
@@ -100,8 +109,8 @@ examples:
     const url = values.url ?? process.env['LATCHKEY_URL'] ?? '(default socket)';
     const store = await connectFrom(values, !values.once);
     const sample = async (): Promise<Sample> => {
-      const [stats, locks] = await Promise.all([store.fetchStats(), store.fetchLockTable()]);
-      return { at: Date.now(), stats, locks };
+      const [stats, locks, sessions] = await Promise.all([store.fetchStats(), store.fetchLockTable(), store.fetchSessions().catch(() => undefined)]);
+      return sessions === undefined ? { at: Date.now(), stats, locks } : { at: Date.now(), stats, locks, sessions };
     };
     if (values.once) {
       try {
