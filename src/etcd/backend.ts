@@ -90,26 +90,30 @@ export class EtcdBackend {
   readonly retryCounters: RetryCounters = { txRuns: 0, txAttempts: 0, txRetries: 0, txGaveUp: 0 };
 
   constructor(readonly options: EtcdOptions) {
-    this.client = new Etcd3({
-      hosts: options.endpoints.map((h) => `http://${h}`),
+    this.client = this.newClient();
+    this.keys = new Keys(options.prefix ?? '/latchkey');
+    this.mirror = new Mirror(this.client, this.keys, () => this.newClient());
+    this.ttlSeconds = options.ttlSeconds ?? 10;
+    this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
+  }
+
+  private newClient(): Etcd3 {
+    return new Etcd3({
+      hosts: this.options.endpoints.map((h) => `http://${h}`),
       dialTimeout: 3000,
       // A member that stops answering (SIGSTOP, a partition) must not hold a call forever: unary calls
       // time out (their outcome is then unknown: CONNECTION_LOST), and gRPC pings find a dead stream.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       // Pings only while a call is open (etcd answers pings on idle connections with GOAWAY too_many_pings).
-      grpcOptions: { 'grpc.keepalive_time_ms': 10000, 'grpc.keepalive_timeout_ms': 2000 },
-      // One failure (unreachable, or a call that timed out) takes a member out of the rotation for 2 s;
+      grpcOptions: { 'grpc.keepalive_time_ms': 5000, 'grpc.keepalive_timeout_ms': 2000 },
+      // One failure (unreachable, or a call that timed out) takes a member out of the rotation for 10 s;
       // etcd3's default needs three, and a timed-out call is not one of them.
       faultHandling: {
         host: () => circuitBreaker(handleWhen((e) => isRecoverableError(e) || e instanceof GRPCDeadlineExceededError), {
-          halfOpenAfter: 2000, breaker: new ConsecutiveBreaker(1),
+          halfOpenAfter: 10_000, breaker: new ConsecutiveBreaker(1),
         }),
       },
     });
-    this.keys = new Keys(options.prefix ?? '/latchkey');
-    this.mirror = new Mirror(this.client, this.keys);
-    this.ttlSeconds = options.ttlSeconds ?? 10;
-    this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
   }
 
   async start(): Promise<void> {

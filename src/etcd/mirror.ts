@@ -95,7 +95,11 @@ export class Mirror {
   /** Set when the watch failed for good; every wait rejects with it. */
   failure: Error | undefined;
 
-  constructor(private readonly client: Etcd3, readonly keys: Keys) {}
+  /** The client of the current watch stream: its own, so a restart gets a fresh stream on a member picked anew. */
+  private watchClient: Etcd3 | undefined;
+
+  /** `client` reads; `newWatchClient` makes the client each watch stream runs on (see restartWatch). */
+  constructor(private readonly client: Etcd3, readonly keys: Keys, private readonly newWatchClient: () => Etcd3) {}
 
   async start(): Promise<void> {
     await this.load();
@@ -129,7 +133,8 @@ export class Mirror {
 
   private async watch(): Promise<void> {
     const [from] = this.keys.all;
-    const w = await this.client.watch().prefix(from).startRevision(String(this.rev + 1)).create();
+    this.watchClient ??= this.newWatchClient();
+    const w = await this.watchClient.watch().prefix(from).startRevision(String(this.rev + 1)).create();
     this.watcher = w;
     w.on('data', (res) => {
       if (this.closed) return;
@@ -167,9 +172,14 @@ export class Mirror {
     // not waited for (on a dead member it may never be answered).
     return (this.restarting ??= (async () => {
       try {
+        // etcd3 runs every watcher of a client on one stream, which stays on a member that froze until
+        // gRPC notices (etcd refuses pings more often than every 5 s): a new client, a new stream.
         const old = this.watcher;
+        const oldClient = this.watchClient;
         this.watcher = undefined;
+        this.watchClient = undefined;
         void old?.cancel().catch(() => {});
+        oldClient?.close();
         await this.watch();
       } finally {
         this.restarting = undefined;
@@ -293,6 +303,7 @@ export class Mirror {
     for (const w of this.waiters.splice(0)) w.resolve();
     // Not waited for: a cancel sent to a member that stopped answering is never acknowledged.
     void this.watcher?.cancel().catch(() => {});
+    this.watchClient?.close();
   }
 }
 

@@ -18,7 +18,7 @@
  *
  * member-stop: one follower is stopped with SIGSTOP for six election
  * timeouts; writes through a store connected to all members go through
- * meanwhile — some in the last three seconds of the stop, and none fails
+ * meanwhile — at least ten in the last three seconds of the stop, none failing
  * (the longest pause is reported), then SIGCONT.
  *
  * Exits non-zero on any violation.
@@ -227,7 +227,7 @@ async function memberStop(): Promise<string[]> {
   } finally {
     process.kill(pids[victim]!, 'SIGCONT');
   }
-  if (late === 0) violations.push(`member-stop: no write went through in the last 3 s of the 6 s stop`);
+  if (late < 10) violations.push(`member-stop: ${late} writes in the last 3 s of the 6 s stop (the rest did not keep serving)`);
   console.log(`member-stop: member ${victim} stopped 6 s (SIGSTOP): ${writes} writes meanwhile (${late} in its last 3 s), longest pause ${maxGap.toFixed(0)} ms`);
   await store.close();
   return violations;
