@@ -77,6 +77,19 @@ export default tseslint.config(
     },
   },
   {
+    // bigfile: big files and arrays over the public Store API only (api.ts, core/errors, core/path, util); no engine internals, no I/O.
+    files: ['src/bigfile/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: nodeIo, message: 'src/bigfile does no I/O of its own: it reaches storage through the Store API.' },
+          { group: ['../engine/*', '../storage/*', '../server/*', '../client/*', '../protocol/*', '../cli/*', '../xenstore/*', '../edge/*', '../shared.js', '../index.js'], message: 'src/bigfile builds on api.ts, core/errors, core/path and util only.' },
+          { group: ['../core/*', '!../core/errors.js', '!../core/path.js'], message: 'src/bigfile uses only core/errors and core/path from core.' },
+        ],
+      }],
+    },
+  },
+  {
     // objects: persistent objects built on the public Store API only, so they work embedded and over connect() alike.
     files: ['src/objects/**/*.ts'],
     rules: {

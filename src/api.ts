@@ -304,6 +304,17 @@ export interface StoreStats {
   /** Group syncs (fsyncs of the log) so far, and commits per sync on average. */
   readonly groupSyncs?: number;
   readonly commitsPerSync?: number;
+  /**
+   * The value cache of a store with a data directory (values above the
+   * inline threshold live in value files): reads served from memory, reads
+   * that went to disk, values evicted, bytes held and the limit
+   * (`open(dir, { cacheBytes })`). Details in `storage.values`.
+   */
+  readonly cacheHits?: number;
+  readonly cacheMisses?: number;
+  readonly cacheEvictions?: number;
+  readonly cacheBytes?: number;
+  readonly cacheLimit?: number;
   readonly readOnly?: string;
   readonly [key: string]: unknown;
 }
@@ -317,6 +328,123 @@ export interface Session extends Reader, Writer, AsyncDisposable {
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   lock(path: string, options?: LockOptions): Promise<Lock>;
   locks(): LockInfo[];
+  close(): Promise<void>;
+}
+
+/** Element types of a BigArray (C order, little-endian); 64-bit integers are bigint. */
+export type DType = 'int8' | 'int16' | 'int32' | 'int64' | 'uint8' | 'uint16' | 'uint32' | 'uint64' | 'float32' | 'float64';
+
+/** The typed array a dtype reads as. */
+export type TypedArrayOf<D extends DType> =
+  D extends 'int8' ? Int8Array : D extends 'int16' ? Int16Array : D extends 'int32' ? Int32Array : D extends 'int64' ? BigInt64Array :
+  D extends 'uint8' ? Uint8Array : D extends 'uint16' ? Uint16Array : D extends 'uint32' ? Uint32Array : D extends 'uint64' ? BigUint64Array :
+  D extends 'float32' ? Float32Array : Float64Array;
+
+export type AnyTypedArray = Int8Array | Int16Array | Int32Array | BigInt64Array | Uint8Array | Uint16Array | Uint32Array | BigUint64Array | Float32Array | Float64Array;
+
+export interface BigFileOptions {
+  /** Bytes per block, each stored as one node (default 1 MiB; at most the store's value limit). Fixed at creation. */
+  blockSize?: number;
+  /** Create the file when missing (default true); false → NOT_FOUND. */
+  create?: boolean;
+}
+
+export interface BigFileHandleOptions {
+  /** The page cache's bound in bytes (default 64 MiB); dirty pages count towards it. */
+  cacheBytes?: number;
+  /** Uncommitted bytes a handle may hold (default the least of 32 MiB, cacheBytes / 2 and 4,096 blocks; at most cacheBytes / 2): past it write() fails TOO_LARGE. */
+  maxDirtyBytes?: number;
+}
+
+export interface BigFileHandleStats {
+  readonly cachedBytes: number;
+  readonly dirtyBytes: number;
+  readonly pages: number;
+  /** Blocks loaded from the store (loadblk) and stored to it (storeblk) by this handle. */
+  readonly loads: number;
+  readonly stores: number;
+  /** Cached pages dropped because another client's commit changed their block. */
+  readonly invalidations: number;
+  /** Times the whole cache was dropped because the change feed broke (watch error). */
+  readonly fullDrops: number;
+}
+
+/**
+ * A handle on a BigFile: its own page cache over one snapshot of the file.
+ * Reads see that snapshot plus this handle's own writes until the next
+ * commit(), abort() or refresh(); other clients' commits are applied (their
+ * stale pages dropped) at those boundaries only.
+ */
+export interface BigFileHandle extends AsyncDisposable {
+  readonly path: string;
+  readonly blockSize: number;
+  /** The size as this handle sees it (its snapshot plus its own writes and truncation). */
+  readonly size: number;
+  /** The store revision of the snapshot the handle reads. */
+  readonly snapshotRevision: number;
+  /** Bytes [offset, offset + length) clipped to the size; loads only the blocks it needs. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Marks pages dirty (grows the file past its end); nothing is stored until commit(). BUSY during commit. */
+  write(offset: number, data: Uint8Array): void;
+  /** Sets the size; blocks past it are freed at commit, and the bytes read as zeros if the file grows again. */
+  truncate(size: number): Promise<void>;
+  /** Stores the dirty blocks in one transaction. CONFLICT (info.blocks) when another client changed one of them: nothing is stored, and the handle is reset as by abort(). */
+  commit(): Promise<{ readonly revision: number }>;
+  /** Discards this handle's writes and moves to the current state. */
+  abort(): Promise<void>;
+  /** Moves to the current state (applies other clients' commits). INVALID_ARGUMENT with uncommitted writes. */
+  refresh(): Promise<void>;
+  stats(): BigFileHandleStats;
+  /** Discards uncommitted writes and releases the snapshot. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface BigFileInfo {
+  readonly kind: 'bigfile' | 'bigarray';
+  readonly blockSize: number;
+  readonly size: number;
+  readonly dtype?: DType;
+  readonly shape?: readonly number[];
+}
+
+export interface BigFile {
+  readonly path: string;
+  readonly blockSize: number;
+  open(options?: BigFileHandleOptions): Promise<BigFileHandle>;
+  /** The committed metadata now. */
+  info(): Promise<BigFileInfo>;
+}
+
+export interface BigArrayOptions extends BigFileHandleOptions {
+  /** Required when creating; when the array exists it must match (or be omitted). */
+  dtype?: DType;
+  /** Required when creating (its first axis is the starting row count, usually 0); later dims must match. */
+  shape?: readonly number[];
+  blockSize?: number;
+  create?: boolean;
+}
+
+/**
+ * A typed N-dimensional array in C order over a BigFile, growing along its
+ * first axis, with its own handle (snapshot, cache, commit as BigFileHandle).
+ */
+export interface BigArray<D extends DType = DType> extends AsyncDisposable {
+  readonly path: string;
+  readonly dtype: D;
+  /** Current shape as this handle sees it (rows first). */
+  readonly shape: readonly number[];
+  readonly handle: BigFileHandle;
+  /** Appends whole rows (a length that is a multiple of the row's elements). */
+  append(data: TypedArrayOf<D>): Promise<void>;
+  /** Rows [start, end) as a fresh typed array (C order); copies only the blocks they touch. */
+  get(start: number, end: number): Promise<TypedArrayOf<D>>;
+  /** Overwrites whole rows from `row` on (within the current rows). */
+  set(row: number, data: TypedArrayOf<D>): void;
+  /** Streams the rows in chunks of `rows` (default: about 1 MiB), reading the handle's snapshot. */
+  chunks(options?: { rows?: number; start?: number; end?: number }): AsyncIterable<TypedArrayOf<D>>;
+  commit(): Promise<{ readonly revision: number }>;
+  abort(): Promise<void>;
+  refresh(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -337,6 +465,10 @@ export interface Store extends Reader, Writer, AsyncDisposable {
   watch(path: string, options?: WatchOptions): AsyncIterable<WatchEvent>;
   snapshot(): Promise<void>;
   stats(): StoreStats;
+  /** A paged big file stored as blocks under `path` (created when missing); see docs/bigfile.md. */
+  bigFile(path: string, options?: BigFileOptions): Promise<BigFile>;
+  /** A typed array over a big file at `path`, with its own handle; see docs/bigfile.md. */
+  bigArray<D extends DType = DType>(path: string, options?: BigArrayOptions & { dtype?: D }): Promise<BigArray<D>>;
   close(): Promise<void>;
 }
 

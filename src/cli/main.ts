@@ -41,6 +41,7 @@ const COMMANDS: readonly CommandEntry[] = [
   { name: 'snapshot', summary: 'ask the server to write a snapshot now', load: async () => (await import('./commands/stats.js')).snapshotCmd },
   { name: 'check', summary: 'verify a data directory\'s files offline (read-only)', load: async () => (await import('./commands/check.js')).checkCmd },
   { name: 'repair', summary: 'make a damaged data directory open again (keeps the valid prefix)', load: async () => (await import('./commands/check.js')).repairCmd },
+  { name: 'file', summary: 'copy a local file into a big file (put) or out of one (get)', load: async () => (await import('./commands/file.js')).fileCmd },
   { name: 'export', summary: 'write a subtree as JSON lines to stdout', load: async () => (await import('./commands/dump.js')).exportCmd },
   { name: 'import', summary: 'write the nodes of a JSON-lines dump (from stdin)', load: async () => (await import('./commands/dump.js')).importCmd },
   {

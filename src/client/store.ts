@@ -19,7 +19,8 @@
  * `begin()`) answer from what the client last heard; `fetchStats()` and
  * `fetchLockTable()` ask the server.
  */
-import type { LockInfo, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockInfo, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import { openBigArray, openBigFile } from '../bigfile/index.js';
 import { LatchkeyError } from '../core/errors.js';
 import { ClientConnection, type ConnectOptions } from './connection.js';
 import { parseAddress } from './link.js';
@@ -137,6 +138,14 @@ export class RemoteStore extends RemoteSession implements Store {
   }
 
   /** The server's figures as of the last fetch (each call starts a new one); `fetchStats()` waits for fresh ones. */
+  bigFile(path: string, options?: BigFileOptions): Promise<BigFile> {
+    return openBigFile(this, path, options);
+  }
+
+  bigArray<D extends DType = DType>(path: string, options?: BigArrayOptions & { dtype?: D }): Promise<BigArray<D>> {
+    return openBigArray(this, path, options) as Promise<BigArray<D>>;
+  }
+
   stats(): StoreStats {
     void this.fetchStats().catch(() => {});
     return { ...this.statsCache, ...this.conn.retryCounters };

@@ -52,7 +52,9 @@ export function utf8Length(s: string): number {
 
 export function mutationBytes(m: Mutation): number {
   let n = MUTATION_OVERHEAD_BYTES + utf8Length(m.path);
-  if (m.op === 'put') {
+  if (m.op === 'move') {
+    n += 48; // six integers
+  } else if (m.op === 'put') {
     n += m.value.length;
     if (m.ephemeralOwner !== undefined) n += utf8Length(m.ephemeralOwner);
   } else if (m.op === 'perms') {

@@ -9,7 +9,8 @@
  */
 import { LatchkeyError, invalidArgument } from './errors.js';
 import { joinPath, parsePath, validName } from './path.js';
-import { type Mutation, type Node, EMPTY_VALUE, bytesEqual, lookup, putNode, putRoot, removeNode, setPerms } from './tree.js';
+import { type Mutation, type Node, EMPTY_VALUE, lookup, putNode, putRoot, removeNode, setPerms } from './tree.js';
+import { bytesOf, sameValue } from './value.js';
 
 export interface SetOptions {
   /** Write only if the node's version is this (0 = the node must be absent). */
@@ -261,7 +262,7 @@ export class Workspace {
 
   /** Writes `value` at `path` (creating parents) unless it already holds exactly these bytes. */
   private putIfChanged(path: string, segs: readonly string[], node: Node | undefined, value: Uint8Array): void {
-    if (node !== undefined && bytesEqual(node.value, value)) return;
+    if (node !== undefined && sameValue(node.value, value)) return;
     if (node === undefined) this.ensureParents(path, segs);
     this.put(segs, segs.length, value);
   }
@@ -280,7 +281,7 @@ export class Workspace {
       case 'min':
       case 'max': {
         if (segs.length === 0) throw invalidArgument(`${op.op}: the root holds no integer`);
-        const cur = node === undefined ? undefined : integerValue(op.path, node.value);
+        const cur = node === undefined ? undefined : integerValue(op.path, bytesOf(node.value));
         let next: number;
         if (op.op === 'add') {
           next = (cur ?? 0) + op.delta;
@@ -295,7 +296,7 @@ export class Workspace {
       }
       case 'append': {
         if (segs.length === 0) throw invalidArgument('append: not on the root');
-        const old = node?.value ?? EMPTY_VALUE;
+        const old = node === undefined ? EMPTY_VALUE : bytesOf(node.value);
         const size = old.length + op.value.length;
         if (size > this.maxValueBytes) {
           throw new LatchkeyError('TOO_LARGE', `append: value at ${op.path} would be ${size} bytes; the limit is ${this.maxValueBytes}`, { path: op.path, info: { size, limit: this.maxValueBytes } });

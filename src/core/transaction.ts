@@ -38,14 +38,15 @@
  */
 import { LatchkeyError, isErrorCode } from './errors.js';
 import { type ListResult, type WriteOp, Workspace, checkAtomicArgs, isAtomic } from './ops.js';
-import { type Node, bytesEqual, lookup } from './tree.js';
+import { type Node, lookup } from './tree.js';
+import { type Value, sameValue } from './value.js';
 import { parsePath } from './path.js';
 
 /** What an operation answered: a value, or an error code. */
 export type Outcome = { ok: true; value: unknown } | { ok: false; code: string };
 
 export type Recorded =
-  | { kind: 'get'; path: string; witness: number; value: Uint8Array | undefined }
+  | { kind: 'get'; path: string; witness: number; value: Value | undefined }
   | { kind: 'list'; path: string; after: string | undefined; limit: number | undefined; witness: number; result: ListResult | string }
   | { kind: 'write'; op: WriteOp; outcome: Outcome };
 
@@ -165,7 +166,7 @@ export function replayAt(record: readonly Recorded[], head: Node, rev: number, m
         if (w === r.witness) break;
         const own = w === rev && r.witness === OWN; // this transaction's own write, then and now
         if ((node === undefined) !== (r.value === undefined)) return { ok: false, path: r.path, index: i };
-        if (node !== undefined && !bytesEqual(node.value, r.value!)) return { ok: false, path: r.path, index: i };
+        if (node !== undefined && !sameValue(node.value, r.value)) return { ok: false, path: r.path, index: i };
         if (!own) replayed = true;
         break;
       }

@@ -13,9 +13,12 @@
  */
 import { assert } from './errors.js';
 import { PMap } from './pmap.js';
+import { compareNames } from './path.js';
+import { type Value, ValueRef } from './value.js';
 
 export interface Node {
-  readonly value: Uint8Array;
+  /** The bytes, or where they are on disk (core/value.ts). */
+  readonly value: Value;
   /** Revision that created this node. */
   readonly createRev: number;
   /** Revision of the last write to this node's value. */
@@ -46,11 +49,16 @@ export interface Node {
  * - `del` removes a node and its whole subtree.
  * - `perms` replaces an existing node's access-control entries (a metadata
  *   write: modRev moves, version does not).
+ * - `move` (value compaction, storage/compaction.ts): the node's value, if it
+ *   is still the ref at `from`, now lives at `value` (the same bytes copied
+ *   to another value file). Nothing observable changes: no revision of the
+ *   node moves and watchers are not told; the store's revision counts it.
  */
 export type Mutation =
-  | { readonly op: 'put'; readonly path: string; readonly value: Uint8Array; readonly ephemeralOwner?: string; readonly seq?: boolean }
+  | { readonly op: 'put'; readonly path: string; readonly value: Value; readonly ephemeralOwner?: string; readonly seq?: boolean }
   | { readonly op: 'del'; readonly path: string }
-  | { readonly op: 'perms'; readonly path: string; readonly perms: readonly string[] };
+  | { readonly op: 'perms'; readonly path: string; readonly perms: readonly string[] }
+  | { readonly op: 'move'; readonly path: string; readonly from: { readonly file: number; readonly offset: number }; readonly value: ValueRef };
 
 export const EMPTY_VALUE: Uint8Array = new Uint8Array(0);
 
@@ -59,7 +67,7 @@ export const EMPTY_VALUE: Uint8Array = new Uint8Array(0);
  * they all share one hidden class (object spread was a fifth of a write).
  */
 export function mkNode(
-  value: Uint8Array, createRev: number, modRev: number, version: number, childrenRev: number,
+  value: Value, createRev: number, modRev: number, version: number, childrenRev: number,
   children: PMap<Node>, ephemeralOwner: string | undefined, seq: number, size: number, perms: readonly string[] | undefined,
 ): Node {
   return { value, createRev, modRev, version, childrenRev, children, ephemeralOwner, seq, size, perms };
@@ -93,7 +101,7 @@ function updateParent(root: Node, segs: readonly string[], depth: number, fn: (p
   return withChildren(root, root.children.set(name, updated), root.childrenRev, root.seq, root.size + updated.size - child.size);
 }
 
-export function putNode(root: Node, segs: readonly string[], rev: number, value: Uint8Array, ephemeralOwner?: string, seq?: boolean): Node {
+export function putNode(root: Node, segs: readonly string[], rev: number, value: Value, ephemeralOwner?: string, seq?: boolean): Node {
   assert(segs.length > 0, 'cannot put the root value through putNode');
   const name = segs[segs.length - 1]!;
   return updateParent(root, segs, 0, (parent) => {
@@ -132,7 +140,7 @@ export function removeNode(root: Node, segs: readonly string[], rev: number): No
 }
 
 /** Writes the root's own value (the root always exists). */
-export function putRoot(root: Node, rev: number, value: Uint8Array): Node {
+export function putRoot(root: Node, rev: number, value: Value): Node {
   return mkNode(value, root.createRev, rev, root.version + 1, root.childrenRev, root.children, root.ephemeralOwner, root.seq, root.size, root.perms);
 }
 
@@ -149,19 +157,105 @@ export function setPerms(root: Node, segs: readonly string[], rev: number, perms
   });
 }
 
-/** Applies a commit's mutations at `rev`. Used by recovery and followers; asserts they fit. */
+/** Points a node's value at a copy of its bytes, if it still is the ref at `from` (else nothing changes). */
+export function moveValue(root: Node, segs: readonly string[], from: { readonly file: number; readonly offset: number }, to: ValueRef): Node {
+  const n = lookup(root, segs);
+  if (n === undefined || !(n.value instanceof ValueRef) || n.value.file !== from.file || n.value.offset !== from.offset) return root;
+  const moved = (o: Node): Node => mkNode(to, o.createRev, o.modRev, o.version, o.childrenRev, o.children, o.ephemeralOwner, o.seq, o.size, o.perms);
+  if (segs.length === 0) return moved(root);
+  const name = segs[segs.length - 1]!;
+  return updateParent(root, segs, 0, (parent) => withChildren(parent, parent.children.set(name, moved(parent.children.get(name)!)), parent.childrenRev, parent.seq, parent.size));
+}
+
+/**
+ * Applies a commit's mutations at `rev`. Used by recovery and followers; asserts they fit.
+ *
+ * A run of puts under one parent (a `multi` filling a directory, the common
+ * shape of a large commit) is applied to that parent in one pass
+ * (`putChildren`): the path above it is copied once for the run instead of
+ * once per put. The result is the same tree as applying them one by one.
+ */
 export function applyMutations(root: Node, rev: number, muts: readonly Mutation[]): Node {
-  for (const m of muts) {
+  for (let i = 0; i < muts.length; i++) {
+    const m = muts[i]!;
+    if (m.op === 'put' && m.path !== '/') {
+      const cut = m.path.lastIndexOf('/');
+      const prefix = m.path.slice(0, cut + 1);
+      let j = i + 1;
+      while (j < muts.length && muts[j]!.op === 'put' && sameParent(muts[j]!.path, prefix)) j++;
+      if (j - i > 1) {
+        root = putChildren(root, splitPath(m.path), rev, muts, i, j);
+        i = j - 1;
+        continue;
+      }
+    }
     const segs = splitPath(m.path);
     if (m.op === 'put') {
       root = segs.length === 0 ? putRoot(root, rev, m.value) : putNode(root, segs, rev, m.value, m.ephemeralOwner, m.seq);
     } else if (m.op === 'perms') {
       root = setPerms(root, segs, rev, m.perms);
+    } else if (m.op === 'move') {
+      root = moveValue(root, segs, m.from, m.value);
     } else {
       root = removeNode(root, segs, rev);
     }
   }
   return root;
+}
+
+/** True when `path` is a child of the directory whose path ends at `prefix` (which ends with '/'). */
+function sameParent(path: string, prefix: string): boolean {
+  return path.length > prefix.length && path.startsWith(prefix) && path.indexOf('/', prefix.length) === -1;
+}
+
+/** Applies puts muts[from..to) (all children of the parent of `segs`) in one pass over that parent. */
+function putChildren(root: Node, segs: readonly string[], rev: number, muts: readonly Mutation[], from: number, to: number): Node {
+  return updateParent(root, segs, 0, (parent) => {
+    if (parent.children.size === 0) {
+      const built = buildChildren(parent, rev, muts, from, to);
+      if (built !== undefined) return built;
+    }
+    let children = parent.children;
+    let childrenRev = parent.childrenRev;
+    let seq = parent.seq;
+    let size = parent.size;
+    for (let k = from; k < to; k++) {
+      const m = muts[k] as Extract<Mutation, { op: 'put' }>;
+      const name = m.path.slice(m.path.lastIndexOf('/') + 1);
+      const old = children.get(name);
+      const node = old === undefined
+        ? mkNode(m.value, rev, rev, 1, rev, PMap.empty(), m.ephemeralOwner, 0, 1, undefined)
+        : mkNode(m.value, old.createRev, rev, old.version + 1, old.childrenRev, old.children, old.ephemeralOwner, old.seq, old.size, old.perms);
+      children = children.set(name, node);
+      if (old === undefined) {
+        childrenRev = rev;
+        size++;
+      }
+      if (m.seq) seq = nextSeq(seq, name);
+    }
+    return withChildren(parent, children, childrenRev, seq, size);
+  });
+}
+
+/**
+ * A childless parent given new children in strictly ascending name order (a
+ * directory filled by one commit, the usual way): built bottom-up with
+ * `PMap.fromSorted` instead of one insert each. Undefined when the names are
+ * not in order (the caller inserts them one by one).
+ */
+function buildChildren(parent: Node, rev: number, muts: readonly Mutation[], from: number, to: number): Node | undefined {
+  const names: string[] = [];
+  const nodes: Node[] = [];
+  let seq = parent.seq;
+  for (let k = from; k < to; k++) {
+    const m = muts[k] as Extract<Mutation, { op: 'put' }>;
+    const name = m.path.slice(m.path.lastIndexOf('/') + 1);
+    if (names.length > 0 && compareNames(names[names.length - 1]!, name) >= 0) return undefined;
+    names.push(name);
+    nodes.push(mkNode(m.value, rev, rev, 1, rev, PMap.empty(), m.ephemeralOwner, 0, 1, undefined));
+    if (m.seq) seq = nextSeq(seq, name);
+  }
+  return withChildren(parent, PMap.fromSorted(names, nodes), rev, seq, parent.size + names.length);
 }
 
 /** Visits a subtree depth-first in name order, parents before children. */

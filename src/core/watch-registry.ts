@@ -28,6 +28,7 @@
 import { LatchkeyError, assert, invalidArgument } from './errors.js';
 import { parsePath } from './path.js';
 import { type Mutation, type Node, lookup } from './tree.js';
+import { bytesOf } from './value.js';
 
 export interface WatchEventData {
   readonly type: 'put' | 'delete';
@@ -99,7 +100,7 @@ export function eventsOf(rev: number, mutations: readonly Mutation[], before: No
   let putInCommit: Set<string> | undefined;
   for (const m of mutations) {
     if (m.op === 'put') {
-      if (want === undefined || want(m.path)) out.push({ type: 'put', path: m.path, revision: rev, value: m.value });
+      if (want === undefined || want(m.path)) out.push({ type: 'put', path: m.path, revision: rev, value: bytesOf(m.value) });
       (putInCommit ??= new Set()).add(m.path);
       continue;
     }
@@ -109,9 +110,10 @@ export function eventsOf(rev: number, mutations: readonly Mutation[], before: No
         let value: Uint8Array | undefined;
         for (let i = mutations.indexOf(m) - 1; i >= 0 && value === undefined; i--) {
           const earlier = mutations[i]!;
-          if (earlier.op === 'put' && earlier.path === m.path) value = earlier.value;
+          if (earlier.op === 'put' && earlier.path === m.path) value = bytesOf(earlier.value);
         }
-        value ??= (before && lookup(before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value) ?? new Uint8Array(0);
+        const held = before && lookup(before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value;
+        value ??= held === undefined ? new Uint8Array(0) : bytesOf(held);
         out.push({ type: 'put', path: m.path, revision: rev, value });
       }
       continue;
@@ -269,10 +271,12 @@ export class WatchRegistry {
     if (commits.length === 0) return;
     assert(this.watchers === 0 && this.history.length === this.historyHead, 'watch registry: recall into a used registry');
     assert(commits[commits.length - 1]!.rev === this.head, `watch registry: recalled commits end at ${commits[commits.length - 1]!.rev}, head is ${this.head}`);
-    this.oldest = commits[0]!.rev;
+    const first = commits[0]!.rev;
+    this.oldest = first;
     for (let i = 0; i < commits.length; i++) {
       const c = commits[i]!;
-      assert(c.rev === this.oldest + i, `watch registry: recalled commit ${c.rev} out of order`);
+      // (remember trims the window to its bounds as it goes, moving `oldest`: compare with the first recalled.)
+      assert(c.rev === first + i, `watch registry: recalled commit ${c.rev} out of order`);
       assert(c.before !== undefined || c.mutations.every((m) => m.op === 'put'), `watch registry: recalled commit ${c.rev} lacks its old root`);
       this.remember(c.rev, c.mutations, c.before);
     }

@@ -6,6 +6,7 @@
 import type { Entry, Listing, Stat } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { Node } from '../core/tree.js';
+import { bytesOf, readValue } from '../core/value.js';
 
 const decoder = new TextDecoder('utf-8', { fatal: false });
 
@@ -43,24 +44,28 @@ export function statOf(n: Node): Stat {
   return s;
 }
 
-/** An entry over a tree node: its stat is made on first use, its value copied on each (stored bytes are shared by every snapshot). */
+/**
+ * An entry over a tree node: its stat is made on first use, its value copied
+ * on each (stored bytes are shared by every snapshot and the value cache).
+ * A value on disk was read before the entry was made (`entryOfNodeAsync`).
+ */
 class NodeEntry extends BaseEntry {
   private statCache: Stat | undefined;
-  constructor(path: string, private readonly node: Node, revision: number) {
+  constructor(path: string, private readonly node: Node, revision: number, private readonly stored: Uint8Array) {
     super(path, revision);
   }
 
   protected get bytes(): Uint8Array {
-    return this.node.value;
+    return this.stored;
   }
 
   get value(): Uint8Array {
-    return this.node.value.slice();
+    return this.stored.slice();
   }
 
   /** The stored bytes themselves, not a copy (the server only encodes them). Never to be modified. */
   get sharedValue(): Uint8Array {
-    return this.node.value;
+    return this.stored;
   }
 
   get stat(): Stat {
@@ -79,8 +84,16 @@ class DataEntry extends BaseEntry {
   }
 }
 
+/** An entry over a node whose value is in memory, or read synchronously (a synchronous view). */
 export function entryOfNode(path: string, node: Node, revision: number): Entry {
-  return new NodeEntry(path, node, revision);
+  return new NodeEntry(path, node, revision, bytesOf(node.value));
+}
+
+/** An entry over a node; a value on disk and not cached is read asynchronously first (never blocks the event loop). */
+export function entryOfNodeAsync(path: string, node: Node, revision: number): Entry | Promise<Entry> {
+  const v = readValue(node.value);
+  if (v instanceof Uint8Array) return new NodeEntry(path, node, revision, v);
+  return v.then((bytes) => new NodeEntry(path, node, revision, bytes));
 }
 
 export function entryOf(e: { path: string; value: Uint8Array; stat: Stat; revision: number }): Entry {

@@ -21,6 +21,12 @@ export interface EngineAccess {
   readonly closed: boolean;
   /** Transactions open in the store (an adapter counts its own TxStates here for stats). */
   openTransactions: number;
+  /**
+   * Declares a reader of the snapshot at `rev` (a transaction): value
+   * compaction keeps every value file that snapshot references until the
+   * returned unpin is called (once).
+   */
+  pinSnapshot(rev: number): () => void;
   /** Runs `fn` on a Workspace over the pending head and commits what it wrote, once admitted and durable. */
   write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }>;
   /** Commits a transaction (validation and replay against the head). */

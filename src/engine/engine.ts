@@ -22,7 +22,7 @@ import { BugError, LatchkeyError, assert, storeClosed } from '../core/errors.js'
 import { type Sequencer, type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
-import { type Mutation, type Node, emptyRoot, lookup, walkTree } from '../core/tree.js';
+import { type Mutation, type Node, applyMutations, emptyRoot, lookup, walkTree } from '../core/tree.js';
 import type { WriteTarget } from '../core/lock-table.js';
 import { WatchRegistry } from '../core/watch-registry.js';
 import type { Storage } from '../storage/storage.js';
@@ -32,6 +32,7 @@ import type { CommitHook, EngineAccess } from './access.js';
 import { type Admission, LockService, NO_ADMISSION } from './locks.js';
 import { Observers } from './observe.js';
 import { CommitPipeline, type Published } from './pipeline.js';
+import { type CompactionOptions, ValueCompactor } from './compaction.js';
 import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 
 export interface EngineOptions {
@@ -44,6 +45,8 @@ export interface EngineOptions {
    * commit or transaction fails TOO_LARGE with nothing written.
    */
   maxCommitBytes?: number;
+  /** Background compaction of value files (compaction.ts); false turns it off. */
+  compaction?: CompactionOptions | false;
 }
 
 export class Engine implements EngineAccess {
@@ -80,10 +83,14 @@ export class Engine implements EngineAccess {
   private snapshotting: Promise<void> | undefined;
   openTransactions = 0;
   sessionsOpen = 0;
-  readonly counters = { commits: 0, validations: 0, replays: 0, conflicts: 0, txCommits: 0, snapshots: 0, snapshotErrors: 0 };
+  /** Readers of older snapshots (transactions), by revision: value compaction waits for them (pinSnapshot). */
+  private readonly snapshotPins = new Map<number, number>();
+  readonly counters = { commits: 0, validations: 0, replays: 0, conflicts: 0, txCommits: 0, snapshots: 0, snapshotErrors: 0, compactionCommits: 0 };
   /** `transaction()` calls on this store's sessions: runs of fn, re-runs after CONFLICT, and calls that gave up. */
   readonly retryCounters: RetryCounters = newRetryCounters();
   lastSnapshotError: string | undefined;
+  /** Reclaims dead values in value files (durable stores). */
+  readonly compactor: ValueCompactor | undefined;
   /** Metrics, logs and the console listen here (observe.ts); none by default. */
   readonly observers = new Observers();
 
@@ -106,6 +113,10 @@ export class Engine implements EngineAccess {
     const tail = storage?.takeHistory?.() ?? [];
     if (tail.length > 0 && tail[tail.length - 1]!.rev === this.visibleRev) watches.recall(tail);
     this.onCommit((c) => watches.publish(c.rev, c.mutations, c.before));
+    const values = storage?.values;
+    if (storage !== undefined && values !== undefined && options.compaction !== false) {
+      this.compactor = new ValueCompactor(this, storage, values, options.compaction ?? {});
+    }
     this.locks = new LockService(storage === undefined ? undefined : { log: storage.log, locks: storage.locks, syncSoon: () => this.pipeline.syncSoon(), syncLog: () => this.pipeline.syncLog() }, this.observers);
   }
 
@@ -276,10 +287,77 @@ export class Engine implements EngineAccess {
     assert(ws.rev === this.pendingRev + 1, `commit at ${ws.rev} over pending ${this.pendingRev}`);
     const before = this.pendingRoot;
     this.trackEphemerals(before, ws.mutations);
-    this.pendingRoot = ws.root;
+    const { root, logged } = this.valuesToDisk(before, ws);
+    this.pendingRoot = root;
     this.pendingRev = ws.rev;
     this.counters.commits++;
-    return this.pipeline.submit(ws.rev, ws.mutations, before, ws.root);
+    return this.pipeline.submit(ws.rev, ws.mutations, before, root, logged);
+  }
+
+  /**
+   * Values above the inline threshold go to value files (storage/values.ts):
+   * each is buffered there (no I/O yet; the log sync writes it before the
+   * record) and the tree and the log record get a ref instead of the bytes.
+   * The tree is rebuilt by applying the commit again with refs (the
+   * workspace's copy held the bytes); watchers still get the bytes.
+   */
+  private valuesToDisk(before: Node, ws: Workspace): { root: Node; logged: readonly Mutation[] | undefined } {
+    const values = this.options.storage?.values;
+    if (values === undefined) return { root: ws.root, logged: undefined };
+    let logged: Mutation[] | undefined;
+    const muts = ws.mutations;
+    for (let i = 0; i < muts.length; i++) {
+      const m = muts[i]!;
+      if (m.op !== 'put' || !(m.value instanceof Uint8Array) || !values.storesOnDisk(m.value.length)) continue;
+      logged ??= muts.slice();
+      logged[i] = { ...m, value: values.store(m.value) };
+    }
+    if (logged === undefined) return { root: ws.root, logged: undefined };
+    return { root: applyMutations(before, ws.rev, logged), logged };
+  }
+
+  pinSnapshot(rev: number): () => void {
+    this.snapshotPins.set(rev, (this.snapshotPins.get(rev) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const left = (this.snapshotPins.get(rev) ?? 1) - 1;
+      if (left === 0) this.snapshotPins.delete(rev);
+      else this.snapshotPins.set(rev, left);
+    };
+  }
+
+  /** The oldest revision a pinned snapshot reader holds, or the visible revision when none does. */
+  oldestPinnedRevision(): number {
+    let min = this.visibleRev;
+    for (const r of this.snapshotPins.keys()) if (r < min) min = r;
+    return min;
+  }
+
+  /**
+   * Commits value moves (compaction.ts), built synchronously by `build`
+   * against the pending head, as one commit of `move` mutations: logged,
+   * ordered and published like any commit, watchers told nothing. Resolves
+   * with its revision once durable (undefined: nothing to move).
+   */
+  commitMoves(build: (pending: Node) => Mutation[]): Promise<number | undefined> {
+    this.checkWritable();
+    const muts = build(this.pendingRoot);
+    if (muts.length === 0) return Promise.resolve(undefined);
+    const rev = this.pendingRev + 1;
+    const before = this.pendingRoot;
+    const after = applyMutations(before, rev, muts);
+    this.pendingRoot = after;
+    this.pendingRev = rev;
+    this.counters.compactionCommits++;
+    const done = this.pipeline.submit(rev, [], before, after, muts);
+    return (done ?? Promise.resolve()).then(() => rev);
+  }
+
+  /** Resolves once every commit up to the pending head is published. */
+  drainPending(): Promise<void> {
+    return this.pipeline.whenPublished(this.pendingRev);
   }
 
   /** Commits a transaction: direct when its snapshot is the pending head, else validate + replay. */
@@ -351,6 +429,7 @@ export class Engine implements EngineAccess {
   /** Keeps the per-session index of ephemeral nodes in step with the pending head. */
   private trackEphemerals(before: Node, muts: readonly Mutation[]): void {
     for (const m of muts) {
+      if (m.op === 'move') continue;
       if (m.op === 'put') {
         if (m.ephemeralOwner !== undefined) {
           let set = this.ephemerals.get(m.ephemeralOwner);
@@ -444,12 +523,22 @@ export class Engine implements EngineAccess {
     if (this.readOnlyReason !== undefined) s.readOnly = this.readOnlyReason;
     if (this.lastSnapshotError !== undefined) s.lastSnapshotError = this.lastSnapshotError;
     if (this.options.storage) s.storage = this.options.storage.stats();
+    const v = this.options.storage?.values?.stats();
+    if (v !== undefined) {
+      s.cacheHits = v.cacheHits;
+      s.cacheMisses = v.cacheMisses;
+      s.cacheEvictions = v.cacheEvictions;
+      s.cacheBytes = v.cacheBytes;
+      s.cacheLimit = v.cacheLimit;
+    }
+    if (this.compactor !== undefined) Object.assign(s, this.compactor.stats());
     return s as unknown as StoreStats;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.compactor?.close();
     await this.pipeline.drain();
     if (this.snapshotting) await this.snapshotting.catch(() => {});
     await this.options.storage?.close();

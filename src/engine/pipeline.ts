@@ -74,14 +74,18 @@ export class CommitPipeline {
     return this.group.length;
   }
 
-  /** Returns undefined when the commit was published at once (no log), else when it will be. */
-  submit(rev: number, mutations: readonly Mutation[], before: Node, after: Node): Promise<void> | undefined {
+  /**
+   * Returns undefined when the commit was published at once (no log), else
+   * when it will be. `logged` is what the log records when it differs from
+   * what watchers see (values moved to value files are refs there).
+   */
+  submit(rev: number, mutations: readonly Mutation[], before: Node, after: Node, logged?: readonly Mutation[]): Promise<void> | undefined {
     if (this.failure) return Promise.reject(this.failure);
     if (this.log === undefined) {
       this.publishOne({ rev, mutations, before, after });
       return undefined;
     }
-    this.log.append(rev, mutations);
+    this.log.append(rev, logged ?? mutations);
     return new Promise<void>((resolve, reject) => {
       this.group.push({ rev, mutations, before, after, at: performance.now(), resolve, reject });
       if (!this.syncing) {

@@ -14,7 +14,7 @@ import { EMBEDDED_RETRY, type RetryCounters } from '../util/retry.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
 import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNode, makeListing } from '../edge/entry.js';
+import { entryOfNodeAsync, makeListing } from '../edge/entry.js';
 import { SessionEdge } from '../edge/session.js';
 import { type Engine, targetOf, targetOfOp } from './engine.js';
 import { TransactionImpl } from './transaction.js';
@@ -50,7 +50,7 @@ export class SessionImpl extends SessionEdge {
 
   protected async _get(path: string): Promise<Entry | undefined> {
     const n = lookup(this.engine.visibleRoot, parsePath(path));
-    return n === undefined ? undefined : entryOfNode(path, n, this.engine.visibleRev);
+    return n === undefined ? undefined : entryOfNodeAsync(path, n, this.engine.visibleRev);
   }
 
   protected async _exists(path: string): Promise<boolean> {

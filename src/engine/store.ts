@@ -3,7 +3,8 @@
  * operations (sessions, lock table, watches, snapshots, stats, close) live
  * here; reads and writes are the default session's.
  */
-import type { LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import { openBigArray, openBigFile } from '../bigfile/index.js';
 import type { EngineAccess, OwnedSession } from './access.js';
 import { Engine, type EngineOptions } from './engine.js';
 import type { EngineEvents } from './observe.js';
@@ -119,6 +120,14 @@ export class EmbeddedStore extends SessionImpl implements Store {
 
   stats(): StoreStats {
     return this.engine.stats();
+  }
+
+  bigFile(path: string, options?: BigFileOptions): Promise<BigFile> {
+    return openBigFile(this, path, options);
+  }
+
+  bigArray<D extends DType = DType>(path: string, options?: BigArrayOptions & { dtype?: D }): Promise<BigArray<D>> {
+    return openBigArray(this, path, options) as Promise<BigArray<D>>;
   }
 
   /** Ends every session (cleanly), waits for in-flight commits, releases storage. */

@@ -10,7 +10,7 @@ import { TxState } from '../core/transaction.js';
 import { parentPath, parsePath } from '../core/path.js';
 import { mutationBytes, COMMIT_BASE_BYTES } from '../core/commit-size.js';
 import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNode, makeListing } from '../edge/entry.js';
+import { entryOfNodeAsync, makeListing } from '../edge/entry.js';
 import { TransactionEdge } from '../edge/session.js';
 import type { Engine } from './engine.js';
 
@@ -33,7 +33,10 @@ export class TransactionImpl extends TransactionEdge {
     super();
     this.tx = new TxState(engine.visibleRoot, engine.visibleRev, engine.maxValueBytes);
     engine.openTransactions++;
+    this.unpin = engine.pinSnapshot(engine.visibleRev);
   }
+
+  private readonly unpin: () => void;
 
   /** Bytes this open transaction holds, roughly: its writes (the commit-size measure) plus 64 per operation recorded. */
   get footprint(): number {
@@ -57,7 +60,7 @@ export class TransactionImpl extends TransactionEdge {
 
   protected async _get(path: string): Promise<Entry | undefined> {
     const n = this.tx.get(path);
-    return n === undefined ? undefined : entryOfNode(path, n, this.tx.snapshotRev);
+    return n === undefined ? undefined : entryOfNodeAsync(path, n, this.tx.snapshotRev);
   }
 
   protected async _exists(path: string): Promise<boolean> {
@@ -156,6 +159,7 @@ export class TransactionImpl extends TransactionEdge {
     this.state = state;
     this.abortReason = reason;
     this.engine.openTransactions--;
+    this.unpin();
     this.owner.txEnded(this);
   }
 }

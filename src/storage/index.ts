@@ -16,7 +16,8 @@ import type { Node } from '../core/tree.js';
 import { errnoOf, ioError, snapshotName } from './format.js';
 import { type Fs, realFs } from './fs.js';
 import { acquireOwnership, type Ownership } from './ownership.js';
-import { recover } from './recovery.js';
+import { listDir, recover } from './recovery.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_INLINE_VALUE_BYTES, DEFAULT_VALUE_FILE_BYTES, VALUE_FILE_HEADER_SIZE, ValueStore } from './values.js';
 import { writeSnapshot } from './snapshot.js';
 import { TOKEN_BLOCK } from './lock-log.js';
 import type { CommitLog, RecoveredCommit, RecoveredLocks, RecoveryStats, Storage, StorageStats } from './storage.js';
@@ -48,6 +49,15 @@ export interface StorageOptions {
   snapshotsKept?: number;
   /** The file-system seam (tests inject faults through it). */
   fs?: Fs;
+  /**
+   * Values longer than this many bytes are stored in value files and read on
+   * demand (default 1024; 0 puts every non-empty value on disk).
+   */
+  inlineValueBytes?: number;
+  /** Bytes of values the value cache keeps in memory (default 256 MiB). */
+  cacheBytes?: number;
+  /** Start a new value file when the active one reaches this size (default 1 GiB). */
+  valueFileBytes?: number;
 }
 
 export interface DurableStorage extends Storage {
@@ -84,13 +94,36 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
   } catch (e) {
     throw ioError('creating the data directory', dir, e);
   }
+  const inlineBytes = options.inlineValueBytes ?? DEFAULT_INLINE_VALUE_BYTES;
+  const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES;
+  const valueFileBytes = options.valueFileBytes ?? DEFAULT_VALUE_FILE_BYTES;
+  if (!Number.isSafeInteger(inlineBytes) || inlineBytes < 0) throw invalidArgument('inlineValueBytes must be a non-negative integer');
+  if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) throw invalidArgument('cacheBytes must be a non-negative integer');
+  if (!Number.isSafeInteger(valueFileBytes) || valueFileBytes < 4096 || valueFileBytes > 2 ** 39) throw invalidArgument('valueFileBytes must be an integer from 4096 to 2^39');
   const ownership = await acquireOwnership(fs, dir);
+  let values: ValueStore | undefined;
   try {
     const t0 = performance.now();
-    const rec = await recover(fs, dir, durable);
+    const listing = await listDir(fs, dir);
+    const existing = new Map<number, number>();
+    for (const v of listing.valueFiles) {
+      try {
+        existing.set(v.n, (await fs.stat(path.join(dir, v.name))).size);
+      } catch (e) {
+        throw ioError('reading a value file', path.join(dir, v.name), e);
+      }
+    }
+    // A value file cut off before its header was complete (a crash while it was created) held no value: remove it.
+    const lastValue = listing.valueFiles.at(-1);
+    if (lastValue !== undefined && existing.get(lastValue.n)! < VALUE_FILE_HEADER_SIZE) {
+      await fs.unlink(path.join(dir, lastValue.name)).catch((e: unknown) => { throw ioError('removing a torn value file', path.join(dir, lastValue.name), e); });
+      existing.delete(lastValue.n);
+    }
+    values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, fileBytes: valueFileBytes }, existing);
+    const rec = await recover(fs, dir, durable, values, listing);
     const wal = await Wal.open({
       dir, fs, segmentBytes, durable, segments: rec.segments, activeSize: rec.activeSize, nextRev: rec.revision + 1,
-      bytesSinceSnapshot: rec.bytesAfterSnapshot, locks: rec.locks,
+      bytesSinceSnapshot: rec.bytesAfterSnapshot, locks: rec.locks, values,
     });
     const back = rec.locks.recovered();
     // A directory written before tokens were logged handed them out from the wall clock in microseconds.
@@ -106,7 +139,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
     await wal.sync();
     const locks: RecoveredLocks = { tokenFloor, ceiling, taints: back.taints, broken: back.broken };
     const recoveryMs = performance.now() - t0;
-    return new FileStorage(dir, fs, durability, ownership, wal, rec.root, rec.revision, rec.mayHaveEphemerals, locks, {
+    return new FileStorage(dir, fs, durability, ownership, wal, values, rec.root, rec.revision, rec.mayHaveEphemerals, locks, {
       history: rec.history,
       snapshotEveryBytes, snapshotsKept, recoveryMs,
       snapshots: rec.snapshotsKept.map((s) => s.rev),
@@ -120,6 +153,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
       },
     });
   } catch (e) {
+    await values?.close();
     await ownership.release();
     throw e;
   }
@@ -140,6 +174,8 @@ class FileStorage implements DurableStorage {
   private snapshotRevs: number[];
   private snapshotCount = 0;
   private lastSnapshotMs = 0;
+  /** Value compaction retired older snapshots (retireSnapshotsBefore): the empty tree is no fallback any more. */
+  private retired = false;
 
   constructor(
     readonly dir: string,
@@ -147,6 +183,7 @@ class FileStorage implements DurableStorage {
     readonly durability: Durability,
     private readonly ownership: Ownership,
     private readonly wal: Wal,
+    readonly values: ValueStore,
     readonly root: Node,
     readonly revision: number,
     readonly mayHaveEphemerals: boolean,
@@ -172,6 +209,26 @@ class FileStorage implements DurableStorage {
 
   needsSnapshot(): boolean {
     return this.wal.bytesSinceSnapshot >= this.extra.snapshotEveryBytes;
+  }
+
+  oldestSnapshotRevision(): number {
+    return this.snapshotRevs.length >= this.extra.snapshotsKept || this.retired ? this.snapshotRevs[0] ?? 0 : 0;
+  }
+
+  retireSnapshotsBefore(rev: number): Promise<void> {
+    const run = this.snapshotting.catch(() => undefined).then(async () => {
+      const keep = this.snapshotRevs.filter((r) => r >= rev);
+      if (keep.length === 0) return;
+      const drop = this.snapshotRevs.filter((r) => r < rev);
+      this.snapshotRevs = keep;
+      this.retired = true;
+      for (const r of drop) {
+        await this.fs.unlink(path.join(this.dir, snapshotName(r))).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
+      }
+      await this.wal.removeSegmentsThrough(keep[0]!);
+    });
+    this.snapshotting = run;
+    return run;
   }
 
   snapshot(root: Node, rev: number): Promise<void> {
@@ -200,7 +257,7 @@ class FileStorage implements DurableStorage {
     }
     // While fewer snapshots than `snapshotsKept` exist, the empty tree at
     // revision 0 is the oldest fallback: keep the whole log.
-    const oldest = this.snapshotRevs.length >= this.extra.snapshotsKept ? this.snapshotRevs[0]! : 0;
+    const oldest = this.snapshotRevs.length >= this.extra.snapshotsKept || this.retired ? this.snapshotRevs[0]! : 0;
     await this.wal.removeSegmentsThrough(oldest);
   }
 
@@ -215,6 +272,7 @@ class FileStorage implements DurableStorage {
       lastSnapshotMs: this.lastSnapshotMs,
       recoveryMs: this.extra.recoveryMs,
       ...this.extra.recovery,
+      values: this.values.stats(),
       ...(this.wal.failed ? { readOnly: this.wal.failed.message } : {}),
     };
   }
@@ -225,6 +283,7 @@ class FileStorage implements DurableStorage {
     try {
       await this.snapshotting.catch(() => undefined);
       await this.wal.close();
+      await this.values.close();
     } finally {
       await this.ownership.release();
     }

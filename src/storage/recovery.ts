@@ -21,8 +21,10 @@
  * 4. Only the last segment may end in a torn tail (see `scanSegment`); it is
  *    cut off with ftruncate + fdatasync and counted. A last segment whose
  *    header never made it to disk holds no record and is removed.
- * 5. Leftover `snap-*.snap.tmp` files (a crash while writing a snapshot) are
- *    removed: the rename that would have published them never happened.
+ * 5. Leftover `snap-*.snap.tmp` and `wal-*.log.tmp` files (a crash while
+ *    writing a snapshot, or while replacing a segment that held only lock
+ *    records) are removed: the rename that would have published them never
+ *    happened, and the file they would have replaced is whole.
  */
 import path from 'node:path';
 import { BugError, LatchkeyError } from '../core/errors.js';
@@ -32,7 +34,8 @@ import type { Fs } from './fs.js';
 import type { RecoveredCommit } from './storage.js';
 import { readSnapshot } from './snapshot.js';
 import { LockImage, unpackEvents, unpackImage } from './lock-log.js';
-import { RECORD_TYPE_LOCK_IMAGE, type ScannedLockRecord, type SegmentRef, decodeMutations, scanSegment } from './wal.js';
+import { RECORD_TYPE_LOCK_IMAGE, type RefMaker, type ScannedLockRecord, type SegmentRef, decodeMutations, scanSegment } from './wal.js';
+import { parseValueFileName } from './values.js';
 
 export interface DirListing {
   /** Ascending by revision. */
@@ -40,6 +43,8 @@ export interface DirListing {
   /** Ascending by first revision. */
   readonly segments: SegmentRef[];
   readonly temps: string[];
+  /** Value files (values.ts), ascending by number. */
+  readonly valueFiles: { name: string; n: number }[];
 }
 
 export async function listDir(fs: Fs, dir: string): Promise<DirListing> {
@@ -52,16 +57,20 @@ export async function listDir(fs: Fs, dir: string): Promise<DirListing> {
   const snapshots: { name: string; rev: number }[] = [];
   const segments: SegmentRef[] = [];
   const temps: string[] = [];
+  const valueFiles: { name: string; n: number }[] = [];
   for (const name of names) {
+    const v = parseValueFileName(name);
+    if (v !== undefined) { valueFiles.push({ name, n: v }); continue; }
     const s = parseSnapshotName(name);
     if (s !== undefined) { snapshots.push({ name, rev: s }); continue; }
     const w = parseSegmentName(name);
     if (w !== undefined) { segments.push({ name, firstRev: w }); continue; }
-    if (/^snap-\d{20}\.snap\.tmp$/.test(name)) temps.push(name);
+    if (/^(snap-\d{20}\.snap|wal-\d{20}\.log)\.tmp$/.test(name)) temps.push(name);
   }
   snapshots.sort((a, b) => a.rev - b.rev);
   segments.sort((a, b) => a.firstRev - b.firstRev);
-  return { snapshots, segments, temps };
+  valueFiles.sort((a, b) => a.n - b.n);
+  return { snapshots, segments, temps, valueFiles };
 }
 
 /** Where the log first fails, for recovery's error and for repair. */
@@ -218,8 +227,8 @@ export function logCorrupt(p: LogProblem, extra = ''): LatchkeyError {
 }
 
 /** Decodes and applies one verified record; a record that does not apply is CORRUPT. */
-export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }, each?: (m: Mutation) => void): Node {
-  const muts = decodeMutations(payload, { ...at, revision: rev });
+export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: { file: string; offset: number }, each?: (m: Mutation) => void, refs?: RefMaker): Node {
+  const muts = decodeMutations(payload, { ...at, revision: rev }, refs);
   if (each) for (const m of muts) each(m);
   try {
     return applyMutations(root, rev, muts);
@@ -230,8 +239,8 @@ export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: {
   }
 }
 
-export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Recovered> {
-  const listing = await listDir(fs, dir);
+export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefMaker, listed?: DirListing): Promise<Recovered> {
+  const listing = listed ?? await listDir(fs, dir);
   for (const t of listing.temps) await fs.unlink(path.join(dir, t)).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
 
   const snaps = [...listing.snapshots];
@@ -244,7 +253,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
     const s = snaps[snaps.length - 1]!;
     const file = path.join(dir, s.name);
     try {
-      const loaded = await readSnapshot(fs, file);
+      const loaded = await readSnapshot(fs, file, refs);
       if (loaded.revision !== s.rev) throw corrupt(`snapshot ${file} holds revision ${loaded.revision}, its name says ${s.rev}`, { file, offset: 16 });
       root = loaded.root;
       mayHaveEphemerals = loaded.ephemerals > 0;
@@ -265,10 +274,11 @@ export async function recover(fs: Fs, dir: string, durable: boolean): Promise<Re
     const mutations: Mutation[] = [];
     let needsBefore = false;
     root = replayRecord(root, rev, payload, at, (m) => {
+      if (m.op === 'move') return; // watchers are never told of value moves
       mutations.push(m);
       if (m.op !== 'put') needsBefore = true;
       else if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
-    });
+    }, refs);
     history.push({ rev, mutations, before: needsBefore ? before : undefined });
   }, false, (r, payload, at) => replayLocks(locks, r, payload, at));
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';

@@ -26,6 +26,7 @@ import { type Fs, realFs, writeAll } from './fs.js';
 import { acquireOwnership } from './ownership.js';
 import { listDir, replayRecord, walkLog } from './recovery.js';
 import { readSnapshot } from './snapshot.js';
+import { readOnlyValues } from './values.js';
 import { SEGMENT_HEADER_SIZE, highestRevisionAfter } from './wal.js';
 
 export interface RepairReport {
@@ -81,6 +82,8 @@ async function repairOwned(fs: Fs, dir: string): Promise<RepairReport> {
 
   // 1. Snapshots.
   let listing = await listDir(fs, dir);
+  // Refs are carried, never read: repair works on the log and snapshots only.
+  const refs = readOnlyValues(dir, fs);
   let base: Node = emptyRoot();
   let snapRev = 0;
   const damagedRevs: number[] = [];
@@ -88,7 +91,7 @@ async function repairOwned(fs: Fs, dir: string): Promise<RepairReport> {
     const s = listing.snapshots[i]!;
     const file = path.join(dir, s.name);
     try {
-      const loaded = await readSnapshot(fs, file);
+      const loaded = await readSnapshot(fs, file, refs);
       if (loaded.revision !== s.rev) throw new LatchkeyError('CORRUPT', `snapshot holds revision ${loaded.revision}, its name says ${s.rev}`);
       base = loaded.root;
       snapRev = s.rev;
@@ -106,7 +109,7 @@ async function repairOwned(fs: Fs, dir: string): Promise<RepairReport> {
     listing = await listDir(fs, dir);
     let root = base;
     const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
-      root = replayRecord(root, rev, payload, at);
+      root = replayRecord(root, rev, payload, at, undefined, refs);
     });
     const p = walk.problem;
     if (p === undefined) {

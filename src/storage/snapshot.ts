@@ -34,6 +34,8 @@ import { LatchkeyError } from '../core/errors.js';
 import { compareNames } from '../core/path.js';
 import { PMap } from '../core/pmap.js';
 import { EMPTY_VALUE, type Node, mkNode } from '../core/tree.js';
+import { type Value, ValueRef } from '../core/value.js';
+import type { RefMaker } from './wal.js';
 import { crc32c } from './crc32c.js';
 import { corrupt, dataView, errnoOf, ioError, readU64, snapshotName, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, readAt } from './fs.js';
@@ -48,6 +50,8 @@ const BLOCK_TARGET = 1 << 20;
 const MAX_BLOCK = 1 << 30;
 const FLAG_OWNER = 1;
 const FLAG_PERMS = 2;
+/** The value is in a value file: file, offset, length, crc (varints) instead of valueLen, value. */
+const FLAG_REF = 4;
 const MAGIC_BYTES = new TextEncoder().encode(SNAPSHOT_MAGIC);
 const utf8 = new TextEncoder();
 const utf8d = new TextDecoder('utf-8', { fatal: true });
@@ -125,14 +129,23 @@ function encodeHeader(rev: number): Uint8Array {
 
 function encodeNode(w: BlockWriter, name: string, n: Node): void {
   w.string(name);
-  w.varint((n.ephemeralOwner !== undefined ? FLAG_OWNER : 0) | (n.perms !== undefined ? FLAG_PERMS : 0));
+  const v = n.value;
+  const isRef = v instanceof ValueRef;
+  w.varint((n.ephemeralOwner !== undefined ? FLAG_OWNER : 0) | (n.perms !== undefined ? FLAG_PERMS : 0) | (isRef ? FLAG_REF : 0));
   w.varint(n.createRev);
   w.varint(n.modRev);
   w.varint(n.version);
   w.varint(n.childrenRev);
   w.varint(n.seq);
   w.varint(n.children.size);
-  w.bytes(n.value);
+  if (isRef) {
+    w.varint(v.file);
+    w.varint(v.offset);
+    w.varint(v.length);
+    w.varint(v.crc);
+  } else {
+    w.bytes(v);
+  }
   if (n.ephemeralOwner !== undefined) w.string(n.ephemeralOwner);
   if (n.perms !== undefined) {
     w.varint(n.perms.length);
@@ -214,7 +227,7 @@ export async function writeSnapshot(fs: Fs, dir: string, root: Node, rev: number
 
 interface Frame {
   name: string;
-  value: Uint8Array;
+  value: Value;
   createRev: number;
   modRev: number;
   version: number;
@@ -296,7 +309,7 @@ export interface LoadedSnapshot {
  * truncation, structure) is a LatchkeyError CORRUPT naming the file and the
  * offset of the damaged block.
  */
-export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot> {
+export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker): Promise<LoadedSnapshot> {
   let fh: FileHandleLike;
   try {
     fh = await fs.open(file, 'read');
@@ -357,7 +370,16 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
         const childrenRev = r.varint();
         const seq = r.varint();
         const expected = r.varint();
-        const value = r.bytes();
+        let value: Value;
+        if (flags & FLAG_REF) {
+          if (refs === undefined) throw fail('a value reference with no value store');
+          const vf = r.varint();
+          const vo = r.varint();
+          const vl = r.varint();
+          value = refs.ref(vf, vo, vl, r.varint());
+        } else {
+          value = r.bytes();
+        }
         const owner = flags & FLAG_OWNER ? r.string() : undefined;
         if (owner !== undefined) ephemerals++;
         let perms: string[] | undefined;
@@ -367,7 +389,7 @@ export async function readSnapshot(fs: Fs, file: string): Promise<LoadedSnapshot
           perms = [];
           for (let i = 0; i < n; i++) perms.push(r.string());
         }
-        if (flags & ~(FLAG_OWNER | FLAG_PERMS)) throw fail('unknown node flags');
+        if (flags & ~(FLAG_OWNER | FLAG_PERMS | FLAG_REF)) throw fail('unknown node flags');
         nodes++;
         if (root !== undefined) throw fail('node after the end of the tree');
         const parent = stack[stack.length - 1];

@@ -10,6 +10,7 @@
  */
 import type { Mutation, Node } from '../core/tree.js';
 import type { LockEvent } from './lock-log.js';
+import type { ValueStats, ValueStore } from './values.js';
 
 export type { LockEvent } from './lock-log.js';
 
@@ -88,6 +89,8 @@ export interface StorageStats extends WalStats, RecoveryStats {
   recoveryMs: number;
   /** Why the log stopped taking commits, once it has. */
   readOnly?: string;
+  /** Value files and the value cache (values.ts). */
+  values?: ValueStats;
 }
 
 export interface Storage {
@@ -96,6 +99,20 @@ export interface Storage {
   readonly revision: number;
   readonly log: CommitLog;
   readonly locks: RecoveredLocks;
+  /** Where values above the inline threshold go (durable storage only). */
+  readonly values?: ValueStore;
+  /**
+   * The revision of the oldest snapshot recovery could fall back to (0 while
+   * fewer than `snapshotsKept` exist: the whole log is the fallback).
+   * A value file no tree at or after it references can be deleted.
+   */
+  oldestSnapshotRevision?(): number;
+  /**
+   * Removes the snapshots older than `rev` when one at or after it exists
+   * (and the log only they needed): value compaction deleting a file that
+   * only those older states reference gives up that fallback for it.
+   */
+  retireSnapshotsBefore?(rev: number): Promise<void>;
   /** True when enough log has accumulated that a snapshot is due (the storage layer owns the policy). */
   needsSnapshot(): boolean;
   /** Writes a snapshot of `root` (durable state at `rev`) while commits continue; then drops covered log. */

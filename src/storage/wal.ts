@@ -40,9 +40,11 @@ import { Packr, Unpackr } from 'msgpackr';
 import path from 'node:path';
 import { LatchkeyError, assert } from '../core/errors.js';
 import type { Mutation } from '../core/tree.js';
+import { ValueRef } from '../core/value.js';
+import type { ValueStore } from './values.js';
 import { crc32c } from './crc32c.js';
 import { type LockEvent, LockImage, eventTuple, packEvents, packImage } from './lock-log.js';
-import { corrupt, dataView, ioError, readU64, segmentName, writeU64 } from './format.js';
+import { corrupt, dataView, errnoOf, ioError, readU64, segmentName, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, writeAll } from './fs.js';
 import type { CommitLog, WalStats } from './storage.js';
 
@@ -64,6 +66,15 @@ const MAGIC_BYTES = new TextEncoder().encode(SEGMENT_MAGIC);
 const PUT = 1;
 const DEL = 2;
 const PERMS = 3;
+/** A put whose value is in a value file: [4, path, file, offset, length, crc] (+ owner, seq). */
+const PUT_REF = 4;
+/** Value compaction moved a value: [5, path, fromFile, fromOffset, file, offset, length, crc]. */
+const MOVE = 5;
+
+/** Makes refs for decoded value locations (the store's ValueStore). */
+export interface RefMaker {
+  ref(file: number, offset: number, length: number, crc: number): ValueRef;
+}
 
 // useRecords: false — msgpackr's record extension would make a record depend
 // on structure definitions held by the writer, and every record must decode alone.
@@ -87,8 +98,14 @@ export function encodeSegmentHeader(firstRev: number): Uint8Array {
 function mutationTuple(m: Mutation): unknown[] {
   if (m.op === 'del') return [DEL, m.path];
   if (m.op === 'perms') return [PERMS, m.path, m.perms];
-  if (m.ephemeralOwner === undefined && !m.seq) return [PUT, m.path, m.value];
-  return [PUT, m.path, m.value, m.ephemeralOwner ?? null, m.seq ? 1 : 0];
+  if (m.op === 'move') return [MOVE, m.path, m.from.file, m.from.offset, m.value.file, m.value.offset, m.value.length, m.value.crc];
+  const v = m.value;
+  if (v instanceof ValueRef) {
+    if (m.ephemeralOwner === undefined && !m.seq) return [PUT_REF, m.path, v.file, v.offset, v.length, v.crc];
+    return [PUT_REF, m.path, v.file, v.offset, v.length, v.crc, m.ephemeralOwner ?? null, m.seq ? 1 : 0];
+  }
+  if (m.ephemeralOwner === undefined && !m.seq) return [PUT, m.path, v];
+  return [PUT, m.path, v, m.ephemeralOwner ?? null, m.seq ? 1 : 0];
 }
 
 export function encodeRecord(rev: number, muts: readonly Mutation[]): Uint8Array {
@@ -111,7 +128,7 @@ export function encodeTyped(type: number, rev: number, payload: Uint8Array): Uin
 }
 
 /** Decodes a record payload whose checksum was verified; a shape it cannot be is CORRUPT. */
-export function decodeMutations(payload: Uint8Array, where: { file: string; offset: number; revision: number }): Mutation[] {
+export function decodeMutations(payload: Uint8Array, where: { file: string; offset: number; revision: number }, refs?: RefMaker): Mutation[] {
   const bad = (why: string): LatchkeyError =>
     corrupt(`corrupt write-ahead log ${where.file} at offset ${where.offset} (revision ${where.revision}): ${why}`, { ...where, reason: why });
   let raw: unknown;
@@ -128,8 +145,15 @@ export function decodeMutations(payload: Uint8Array, where: { file: string; offs
       out.push({ op: 'del', path: t[1] });
     } else if (t[0] === PERMS && t.length === 3 && Array.isArray(t[2]) && (t[2] as unknown[]).every((p) => typeof p === 'string')) {
       out.push({ op: 'perms', path: t[1], perms: t[2] as string[] });
-    } else if (t[0] === PUT && (t.length === 3 || t.length === 5) && t[2] instanceof Uint8Array) {
-      const value = t[2];
+    } else if (t[0] === MOVE && t.length === 8 && t.slice(2).every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) {
+      if (refs === undefined) throw bad('a value reference with no value store');
+      const n = t as number[];
+      out.push({ op: 'move', path: t[1], from: { file: n[2]!, offset: n[3]! }, value: refs.ref(n[4]!, n[5]!, n[6]!, n[7]!) });
+    } else if ((t[0] === PUT && (t.length === 3 || t.length === 5) && t[2] instanceof Uint8Array)
+      || (t[0] === PUT_REF && (t.length === 6 || t.length === 8) && t.slice(2, 6).every((x) => Number.isSafeInteger(x) && (x as number) >= 0))) {
+      if (t[0] === PUT_REF && refs === undefined) throw bad('a value reference with no value store');
+      const value = t[0] === PUT ? t[2] as Uint8Array : refs!.ref(t[2] as number, t[3] as number, t[4] as number, t[5] as number);
+      if (t[0] === PUT_REF) t.splice(2, 3); // owner and seq at 3 and 4, as for PUT
       if (t.length === 3) {
         out.push({ op: 'put', path: t[1], value });
       } else {
@@ -294,6 +318,8 @@ export interface WalInit {
   bytesSinceSnapshot?: number;
   /** The lock image recovered (what the log holds); new segments start with it. */
   locks?: LockImage;
+  /** Value files: the entries buffered for a group are written before its records. */
+  values?: ValueStore;
 }
 
 export class Wal implements CommitLog {
@@ -322,6 +348,7 @@ export class Wal implements CommitLog {
   private lockTuples: unknown[] = [];
   private lockEvents: LockEvent[] = [];
   private readonly counters = { records: 0, syncs: 0, bytesWritten: 0, rotations: 0 };
+  private readonly values: ValueStore | undefined;
 
   private constructor(init: WalInit) {
     this.dir = init.dir;
@@ -333,6 +360,7 @@ export class Wal implements CommitLog {
     this.durableRev = init.nextRev - 1;
     this.sinceSnapshot = init.bytesSinceSnapshot ?? 0;
     this.locks = init.locks?.copy() ?? new LockImage();
+    this.values = init.values;
   }
 
   static async open(init: WalInit): Promise<Wal> {
@@ -414,6 +442,8 @@ export class Wal implements CommitLog {
     this.flushLocks();
     if (this.pending.length === 0) return;
     const group = this.pending;
+    // Taken in the same synchronous step as the group: exactly the values its records reference (and maybe a few more).
+    const values = this.values?.takePending() ?? [];
     const events = this.lockEvents;
     const lockBytes = this.pendingLockBytes;
     this.lockEvents = [];
@@ -433,6 +463,8 @@ export class Wal implements CommitLog {
         file = this.activeFile();
         at = this.activeSize;
       }
+      // Values first: no durable record may point at bytes that are not.
+      if (values.length > 0) await this.values!.writePending(values);
       const fh = this.fh;
       assert(fh !== undefined, 'log has no open segment');
       // The segment is open with O_DSYNC when durable: this write is the group's flush.
@@ -499,25 +531,33 @@ export class Wal implements CommitLog {
   private async rotate(firstRev: number): Promise<void> {
     await this.fh?.close();
     this.fh = undefined;
-    await this.startSegment(firstRev);
+    // Lock events sync without a commit, so the active segment may hold only
+    // lock records: its successor would bear its name. It is replaced instead
+    // (startSegment's temp + rename), the new image covering every event in it.
+    await this.startSegment(firstRev, this.segments.at(-1)?.firstRev === firstRev);
     this.counters.rotations++;
   }
 
   /**
    * Creates `wal-<firstRev>.log` with its header and the lock image as of
    * its start (every durable lock event so far), durable (file and directory
-   * entry) before any record goes in.
+   * entry) before any record goes in. `replace`: the active segment has
+   * that name and holds no commit record; the new one is written as
+   * `<name>.tmp` and renamed over it (recovery removes a leftover temp).
    */
-  private async startSegment(firstRev: number): Promise<void> {
+  private async startSegment(firstRev: number, replace = false): Promise<void> {
     const name = segmentName(firstRev);
     const file = path.join(this.dir, name);
+    const target = replace ? file + '.tmp' : file;
     let fh: FileHandleLike | undefined;
     let size: number;
     try {
+      if (replace) await this.fs.unlink(target).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
       // O_DSYNC: the header write, and every group written later, is durable when it returns.
-      fh = await this.fs.open(file, 'create', { dsync: this.durable });
+      fh = await this.fs.open(target, 'create', { dsync: this.durable });
       const image = encodeTyped(RECORD_TYPE_LOCK_IMAGE, firstRev - 1, packImage(this.locks));
       await writeAll(fh, [encodeSegmentHeader(firstRev), image], 0);
+      if (replace) await this.fs.rename(target, file);
       if (this.durable) await this.fs.syncDir(this.dir);
       size = SEGMENT_HEADER_SIZE + image.length;
     } catch (e) {
@@ -526,6 +566,6 @@ export class Wal implements CommitLog {
     }
     this.fh = fh;
     this.activeSize = this.startSize = size;
-    this.segments.push({ name, firstRev });
+    if (!replace) this.segments.push({ name, firstRev });
   }
 }

@@ -48,6 +48,8 @@ export interface XsTx {
   created: number;
   /** Requests made in it (oxenstored's quota-maxrequests). */
   requests: number;
+  /** Keeps the value files its snapshot references (value compaction waits for it). */
+  readonly unpin: () => void;
 }
 
 /** Domain management, shared by all connections of a server (server.ts). */
@@ -280,7 +282,7 @@ export const handlers: Record<XsTypeName, Handler> = {
     if (p.txId !== 0) throw xsError('EINVAL', 'TRANSACTION_START inside a transaction');
     if (!privileged(c) && c.domain.transactions >= c.limits.maxTransactions) throw xsError('EQUOTA', `more than ${c.limits.maxTransactions} open transactions`);
     const id = c.newTxId();
-    c.txs.set(id, { state: new TxState(c.engine.visibleRoot, c.engine.visibleRev), checks: [], created: 0, requests: 0 });
+    c.txs.set(id, { state: new TxState(c.engine.visibleRoot, c.engine.visibleRev), checks: [], created: 0, requests: 0, unpin: c.engine.pinSnapshot(c.engine.visibleRev) });
     c.domain.transactions++;
     c.engine.openTransactions++;
     return nulTerminated([String(id)]);
@@ -380,7 +382,9 @@ export const handlers: Record<XsTypeName, Handler> = {
 };
 
 function endTx(c: XsConnectionContext, id: number): void {
-  if (!c.txs.delete(id)) return;
+  const tx = c.txs.get(id);
+  if (tx === undefined || !c.txs.delete(id)) return;
+  tx.unpin();
   c.engine.openTransactions--;
   c.domain.transactions--;
 }

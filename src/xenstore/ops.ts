@@ -29,6 +29,7 @@ import type { ListResult, WriteOp, Workspace } from '../core/ops.js';
 import { parentPath, parsePath } from '../core/path.js';
 import type { TxState } from '../core/transaction.js';
 import { EMPTY_VALUE, type Node, lookup } from '../core/tree.js';
+import { bytesOf } from '../core/value.js';
 import { xsError } from './errno.js';
 import { DEFAULT_PERMS } from './paths.js';
 import { type Access, type Requester, canAccess, childPerms, isOwner, isPrivileged, ownerOf, withoutDomain } from './perms.js';
@@ -110,7 +111,7 @@ export function xsRead(t: XsTarget, c: XsCaller, path: string): Uint8Array {
   const n = t.get(path);
   if (n === undefined) throw xsError('ENOENT');
   demand(c, n, path, 'read');
-  return n.value;
+  return bytesOf(n.value);
 }
 
 export function xsDirectory(t: XsTarget, c: XsCaller, path: string): string[] {

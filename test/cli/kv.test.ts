@@ -114,6 +114,10 @@ describe('cli: node commands', () => {
     assert.equal(top.code, 0);
     assert.match(top.stdout, new RegExp(`revision ${s.revision}\\b`));
     assert.match(top.stdout, /HELD LOCKS \(0\)/);
+    // Sessions from listSessions: the server's own default one and top's own, over the Unix socket.
+    assert.match(top.stdout, /SESSIONS \([2-9]\d*\)/);
+    assert.match(top.stdout, /SESSION +NAME +VIA +ADDRESS +AGE +LEASE +HELD +WAITING +EPHEMERAL/);
+    assert.match(top.stdout, /\bunix\b/);
   });
 
   test('cli: top without a terminal prints a frame each interval and ends on SIGINT', async () => {

@@ -2,7 +2,7 @@
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { open } from '../../src/engine/open.js';
+import { type OpenOptions, open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
 import { connect } from '../../src/client/store.js';
 import { type ServeOptions, serve } from '../../src/server/server.js';
@@ -15,10 +15,10 @@ import type { Backend } from './suite.js';
  * Backend.crash: the directory is copied as it is on disk, the server is
  * closed, a new one serves the copy at the same address).
  */
-export async function remote(kind: 'unix' | 'tcp', extra: Partial<ServeOptions> = {}, durable = false): Promise<Backend> {
+export async function remote(kind: 'unix' | 'tcp', extra: Partial<ServeOptions> = {}, durable = false, openOptions: OpenOptions = {}): Promise<Backend> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-contract-'));
   let data = path.join(dir, 'data-0');
-  let backing = (await (durable ? open(data) : open())) as EmbeddedStore;
+  let backing = (await (durable ? open(data, openOptions) : open())) as EmbeddedStore;
   let server = await serve(backing, kind === 'unix'
     ? { socket: path.join(dir, 'latchkey.sock'), ...extra }
     : { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ...extra });
@@ -42,7 +42,7 @@ export async function remote(kind: 'unix' | 'tcp', extra: Partial<ServeOptions> 
       await server.close();
       await backing.close();
       data = copy;
-      backing = (await open(data)) as EmbeddedStore;
+      backing = (await open(data, openOptions)) as EmbeddedStore;
       server = await serve(backing, kind === 'unix'
         ? { socket: path.join(dir, 'latchkey.sock'), ...extra }
         : { listen: { host: '127.0.0.1', port }, insecureLoopback: true, ...extra });
@@ -54,10 +54,10 @@ export async function remote(kind: 'unix' | 'tcp', extra: Partial<ServeOptions> 
 }
 
 /** An embedded store in a directory; `crash` opens a copy of the directory as it is on disk. */
-export async function disk(): Promise<Backend> {
+export async function disk(options: OpenOptions = {}): Promise<Backend> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-contract-'));
   let data = path.join(dir, 'data-0');
-  const first = await open(data);
+  const first = await open(data, options);
   const old: Store[] = [first];
   let crashes = 0;
   const backend: Backend = {
@@ -70,7 +70,7 @@ export async function disk(): Promise<Backend> {
       const copy = path.join(dir, `data-${++crashes}`);
       cpSync(data, copy, { recursive: true });
       data = copy;
-      const s = await open(data);
+      const s = await open(data, options);
       old.push(s);
       backend.store = s;
       return s;

@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { Workspace } from '../../src/core/ops.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { applyMutations, emptyRoot, type Node, walkTree } from '../../src/core/tree.js';
+import { bytesOf } from '../../src/core/value.js';
 
 /** The naive model: a map from path to value; parents implied by children. */
 class Model {
@@ -69,7 +70,7 @@ test('tree: random operations match the naive model, and the mutation log rebuil
           const n = ws.get(c.p);
           const e = m.nodes.get(c.p);
           assert.equal(n === undefined, e === undefined, c.p);
-          if (n && e) { assert.equal(Buffer.from(n.value).toString(), e.value); assert.equal(n.version, e.version); }
+          if (n && e) { assert.equal(Buffer.from(bytesOf(n.value)).toString(), e.value); assert.equal(n.version, e.version); }
           break;
         }
         case 'list': {
@@ -88,8 +89,8 @@ test('tree: random operations match the naive model, and the mutation log rebuil
     const all = [...walkTree(root)];
     assert.equal(root.size, all.length);
     assert.equal(all.length, m.nodes.size);
-    assert.deepEqual([...walkTree(replayed)].map(([p, n]) => [p, Buffer.from(n.value).toString(), n.modRev, n.version, n.childrenRev]),
-      all.map(([p, n]) => [p, Buffer.from(n.value).toString(), n.modRev, n.version, n.childrenRev]));
+    assert.deepEqual([...walkTree(replayed)].map(([p, n]) => [p, Buffer.from(bytesOf(n.value)).toString(), n.modRev, n.version, n.childrenRev]),
+      all.map(([p, n]) => [p, Buffer.from(bytesOf(n.value)).toString(), n.modRev, n.version, n.childrenRev]));
   }), { numRuns: 300 });
 });
 
@@ -153,4 +154,24 @@ test('tree: perms are metadata: modRev moves, version does not, and replay keeps
   assert.deepEqual(again.perms, ['n0']);
   ws2.set('/p/q', Buffer.from('w'));
   assert.deepEqual(ws2.get('/p/q')!.perms, ['n0', 'r5'], 'a value write keeps perms');
+});
+
+test('tree: a run of puts under one parent applied in one pass equals applying them one by one', () => {
+  const putArb = fc.record({
+    parent: fc.constantFrom('', '/a', '/a/b'),
+    name: fc.constantFrom('x', 'y', 'z', 'q0000000001', 'q0000000007'),
+    value: fc.string({ maxLength: 3 }),
+    seq: fc.boolean(),
+  });
+  fc.assert(fc.property(fc.array(putArb, { maxLength: 30 }), (puts) => {
+    let base = emptyRoot();
+    base = applyMutations(base, 1, [{ op: 'put', path: '/a', value: new Uint8Array(0) }]);
+    base = applyMutations(base, 2, [{ op: 'put', path: '/a/b', value: new Uint8Array(0) }]);
+    const muts = puts.map((p) => ({ op: 'put' as const, path: `${p.parent}/${p.name}`, value: new TextEncoder().encode(p.value), ...(p.seq ? { seq: true } : {}) }));
+    const together = applyMutations(base, 3, muts);
+    let apart = base;
+    for (const m of muts) apart = applyMutations(apart, 3, [m]);
+    const dump = (r: Node): unknown[] => [...walkTree(r)].map(([p, n]) => [p, Buffer.from(bytesOf(n.value)).toString(), n.createRev, n.modRev, n.version, n.childrenRev, n.seq, n.size]);
+    assert.deepEqual(dump(together), dump(apart));
+  }), { numRuns: 300 });
 });

@@ -206,3 +206,11 @@ test('watch: the history window survives a restart (rebuilt from the log tail): 
     await removeDir(dir);
   }
 });
+
+test('watch: recalling more history than the window holds keeps the newest commits (the window trims as it fills)', () => {
+  const reg = new WatchRegistry(10, { maxBytes: 100 });
+  const v = new Uint8Array(40);
+  const commits = Array.from({ length: 10 }, (_, i) => ({ rev: i + 1, mutations: [{ op: 'put' as const, path: `/k${i}`, value: v }], before: undefined }));
+  reg.recall(commits);
+  assert.ok(reg.oldestRevision > 1 && reg.oldestRevision <= 10, `oldest ${reg.oldestRevision}`);
+});

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Workspace } from '../../src/core/ops.js';
 import { type Node, walkTree } from '../../src/core/tree.js';
+import { bytesOf } from '../../src/core/value.js';
 import type { DurableStorage } from '../../src/storage/index.js';
 
 /** A fresh directory, removed with everything in it when disposed: `await using tmp = await tempDir()`. */
@@ -71,7 +72,7 @@ export function enc(s: string): Uint8Array {
 export function dump(root: Node): unknown[] {
   const out: unknown[] = [];
   for (const [p, n] of walkTree(root)) {
-    out.push([p, Buffer.from(n.value).toString('hex'), n.createRev, n.modRev, n.version, n.childrenRev, n.seq, n.ephemeralOwner ?? null, n.size, n.perms ?? null]);
+    out.push([p, Buffer.from(bytesOf(n.value)).toString('hex'), n.createRev, n.modRev, n.version, n.childrenRev, n.seq, n.ephemeralOwner ?? null, n.size, n.perms ?? null]);
   }
   return out;
 }

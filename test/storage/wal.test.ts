@@ -239,3 +239,31 @@ test('wal: a bad record header with non-zero bytes after it in the last segment 
   await assert.rejects(openStorage(dir), (e: unknown) =>
     LatchkeyError.is(e, 'CORRUPT') && e.info?.['offset'] === lastOffset && e.info?.['revision'] === 8);
 });
+
+test('wal: a segment that holds only lock records is replaced, not duplicated, when the log rotates', async () => {
+  // Lock events are synced without a commit, so a segment can fill (or a
+  // snapshot can ask for rotation) before any commit record lands in it: its
+  // successor would have the same first revision and the same name (EEXIST,
+  // and the store read-only). Seen as a flaky close in test/http.
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir, { segmentBytes: 4096 });
+  const d = new Driver(s);
+  await d.many(3);
+  for (let token = 1; token <= 400; token++) {
+    s.log.appendLock({ t: 'hold', token, path: `/locks/${token % 9}` });
+    if (token > 1) s.log.appendLock({ t: 'unhold', token: token - 1 });
+    await s.log.sync(); // lock-only syncs: well past one segment of 4 KiB
+  }
+  s.log.appendLock({ t: 'unhold', token: 400 });
+  await s.log.sync();
+  await d.many(2); // threw EEXIST before the fix: the commit's new segment had the lock-only one's name
+  assert.ok((await stat(path.join(dir, (await files(dir, /^wal-/)).at(-1)!))).size < 4096 + 512, 'the lock-only segment did not grow without bound');
+  await s.close();
+  const s2 = await openStorage(dir, { segmentBytes: 4096 });
+  assert.equal(s2.revision, 5);
+  assert.deepEqual(dump(s2.root), dump(d.root));
+  assert.deepEqual(s2.locks.taints, [], 'every hold was released, and the reopened log says so');
+  assert.ok(s2.locks.tokenFloor >= 400, 'tokens of the next run start above the last one logged');
+  await s2.close();
+});

@@ -9,7 +9,9 @@ export const checkCmd: Command = {
   help: `usage: latchkey check DIR [--json]
 
 Verifies every snapshot and every log record in DIR (checksums, revision
-order, that each commit applies) and prints what it found. Changes nothing
+order, that each commit applies), every value file's header and every value
+the recovered tree references (read back and checked against its CRC32C),
+and prints what it found. Changes nothing
 and takes no lock: it may run beside a live server (then a record being
 written may show as a torn tail, which is not damage).
 Exit 0 when nothing is damaged; 1 with each problem's file, offset and
@@ -27,6 +29,9 @@ examples:
     } else {
       out(`${r.dir}: ${r.snapshots.length} snapshot(s), ${r.segments.length} log segment(s)\n`);
       for (const s of r.snapshots) out(`  snapshot ${s.file}  revision ${s.revision}  ${s.ok ? `ok, ${s.nodes} nodes` : 'DAMAGED'}\n`);
+      if (r.valueFiles.length > 0) {
+        out(`  ${r.valueFiles.length} value file(s), ${r.valueFiles.reduce((n, v) => n + v.bytes, 0)} bytes; ${r.valuesChecked} value(s), ${r.valueBytesChecked} bytes read and checked\n`);
+      }
       if (r.torn !== undefined) out(`  torn tail (not damage): ${r.torn.file} at offset ${r.torn.offset}, ${r.torn.bytes} bytes: ${r.torn.reason}\n`);
       for (const t of r.temps) out(`  leftover temp file (removed at next open): ${t}\n`);
       for (const p of r.problems) {

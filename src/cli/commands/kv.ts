@@ -5,6 +5,7 @@
 import type { Entry, Stat } from '../../api.js';
 import type { RemoteStore } from '../../client/store.js';
 import { LatchkeyError } from '../../core/errors.js';
+import { parseMeta } from '../../bigfile/meta.js';
 import {
   CLIENT_OPTIONS, CLIENT_OPTIONS_HELP, type Command, EXIT, UsageError, connectFrom, json, jsonValue,
   onePositional, out, parse, parseCount, readStdin, table,
@@ -119,8 +120,25 @@ export async function* walk(s: RemoteStore, root: string): AsyncGenerator<{ path
   yield* go(root, 0, []);
 }
 
+/** A big file's or array's metadata, when the node is one (its value parses as such). */
+function bigInfo(e: Entry): { kind: string; size: number; blockSize: number; dtype?: string; shape?: readonly number[] } | undefined {
+  if (e.value.length === 0 || e.value[0] !== 0x7b) return undefined; // '{'
+  try {
+    const m = parseMeta(JSON.parse(new TextDecoder().decode(e.value)));
+    return m === undefined ? undefined : { kind: m.kind, size: m.size, blockSize: m.blockSize, ...(m.dtype === undefined ? {} : { dtype: m.dtype, shape: m.shape }) };
+  } catch {
+    return undefined;
+  }
+}
+
+function bigColumn(e: Entry): string {
+  const b = bigInfo(e);
+  if (b === undefined) return '';
+  return b.kind === 'bigarray' ? `bigarray ${b.size} ${b.dtype} [${b.shape!.join(', ')}]` : `bigfile ${b.size}`;
+}
+
 function statRow(name: string, e: Entry): string[] {
-  return [String(e.stat.version), String(e.stat.modRev), String(e.stat.numChildren), String(e.value.length), e.stat.ephemeralOwner === undefined ? '' : 'eph', name];
+  return [String(e.stat.version), String(e.stat.modRev), String(e.stat.numChildren), String(e.value.length), e.stat.ephemeralOwner === undefined ? '' : 'eph', bigColumn(e), name];
 }
 
 export const lsCmd: Command = {
@@ -128,7 +146,8 @@ export const lsCmd: Command = {
 
 Lists the children of PATH (default /), one name a line, in sorted order.
   -r, --recursive  the whole subtree, drawn as a tree (--json: every path)
-  -l, --long       a table: version, modRev, children, bytes, ephemeral, name
+  -l, --long       a table: version, modRev, children, bytes, ephemeral, big file
+                   or array (its size in bytes, dtype and shape), name
   --json           an array of names (with -r: of paths; with -l: objects)
 
 ${CLIENT_OPTIONS_HELP}
@@ -156,8 +175,8 @@ examples:
           const e = await s.get(child(p, n));
           if (e !== undefined) entries.push([n, e]);
         }
-        if (values.json) json(entries.map(([n, e]) => ({ name: n, size: e.value.length, ...statJson(e.stat) })));
-        else out(table(['VERSION', 'MODREV', 'CHILDREN', 'BYTES', 'EPH', 'NAME'], entries.map(([n, e]) => statRow(n, e))));
+        if (values.json) json(entries.map(([n, e]) => ({ name: n, size: e.value.length, ...statJson(e.stat), ...(bigInfo(e) === undefined ? {} : { big: bigInfo(e) }) })));
+        else out(table(['VERSION', 'MODREV', 'CHILDREN', 'BYTES', 'EPH', 'BIG (kind, size, dtype, shape)', 'NAME'], entries.map(([n, e]) => statRow(n, e))));
         return;
       }
       if (!(await s.exists(p))) throw new LatchkeyError('NOT_FOUND', `${p} does not exist`, { path: p });

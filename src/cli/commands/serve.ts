@@ -42,6 +42,8 @@ const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
                       [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES] [--max-frame BYTES] [--max-connections N]
                       [--max-memory BYTES] [--durability fsync|none] [--memory] [--limit NAME=N]...
+                      [--cache BYTES] [--inline-values BYTES]   (value cache size, default 256 MiB; values
+                                        longer than --inline-values, default 1024, live in value files)
                       [--idle-exit-ms N]   (exit once no client was connected for N ms)
                       [--xenstore-socket PATH [--xenstore-limit NAME=N]... [--xenstore-domain-dir DIR]]
                       [--http HOST:PORT]   (metrics, health, web console; loopback unless --auth)
@@ -77,6 +79,8 @@ async function serveCommand(argv: string[]): Promise<void> {
     'max-frame': { type: 'string' },
     'max-connections': { type: 'string' },
     durability: { type: 'string' },
+    cache: { type: 'string' },
+    'inline-values': { type: 'string' },
     memory: { type: 'boolean' },
     limit: { type: 'string', multiple: true },
     'idle-exit-ms': { type: 'string' },
@@ -152,8 +156,15 @@ async function serveCommand(argv: string[]): Promise<void> {
   const log = createLogger({ level: logLevel as LogLevel, ...(values['log-pretty'] ? { pretty: true } : {}) });
 
   // Every argument is checked: open the store.
+  const cache = values.cache === undefined ? undefined : parseCount(values.cache, '--cache');
+  const inline = values['inline-values'] === undefined ? undefined : parseCount(values['inline-values'], '--inline-values');
   const s = values.memory ? await open(undefined, engineOpts)
-    : await open(data, { ...engineOpts, ...(values.durability === undefined ? {} : { durability: values.durability }) });
+    : await open(data, {
+      ...engineOpts,
+      ...(values.durability === undefined ? {} : { durability: values.durability }),
+      ...(cache === undefined ? {} : { cacheBytes: cache }),
+      ...(inline === undefined ? {} : { inlineValueBytes: inline }),
+    });
   if (!(s instanceof EmbeddedStore)) throw new BugError('open() did not return an embedded store');
   const store = s;
   logRecovery(store, log);

@@ -24,6 +24,10 @@ interface Sample {
   readonly sessions?: readonly SessionInfo[];
 }
 
+function mib(n: number): string {
+  return (n / (1024 * 1024)).toFixed(1);
+}
+
 function num(s: StoreStats, k: string): number {
   const v = s[k];
   return typeof v === 'number' ? v : 0;
@@ -43,6 +47,12 @@ export function renderTop(cur: Sample, prev: Sample | undefined, url: string, ma
     lines.push(`totals:     ${counters.map((k) => `${k} ${num(s, k)}`).join('  ')}`);
   }
   if (s.commitsPerSync !== undefined && s.groupSyncs !== undefined) lines.push(`group syncs ${s.groupSyncs}  commits/sync ${Number(s.commitsPerSync).toFixed(2)}${s.readOnly !== undefined ? `  READ-ONLY: ${s.readOnly}` : ''}`);
+  if (s.cacheLimit !== undefined) {
+    const hits = num(s, 'cacheHits');
+    const misses = num(s, 'cacheMisses');
+    const ratio = hits + misses === 0 ? '-' : `${((100 * hits) / (hits + misses)).toFixed(1)}%`;
+    lines.push(`value cache ${mib(num(s, 'cacheBytes'))}/${mib(num(s, 'cacheLimit'))} MiB  hits ${hits}  misses ${misses}  hit ratio ${ratio}  evictions ${num(s, 'cacheEvictions')}`);
+  }
   lines.push('');
 
   // What waits on each held path: a waiter on P counts for any lock on P, an ancestor or a descendant.

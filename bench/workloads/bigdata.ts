@@ -1,0 +1,311 @@
+/**
+ * `npm run bench -- bigdata`: data larger than memory (issue 15).
+ *
+ * 1. A dataset of 128 Ki values of 256 KiB under 1,024 directories (32 GiB;
+ *    `--bigdata-gib=N` scales it) written durably (16 sets in flight, group
+ *    commit), reopened, read at random (cold: the page cache is dropped
+ *    first when this process may, and latchkey's cache is far smaller than
+ *    the data) and scanned in order — each beside the raw file system on a
+ *    plain file of the same size (write + fdatasync per group of 16 blocks;
+ *    pread of random blocks; sequential read) and beside lmdb-js
+ *    (`--bigdata-lmdb-gib=N`, default 4: it is written and deleted at that
+ *    size so the shared disk keeps room). RSS is sampled every 100 ms.
+ * 2. Small nodes (100-byte values, 16-byte names): RSS once open and reopen
+ *    time (`--bigdata-nodes=N`, default 10,000,000).
+ * 3. Sustained overwrite (`--bigdata-overwrite-s=S`, default 300): 64 MiB of
+ *    live values overwritten again and again while compaction runs; disk
+ *    bytes / live bytes sampled over time and commit latency p99.
+ * `--quick` runs all three at toy sizes in a few seconds.
+ */
+import { closeSync, fdatasyncSync, openSync, read, readSync, rmSync, statSync, writeFileSync, readdirSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { open } from '../../src/index.js';
+import { forgetTempDirLater, tempDir } from '../peers/server.js';
+import { type BenchOptions, fmt, note, percentile, table } from '../util.js';
+
+const MiB = 1024 * 1024;
+
+function argNum(args: readonly string[], name: string, dflt: number): number {
+  const a = args.find((x) => x.startsWith(`--${name}=`));
+  return a === undefined ? dflt : Number(a.slice(name.length + 3));
+}
+
+/** Peak RSS over a phase, sampled every 100 ms. */
+class RssWatch {
+  peak = 0;
+  private readonly t: ReturnType<typeof setInterval>;
+  constructor() {
+    this.sample();
+    this.t = setInterval(() => this.sample(), 100);
+  }
+  sample(): void {
+    this.peak = Math.max(this.peak, process.memoryUsage.rss());
+  }
+  stop(): number {
+    clearInterval(this.t);
+    this.sample();
+    return this.peak / MiB;
+  }
+}
+
+function dropCaches(): boolean {
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '1');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function block(i: number, size: number): Uint8Array {
+  const b = new Uint8Array(size);
+  const dv = new DataView(b.buffer);
+  for (let o = 0; o + 4 <= size; o += 4096) dv.setUint32(o, i * 2654435761 >>> 0, true);
+  return b;
+}
+
+function dirBytes(dir: string): number {
+  let n = 0;
+  for (const f of readdirSync(dir)) n += statSync(path.join(dir, f)).size;
+  return n;
+}
+
+const keyOf = (i: number, perDir: number): string => `/d${String(Math.floor(i / perDir)).padStart(15, '0')}/v${String(i % perDir).padStart(15, '0')}`;
+
+/** Runs `fn(i)` for i in [0, n) with `width` in flight. */
+async function pool(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => {
+    for (let i = next++; i < n; i = next++) await fn(i);
+  }));
+}
+
+function shuffled(n: number, count: number): number[] {
+  const out: number[] = [];
+  let x = 12345;
+  for (let i = 0; i < count; i++) {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    out.push(x % n);
+  }
+  return out;
+}
+
+async function bigValues(o: BenchOptions): Promise<void> {
+  const gib = o.quick ? 1 / 256 : argNum(o.args, 'bigdata-gib', 32);
+  const valueBytes = o.quick ? 64 * 1024 : 256 * 1024;
+  const count = Math.round((gib * 1024 * MiB) / valueBytes);
+  const dirs = o.quick ? 8 : 1024;
+  const perDir = Math.ceil(count / dirs);
+  const reads = o.quick ? 64 : 4096;
+  const rows: (string | number)[][] = [];
+  const rss: (string | number)[][] = [];
+  const cold = !o.quick && dropCaches();
+  const load = (): string => os.loadavg()[0]!.toFixed(1);
+
+  // latchkey
+  const dir = tempDir('bigdata');
+  forgetTempDirLater(dir);
+  try {
+    let w = new RssWatch();
+    let t0 = performance.now();
+    let s = await open(dir);
+    await pool(count, 16, (i) => s.set(keyOf(i, perDir), block(i, valueBytes)));
+    const writeS = (performance.now() - t0) / 1000;
+    await s.close();
+    const diskBytes = dirBytes(dir);
+    rss.push(['latchkey write', fmt(w.stop())]);
+    const total = count * valueBytes;
+    rows.push(['write, durable (MB/s)', fmt(total / MiB / writeS), '', '', load()]);
+
+    w = new RssWatch();
+    if (cold) dropCaches();
+    t0 = performance.now();
+    s = await open(dir);
+    const reopenMs = performance.now() - t0;
+    rss.push(['latchkey reopen', fmt(w.stop())]);
+    rows.push(['reopen (ms)', fmt(reopenMs, 1), '', '', load()]);
+
+    w = new RssWatch();
+    const picks = shuffled(count, reads);
+    t0 = performance.now();
+    await pool(reads, 16, async (k) => {
+      const e = await s.get(keyOf(picks[k]!, perDir));
+      if (e === undefined || e.value.length !== valueBytes) throw new Error('bigdata: a value is missing');
+    });
+    const getS = (performance.now() - t0) / 1000;
+    rss.push(['latchkey random gets', fmt(w.stop())]);
+
+    w = new RssWatch();
+    if (cold) dropCaches();
+    t0 = performance.now();
+    let scanned = 0;
+    for (let d = 0; d < dirs; d++) {
+      const dname = `/d${String(d).padStart(15, '0')}`;
+      if (!(await s.exists(dname))) continue;
+      const names = await s.list(dname);
+      await pool(names.length, 8, async (j) => { scanned += (await s.get(`${dname}/${names[j]}`))!.value.length; });
+    }
+    const scanS = (performance.now() - t0) / 1000;
+    rss.push(['latchkey scan', fmt(w.stop())]);
+    const st = s.stats();
+    await s.close();
+    rmSync(dir, { recursive: true, force: true });
+
+    // The raw file system: one plain file of the same size.
+    const raw = path.join(tempDir('bigdata-raw'), 'plain');
+    forgetTempDirLater(path.dirname(raw));
+    const fd = openSync(raw, 'w+');
+    try {
+      t0 = performance.now();
+      for (let i = 0; i < count; i++) {
+        writeSync(fd, block(i, valueBytes), 0, valueBytes, i * valueBytes);
+        if (i % 16 === 15 || i === count - 1) fdatasyncSync(fd);
+      }
+      const rawWriteS = (performance.now() - t0) / 1000;
+      if (cold) dropCaches();
+      const buf = new Uint8Array(valueBytes);
+      t0 = performance.now();
+      // 16 readers in flight, as for latchkey: async reads through the pool.
+      await pool(reads, 16, (k) => new Promise<void>((resolve, reject) => {
+        read(fd, new Uint8Array(valueBytes), 0, valueBytes, picks[k]! * valueBytes, (e) => (e ? reject(e) : resolve()));
+      }));
+      const rawGetS = (performance.now() - t0) / 1000;
+      if (cold) dropCaches();
+      t0 = performance.now();
+      for (let i = 0; i < count; i++) readSync(fd, buf, 0, valueBytes, i * valueBytes);
+      const rawScanS = (performance.now() - t0) / 1000;
+      rows[0]!.splice(2, 1, fmt(total / MiB / rawWriteS));
+      rows.push(['random get (values/s, 16 in flight)', fmt(reads / getS), fmt(reads / rawGetS), '', load()]);
+      rows.push(['sequential scan (MB/s)', fmt(scanned / MiB / scanS), fmt(total / MiB / rawScanS), '', load()]);
+    } finally {
+      closeSync(fd);
+      rmSync(path.dirname(raw), { recursive: true, force: true });
+    }
+
+    // lmdb-js, at its own (smaller) size.
+    const lgib = o.quick ? 0 : argNum(o.args, 'bigdata-lmdb-gib', 4);
+    if (lgib > 0) {
+      const lcount = Math.round((lgib * 1024 * MiB) / valueBytes);
+      const lmdb = await import('lmdb');
+      const ldir = tempDir('bigdata-lmdb');
+      forgetTempDirLater(ldir);
+      try {
+        const db = lmdb.open<Uint8Array, string>({ path: ldir, encoding: 'binary', mapSize: (lgib + 2) * 1024 * MiB });
+        t0 = performance.now();
+        for (let i = 0; i < lcount; i += 16) {
+          for (let j = i; j < Math.min(lcount, i + 16); j++) void db.put(keyOf(j, perDir), block(j, valueBytes));
+          await db.flushed;
+        }
+        const lw = (performance.now() - t0) / 1000;
+        if (cold) dropCaches();
+        const lpicks = shuffled(lcount, reads);
+        t0 = performance.now();
+        for (const k of lpicks) if (db.getBinary(keyOf(k, perDir)) === undefined) throw new Error('lmdb: missing');
+        const lg = (performance.now() - t0) / 1000;
+        if (cold) dropCaches();
+        t0 = performance.now();
+        let lbytes = 0;
+        for (const { value } of db.getRange({})) lbytes += (value as Uint8Array).length;
+        const ls = (performance.now() - t0) / 1000;
+        await db.close();
+        rows[0]!.splice(3, 1, `${fmt(lcount * valueBytes / MiB / lw)} (${lgib} GiB)`);
+        rows[2]!.splice(3, 1, `${fmt(reads / lg)} (${lgib} GiB, sync reads)`);
+        rows[3]!.splice(3, 1, `${fmt(lbytes / MiB / ls)} (${lgib} GiB)`);
+      } finally {
+        rmSync(ldir, { recursive: true, force: true });
+      }
+    }
+    table(`bigdata: ${count} values of ${valueBytes / 1024} KiB (${fmt(total / 1024 / MiB, 2)} GiB) under ${dirs} directories`,
+      ['measure', 'latchkey', 'raw file (same size)', 'lmdb-js', 'load avg'], rows);
+    table('bigdata: peak RSS (MiB) per phase (target ≤ 512)', ['phase', 'peak RSS'], rss);
+    note(`latchkey's data directory held ${fmt(diskBytes / MiB)} MiB for ${fmt(total / MiB)} MiB of values; cache hits ${String(st.cacheHits)}, misses ${String(st.cacheMisses)}, evictions ${String(st.cacheEvictions)} (limit ${fmt((st.cacheLimit ?? 0) / MiB)} MiB). Page cache ${cold ? 'dropped before each read phase (cold reads)' : 'not dropped (not root, or --quick): reads may be warm'}.`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function smallNodes(o: BenchOptions): Promise<void> {
+  const n = o.quick ? 20_000 : argNum(o.args, 'bigdata-nodes', 10_000_000);
+  const per = 1000;
+  const dir = tempDir('bigdata-small');
+  forgetTempDirLater(dir);
+  try {
+    const value = 'x'.repeat(100);
+    let s = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER });
+    for (let d = 0; d * per < n; d++) {
+      const ops = [];
+      for (let c = 0; c < per && d * per + c < n; c++) ops.push({ op: 'set' as const, path: `/${'d'.padEnd(16 - String(d).length, '0')}${d}/${'n'.padEnd(16 - String(c).length, '0')}${c}`, value });
+      await s.multi(ops);
+    }
+    await s.snapshot();
+    await s.close();
+    (globalThis as { gc?: () => void }).gc?.();
+    const rss0 = process.memoryUsage.rss();
+    const t0 = performance.now();
+    s = await open(dir);
+    const reopenMs = performance.now() - t0;
+    (globalThis as { gc?: () => void }).gc?.();
+    const rss1 = process.memoryUsage.rss();
+    const heap = process.memoryUsage().heapUsed;
+    await s.close();
+    table(`bigdata: ${n} small nodes (16-byte names, 100-byte values), reopened from a snapshot`, ['measure', 'latchkey', 'load avg'], [
+      ['reopen (ms)', fmt(reopenMs, 1), os.loadavg()[0]!.toFixed(1)],
+      ['RSS once open (MiB)', fmt(rss1 / MiB), ''],
+      ['RSS added by the open store (bytes/node)', fmt((rss1 - rss0) / n), ''],
+      ['heap used once open (bytes/node, values included)', fmt(heap / n), ''],
+    ]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function overwrite(o: BenchOptions): Promise<void> {
+  const seconds = o.quick ? 2 : argNum(o.args, 'bigdata-overwrite-s', 300);
+  const valueBytes = 64 * 1024;
+  const keys = o.quick ? 64 : 1024; // 64 MiB live
+  const dir = tempDir('bigdata-overwrite');
+  forgetTempDirLater(dir);
+  try {
+    const s = await open(dir, { valueFileBytes: 16 * MiB, cacheBytes: 32 * MiB, compaction: { scanEveryBytes: 16 * MiB, intervalMs: 250 } });
+    const lat: number[] = [];
+    const samples: (string | number)[][] = [];
+    let maxAmp = 0;
+    const end = performance.now() + seconds * 1000;
+    const sampleEvery = Math.max(500, (seconds * 1000) / 12);
+    let nextSample = performance.now() + sampleEvery;
+    let i = 0;
+    const live = keys * valueBytes;
+    await pool(1e12, 8, async () => {
+      if (performance.now() > end) throw new Error('done');
+      const k = i++ % keys;
+      const t = performance.now();
+      await s.set(`/o/${k}`, block(i, valueBytes));
+      lat.push(performance.now() - t);
+      if (i > keys && performance.now() >= nextSample) {
+        nextSample += sampleEvery;
+        const amp = dirBytes(dir) / live;
+        maxAmp = Math.max(maxAmp, amp);
+        const st = s.stats() as Record<string, number>;
+        samples.push([fmt((seconds * 1000 - (end - performance.now())) / 1000, 1), fmt(dirBytes(dir) / MiB), fmt(amp, 2), st['compactionFilesDeleted'] ?? 0, os.loadavg()[0]!.toFixed(1)]);
+      }
+    }).catch((e: unknown) => { if ((e as Error).message !== 'done') throw e; });
+    const st = s.stats() as Record<string, number>;
+    await s.close();
+    lat.sort((a, b) => a - b);
+    table(`bigdata: overwrite ${fmt(live / MiB)} MiB of live 64 KiB values for ${seconds} s (8 in flight), compaction running`,
+      ['t (s)', 'data dir (MiB)', 'disk / live', 'files deleted', 'load avg'], samples);
+    table('bigdata: overwrite commit latency', ['commits', 'p50 (ms)', 'p99 (ms)', 'max (ms)', 'max disk/live', 'values moved', 'compaction runs'], [
+      [lat.length, fmt(percentile(lat, 50), 2), fmt(percentile(lat, 99), 2), fmt(lat.at(-1) ?? 0, 1), fmt(maxAmp, 2), st['compactionValuesMoved'] ?? 0, st['compactionRuns'] ?? 0],
+    ]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export default async function bigdata(o: BenchOptions): Promise<void> {
+  const only = o.args.find((a) => a.startsWith('--bigdata-only='))?.slice('--bigdata-only='.length);
+  if (only === undefined || only === 'big') await bigValues(o);
+  if (only === undefined || only === 'small') await smallNodes(o);
+  if (only === undefined || only === 'overwrite') await overwrite(o);
+}

@@ -1,0 +1,777 @@
+/**
+ * A BigFile handle: a page cache over one snapshot of a big file, built on
+ * the public Store API only (a transaction for the snapshot, a watch on the
+ * file's change feed for invalidation). docs/bigfile.md has the design; the
+ * rules it keeps are seed 000's (wendelin.core's storeblk deadlock):
+ *
+ * 1. Storage is never called with the handle's lock held. The lock is the
+ *    handle's state (pages, sizes, pending invalidations); it is taken only
+ *    by `locked()` around synchronous code, so it can never be held across
+ *    an await, and every storage call goes through `storage()`, which
+ *    throws BugError if the lock is held. The change feed's callback takes
+ *    the lock briefly to queue an invalidation, and never waits for anything
+ *    the handle holds: the seed's cycle (commit holds V, waits for Z; the
+ *    invalidation holds Z, waits for V) cannot form.
+ * 2. One writeout per handle at a time (`writingOut`; a second commit is BUSY).
+ * 3. No discard (abort, refresh, truncate) and no page modification (write)
+ *    during writeout: they fail BUSY. Invalidations that arrive during
+ *    writeout are queued and applied at the next transaction boundary, as
+ *    ZODB applies them.
+ * 4. Storage gets a copy of each dirty page, never the page's buffer.
+ */
+import type { BigFileHandle, BigFileHandleOptions, BigFileHandleStats, BigFileInfo, Store, Transaction, WatchEvent } from '../api.js';
+import { BugError, LatchkeyError, invalidArgument } from '../core/errors.js';
+import { type Change, blockPath, blocksDir, checkOffset, decodeChange, decodeMeta, encodeChange, encodeMeta, logPath, toRanges } from './meta.js';
+import { type Page, addRange, allZero, layBase, loadedPage, newPage, pool } from './pages.js';
+
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+/** Dirty bytes are bounded below the store's default commit cap (64 MiB): a commit always fits. */
+export const DEFAULT_MAX_DIRTY_BYTES = 32 * 1024 * 1024;
+/** A commit makes two operations per dirty block; a server allows 10,000 per transaction (maxTxOps). */
+export const MAX_DIRTY_BLOCKS = 4096;
+/** Blocks loaded or stored at once (the in-flight overhead above cacheBytes is at most this many blocks). */
+export const IO_CONCURRENCY = 8;
+/** Blocks loaded ahead of a sequential reader (at most a quarter of the cache). */
+export const READ_AHEAD = 8;
+/** The change feed's value stays well under any value limit; past it a commit reports "everything changed". */
+const MAX_CHANGE_BYTES = 64 * 1024;
+/** A server allows 10,000 operations per transaction (maxTxOps): the snapshot's transaction is renewed well before. */
+export const RENEW_AFTER_OPS = 4000;
+
+/** Builds the metadata a commit writes for a size (a BigArray derives its shape from it). */
+export type MetaFor = (size: number) => BigFileInfo;
+
+export class BigFileHandleImpl implements BigFileHandle {
+  readonly path: string;
+  readonly blockSize: number;
+  private readonly cacheBytes: number;
+  private readonly maxDirtyBytes: number;
+  private readonly metaFor: MetaFor;
+  private readonly renewAfter: number;
+
+  /** The handle's lock: held only inside `locked()`, which is synchronous. */
+  private lockHeld = false;
+  private tx!: Transaction;
+  private txGen = 0;
+  private snapshot = 0;
+  private snapSize = 0;
+  private snapModRev = 0;
+  private localSize = 0;
+  /** Bytes at and past this offset read as zeros from the snapshot (truncation since it). */
+  private truncatedTo = 0;
+  private readonly cache = new Map<number, Page>();
+  private lastReadEnd = -1;
+  private cached = 0;
+  private dirty = 0;
+  private readonly loading = new Map<number, Promise<Page>>();
+  /** Loads in flight per transaction, and transactions renewed away that their last load aborts. */
+  private readonly txUsers = new Map<Transaction, number>();
+  private readonly retired = new Set<Transaction>();
+  /** Reads made by the snapshot's transaction (renewed past RENEW_AFTER_OPS). */
+  private txOps = 0;
+  private renewing: Promise<void> | undefined;
+
+  /** Reads and loads in progress; a boundary waits for them, and they wait for a boundary. */
+  private active = 0;
+  private drained: (() => void) | undefined;
+  private boundary: Promise<void> | undefined;
+  private writingOut = false;
+  private closed = false;
+  /** Set when the file node vanished or the handle's transaction died: the next boundary must succeed first. */
+  private broken: LatchkeyError | undefined;
+
+  // The change feed (PATH/log), queued here and applied at boundaries.
+  private feedAbort: AbortController | undefined;
+  private feedGen = 0;
+  private feedBroken = false;
+  private delivered = 0;
+  private readonly pending: Array<{ rev: number; change: Change }> = [];
+  private readonly feedWaiters: Array<{ rev: number; wake: () => void }> = [];
+  private readonly ownRevs = new Set<number>();
+
+  private readonly counters = { loads: 0, stores: 0, invalidations: 0, fullDrops: 0 };
+
+  private constructor(private readonly store: Store, path: string, blockSize: number, options: BigFileHandleOptions, metaFor: MetaFor) {
+    this.path = path;
+    this.blockSize = blockSize;
+    const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES;
+    if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 2 * blockSize) {
+      throw invalidArgument(`cacheBytes must be an integer of at least two blocks (${2 * blockSize})`);
+    }
+    const maxDirty = options.maxDirtyBytes ?? Math.min(DEFAULT_MAX_DIRTY_BYTES, Math.floor(cacheBytes / 2), MAX_DIRTY_BLOCKS * blockSize);
+    if (!Number.isSafeInteger(maxDirty) || maxDirty < blockSize || maxDirty > cacheBytes / 2) {
+      throw invalidArgument(`maxDirtyBytes must be an integer from one block (${blockSize}) to cacheBytes / 2`);
+    }
+    this.cacheBytes = cacheBytes;
+    this.maxDirtyBytes = maxDirty;
+    // @internal: tests lower it to meet a server's small maxTxOps.
+    this.renewAfter = (options as { renewAfterOps?: number }).renewAfterOps ?? RENEW_AFTER_OPS;
+    this.metaFor = metaFor;
+  }
+
+  static async open(store: Store, path: string, blockSize: number, options: BigFileHandleOptions, metaFor: MetaFor): Promise<BigFileHandleImpl> {
+    const h = new BigFileHandleImpl(store, path, blockSize, options, metaFor);
+    await h.beginSnapshot(true);
+    return h;
+  }
+
+  // ---- the lock and the storage gate (seed 000, rule 1) ----
+
+  /** Runs `fn` with the handle's lock held. `fn` is synchronous, so the lock is never held across an await. */
+  private locked<T>(fn: () => T): T {
+    if (this.lockHeld) throw new BugError('bigfile: the handle lock is not reentrant');
+    this.lockHeld = true;
+    try {
+      const r = fn();
+      if (r instanceof Promise) throw new BugError('bigfile: an async function ran under the handle lock');
+      return r;
+    } finally {
+      this.lockHeld = false;
+    }
+  }
+
+  /** Every call into the store goes through here: never with the handle's lock held. */
+  private storage<T>(fn: () => T): T {
+    if (this.lockHeld) throw new BugError('bigfile: storage called with the handle lock held (seed 000)');
+    return fn();
+  }
+
+  /** @internal For tests: whether the handle's lock is held right now. */
+  get lockIsHeld(): boolean {
+    return this.lockHeld;
+  }
+
+  /** @internal For tests: a storage call made under the lock, which must throw BugError. */
+  probeStorageUnderLock(): void {
+    this.locked(() => this.storage(() => undefined));
+  }
+
+  // ---- public surface ----
+
+  get size(): number {
+    return this.localSize;
+  }
+
+  get snapshotRevision(): number {
+    return this.snapshot;
+  }
+
+  stats(): BigFileHandleStats {
+    return { cachedBytes: this.cached, dirtyBytes: this.dirty, pages: this.cache.size, ...this.counters };
+  }
+
+  private checkUsable(): void {
+    if (this.closed) throw new LatchkeyError('CLOSED', `bigfile handle on ${this.path} is closed`, { path: this.path });
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    this.checkUsable();
+    checkOffset('offset', offset);
+    checkOffset('length', length);
+    await this.enterActive();
+    try {
+      if (this.broken !== undefined) throw this.broken;
+      const end = Math.min(offset + length, this.localSize);
+      if (offset >= end) return new Uint8Array(0);
+      const out = new Uint8Array(end - offset);
+      const bs = this.blockSize;
+      const first = Math.floor(offset / bs);
+      const last = Math.floor((end - 1) / bs);
+      const indices: number[] = [];
+      for (let i = first; i <= last; i++) indices.push(i);
+      // A read that continues the previous one loads the next blocks ahead, in the background.
+      if (offset === this.lastReadEnd) this.readAhead(last + 1);
+      this.lastReadEnd = end;
+      // Each block is copied as soon as it is there; pages may be evicted
+      // afterwards by the loads that follow, so a read bigger than the cache
+      // stays within it.
+      await pool(indices, IO_CONCURRENCY, async (i) => {
+        const p = await this.based(i);
+        this.locked(() => {
+          const s = Math.max(offset, i * bs);
+          const e = Math.min(end, (i + 1) * bs);
+          out.set(p.data.subarray(s - i * bs, e - i * bs), s - offset);
+        });
+      });
+      return out;
+    } finally {
+      this.exitActive();
+    }
+  }
+
+  /** Starts loading up to READ_AHEAD blocks from `from` (not awaited; a boundary waits for them like for any read). */
+  private readAhead(from: number): void {
+    const n = Math.min(READ_AHEAD, Math.floor(this.cacheBytes / (4 * this.blockSize)));
+    const end = Math.min(from + n, Math.ceil(this.truncatedTo / this.blockSize));
+    for (let i = from; i < end; i++) {
+      if (this.cache.get(i)?.based === true || this.loading.has(i)) continue;
+      this.active++;
+      void this.based(i).catch(() => {}).finally(() => this.exitActive());
+    }
+  }
+
+  write(offset: number, data: Uint8Array): void {
+    this.checkUsable();
+    checkOffset('offset', offset);
+    if (!(data instanceof Uint8Array)) throw invalidArgument('write: data must be a Uint8Array');
+    if (this.writingOut) throw new LatchkeyError('BUSY', `bigfile ${this.path}: no page modification during writeout (commit in progress)`, { path: this.path });
+    if (this.broken !== undefined) throw this.broken;
+    if (data.length === 0) return;
+    const end = offset + data.length;
+    if (!Number.isSafeInteger(end)) throw invalidArgument('write: offset + length past 2^53');
+    const bs = this.blockSize;
+    this.locked(() => {
+      const first = Math.floor(offset / bs);
+      const last = Math.floor((end - 1) / bs);
+      let fresh = 0;
+      for (let i = first; i <= last; i++) if (this.cache.get(i)?.dirty !== true) fresh++;
+      if (this.dirty + fresh * bs > this.maxDirtyBytes) {
+        throw new LatchkeyError('TOO_LARGE', `bigfile ${this.path}: ${this.dirty + fresh * bs} dirty bytes would pass maxDirtyBytes (${this.maxDirtyBytes}); commit() first (nothing was written)`, { path: this.path, info: { limit: this.maxDirtyBytes } });
+      }
+      for (let i = first; i <= last; i++) {
+        const p = this.pageForWrite(i);
+        const s = Math.max(offset, i * bs) - i * bs;
+        const e = Math.min(end, (i + 1) * bs) - i * bs;
+        p.data.set(data.subarray(i * bs + s - offset, i * bs + e - offset), s);
+        if (!p.based) addRange(p.written, s, e);
+      }
+      if (end > this.localSize) this.localSize = end;
+      this.evict();
+    });
+  }
+
+  async truncate(size: number): Promise<void> {
+    this.checkUsable();
+    checkOffset('size', size);
+    if (this.writingOut) throw new LatchkeyError('BUSY', `bigfile ${this.path}: no truncation during writeout (commit in progress)`, { path: this.path });
+    if (this.broken !== undefined) throw this.broken;
+    const bs = this.blockSize;
+    this.locked(() => {
+      if (size < this.localSize) {
+        for (const [i, p] of [...this.cache]) {
+          if (i * bs >= size) {
+            this.drop(i, p);
+          } else if ((i + 1) * bs > size) {
+            p.data.fill(0, size - i * bs);
+            if (!p.based) addRange(p.written, size - i * bs, bs);
+          }
+        }
+        // The block the new end falls in is rewritten shorter (or deleted) at commit.
+        if (size % bs !== 0 && size < this.truncatedTo) this.pageForWrite(Math.floor(size / bs));
+        this.truncatedTo = Math.min(this.truncatedTo, size);
+      }
+      this.localSize = size;
+    });
+  }
+
+  async commit(): Promise<{ revision: number }> {
+    this.checkUsable();
+    if (this.writingOut) throw new LatchkeyError('BUSY', `bigfile ${this.path}: one writeout per handle at a time (a commit is in progress)`, { path: this.path });
+    this.writingOut = true;
+    let outcome: { revision: number } | undefined;
+    let failure: unknown;
+    let stored = false;
+    await this.enterBoundary();
+    try {
+      if (this.broken !== undefined) throw this.broken;
+      const r = await this.writeout();
+      if (r !== undefined) {
+        stored = true;
+        this.locked(() => {
+          this.ownRevs.add(r.revision);
+          for (const [i, p] of this.cache) {
+            if (!p.dirty) continue;
+            p.dirty = false;
+            // Its block is now what this commit stored (or deleted, when all zeros or past the end).
+            const len = Math.max(0, Math.min(this.blockSize, r.size - i * this.blockSize));
+            p.modRev = len === 0 || allZero(p.data, len) ? undefined : r.revision;
+            p.known = true;
+          }
+          this.dirty = 0;
+          this.counters.stores += r.changed;
+        });
+        outcome = { revision: r.revision };
+      }
+    } catch (e) {
+      failure = e;
+    }
+    try {
+      if (!stored) {
+        if (failure !== undefined && LatchkeyError.is(failure, 'CONFLICT')) failure = await this.nameConflict(failure);
+        this.locked(() => this.discardDirty());
+      }
+      this.writingOut = false;
+      await this.beginSnapshot(false);
+    } catch (e) {
+      failure ??= e;
+    } finally {
+      this.writingOut = false;
+      this.exitBoundary();
+    }
+    if (failure !== undefined) throw failure;
+    return outcome ?? { revision: this.snapshot };
+  }
+
+  async abort(): Promise<void> {
+    this.checkUsable();
+    if (this.writingOut) throw new LatchkeyError('BUSY', `bigfile ${this.path}: no discard during writeout (a commit is in progress)`, { path: this.path });
+    await this.enterBoundary();
+    try {
+      this.locked(() => this.discardDirty());
+      await this.beginSnapshot(false);
+    } finally {
+      this.exitBoundary();
+    }
+  }
+
+  async refresh(): Promise<void> {
+    this.checkUsable();
+    if (this.writingOut) throw new LatchkeyError('BUSY', `bigfile ${this.path}: refresh during writeout (a commit is in progress)`, { path: this.path });
+    if (this.broken === undefined && (this.dirty > 0 || this.localSize !== this.snapSize || this.truncatedTo !== this.snapSize)) {
+      throw invalidArgument(`bigfile ${this.path}: uncommitted writes; commit() or abort() before refresh()`);
+    }
+    await this.enterBoundary();
+    try {
+      if (this.broken !== undefined) this.locked(() => this.discardDirty());
+      await this.beginSnapshot(false);
+    } finally {
+      this.exitBoundary();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    while (this.boundary !== undefined) await this.boundary;
+    if (this.closed) return;
+    this.closed = true;
+    this.feedGen++;
+    this.feedAbort?.abort();
+    for (const w of this.feedWaiters.splice(0)) w.wake();
+    this.locked(() => {
+      this.cache.clear();
+      this.cached = 0;
+      this.dirty = 0;
+    });
+    if (this.tx.state === 'open') await this.storage(() => this.tx.abort()).catch(() => {});
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // ---- pages (all under the lock) ----
+
+  /** Removes a page from the cache, keeping the byte counts. */
+  private drop(i: number, p: Page): void {
+    this.cache.delete(i);
+    this.cached -= this.blockSize;
+    if (p.dirty) this.dirty -= this.blockSize;
+  }
+
+  /** The page block `i` is written through: created (zeros known where the snapshot has none), marked dirty, most recently used. */
+  private pageForWrite(i: number): Page {
+    let p = this.cache.get(i);
+    if (p === undefined) {
+      p = newPage(this.blockSize);
+      if (i * this.blockSize >= this.truncatedTo) p.based = true;
+      // Past the snapshot's end no block is stored (commits delete what a truncation cuts off).
+      if (i * this.blockSize >= this.snapSize) p.known = true;
+      this.cached += this.blockSize;
+    } else {
+      this.cache.delete(i);
+    }
+    this.cache.set(i, p);
+    if (!p.dirty) {
+      p.dirty = true;
+      this.dirty += this.blockSize;
+    }
+    return p;
+  }
+
+  /** Evicts clean pages, least recently used first, until the cache is within its bound. */
+  private evict(): void {
+    if (this.cached <= this.cacheBytes) return;
+    for (const [i, p] of this.cache) {
+      if (this.cached <= this.cacheBytes) break;
+      if (!p.dirty) this.drop(i, p);
+    }
+  }
+
+  private discardDirty(): void {
+    for (const [i, p] of [...this.cache]) if (p.dirty || !p.based) this.drop(i, p);
+    this.dirty = 0;
+    this.localSize = this.snapSize;
+    this.truncatedTo = this.snapSize;
+  }
+
+  // ---- loading (loadblk) ----
+
+  /** Block `i`'s page with its base laid (loading it from the snapshot when needed). */
+  private based(i: number): Promise<Page> {
+    const p = this.cache.get(i);
+    if (p?.based === true) {
+      this.locked(() => {
+        this.cache.delete(i);
+        this.cache.set(i, p);
+      });
+      return Promise.resolve(p);
+    }
+    if (i * this.blockSize >= this.truncatedTo) {
+      // Past the snapshot's end or the truncation: zeros, nothing to load.
+      return Promise.resolve(this.locked(() => {
+        const q = this.cache.get(i) ?? newPage(this.blockSize);
+        if (!this.cache.has(i)) this.cached += this.blockSize;
+        layBase(q, undefined, 0);
+        this.cache.delete(i);
+        this.cache.set(i, q);
+        this.evict();
+        return q;
+      }));
+    }
+    const inflight = this.loading.get(i);
+    if (inflight !== undefined) return inflight;
+    const load = this.load(i).finally(() => this.loading.delete(i));
+    this.loading.set(i, load);
+    return load;
+  }
+
+  private async load(i: number): Promise<Page> {
+    if (++this.txOps > this.renewAfter) await this.renew();
+    const gen = this.txGen;
+    const tx = this.tx;
+    this.txUsers.set(tx, (this.txUsers.get(tx) ?? 0) + 1);
+    let e;
+    try {
+      e = await this.storage(() => tx.get(blockPath(this.path, i)));
+    } finally {
+      const n = this.txUsers.get(tx)! - 1;
+      if (n > 0) this.txUsers.set(tx, n);
+      else {
+        this.txUsers.delete(tx);
+        // A renewed-away transaction is aborted by its last load.
+        if (tx !== this.tx && this.retired.delete(tx)) void this.storage(() => tx.abort()).catch(() => {});
+      }
+    }
+    return this.locked(() => {
+      if (gen !== this.txGen) throw new BugError('bigfile: a load finished after its snapshot was replaced');
+      let p = this.cache.get(i);
+      if (p === undefined) {
+        p = loadedPage(this.blockSize, e?.value, this.truncatedTo - i * this.blockSize);
+        this.cached += this.blockSize;
+      } else {
+        layBase(p, e?.value, this.truncatedTo - i * this.blockSize);
+      }
+      p.known = true;
+      p.modRev = e?.stat.modRev;
+      this.cache.delete(i);
+      this.cache.set(i, p);
+      this.counters.loads++;
+      this.evict();
+      return p;
+    });
+  }
+
+  /**
+   * Swaps the snapshot's transaction for a fresh one when it has made many
+   * reads (a server caps a transaction's operations, and the record grows),
+   * which is only possible while the file is unchanged since the snapshot:
+   * then the new one reads the same bytes. Otherwise the handle must
+   * refresh(): COMPACTED (the old snapshot is no longer readable).
+   */
+  private renew(): Promise<void> {
+    this.renewing ??= (async () => {
+      try {
+        const tx = this.storage(() => this.store.begin());
+        const meta = await this.storage(() => tx.get(this.path));
+        const head = await this.storage(() => this.store.get(logPath(this.path)));
+        if (head !== undefined) await this.feedAt(head.stat.modRev);
+        const snap = tx.snapshotRevision;
+        const moved = meta?.stat.modRev !== this.snapModRev || this.feedBroken || this.pending.some((ev) => ev.rev <= snap && !this.ownRevs.has(ev.rev));
+        if (moved) {
+          await this.storage(() => tx.abort()).catch(() => {});
+          throw new LatchkeyError('COMPACTED', `bigfile ${this.path}: the file changed since this handle's snapshot (r${this.snapshot}) and the snapshot has made its ${this.renewAfter} reads; refresh() (or abort()) to read on`, { path: this.path });
+        }
+        // Loads in flight still use the old transaction: it is aborted once they are done.
+        const old = this.tx;
+        this.locked(() => {
+          this.tx = tx;
+          this.txOps = 1;
+        });
+        if (this.txUsers.has(old)) this.retired.add(old);
+        else void this.storage(() => old.abort()).catch(() => {});
+      } finally {
+        this.renewing = undefined;
+      }
+    })();
+    return this.renewing;
+  }
+
+  // ---- writeout (storeblk), outside the lock ----
+
+  /**
+   * Stores the dirty blocks, deletions and metadata in one transaction of
+   * their own (the snapshot's transaction only ever reads, so reading a block
+   * another client changed never makes a commit conflict: only writing one
+   * does). Each block written is checked against its modRev in the snapshot
+   * (or its absence), so the commit is CONFLICT when another client changed
+   * it; a commit that resizes the file or creates a block checks that the
+   * size did not move either. Undefined when there is nothing to store.
+   */
+  private async writeout(): Promise<{ revision: number; changed: number; size: number } | undefined> {
+    const bs = this.blockSize;
+    const snap = this.tx;
+    const plan = this.locked(() => ({
+      dirty: [...this.cache].filter(([, p]) => p.dirty).map(([i]) => i),
+      size: this.localSize,
+      truncatedTo: this.truncatedTo,
+    }));
+    if (plan.dirty.length === 0 && plan.size === this.snapSize && plan.truncatedTo === this.snapSize) return undefined;
+    const changed = new Set<number>(plan.dirty);
+    // The snapshot's modRev (and base) of every dirty block: dirty pages are pinned (never evicted) and unchanged during writeout.
+    await pool(plan.dirty, IO_CONCURRENCY, async (i) => {
+      const p = this.locked(() => this.cache.get(i));
+      if (p === undefined || !p.dirty) throw new BugError(`bigfile: dirty page ${i} changed during writeout`);
+      if (p.known && p.based) return;
+      this.txOps++;
+      const e = await this.storage(() => snap.get(blockPath(this.path, i)));
+      this.locked(() => {
+        layBase(p, e?.value, this.truncatedTo - i * bs);
+        p.known = true;
+        p.modRev = e?.stat.modRev;
+      });
+    });
+    // Blocks the truncation cut off entirely, as the snapshot has them.
+    const gone: number[] = [];
+    if (plan.truncatedTo < this.snapSize) {
+      const firstGone = Math.ceil(plan.truncatedTo / bs);
+      let after: string | undefined;
+      for (;;) {
+        const names = await this.storage(() => snap.list(blocksDir(this.path), after === undefined ? { limit: 10000 } : { after, limit: 10000 }));
+        for (const n of names) {
+          const i = Number(n);
+          if (Number.isSafeInteger(i) && i >= firstGone && !changed.has(i)) gone.push(i);
+        }
+        if (!names.more) break;
+        after = names.at(-1);
+      }
+      for (const i of gone) changed.add(i);
+    }
+    const tx = this.storage(() => this.store.begin());
+    try {
+      let sizeMatters = plan.size !== this.snapSize || plan.truncatedTo !== this.snapSize;
+      // Checks and writes, each block's check right before its write; every value a copy (rule 4).
+      await pool(plan.dirty, IO_CONCURRENCY, async (i) => {
+        const { bytes, modRev } = this.locked(() => {
+          const p = this.cache.get(i)!;
+          const len = Math.max(0, Math.min(bs, plan.size - i * bs));
+          return { bytes: len === 0 || allZero(p.data, len) ? undefined : p.data.slice(0, len), modRev: p.modRev };
+        });
+        const at = blockPath(this.path, i);
+        // The check and the write go out together (pipelined over a socket); a failed check fails the commit whatever the write did.
+        if (modRev === undefined) {
+          sizeMatters = true;
+          await Promise.all([
+            this.storage(() => tx.check(at, { exists: false })),
+            bytes !== undefined ? this.storage(() => tx.set(at, bytes)) : undefined,
+          ]);
+        } else {
+          await Promise.all([
+            this.storage(() => tx.check(at, { modRev })),
+            bytes !== undefined ? this.storage(() => tx.set(at, bytes)) : this.storage(() => tx.delete(at)),
+          ]);
+        }
+      });
+      await pool(gone, IO_CONCURRENCY, async (i) => {
+        await this.storage(() => tx.delete(blockPath(this.path, i)));
+      });
+      if (sizeMatters) await this.storage(() => tx.check(this.path, { modRev: this.snapModRev }));
+      if (plan.size !== this.snapSize) await this.storage(() => tx.set(this.path, encodeMeta(this.metaFor(plan.size))));
+      await this.storage(() => tx.set(logPath(this.path), encodeChange(toRanges(changed), MAX_CHANGE_BYTES)));
+      const r = await this.storage(() => tx.commit());
+      return { revision: r.revision, changed: changed.size, size: plan.size };
+    } catch (e) {
+      if (tx.state === 'open') await this.storage(() => tx.abort()).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** A CONFLICT naming the dirty blocks another client changed since the snapshot (and whether it resized the file). */
+  private async nameConflict(e: LatchkeyError): Promise<LatchkeyError> {
+    const seen = this.locked(() => [...this.cache].filter(([, p]) => p.dirty && p.known).map(([i, p]) => ({ i, modRev: p.modRev })));
+    const blocks: number[] = [];
+    await pool(seen, IO_CONCURRENCY, async ({ i, modRev }) => {
+      const now = await this.storage(() => this.store.get(blockPath(this.path, i)));
+      if (now?.stat.modRev !== modRev) blocks.push(i);
+    }).catch(() => {});
+    const meta = await this.storage(() => this.store.get(this.path)).catch(() => undefined);
+    const resized = meta?.stat.modRev !== this.snapModRev;
+    blocks.sort((a, b) => a - b);
+    const what = [blocks.length > 0 ? `block${blocks.length > 1 ? 's' : ''} ${blocks.join(', ')}` : '', resized ? 'its size' : ''].filter((s) => s !== '').join(' and ') || 'the file';
+    return new LatchkeyError('CONFLICT', `bigfile ${this.path}: another client changed ${what} since this handle's snapshot (r${this.snapshot}); nothing was stored, the handle's writes are discarded`, {
+      path: e.path ?? this.path, cause: e, info: { blocks, resized, snapshotRevision: this.snapshot },
+    });
+  }
+
+  // ---- boundaries: a new snapshot, invalidation from the change feed ----
+
+  private async enterActive(): Promise<void> {
+    while (this.boundary !== undefined) await this.boundary;
+    this.active++;
+  }
+
+  private exitActive(): void {
+    if (--this.active === 0) this.drained?.();
+  }
+
+  private async enterBoundary(): Promise<void> {
+    while (this.boundary !== undefined) await this.boundary;
+    let done!: () => void;
+    this.boundary = new Promise<void>((r) => { done = r; });
+    this.boundaryDone = done;
+    if (this.active > 0) await new Promise<void>((r) => { this.drained = r; });
+    this.drained = undefined;
+  }
+
+  private boundaryDone: (() => void) | undefined;
+
+  private exitBoundary(): void {
+    const done = this.boundaryDone;
+    this.boundary = undefined;
+    this.boundaryDone = undefined;
+    done?.();
+  }
+
+  /**
+   * Replaces the handle's transaction with one at the head, and applies
+   * every change the feed reported up to the new snapshot: the blocks another
+   * client's commit changed are dropped, no others (never a full reload
+   * unless the feed itself broke).
+   */
+  private async beginSnapshot(first: boolean): Promise<void> {
+    try {
+      await this.nextSnapshot(first);
+    } catch (e) {
+      // Reads and writes fail with this until a boundary (abort, refresh) succeeds.
+      if (!first) this.broken = LatchkeyError.is(e) ? e : new LatchkeyError('IO', `bigfile ${this.path}: ${String(e)}`, { path: this.path, cause: e });
+      throw e;
+    }
+  }
+
+  private async nextSnapshot(first: boolean): Promise<void> {
+    if (!first && this.tx.state === 'open') await this.storage(() => this.tx.abort()).catch(() => {});
+    const tx = this.storage(() => this.store.begin());
+    let meta;
+    try {
+      meta = await this.storage(() => tx.get(this.path));
+    } catch (e) {
+      if (tx.state === 'open') await this.storage(() => tx.abort()).catch(() => {});
+      throw e;
+    }
+    if (meta === undefined) {
+      await this.storage(() => tx.abort()).catch(() => {});
+      throw new LatchkeyError('NOT_FOUND', `bigfile ${this.path} no longer exists`, { path: this.path });
+    }
+    const m = decodeMeta(this.path, meta.value);
+    if (m.blockSize !== this.blockSize) throw new LatchkeyError('CONFLICT', `bigfile ${this.path} was recreated with another block size`, { path: this.path });
+    const snap = tx.snapshotRevision;
+    if (first) this.startFeed(snap + 1);
+    // The feed is caught up to the snapshot once it delivered the last change to PATH/log (read at the head, outside the transaction).
+    const head = await this.storage(() => this.store.get(logPath(this.path)));
+    if (head !== undefined) await this.feedAt(head.stat.modRev);
+    const restart = this.locked(() => {
+      this.tx = tx;
+      this.txOps = 1;
+      this.txGen++;
+      this.snapshot = snap;
+      this.snapSize = m.size;
+      this.snapModRev = meta.stat.modRev;
+      this.localSize = m.size;
+      this.truncatedTo = m.size;
+      this.broken = undefined;
+      let keep = 0;
+      for (const ev of this.pending) {
+        if (ev.rev > snap) {
+          this.pending[keep++] = ev;
+          continue;
+        }
+        if (this.ownRevs.delete(ev.rev)) continue;
+        if (ev.change.all) {
+          this.dropAllClean();
+          continue;
+        }
+        for (const [a, b] of ev.change.ranges) {
+          if (b - a + 1 > this.cache.size) {
+            for (const [i, p] of [...this.cache]) if (i >= a && i <= b) { this.drop(i, p); this.counters.invalidations++; }
+          } else {
+            for (let i = a; i <= b; i++) {
+              const p = this.cache.get(i);
+              if (p !== undefined) { this.drop(i, p); this.counters.invalidations++; }
+            }
+          }
+        }
+      }
+      this.pending.length = keep;
+      for (const r of this.ownRevs) if (r <= snap) this.ownRevs.delete(r);
+      // A page past the new end can only be stale.
+      for (const [i, p] of [...this.cache]) if (i * this.blockSize >= m.size) this.drop(i, p);
+      if (!this.feedBroken) return false;
+      this.dropAllClean();
+      this.feedBroken = false;
+      this.pending.length = 0;
+      return true;
+    });
+    if (restart) this.startFeed(snap + 1);
+  }
+
+  private dropAllClean(): void {
+    for (const [i, p] of [...this.cache]) if (!p.dirty) this.drop(i, p);
+    this.counters.fullDrops++;
+  }
+
+  private startFeed(from: number): void {
+    this.feedAbort?.abort();
+    // Everything up to `from` - 1 is in the snapshot already: the feed owes nothing before it.
+    if (from - 1 > this.delivered) this.delivered = from - 1;
+    const gen = ++this.feedGen;
+    const ac = new AbortController();
+    this.feedAbort = ac;
+    const events = this.storage(() => this.store.watch(logPath(this.path), { fromRevision: from, signal: ac.signal }));
+    void (async () => {
+      try {
+        for await (const ev of events) {
+          if (gen !== this.feedGen) return;
+          this.onFeed(ev);
+        }
+      } catch {
+        // COMPACTED, QUOTA, CLOSED, ABORTED: below.
+      }
+      if (gen !== this.feedGen) return;
+      // The feed ended: everything cached may be stale; the next boundary drops the cache and watches again.
+      this.locked(() => { this.feedBroken = true; });
+      for (const w of this.feedWaiters.splice(0)) w.wake();
+    })();
+  }
+
+  /** The change feed's callback: queue the change under the lock and return; it never waits for the handle. */
+  private onFeed(ev: WatchEvent): void {
+    this.locked(() => {
+      const change: Change = ev.type === 'delete' ? { ranges: [], all: true } : decodeChange(ev.value);
+      this.pending.push({ rev: ev.revision, change });
+      if (ev.revision > this.delivered) this.delivered = ev.revision;
+    });
+    let keep = 0;
+    const ready: Array<() => void> = [];
+    for (const w of this.feedWaiters) {
+      if (w.rev <= this.delivered) ready.push(w.wake);
+      else this.feedWaiters[keep++] = w;
+    }
+    this.feedWaiters.length = keep;
+    for (const wake of ready) wake();
+  }
+
+  /** Resolves once the feed delivered revision `rev` (or broke, or the handle closed). */
+  private feedAt(rev: number): Promise<void> {
+    if (this.delivered >= rev || this.feedBroken || this.closed) return Promise.resolve();
+    return new Promise((wake) => this.feedWaiters.push({ rev, wake }));
+  }
+}

@@ -1,0 +1,437 @@
+/**
+ * Value files: values larger than the inline threshold live on disk, and
+ * the tree keeps a `ValueRef` (file, offset, length, CRC32C) to them.
+ *
+ * Design (byte layout in docs/format.md, "Value files"):
+ *
+ * 1. Files are `val-<n>.val`, append-only: a 32-byte header, then entries,
+ *    each a 16-byte header (magic "LV", version, length, CRC32C of the
+ *    value, CRC32C of the header) and the value's bytes. A ref's offset is
+ *    that of the bytes. Headers make a file readable alone (`check`, and
+ *    compaction scanning a file).
+ * 2. `store(bytes)` is synchronous: it assigns the place (the end of the
+ *    active file plus what is already buffered) and buffers the entry. The
+ *    write-ahead log takes the buffered entries in the same synchronous step
+ *    in which it takes its group (`takePending`), writes them first (one
+ *    positioned writev per file, O_DSYNC when durable), and only then the
+ *    log records that reference them: a record that survives a crash never
+ *    points at bytes that did not. Entries written whose record was not
+ *    are garbage, reclaimed by compaction.
+ * 3. Reads are positional: `read` asynchronously (libuv's pool: never blocks
+ *    the event loop), `readSync` with pread(2) for the synchronous paths
+ *    (atomic ops on a large value, transaction replay, XenStore). Every read
+ *    is checked against the ref's CRC32C; a mismatch or a short read is
+ *    CORRUPT naming the file and offset, and nothing is cached.
+ * 4. A bounded cache (LRU over a Map's insertion order, `cacheBytes`,
+ *    default 256 MiB) keeps read and written values; entries still being
+ *    written stay in `unflushed` until they are on disk, whatever the cache
+ *    evicts.
+ * 5. Reads in flight pin their file (`pins`): compaction deletes a file
+ *    only when no reader holds it (compaction.ts).
+ */
+import { closeSync, openSync, read as readCb, readSync } from 'node:fs';
+import path from 'node:path';
+import { LatchkeyError } from '../core/errors.js';
+import { type ValueReader, ValueRef } from '../core/value.js';
+import { crc32c } from './crc32c.js';
+import { corrupt, dataView, errnoOf, ioError, readU64, writeU64 } from './format.js';
+import { type FileHandleLike, type Fs, writeAll } from './fs.js';
+
+export const VALUE_FILE_MAGIC = 'LATCHVAL';
+export const VALUE_FILE_HEADER_SIZE = 32;
+export const VALUE_ENTRY_HEADER_SIZE = 16;
+const VALUE_FORMAT_VERSION = 1;
+const MAGIC_BYTES = new TextEncoder().encode(VALUE_FILE_MAGIC);
+/** Offsets are kept below 2^40 in cache keys: a file never grows that far. */
+const OFFSET_SPAN = 2 ** 40;
+export const DEFAULT_CACHE_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_INLINE_VALUE_BYTES = 1024;
+export const DEFAULT_VALUE_FILE_BYTES = 1024 * 1024 * 1024;
+
+const VALUE_RE = /^val-(\d{20})\.val$/;
+export function valueFileName(n: number): string {
+  return `val-${String(n).padStart(20, '0')}.val`;
+}
+export function parseValueFileName(name: string): number | undefined {
+  const m = VALUE_RE.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+export function encodeValueFileHeader(n: number): Uint8Array {
+  const b = new Uint8Array(VALUE_FILE_HEADER_SIZE);
+  const dv = dataView(b);
+  b.set(MAGIC_BYTES, 0);
+  dv.setUint32(8, VALUE_FORMAT_VERSION, true);
+  writeU64(dv, 16, n);
+  dv.setUint32(28, crc32c(b, 0, 0, 28), true);
+  return b;
+}
+
+/** Checks a value file's header; a reason when it is bad. */
+export function checkValueFileHeader(b: Uint8Array, n: number): string | undefined {
+  if (b.length < VALUE_FILE_HEADER_SIZE) return 'header cut short';
+  const dv = dataView(b);
+  for (let i = 0; i < 8; i++) if (b[i] !== MAGIC_BYTES[i]) return 'bad magic';
+  if (dv.getUint32(28, true) !== crc32c(b, 0, 0, 28)) return 'header checksum mismatch';
+  if (dv.getUint32(8, true) !== VALUE_FORMAT_VERSION) return 'unknown format version';
+  if (readU64(dv, 16) !== n) return 'file number differs from its name';
+  return undefined;
+}
+
+function entryHeader(len: number, crc: number): Uint8Array {
+  const h = new Uint8Array(VALUE_ENTRY_HEADER_SIZE);
+  const dv = dataView(h);
+  h[0] = 0x4c; // 'L'
+  h[1] = 0x56; // 'V'
+  h[2] = VALUE_FORMAT_VERSION;
+  dv.setUint32(4, len, true);
+  dv.setUint32(8, crc, true);
+  dv.setUint32(12, crc32c(h, 0, 0, 12), true);
+  return h;
+}
+
+/** Decodes an entry header at `off` of `b`: the value's length and CRC, or undefined when it is not one. */
+export function readEntryHeader(b: Uint8Array, off: number): { length: number; crc: number } | undefined {
+  if (off + VALUE_ENTRY_HEADER_SIZE > b.length) return undefined;
+  const dv = new DataView(b.buffer, b.byteOffset + off, VALUE_ENTRY_HEADER_SIZE);
+  if (b[off] !== 0x4c || b[off + 1] !== 0x56 || b[off + 2] !== VALUE_FORMAT_VERSION) return undefined;
+  if (dv.getUint32(12, true) !== crc32c(b, 0, off, off + 12)) return undefined;
+  return { length: dv.getUint32(4, true), crc: dv.getUint32(8, true) };
+}
+
+export interface ValueStoreOptions {
+  dir: string;
+  fs: Fs;
+  durable: boolean;
+  /** Values longer than this many bytes go to value files (0: every non-empty value). */
+  inlineBytes: number;
+  cacheBytes: number;
+  /** Start a new value file when the active one reaches this size. */
+  fileBytes: number;
+}
+
+export interface ValueStats {
+  inlineValueBytes: number;
+  valueFiles: number;
+  valueFileBytes: number;
+  valuesWritten: number;
+  valueBytesWritten: number;
+  valueReads: number;
+  valueBytesRead: number;
+  cacheHits: number;
+  cacheMisses: number;
+  cacheEvictions: number;
+  cacheBytes: number;
+  cacheLimit: number;
+  cacheEntries: number;
+}
+
+interface PendingChunk {
+  file: number;
+  at: number;
+  bufs: Uint8Array[];
+  keys: number[];
+}
+
+/** A group of entries taken for writing (`takePending`), written by `writePending`. */
+export type PendingValues = readonly PendingChunk[];
+
+function keyOf(file: number, offset: number): number {
+  return file * OFFSET_SPAN + offset;
+}
+
+/** A store that only reads (check, repair): no cache, never written to. */
+export function readOnlyValues(dir: string, fs: Fs): ValueStore {
+  return new ValueStore({ dir, fs, durable: false, inlineBytes: 0, cacheBytes: 0, fileBytes: 2 ** 39 }, new Map());
+}
+
+export class ValueStore implements ValueReader {
+  readonly inlineBytes: number;
+  /** Value file sizes by number (what is on disk plus what is buffered). */
+  readonly sizes = new Map<number, number>();
+  private active = 0;
+  private pending: PendingChunk[] = [];
+  /** Entries buffered or being written: readable from here until they are on disk. */
+  private readonly unflushed = new Map<number, Uint8Array>();
+  private readonly cache = new Map<number, Uint8Array>();
+  private cached = 0;
+  private readonly fds = new Map<number, number>();
+  private readonly handles = new Map<number, FileHandleLike>();
+  /** Reads in flight per file. */
+  readonly pins = new Map<number, number>();
+  private readonly counters = { valuesWritten: 0, valueBytesWritten: 0, valueReads: 0, valueBytesRead: 0, cacheHits: 0, cacheMisses: 0, cacheEvictions: 0 };
+  closed = false;
+  private sealRequested = false;
+
+  constructor(private readonly o: ValueStoreOptions, existing: ReadonlyMap<number, number>) {
+    this.inlineBytes = o.inlineBytes;
+    for (const [n, size] of existing) this.sizes.set(n, size);
+    this.active = existing.size === 0 ? 0 : Math.max(...existing.keys());
+  }
+
+  /** True when a value of this length goes to a value file. */
+  storesOnDisk(length: number): boolean {
+    return length > this.inlineBytes;
+  }
+
+  /** A ref to a place in a value file (recovery, snapshots). */
+  ref(file: number, offset: number, length: number, crc: number): ValueRef {
+    return new ValueRef(this, file, offset, length, crc);
+  }
+
+  /** Buffers `bytes` for the next log sync and returns where they will be. No I/O. */
+  store(bytes: Uint8Array): ValueRef {
+    if (this.closed) throw new LatchkeyError('CLOSED', 'the value store is closed');
+    let size = this.active === 0 ? undefined : this.sizes.get(this.active);
+    if (size === undefined || size >= this.o.fileBytes || this.sealRequested) {
+      this.sealRequested = false;
+      this.active++;
+      size = VALUE_FILE_HEADER_SIZE;
+      this.sizes.set(this.active, size);
+      this.pending.push({ file: this.active, at: 0, bufs: [encodeValueFileHeader(this.active)], keys: [] });
+    }
+    let chunk = this.pending[this.pending.length - 1];
+    if (chunk === undefined || chunk.file !== this.active) {
+      chunk = { file: this.active, at: size, bufs: [], keys: [] };
+      this.pending.push(chunk);
+    }
+    const crc = crc32c(bytes);
+    const offset = size + VALUE_ENTRY_HEADER_SIZE;
+    chunk.bufs.push(entryHeader(bytes.length, crc), bytes);
+    const key = keyOf(this.active, offset);
+    chunk.keys.push(key);
+    this.unflushed.set(key, bytes);
+    this.sizes.set(this.active, offset + bytes.length);
+    this.counters.valuesWritten++;
+    this.counters.valueBytesWritten += bytes.length;
+    return new ValueRef(this, this.active, offset, bytes.length, crc);
+  }
+
+  /** Takes what `store` buffered (synchronously, with the log's group). */
+  takePending(): PendingValues {
+    const p = this.pending;
+    this.pending = [];
+    return p;
+  }
+
+  /** Writes a taken group: each file's entries in one positioned writev (O_DSYNC when durable); new files' names made durable. */
+  async writePending(group: PendingValues): Promise<void> {
+    let created = false;
+    for (const c of group) {
+      const file = path.join(this.o.dir, valueFileName(c.file));
+      let fh = this.handles.get(c.file);
+      try {
+        if (fh === undefined) {
+          fh = c.at === 0 ? await this.o.fs.open(file, 'create', { dsync: this.o.durable }) : await this.o.fs.open(file, 'readwrite', { dsync: this.o.durable });
+          created ||= c.at === 0;
+          // Only the active file is written to: close the others.
+          for (const [n, h] of this.handles) if (n !== c.file) { this.handles.delete(n); await h.close().catch(() => undefined); }
+          this.handles.set(c.file, fh);
+        }
+        await writeAll(fh, c.bufs, c.at);
+      } catch (e) {
+        throw ioError('writing a value file', file, e, {}, 'READ_ONLY');
+      }
+    }
+    if (created && this.o.durable) {
+      try {
+        await this.o.fs.syncDir(this.o.dir);
+      } catch (e) {
+        throw ioError('syncing the data directory', this.o.dir, e, {}, 'READ_ONLY');
+      }
+    }
+    for (const c of group) {
+      for (const k of c.keys) {
+        const b = this.unflushed.get(k);
+        this.unflushed.delete(k);
+        if (b !== undefined) this.remember(k, b);
+      }
+    }
+  }
+
+  private remember(key: number, bytes: Uint8Array): void {
+    if (bytes.length > this.o.cacheBytes) return;
+    const old = this.cache.get(key);
+    if (old !== undefined) {
+      this.cache.delete(key);
+      this.cached -= old.length;
+    }
+    this.cache.set(key, bytes);
+    this.cached += bytes.length;
+    while (this.cached > this.o.cacheBytes) {
+      const first = this.cache.entries().next().value as [number, Uint8Array];
+      this.cache.delete(first[0]);
+      this.cached -= first[1].length;
+      this.counters.cacheEvictions++;
+    }
+  }
+
+  peek(ref: ValueRef): Uint8Array | undefined {
+    const key = keyOf(ref.file, ref.offset);
+    const b = this.cache.get(key);
+    if (b !== undefined) {
+      // LRU: move to the young end.
+      this.cache.delete(key);
+      this.cache.set(key, b);
+      this.counters.cacheHits++;
+      return b;
+    }
+    const u = this.unflushed.get(key);
+    if (u !== undefined) this.counters.cacheHits++;
+    return u;
+  }
+
+  private fdOf(file: number): number {
+    let fd = this.fds.get(file);
+    if (fd === undefined) {
+      const name = path.join(this.o.dir, valueFileName(file));
+      try {
+        fd = openSync(name, 'r');
+      } catch (e) {
+        if (errnoOf(e) === 'ENOENT') throw corrupt(`value file ${name} is missing`, { file: name });
+        throw ioError('opening a value file', name, e);
+      }
+      this.fds.set(file, fd);
+    }
+    return fd;
+  }
+
+  private checked(ref: ValueRef, buf: Uint8Array, got: number, cache = true): Uint8Array {
+    const name = path.join(this.o.dir, valueFileName(ref.file));
+    if (got !== ref.length) {
+      throw corrupt(`value file ${name} at offset ${ref.offset}: ${got} of ${ref.length} bytes (cut short)`, { file: name, offset: ref.offset });
+    }
+    if (crc32c(buf) !== ref.crc) {
+      throw corrupt(`value file ${name} at offset ${ref.offset}: checksum mismatch`, { file: name, offset: ref.offset });
+    }
+    this.counters.valueReads++;
+    this.counters.valueBytesRead += buf.length;
+    if (cache) this.remember(keyOf(ref.file, ref.offset), buf);
+    return buf;
+  }
+
+  readSync(ref: ValueRef): Uint8Array {
+    const hit = this.peek(ref);
+    if (hit !== undefined) return hit;
+    this.counters.cacheMisses++;
+    const fd = this.fdOf(ref.file);
+    const buf = new Uint8Array(ref.length);
+    let got = 0;
+    try {
+      while (got < ref.length) {
+        const n = readSync(fd, buf, got, ref.length - got, ref.offset + got);
+        if (n === 0) break;
+        got += n;
+      }
+    } catch (e) {
+      throw ioError('reading a value file', valueFileName(ref.file), e);
+    }
+    return this.checked(ref, buf, got);
+  }
+
+  /** `read`; `cache: false` neither looks in the cache nor fills it (compaction copying a file). */
+  async read(ref: ValueRef, cache = true): Promise<Uint8Array> {
+    if (cache) {
+      const hit = this.peek(ref);
+      if (hit !== undefined) return hit;
+      this.counters.cacheMisses++;
+    }
+    this.pins.set(ref.file, (this.pins.get(ref.file) ?? 0) + 1);
+    try {
+      const fd = this.fdOf(ref.file);
+      const buf = new Uint8Array(ref.length);
+      let got = 0;
+      try {
+        while (got < ref.length) {
+          const n = await new Promise<number>((resolve, reject) => {
+            readCb(fd, buf, got, ref.length - got, ref.offset + got, (err, bytes) => (err ? reject(err) : resolve(bytes)));
+          });
+          if (n === 0) break;
+          got += n;
+        }
+      } catch (e) {
+        throw ioError('reading a value file', valueFileName(ref.file), e);
+      }
+      return this.checked(ref, buf, got, cache);
+    } finally {
+      const left = (this.pins.get(ref.file) ?? 1) - 1;
+      if (left === 0) this.pins.delete(ref.file);
+      else this.pins.set(ref.file, left);
+    }
+  }
+
+  /** Drops a file from the cache and closes its descriptors (compaction, after it deleted the file). */
+  forget(file: number): void {
+    for (const k of [...this.cache.keys()]) {
+      if (Math.floor(k / OFFSET_SPAN) === file) {
+        this.cached -= this.cache.get(k)!.length;
+        this.cache.delete(k);
+      }
+    }
+    const fd = this.fds.get(file);
+    if (fd !== undefined) {
+      this.fds.delete(file);
+      try { closeSync(fd); } catch { /* already gone */ }
+    }
+    this.sizes.delete(file);
+  }
+
+  /**
+   * Deletes a value file nothing references any more (compaction decided
+   * that): unlink, make the removal durable, drop its cache entries and
+   * descriptor. Refuses while a read holds the file.
+   */
+  async deleteFile(file: number): Promise<boolean> {
+    if (this.pins.has(file) || file === this.active) return false;
+    const name = path.join(this.o.dir, valueFileName(file));
+    const h = this.handles.get(file);
+    if (h !== undefined) {
+      this.handles.delete(file);
+      await h.close().catch(() => undefined);
+    }
+    try {
+      await this.o.fs.unlink(name);
+      if (this.o.durable) await this.o.fs.syncDir(this.o.dir);
+    } catch (e) {
+      if (errnoOf(e) !== 'ENOENT') throw ioError('deleting a value file', name, e);
+    }
+    this.forget(file);
+    return true;
+  }
+
+  /** The active (appended-to) file's number; 0 when none exists yet. */
+  get activeFile(): number {
+    return this.active;
+  }
+
+  /** Makes the next `store` start a new file (compaction seals the active one before it counts). */
+  sealActive(): void {
+    this.sealRequested = true;
+  }
+
+  stats(): ValueStats {
+    let bytes = 0;
+    for (const s of this.sizes.values()) bytes += s;
+    return {
+      inlineValueBytes: this.inlineBytes,
+      valueFiles: this.sizes.size,
+      valueFileBytes: bytes,
+      ...this.counters,
+      cacheBytes: this.cached,
+      cacheLimit: this.o.cacheBytes,
+      cacheEntries: this.cache.size,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const h of this.handles.values()) await h.close().catch(() => undefined);
+    this.handles.clear();
+    for (const fd of this.fds.values()) {
+      try { closeSync(fd); } catch { /* ignore */ }
+    }
+    this.fds.clear();
+    this.cache.clear();
+    this.cached = 0;
+  }
+}

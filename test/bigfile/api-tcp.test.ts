@@ -1,0 +1,3 @@
+import { bigFileSuite } from './suite.js';
+
+bigFileSuite('tcp');
