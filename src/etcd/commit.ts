@@ -24,6 +24,7 @@ import type { Recorded } from '../core/transaction.js';
 import { type Node, lookup, walkTree } from '../core/tree.js';
 import type { Workspace } from '../core/ops.js';
 import { parsePath } from '../core/path.js';
+import { LatchkeyError } from '../core/errors.js';
 import { type Keys, parentOf } from './keys.js';
 
 export interface TxnPlan {
@@ -124,7 +125,10 @@ export class PlanBuilder {
         if (p !== '/') dirs.add(parentOf(p));
       } else if (after.modRev === ws.rev || before === undefined) {
         const lease = after.ephemeralOwner === undefined ? '0' : leaseOf(after.ephemeralOwner);
-        this.put(k, Buffer.from(after.value.buffer, after.value.byteOffset, after.value.byteLength), lease);
+        const v = after.value;
+        // Values are bytes here: out-of-line values (ValueRef) exist only in the engine's storage.
+        if (!(v instanceof Uint8Array)) throw new LatchkeyError('INTERNAL', `latchkey bug: an out-of-line value at ${p} in an etcd commit`);
+        this.put(k, Buffer.from(v.buffer, v.byteOffset, v.byteLength), lease);
         if (before === undefined) {
           this.put(this.keys.children(p), b('{"seq":0}'), '0');
           if (p !== '/') dirs.add(parentOf(p));

@@ -4,7 +4,8 @@
  * session (a lease of its own); `session()` makes more. See docs/etcd.md
  * for the key layout, the mapping of each promise and its limits.
  */
-import type { LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import { openBigArray, openBigFile } from '../bigfile/index.js';
 import { parsePath } from '../core/path.js';
 import { EtcdBackend, type EtcdOptions, parseEtcdUrl } from './backend.js';
 import { Locks } from './locks.js';
@@ -43,6 +44,14 @@ export class EtcdStore extends EtcdSession implements Store {
     this.checkOpen();
     parsePath(path);
     return new EtcdWatch(this.backend, path, options);
+  }
+
+  bigFile(path: string, options?: BigFileOptions): Promise<BigFile> {
+    return openBigFile(this, path, options);
+  }
+
+  bigArray<D extends DType = DType>(path: string, options?: BigArrayOptions & { dtype?: D }): Promise<BigArray<D>> {
+    return openBigArray(this, path, options) as Promise<BigArray<D>>;
   }
 
   /** etcd keeps its own snapshots and log; there is nothing for a client to write. */
