@@ -21,6 +21,9 @@ function h(tag, attrs = {}, ...children) {
 }
 
 const state = {
+  locksAfter: undefined,
+  locksNext: undefined,
+  lockPages: [],
   token: sessionStorage.getItem('latchkey-token') ?? '',
   me: undefined,
   path: '/',
@@ -207,7 +210,11 @@ async function showNode(path) {
 // ------------------------------------------------------------------ live views
 function renderLocks(t) {
   const v = t.locks;
-  $('lock-summary').textContent = `${v.held} held, ${v.waiting} waiting${v.held > v.locks.length ? ` (oldest ${v.locks.length} shown)` : ''}`;
+  const from = state.lockPages.length * LOCK_PAGE;
+  $('lock-summary').textContent = `${v.held} held, ${v.waiting} waiting${v.held > v.locks.length ? ` (locks ${v.locks.length ? from + 1 : 0}–${from + v.locks.length} in path order shown)` : ''}`;
+  state.locksNext = v.next;
+  $('locks-next').hidden = !v.next;
+  $('locks-prev').hidden = state.lockPages.length === 0;
   const ro = !state.me?.write;
   const rows = v.locks.map((l) => {
     const q = h('div', { class: 'queue', 'data-testid': 'queue' }, h('span', { class: 'qnode holder', title: 'holder' }, l.session));
@@ -307,6 +314,16 @@ function drawCharts() {
   });
 }
 
+// The lock view pages through the table in path order (the server sends one page a tick).
+const LOCK_PAGE = 300;
+function lockPageTo(after, pages) {
+  state.locksAfter = after;
+  state.lockPages = pages;
+  connectStream();
+}
+$('locks-next').addEventListener('click', () => { if (state.locksNext) lockPageTo(state.locksNext, [...state.lockPages, state.locksAfter]); });
+$('locks-prev').addEventListener('click', () => { const p = state.lockPages.slice(0, -1); lockPageTo(state.lockPages[state.lockPages.length - 1], p); });
+
 // ------------------------------------------------------------------ the stream
 let streamAbort;
 
@@ -314,7 +331,10 @@ async function connectStream() {
   streamAbort?.abort();
   const ctl = new AbortController();
   streamAbort = ctl;
-  const q = state.watchPath ? `?watch=${encodeURIComponent(state.watchPath)}` : '';
+  const qs = new URLSearchParams();
+  if (state.watchPath) qs.set('watch', state.watchPath);
+  if (state.locksAfter) qs.set('locksAfter', state.locksAfter);
+  const q = qs.size ? `?${qs}` : '';
   const status = $('status');
   try {
     const r = await fetch(`/api/events${q}`, { headers: headers(), signal: ctl.signal });

@@ -141,6 +141,7 @@ import {
   WRITE_NODE_BIT, type WriteTarget, anyWaiterAt, conflictsBelow, countIn, earlierWaiterAt, foreignHolderAt, hasWaitersAt, listOf,
 } from './lock-trie.js';
 import { type Blocker, type CycleStep, behindHold, coveredByOwnExclusive, findCycle, forEachBlocker, forEachEarlierWaiter } from './lock-wait-for.js';
+import { type LockPage, type LockPageOptions, lockPage } from './lock-page.js';
 
 export { LockRequest, type LockMode, type RequestKind, type RequestState, type WriteTarget } from './lock-trie.js';
 export type { Blocker, CycleStep } from './lock-wait-for.js';
@@ -424,6 +425,11 @@ export class LockTable {
     const out: LockRequest[] = [];
     for (let r = this.sessions.get(session)?.held; r !== undefined; r = r.sessionNext) if (r.kind !== 'write') out.push(r);
     return out.sort((a, b) => a.token - b.token);
+  }
+
+  /** One bounded page of held locks in path order, with their queues and the totals (lock-page.ts). */
+  page(o: LockPageOptions): LockPage {
+    return lockPage(this.trie.root, o);
   }
 
   allHeld(): LockRequest[] {

@@ -30,6 +30,7 @@ import { LockTable, type LockJournal, type LockRequest, type WriteTarget } from 
 import { TOKEN_BLOCK } from '../storage/lock-log.js';
 import type { CommitLog, RecoveredLocks } from '../storage/storage.js';
 import { Observers } from './observe.js';
+import type { LockPageOptions } from '../core/lock-page.js';
 
 /** A write admitted by the lock service; `done` is called once the write is applied (or abandoned). */
 export interface Admission {
@@ -271,6 +272,17 @@ export class LockService {
     return this.table.held(session).map(info);
   }
 
+  /** The console's lock view: a bounded page in path order (LockTable.page). */
+  page(o: LockPageOptions): LockPageInfo {
+    const pg = this.table.page(o);
+    return {
+      held: pg.held,
+      waiting: pg.waiting,
+      next: pg.next,
+      locks: pg.locks.map((l) => ({ ...info(l.req), ...(l.req.ownerDied ? { ownerDied: true } : {}), queued: l.queued, queue: l.queue.map((w) => ({ path: w.path, mode: w.req.kind, session: w.req.session, since: w.req.since })) })),
+    };
+  }
+
   info(): LockTableInfo {
     const waiting: LockWaiterInfo[] = [];
     for (const r of this.table.allWaiting()) {
@@ -380,6 +392,15 @@ function info(r: LockRequest): LockInfo {
 
 function lost(req: LockRequest, why: string): LatchkeyError {
   return new LatchkeyError('LOCK_LOST', `lock on ${req.path} is no longer held: ${why}`, { path: req.path });
+}
+
+/** One page of the lock table (LockService.page). */
+export interface LockPageInfo {
+  readonly held: number;
+  readonly waiting: number;
+  /** Cursor for the next page (pass it as `after`), when there are more. */
+  readonly next: string | undefined;
+  readonly locks: Array<LockInfo & { readonly queue: LockWaiterInfo[]; readonly queued: number }>;
 }
 
 /** A held lock, as the user sees it. */

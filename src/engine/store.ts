@@ -11,6 +11,8 @@ import type { EngineEvents } from './observe.js';
 import { SessionImpl } from './session.js';
 import { StoreView } from './view.js';
 import { type InternalWatchOptions, type Watch, watch } from './watch.js';
+import type { LockPageOptions } from '../core/lock-page.js';
+import type { LockPageInfo } from './locks.js';
 
 /** Where a served session's client is (for listSessions). */
 export interface SessionOrigin {
@@ -93,6 +95,11 @@ export class EmbeddedStore extends SessionImpl implements Store {
   /** Adds an observer of the engine's events (metrics, logs, the console); returns its removal. */
   observe(o: EngineEvents): () => void {
     return this.engine.observers.add(o);
+  }
+
+  /** A bounded page of held locks in path order with their queues and totals (the console's lock view). */
+  lockPage(o: LockPageOptions): LockPageInfo {
+    return this.engine.locks.page(o);
   }
 
   lockTable(): LockTableInfo {

@@ -7,15 +7,17 @@
  * are confirmed in the page, and are logged with the principal's name.
  *
  * The stream (`GET /api/events`, server-sent events) is the only live
- * channel: one `tick` a second with the figures, the lock table (the
- * oldest MAX_LOCKS held locks with their FIFO waiter queues, and totals),
+ * channel: one `tick` a second with the figures, one page of the lock
+ * table (MAX_LOCKS held locks in path order, from `?locksAfter=PATH`, with
+ * their FIFO waiter queues, and totals),
  * the sessions and the notable events since the last tick; and, with
  * `?watch=PATH`, `watch` batches of a recursive watch on PATH (the watch
- * tail). Nothing is polled per widget. What a tick costs does not grow
- * with the number of locks past MAX_LOCKS beyond one pass over the table.
+ * tail). Nothing is polled per widget. The lock page is drawn from the
+ * lock trie (engine/locks.ts page()) without building the whole table; the
+ * sessions view still counts each session's locks from the shared table.
  */
 import type http from 'node:http';
-import type { LockInfo, LockTableInfo, LockWaiterInfo, SessionInfo } from '../api.js';
+import type { LockTableInfo, SessionInfo } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import { parsePath } from '../core/path.js';
 import type { EmbeddedStore } from '../engine/store.js';
@@ -59,10 +61,6 @@ function str(params: URLSearchParams | Record<string, unknown>, k: string, dflt?
   if (v === undefined && dflt !== undefined) return dflt;
   if (typeof v !== 'string') throw invalidArgument(`${k} must be a string`);
   return v;
-}
-
-function overlaps(a: string, b: string): boolean {
-  return a === b || a === '/' || b === '/' || b.startsWith(`${a}/`) || a.startsWith(`${b}/`);
 }
 
 export function mayWrite(p: Principal): boolean {
@@ -136,7 +134,7 @@ export class ConsoleApi {
           return { path, value: b64(e.value), size: e.value.length, stat: { ...e.stat }, revision: e.revision };
         }
         case 'history': return this.history(p, str(q, 'path'));
-        case 'locks': return this.lockView(p);
+        case 'locks': return this.lockView(p, q.get('after') || undefined);
         case 'sessions': return this.sessions(p);
         case 'recent': return this.recentFor(p, Number(q.get('after') ?? 0) || 0);
         default: return undefined;
@@ -211,30 +209,18 @@ export class ConsoleApi {
     return this.table.t;
   }
 
-  private lockView(p: Principal): unknown {
-    const t = this.lockTable();
-    const held: LockInfo[] = [];
-    const waiting: LockWaiterInfo[] = [];
-    for (const l of t.held) if (canRead(p, l.path)) held.push(l);
-    for (const w of t.waiting) if (canRead(p, w.path)) waiting.push(w);
-    held.sort((a, b) => a.since - b.since);
-    waiting.sort((a, b) => a.since - b.since);
-    const shown = held.slice(0, MAX_LOCKS);
-    // Each shown lock's FIFO queue: the waiters on an overlapping path of other sessions, oldest first.
-    const byPath = new Map<string, LockWaiterInfo[]>();
-    for (const w of waiting) {
-      const a = byPath.get(w.path);
-      if (a === undefined) byPath.set(w.path, [w]);
-      else a.push(w);
-    }
-    const scan = waiting.length * shown.length <= 2_000_000;
-    const locks = shown.map((l) => {
-      const q = scan ? waiting.filter((w) => w.session !== l.session && overlaps(w.path, l.path)) : (byPath.get(l.path) ?? []).filter((w) => w.session !== l.session);
-      return { ...l, queue: q.slice(0, MAX_QUEUE), queued: q.length };
-    });
-    const taints = this.recentFor(p, 0).filter((n) => n.kind === 'taint' || n.kind === 'untaint' || n.kind === 'owner-died-grant').slice(-50);
-    const deadlocks = this.recentFor(p, 0).filter((n) => n.kind === 'deadlock').slice(-50);
-    return { held: held.length, waiting: waiting.length, locks, waiters: waiting.slice(0, MAX_LOCKS), taints, deadlocks };
+  /**
+   * The lock view: one page of MAX_LOCKS held locks in path order after
+   * `after` (a cursor from the previous page's `next`), each with its FIFO
+   * queue, and the totals; built from the lock trie without the whole table.
+   */
+  private lockView(p: Principal, after?: string): unknown {
+    if (after !== undefined) parsePath(after);
+    const pg = this.o.store.lockPage({ limit: MAX_LOCKS, maxQueue: MAX_QUEUE, ...(after === undefined ? {} : { after }), ...(p.grants === undefined ? {} : { prefixes: p.grants.map((g) => g.prefix) }) });
+    const recent = this.recentFor(p, 0);
+    const taints = recent.filter((n) => n.kind === 'taint' || n.kind === 'untaint' || n.kind === 'owner-died-grant').slice(-50);
+    const deadlocks = recent.filter((n) => n.kind === 'deadlock').slice(-50);
+    return { held: pg.held, waiting: pg.waiting, after: after ?? null, next: pg.next ?? null, locks: pg.locks, taints, deadlocks };
   }
 
   private sessions(p: Principal): { total: number; sessions: SessionInfo[] } {
@@ -243,7 +229,7 @@ export class ConsoleApi {
     return { total: all.length, sessions: all.slice(0, MAX_SESSIONS) };
   }
 
-  private tick(p: Principal, lastSeq: number): Record<string, unknown> {
+  private tick(p: Principal, lastSeq: number, locksAfter?: string): Record<string, unknown> {
     const s = this.o.store.stats() as unknown as Record<string, unknown>;
     const { storage, ...store } = s;
     return {
@@ -252,7 +238,7 @@ export class ConsoleApi {
       storage: storage ?? null,
       server: this.o.serverStats?.() ?? null,
       latency: this.o.metrics.latency,
-      locks: this.lockView(p),
+      locks: this.lockView(p, locksAfter),
       sessions: this.sessions(p),
       recent: this.recentFor(p, lastSeq),
     };
@@ -270,6 +256,8 @@ export class ConsoleApi {
     res.writeHead(200, { ...headers, 'Content-Type': 'text/event-stream; charset=utf-8', Connection: 'keep-alive' });
     let closed = false;
     let lastSeq = Number(url.searchParams.get('after') ?? 0) || 0;
+    const locksAfter = url.searchParams.get('locksAfter') || undefined;
+    if (locksAfter !== undefined) parsePath(locksAfter);
     const send = (event: string, data: unknown): void => {
       if (!closed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     };
@@ -280,7 +268,7 @@ export class ConsoleApi {
       if (closed) return;
       const t0 = performance.now();
       if (res.writableLength <= 4 * 1024 * 1024) { // a page that does not read: skip ticks rather than queue them
-        const t = this.tick(p, lastSeq);
+        const t = this.tick(p, lastSeq, locksAfter);
         const rec = t['recent'] as Notable[];
         if (rec.length > 0) lastSeq = rec[rec.length - 1]!.seq;
         send('tick', t);
