@@ -7,7 +7,7 @@
  * sorted when visited (O(c log c) for a node of c children on the way).
  */
 import { isPrefixPath } from './path.js';
-import type { Entry, LockRequest, PathNode } from './lock-trie.js';
+import type { Entry, LockRequest, PathNode, SessionRequests } from './lock-trie.js';
 
 export interface LockPageOptions {
   /** Show locks at paths strictly after this one (segment order); none: from the start. */
@@ -111,4 +111,17 @@ export function lockPage(root: PathNode, o: LockPageOptions): LockPage {
   };
   visit(root, 0, cursor !== undefined);
   return { locks, next, held, waiting };
+}
+
+/** Each session's held locks and waiting requests (at `visible` paths), walking its request lists: no table, no sort. */
+export function sessionCounts(sessions: ReadonlyMap<string, SessionRequests>, visible?: (path: string) => boolean): Map<string, { held: number; waiting: number }> {
+  const out = new Map<string, { held: number; waiting: number }>();
+  for (const [id, rec] of sessions) {
+    let held = 0;
+    let waiting = 0;
+    for (let r = rec.held; r !== undefined; r = r.sessionNext) if (r.kind !== 'write' && (visible === undefined || visible(r.path))) held++;
+    for (let r = rec.waiting; r !== undefined; r = r.sessionNext) for (const e of r.entries) if (visible === undefined || visible(e.node.path)) waiting++;
+    out.set(id, { held, waiting });
+  }
+  return out;
 }

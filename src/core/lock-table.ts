@@ -141,7 +141,7 @@ import {
   WRITE_NODE_BIT, type WriteTarget, anyWaiterAt, conflictsBelow, countIn, earlierWaiterAt, foreignHolderAt, hasWaitersAt, listOf,
 } from './lock-trie.js';
 import { type Blocker, type CycleStep, behindHold, coveredByOwnExclusive, findCycle, forEachBlocker, forEachEarlierWaiter } from './lock-wait-for.js';
-import { type LockPage, type LockPageOptions, lockPage } from './lock-page.js';
+import { type LockPage, type LockPageOptions, lockPage, sessionCounts } from './lock-page.js';
 
 export { LockRequest, type LockMode, type RequestKind, type RequestState, type WriteTarget } from './lock-trie.js';
 export type { Blocker, CycleStep } from './lock-wait-for.js';
@@ -430,6 +430,11 @@ export class LockTable {
   /** One bounded page of held locks in path order, with their queues and the totals (lock-page.ts). */
   page(o: LockPageOptions): LockPage {
     return lockPage(this.trie.root, o);
+  }
+
+  /** Held and waiting counts per session (lock-page.ts). */
+  sessionCounts(visible?: (path: string) => boolean): Map<string, { held: number; waiting: number }> {
+    return sessionCounts(this.sessions, visible);
   }
 
   allHeld(): LockRequest[] {

@@ -283,6 +283,11 @@ export class LockService {
     };
   }
 
+  /** Held and waiting counts per session id, at `visible` paths (the console's sessions view, without the table). */
+  sessionCounts(visible?: (path: string) => boolean): Map<string, { held: number; waiting: number }> {
+    return this.table.sessionCounts(visible);
+  }
+
   info(): LockTableInfo {
     const waiting: LockWaiterInfo[] = [];
     for (const r of this.table.allWaiting()) {

@@ -70,16 +70,13 @@ export class EmbeddedStore extends SessionImpl implements Store {
    * `visible` filters the lock paths counted (a principal's grants); `t`
    * is the lock table to count from (a caller that has one saves a pass).
    */
-  sessionList(visible: (path: string) => boolean = () => true, t: LockTableInfo = this.engine.locks.info()): SessionInfo[] {
-    const held = new Map<string, number>();
-    const waiting = new Map<string, number>();
-    for (const l of t.held) if (visible(l.path)) held.set(l.session, (held.get(l.session) ?? 0) + 1);
-    for (const w of t.waiting) if (visible(w.path)) waiting.set(w.session, (waiting.get(w.session) ?? 0) + 1);
+  sessionList(visible?: (path: string) => boolean): SessionInfo[] {
+    const counts = this.engine.locks.sessionCounts(visible);
     const one = (s: SessionImpl, o: SessionOrigin | undefined): SessionInfo => ({
       id: s.id, name: s.name, since: s.since, transport: o?.transport ?? 'embedded',
       ...(o?.address === undefined ? {} : { address: o.address }),
       ...(o?.leaseMs === undefined || o.leaseMs === 0 ? {} : { leaseMs: o.leaseMs }),
-      locksHeld: held.get(s.id) ?? 0, locksWaiting: waiting.get(s.id) ?? 0,
+      locksHeld: counts.get(s.id)?.held ?? 0, locksWaiting: counts.get(s.id)?.waiting ?? 0,
       ephemerals: this.engine.ephemeralCount(s.id),
     });
     const out = [one(this, undefined)];
