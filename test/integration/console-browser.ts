@@ -11,6 +11,7 @@
  *  - SIGKILL of the holder: the lock passes to the waiter, marked owner-died;
  *  - a 100,000-child directory lists its first page, and pages on;
  *  - a value and a key containing markup render as text (no script runs);
+ *  - with 100,000 held locks the lock view shows one page of 300 in path order and the total, and pages on;
  *  - a read-only token sees the write actions disabled, and its writes are refused;
  * and saves a screenshot of each view into SCREENSHOT_DIR.
  */
@@ -272,6 +273,29 @@ try {
     await page.click('#confirm-ok');
     await page.waitForFunction(() => document.querySelector('[data-testid=value]')?.textContent === '{"replicas":5}');
     ensure((await admin.get('/app/config'))!.text() === '{"replicas":5}', 'the store has the new value');
+  });
+
+  await check('with 100,000 held locks the lock view shows one page of 300 in path order, the total, and pages on', async () => {
+    const t1 = performance.now();
+    for (let i = 0; i < 100_000; i += 1000) {
+      await Promise.all(Array.from({ length: 1000 }, (_, j) => admin.lock(`/scale/l${String(i + j).padStart(6, '0')}`)));
+    }
+    process.stdout.write(`took 100,000 locks in ${Math.round(performance.now() - t1)} ms\n`);
+    await tab(page, 'locks');
+    await page.waitForFunction(() => /^1000\d\d held/.test(document.querySelector('#lock-summary')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    const first = await page.$$eval('#lock-rows tr', (rows: any[]) => rows.map((r) => r.getAttribute('data-path')));
+    ensure(first.length === 300, `one page of 300 rows: ${first.length}`);
+    ensure(first.includes('/scale/l000000'), 'the first lock in path order is shown');
+    ensure(first.every((p, i) => i === 0 || first[i - 1] < p || first[i - 1] === p), 'rows in path order');
+    const summary = (await page.locator('#lock-summary').textContent())!;
+    ensure(/locks 1–300 in path order/.test(summary), `the summary says which locks: ${summary}`);
+    await page.screenshot({ path: path.join(shotDir, 'console-locks-100k.png') });
+    await page.click('[data-testid=locks-next]');
+    await page.waitForFunction(() => /locks 301–600/.test(document.querySelector('#lock-summary')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    const second = await page.$$eval('#lock-rows tr', (rows: any[]) => rows.map((r) => r.getAttribute('data-path')));
+    ensure(second.length === 300 && second[0] > first[299]!, `the next page follows the first: ${second[0]} after ${first[299]}`);
+    await page.click('[data-testid=locks-prev]');
+    await page.waitForFunction(() => /locks 1–300/.test(document.querySelector('#lock-summary')?.textContent ?? ''), undefined, { timeout: 60_000 });
   });
 
   await check('no page errors', async () => {
