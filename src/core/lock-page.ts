@@ -96,7 +96,15 @@ export function lockPage(root: PathNode, o: LockPageOptions): LockPage {
       if (here && readable(path)) {
         for (const e of entries(n.holders)) {
           if (e.req.kind === 'write') continue;
-          if (locks.length === o.limit) { next = locks[locks.length - 1]!.path; return false; }
+          if (locks.length >= o.limit) {
+            // A path's holders (shared locks) stay on one page: the cursor is a path, and the next page starts after it.
+            let cut = locks.length;
+            while (cut > 0 && locks[cut - 1]!.path === path) cut--;
+            if (cut === 0) { locks.push({ req: e.req, path, ...queueOf(n, e.req, o.maxQueue) }); continue; }
+            locks.length = cut;
+            next = locks[cut - 1]!.path;
+            return false;
+          }
           locks.push({ req: e.req, path, ...queueOf(n, e.req, o.maxQueue) });
         }
       }

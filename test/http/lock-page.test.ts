@@ -55,6 +55,18 @@ test('http: with 100,000 held locks /api/locks returns one bounded page in path 
   assert.equal(r.held, LOCKS);
   assert.deepEqual(r.locks.map((l) => l.path), [name(LOCKS - 1)]);
 
+  // Shared holders of one path stay on one page (the cursor is a path): two readers of a path
+  // sorting 300th and 301st move both to the next page, which the page before ends short of.
+  const readers = [s.store.ownedSession({ name: 'r1' }), s.store.ownedSession({ name: 'r2' })];
+  const shared = `${name(MAX_LOCKS - 2)}s`;
+  for (const rd of readers) await rd.lock(shared, { mode: 'shared' });
+  const split = (await (await s.get('/api/locks', ADMIN)).json()) as Page;
+  assert.equal(split.locks.length, MAX_LOCKS - 1);
+  assert.equal(split.next, name(MAX_LOCKS - 2));
+  const after = (await (await s.get(`/api/locks?after=${encodeURIComponent(split.next!)}`, ADMIN)).json()) as Page;
+  assert.deepEqual(after.locks.slice(0, 3).map((l) => l.path), [shared, shared, name(MAX_LOCKS - 1)]);
+  for (const rd of readers) await rd.end(false);
+
   // A bad cursor is a typed error.
   const bad = await s.get('/api/locks?after=nope', ADMIN);
   assert.equal(bad.status, 400);
