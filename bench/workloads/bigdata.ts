@@ -144,9 +144,16 @@ async function bigValues(o: BenchOptions): Promise<void> {
       const dname = `/d${String(d).padStart(15, '0')}`;
       if (!(await s.exists(dname))) continue;
       const names = await s.list(dname);
-      await pool(names.length, 8, async (j) => { scanned += (await s.get(`${dname}/${names[j]}`))!.value.length; });
+      // Not `scanned += await …`: that reads `scanned` before the await, so
+      // the 8 reads in flight overwrite each other's sums (the figure was
+      // about 8x too low).
+      await pool(names.length, 8, async (j) => {
+        const e = await s.get(`${dname}/${names[j]}`);
+        scanned += e!.value.length;
+      });
     }
     const scanS = (performance.now() - t0) / 1000;
+    if (scanned !== total) throw new Error(`bigdata: the scan read ${scanned} bytes of ${total}`);
     rss.push(['latchkey scan', fmt(w.stop())]);
     const st = s.stats();
     await s.close();
