@@ -239,7 +239,7 @@ async function smallNodes(o: BenchOptions): Promise<void> {
   forgetTempDirLater(dir);
   try {
     const value = 'x'.repeat(100);
-    let s = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER });
+    let s = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER, snapshotEveryRecords: Number.MAX_SAFE_INTEGER });
     for (let d = 0; d * per < n; d++) {
       const ops = [];
       for (let c = 0; c < per && d * per + c < n; c++) ops.push({ op: 'set' as const, path: `/${'d'.padEnd(16 - String(d).length, '0')}${d}/${'n'.padEnd(16 - String(c).length, '0')}${c}`, value });

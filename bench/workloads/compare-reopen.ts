@@ -56,7 +56,7 @@ export default async function compareReopen(o: BenchOptions): Promise<void> {
     forgetTempDirLater(dir);
     try {
       const t0 = performance.now();
-      const s = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER });
+      const s = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER, snapshotEveryRecords: Number.MAX_SAFE_INTEGER });
       for (let d = 0; d < dirs; d++) {
         const ops: MultiOp[] = [];
         for (let c = 0; c < per; c++) ops.push({ op: 'set', path: keyOf(d, c), value: VALUE });
