@@ -111,6 +111,15 @@ export default tseslint.config(
     },
   },
   {
+    // etcd: a backend beside the engine (the API edge over an etcd cluster); it shares core, edge, util and api, nothing above or beside it.
+    files: ['src/etcd/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: ['../engine/*', '../storage/*', '../server/*', '../client/*', '../protocol/*', '../cli/*', '../xenstore/*'], message: 'src/etcd builds on core, edge, util and api only.' }],
+      }],
+    },
+  },
+  {
     files: ['src/protocol/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {

@@ -1,6 +1,9 @@
 /**
  * `npm run bench [-- WORKLOAD…] [--quick]`: runs named workloads (files in
- * bench/workloads/), each printing its own tables. With no names, runs all.
+ * bench/workloads/), each printing its own tables. With no names, runs all;
+ * a name ending in `*` runs every workload it begins (`'compare-*'`).
+ * `npm run bench:compare` runs the comparisons with peers (compare-*,
+ * xenstore and counter) and regenerates their sections of docs/benchmarks.md.
  *
  * Every run records what the workloads print (see util.ts) into
  * bench/results/<date>-<workload>.json, with the machine's facts and its raw
@@ -15,7 +18,7 @@ import path from 'node:path';
 import { measureFsync } from './fsync.js';
 import { stopAll } from './peers/server.js';
 import { describeWorkload, type ResultFile, writeReport, writeResult } from './report.js';
-import { beginRecord, endRecord, machine } from './util.js';
+import { beginRecord, endRecord, machine, note, noteRounds } from './util.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // compiled to build/bench/main.js; the repository root is two levels up
@@ -29,11 +32,18 @@ const noRecord = argv.includes('--no-record');
 // recorded as failed and the run moves on. `--timeout=SECONDS` overrides.
 const timeoutArg = argv.find((a) => a.startsWith('--timeout='));
 const timeoutSec = timeoutArg !== undefined ? Number(timeoutArg.slice('--timeout='.length)) : quick ? 180 : 1800;
-const names = argv.filter((a) => !a.startsWith('--'));
+// A name ending in * stands for every workload it begins (`'compare-*'`: the comparisons, new ones included).
+const names = [...new Set(argv.filter((a) => !a.startsWith('--')).flatMap((n) => (n.endsWith('*') ? available.filter((w) => w.startsWith(n.slice(0, -1))) : [n])))];
 const unknown = names.filter((n) => !available.includes(n));
 if (unknown.length > 0) {
   console.error(`unknown workload(s): ${unknown.join(', ')}; available: ${available.join(', ')}`);
   process.exit(2);
+}
+
+// `--report`: rebuild docs/benchmarks.md from bench/results/ alone (no workload runs).
+if (argv.includes('--report')) {
+  console.log(`(report: ${path.relative(root, writeReport(root, available))})`);
+  process.exit(0);
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -50,6 +60,19 @@ console.log(`latchkey bench ${quick ? '(quick) ' : ''}on ${JSON.stringify(machin
 for (const [call, f] of [['fsync', fsync], ['fdatasync', fdatasync]] as const) {
   console.log(`raw ${call} (4 KiB append) in ${f.dir}: p50 ${f.p50Ms.toFixed(3)} ms, p99 ${f.p99Ms.toFixed(3)} ms, ${Math.round(f.perSec)}/s sequential`);
 }
+
+// A client a workload left behind may reject after the workload ended (a lease
+// given up under load, a reconnect): record it with the workload, do not end the run.
+const strays = new Map<string, number>();
+process.on('unhandledRejection', (e) => {
+  const text = `unhandled rejection during the run: ${e instanceof Error ? e.message : String(e)}`;
+  const seen = strays.get(text) ?? 0;
+  strays.set(text, seen + 1);
+  if (seen === 0) {
+    console.error(text);
+    note(text);
+  }
+});
 
 let failed = 0;
 try {
@@ -75,6 +98,7 @@ try {
       error = e instanceof Error ? (e.stack ?? e.message) : String(e);
       console.error(`\nworkload ${name} failed: ${error}`);
     } finally {
+      noteRounds();
       endRecord();
       await stopAll();
     }

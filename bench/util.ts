@@ -77,6 +77,7 @@ let current: WorkloadRecord | undefined;
 /** Starts collecting what a workload prints (called by main.ts). */
 export function beginRecord(): WorkloadRecord {
   current = { tables: [], notes: [], peers: {} };
+  rounds.length = 0;
   return current;
 }
 
@@ -156,4 +157,92 @@ export function progress(label: string, total: number): { tick(n?: number): void
 
 export function machine(): Record<string, unknown> {
   return { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model, node: process.version, platform: `${os.platform()} ${os.release()}`, memGiB: Math.round(os.totalmem() / 2 ** 30) };
+}
+
+/** The median of a list (NaN when empty). */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** How many alternating rounds a comparison runs, and how many warm-up rounds come first. */
+export interface RoundPlan {
+  rounds: number;
+  warmup: number;
+}
+
+/** Full run: 1 warm-up round then 5 measured rounds per side; quick: 1 + 1 (the same shape, small). */
+export function roundPlan(o: Pick<BenchOptions, 'quick'>, full: Partial<RoundPlan> = {}): RoundPlan {
+  return o.quick ? { rounds: 1, warmup: 1 } : { rounds: full.rounds ?? 5, warmup: full.warmup ?? 1 };
+}
+
+/** One side of a comparison: a measurement that returns one figure per call, or why it cannot run. */
+export interface Side {
+  readonly name: string;
+  /** One round's figure (ops/s, ms…); `round` < 0 is a warm-up round (its figure is dropped). */
+  readonly run: ((round: number) => Promise<number>) | { readonly missing: string };
+}
+
+/** The figures of one side after alternating rounds. */
+export interface Alternated {
+  /** The median of the measured rounds, or the reason there is none ("not installed", "failed: …"). */
+  readonly median: number | string;
+  readonly values: readonly number[];
+}
+
+/**
+ * The one mechanism every compare-* workload uses to measure latchkey and its
+ * peers side by side: every side runs the same number of warm-up rounds
+ * (interleaved, figures dropped), then the measured rounds alternate A B C,
+ * A B C, … (ABAB…), so a change in the machine's load during the run falls
+ * on every side alike; the median of each side's rounds is its figure. The
+ * 1-minute load average before and after is printed and recorded with `what`.
+ * A side whose round throws is reported "failed: …" and takes no further rounds.
+ */
+export async function alternate(what: string, sides: readonly Side[], plan: RoundPlan): Promise<Map<string, Alternated>> {
+  const values = new Map<string, number[]>(sides.map((s) => [s.name, []]));
+  const failed = new Map<string, string>();
+  const load0 = os.loadavg()[0]!;
+  for (let r = -plan.warmup; r < plan.rounds; r++) {
+    for (const s of sides) {
+      if (typeof s.run !== 'function' || failed.has(s.name)) continue;
+      try {
+        const v = await s.run(r);
+        if (r >= 0) values.get(s.name)!.push(v);
+      } catch (e) {
+        failed.set(s.name, `failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]!.slice(0, 100)}`);
+      }
+    }
+  }
+  const load1 = os.loadavg()[0]!;
+  rounds.push({ what, ...plan, load1m: [load0, load1] });
+  const out = new Map<string, Alternated>();
+  for (const s of sides) {
+    const vs = values.get(s.name)!;
+    const why = typeof s.run === 'function' ? failed.get(s.name) : s.run.missing;
+    out.set(s.name, { median: why ?? median(vs), values: vs });
+  }
+  return out;
+}
+
+/** What alternate() ran in the current workload, noted once at its end (see noteRounds). */
+const rounds: { what: string; rounds: number; warmup: number; load1m: [number, number] }[] = [];
+
+/**
+ * Notes how the workload's comparisons were measured: rounds, warm-up, and
+ * the load average around each. main.ts calls it when a workload ends.
+ */
+export function noteRounds(): void {
+  if (rounds.length === 0) return;
+  const plans = new Set(rounds.map((r) => `${r.warmup} warm-up round${r.warmup === 1 ? '' : 's'} then ${r.rounds} measured round${r.rounds === 1 ? '' : 's'}`));
+  note(`Method: every side runs ${[...plans].join(' / ')}, alternating between the sides (ABAB…); each figure is the median of its side's measured rounds.`);
+  note(`Load average (1 min) around each comparison: ${rounds.map((r) => `${r.what} ${r.load1m[0].toFixed(2)} → ${r.load1m[1].toFixed(2)}`).join('; ')} (${os.availableParallelism()} cores).`);
+  rounds.length = 0;
+}
+
+/** A table cell of an alternated figure: its median, or the reason it has none. */
+export function cellOf(a: Alternated | undefined): Cell {
+  return a === undefined ? '' : a.median;
 }

@@ -15,13 +15,16 @@ export interface VmResult {
 
 const CHILD_DIRS = ['cpu', 'memory', 'device', 'error', 'drivers', 'control', 'attr', 'data', 'messages', 'vm-data'];
 
-export async function vmWorkload(store: Store, vms = 300): Promise<VmResult> {
+/** `stores`: one Store, or several (connections): VM d runs on stores[d % n]. */
+export async function vmWorkload(stores: Store | readonly Store[], vms = 300): Promise<VmResult> {
+  const pool: readonly Store[] = Array.isArray(stores) ? stores : [stores as Store];
+  const store = pool[0]!;
   let transactions = 0;
   let retries = 0;
   let conflictsReturned = 0;
   await store.set('/local/domain/0/vm', '/vm/uuid-dom0');
 
-  async function txn(fn: (tx: Transaction) => Promise<void>): Promise<void> {
+  async function txn(store: Store, fn: (tx: Transaction) => Promise<void>): Promise<void> {
     for (;;) {
       const tx = store.begin();
       try {
@@ -39,9 +42,10 @@ export async function vmWorkload(store: Store, vms = 300): Promise<VmResult> {
   }
 
   async function vm(d: number): Promise<void> {
+    const store = pool[d % pool.length]!;
     const D = `/local/domain/${d}`;
     const uuid = `uuid-${d}`;
-    await txn(async (tx) => {
+    await txn(store, async (tx) => {
       await tx.delete(D, { recursive: true });
       for (const c of CHILD_DIRS) await tx.set(`${D}/${c}`, '');
       await tx.set(`${D}/name`, `vm-${d}`);
@@ -56,7 +60,7 @@ export async function vmWorkload(store: Store, vms = 300): Promise<VmResult> {
     });
     for (let i = 0; i < 10; i++) await store.set(`${D}/data/key${i}`, `value-${i}`);
     for (let n = 0; n < 3; n++) {
-      await txn(async (tx) => {
+      await txn(store, async (tx) => {
         await tx.get('/local/domain/0/vm');
         const front = `${D}/device/vbd/${n}`;
         const back = `/local/domain/0/backend/vbd/${d}/${n}`;
@@ -66,10 +70,10 @@ export async function vmWorkload(store: Store, vms = 300): Promise<VmResult> {
         await tx.set(`${back}/state`, '1');
       });
     }
-    await txn(async (tx) => {
+    await txn(store, async (tx) => {
       await tx.set(`${D}/control/shutdown`, 'halt');
     });
-    await txn(async (tx) => {
+    await txn(store, async (tx) => {
       await tx.delete(`/vm/${uuid}/domains/${d}`, { recursive: true });
       await tx.delete(`/vm/${uuid}`, { recursive: true });
       await tx.delete(`/vss/${uuid}`, { recursive: true });

@@ -98,6 +98,27 @@ export interface Reader {
 }
 
 /**
+ * Synchronous reads on one snapshot of an embedded store (`store.view()`):
+ * every read answers at once, from the revision the view was taken at,
+ * whatever commits meanwhile. Disposable (`using v = store.view()`): a view
+ * pins its snapshot's tree in memory until it is closed; reads after close
+ * fail CLOSED, as do reads once the store is closed. Paths and list options
+ * are checked as the async reads check them.
+ */
+export interface ReadView extends Disposable {
+  /** The revision every read of this view reflects. */
+  readonly revision: number;
+  readonly closed: boolean;
+  get(path: string): Entry | undefined;
+  exists(path: string): boolean;
+  /** The node's stat, without its value. */
+  stat(path: string): Stat | undefined;
+  /** Like Reader.list; NOT_FOUND when the node is absent. */
+  list(path: string, options?: ListOptions): Listing;
+  close(): void;
+}
+
+/**
  * Atomic operations: the new value is computed from the node as it is when
  * the commit applies, not from anything the caller read, so they never
  * conflict. `add`, `min` and `max` work on a value that is a decimal
@@ -451,6 +472,12 @@ export interface BigArray<D extends DType = DType> extends AsyncDisposable {
 export interface Store extends Reader, Writer, AsyncDisposable {
   /** The newest revision visible to readers. */
   readonly revision: number;
+  /**
+   * A synchronous read view on the newest published revision. Embedded
+   * stores (`open()`) have it; a remote store (`connect()`) does not, its
+   * reads cross a socket and cannot answer synchronously (undefined there).
+   */
+  view?(): ReadView;
   begin(): Transaction;
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   session(options?: SessionOptions): Session;

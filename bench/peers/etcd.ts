@@ -61,7 +61,7 @@ export async function startEtcd(dir?: string, timeoutMs = 15_000): Promise<EtcdP
     settings: [
       'one member on 127.0.0.1, fresh temp data dir per workload, Debian package defaults',
       'durability: etcd fsyncs its WAL before acknowledging each commit (default; --unsafe-no-fsync not set); concurrent puts share fsyncs through raft batching',
-      'client: etcd3 npm (gRPC); concurrent clients are concurrent requests spread over up to 8 client connections',
+      'client: etcd3 npm (gRPC over HTTP/2; each etcd3 client is one connection); the connection count is stated with each table',
     ],
     client() {
       const c = new Etcd3({ hosts: url });

@@ -24,14 +24,26 @@ export interface LatchkeyServerPeer {
   readonly tcpUrl: string;
   readonly cli: string;
   readonly dataDir: string;
+  /** How the server runs, for the report (durability, TCP lease). */
+  readonly settings: string;
   connect(transport?: 'unix' | 'tcp'): Promise<Store>;
   stop(): Promise<void>;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-/** Starts `latchkey serve` (the compiled CLI) in a child process on a temp data dir and Unix socket; clients connect over the socket. */
-export async function startLatchkeyServer(): Promise<LatchkeyServerPeer> {
+export interface LatchkeyServerOptions {
+  /** `--memory`: nothing on disk (default: durable, fsync before every acknowledgement). */
+  memory?: boolean;
+  /** `--ttl-ms`: the lease of a TCP connection (default the server's, 10 s). */
+  ttlMs?: number;
+}
+
+/**
+ * Starts `latchkey serve` (the compiled CLI) in a child process on a temp
+ * data dir, a Unix socket and loopback TCP; clients connect over either.
+ */
+export async function startLatchkeyServer(o: LatchkeyServerOptions = {}): Promise<LatchkeyServerPeer> {
   const connect = (latchkey as unknown as Record<string, unknown>)['connect'] as Connect | undefined;
   // build/bench/peers → build/src/cli/main.js (npm run bench compiles src with the benchmarks)
   const cli = path.resolve(here, '..', '..', 'src', 'cli', 'main.js');
@@ -42,7 +54,9 @@ export async function startLatchkeyServer(): Promise<LatchkeyServerPeer> {
   const clients: Store[] = [];
   const port = await freePort();
   // `latchkey serve` with its defaults (durable, fsync) on a Unix socket and on loopback TCP
-  const args = [cli, 'serve', '--data', path.join(dataDir, 'data'), '--socket', socket, '--listen', `${HOST}:${port}`, '--insecure-loopback'];
+  const args = [cli, 'serve', '--data', path.join(dataDir, 'data'), '--socket', socket, '--listen', `${HOST}:${port}`, '--insecure-loopback',
+    ...(o.memory ? ['--memory'] : []), ...(o.ttlMs !== undefined ? ['--ttl-ms', String(o.ttlMs)] : [])];
+  const settings = `latchkey serve ${o.memory ? '--memory (nothing on disk)' : '(durable: fdatasync before every acknowledgement, group commit)'}, Unix socket and 127.0.0.1 TCP, TCP lease ${o.ttlMs !== undefined ? `${o.ttlMs} ms` : '10 s (default)'}`;
   const server = await startServer('latchkey', process.execPath, args, async () => {
     const s = await connect(`unix://${socket}`, { reconnect: false });
     await s.close();
@@ -56,6 +70,7 @@ export async function startLatchkeyServer(): Promise<LatchkeyServerPeer> {
     tcpUrl: `tcp://${HOST}:${port}`,
     cli,
     dataDir,
+    settings,
     async connect(transport = 'unix') {
       const c = await connect(transport === 'unix' ? `unix://${socket}` : `tcp://${HOST}:${port}`);
       clients.push(c);

@@ -57,7 +57,7 @@ export async function openLmdb(opts: { noSync?: boolean } = {}): Promise<LmdbPee
     db,
     path: dir,
     version,
-    settings: [`lmdb-js defaults in a temp dir${opts.noSync ? ', noSync: true (commits not synced, for the in-memory rows)' : ' (commits synced)'}; string keys and values`],
+    settings: [`lmdb-js defaults in a temp dir${opts.noSync ? ', noSync: true (commits written, not synced: against latchkey durability \'none\')' : ' (commits synced)'}; string keys and values`],
     close: () => db.close(),
   };
 }

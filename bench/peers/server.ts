@@ -59,6 +59,8 @@ export interface RunningServer {
   readonly child: ChildProcess;
   /** Runs before the server is stopped (close clients first, so they do not reconnect). */
   onStop(fn: () => void): void;
+  /** What it printed (stdout and stderr, the last 4 KiB). */
+  output(): string;
   stop(): Promise<void>;
 }
 
@@ -75,7 +77,7 @@ export function forgetTempDirLater(dir: string): void {
  * `keepDir`: the data directory outlives the server (a restart reuses it;
  * the caller registers it with forgetTempDirLater and removes it).
  */
-export async function startServer(name: string, bin: string, args: readonly string[], ready: () => Promise<boolean>, dataDir: string, timeoutMs = 15_000, keepDir = false): Promise<RunningServer> {
+export async function startServer(name: string, bin: string, args: readonly string[], ready: (output: string) => Promise<boolean>, dataDir: string, timeoutMs = 15_000, keepDir = false, pollMs = 50): Promise<RunningServer> {
   if (!keepDir) tempDirs.add(dataDir);
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -96,6 +98,7 @@ export async function startServer(name: string, bin: string, args: readonly stri
     onStop(fn) {
       cleanups.push(fn);
     },
+    output: () => output,
     async stop() {
       running.delete(server);
       for (const fn of cleanups.splice(0)) {
@@ -124,12 +127,12 @@ export async function startServer(name: string, bin: string, args: readonly stri
       await server.stop();
       throw new Error(`${name} exited during start-up: ${output.trim().slice(-600)}`);
     }
-    if (await ready().catch(() => false)) return server;
+    if (await ready(output).catch(() => false)) return server;
     if (performance.now() > deadline) {
       await server.stop();
       throw new Error(`${name} did not answer within ${timeoutMs} ms: ${output.trim().slice(-600)}`);
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, pollMs));
   }
 }
 

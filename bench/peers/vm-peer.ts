@@ -162,9 +162,16 @@ return #under`;
 
 const INDEX = 'latchkey-bench:paths';
 
-/** Redis: WATCH each read key on a pooled connection, then MULTI … EXEC; a nil EXEC is a conflict. */
+/**
+ * Redis: WATCH each read key on a pooled connection, then MULTI … EXEC; a nil
+ * EXEC is a conflict. The first connection is kept for the plain writes
+ * outside transactions (a MULTI of theirs on a connection another
+ * transaction has WATCHed would end that transaction's WATCH); the others
+ * are the transactions' pool.
+ */
 export function redisKv(pool: readonly Redis[]): PeerKv {
-  const free = [...pool];
+  if (pool.length < 2) throw new Error('redisKv needs at least 2 connections (1 for plain writes, the rest for transactions)');
+  const free = pool.slice(1);
   const waiting: ((r: Redis) => void)[] = [];
   const take = (): Promise<Redis> => {
     const r = free.pop();

@@ -1,34 +1,32 @@
 /**
  * `npm run bench -- compare-durable`: durable commits per second at 1, 10,
- * 100 and 1,000 concurrent committers — latchkey open(dir) beside etcd and
- * Redis with appendfsync always, each acknowledging only after an fsync —
- * with latency percentiles and commits per fsync where the system tells
- * (latchkey's stats, etcd's WAL fsync counter on /metrics; Redis exposes none).
+ * 100 and 1,000 concurrent committers — latchkey's server (its own process,
+ * over TCP and over its Unix socket) beside etcd and Redis with appendfsync
+ * always, each acknowledging only after an fsync, every one reached over the
+ * same number of client connections — with latency percentiles and commits
+ * per fsync where the system tells (latchkey's stats, etcd's WAL fsync
+ * counter on /metrics; Redis exposes none). latchkey embedded (open(dir), no
+ * network) is shown for context only: no ratio is taken against it.
  *
  * Every committer loops: write a 100-byte value to one of 16 keys of its own,
  * await the acknowledgement, repeat. The raw fsync rate of this machine,
  * measured at the start of the run, is the ceiling for one committer.
  */
-import { rmSync } from 'node:fs';
+import type { Etcd3 } from 'etcd3';
+import type { Redis } from 'ioredis';
 import type { Store } from '../../src/api.js';
-import { type EtcdPeer, startEtcd } from '../peers/etcd.js';
-import { openDurable } from '../peers/latchkey.js';
+import { startEtcd } from '../peers/etcd.js';
+import { openDurable, startLatchkeyServer } from '../peers/latchkey.js';
 import { isMissing, type Missing } from '../peers/peer.js';
-import { type RedisPeer, startRedis } from '../peers/redis.js';
-import { tempDir } from '../peers/server.js';
-import { type BenchOptions, type Cell, note, peerInfo, percentile, progress, ratio, table } from '../util.js';
+import { startRedis } from '../peers/redis.js';
+import { forgetTempDirLater, tempDir } from '../peers/server.js';
+import { alternate, type BenchOptions, type Cell, cellOf, median, note, peerInfo, percentile, progress, ratio, roundPlan, type Side, table } from '../util.js';
 
 const VALUE = 'v'.repeat(100);
+/** Client connections per system (committers share them round-robin). */
+const CONNS = 8;
 
 const committers = (n: number): string => `${n.toLocaleString('en-US')} committer${n === 1 ? '' : 's'}`;
-
-interface Curve {
-  perSec: number;
-  p50: number;
-  p99: number;
-  /** Commits per fsync, when the system reports its fsyncs. */
-  perSync: number | undefined;
-}
 
 /** n committers, each awaiting its own write, for `ms`; `put(i, k)` is committer i's k-th write. */
 async function drive(n: number, ms: number, put: (i: number, k: number) => Promise<unknown>): Promise<{ perSec: number; p50: number; p99: number; count: number }> {
@@ -51,12 +49,11 @@ async function drive(n: number, ms: number, put: (i: number, k: number) => Promi
   return { perSec: lat.length / secs, p50: percentile(lat, 50), p99: percentile(lat, 99), count: lat.length };
 }
 
-async function latchkeyCurve(store: Store, n: number, ms: number): Promise<Curve> {
-  const syncs = (): number => Number((store.stats() as { groupSyncs?: unknown }).groupSyncs ?? NaN);
-  const s0 = syncs();
-  const r = await drive(n, ms, (i, k) => store.set(`/c/${i}/${k % 16}`, VALUE));
-  const ds = syncs() - s0;
-  return { ...r, perSync: Number.isFinite(ds) && ds > 0 ? r.count / ds : undefined };
+interface Detail {
+  p50: number[];
+  p99: number[];
+  commits: number;
+  syncs: number;
 }
 
 async function etcdFsyncs(url: string): Promise<number> {
@@ -65,80 +62,117 @@ async function etcdFsyncs(url: string): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
-async function etcdCurve(etcd: EtcdPeer, n: number, ms: number): Promise<Curve> {
-  const clients = Array.from({ length: Math.min(n, 8) }, () => etcd.client());
-  const s0 = await etcdFsyncs(etcd.url);
-  const r = await drive(n, ms, (i, k) => clients[i % clients.length]!.put(`/c/${i}/${k % 16}`).value(VALUE).exec());
-  const ds = (await etcdFsyncs(etcd.url)) - s0;
-  for (const c of clients) c.close();
-  return { ...r, perSync: Number.isFinite(ds) && ds > 0 ? r.count / ds : undefined };
-}
-
-async function redisCurve(redis: RedisPeer, n: number, ms: number): Promise<Curve> {
-  const conns = Array.from({ length: Math.min(n, 8) }, () => redis.client());
-  const r = await drive(n, ms, (i, k) => conns[i % conns.length]!.set(`/c/${i}/${k % 16}`, VALUE));
-  for (const c of conns) c.disconnect();
-  return { ...r, perSync: undefined };
+interface System {
+  name: string;
+  /** Runs n committers for ms; may count fsyncs. */
+  run: ((n: number, ms: number) => Promise<{ perSec: number; p50: number; p99: number; count: number; syncs?: number }>) | Missing;
 }
 
 export default async function compareDurable(o: BenchOptions): Promise<void> {
   const levels = o.quick ? [1, 10, 100] : [1, 10, 100, 1000];
-  const ms = o.quick ? 200 : 2500;
+  const ms = o.quick ? 150 : 1000;
+  const plan = roundPlan(o);
   const skipped: Missing = { missing: 'skipped (--quick)' };
-  const bar = progress('compare-durable', levels.length * 3);
+  const bar = progress('compare-durable', levels.length);
 
-  const results: Record<'latchkey' | 'etcd' | 'redis', (Curve | Missing)[]> = { latchkey: [], etcd: [], redis: [] };
-
+  const server = await startLatchkeyServer();
+  peerInfo('latchkey server', undefined, [server.settings]);
+  const remote = async (transport: 'unix' | 'tcp'): Promise<System> => {
+    const conns: Store[] = [];
+    for (let c = 0; c < CONNS; c++) conns.push(await server.connect(transport));
+    const syncs = async (): Promise<number> => Number((await (conns[0] as unknown as { fetchStats(): Promise<{ groupSyncs?: number }> }).fetchStats()).groupSyncs ?? NaN);
+    return {
+      name: `latchkey (${transport === 'tcp' ? 'TCP' : 'Unix socket'})`,
+      run: async (n, t) => {
+        const s0 = await syncs();
+        const r = await drive(n, t, (i, k) => conns[i % CONNS]!.set(`/c/${transport}/${i}/${k % 16}`, VALUE));
+        return { ...r, syncs: (await syncs()) - s0 };
+      },
+    };
+  };
   const dir = tempDir('latchkey-durable');
-  try {
-    for (const n of levels) {
-      // a fresh directory per level, so no level pays for the previous one's log
-      rmSync(dir, { recursive: true, force: true });
-      const store = await openDurable(dir);
-      results.latchkey.push(await latchkeyCurve(store, n, ms));
-      await store.close();
-      bar.tick();
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-
+  forgetTempDirLater(dir);
+  const embedded = await openDurable(dir);
   const etcd = o.quick ? skipped : await startEtcd();
   if (!isMissing(etcd)) peerInfo('etcd', etcd.version, etcd.settings);
-  for (const n of levels) {
-    results.etcd.push(isMissing(etcd) ? etcd : await etcdCurve(etcd, n, ms));
-    bar.tick();
-  }
-  if (!isMissing(etcd)) await etcd.stop();
-
   const redis = o.quick ? skipped : await startRedis(true);
   if (!isMissing(redis)) peerInfo('redis', redis.version, redis.settings);
+  const etcdClients: Etcd3[] = isMissing(etcd) ? [] : Array.from({ length: CONNS }, () => etcd.client());
+  const redisConns: Redis[] = isMissing(redis) ? [] : Array.from({ length: CONNS }, () => redis.client());
+
+  const systems: System[] = [
+    await remote('tcp'),
+    await remote('unix'),
+    {
+      name: 'etcd',
+      run: isMissing(etcd) ? etcd : async (n, t) => {
+        const s0 = await etcdFsyncs(etcd.url);
+        const r = await drive(n, t, (i, k) => etcdClients[i % CONNS]!.put(`/c/${i}/${k % 16}`).value(VALUE).exec());
+        return { ...r, syncs: (await etcdFsyncs(etcd.url)) - s0 };
+      },
+    },
+    {
+      name: 'redis (appendfsync always)',
+      run: isMissing(redis) ? redis : (n, t) => drive(n, t, (i, k) => redisConns[i % CONNS]!.set(`/c/${i}/${k % 16}`, VALUE)),
+    },
+    {
+      name: 'latchkey embedded (context)',
+      run: async (n, t) => {
+        const syncs = (): number => Number((embedded.stats() as { groupSyncs?: unknown }).groupSyncs ?? NaN);
+        const s0 = syncs();
+        const r = await drive(n, t, (i, k) => embedded.set(`/c/${i}/${k % 16}`, VALUE));
+        return { ...r, syncs: syncs() - s0 };
+      },
+    },
+  ];
+
+  const rows: Cell[][] = [];
+  const details = new Map<string, Detail>();
   for (const n of levels) {
-    results.redis.push(isMissing(redis) ? redis : await redisCurve(redis, n, ms));
+    const sides: Side[] = systems.map((s) => {
+      const d: Detail = { p50: [], p99: [], commits: 0, syncs: 0 };
+      details.set(`${s.name}|${n}`, d);
+      const run = s.run;
+      return {
+        name: s.name,
+        run: isMissing(run) ? run : async (round: number) => {
+          const r = await run(n, ms);
+          if (round >= 0) {
+            d.p50.push(r.p50);
+            d.p99.push(r.p99);
+            d.commits += r.count;
+            d.syncs += r.syncs ?? NaN;
+          }
+          return r.perSec;
+        },
+      };
+    });
+    const r = await alternate(committers(n), sides, plan);
+    const [t, u, e, d, emb] = systems.map((s) => cellOf(r.get(s.name)));
+    rows.push([committers(n), t!, u!, e!, ratio(t, e), d!, ratio(t, d), emb!]);
     bar.tick();
   }
-  if (!isMissing(redis)) await redis.stop();
   bar.done();
+  for (const c of etcdClients) c.close();
+  for (const c of redisConns) c.disconnect();
+  await embedded.close();
+  await Promise.all([server.stop(), isMissing(etcd) ? undefined : etcd.stop(), isMissing(redis) ? undefined : redis.stop()]);
 
-  const cell = (c: Curve | Missing | undefined, f: (c: Curve) => number | undefined): Cell => (c === undefined ? '' : isMissing(c) ? c.missing : (f(c) ?? 'n/a'));
-  const rows = levels.map((n, i) => {
-    const l = cell(results.latchkey[i], (c) => c.perSec);
-    const e = cell(results.etcd[i], (c) => c.perSec);
-    const r = cell(results.redis[i], (c) => c.perSec);
-    return [committers(n), l, e, ratio(l, e), r, ratio(l, r)];
-  });
-  table('durable commits/s (fsync before acknowledgement)', ['concurrent committers', 'latchkey', 'etcd', 'latchkey/etcd', 'redis (appendfsync always)', 'latchkey/redis'], rows, { chart: { columns: [1, 2, 4], unit: 'durable commits/s (higher is better)', log: true } });
+  table('durable commits/s (fsync before acknowledgement)', ['concurrent committers', 'latchkey server (TCP)', 'latchkey server (Unix socket)', 'etcd', 'latchkey TCP/etcd', 'redis (appendfsync always)', 'latchkey TCP/redis', 'latchkey embedded (context, no network)'], rows, { chart: { columns: [1, 2, 3, 5], unit: 'durable commits/s (higher is better)', log: true } });
 
   const lat: Cell[][] = [];
-  for (const [name, curves] of Object.entries(results)) {
-    levels.forEach((n, i) => {
-      const c = curves[i];
-      lat.push([`${name}, ${committers(n)}`, cell(c, (x) => x.p50), cell(c, (x) => x.p99), cell(c, (x) => x.perSync)]);
+  for (const s of systems) {
+    levels.forEach((n) => {
+      const d = details.get(`${s.name}|${n}`)!;
+      if (isMissing(s.run)) {
+        if (s.run.missing !== skipped.missing) lat.push([`${s.name}, ${committers(n)}`, s.run.missing, '', '']);
+        return;
+      }
+      lat.push([`${s.name}, ${committers(n)}`, median(d.p50), median(d.p99), Number.isFinite(d.syncs) && d.syncs > 0 ? d.commits / d.syncs : 'n/a']);
     });
   }
-  // In a quick run the peers did not run: leave their rows out of the detail table.
-  const shown = lat.filter((row) => !row.slice(1).every((c) => c === 'skipped (--quick)'));
-  table('durable commit latency and group commit', ['system, committers', 'p50 ms', 'p99 ms', 'commits per fsync'], shown, { chart: false });
-  note(`Each committer awaits its own 100-byte write before the next; ${ms} ms per point; etcd and Redis requests are spread over up to 8 client connections.`);
-  note('Commits per fsync: latchkey from stats().groupSyncs; etcd from etcd_disk_wal_fsync_duration_seconds_count on its /metrics; Redis does not report its AOF fsyncs (n/a).');
+  table('durable commit latency and group commit', ['system, committers', 'p50 ms (median of rounds)', 'p99 ms (median of rounds)', 'commits per fsync'], lat, { chart: false });
+  note(`Each committer awaits its own 100-byte write before the next; ${ms} ms per round. Every networked system is reached over ${CONNS} client connections (committers share them round-robin; with fewer committers than connections some stay idle); latchkey embedded has no connection and is context only.`);
+  note('Ratios use latchkey over TCP, like etcd and Redis (127.0.0.1). Durability is the same on every side: latchkey fdatasync per commit group, etcd WAL fsync (raft batching), Redis appendfsync always (AOF fsync before replies, once per event-loop turn).');
+  note('Commits per fsync: latchkey from its server\'s stats (groupSyncs; the server is shared by the TCP and Unix rows, each counts its own rounds); etcd from etcd_disk_wal_fsync_duration_seconds_count on its /metrics; Redis does not report its AOF fsyncs (n/a).');
 }

@@ -1,26 +1,26 @@
 /**
- * `npm run bench -- compare-embedded`: latchkey embedded (in memory) beside
- * lmdb-js, the embedded store a Node user would otherwise pick. Same keys,
- * same values, same process, one after the other.
+ * `npm run bench -- compare-embedded`: latchkey embedded beside lmdb-js, the
+ * embedded store a Node user would otherwise pick, like with like: both on
+ * disk in a temp directory with commits written but not synced (latchkey
+ * `open(dir, { durability: 'none' })`, lmdb-js `noSync: true`: each survives
+ * the process being killed, not an OS crash), then both synced (latchkey
+ * 'fsync' against lmdb-js putSync). Same keys, same values, same process,
+ * in alternating rounds; latchkey in memory (`open()`) is shown for context.
  *
  * lmdb-js keeps a flat sorted key space; a "directory listing" there is a
  * range scan over the keys under `dir/`, which is how one would model it.
- * The in-memory rows run lmdb-js with noSync (its commits skip the sync, as
- * latchkey's in-memory store has none); the durable row uses lmdb-js's
- * synced putSync against latchkey's open(dir).
  */
-import { rmSync } from 'node:fs';
 import type { Store } from '../../src/api.js';
 import { open } from '../../src/index.js';
 import { openDurable } from '../peers/latchkey.js';
 import { openLmdb } from '../peers/lmdb.js';
 import { isMissing, type Missing } from '../peers/peer.js';
-import { tempDir } from '../peers/server.js';
-import { type BenchOptions, type Cell, note, peerInfo, progress, rate, ratio, table } from '../util.js';
+import { forgetTempDirLater, tempDir } from '../peers/server.js';
+import { alternate, type BenchOptions, type Cell, cellOf, note, peerInfo, progress, rate, ratio, roundPlan, type Side, table } from '../util.js';
 
 const VALUE = 'value-0123456789';
 
-interface Side {
+interface Ops {
   get(k: string): unknown;
   set(k: string, v: string): Promise<unknown>;
   setMany(ks: readonly string[]): Promise<unknown>;
@@ -28,7 +28,7 @@ interface Side {
   txn(a: string, b: string): Promise<unknown> | unknown;
 }
 
-function latchkeySide(s: Store): Side {
+function latchkeyOps(s: Store): Ops {
   return {
     get: (k) => s.get(k),
     set: (k, v) => s.set(k, v),
@@ -43,15 +43,10 @@ function latchkeySide(s: Store): Side {
   };
 }
 
-export default async function compareEmbedded(o: BenchOptions): Promise<void> {
-  const ms = o.quick ? 100 : 1500;
-  const keys = o.quick ? 2_000 : 10_000;
-  const bar = progress('compare-embedded', 2);
-  const lk = await open();
-  const lmdb = o.quick ? ({ missing: 'skipped (--quick)' } as Missing) : await openLmdb({ noSync: true });
-  if (!isMissing(lmdb)) peerInfo('lmdb-js', lmdb.version, lmdb.settings);
+type LmdbDb = Exclude<Awaited<ReturnType<typeof openLmdb>>, Missing>['db'];
 
-  const lmdbSide = (db: NonNullable<Exclude<typeof lmdb, Missing>>['db']): Side => ({
+function lmdbOps(db: LmdbDb): Ops {
+  return {
     get: (k) => db.get(k),
     set: (k, v) => db.put(k, v),
     setMany: (ks) => Promise.all(ks.map((k) => db.put(k, VALUE))),
@@ -65,68 +60,78 @@ export default async function compareEmbedded(o: BenchOptions): Promise<void> {
       const v = db.get(a);
       void db.put(b, v ?? VALUE);
     }),
-  });
+  };
+}
 
-  const sides: [string, Side | Missing][] = [['latchkey', latchkeySide(lk)], ['lmdb-js', isMissing(lmdb) ? lmdb : lmdbSide(lmdb.db)]];
-  const results = new Map<string, Map<string, Cell>>();
-  for (const [name, side] of sides) {
-    const r = new Map<string, Cell>();
-    results.set(name, r);
-    if (isMissing(side)) {
-      bar.tick();
-      continue;
-    }
-    const k = (i: number): string => `/bench/k${i % keys}`;
+export default async function compareEmbedded(o: BenchOptions): Promise<void> {
+  const ms = o.quick ? 60 : 400;
+  const keys = o.quick ? 2_000 : 10_000;
+  const plan = roundPlan(o);
+  const bar = progress('compare-embedded', 7);
+
+  const lkDir = tempDir('latchkey-embedded');
+  forgetTempDirLater(lkDir);
+  const lkDisk = await openDurable(lkDir, { durability: 'none' });
+  const lkMem = await open();
+  const lmdb = o.quick ? ({ missing: 'skipped (--quick)' } as Missing) : await openLmdb({ noSync: true });
+  if (!isMissing(lmdb)) peerInfo('lmdb-js', lmdb.version, lmdb.settings);
+
+  const systems: [string, Ops | Missing][] = [
+    ["latchkey (disk, durability 'none')", latchkeyOps(lkDisk)],
+    ['lmdb-js (disk, noSync)', isMissing(lmdb) ? lmdb : lmdbOps(lmdb.db)],
+    ['latchkey in memory (context)', latchkeyOps(lkMem)],
+  ];
+  const k = (i: number): string => `/bench/k${i % keys}`;
+  for (const [, side] of systems) {
+    if (isMissing(side)) continue;
     for (let i = 0; i < keys; i += 1000) await side.setMany(Array.from({ length: Math.min(1000, keys - i) }, (_, j) => k(i + j)));
     for (let d = 0; d < 100; d++) await side.set(`/dir/d${String(d).padStart(3, '0')}`, '');
-    let i = 0;
-    r.set('get', (await rate(() => side.get(k(i++)), ms)).perSec);
-    r.set('set, awaited one at a time', (await rate(() => side.set(k(i++), VALUE), ms, 100)).perSec);
-    const window = 1000;
-    const many = await rate(() => side.setMany(Array.from({ length: window }, () => k(i++))), ms, 1);
-    r.set('set, 1,000 in flight', many.perSec * window);
-    r.set('list 100 children', (await rate(() => side.list('/dir', undefined, 1000), ms, 100)).perSec);
-    r.set(`list page of 100 (${keys.toLocaleString('en-US')} dir)`, (await rate(() => side.list('/bench', `k${i++ % keys}`, 100), ms, 100)).perSec);
-    r.set('transaction: get + set + commit', (await rate(() => side.txn(k(i++), k(i)), ms, 100)).perSec);
+  }
+
+  const window = 1000;
+  const operations: [string, (s: Ops, next: () => number) => Promise<number>][] = [
+    ['get', async (s, next) => (await rate(() => s.get(k(next())), ms)).perSec],
+    ['set, awaited one at a time', async (s, next) => (await rate(() => s.set(k(next()), VALUE), ms, 100)).perSec],
+    [`set, ${window.toLocaleString('en-US')} in flight`, async (s, next) => (await rate(() => s.setMany(Array.from({ length: window }, () => k(next()))), ms, 1)).perSec * window],
+    ['list 100 children', async (s) => (await rate(() => s.list('/dir', undefined, 1000), ms, 100)).perSec],
+    [`list page of 100 (${keys.toLocaleString('en-US')} dir)`, async (s, next) => (await rate(() => s.list('/bench', `k${next() % keys}`, 100), ms, 100)).perSec],
+    ['transaction: get + set + commit', async (s, next) => (await rate(() => s.txn(k(next()), k(next())), ms, 100)).perSec],
+  ];
+  const rows: Cell[][] = [];
+  for (const [op, measure] of operations) {
+    const sides: Side[] = systems.map(([name, s]) => {
+      let i = 0;
+      return { name, run: isMissing(s) ? s : () => measure(s, () => i++) };
+    });
+    const r = await alternate(op, sides, plan);
+    const [a, b, c] = systems.map(([name]) => cellOf(r.get(name)));
+    rows.push([op, a!, b!, ratio(a, b), c!]);
     bar.tick();
   }
-  bar.done();
-
-  // Durable single writes: latchkey open(dir) (fsync) against lmdb-js putSync (a synced transaction each).
-  const durable = new Map<string, Cell>();
-  const dmS = o.quick ? 100 : 1500;
-  const dir = tempDir('latchkey-durable');
-  try {
-    const d = await openDurable(dir);
-    let i = 0;
-    durable.set('latchkey', (await rate(() => d.set(`/d/k${i++ % 1000}`, VALUE), dmS, 10)).perSec);
-    await d.close();
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-  if (o.quick) durable.set('lmdb-js', 'skipped (--quick)');
-  else {
-    const synced = await openLmdb();
-    if (isMissing(synced)) durable.set('lmdb-js', synced.missing);
-    else {
-      let i = 0;
-      durable.set('lmdb-js', (await rate(() => synced.db.putSync(`/d/k${i++ % 1000}`, VALUE), dmS, 10)).perSec);
-      await synced.close();
-    }
-  }
-
-  const lkr = results.get('latchkey')!;
-  const lmr = results.get('lmdb-js')!;
-  const lmdbMissing = isMissing(lmdb) ? lmdb.missing : undefined;
-  const rows: Cell[][] = [...lkr.keys()].map((op) => {
-    const a = lkr.get(op);
-    const b = lmdbMissing ?? lmr.get(op);
-    return [op, a ?? '', b ?? '', ratio(a, b)];
-  });
-  rows.push(['durable set, awaited one at a time', durable.get('latchkey')!, durable.get('lmdb-js')!, ratio(durable.get('latchkey'), durable.get('lmdb-js'))]);
-  table('embedded: latchkey vs lmdb-js (ops/s, one process)', ['operation', 'latchkey ops/s', 'lmdb-js ops/s', 'latchkey/lmdb-js'], rows, { chart: { columns: [1, 2], unit: 'ops/s (higher is better)', log: true } });
-  note('lmdb-js "list" is a key-range scan over `dir/…` (a flat key space has no directories); its transaction is transactionSync(get, put).');
-  note('In-memory rows: latchkey open() vs lmdb-js with noSync; durable row: latchkey open(dir) (fsync per commit group) vs lmdb-js putSync (synced).');
-  await lk.close();
+  await lkDisk.close();
+  await lkMem.close();
   if (!isMissing(lmdb)) await lmdb.close();
+
+  // Synced single writes: latchkey 'fsync' against lmdb-js putSync (a synced transaction each).
+  const dmS = o.quick ? 60 : 400;
+  const fsDir = tempDir('latchkey-fsync');
+  forgetTempDirLater(fsDir);
+  const lkSync = await openDurable(fsDir);
+  const synced = o.quick ? ({ missing: 'skipped (--quick)' } as Missing) : await openLmdb();
+  if (!isMissing(synced)) peerInfo('lmdb-js', synced.version, [...(isMissing(lmdb) ? [] : lmdb.settings), ...synced.settings]);
+  let di = 0;
+  const d = await alternate('synced set', [
+    { name: 'latchkey', run: async () => (await rate(() => lkSync.set(`/d/k${di++ % 1000}`, VALUE), dmS, 10)).perSec },
+    { name: 'lmdb-js', run: isMissing(synced) ? synced : async () => (await rate(() => synced.db.putSync(`/d/k${di++ % 1000}`, VALUE), dmS, 10)).perSec },
+  ], plan);
+  bar.tick();
+  bar.done();
+  await lkSync.close();
+  if (!isMissing(synced)) await synced.close();
+  const [da, db] = [cellOf(d.get('latchkey')), cellOf(d.get('lmdb-js'))];
+  rows.push(["synced set, awaited one at a time (latchkey 'fsync' / lmdb-js putSync)", da, db, ratio(da, db), '']);
+
+  table('embedded: latchkey vs lmdb-js (ops/s, one process, both on disk)', ['operation', "latchkey ops/s (durability 'none')", 'lmdb-js ops/s (noSync)', 'latchkey/lmdb-js', 'latchkey in memory (context)'], rows, { chart: { columns: [1, 2], unit: 'ops/s (higher is better)', log: true } });
+  note("Like with like: latchkey open(dir, { durability: 'none' }) writes each commit group to its log with write(2) and no fdatasync; lmdb-js with noSync writes its commits to its file without syncing. Both survive the process being killed, neither an OS crash. The last row syncs on both sides: latchkey fdatasync per commit group, lmdb-js putSync (LMDB syncs its data pages, then its meta page, per transaction).");
+  note('latchkey reads are async (a Promise per get, awaited); lmdb-js get is synchronous (awaited too, as the loop awaits every call). lmdb-js "list" is a key-range scan over `dir/…` (a flat key space has no directories); its transaction is transactionSync(get, put).');
 }

@@ -1,16 +1,23 @@
 /**
  * `npm run bench -- compare-locks`: the lock service side by side —
- * latchkey (embedded, and over its Unix socket), etcd's
- * concurrency-recipe mutex, and the Redis SET NX PX lock with polling.
+ * latchkey's server over TCP (like the peers) and over its Unix socket,
+ * etcd's concurrency-recipe mutex, and the Redis SET NX PX lock with
+ * polling; latchkey embedded for context. In death-to-grant the TCP lease of
+ * latchkey's server is 3 s (a server of its own, --ttl-ms 3000), the same as
+ * etcd's lease and Redis's key TTL there; elsewhere it runs with its default
+ * 10 s lease (a 3 s lease under a loaded machine's herd gives sessions up).
  *
  * - round trip: one client, acquire + release in a loop, nothing else.
- * - handoff: C contenders loop acquire → release on one lock. Handoff
- *   latency is from the holder's release call to the grant seen by a
- *   *different* contender (a re-grant to the releaser is not a handoff; with
- *   an unfair lock that is exactly what happens, and the count shows it).
+ * - handoff: C contenders loop acquire → release on one lock. "handoffs/s"
+ *   counts only grants to a *different* contender than the last holder, per
+ *   second of the run; handoff latency is from the holder's release call to
+ *   that grant (a re-grant to the releaser is not a handoff; with an unfair
+ *   lock that is exactly what happens, and the fairness table shows it).
  * - death-to-grant: a holder in another process is SIGKILLed; the time until
  *   a waiter here is granted. etcd and Redis free the lock only when its
- *   lease/TTL lapses, so the TTL is stated with the figure.
+ *   lease/TTL lapses, and so does latchkey over TCP (a close the client did
+ *   not announce keeps its locks for the lease: docs/architecture.md,
+ *   "Leases"); over the Unix socket a close ends the session at once.
  * - herd: one holder of a global lock, 7,000 waiters each needing the global
  *   lock gone and then a lock of their own; time from release to the last grant.
  */
@@ -25,13 +32,15 @@ import { type EtcdPeer, EtcdSession, etcdLock, startEtcd, waitDeleted } from '..
 import { type LatchkeyServerPeer, startLatchkeyServer } from '../peers/latchkey.js';
 import { isMissing, type Missing, sleep } from '../peers/peer.js';
 import { REDIS_LOCK_POLL_MS, type RedisPeer, redisLock, startRedis } from '../peers/redis.js';
-import { type BenchOptions, type Cell, note, peerInfo, percentile, progress, ratio, table } from '../util.js';
+import { type Alternated, alternate, type BenchOptions, type Cell, cellOf, median, note, peerInfo, percentile, progress, ratio, roundPlan, type Side, table } from '../util.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const HOLDER = path.join(here, '..', 'peers', 'holder.js');
 
 /** etcd lease TTL for death-to-grant (etcd's minimum is about 2 s with default election timeouts). */
 const ETCD_TTL_S = 3;
+/** latchkey server's TCP lease (--ttl-ms), the same 3 s. */
+const LATCHKEY_TTL_MS = 3000;
 /** Redis lock TTL for death-to-grant: the holder refreshes it every TTL/3 while alive. */
 const REDIS_TTL_MS = 3000;
 const HERD = 7000;
@@ -86,35 +95,38 @@ function embeddedSystem(store: Store): System {
   };
 }
 
-function remoteSystem(server: LatchkeyServerPeer): System {
+function remoteSystem(server: LatchkeyServerPeer, transport: 'unix' | 'tcp'): System {
   return {
-    name: 'latchkey (remote)',
+    name: transport === 'tcp' ? 'latchkey (TCP)' : 'latchkey (Unix socket)',
     contender: async () => {
-      const c = await server.connect();
+      const c = await server.connect(transport);
       return latchkeyContender(c, () => c.close());
     },
-    holderArgs: (name) => ['latchkey', server.socketUrl, name],
-    deathTtl: 'connection close (no lease wait)',
+    holderArgs: (name) => ['latchkey', transport === 'tcp' ? server.tcpUrl : server.socketUrl, name],
+    deathTtl: transport === 'tcp' ? `TCP lease ${LATCHKEY_TTL_MS / 1000} s (--ttl-ms ${LATCHKEY_TTL_MS}; the server keeps a dead client's locks until its lease runs out)` : 'Unix socket close (no lease: the session ends when the socket closes)',
     herd: async (n, bar) => {
       // n sessions over 8 connections, each queued on /herd/i behind one holder's lock('/')
-      const holder = await server.connect();
+      const holder = await server.connect(transport);
       const global = await holder.lock('/');
-      const conns = await Promise.all(Array.from({ length: 8 }, () => server.connect()));
+      const conns = await Promise.all(Array.from({ length: 8 }, () => server.connect(transport)));
       const sessions = Array.from({ length: n }, (_, i) => conns[i % conns.length]!.session());
       let last = 0;
       const waits = sessions.map((s, i) => s.lock(`/herd/${i}`).then(() => {
         last = performance.now();
         bar.tick();
       }));
+      // a failure is seen by Promise.all below; until then it must not count as unhandled
+      for (const w of waits) w.catch(() => {});
       // the remote lock table is fetched on request (RemoteStore.fetchLockTable); wait until every request is queued
       const fetchTable = (holder as unknown as { fetchLockTable?: () => Promise<{ waiting: readonly unknown[] }> }).fetchLockTable?.bind(holder);
       const deadline = performance.now() + 60_000;
       const queued = async (): Promise<boolean> => {
         if (!fetchTable) return false;
         try {
+          // every 100 ms: a table of thousands of waiters is a large answer, and polling it hard would load the server it measures
           while ((await fetchTable()).waiting.length < n) {
             if (performance.now() > deadline) return false;
-            await sleep(5);
+            await sleep(100);
           }
           return true;
         } catch {
@@ -127,6 +139,7 @@ function remoteSystem(server: LatchkeyServerPeer): System {
       await Promise.all(waits);
       const ms = last - t0;
       for (const s of sessions) await s.close();
+      for (const c of [holder, ...conns]) await c.close();
       return ms;
     },
   };
@@ -206,7 +219,11 @@ function redisSystem(redis: RedisPeer): System {
       released = true;
       await conns[0]!.del('herd-global');
       await Promise.all(waits);
-      return last - t0;
+      const ms = last - t0;
+      // the next round starts clean
+      for (let i = 0; i < n; i += 1000) await conns[0]!.del(...Array.from({ length: Math.min(1000, n - i) }, (_, j) => `herd/${i + j}`));
+      for (const c of conns) c.disconnect();
+      return ms;
     },
   };
 }
@@ -291,86 +308,103 @@ async function deathToGrant(sys: System): Promise<number> {
 }
 
 export default async function compareLocks(o: BenchOptions): Promise<void> {
-  const ms = o.quick ? 150 : 2000;
+  const ms = o.quick ? 100 : 500;
   const levels = o.quick ? [2, 8] : [2, 8, 64];
-  const maxGrants = o.quick ? 2000 : 50_000;
+  const maxGrants = o.quick ? 2000 : 20_000;
+  const plan = roundPlan(o);
+  // death-to-grant and the herd are events, not rates: fewer rounds, no warm-up (the rate rounds warmed every side)
+  const eventPlan = o.quick ? { rounds: 1, warmup: 0 } : { rounds: 3, warmup: 0 };
+  const herdSize = o.quick ? QUICK_HERD : HERD;
   const skipped: Missing = { missing: 'skipped (--quick)' };
-  const columns: { name: string; sys: System | Missing }[] = [];
 
   const store = await open();
-  columns.push({ name: 'latchkey (embedded)', sys: embeddedSystem(store) });
-  const server = o.quick ? skipped : await startLatchkeyServer();
-  columns.push({ name: 'latchkey (remote)', sys: isMissing(server) ? server : remoteSystem(server) });
+  const server = await startLatchkeyServer();
+  const deathServer = await startLatchkeyServer({ ttlMs: LATCHKEY_TTL_MS });
+  peerInfo('latchkey server', undefined, [server.settings, `death-to-grant over TCP: ${deathServer.settings}`]);
   const etcd = o.quick ? skipped : await startEtcd();
   if (!isMissing(etcd)) peerInfo('etcd', etcd.version, [...etcd.settings, `locks: concurrency-recipe mutex, session lease TTL 10 s (death-to-grant: ${ETCD_TTL_S} s)`]);
-  columns.push({ name: 'etcd', sys: isMissing(etcd) ? etcd : etcdSystem(etcd) });
   const redis = o.quick ? skipped : await startRedis(false);
-  if (!isMissing(redis)) peerInfo('redis', redis.version, [...redis.settings, `locks: SET key token NX PX, polled every ${REDIS_LOCK_POLL_MS} ms; release by Lua compare-and-delete; death-to-grant TTL ${REDIS_TTL_MS} ms refreshed every ${REDIS_TTL_MS / 3} ms by the holder`]);
-  columns.push({ name: 'redis', sys: isMissing(redis) ? redis : redisSystem(redis) });
+  if (!isMissing(redis)) peerInfo('redis (in memory)', redis.version, [...redis.settings, `locks: SET key token NX PX, polled every ${REDIS_LOCK_POLL_MS} ms; release by Lua compare-and-delete; death-to-grant TTL ${REDIS_TTL_MS} ms refreshed every ${REDIS_TTL_MS / 3} ms by the holder`]);
+  const columns: { name: string; sys: System | Missing; death?: System }[] = [
+    { name: 'latchkey (TCP)', sys: remoteSystem(server, 'tcp'), death: remoteSystem(deathServer, 'tcp') },
+    { name: 'latchkey (Unix socket)', sys: remoteSystem(server, 'unix') },
+    { name: 'etcd', sys: isMissing(etcd) ? etcd : etcdSystem(etcd) },
+    { name: 'redis', sys: isMissing(redis) ? redis : redisSystem(redis) },
+    { name: 'latchkey embedded (context)', sys: embeddedSystem(store) },
+  ];
+  const bar = progress('compare-locks', 3 + levels.length);
+  type HandoffResult = Awaited<ReturnType<typeof handoff>>;
+  const sides = (measure: (sys: System, round: number, name: string) => Promise<number>): Side[] => columns.map(({ name, sys }) => ({ name, run: isMissing(sys) ? sys : (round: number) => measure(sys, round, name) }));
 
-  const steps = columns.length * (3 + levels.length);
-  const bar = progress('compare-locks', steps);
-  const rt = new Map<string, Cell>();
-  const hand = new Map<string, Map<number, Awaited<ReturnType<typeof handoff>> | string>>();
-  const death = new Map<string, Cell>();
-  const herd = new Map<string, Cell>();
-  for (const { name, sys } of columns) {
-    const h = new Map<number, Awaited<ReturnType<typeof handoff>> | string>();
-    hand.set(name, h);
-    if (isMissing(sys)) {
-      for (const m of [rt, death, herd]) m.set(name, sys.missing);
-      for (const n of levels) h.set(n, sys.missing);
-      bar.tick(3 + levels.length);
-      continue;
-    }
-    rt.set(name, await roundTrip(sys, ms));
-    bar.tick();
-    for (const n of levels) {
-      h.set(n, await handoff(sys, n, ms, maxGrants));
-      bar.tick();
-    }
-    death.set(name, sys.holderArgs ? await deathToGrant(sys).catch((e: unknown) => `failed: ${e instanceof Error ? e.message.slice(0, 80) : String(e)}`) : 'n/a (needs a process of its own)');
-    bar.tick();
-    const herdSize = o.quick ? QUICK_HERD : HERD;
-    const hb = progress(`  herd of ${herdSize.toLocaleString('en-US')} (${name})`, herdSize);
-    herd.set(name, sys.herd ? await sys.herd(herdSize, hb) : 'n/a');
-    hb.done();
+  const rt = await alternate('acquire + release', sides((sys) => roundTrip(sys, ms)), plan);
+  bar.tick();
+  const hand = new Map<number, Map<string, Alternated>>();
+  const handLast = new Map<string, HandoffResult[]>();
+  for (const n of levels) {
+    hand.set(n, await alternate(`handoff, ${n} contenders`, sides(async (sys, round, name) => {
+      const r = await handoff(sys, n, ms, maxGrants);
+      if (round >= 0) handLast.set(`${name}|${n}`, [...(handLast.get(`${name}|${n}`) ?? []), r]);
+      return r.perSec;
+    }), plan));
     bar.tick();
   }
+  const death = await alternate('death-to-grant', columns.filter((c) => isMissing(c.sys) || c.sys.holderArgs).map(({ name, sys, death: d }) => ({ name, run: isMissing(sys) ? sys : () => deathToGrant(d ?? sys) })), eventPlan);
+  bar.tick();
+  const herd = await alternate(`herd of ${herdSize}`, sides(async (sys) => {
+    const hb = progress(`  herd of ${herdSize.toLocaleString('en-US')} (${sys.name})`, herdSize);
+    try {
+      return await sys.herd!(herdSize, hb);
+    } finally {
+      hb.done();
+    }
+  }), eventPlan);
+  bar.tick();
   bar.done();
-  if (!isMissing(server)) await server.stop();
+  await Promise.all([server.stop(), deathServer.stop(), isMissing(etcd) ? undefined : etcd.stop(), isMissing(redis) ? undefined : redis.stop()]);
+  await store.close();
 
   const names = columns.map((c) => c.name);
-  const header = ['measure', ...names, 'latchkey remote/etcd', 'latchkey remote/redis'];
+  const header = ['measure', ...names, 'latchkey TCP/etcd', 'latchkey TCP/redis'];
   const rowOf = (label: string, get: (name: string) => Cell | undefined): Cell[] => {
     const cells = names.map((n) => get(n) ?? '');
-    const remote = get('latchkey (remote)');
-    return [label, ...cells, ratio(remote, get('etcd')), ratio(remote, get('redis'))];
+    const like = get('latchkey (TCP)');
+    return [label, ...cells, ratio(like, get('etcd')), ratio(like, get('redis'))];
   };
-  const handCell = (name: string, n: number, f: (r: Awaited<ReturnType<typeof handoff>>) => number): Cell | undefined => {
-    const r = hand.get(name)?.get(n);
-    return r === undefined ? undefined : typeof r === 'string' ? r : r.handoffs === 0 ? 'no handoff' : f(r);
+  // per-round handoff details: median of each round's figure
+  const handDetail = (name: string, n: number, f: (r: HandoffResult) => number): Cell | undefined => {
+    const a = hand.get(n)?.get(name);
+    if (a === undefined) return undefined;
+    if (typeof a.median === 'string') return a.median;
+    const rs = handLast.get(`${name}|${n}`) ?? [];
+    if (rs.every((r) => r.handoffs === 0)) return 'no handoff';
+    return median(rs.filter((r) => r.handoffs > 0).map(f));
   };
-  const tput: Cell[][] = [rowOf('uncontended acquire + release /s', (n) => rt.get(n))];
-  for (const c of levels) tput.push(rowOf(`handoffs/s, ${c} contenders`, (n) => handCell(n, c, (r) => r.perSec)));
+  const tput: Cell[][] = [rowOf('uncontended acquire + release /s', (n) => cellOf(rt.get(n)))];
+  for (const c of levels) tput.push(rowOf(`handoffs/s to another contender, ${c} contenders`, (n) => handDetail(n, c, (r) => r.perSec)));
   table('locks: throughput (higher is better)', header, tput, { chart: { columns: names.map((_, i) => i + 1), unit: 'per second (higher is better)', log: true } });
 
   const lat: Cell[][] = [];
   for (const c of levels) {
-    lat.push(rowOf(`handoff p50 ms, ${c} contenders`, (n) => handCell(n, c, (r) => r.p50)));
-    lat.push(rowOf(`handoff p99 ms, ${c} contenders`, (n) => handCell(n, c, (r) => r.p99)));
+    lat.push(rowOf(`handoff p50 ms, ${c} contenders`, (n) => handDetail(n, c, (r) => r.p50)));
+    lat.push(rowOf(`handoff p99 ms, ${c} contenders`, (n) => handDetail(n, c, (r) => r.p99)));
   }
-  lat.push(rowOf('death-to-grant ms (holder SIGKILLed)', (n) => death.get(n)));
-  lat.push(rowOf(`herd of ${(o.quick ? QUICK_HERD : HERD).toLocaleString('en-US')}: release to last grant ms`, (n) => herd.get(n)));
+  lat.push(rowOf('death-to-grant ms (holder SIGKILLed)', (n) => (death.has(n) ? cellOf(death.get(n)) : 'n/a (needs a process of its own)')));
+  lat.push(rowOf(`herd of ${herdSize.toLocaleString('en-US')}: release to last grant ms`, (n) => cellOf(herd.get(n))));
   table('locks: latency (lower is better)', header, lat, { chart: { columns: names.map((_, i) => i + 1), unit: 'milliseconds (lower is better)', log: true } });
 
-  const fairness: Cell[][] = levels.map((c) => ['grants / handoffs to another contender, ' + String(c) + ' contenders', ...names.map((n) => {
-    const r = hand.get(n)?.get(c);
-    return r === undefined ? '' : typeof r === 'string' ? r : `${r.grants.toLocaleString('en-US')} / ${r.handoffs.toLocaleString('en-US')}`;
+  const fairness: Cell[][] = levels.map((c) => [`grants / handoffs to another contender, ${c} contenders (all measured rounds)`, ...names.map((n) => {
+    const a = hand.get(c)?.get(n);
+    if (a !== undefined && typeof a.median === 'string') return a.median;
+    const rs = handLast.get(`${n}|${c}`) ?? [];
+    const g = rs.reduce((x, r) => x + r.grants, 0);
+    const h = rs.reduce((x, r) => x + r.handoffs, 0);
+    return `${g.toLocaleString('en-US')} / ${h.toLocaleString('en-US')}`;
   })]);
   table('locks: fairness (a grant back to the releaser is not a handoff)', ['measure', ...names], fairness, { chart: false });
-  for (const { name, sys } of columns) if (!isMissing(sys) && sys.deathTtl) note(`death-to-grant, ${name}: ${sys.deathTtl}.`);
-  note('Ratios compare latchkey over its socket (the like-for-like lock service) with each peer; the embedded column is for context.');
-  note(`Herd: latchkey queues ${HERD.toLocaleString('en-US')} sessions on /herd/i behind lock('/') (remote: the sessions share 8 connections from this process); etcd: ${HERD.toLocaleString('en-US')} watches on the global lock key, then a recipe lock each (8 client connections, 8 sessions); Redis: ${HERD.toLocaleString('en-US')} pollers over 8 connections.`);
-  await store.close();
+  for (const { name, sys, death: d } of columns) if (!isMissing(sys) && (d ?? sys).deathTtl) note(`death-to-grant, ${name}: ${(d ?? sys).deathTtl}.`);
+  note('Ratios compare latchkey\'s server over TCP (the same transport as etcd and Redis; in death-to-grant a 3 s lease like theirs) with each peer; the Unix socket and embedded columns are for context.');
+  note('Connections: each latchkey and Redis contender has a connection of its own; etcd contenders each have a session (lease) over 8 shared client connections, as the etcd3 client multiplexes them.');
+  note(`"handoffs/s" counts grants that went to a different contender than the last holder, per second of the round (${ms} ms, or ${maxGrants.toLocaleString('en-US')} grants); a contender that re-acquires the lock it just released (Redis's poller usually does) is a grant, not a handoff. Handoff p50/p99 are medians over the rounds.`);
+  note('Durability differs, in the peers\' usual deployments: latchkey\'s server (durable) logs each grant and release as events buffered into its next log write, without waiting for an fsync of their own (a grant is acknowledged before it is on disk; a write under the lock is logged after its grant); etcd writes every lock key through raft and fsyncs it before answering; the Redis lock runs on Redis without persistence (a restart forgets every lock).');
+  note(`Herd: latchkey queues ${herdSize.toLocaleString('en-US')} sessions on /herd/i behind lock('/') (the sessions share 8 connections from this process); etcd: ${herdSize.toLocaleString('en-US')} watches on the global lock key, then a recipe lock each (8 client connections, 8 sessions); Redis: ${herdSize.toLocaleString('en-US')} pollers over 8 connections.`);
 }

@@ -35,6 +35,11 @@ abstract class BaseEntry implements Entry {
   }
 }
 
+/** A copy of `b`, of its class (Buffer.prototype.slice returns a view, not a copy). */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  return Uint8Array.prototype.slice.call(b);
+}
+
 export function statOf(n: Node): Stat {
   const s: { -readonly [K in keyof Stat]: Stat[K] } = {
     createRev: n.createRev, modRev: n.modRev, version: n.version, childrenRev: n.childrenRev, numChildren: n.children.size,
@@ -60,7 +65,8 @@ class NodeEntry extends BaseEntry {
   }
 
   get value(): Uint8Array {
-    return this.stored.slice();
+    // Uint8Array's slice copies; a Buffer's (values set from strings are Buffers) would share the stored bytes.
+    return copyBytes(this.stored);
   }
 
   /** The stored bytes themselves, not a copy (the server only encodes them). Never to be modified. */
@@ -87,6 +93,13 @@ class DataEntry extends BaseEntry {
 /** An entry over a node whose value is in memory, or read synchronously (a synchronous view). */
 export function entryOfNode(path: string, node: Node, revision: number): Entry {
   return new NodeEntry(path, node, revision, bytesOf(node.value));
+}
+
+/** An entry over a node whose value is in memory or cached; undefined when reading it would need I/O. */
+export function entryOfNodeInMemory(path: string, node: Node, revision: number): Entry | undefined {
+  const v = node.value;
+  const bytes = v instanceof Uint8Array ? v : v.reader.peek(v);
+  return bytes === undefined ? undefined : new NodeEntry(path, node, revision, bytes);
 }
 
 /** An entry over a node; a value on disk and not cached is read asynchronously first (never blocks the event loop). */

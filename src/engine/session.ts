@@ -14,7 +14,8 @@ import { EMBEDDED_RETRY, type RetryCounters } from '../util/retry.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
 import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNodeAsync, makeListing } from '../edge/entry.js';
+import { entryOfNodeAsync } from '../edge/entry.js';
+import { listNode } from './view.js';
 import { SessionEdge } from '../edge/session.js';
 import { type Engine, targetOf, targetOfOp } from './engine.js';
 import { TransactionImpl } from './transaction.js';
@@ -57,15 +58,10 @@ export class SessionImpl extends SessionEdge {
     return lookup(this.engine.visibleRoot, parsePath(path)) !== undefined;
   }
 
-  protected async _list(path: string, { after, limit }: ListOptions): Promise<Listing> {
+  protected async _list(path: string, options: ListOptions): Promise<Listing> {
     const n = lookup(this.engine.visibleRoot, parsePath(path));
     if (n === undefined) throw new LatchkeyError('NOT_FOUND', `no node at ${path}`, { path });
-    const rev = this.engine.visibleRev;
-    if (limit === undefined) return makeListing(n.children.keys(after || undefined), rev, false);
-    const names = n.children.keys(after || undefined, limit + 1);
-    const more = names.length > limit;
-    if (more) names.pop();
-    return makeListing(names, rev, more);
+    return listNode(n, this.engine.visibleRev, options);
   }
 
   protected async _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {

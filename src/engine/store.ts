@@ -3,12 +3,13 @@
  * operations (sessions, lock table, watches, snapshots, stats, close) live
  * here; reads and writes are the default session's.
  */
-import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockTableInfo, ReadView, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { openBigArray, openBigFile } from '../bigfile/index.js';
 import type { EngineAccess, OwnedSession } from './access.js';
 import { Engine, type EngineOptions } from './engine.js';
 import type { EngineEvents } from './observe.js';
 import { SessionImpl } from './session.js';
+import { StoreView } from './view.js';
 import { type InternalWatchOptions, type Watch, watch } from './watch.js';
 
 /** Where a served session's client is (for listSessions). */
@@ -36,6 +37,11 @@ export class EmbeddedStore extends SessionImpl implements Store {
 
   get revision(): number {
     return this.engine.visibleRev;
+  }
+
+  /** Synchronous reads on the newest published revision (api.ts ReadView). */
+  view(): ReadView {
+    return new StoreView(this.engine);
   }
 
   session(options: SessionOptions = {}): Session {

@@ -13,6 +13,7 @@ import type { WatchEvent, WatchOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { Subscription, WatchEventData, WatchRegistry } from '../core/watch-registry.js';
 import type { Engine } from './engine.js';
+import { copyBytes } from '../edge/entry.js';
 
 export const DEFAULT_WATCH_QUEUE = 10_000;
 
@@ -90,7 +91,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent>, AsyncDisposable
     }
     for (const e of evs) {
       const ev: { type: 'put' | 'delete'; path: string; revision: number; value?: Uint8Array } = { type: e.type, path: e.path, revision: e.revision };
-      if (e.value !== undefined) ev.value = this.share ? e.value : e.value.slice();
+      if (e.value !== undefined) ev.value = this.share ? e.value : copyBytes(e.value);
       this.queue.push(ev);
       this.queuedBytes += e.path.length + (e.value?.length ?? 0);
     }

@@ -141,6 +141,9 @@ function readU32(b: Uint8Array, at: number): number {
  * per batch instead of one per frame (pipelined replies and requests leave
  * in batches of dozens).
  */
+/** Batches below this many bytes are copied out of the batch's buffer (see take). */
+const SMALL_TAKE = 16 * 1024;
+
 export class FrameBatch {
   private buf: Uint8Array;
   private len = 0;
@@ -170,12 +173,25 @@ export class FrameBatch {
     this.len = at + n;
   }
 
-  /** The queued bytes (the batch then starts empty in a fresh buffer: the caller may hold the old one). */
+  /**
+   * The queued bytes; the batch then starts empty. A small batch is copied
+   * out into a pooled Buffer and the batch keeps its buffer: allocating a
+   * fresh 64 KiB buffer per flush cost more than the request itself when
+   * round trips are sequential (a flush per request; profiled: the external
+   * allocations drove the garbage collector). A large batch is handed over
+   * whole and the batch starts a fresh buffer (the caller may hold the old one).
+   */
   take(): Uint8Array | undefined {
-    if (this.len === 0) return undefined;
-    const out = this.buf.subarray(0, this.len);
-    this.buf = new Uint8Array(Math.max(this.initial, Math.min(this.len, 1 << 20)));
+    const n = this.len;
+    if (n === 0) return undefined;
     this.len = 0;
+    if (n < SMALL_TAKE) {
+      const out = Buffer.allocUnsafe(n);
+      out.set(this.buf.subarray(0, n));
+      return out;
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = new Uint8Array(Math.max(this.initial, Math.min(n, 1 << 20)));
     return out;
   }
 }

@@ -136,6 +136,10 @@ export const anyMap: Schema<Record<string, unknown>> = (v, at) => {
 export function object<P extends Props>(props: P, opts: { loose?: boolean } = {}): Schema<ObjectOf<P>> {
   const keys = Object.keys(props);
   const strict = opts.loose !== true;
+  // The fields' labels for the last `at` seen (a schema is nearly always checked at one place):
+  // building `${at}.${k}` for every field of every message was garbage on the request path.
+  let labelsAt: string | undefined;
+  let labels: string[] = [];
   return (v, at) => {
     if (!isPlainObject(v)) throw new ShapeError(at, 'a map');
     if (strict) {
@@ -145,9 +149,15 @@ export function object<P extends Props>(props: P, opts: { loose?: boolean } = {}
     }
     // Checked in place: decoded maps are fresh objects nobody else holds, and copying each
     // one doubled the garbage of every request. nil optional fields are removed.
-    for (const k of keys) {
+    if (labelsAt !== at) {
+      labels = keys.map((k) => (at === '' ? k : `${at}.${k}`));
+      labelsAt = at;
+    }
+    const ls = labels; // a nested check of this same schema may replace `labels`
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
       const x = v[k];
-      const r = props[k]!(x, at === '' ? k : `${at}.${k}`);
+      const r = props[k]!(x, ls[i]!);
       if (r === undefined) {
         if (x !== undefined) delete v[k];
       } else if (r !== x) v[k] = r;

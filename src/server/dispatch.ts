@@ -16,6 +16,7 @@ import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
 import type { EmbeddedStore } from '../engine/store.js';
 import type { Watch } from '../engine/watch.js';
+import type { StoreView } from '../engine/view.js';
 import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead } from './auth.js';
 
 export interface TxSlot {
@@ -67,7 +68,17 @@ interface Handler<K extends RequestOp> {
   /** The paths the request touches and the access each needs. */
   access(a: Args<K>): ReadonlyArray<readonly [string, Access]>;
   run(c: ConnContext, r: Request<K>): Promise<Result<K>>;
+  /**
+   * The same request answered synchronously, for reads outside a
+   * transaction: no promise, no microtask, the reply queued at once
+   * (profiled: the promise and its reaction were a fifth of a pipelined
+   * get on the server). Returns NOT_SYNC when the request needs `run`.
+   */
+  sync?(c: ConnContext, s: number, a: Args<K>): Result<K> | typeof NOT_SYNC;
 }
+
+/** What `sync` returns for a request it does not answer (one inside a transaction). */
+export const NOT_SYNC: unique symbol = Symbol('not sync');
 
 export type HandlerTable = { readonly [K in RequestOp]: Handler<K> };
 
@@ -121,11 +132,24 @@ export const handlers: HandlerTable = {
       const e = a.tx === undefined ? await c.session(s).get(a.path) : await txOf(c, a.tx, true).tx.get(a.path);
       return e === undefined ? null : wireEntry(e);
     },
+    sync(c, s, a) {
+      if (a.tx !== undefined) return NOT_SYNC;
+      c.session(s); // alive, or SESSION_EXPIRED
+      // A value on disk and not cached is read by `run`, asynchronously: the event loop never waits for a disk.
+      const e = (c.store.view() as StoreView).getInMemory(a.path);
+      if (e === false) return NOT_SYNC;
+      return e === undefined ? null : wireEntry(e);
+    },
   },
   exists: {
     access: readPath,
     async run(c, { s, a }) {
       return a.tx === undefined ? c.session(s).exists(a.path) : txOf(c, a.tx, true).tx.exists(a.path);
+    },
+    sync(c, s, a) {
+      if (a.tx !== undefined) return NOT_SYNC;
+      c.session(s);
+      return c.store.view().exists(a.path);
     },
   },
   list: {

@@ -1,0 +1,98 @@
+/**
+ * Synchronous reads of an embedded store (`store.view()`): one snapshot of
+ * the published head, read without a promise per call. The async Reader API
+ * costs a promise and a microtask turn per read, which is most of an
+ * embedded get (profiled: docs/benchmarks.md, "Where the time goes"); a view
+ * answers from the same immutable tree at once.
+ *
+ * A view reads a node's entry through `readEntry` below (`entryOfNode`): a
+ * value on disk and not cached is read there with a synchronous pread. The
+ * server's synchronous get uses `getInMemory`, which never does I/O and
+ * leaves such a read to the asynchronous path.
+ */
+import type { Entry, ListOptions, Listing, ReadView, Stat } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import { parsePath } from '../core/path.js';
+import { type Node, lookup } from '../core/tree.js';
+import { listArgs } from '../edge/args.js';
+import { entryOfNode, entryOfNodeInMemory, makeListing, statOf } from '../edge/entry.js';
+
+/** What a view needs of the engine. */
+export interface ViewSource {
+  readonly visibleRoot: Node;
+  readonly visibleRev: number;
+  checkOpen(): void;
+}
+
+/** The entry a reader sees for `node` at `path` in the tree of revision `rev`. */
+export function readEntry(path: string, node: Node, rev: number): Entry {
+  return entryOfNode(path, node, rev);
+}
+
+/** The names under `node` (after `after`, at most `limit`), as a Listing of revision `rev`. */
+export function listNode(node: Node, rev: number, { after, limit }: ListOptions): Listing {
+  if (limit === undefined) return makeListing(node.children.keys(after || undefined), rev, false);
+  const names = node.children.keys(after || undefined, limit + 1);
+  const more = names.length > limit;
+  if (more) names.pop();
+  return makeListing(names, rev, more);
+}
+
+export class StoreView implements ReadView {
+  readonly revision: number;
+  private root: Node | undefined;
+
+  constructor(private readonly source: ViewSource) {
+    source.checkOpen();
+    this.root = source.visibleRoot;
+    this.revision = source.visibleRev;
+  }
+
+  get closed(): boolean {
+    return this.root === undefined;
+  }
+
+  private node(path: string): Node | undefined {
+    const segs = parsePath(path);
+    if (this.root === undefined) throw new LatchkeyError('CLOSED', 'the view was closed');
+    this.source.checkOpen();
+    return lookup(this.root, segs);
+  }
+
+  get(path: string): Entry | undefined {
+    const n = this.node(path);
+    return n === undefined ? undefined : readEntry(path, n, this.revision);
+  }
+
+  /** @internal The entry when no I/O is needed to make it; `false` when its value is on disk and not cached. */
+  getInMemory(path: string): Entry | undefined | false {
+    const n = this.node(path);
+    if (n === undefined) return undefined;
+    return entryOfNodeInMemory(path, n, this.revision) ?? false;
+  }
+
+  exists(path: string): boolean {
+    return this.node(path) !== undefined;
+  }
+
+  stat(path: string): Stat | undefined {
+    const n = this.node(path);
+    return n === undefined ? undefined : statOf(n);
+  }
+
+  list(path: string, options: ListOptions = {}): Listing {
+    const o = listArgs(options);
+    const n = this.node(path);
+    if (n === undefined) throw new LatchkeyError('NOT_FOUND', `no node at ${path}`, { path });
+    return listNode(n, this.revision, o);
+  }
+
+  /** Lets the snapshot go (it pins the tree of its revision in memory); later reads fail CLOSED. */
+  close(): void {
+    this.root = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

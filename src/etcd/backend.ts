@@ -1,0 +1,241 @@
+/**
+ * The etcd backend's shared state: one etcd client, the mirror, and the
+ * commit loop every write goes through (see commit.ts for the Txn and
+ * mirror.ts for reads).
+ *
+ * Commit loop. A write (or a transaction's commit) is computed on the mirror
+ * at revision H and sent as one Txn whose compares hold iff nothing it
+ * depended on changed since H. When etcd answers "compares failed" at
+ * revision R, the loop waits until the mirror has applied R and computes
+ * again: a plain write re-executes on the new head (it never conflicts; a
+ * condition such as ifVersion is judged on the new head), a transaction
+ * replays its record (core/transaction.ts replayAt) and fails CONFLICT only
+ * when an answer differs.
+ */
+import { randomBytes } from 'node:crypto';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen } from 'cockatiel';
+import { Etcd3, GRPCDeadlineExceededError, isRecoverableError } from 'etcd3';
+import type { WriteOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import type { Workspace } from '../core/ops.js';
+import type { Node } from '../core/tree.js';
+import type { RetryCounters } from '../util/retry.js';
+import { PlanBuilder, type TxnPlan } from './commit.js';
+import { Keys } from './keys.js';
+import { Mirror } from './mirror.js';
+
+/** How long one etcd call may take before its outcome counts as unknown. */
+const CALL_TIMEOUT_MS = 3000;
+
+export interface EtcdOptions {
+  /** host:port of each member. */
+  endpoints: string[];
+  /** Key prefix of this store (default /latchkey). */
+  prefix?: string;
+  /** Session lease TTL in seconds (default 10). */
+  ttlSeconds?: number;
+  /** etcd's request size limit (default 1.5 MiB): values up to 1 MiB fit. */
+  maxValueBytes?: number;
+}
+
+export interface CommitOutcome<T> {
+  rev: number;
+  value: T;
+}
+
+/** Parses etcd://host:port,host:port/?prefix=/p&ttl=10. */
+export function parseEtcdUrl(url: string): EtcdOptions {
+  const m = /^etcd:\/\/([^/?]+)\/?(\?.*)?$/.exec(url);
+  if (m === null) throw new LatchkeyError('INVALID_ARGUMENT', `not an etcd URL: ${url} (etcd://host:port[,host:port…]/?prefix=/latchkey)`);
+  const endpoints = m[1]!.split(',').filter((h) => h.length > 0);
+  if (endpoints.length === 0 || endpoints.some((h) => !/^[^:]+:\d+$/.test(h))) throw new LatchkeyError('INVALID_ARGUMENT', `etcd URL needs host:port endpoints: ${url}`);
+  const q = new URLSearchParams(m[2] ?? '');
+  const o: EtcdOptions = { endpoints };
+  const prefix = q.get('prefix');
+  if (prefix !== null) {
+    if (!prefix.startsWith('/')) throw new LatchkeyError('INVALID_ARGUMENT', `etcd prefix must start with /: ${prefix}`);
+    o.prefix = prefix;
+  }
+  const ttl = q.get('ttl');
+  if (ttl !== null) {
+    const n = Number(ttl);
+    if (!Number.isInteger(n) || n < 2) throw new LatchkeyError('INVALID_ARGUMENT', `etcd ttl must be an integer ≥ 2 seconds: ${ttl}`);
+    o.ttlSeconds = n;
+  }
+  return o;
+}
+
+/** An etcd error as a LatchkeyError: unreachable cluster → CONNECTION_LOST. */
+export function etcdError(e: unknown): LatchkeyError {
+  if (e instanceof LatchkeyError) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  if (/compact/i.test(msg)) return new LatchkeyError('COMPACTED', `etcd: ${msg}`, { cause: e });
+  if (/too large|request is too large/i.test(msg)) return new LatchkeyError('TOO_LARGE', `etcd: ${msg}`, { cause: e });
+  return new LatchkeyError('CONNECTION_LOST', `etcd: ${msg}`, { cause: e });
+}
+
+export class EtcdBackend {
+  readonly client: Etcd3;
+  readonly keys: Keys;
+  readonly mirror: Mirror;
+  readonly ttlSeconds: number;
+  readonly maxValueBytes: number;
+  closed = false;
+  commits = 0;
+  validations = 0;
+  replays = 0;
+  conflicts = 0;
+  openTransactions = 0;
+  sessionsOpen = 0;
+  readonly retryCounters: RetryCounters = { txRuns: 0, txAttempts: 0, txRetries: 0, txGaveUp: 0 };
+
+  constructor(readonly options: EtcdOptions) {
+    this.client = this.newClient();
+    this.keys = new Keys(options.prefix ?? '/latchkey');
+    this.mirror = new Mirror(this.client, this.keys, () => this.newClient());
+    this.ttlSeconds = options.ttlSeconds ?? 10;
+    this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
+  }
+
+  private newClient(): Etcd3 {
+    return new Etcd3({
+      hosts: this.options.endpoints.map((h) => `http://${h}`),
+      dialTimeout: 3000,
+      // A member that stops answering (SIGSTOP, a partition) must not hold a call forever: unary calls
+      // time out (their outcome is then unknown: CONNECTION_LOST), and gRPC pings find a dead stream.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
+      // Pings only while a call is open (etcd answers pings on idle connections with GOAWAY too_many_pings).
+      grpcOptions: { 'grpc.keepalive_time_ms': 5000, 'grpc.keepalive_timeout_ms': 2000 },
+      // One failure (unreachable, or a call that timed out) takes a member out of the rotation for 10 s;
+      // etcd3's default needs three, and a timed-out call is not one of them.
+      faultHandling: {
+        host: () => circuitBreaker(handleWhen((e) => isRecoverableError(e) || e instanceof GRPCDeadlineExceededError), {
+          halfOpenAfter: 10_000, breaker: new ConsecutiveBreaker(1),
+        }),
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.mirror.start();
+    } catch (e) {
+      this.client.close();
+      throw etcdError(e);
+    }
+  }
+
+  checkOpen(): void {
+    if (this.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
+    if (this.mirror.failure !== undefined) throw etcdError(this.mirror.failure);
+  }
+
+  /**
+   * Waits until the mirror holds every commit acknowledged before this call:
+   * one linearizable read of the revision key (see mirror.ts note 1).
+   */
+  async barrier(signal?: AbortSignal): Promise<void> {
+    let rev = 0;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await this.client.kv.range({ key: Buffer.from(this.mirror.revKey) });
+        rev = r.kvs.length > 0 ? Number(r.kvs[0]!.mod_revision) : 0;
+        break;
+      } catch (e) {
+        // A read is safe to send again (to another member: the client's circuit breaker moves off a dead one).
+        if (attempt >= 3 || this.closed) throw etcdError(e);
+      }
+    }
+    await this.catchUp(rev, signal);
+    this.checkOpen();
+  }
+
+  /**
+   * Waits for the mirror to apply `rev`. A watch stream stuck on a member
+   * that stopped answering is replaced (the mirror resumes from its revision
+   * on whichever member answers); after that, CONNECTION_LOST.
+   */
+  async catchUp(rev: number, signal?: AbortSignal): Promise<void> {
+    for (let attempt = 1; attempt <= 4; attempt++) {
+      // 1 s, then 2, 3, 4: a lagging stream on a loaded machine costs a needless resume, a stuck one little time.
+      const t = AbortSignal.timeout(attempt * 1000);
+      try {
+        await this.mirror.waitFor(rev, signal === undefined ? t : AbortSignal.any([signal, t]));
+        return;
+      } catch (e) {
+        if (signal?.aborted) throw new LatchkeyError('ABORTED', 'aborted', { cause: e });
+        if (this.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
+        await this.mirror.restartWatch().catch(() => {});
+      }
+    }
+    throw new LatchkeyError('CONNECTION_LOST', `etcd: this client's view did not reach revision ${rev} (no member streams events)`);
+  }
+
+  /**
+   * Sends a plan; undefined when its compares failed (after the mirror
+   * caught up with the revision that failed them).
+   *
+   * Every Txn that writes puts a fresh commit id into the revision key, and
+   * the mirror remembers the ids it saw. etcd3 resends a call whose
+   * connection failed, so an answer "compares failed" may be the resend of a
+   * Txn that did apply: the id tells (the mirror has seen every revision up
+   * to the answer's). A call that failed outright is CONNECTION_LOST unless
+   * its id shows up by then: its outcome is unknown, as on any network.
+   */
+  async send(plan: TxnPlan): Promise<number | undefined> {
+    const id = randomBytes(9).toString('base64');
+    const success = plan.success.map((op) => (op.request_put?.key?.toString() === this.mirror.revKey ? { request_put: { key: op.request_put.key, value: Buffer.from(id) } } : op));
+    let res;
+    try {
+      res = await this.client.kv.txn({ compare: plan.compare, success, failure: [] });
+    } catch (e) {
+      const seen = await this.barrier().then(() => this.mirror.commits.get(id), () => undefined);
+      if (seen !== undefined) {
+        this.commits++;
+        return seen;
+      }
+      throw etcdError(e);
+    }
+    const rev = Number(res.header.revision);
+    await this.catchUp(rev);
+    if (!res.succeeded) {
+      const seen = this.mirror.commits.get(id);
+      if (seen === undefined) return undefined;
+      this.commits++;
+      return seen;
+    }
+    this.commits++;
+    return rev;
+  }
+
+  /**
+   * A write outside a transaction: `fn` runs on a workspace over the head,
+   * `check` (locks) may add compares or throw, and the loop re-runs both on
+   * the new head whenever the Txn's compares fail.
+   */
+  async write<T>(fn: (ws: Workspace) => T, options: WriteOptions, check: (plan: PlanBuilder, base: Node, rev: number) => Promise<boolean>,
+    makeWs: (base: Node, rev: number) => Workspace): Promise<CommitOutcome<T>> {
+    await this.barrier(options.signal);
+    for (;;) {
+      this.checkOpen();
+      options.signal?.throwIfAborted();
+      const base = this.mirror.root;
+      const baseRev = this.mirror.rev;
+      const ws = makeWs(base, baseRev);
+      const value = fn(ws);
+      const plan = new PlanBuilder(this.keys, base);
+      plan.diff(ws, (owner) => owner);
+      if (plan.writes === 0) return { rev: baseRev, value };
+      if (!(await check(plan, base, baseRev))) continue; // the lock state moved while waiting: compute again
+      const rev = await this.send(plan.build(this.mirror.revKey));
+      if (rev !== undefined) return { rev, value };
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.mirror.close();
+    this.client.close();
+  }
+}

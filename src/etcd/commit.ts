@@ -1,0 +1,179 @@
+/**
+ * From a workspace to one etcd Txn.
+ *
+ * A commit is computed on the mirror (a Workspace over a snapshot at etcd
+ * revision `baseRev`) and sent as one Txn whose compares hold exactly when
+ * every key the computation depended on is as it was in that snapshot:
+ *  - each node read (get, exists, the target of a write, a parent a write
+ *    relied on): its key's mod_revision equals the snapshot's, 0 if absent;
+ *  - each directory listed or whose children a write changed: its node
+ *    key's create_revision (same directory, not a new one of that name), and
+ *    its children record's mod_revision not after the snapshot's
+ *    childrenRev; and each ephemeral child in the listing still there (etcd
+ *    deletes an expired lease's keys without touching the record);
+ *  - the caller's extra compares (locks: the lock keys a write was checked
+ *    against).
+ * The success branch writes the diff between snapshot and workspace: one put
+ * or delete per changed node key, one put per changed children record, and
+ * the revision key P/r (so readers can find the newest revision of the
+ * store with one range). etcd refuses a Txn touching a key twice; a diff
+ * touches each key once by construction.
+ */
+import type { ICompare, IRequestOp } from 'etcd3';
+import type { Recorded } from '../core/transaction.js';
+import { type Node, lookup, walkTree } from '../core/tree.js';
+import type { Workspace } from '../core/ops.js';
+import { parsePath } from '../core/path.js';
+import { LatchkeyError } from '../core/errors.js';
+import { type Keys, parentOf } from './keys.js';
+
+export interface TxnPlan {
+  compare: ICompare[];
+  success: IRequestOp[];
+  /** True when the plan writes nothing (a read-only transaction, a no-op). */
+  empty: boolean;
+}
+
+const b = (s: string): Buffer => Buffer.from(s);
+
+function nodeAt(root: Node, path: string): Node | undefined {
+  return lookup(root, parsePath(path));
+}
+
+export class PlanBuilder {
+  private readonly compares = new Map<string, ICompare>();
+  private readonly ops: IRequestOp[] = [];
+  private readonly written = new Set<string>();
+
+  constructor(private readonly keys: Keys, private readonly base: Node) {}
+
+  /** The node at `path` is as in the snapshot (mod_revision, or absent). */
+  node(path: string): void {
+    const k = this.keys.node(path);
+    if (this.compares.has(k)) return;
+    const n = nodeAt(this.base, path);
+    if (path === '/' && n !== undefined && n.modRev === 0) return; // the root without a key: always there
+    this.compares.set(k, { key: b(k), target: 'Mod', result: 'Equal', mod_revision: n?.modRev ?? 0 });
+  }
+
+  /** The directory's list of children is as in the snapshot (see the header). */
+  children(path: string, listed?: readonly string[]): void {
+    const n = nodeAt(this.base, path);
+    if (n === undefined) {
+      this.node(path);
+      return;
+    }
+    const nk = this.keys.node(path);
+    const ck = 'c:' + this.keys.children(path);
+    if (path !== '/' && !this.compares.has(nk)) this.compares.set('create:' + nk, { key: b(nk), target: 'Create', result: 'Equal', create_revision: n.createRev });
+    if (!this.compares.has(ck)) this.compares.set(ck, { key: b(this.keys.children(path)), target: 'Mod', result: 'Less', mod_revision: n.childrenRev + 1 });
+    for (const name of listed ?? []) {
+      const child = n.children.get(name);
+      if (child?.ephemeralOwner !== undefined) this.node(path === '/' ? '/' + name : path + '/' + name);
+    }
+  }
+
+  extra(key: string, c: ICompare): void {
+    this.compares.set('x:' + key, c);
+  }
+
+  /** Compares for a transaction's record: exactly what it read. */
+  record(record: readonly Recorded[]): void {
+    for (const r of record) {
+      if (r.kind === 'get') this.node(r.path);
+      else if (r.kind === 'list') {
+        const dir = nodeAt(this.base, r.path);
+        const names = typeof r.result === 'string' ? [] : r.result.names;
+        const more = dir !== undefined && typeof r.result !== 'string' && r.result.more ? dir.children.keys(names.at(-1), 1) : [];
+        this.children(r.path, [...names, ...more]);
+      } else {
+        // A write's answer (created, deleted, EXISTS, a failed add…) depends on its node as it was.
+        this.node(r.op.path);
+      }
+    }
+  }
+
+  /** The diff between the snapshot and the workspace, with the compares it depends on. */
+  diff(ws: Workspace, leaseOf: (owner: string) => string): void {
+    const dirty: string[] = [];
+    const seen = new Set<string>();
+    const add = (p: string): void => {
+      if (!seen.has(p)) {
+        seen.add(p);
+        dirty.push(p);
+      }
+    };
+    for (const m of ws.mutations) {
+      if (m.op === 'del') {
+        const old = nodeAt(this.base, m.path);
+        if (old !== undefined) for (const [p] of walkTree(old, m.path)) add(p);
+        else add(m.path);
+      } else {
+        add(m.path);
+      }
+    }
+    const dirs = new Set<string>();
+    for (const p of dirty) {
+      const before = nodeAt(this.base, p);
+      const after = nodeAt(ws.root, p);
+      this.node(p);
+      const k = this.keys.node(p);
+      if (after === undefined) {
+        if (before === undefined) continue;
+        this.del(k);
+        this.del(this.keys.children(p));
+        if (p !== '/') dirs.add(parentOf(p));
+      } else if (after.modRev === ws.rev || before === undefined) {
+        const lease = after.ephemeralOwner === undefined ? '0' : leaseOf(after.ephemeralOwner);
+        const v = after.value;
+        // Values are bytes here: out-of-line values (ValueRef) exist only in the engine's storage.
+        if (!(v instanceof Uint8Array)) throw new LatchkeyError('INTERNAL', `latchkey bug: an out-of-line value at ${p} in an etcd commit`);
+        this.put(k, Buffer.from(v.buffer, v.byteOffset, v.byteLength), lease);
+        if (before === undefined) {
+          this.put(this.keys.children(p), b('{"seq":0}'), '0');
+          if (p !== '/') dirs.add(parentOf(p));
+        }
+      }
+    }
+    for (const d of dirs) {
+      const after = nodeAt(ws.root, d);
+      if (after === undefined) continue; // deleted with its parent
+      this.children(d);
+      if (!this.written.has(this.keys.children(d))) this.put(this.keys.children(d), b(JSON.stringify({ seq: after.seq })), '0');
+      else this.replaceChildren(d, after.seq);
+      if (nodeAt(this.base, d) !== undefined) this.node(d);
+    }
+  }
+
+  private replaceChildren(dir: string, seq: number): void {
+    const k = this.keys.children(dir);
+    for (const op of this.ops) {
+      if (op.request_put !== undefined && op.request_put.key!.toString() === k) op.request_put.value = b(JSON.stringify({ seq }));
+    }
+  }
+
+  put(key: string, value: Buffer, lease: string): void {
+    this.written.add(key);
+    this.ops.push({ request_put: { key: b(key), value, lease } });
+  }
+
+  del(key: string): void {
+    this.written.add(key);
+    this.ops.push({ request_delete_range: { key: b(key) } });
+  }
+
+  get writes(): number {
+    return this.ops.length;
+  }
+
+  empty(): boolean {
+    return this.ops.length === 0;
+  }
+
+  build(revKey: string): TxnPlan {
+    const empty = this.ops.length === 0;
+    const success = [...this.ops];
+    if (!empty) success.push({ request_put: { key: b(revKey), value: b('') } });
+    return { compare: [...this.compares.values()], success, empty };
+  }
+}

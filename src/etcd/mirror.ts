@@ -1,0 +1,312 @@
+/**
+ * The mirror: this client's copy of the store's keys, kept by one etcd watch
+ * on the whole prefix and applied revision by revision, so it always holds
+ * the store exactly as it was at one etcd revision (`rev`).
+ *
+ * Design notes.
+ * 1. Reads are answered from the mirror after a barrier: the client reads
+ *    the revision key (P/r, written by every commit) with a linearizable
+ *    range, and waits until the mirror has applied that revision. A read
+ *    thus sees every write acknowledged before it began (linearizable), and
+ *    a transaction's snapshot is one etcd revision, as in the engine.
+ * 2. The tree is the engine's immutable `Node` tree (core/tree.ts), built
+ *    with etcd's own metadata: createRev/modRev/version are the node key's
+ *    create_revision/mod_revision/version; childrenRev is the children
+ *    record's mod_revision, or the revision at which a lease expiry deleted
+ *    an ephemeral child if later (etcd deletes those keys itself, without
+ *    touching the record; see commit.ts for how validation covers them).
+ *    Snapshots are O(1): a root pointer, as in the engine.
+ * 3. Lock keys (q, h, d, u, s) are kept as flat maps, replaced (not
+ *    mutated) per revision so a snapshot of them is a pointer too.
+ * 4. A lost watch is re-established from rev + 1 by the etcd3 client; if
+ *    that revision was compacted, the mirror reloads the whole prefix.
+ */
+import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { PMap } from '../core/pmap.js';
+import { type Node, emptyRoot, lookup, mkNode, EMPTY_VALUE } from '../core/tree.js';
+import { type KeyKind, Keys, depthOf } from './keys.js';
+
+export interface Rec {
+  readonly key: string;
+  readonly value: Buffer;
+  readonly createRev: number;
+  readonly modRev: number;
+  readonly lease: string;
+  readonly version: number;
+}
+
+/** One change as the mirror applied it (what watchers and lock waiters are told). */
+export interface Change {
+  readonly type: 'put' | 'delete';
+  readonly kind: KeyKind;
+  readonly rest: string;
+  readonly rev: number;
+  readonly value?: Buffer;
+  /** A node deleted without a commit of ours: its lease expired or was revoked. */
+  readonly expired?: boolean;
+}
+
+export type Flat = ReadonlyMap<string, Rec>;
+
+function segsOf(path: string): string[] {
+  return path === '/' ? [] : path.slice(1).split('/');
+}
+
+/**
+ * Replaces the child named by the last of `segs` under the node the others
+ * lead to with fn(old) (undefined removes it); raises that parent's
+ * childrenRev to `bump` when given. A missing parent leaves the tree as it is.
+ */
+function withChild(root: Node, segs: readonly string[], fn: (old: Node | undefined) => Node | undefined, bump?: number): Node {
+  const rec = (n: Node, i: number): Node => {
+    const name = segs[i]!;
+    const old = n.children.get(name);
+    let next: Node | undefined;
+    let cr = n.childrenRev;
+    if (i < segs.length - 1) {
+      if (old === undefined) return n;
+      next = rec(old, i + 1);
+    } else {
+      next = fn(old);
+      if (bump !== undefined) cr = Math.max(cr, bump);
+    }
+    if (next === old && cr === n.childrenRev) return n;
+    const children = next === undefined ? (old === undefined ? n.children : n.children.delete(name)) : n.children.set(name, next);
+    const size = n.size - (old?.size ?? 0) + (next?.size ?? 0);
+    return mkNode(n.value, n.createRev, n.modRev, n.version, cr, children, n.ephemeralOwner, n.seq, size, n.perms);
+  };
+  return rec(root, 0);
+}
+
+function leaseOwner(lease: string): string | undefined {
+  return lease === '0' || lease === '' ? undefined : lease;
+}
+
+export class Mirror {
+  root: Node = emptyRoot();
+  rev = 0;
+  flat: Record<'q' | 'h' | 'd' | 'u' | 's', Flat> = { q: new Map(), h: new Map(), d: new Map(), u: new Map(), s: new Map() };
+  private watcher: Watcher | undefined;
+  private waiters: Array<{ rev: number; resolve: () => void }> = [];
+  private listeners = new Set<(changes: readonly Change[], rev: number) => void>();
+  private closed = false;
+  /** Commit ids (the revision key's values) seen lately, with their revisions; see EtcdBackend.send. */
+  readonly commits = new Map<string, number>();
+  /** Set when the watch failed for good; every wait rejects with it. */
+  failure: Error | undefined;
+
+  /** The client of the current watch stream: its own, so a restart gets a fresh stream on a member picked anew. */
+  private watchClient: Etcd3 | undefined;
+
+  /** `client` reads; `newWatchClient` makes the client each watch stream runs on (see restartWatch). */
+  constructor(private readonly client: Etcd3, readonly keys: Keys, private readonly newWatchClient: () => Etcd3) {}
+
+  async start(): Promise<void> {
+    await this.load();
+    await this.watch();
+  }
+
+  private async load(): Promise<void> {
+    const [from, to] = this.keys.all;
+    const res = await this.client.kv.range({ key: Buffer.from(from), range_end: Buffer.from(to) });
+    const rev = Number(res.header.revision);
+    const kvs = res.kvs.map(toRec);
+    const nodes = kvs.filter((r) => this.keys.parse(r.key)?.kind === 'n')
+      .map((r) => ({ r, path: this.keys.parse(r.key)!.rest }))
+      .sort((a, b) => depthOf(a.path) - depthOf(b.path));
+    let root = emptyRoot();
+    for (const { r, path } of nodes) root = this.putNode(root, path, r);
+    for (const r of kvs) {
+      const p = this.keys.parse(r.key);
+      if (p?.kind === 'c') root = this.putChildren(root, p.rest, r);
+    }
+    const flat = { q: new Map<string, Rec>(), h: new Map<string, Rec>(), d: new Map<string, Rec>(), u: new Map<string, Rec>(), s: new Map<string, Rec>() };
+    for (const r of kvs) {
+      const p = this.keys.parse(r.key);
+      if (p !== undefined && p.kind !== 'n' && p.kind !== 'c') flat[p.kind].set(p.rest, r);
+    }
+    this.root = root;
+    this.flat = flat;
+    this.rev = Math.max(this.rev, rev);
+    this.wake();
+  }
+
+  private async watch(): Promise<void> {
+    const [from] = this.keys.all;
+    this.watchClient ??= this.newWatchClient();
+    const w = await this.watchClient.watch().prefix(from).startRevision(String(this.rev + 1)).create();
+    this.watcher = w;
+    w.on('data', (res) => {
+      if (this.closed) return;
+      const evs: Array<{ type: 'put' | 'delete'; kv: IKeyValue }> = [];
+      for (const e of res.events) evs.push({ type: e.type === 'Put' ? 'put' : 'delete', kv: e.kv });
+      let cur: Array<{ type: 'put' | 'delete'; kv: IKeyValue }> = [];
+      let curRev = -1;
+      for (const e of evs) {
+        const r = Number(e.kv.mod_revision);
+        if (r !== curRev && cur.length > 0) {
+          this.apply(cur, curRev);
+          cur = [];
+        }
+        curRev = r;
+        cur.push(e);
+      }
+      if (cur.length > 0) this.apply(cur, curRev);
+    });
+    w.on('error', (err: Error) => {
+      if (this.closed) return;
+      if (/compact/i.test(err.message)) {
+        // Our resume point left etcd's history: start over from a full read.
+        void w.cancel().catch(() => {});
+        void this.load().then(() => this.watch()).catch((e: Error) => this.fail(e));
+      } else {
+        this.fail(err);
+      }
+    });
+  }
+
+  /** Replaces the watch stream (it resumes from rev + 1, on whichever member answers). */
+  restartWatch(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    // One restart at a time, however many readers found the mirror lagging; the old stream's cancel is
+    // not waited for (on a dead member it may never be answered).
+    return (this.restarting ??= (async () => {
+      try {
+        // etcd3 runs every watcher of a client on one stream, which stays on a member that froze until
+        // gRPC notices (etcd refuses pings more often than every 5 s): a new client, a new stream.
+        const old = this.watcher;
+        const oldClient = this.watchClient;
+        this.watcher = undefined;
+        this.watchClient = undefined;
+        void old?.cancel().catch(() => {});
+        oldClient?.close();
+        await this.watch();
+      } finally {
+        this.restarting = undefined;
+      }
+    })());
+  }
+
+  private restarting: Promise<void> | undefined;
+
+  private fail(e: Error): void {
+    this.failure = e;
+    for (const w of this.waiters.splice(0)) w.resolve();
+  }
+
+  /** Applies one revision's events. */
+  private apply(events: ReadonlyArray<{ type: 'put' | 'delete'; kv: IKeyValue }>, rev: number): void {
+    if (rev <= this.rev) return; // already in a reload
+    const changes: Change[] = [];
+    let root = this.root;
+    let flat: typeof this.flat | undefined;
+    const parsed = events.map((e) => ({ e, p: this.keys.parse(e.kv.key.toString()) }));
+    // Node puts parents first, then node deletes, then children records: a
+    // commit never touches one key twice (etcd refuses that), so this order
+    // rebuilds exactly the state after the revision.
+    const puts = parsed.filter((x) => x.p?.kind === 'n' && x.e.type === 'put').sort((a, b) => depthOf(a.p!.rest) - depthOf(b.p!.rest));
+    for (const { e, p } of puts) {
+      root = this.putNode(root, p!.rest, toRec(e.kv));
+      changes.push({ type: 'put', kind: 'n', rest: p!.rest, rev, value: e.kv.value });
+    }
+    const revPut = parsed.find((x) => x.e.type === 'put' && x.e.kv.key.toString() === this.revKey);
+    if (revPut !== undefined) {
+      this.commits.set(revPut.e.kv.value.toString(), rev);
+      if (this.commits.size > 100_000) for (const k of [...this.commits.keys()].slice(0, 50_000)) this.commits.delete(k);
+    }
+    const ours = revPut !== undefined || parsed.some((x) => x.p?.kind === 'c');
+    for (const { e, p } of parsed) {
+      if (p?.kind !== 'n' || e.type !== 'delete') continue;
+      changes.push({ type: 'delete', kind: 'n', rest: p.rest, rev, ...(ours ? {} : { expired: true }) });
+      const segs = segsOf(p.rest);
+      if (segs.length === 0) {
+        root = mkNode(EMPTY_VALUE, 0, 0, 0, root.childrenRev, root.children, undefined, root.seq, root.size, undefined);
+        continue;
+      }
+      if (lookup(root, segs) === undefined) continue;
+      root = withChild(root, segs, () => undefined, rev);
+    }
+    for (const { e, p } of parsed) {
+      if (p?.kind === 'c' && e.type === 'put') root = this.putChildren(root, p.rest, toRec(e.kv));
+      else if (p !== undefined && p.kind !== 'n' && p.kind !== 'c') {
+        flat ??= { q: new Map(this.flat.q), h: new Map(this.flat.h), d: new Map(this.flat.d), u: new Map(this.flat.u), s: new Map(this.flat.s) };
+        const m = flat[p.kind] as Map<string, Rec>;
+        if (e.type === 'put') m.set(p.rest, toRec(e.kv));
+        else m.delete(p.rest);
+        changes.push({ type: e.type, kind: p.kind, rest: p.rest, rev, value: e.kv.value });
+      }
+    }
+    this.root = root;
+    if (flat !== undefined) this.flat = flat;
+    this.rev = rev;
+    for (const l of this.listeners) l(changes, rev);
+    this.wake();
+  }
+
+  get revKey(): string {
+    return `${this.keys.root}/r`;
+  }
+
+  private putNode(root: Node, path: string, r: Rec): Node {
+    const segs = segsOf(path);
+    const owner = leaseOwner(r.lease);
+    const version = r.version;
+    if (segs.length === 0) {
+      return mkNode(r.value, r.createRev, r.modRev, version, root.childrenRev, root.children, undefined, root.seq, root.size, undefined);
+    }
+    return withChild(root, segs, (old) => old === undefined
+      ? mkNode(new Uint8Array(r.value), r.createRev, r.modRev, version, r.createRev, PMap.empty(), owner, 0, 1, undefined)
+      : mkNode(new Uint8Array(r.value), r.createRev, r.modRev, version, old.childrenRev, old.children, owner, old.seq, old.size, undefined));
+  }
+
+  private putChildren(root: Node, path: string, r: Rec): Node {
+    let seq = 0;
+    try {
+      seq = (JSON.parse(r.value.toString()) as { seq?: number }).seq ?? 0;
+    } catch {
+      // a record we cannot read counts as 0
+    }
+    const set = (n: Node): Node => mkNode(n.value, n.createRev, n.modRev, n.version, Math.max(r.modRev, n.childrenRev), n.children, n.ephemeralOwner, seq, n.size, n.perms);
+    const segs = segsOf(path);
+    if (segs.length === 0) return set(root);
+    return withChild(root, segs, (old) => (old === undefined ? undefined : set(old)));
+  }
+
+  /** Resolves once the mirror has applied revision `rev` (or failed). */
+  waitFor(rev: number, signal?: AbortSignal): Promise<void> {
+    if (this.rev >= rev || this.failure !== undefined) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const w = { rev, resolve };
+      this.waiters.push(w);
+      signal?.addEventListener('abort', () => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        reject(signal.reason as Error);
+      }, { once: true });
+    });
+  }
+
+  private wake(): void {
+    if (this.waiters.length === 0) return;
+    const keep: typeof this.waiters = [];
+    for (const w of this.waiters) (w.rev <= this.rev ? w.resolve() : keep.push(w));
+    this.waiters = keep;
+  }
+
+  /** Listens to every applied revision; returns the unsubscribe function. */
+  listen(fn: (changes: readonly Change[], rev: number) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const w of this.waiters.splice(0)) w.resolve();
+    // Not waited for: a cancel sent to a member that stopped answering is never acknowledged.
+    void this.watcher?.cancel().catch(() => {});
+    this.watchClient?.close();
+  }
+}
+
+export function toRec(kv: IKeyValue): Rec {
+  return { key: kv.key.toString(), value: kv.value, createRev: Number(kv.create_revision), modRev: Number(kv.mod_revision), lease: String(kv.lease), version: Number(kv.version) };
+}

@@ -1,0 +1,260 @@
+/**
+ * A session on etcd is an etcd lease. Its ephemeral nodes and lock requests
+ * are keys attached to the lease, so etcd deletes them when the lease ends,
+ * whether the session closed or its process died.
+ *
+ * Lease safety (docs/architecture.md "Leases"): a lock must never be used
+ * after etcd could have handed it to someone else. etcd ends a lease TTL
+ * after the last keep-alive it received; this client only knows when it
+ * *sent* the keep-alives etcd answered. So the session counts its lease as
+ * good until (send time of the newest answered keep-alive) + TTL, and gives
+ * up a margin (a quarter of the TTL, at least 500 ms) before that: it ends
+ * itself (SESSION_EXPIRED), its locks' signals abort, and only then could
+ * etcd expire the lease. Keep-alives go out every TTL/3 (etcd3's default),
+ * so a healthy link never comes near the margin.
+ */
+import { setMaxListeners } from 'node:events';
+import type { Lease } from 'etcd3';
+import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import { type AtomicOp, type WriteOp, Workspace } from '../core/ops.js';
+import { parsePath } from '../core/path.js';
+import { type Node, lookup, walkTree } from '../core/tree.js';
+import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
+import { entryOfNode, makeListing } from '../edge/entry.js';
+import { SessionEdge } from '../edge/session.js';
+import { REMOTE_RETRY, type RetryCounters } from '../util/retry.js';
+import { type EtcdBackend, etcdError } from './backend.js';
+import type { PlanBuilder } from './commit.js';
+import { type Locks, type LockOwner } from './locks.js';
+import { EtcdTransaction, writeTargets } from './transaction.js';
+
+export class EtcdSession extends SessionEdge implements LockOwner {
+  private idValue = '';
+  readonly name: string;
+  closed = false;
+  private readonly txs = new Set<EtcdTransaction>();
+  private readonly lease: Lease;
+  private readonly granted: Promise<void>;
+  private readonly endController = new AbortController();
+  private goodUntil = Infinity;
+  private firedAt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private counter = 0;
+  private endReason: LatchkeyError | undefined;
+  gaveUp = false;
+
+  constructor(protected readonly backend: EtcdBackend, protected readonly lockService: Locks, name?: string) {
+    super();
+    backend.sessionsOpen++;
+    setMaxListeners(0, this.endController.signal); // every lock and waiter of the session listens to its end
+    const ttl = backend.ttlSeconds;
+    this.lease = backend.client.lease(ttl);
+    const marginMs = Math.max(500, (ttl * 1000) / 4);
+    this.lease.on('keepaliveFired', () => {
+      this.firedAt = Date.now();
+    });
+    this.lease.on('keepaliveSucceeded', () => {
+      this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, this.firedAt + ttl * 1000);
+    });
+    this.lease.on('lost', (err) => this.die(`its lease was lost: ${err.message}`));
+    const grantSent = Date.now();
+    this.granted = this.lease.grant().then((id) => {
+      this.idValue = id;
+      this.goodUntil = grantSent + ttl * 1000;
+      this.timer = setInterval(() => {
+        if (Date.now() > this.goodUntil - marginMs) this.die('its lease could not be renewed in time (the client gave up before etcd could expire it)');
+      }, Math.min(250, marginMs / 2));
+      this.timer.unref();
+    }, (e: unknown) => {
+      this.die(`its lease could not be granted: ${e instanceof Error ? e.message : String(e)}`);
+      throw etcdError(e);
+    });
+    this.granted.catch(() => {});
+    this.name = name ?? 'session';
+  }
+
+  get id(): string {
+    return this.idValue;
+  }
+
+  get endSignal(): AbortSignal {
+    return this.endController.signal;
+  }
+
+  /** Resolves once the lease is granted (the session has its id). */
+  ready(): Promise<void> {
+    return this.granted;
+  }
+
+  nextId(): string {
+    return `${this.idValue}.${++this.counter}`;
+  }
+
+  checkOpen(): void {
+    this.backend.checkOpen();
+    if (this.closed) throw this.endReason ?? new LatchkeyError('SESSION_EXPIRED', `session ${this.name} has ended`);
+  }
+
+  protected get maxValueBytes(): number {
+    return this.backend.maxValueBytes;
+  }
+
+  protected async _get(path: string): Promise<Entry | undefined> {
+    await this.backend.barrier();
+    const n = lookup(this.backend.mirror.root, parsePath(path));
+    return n === undefined ? undefined : entryOfNode(path, n, this.backend.mirror.rev);
+  }
+
+  protected async _exists(path: string): Promise<boolean> {
+    await this.backend.barrier();
+    return lookup(this.backend.mirror.root, parsePath(path)) !== undefined;
+  }
+
+  protected async _list(path: string, { after, limit }: ListOptions): Promise<Listing> {
+    await this.backend.barrier();
+    const n = lookup(this.backend.mirror.root, parsePath(path));
+    const rev = this.backend.mirror.rev;
+    if (n === undefined) throw new LatchkeyError('NOT_FOUND', `no node at ${path}`, { path });
+    if (limit === undefined) return makeListing(n.children.keys(after || undefined), rev, false);
+    const names = n.children.keys(after || undefined, limit + 1);
+    const more = names.length > limit;
+    if (more) names.pop();
+    return makeListing(names, rev, more);
+  }
+
+  /** A write outside a transaction, with mandatory locking and fencing. */
+  private async write<T>(ops: readonly WriteOp[], options: WriteOptions, fn: (ws: Workspace) => T): Promise<{ rev: number; value: T }> {
+    await this.granted;
+    const targets = writeTargets(ops);
+    const fence = options.fence === undefined ? undefined : typeof options.fence === 'number' ? options.fence : options.fence.token;
+    const admit = async (plan: PlanBuilder, _base: Node, rev: number): Promise<boolean> => {
+      const blocker = this.lockService.admitWrite(this.id, targets, plan, rev, fence);
+      if (blocker === undefined) return true;
+      if (options.wait === false) {
+        throw new LatchkeyError('LOCKED', `${targets[0]?.path ?? '/'} is locked by session ${blocker.session} (${blocker.mode} on ${blocker.path})`, { path: blocker.path });
+      }
+      const signal = options.signal === undefined ? this.endSignal : AbortSignal.any([options.signal, this.endSignal]);
+      try {
+        await this.lockService.nextChange(signal);
+      } catch {
+        this.checkOpen();
+        throw new LatchkeyError('ABORTED', 'write aborted while waiting for a lock');
+      }
+      return false;
+    };
+    return this.backend.write(fn, options, admit, (base, rev) => new Workspace(base, rev + 1, undefined, this.backend.maxValueBytes));
+  }
+
+  protected async _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
+    return (await this.write([{ op: 'set', path, value }], options, (ws) => ws.set(path, value, cond))).rev;
+  }
+
+  protected async _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string> {
+    const sequential = flags.sequential === true;
+    await this.granted;
+    const owner = flags.ephemeral ? this.id : undefined;
+    return (await this.write([{ op: 'create', path, value, sequential }], options, (ws) => ws.create(path, value, { owner, sequential }))).value;
+  }
+
+  protected async _delete(path: string, flags: DeleteFlags, options: WriteOptions): Promise<boolean> {
+    return (await this.write([{ op: 'delete', path }], options, (ws) => ws.delete(path, { recursive: flags.recursive === true, ifVersion: flags.ifVersion }))).value;
+  }
+
+  protected async _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult> {
+    await this.granted;
+    const writes = ops.map((o): WriteOp => {
+      switch (o.op) {
+        case 'create': {
+          const { ephemeral, ...rest } = o;
+          return { ...rest, sequential: o.sequential === true, ...(ephemeral ? { owner: this.id } : {}) };
+        }
+        case 'delete': return { ...o, recursive: o.recursive === true };
+        default: return o;
+      }
+    });
+    const r = await this.write(writes, options, (ws) => writes.map((w, i) => {
+      try {
+        return ws.write(w);
+      } catch (e) {
+        if (e instanceof LatchkeyError) {
+          throw new LatchkeyError(e.code, `multi op ${i} (${w.op} ${w.path}): ${e.message}`, { path: e.path ?? w.path, cause: e, info: { ...e.info, index: i } });
+        }
+        throw e;
+      }
+    }));
+    return { revision: r.rev, results: r.value as MultiResult['results'] };
+  }
+
+  protected async _atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean> {
+    const r = await this.write([op], options, (ws) => ws.atomic(op));
+    return op.op === 'append' ? r.rev : r.value as number | boolean;
+  }
+
+  protected readonly retryPolicy = REMOTE_RETRY;
+
+  protected get retryCounters(): RetryCounters {
+    return this.backend.retryCounters;
+  }
+
+  protected _begin(): Transaction {
+    const tx = new EtcdTransaction(this.backend, this.lockService, { id: this.id, txEnded: (t) => this.txs.delete(t), ready: () => this.granted });
+    this.txs.add(tx);
+    return tx;
+  }
+
+  protected _lock(path: string, options: LockOptions): Promise<Lock> {
+    return this.lockService.lock(this, path, options);
+  }
+
+  locks(): LockInfo[] {
+    return [...this.lockService.mine.values()].filter((l) => l.owner === this && l.held).map((l) => l.info());
+  }
+
+  /** The session ends without a clean close: its lease is gone or given up. */
+  private die(why: string): void {
+    if (this.closed) return;
+    this.gaveUp = true;
+    this.endReason = new LatchkeyError('SESSION_EXPIRED', `session ${this.name} ended: ${why}`);
+    void this.end(true).catch(() => {});
+  }
+
+  /**
+   * Ends the session. A clean close deletes its ephemeral nodes in one
+   * commit (so their parents' childrenRev moves, as in the engine), then
+   * revokes the lease, which deletes its lock requests: locks it still holds
+   * go to the next waiter with ownerDied.
+   */
+  async end(died: boolean): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.backend.sessionsOpen--;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    for (const tx of [...this.txs]) tx.kill(died ? 'session died' : 'session closed');
+    this.txs.clear();
+    this.endController.abort(this.endReason ?? new LatchkeyError('SESSION_EXPIRED', `session ${this.name} has ended`));
+    if (this.backend.closed || this.idValue === '') {
+      await this.lease.revoke().catch(() => {});
+      return;
+    }
+    if (!died) {
+      try {
+        const id = this.idValue;
+        await this.backend.write((ws) => {
+          const mine: string[] = [];
+          for (const [p, n] of walkTree(ws.root)) if (n.ephemeralOwner === id) mine.push(p);
+          for (const p of mine) if (ws.get(p) !== undefined) ws.delete(p);
+        }, {}, async () => true, (base, rev) => new Workspace(base, rev + 1));
+      } catch {
+        // the lease revocation below deletes them anyway
+      }
+    }
+    await this.lease.revoke().catch(() => {});
+    // Revocation deletes keys at a revision no commit of ours names: bump the revision key so reads after this see it.
+    await this.backend.send({ compare: [], success: [{ request_put: { key: Buffer.from(this.backend.mirror.revKey), value: Buffer.alloc(0) } }], empty: false }).catch(() => {});
+  }
+
+  close(): Promise<void> {
+    return this.end(false);
+  }
+}

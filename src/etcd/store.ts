@@ -1,0 +1,95 @@
+/**
+ * latchkey on an etcd cluster: `connectEtcd('etcd://h1:p1,h2:p2/?prefix=/latchkey')`
+ * gives a Store with the embedded store's API. The store is its default
+ * session (a lease of its own); `session()` makes more. See docs/etcd.md
+ * for the key layout, the mapping of each promise and its limits.
+ */
+import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import { openBigArray, openBigFile } from '../bigfile/index.js';
+import { parsePath } from '../core/path.js';
+import { EtcdBackend, type EtcdOptions, parseEtcdUrl } from './backend.js';
+import { Locks } from './locks.js';
+import { EtcdSession } from './session.js';
+import { EtcdWatch } from './watch.js';
+
+export class EtcdStore extends EtcdSession implements Store {
+  private readonly sessions = new Set<EtcdSession>();
+
+  constructor(backend: EtcdBackend, locks: Locks) {
+    super(backend, locks, 'default');
+  }
+
+  get revision(): number {
+    return this.backend.mirror.rev;
+  }
+
+  session(options: SessionOptions = {}): Session {
+    this.checkOpen();
+    const s = new EtcdSession(this.backend, this.lockService, options.name);
+    this.sessions.add(s);
+    return s;
+  }
+
+  lockTable(): LockTableInfo {
+    return this.lockService.table();
+  }
+
+  async resetLock(path: string): Promise<void> {
+    this.checkOpen();
+    parsePath(path);
+    await this.lockService.resetLock(path);
+  }
+
+  watch(path: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {
+    this.checkOpen();
+    parsePath(path);
+    return new EtcdWatch(this.backend, path, options);
+  }
+
+  bigFile(path: string, options?: BigFileOptions): Promise<BigFile> {
+    return openBigFile(this, path, options);
+  }
+
+  bigArray<D extends DType = DType>(path: string, options?: BigArrayOptions & { dtype?: D }): Promise<BigArray<D>> {
+    return openBigArray(this, path, options) as Promise<BigArray<D>>;
+  }
+
+  /** etcd keeps its own snapshots and log; there is nothing for a client to write. */
+  async snapshot(): Promise<void> {
+    this.checkOpen();
+  }
+
+  stats(): StoreStats {
+    const b = this.backend;
+    return {
+      revision: b.mirror.rev, nodes: b.mirror.root.size, commits: b.commits, validations: b.validations, replays: b.replays,
+      conflicts: b.conflicts, openTransactions: b.openTransactions, sessions: b.sessionsOpen, ...b.retryCounters,
+      backend: 'etcd', endpoints: b.options.endpoints.join(','), prefix: b.keys.root,
+    };
+  }
+
+  override async close(): Promise<void> {
+    if (this.backend.closed) return;
+    for (const s of this.sessions) await s.close().catch(() => {});
+    await super.close().catch(() => {});
+    await this.backend.close();
+  }
+
+  override async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Connects to an etcd cluster; rejects CONNECTION_LOST when no member answers. */
+export async function connectEtcd(url: string | EtcdOptions): Promise<EtcdStore> {
+  const backend = new EtcdBackend(typeof url === 'string' ? parseEtcdUrl(url) : url);
+  await backend.start();
+  const store = new EtcdStore(backend, new Locks(backend));
+  try {
+    await store.ready();
+  } catch (e) {
+    await backend.close();
+    throw e;
+  }
+  return store;
+}

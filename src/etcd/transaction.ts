@@ -1,0 +1,179 @@
+/**
+ * A transaction on etcd: a TxState (core/transaction.ts) over the mirror's
+ * snapshot at one etcd revision; commit is one Txn whose compares cover what
+ * it read (commit.ts), and on failure latchkey's replay against the new head
+ * (backend.ts notes), CONFLICT only when an answer differs.
+ */
+import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import type { AtomicOp, WriteOp } from '../core/ops.js';
+import { TxState, replayAt } from '../core/transaction.js';
+import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
+import { entryOfNode, makeListing } from '../edge/entry.js';
+import { TransactionEdge } from '../edge/session.js';
+import type { EtcdBackend } from './backend.js';
+import { PlanBuilder } from './commit.js';
+import { parentOf } from './keys.js';
+import type { Locks } from './locks.js';
+
+export interface TxOwner {
+  readonly id: string;
+  txEnded(tx: EtcdTransaction): void;
+  /** The session's id once its lease is granted. */
+  ready(): Promise<void>;
+}
+
+export function writeTargets(ops: readonly WriteOp[]): Array<{ path: string; subtree: boolean }> {
+  const out: Array<{ path: string; subtree: boolean }> = [];
+  for (const op of ops) {
+    if (op.op === 'check') continue;
+    if (op.op === 'create' && op.sequential === true) out.push({ path: parentOf(op.path), subtree: true });
+    else out.push({ path: op.path, subtree: op.op === 'delete' });
+  }
+  return out;
+}
+
+export class EtcdTransaction extends TransactionEdge {
+  private readonly tx: TxState;
+  state: 'open' | 'committed' | 'aborted' = 'open';
+  private committing = false;
+  private abortReason: string | undefined;
+
+  constructor(private readonly backend: EtcdBackend, private readonly locks: Locks, private readonly owner: TxOwner) {
+    super();
+    this.tx = new TxState(backend.mirror.root, backend.mirror.rev, backend.maxValueBytes);
+    backend.openTransactions++;
+  }
+
+  get snapshotRevision(): number {
+    return this.tx.snapshotRev;
+  }
+
+  protected checkOpen(): void {
+    if (this.state === 'open' && !this.committing) return;
+    if (this.committing) throw new LatchkeyError('INVALID_ARGUMENT', 'transaction is committing');
+    if (this.state === 'committed') throw new LatchkeyError('CLOSED', 'transaction already committed');
+    throw new LatchkeyError('ABORTED', `transaction aborted${this.abortReason ? `: ${this.abortReason}` : ''}`);
+  }
+
+  protected get maxValueBytes(): number {
+    return this.backend.maxValueBytes;
+  }
+
+  protected async _get(path: string): Promise<Entry | undefined> {
+    const n = this.tx.get(path);
+    return n === undefined ? undefined : entryOfNode(path, n, this.tx.snapshotRev);
+  }
+
+  protected async _exists(path: string): Promise<boolean> {
+    return this.tx.get(path) !== undefined;
+  }
+
+  protected async _list(path: string, options: ListOptions): Promise<Listing> {
+    const r = this.tx.list(path, options.after, options.limit);
+    return makeListing(r.names, this.tx.snapshotRev, r.more);
+  }
+
+  protected async _set(path: string, value: Uint8Array, cond: SetConditions): Promise<void> {
+    this.tx.write({ op: 'set', path, value, ...cond });
+  }
+
+  protected async _create(path: string, value: Uint8Array, flags: CreateFlags): Promise<string> {
+    if (flags.ephemeral) await this.owner.ready();
+    return this.tx.write({ op: 'create', path, value, sequential: flags.sequential === true, ...(flags.ephemeral ? { owner: this.owner.id } : {}) }) as string;
+  }
+
+  protected async _delete(path: string, flags: DeleteFlags): Promise<boolean> {
+    return this.tx.write({ op: 'delete', path, recursive: flags.recursive === true, ifVersion: flags.ifVersion }) as boolean;
+  }
+
+  protected async _check(path: string, expect: CheckExpect): Promise<void> {
+    this.tx.write({ op: 'check', path, ...expect });
+  }
+
+  protected async _atomic(op: AtomicOp): Promise<void> {
+    this.tx.write(op);
+  }
+
+  private end(state: 'committed' | 'aborted', why?: string): void {
+    if (this.state !== 'open') return;
+    this.state = state;
+    this.abortReason = why;
+    this.backend.openTransactions--;
+    this.owner.txEnded(this);
+  }
+
+  /** Ends the transaction from outside (its session ended). */
+  kill(why: string): void {
+    this.end('aborted', why);
+  }
+
+  async commit(options: WriteOptions = {}): Promise<CommitResult> {
+    this.checkOpen();
+    if (!this.tx.hasWrites) {
+      this.end('committed');
+      return { revision: this.tx.snapshotRev, replayed: false };
+    }
+    this.committing = true;
+    try {
+      const r = await this.run(options);
+      this.committing = false;
+      this.end('committed');
+      return r;
+    } catch (e) {
+      this.committing = false;
+      this.end('aborted', e instanceof Error ? e.message : String(e));
+      throw e;
+    }
+  }
+
+  private async run(options: WriteOptions): Promise<CommitResult> {
+    const backend = this.backend;
+    await this.owner.ready();
+    const writes = this.tx.record.flatMap((r) => (r.kind === 'write' ? [r.op] : []));
+    const targets = writeTargets(writes);
+    const fence = options.fence === undefined ? undefined : typeof options.fence === 'number' ? options.fence : options.fence.token;
+    let base = this.tx.snapshot;
+    let baseRev = this.tx.snapshotRev;
+    let ws = this.tx.ws;
+    let replayed = false;
+    for (;;) {
+      backend.checkOpen();
+      if (options.signal?.aborted) throw new LatchkeyError('ABORTED', 'commit aborted', { cause: options.signal.reason });
+      const plan = new PlanBuilder(backend.keys, base);
+      plan.record(this.tx.record);
+      plan.diff(ws, (o) => o);
+      // Lock admission is judged on the mirror's head, whose queue the compares then pin.
+      const blocker = this.locks.admitWrite(this.owner.id, targets, plan, backend.mirror.rev, fence);
+      if (blocker !== undefined) {
+        if (options.wait === false) throw new LatchkeyError('LOCKED', `${blocker.path} is locked by session ${blocker.session}`, { path: blocker.path });
+        await this.locks.nextChange(options.signal ?? new AbortController().signal);
+      } else if (!plan.empty()) {
+        const rev = await backend.send(plan.build(backend.mirror.revKey));
+        if (rev !== undefined) return { revision: rev, replayed };
+      } else {
+        return { revision: baseRev, replayed };
+      }
+      // Something read moved (or a lock went away): replay on the head.
+      backend.validations++;
+      const head = backend.mirror.root;
+      const headRev = backend.mirror.rev;
+      const again = replayAt(this.tx.record, head, headRev + 1, backend.maxValueBytes);
+      if (!again.ok) {
+        backend.conflicts++;
+        throw new LatchkeyError('CONFLICT', `transaction conflicts at ${again.path}: a value it read or wrote changed`, { path: again.path, info: { index: again.index } });
+      }
+      if (again.replayed) {
+        replayed = true;
+        backend.replays++;
+      }
+      base = head;
+      baseRev = headRev;
+      ws = again.ws;
+    }
+  }
+
+  async abort(): Promise<void> {
+    this.end('aborted', 'aborted by the caller');
+  }
+}
