@@ -108,3 +108,22 @@ test('a watch resuming from before a compaction gets the value a perms change re
     await s.close();
   }
 });
+
+test('a view keeps the value files of its snapshot until it is closed', async () => {
+  await using tmp = await tempDir();
+  const opts = { inlineValueBytes: 0, cacheBytes: 0, valueFileBytes: 16 * 1024, compaction: { scanEveryBytes: 1 << 30, intervalMs: 1e6 } };
+  const s = (await open(tmp.path, opts)) as EmbeddedStore;
+  const engine = s.internals as unknown as { compactor: { run(): Promise<void> } };
+  for (let k = 0; k < 10; k++) await s.set(`/k/${k}`, val(k, 0));
+  const view = s.view();
+  for (let round = 1; round < 10; round++) for (let k = 0; k < 10; k++) await s.set(`/k/${k}`, val(k, round));
+  await engine.compactor.run();
+  assert.ok((s.stats() as Record<string, number>)['compactionDoomed']! > 0, 'files wait for the view');
+  // No cache: each read is a pread of the file the view's tree references.
+  for (let k = 0; k < 10; k++) assert.deepEqual(view.get(`/k/${k}`)!.value, val(k, 0));
+  view.close();
+  await engine.compactor.run();
+  assert.equal((s.stats() as Record<string, number>)['compactionDoomed'], 0);
+  for (let k = 0; k < 10; k++) assert.deepEqual((await s.get(`/k/${k}`))!.value, val(k, 9));
+  await s.close();
+});
