@@ -234,7 +234,7 @@ export default async function objects(o: BenchOptions): Promise<void> {
   const clients = 8;
   await db.transaction(async (root) => { root.counter = new Counter(); root.plain = new PlainNumber(); });
   const conns = Array.from({ length: clients }, () => db.connect({ cacheSize: 1000 }));
-  async function drive(inc: (i: number) => Promise<void>): Promise<number> {
+  async function drive(inc: (i: number) => Promise<void>): Promise<{ rate: number; n: number }> {
     let stop = false;
     let n = 0;
     const timer = setTimeout(() => { stop = true; }, ms);
@@ -247,16 +247,16 @@ export default async function objects(o: BenchOptions): Promise<void> {
       }
     }));
     clearTimeout(timer);
-    return n / ((performance.now() - s) / 1000);
+    return { rate: n / ((performance.now() - s) / 1000), n };
   }
   const statsOf = (): { resolved: number; retries: number } => conns.reduce((a, c) => ({ resolved: a.resolved + c.stats().resolved, retries: a.retries + c.stats().retries }), { resolved: 0, retries: 0 });
   const before = statsOf();
-  const counterRate = await drive((i) => conns[i]!.transaction(async (root) => { (await (root.counter as Counter).load()).add(1); }, { timeoutMs: 60_000 }));
+  const counter = await drive((i) => conns[i]!.transaction(async (root) => { (await (root.counter as Counter).load()).add(1); }, { timeoutMs: 60_000 }));
   const mid = statsOf();
-  const plainRate = await drive((i) => conns[i]!.transaction(async (root) => { (await (root.plain as PlainNumber).load()).value += 1; }, { timeoutMs: 60_000 }));
+  const plain = await drive((i) => conns[i]!.transaction(async (root) => { (await (root.plain as PlainNumber).load()).value += 1; }, { timeoutMs: 60_000 }));
   const after = statsOf();
-  const addRate = await drive(async () => { await store.add('/plain/ctr', 1); });
-  const rmwRate = await drive(async () => {
+  const { rate: addRate } = await drive(async () => { await store.add('/plain/ctr', 1); });
+  const { rate: rmwRate } = await drive(async () => {
     await store.transaction(async (tx) => {
       const n = Number((await tx.get('/plain/rmw'))?.text() ?? '0');
       await tx.set('/plain/rmw', String(n + 1));
@@ -264,12 +264,16 @@ export default async function objects(o: BenchOptions): Promise<void> {
   });
   const [finalCounter, finalPlain] = await db.transaction(async (root) => [(await (root.counter as Counter).load()).value, (await (root.plain as PlainNumber).load()).value]);
   table(`objects: one counter, ${clients} connections incrementing at once (${ms} ms each); load ${load()}`, ['workload', 'increments/s', 'merged by resolveConflict', 're-runs', 'Realm JS'], [
-    ['Counter (resolveConflict)', counterRate, mid.resolved - before.resolved, mid.retries - before.retries, REALM],
-    ['plain number field (conflict → re-run)', plainRate, after.resolved - mid.resolved, after.retries - mid.retries, REALM],
+    ['Counter (resolveConflict)', counter.rate, mid.resolved - before.resolved, mid.retries - before.retries, REALM],
+    ['plain number field (conflict → re-run)', plain.rate, after.resolved - mid.resolved, after.retries - mid.retries, REALM],
     ['floor: store.add (atomic op)', addRate, '', '', ''],
     ['floor: store read-modify-write transaction', rmwRate, '', '', ''],
   ] as Cell[][]);
-  note(`objects: final Counter ${finalCounter}, plain field ${finalPlain} (every acknowledged increment landed: the table's rates × time).`);
+  // Every acknowledged increment must have landed, once: a lost or doubled one fails the run.
+  if (finalCounter !== counter.n || finalPlain !== plain.n) {
+    throw new Error(`objects: acknowledged increments lost or doubled: Counter ${finalCounter} of ${counter.n}, plain field ${finalPlain} of ${plain.n}`);
+  }
+  note(`objects: final Counter ${finalCounter} = its ${counter.n} acknowledged increments; plain field ${finalPlain} = its ${plain.n} (checked).`);
   note(`objects: load average before ${loadBefore}, after ${load()}; Realm JS ${REALM}.`);
   for (const c of conns) await c.close();
   await db.close();
