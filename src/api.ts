@@ -101,7 +101,8 @@ export interface Reader {
  * Synchronous reads on one snapshot of an embedded store (`store.view()`):
  * every read answers at once, from the revision the view was taken at,
  * whatever commits meanwhile. Disposable (`using v = store.view()`): a view
- * pins its snapshot's tree in memory until it is closed; reads after close
+ * pins its snapshot's tree in memory, and the value files that tree
+ * references on disk (compaction waits), until it is closed; reads after close
  * fail CLOSED, as do reads once the store is closed. Paths and list options
  * are checked as the async reads check them.
  */

@@ -144,9 +144,16 @@ async function bigValues(o: BenchOptions): Promise<void> {
       const dname = `/d${String(d).padStart(15, '0')}`;
       if (!(await s.exists(dname))) continue;
       const names = await s.list(dname);
-      await pool(names.length, 8, async (j) => { scanned += (await s.get(`${dname}/${names[j]}`))!.value.length; });
+      // Not `scanned += await …`: that reads `scanned` before the await, so
+      // the 8 reads in flight overwrite each other's sums (the figure was
+      // about 8x too low).
+      await pool(names.length, 8, async (j) => {
+        const e = await s.get(`${dname}/${names[j]}`);
+        scanned += e!.value.length;
+      });
     }
     const scanS = (performance.now() - t0) / 1000;
+    if (scanned !== total) throw new Error(`bigdata: the scan read ${scanned} bytes of ${total}`);
     rss.push(['latchkey scan', fmt(w.stop())]);
     const st = s.stats();
     await s.close();
@@ -232,7 +239,7 @@ async function smallNodes(o: BenchOptions): Promise<void> {
   forgetTempDirLater(dir);
   try {
     const value = 'x'.repeat(100);
-    let s = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER });
+    let s = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER, snapshotEveryRecords: Number.MAX_SAFE_INTEGER });
     for (let d = 0; d * per < n; d++) {
       const ops = [];
       for (let c = 0; c < per && d * per + c < n; c++) ops.push({ op: 'set' as const, path: `/${'d'.padEnd(16 - String(d).length, '0')}${d}/${'n'.padEnd(16 - String(c).length, '0')}${c}`, value });

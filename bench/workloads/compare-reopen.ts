@@ -131,7 +131,7 @@ export default async function compareReopen(o: BenchOptions): Promise<void> {
   forgetTempDirLater(path.dirname(lkLog));
   {
     const t0 = performance.now();
-    const s = await open(lkSnap, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER });
+    const s = await open(lkSnap, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER, snapshotEveryRecords: Number.MAX_SAFE_INTEGER });
     for (let d = 0; d < dirs; d++) {
       const ops: MultiOp[] = [];
       for (let c = 0; c < per; c++) ops.push({ op: 'set', path: keyOf(d, c), value: VALUE });
@@ -141,7 +141,7 @@ export default async function compareReopen(o: BenchOptions): Promise<void> {
     await s.close();
     loads.set('latchkey', (performance.now() - t0) / 1000);
     cpSync(lkSnap, lkLog, { recursive: true });
-    const again = await open(lkSnap, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER });
+    const again = await open(lkSnap, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER, snapshotEveryRecords: Number.MAX_SAFE_INTEGER });
     await again.snapshot();
     await again.close();
   }

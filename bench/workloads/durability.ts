@@ -78,7 +78,7 @@ function name16(prefix: string, i: number): string {
 }
 
 async function build(dir: string, dirs: number, per: number, snapshot: boolean): Promise<{ ms: number; snapshotMs: number }> {
-  const store = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER });
+  const store = await open(dir, { snapshotEveryBytes: Number.MAX_SAFE_INTEGER, snapshotEveryRecords: Number.MAX_SAFE_INTEGER });
   const value = 'x'.repeat(100);
   const t0 = now();
   for (let d = 0; d < dirs; d++) {

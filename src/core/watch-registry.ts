@@ -28,7 +28,7 @@
 import { LatchkeyError, assert, invalidArgument } from './errors.js';
 import { parsePath } from './path.js';
 import { type Mutation, type Node, lookup } from './tree.js';
-import { bytesOf } from './value.js';
+import { ValueRef, bytesOf } from './value.js';
 
 export interface WatchEventData {
   readonly type: 'put' | 'delete';
@@ -168,6 +168,28 @@ export class WatchRegistry {
   /** The oldest revision a new watch may start from. */
   get oldestRevision(): number {
     return this.oldest;
+  }
+
+  /**
+   * The value files a watch resuming from the history window may read:
+   * refs in its puts (commits recalled from the log hold refs, not bytes)
+   * and the old value a perms change reports (looked up in its `before`
+   * tree). Value compaction keeps these files (engine/compaction.ts).
+   */
+  valueFilesHeld(): Set<number> {
+    const files = new Set<number>();
+    for (let i = this.historyHead; i < this.history.length; i++) {
+      const c = this.history[i]!;
+      for (const m of c.mutations) {
+        if (m.op === 'put') {
+          if (m.value instanceof ValueRef) files.add(m.value.file);
+        } else if (m.op === 'perms' && c.before !== undefined) {
+          const v = lookup(c.before, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value;
+          if (v instanceof ValueRef) files.add(v.file);
+        }
+      }
+    }
+    return files;
   }
 
   get revision(): number {

@@ -23,8 +23,12 @@
  *    at D or later references it. It is deleted once (a) the oldest snapshot
  *    recovery could start from is at D or later (compaction asks for
  *    snapshots; until then a fallback could still reference it), (b) no
- *    transaction holds a snapshot older than D (Engine.pinSnapshot), and (c)
- *    no read is in flight on it (ValueStore pins).
+ *    transaction or view holds a snapshot older than D (Engine.pinSnapshot),
+ *    (c) no read is in flight on it (ValueStore pins), and (d) the watch
+ *    history window holds no ref into it (a watch resuming from before D
+ *    may report a value it had: WatchRegistry.valueFilesHeld). The window
+ *    moves on with new commits, so (d) holds a file at most until the
+ *    window (100,000 events or 64 MiB) has passed D.
  * 5. Crash safety: every step leaves a directory that opens with every
  *    acknowledged value readable. Copies whose move did not commit are
  *    garbage in the new file; a doomed file not yet deleted is found again
@@ -180,8 +184,11 @@ export class ValueCompactor {
       await this.storage.retireSnapshotsBefore?.(newest);
     }
     const keep: { file: number; rev: number }[] = [];
+    // A watch resuming from the history window may read old values (a perms change reports the value it had).
+    const historyHolds = this.engine.watches.valueFilesHeld();
     for (const d of this.doomed) {
       const ok = oldestSnapshot() >= d.rev && this.engine.oldestPinnedRevision() >= d.rev && !this.values.pins.has(d.file)
+        && !historyHolds.has(d.file)
         && !this.closed && await this.values.deleteFile(d.file);
       if (ok) this.counters.compactionFilesDeleted++;
       else keep.push(d);

@@ -474,7 +474,7 @@ export class Engine implements EngineAccess {
   private maybeSnapshot(): void {
     const storage = this.options.storage;
     if (storage === undefined || this.snapshotting !== undefined) return;
-    if (!storage.needsSnapshot()) return;
+    if (!storage.needsSnapshot(this.visibleRoot.size)) return;
     void this.snapshot().catch(() => {});
   }
 

@@ -46,6 +46,11 @@ export class EmbeddedStore extends SessionImpl implements Store {
     return new StoreView(this.engine);
   }
 
+  /** @internal A view that pins nothing, for reads that never touch a value file (the server's synchronous get and exists). */
+  inMemoryView(): StoreView {
+    return new StoreView(this.engine, false);
+  }
+
   session(options: SessionOptions = {}): Session {
     return this.ownedSession(options);
   }

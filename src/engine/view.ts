@@ -22,7 +22,12 @@ export interface ViewSource {
   readonly visibleRoot: Node;
   readonly visibleRev: number;
   checkOpen(): void;
+  /** Keeps value files the tree of `rev` references from compaction until the returned function is called (Engine.pinSnapshot). */
+  pinSnapshot?(rev: number): () => void;
 }
+
+/** Unpins the snapshot of a view dropped without close (a safety net: close is what lets compaction go on promptly). */
+const dropped = new FinalizationRegistry<() => void>((unpin) => unpin());
 
 /** The entry a reader sees for `node` at `path` in the tree of revision `rev`. */
 export function readEntry(path: string, node: Node, rev: number): Entry {
@@ -41,11 +46,23 @@ export function listNode(node: Node, rev: number, { after, limit }: ListOptions)
 export class StoreView implements ReadView {
   readonly revision: number;
   private root: Node | undefined;
+  private readonly unpin: (() => void) | undefined;
 
-  constructor(private readonly source: ViewSource) {
+  /**
+   * `pin` (the default): the view pins its snapshot (`Engine.pinSnapshot`),
+   * so value compaction deletes no file the view may still read, until it
+   * is closed (or collected). The server's per-request views, which never
+   * read a value from disk (`getInMemory`, `exists`) and are dropped at
+   * once, pass false.
+   */
+  constructor(private readonly source: ViewSource, pin = true) {
     source.checkOpen();
     this.root = source.visibleRoot;
     this.revision = source.visibleRev;
+    if (pin && source.pinSnapshot !== undefined) {
+      this.unpin = source.pinSnapshot(this.revision);
+      dropped.register(this, this.unpin, this);
+    }
   }
 
   get closed(): boolean {
@@ -87,9 +104,13 @@ export class StoreView implements ReadView {
     return listNode(n, this.revision, o);
   }
 
-  /** Lets the snapshot go (it pins the tree of its revision in memory); later reads fail CLOSED. */
+  /** Lets the snapshot go (its tree in memory, and its value files on disk); later reads fail CLOSED. */
   close(): void {
     this.root = undefined;
+    if (this.unpin !== undefined) {
+      dropped.unregister(this);
+      this.unpin();
+    }
   }
 
   [Symbol.dispose](): void {

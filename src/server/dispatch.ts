@@ -16,7 +16,6 @@ import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
 import type { EmbeddedStore } from '../engine/store.js';
 import type { Watch } from '../engine/watch.js';
-import type { StoreView } from '../engine/view.js';
 import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead } from './auth.js';
 
 export interface TxSlot {
@@ -136,7 +135,7 @@ export const handlers: HandlerTable = {
       if (a.tx !== undefined) return NOT_SYNC;
       c.session(s); // alive, or SESSION_EXPIRED
       // A value on disk and not cached is read by `run`, asynchronously: the event loop never waits for a disk.
-      const e = (c.store.view() as StoreView).getInMemory(a.path);
+      const e = c.store.inMemoryView().getInMemory(a.path);
       if (e === false) return NOT_SYNC;
       return e === undefined ? null : wireEntry(e);
     },
@@ -149,7 +148,7 @@ export const handlers: HandlerTable = {
     sync(c, s, a) {
       if (a.tx !== undefined) return NOT_SYNC;
       c.session(s);
-      return c.store.view().exists(a.path);
+      return c.store.inMemoryView().exists(a.path);
     },
   },
   list: {

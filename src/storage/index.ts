@@ -30,6 +30,9 @@ export { verify, type VerifyReport, type VerifyProblem } from './verify.js';
 
 export type Durability = 'fsync' | 'none';
 
+/** Default `snapshotEveryRecords`. */
+export const DEFAULT_SNAPSHOT_EVERY_RECORDS = 16_384;
+
 export interface StorageOptions {
   /**
    * 'fsync' (default): a sync resolves after an O_DSYNC write (write + fdatasync in one call); an
@@ -45,6 +48,13 @@ export interface StorageOptions {
   segmentBytes?: number;
   /** Bytes of log after which `needsSnapshot()` says a snapshot is due (default 64 MiB). */
   snapshotEveryBytes?: number;
+  /**
+   * Records (revisions) of log after which a snapshot is due once they also
+   * reach half the tree's node count (default 16,384): with values on disk a
+   * record is tiny, so bytes alone let the log, and reopen, grow far beyond
+   * the tree. See docs/format.md, "When a snapshot is taken".
+   */
+  snapshotEveryRecords?: number;
   /** How many snapshots to keep (default 2, at least 1; 2 or more allows falling back from a damaged newest one). */
   snapshotsKept?: number;
   /** The file-system seam (tests inject faults through it). */
@@ -63,8 +73,11 @@ export interface StorageOptions {
 export interface DurableStorage extends Storage {
   readonly dir: string;
   readonly durability: Durability;
-  /** True when the log has grown by `snapshotEveryBytes` since the last snapshot. */
-  needsSnapshot(): boolean;
+  /**
+   * True when the log has grown by `snapshotEveryBytes` since the last
+   * snapshot, or by max(`snapshotEveryRecords`, nodes / 2) records.
+   */
+  needsSnapshot(nodes?: number): boolean;
   /** Why the store is read-only (the log's first I/O failure), if it is. */
   readonly readOnly: LatchkeyError | undefined;
   /**
@@ -81,7 +94,9 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
   if (durability !== 'fsync' && durability !== 'none') throw invalidArgument(`durability must be 'fsync' or 'none'`);
   const segmentBytes = options.segmentBytes ?? 64 * 1024 * 1024;
   const snapshotEveryBytes = options.snapshotEveryBytes ?? 64 * 1024 * 1024;
+  const snapshotEveryRecords = options.snapshotEveryRecords ?? DEFAULT_SNAPSHOT_EVERY_RECORDS;
   const snapshotsKept = options.snapshotsKept ?? 2;
+  if (!(snapshotEveryRecords >= 1)) throw invalidArgument('snapshotEveryRecords must be at least 1');
   if (!(segmentBytes >= 4096)) throw invalidArgument('segmentBytes must be at least 4096');
   if (!(snapshotEveryBytes > 0)) throw invalidArgument('snapshotEveryBytes must be positive');
   if (!Number.isSafeInteger(snapshotsKept) || snapshotsKept < 1) throw invalidArgument('snapshotsKept must be a positive integer');
@@ -141,7 +156,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
     const recoveryMs = performance.now() - t0;
     return new FileStorage(dir, fs, durability, ownership, wal, values, rec.root, rec.revision, rec.mayHaveEphemerals, locks, {
       history: rec.history,
-      snapshotEveryBytes, snapshotsKept, recoveryMs,
+      snapshotEveryBytes, snapshotEveryRecords, snapshotsKept, recoveryMs,
       snapshots: rec.snapshotsKept.map((s) => s.rev),
       recovery: {
         snapshotRevision: rec.snapshot?.revision ?? 0,
@@ -162,6 +177,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
 interface Extra {
   history: RecoveredCommit[] | undefined;
   snapshotEveryBytes: number;
+  snapshotEveryRecords: number;
   snapshotsKept: number;
   recoveryMs: number;
   snapshots: number[];
@@ -207,8 +223,14 @@ class FileStorage implements DurableStorage {
     return this.wal.failed;
   }
 
-  needsSnapshot(): boolean {
-    return this.wal.bytesSinceSnapshot >= this.extra.snapshotEveryBytes;
+  needsSnapshot(nodes = 0): boolean {
+    if (this.wal.bytesSinceSnapshot >= this.extra.snapshotEveryBytes) return true;
+    return this.recordsSinceSnapshot >= Math.max(this.extra.snapshotEveryRecords, nodes / 2);
+  }
+
+  /** Records a reopen would replay now: durable revisions after the newest snapshot. */
+  get recordsSinceSnapshot(): number {
+    return this.wal.durableRevision - (this.snapshotRevs.at(-1) ?? 0);
   }
 
   oldestSnapshotRevision(): number {
@@ -267,6 +289,7 @@ class FileStorage implements DurableStorage {
       durability: this.durability,
       ...this.wal.stats(),
       bytesSinceSnapshot: this.wal.bytesSinceSnapshot,
+      recordsSinceSnapshot: this.recordsSinceSnapshot,
       snapshots: this.snapshotCount,
       snapshotRevisions: [...this.snapshotRevs],
       lastSnapshotMs: this.lastSnapshotMs,

@@ -82,6 +82,8 @@ export interface StorageStats extends WalStats, RecoveryStats {
   dir: string;
   durability: string;
   bytesSinceSnapshot: number;
+  /** Durable records after the newest snapshot (what a reopen would replay). */
+  recordsSinceSnapshot: number;
   /** Snapshots written by this process. */
   snapshots: number;
   snapshotRevisions: number[];
@@ -114,7 +116,7 @@ export interface Storage {
    */
   retireSnapshotsBefore?(rev: number): Promise<void>;
   /** True when enough log has accumulated that a snapshot is due (the storage layer owns the policy). */
-  needsSnapshot(): boolean;
+  needsSnapshot(nodes?: number): boolean;
   /** Writes a snapshot of `root` (durable state at `rev`) while commits continue; then drops covered log. */
   snapshot(root: Node, rev: number): Promise<void>;
   stats(): StorageStats;

@@ -136,6 +136,18 @@ interface PendingChunk {
 /** A group of entries taken for writing (`takePending`), written by `writePending`. */
 export type PendingValues = readonly PendingChunk[];
 
+/**
+ * A buffer for a read, not zero-filled (the read overwrites it whole, and
+ * `checked` refuses a short read before anyone sees it): zero-filling a
+ * 256 KiB value costs about as much as reading it from the page cache. A
+ * plain Uint8Array over the Buffer's own ArrayBuffer, so `slice` copies as
+ * callers expect (a Buffer's `slice` would share the cached bytes).
+ */
+function uninitialized(n: number): Uint8Array {
+  const b = Buffer.allocUnsafeSlow(n);
+  return new Uint8Array(b.buffer, b.byteOffset, n);
+}
+
 function keyOf(file: number, offset: number): number {
   return file * OFFSET_SPAN + offset;
 }
@@ -315,7 +327,7 @@ export class ValueStore implements ValueReader {
     if (hit !== undefined) return hit;
     this.counters.cacheMisses++;
     const fd = this.fdOf(ref.file);
-    const buf = new Uint8Array(ref.length);
+    const buf = uninitialized(ref.length);
     let got = 0;
     try {
       while (got < ref.length) {
@@ -339,7 +351,7 @@ export class ValueStore implements ValueReader {
     this.pins.set(ref.file, (this.pins.get(ref.file) ?? 0) + 1);
     try {
       const fd = this.fdOf(ref.file);
-      const buf = new Uint8Array(ref.length);
+      const buf = uninitialized(ref.length);
       let got = 0;
       try {
         while (got < ref.length) {

@@ -54,3 +54,27 @@ test('pmap: fromSorted builds the same map', () => {
   assert.deepEqual(m.keys(), keys);
   assert.equal(m.delete('n00042').set('n00042', 7).get('n00042'), 7);
 });
+
+test('pmap: a new key is kept as a copy of its own, not as a view into the longer string it was cut from', async () => {
+  // V8 makes a cut of 13 characters or more a view that keeps the whole
+  // string alive: names split from paths kept every path (and after replay,
+  // every record's path) alive, ~140 bytes per node of 16-byte names.
+  const { setFlagsFromString } = await import('node:v8');
+  const { runInNewContext } = await import('node:vm');
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const n = 20_000;
+  const prefix = 'p'.repeat(1000);
+  const heap = (): number => { gc(); gc(); return process.memoryUsage().heapUsed; };
+  const before = heap();
+  let m = PMap.empty<number>();
+  for (let i = 0; i < n; i++) {
+    const long = `${prefix}/v${String(i).padStart(15, '0')}`; // a fresh 1,017-character string
+    m = m.set(long.slice(long.lastIndexOf('/') + 1), i);
+  }
+  const perKey = (heap() - before) / n;
+  assert.equal(m.size, n);
+  assert.equal(m.get(`v${String(n - 1).padStart(15, '0')}`), n - 1);
+  // A kept key is ~32 bytes and the map's arrays ~20 per key; a kept 1,017-character string is over 1,000.
+  assert.ok(perKey < 400, `${perKey.toFixed(0)} bytes of heap per key`);
+});

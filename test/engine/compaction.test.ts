@@ -75,3 +75,55 @@ test('a transaction holding an old snapshot keeps the files it may read until it
   for (let k = 0; k < 10; k++) assert.deepEqual((await s.get(`/k/${k}`))!.value, val(k, 9));
   await s.close();
 });
+
+test('a watch resuming from before a compaction gets the value a perms change reports: the history window keeps the files it may read', async () => {
+  await using tmp = await tempDir();
+  const opts = { inlineValueBytes: 0, valueFileBytes: 16 * 1024, compaction: { scanEveryBytes: 1 << 30, intervalMs: 1e6 } };
+  for (const reopen of [false, true]) {
+    const dir = path.join(tmp.path, String(reopen));
+    let s = (await open(dir, opts)) as EmbeddedStore;
+    await s.set('/p', val(99, 0));
+    for (let k = 0; k < 10; k++) await s.set(`/k/${k}`, val(k, 0));
+    const from = s.revision + 1;
+    await s.internals.write('', [], {}, (ws) => ws.setPerms('/p', ['n0']));
+    for (let round = 1; round < 10; round++) for (let k = 0; k < 10; k++) await s.set(`/k/${k}`, val(k, round));
+    if (reopen) {
+      // The window is rebuilt from the log: its commits hold refs.
+      await s.close();
+      s = (await open(dir, opts)) as EmbeddedStore;
+    }
+    const engine = s.internals as unknown as { compactor: { run(): Promise<void> } };
+    await engine.compactor.run();
+    await engine.compactor.run();
+    const st = s.stats() as Record<string, number>;
+    assert.ok(st['compactionValuesMoved']! > 0, 'the value of /p moved');
+    assert.ok(st['compactionDoomed']! > 0, 'its old file waits for the history window');
+    const ac = new AbortController();
+    const it = s.watch('/p', { fromRevision: from, signal: ac.signal })[Symbol.asyncIterator]();
+    const ev = (await it.next()).value as { type: string; path: string; value?: Uint8Array };
+    assert.equal(ev.type, 'put');
+    assert.deepEqual(new Uint8Array(ev.value!), val(99, 0));
+    ac.abort();
+    assert.deepEqual((await s.get('/p'))!.value, val(99, 0));
+    await s.close();
+  }
+});
+
+test('a view keeps the value files of its snapshot until it is closed', async () => {
+  await using tmp = await tempDir();
+  const opts = { inlineValueBytes: 0, cacheBytes: 0, valueFileBytes: 16 * 1024, compaction: { scanEveryBytes: 1 << 30, intervalMs: 1e6 } };
+  const s = (await open(tmp.path, opts)) as EmbeddedStore;
+  const engine = s.internals as unknown as { compactor: { run(): Promise<void> } };
+  for (let k = 0; k < 10; k++) await s.set(`/k/${k}`, val(k, 0));
+  const view = s.view();
+  for (let round = 1; round < 10; round++) for (let k = 0; k < 10; k++) await s.set(`/k/${k}`, val(k, round));
+  await engine.compactor.run();
+  assert.ok((s.stats() as Record<string, number>)['compactionDoomed']! > 0, 'files wait for the view');
+  // No cache: each read is a pread of the file the view's tree references.
+  for (let k = 0; k < 10; k++) assert.deepEqual(view.get(`/k/${k}`)!.value, val(k, 0));
+  view.close();
+  await engine.compactor.run();
+  assert.equal((s.stats() as Record<string, number>)['compactionDoomed'], 0);
+  for (let k = 0; k < 10; k++) assert.deepEqual((await s.get(`/k/${k}`))!.value, val(k, 9));
+  await s.close();
+});

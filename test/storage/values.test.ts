@@ -153,3 +153,24 @@ test('a value file left empty by a crash while it was created is removed at open
   assert.deepEqual((await s3.get('/b'))!.value, big(100, 2));
   await s3.close();
 });
+
+test('a value read from a value file is a plain Uint8Array of its own: changing what get returned changes nothing stored', async () => {
+  // Reads fill a buffer that is not zero-filled first (storage/values.ts,
+  // `uninitialized`); a Buffer's `slice` would share the cached bytes.
+  await using tmp = await tempDir();
+  const s1 = await open(tmp.path, { inlineValueBytes: 0 });
+  await s1.set('/a', big(300_000, 1));
+  await s1.set('/b', big(5000, 2));
+  await s1.close();
+  const s2 = (await open(tmp.path, { inlineValueBytes: 0 })) as EmbeddedStore;
+  const got = (await s2.get('/a'))!.value;
+  assert.equal(Object.getPrototypeOf(got), Uint8Array.prototype);
+  got.fill(0);
+  assert.deepEqual((await s2.get('/a'))!.value, big(300_000, 1), 'the cached bytes are not those handed out');
+  const sync = refOf(s2, '/b').reader.readSync(refOf(s2, '/b'));
+  assert.equal(Object.getPrototypeOf(sync), Uint8Array.prototype);
+  assert.deepEqual(sync, big(5000, 2));
+  (await s2.get('/b'))!.value.fill(7);
+  assert.deepEqual((await s2.get('/b'))!.value, big(5000, 2));
+  await s2.close();
+});

@@ -267,3 +267,21 @@ test('wal: a segment that holds only lock records is replaced, not duplicated, w
   assert.ok(s2.locks.tokenFloor >= 400, 'tokens of the next run start above the last one logged');
   await s2.close();
 });
+
+test('wal: a snapshot is due after snapshotEveryRecords records, or half the tree\'s node count when that is more', async () => {
+  await using tmp = await tempDir();
+  const s = await openStorage(tmp.path, { snapshotEveryRecords: 10 });
+  const d = new Driver(s);
+  await d.many(9);
+  assert.ok(!s.needsSnapshot(), '9 records');
+  await d.many(1);
+  assert.ok(s.needsSnapshot(), '10 records');
+  assert.ok(!s.needsSnapshot(100), 'a tree of 100 nodes: due at 50 records');
+  await d.many(40);
+  assert.ok(s.needsSnapshot(100));
+  await s.snapshot(d.root, d.rev);
+  assert.ok(!s.needsSnapshot());
+  assert.equal(s.stats().recordsSinceSnapshot, 0);
+  await assert.rejects(openStorage(tmp.path + '-x', { snapshotEveryRecords: 0 }), /snapshotEveryRecords/);
+  await s.close();
+});
