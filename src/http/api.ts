@@ -22,7 +22,7 @@ import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import { parsePath } from '../core/path.js';
 import type { EmbeddedStore } from '../engine/store.js';
 import type { Watch } from '../engine/watch.js';
-import { type Principal, authorize, authorizeRecursiveWatch, canRead } from '../server/auth.js';
+import { type Principal, authorize, authorizeRecursiveWatch, canRead, sessionsVisibleTo } from '../server/auth.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
@@ -211,7 +211,7 @@ export class ConsoleApi {
   }
 
   private sessions(p: Principal): { total: number; sessions: SessionInfo[] } {
-    const all = this.o.store.sessionList(p.grants === undefined ? undefined : (path) => canRead(p, path));
+    const all = sessionsVisibleTo(p, this.o.store.sessionList(p.grants === undefined ? undefined : (path) => canRead(p, path)));
     all.sort((a, b) => (b.locksHeld + b.locksWaiting) - (a.locksHeld + a.locksWaiting) || a.since - b.since);
     return { total: all.length, sessions: all.slice(0, MAX_SESSIONS) };
   }

@@ -16,6 +16,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { SessionInfo } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { isPrefixPath, parsePath } from '../core/path.js';
 
@@ -110,6 +111,24 @@ export function authorize(p: Principal, path: string, need: Access): void {
 }
 
 /** True when `p` may read `path` (no throw). */
+/**
+ * The sessions a principal may see (listSessions, the console). Without
+ * grants: all of them. With grants: its own, and those holding or awaiting a
+ * lock on a path it may read (the counts are already filtered by `canRead`);
+ * only its own carry their address — another client's address is not a
+ * restricted token's to know.
+ */
+export function sessionsVisibleTo(p: Principal, all: readonly SessionInfo[], own: ReadonlySet<string> = new Set()): SessionInfo[] {
+  if (p.grants === undefined) return [...all];
+  return all
+    .filter((s) => own.has(s.id) || s.locksHeld + s.locksWaiting > 0)
+    .map((s) => {
+      if (own.has(s.id) || s.address === undefined) return s;
+      const { address: _hidden, ...rest } = s;
+      return rest;
+    });
+}
+
 export function canRead(p: Principal, path: string): boolean {
   if (p.grants === undefined) return true;
   for (const g of p.grants) if (isPrefixPath(g.prefix, path)) return true; // every level includes read

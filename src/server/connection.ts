@@ -626,6 +626,12 @@ export class Connection implements ConnContext, BudgetHolder {
     else lock.signal.addEventListener('abort', lost, { once: true });
   }
 
+  sessionIds(): ReadonlySet<string> {
+    const ids = new Set<string>();
+    for (const s of this.sessions.values()) ids.add(s.id);
+    return ids;
+  }
+
   serverStats(): Record<string, unknown> {
     return this.opts.stats();
   }

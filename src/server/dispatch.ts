@@ -16,7 +16,7 @@ import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
 import type { EmbeddedStore } from '../engine/store.js';
 import type { Watch } from '../engine/watch.js';
-import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead } from './auth.js';
+import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead, sessionsVisibleTo } from './auth.js';
 
 export interface TxSlot {
   readonly tx: Transaction;
@@ -51,6 +51,8 @@ export interface ConnContext {
   watchQueued(handle: number): void;
   /** The lock is held by the client now: push lockLost if its signal aborts. */
   trackLock(handle: number, session: number, lock: Lock): void;
+  /** The ids of this connection's open sessions. */
+  sessionIds(): ReadonlySet<string>;
   serverStats(): Record<string, unknown>;
 }
 
@@ -348,11 +350,12 @@ export const handlers: HandlerTable = {
     },
   },
   listSessions: {
-    // Every session is listed (ids, names, addresses: no stored paths); lock counts cover readable paths only.
+    // Lock counts cover readable paths only; a token with grants sees its own sessions and those
+    // holding or awaiting a lock it may read, others' addresses withheld (auth.ts sessionsVisibleTo).
     access: none,
     async run(c) {
       const p = c.principal;
-      return c.store.sessionList((path) => canRead(p, path)).map((s) => ({ ...s }));
+      return sessionsVisibleTo(p, c.store.sessionList((path) => canRead(p, path)), c.sessionIds()).map((s) => ({ ...s }));
     },
   },
   watch: {

@@ -154,8 +154,10 @@ const rows: Row[] = [
       const all = await c.fetchSessions();
       const mine = all.find((x) => x.locksHeld === 1);
       assert.ok(mine !== undefined && mine.transport === 'tcp' && /^127\.0\.0\.1:\d+$/.test(mine.address ?? ''), JSON.stringify(all));
-      // The backing store's default session holds /other/x: it is listed, its lock is not counted.
+      // The backing store's default session holds only /other/x: a token granted /jobs does not see it.
       assert.equal(all.reduce((n, x) => n + x.locksHeld, 0), 1, JSON.stringify(all));
+      assert.ok(all.every((x) => x.locksHeld + x.locksWaiting > 0 || x === mine), `only sessions with a readable lock, and its own: ${JSON.stringify(all)}`);
+      assert.ok(all.every((x) => x === mine || x.address === undefined), `no other client's address: ${JSON.stringify(all)}`);
       noOutside('listSessions', all);
     },
   },
