@@ -38,7 +38,18 @@ import { type Mutation, type Node, lookup } from '../core/tree.js';
 import { ValueRef } from '../core/value.js';
 import type { Storage } from '../storage/storage.js';
 import type { ValueStore } from '../storage/values.js';
-import type { Engine } from './engine.js';
+
+/** What compaction needs of the engine (engine.ts satisfies it; named here so the two do not import each other). */
+export interface CompactionHost {
+  readonly readOnlyReason: string | undefined;
+  readonly visibleRoot: Node;
+  readonly visibleRev: number;
+  readonly watches: { valueFilesHeld(): Set<number> };
+  drainPending(): Promise<void>;
+  commitMoves(build: (pending: Node) => Mutation[]): Promise<number | undefined>;
+  snapshot(): Promise<void>;
+  oldestPinnedRevision(): number;
+}
 
 export interface CompactionOptions {
   /** Start a run once this many value bytes were written since the last one, and at least half the live bytes then (default 64 MiB). */
@@ -87,7 +98,7 @@ export class ValueCompactor {
   readonly counters = { compactionRuns: 0, compactionFilesCompacted: 0, compactionFilesDeleted: 0, compactionValuesMoved: 0, compactionBytesMoved: 0 };
   private lastError: string | undefined;
 
-  constructor(private readonly engine: Engine, private readonly storage: Storage, private readonly values: ValueStore, o: CompactionOptions = {}) {
+  constructor(private readonly engine: CompactionHost, private readonly storage: Storage, private readonly values: ValueStore, o: CompactionOptions = {}) {
     this.scanEveryBytes = o.scanEveryBytes ?? 64 * 1024 * 1024;
     this.garbageRatio = o.garbageRatio ?? 0.5;
     this.batchBytes = o.batchBytes ?? 8 * 1024 * 1024;
