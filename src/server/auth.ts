@@ -113,13 +113,13 @@ export function authorize(p: Principal, path: string, need: Access): void {
 /** True when `p` may read `path` (no throw). */
 /**
  * The sessions a principal may see (listSessions, the console). Without
- * grants: all of them. With grants: its own, and those holding or awaiting a
+ * grants, or granted `/`: all of them. Otherwise: its own, and those holding or awaiting a
  * lock on a path it may read (the counts are already filtered by `canRead`);
  * only its own carry their address — another client's address is not a
  * restricted token's to know.
  */
 export function sessionsVisibleTo(p: Principal, all: readonly SessionInfo[], own: ReadonlySet<string> = new Set()): SessionInfo[] {
-  if (p.grants === undefined) return [...all];
+  if (p.grants === undefined || canRead(p, '/')) return [...all]; // sees the whole tree: sees every session
   return all
     .filter((s) => own.has(s.id) || s.locksHeld + s.locksWaiting > 0)
     .map((s) => {
