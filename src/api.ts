@@ -164,6 +164,17 @@ export interface Transaction extends AsyncDisposable {
   readonly snapshotRevision: number;
   readonly state: 'open' | 'committed' | 'aborted';
   get(path: string): Promise<Entry | undefined>;
+  /**
+   * Embedded stores only (absent on a remote transaction): reads a node's
+   * value straight into `target` — a value on disk with one positional read
+   * into it, checked, and not kept in the store's value cache; a cached one
+   * with one copy — and answers its length and stat, or undefined when the
+   * node is absent. `target` must hold the value (TOO_LARGE otherwise);
+   * bytes past the value's length are left as they were. A read like `get`
+   * (recorded, validated at commit). What a BigFile handle loads blocks
+   * with (docs/bigfile.md).
+   */
+  readInto?(path: string, target: Uint8Array): Promise<{ length: number; stat: Stat } | undefined>;
   exists(path: string): Promise<boolean>;
   list(path: string, options?: ListOptions): Promise<Listing>;
   set(path: string, value: Value, options?: Omit<SetOptions, keyof WriteOptions>): Promise<void>;
@@ -406,6 +417,8 @@ export interface BigFileHandle extends AsyncDisposable {
   readonly snapshotRevision: number;
   /** Bytes [offset, offset + length) clipped to the size; loads only the blocks it needs. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** Like read, into `target` (up to its length, clipped to the size) with no buffer of its own: the number of bytes read. */
+  readInto(offset: number, target: Uint8Array): Promise<number>;
   /** Marks pages dirty (grows the file past its end); nothing is stored until commit(). BUSY during commit. */
   write(offset: number, data: Uint8Array): void;
   /** Sets the size; blocks past it are freed at commit, and the bytes read as zeros if the file grows again. */

@@ -22,7 +22,8 @@
 import type { BigFileHandle, BigFileHandleOptions, BigFileHandleStats, BigFileInfo, Store, Transaction, WatchEvent } from '../api.js';
 import { BugError, LatchkeyError, invalidArgument } from '../core/errors.js';
 import { type Change, blockPath, blocksDir, checkOffset, decodeChange, decodeMeta, encodeChange, encodeMeta, logPath, toRanges } from './meta.js';
-import { type Page, addRange, allZero, layBase, loadedPage, newPage, pool } from './pages.js';
+import { PageCache } from './cache.js';
+import { type Page, addRange, allZero, layBase, pool } from './pages.js';
 
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 /** Dirty bytes are bounded below the store's default commit cap (64 MiB): a commit always fits. */
@@ -40,6 +41,12 @@ export const RENEW_AFTER_OPS = 4000;
 
 /** Builds the metadata a commit writes for a size (a BigArray derives its shape from it). */
 export type MetaFor = (size: number) => BigFileInfo;
+
+/** A buffer that is not zero-filled (a read overwrites what it answers), over an ArrayBuffer of its own. */
+function uninitialized(n: number): Uint8Array {
+  const b = Buffer.allocUnsafeSlow(n);
+  return new Uint8Array(b.buffer, b.byteOffset, n);
+}
 
 export class BigFileHandleImpl implements BigFileHandle {
   readonly path: string;
@@ -59,11 +66,10 @@ export class BigFileHandleImpl implements BigFileHandle {
   private localSize = 0;
   /** Bytes at and past this offset read as zeros from the snapshot (truncation since it). */
   private truncatedTo = 0;
-  private readonly cache = new Map<number, Page>();
+  private readonly cache: PageCache;
   private lastReadEnd = -1;
-  private cached = 0;
-  private dirty = 0;
-  private readonly loading = new Map<number, Promise<Page>>();
+  /** Loads in flight, each with the users its page is handed to (under the lock, in the step that caches it). */
+  private readonly loading = new Map<number, { done: Promise<void>; users: Array<(p: Page) => void> }>();
   /** Loads in flight per transaction, and transactions renewed away that their last load aborts. */
   private readonly txUsers = new Map<Transaction, number>();
   private readonly retired = new Set<Transaction>();
@@ -103,6 +109,7 @@ export class BigFileHandleImpl implements BigFileHandle {
       throw invalidArgument(`maxDirtyBytes must be an integer from one block (${blockSize}) to cacheBytes / 2`);
     }
     this.cacheBytes = cacheBytes;
+    this.cache = new PageCache(blockSize, cacheBytes);
     this.maxDirtyBytes = maxDirty;
     // @internal: tests lower it to meet a server's small maxTxOps.
     this.renewAfter = (options as { renewAfterOps?: number }).renewAfterOps ?? RENEW_AFTER_OPS;
@@ -157,7 +164,7 @@ export class BigFileHandleImpl implements BigFileHandle {
   }
 
   stats(): BigFileHandleStats {
-    return { cachedBytes: this.cached, dirtyBytes: this.dirty, pages: this.cache.size, ...this.counters };
+    return { cachedBytes: this.cache.cached, dirtyBytes: this.cache.dirty, pages: this.cache.size, ...this.counters };
   }
 
   private checkUsable(): void {
@@ -168,32 +175,44 @@ export class BigFileHandleImpl implements BigFileHandle {
     this.checkUsable();
     checkOffset('offset', offset);
     checkOffset('length', length);
+    const n = Math.max(0, Math.min(length, this.localSize - offset));
+    // Not zero-filled: readInto writes every byte up to what it answers, and a read cut short by a concurrent truncation is trimmed.
+    const out = uninitialized(n);
+    const got = await this.readInto(offset, out);
+    return got === n ? out : out.subarray(0, got);
+  }
+
+  async readInto(offset: number, target: Uint8Array): Promise<number> {
+    this.checkUsable();
+    checkOffset('offset', offset);
+    if (!(target instanceof Uint8Array)) throw invalidArgument('readInto: target must be a Uint8Array');
     await this.enterActive();
     try {
       if (this.broken !== undefined) throw this.broken;
-      const end = Math.min(offset + length, this.localSize);
-      if (offset >= end) return new Uint8Array(0);
-      const out = new Uint8Array(end - offset);
+      const end = Math.min(offset + target.length, this.localSize);
+      if (offset >= end) return 0;
       const bs = this.blockSize;
       const first = Math.floor(offset / bs);
       const last = Math.floor((end - 1) / bs);
       const indices: number[] = [];
       for (let i = first; i <= last; i++) indices.push(i);
-      // A read that continues the previous one loads the next blocks ahead, in the background.
-      if (offset === this.lastReadEnd) this.readAhead(last + 1);
+      // A sequential reader of a file larger than the cache streams: blocks not cached are read
+      // straight into the target (embedded: one positional read each), not cached — they would be
+      // evicted before reuse. Otherwise a read that continues the previous one loads the next
+      // blocks ahead, in the background.
+      const sequential = offset === this.lastReadEnd;
+      const streaming = sequential && this.localSize > this.cacheBytes && this.tx.readInto !== undefined;
+      if (sequential && !streaming) this.readAhead(last + 1);
       this.lastReadEnd = end;
-      // Each block is copied as soon as it is there; pages may be evicted
-      // afterwards by the loads that follow, so a read bigger than the cache
-      // stays within it.
-      await pool(indices, IO_CONCURRENCY, async (i) => {
-        const p = await this.based(i);
-        this.locked(() => {
-          const s = Math.max(offset, i * bs);
-          const e = Math.min(end, (i + 1) * bs);
-          out.set(p.data.subarray(s - i * bs, e - i * bs), s - offset);
-        });
+      // Each block is copied out in the step that finds (or loads) its page; pages may be
+      // evicted afterwards by the loads that follow, so a read bigger than the cache stays within it.
+      await pool(indices, IO_CONCURRENCY, (i) => {
+        const s = Math.max(offset, i * bs);
+        const e = Math.min(end, (i + 1) * bs);
+        if (streaming && e - s === bs && !this.cache.has(i) && !this.loading.has(i)) return this.direct(i, target.subarray(s - offset, e - offset));
+        return this.withPage(i, (p) => target.set(p.data.subarray(s - i * bs, e - i * bs), s - offset));
       });
-      return out;
+      return end - offset;
     } finally {
       this.exitActive();
     }
@@ -206,7 +225,7 @@ export class BigFileHandleImpl implements BigFileHandle {
     for (let i = from; i < end; i++) {
       if (this.cache.get(i)?.based === true || this.loading.has(i)) continue;
       this.active++;
-      void this.based(i).catch(() => {}).finally(() => this.exitActive());
+      void this.withPage(i).catch(() => {}).finally(() => this.exitActive());
     }
   }
 
@@ -225,8 +244,8 @@ export class BigFileHandleImpl implements BigFileHandle {
       const last = Math.floor((end - 1) / bs);
       let fresh = 0;
       for (let i = first; i <= last; i++) if (this.cache.get(i)?.dirty !== true) fresh++;
-      if (this.dirty + fresh * bs > this.maxDirtyBytes) {
-        throw new LatchkeyError('TOO_LARGE', `bigfile ${this.path}: ${this.dirty + fresh * bs} dirty bytes would pass maxDirtyBytes (${this.maxDirtyBytes}); commit() first (nothing was written)`, { path: this.path, info: { limit: this.maxDirtyBytes } });
+      if (this.cache.dirty + fresh * bs > this.maxDirtyBytes) {
+        throw new LatchkeyError('TOO_LARGE', `bigfile ${this.path}: ${this.cache.dirty + fresh * bs} dirty bytes would pass maxDirtyBytes (${this.maxDirtyBytes}); commit() first (nothing was written)`, { path: this.path, info: { limit: this.maxDirtyBytes } });
       }
       for (let i = first; i <= last; i++) {
         const p = this.pageForWrite(i);
@@ -248,7 +267,7 @@ export class BigFileHandleImpl implements BigFileHandle {
     const bs = this.blockSize;
     this.locked(() => {
       if (size < this.localSize) {
-        for (const [i, p] of [...this.cache]) {
+        for (const [i, p] of this.cache.entries()) {
           if (i * bs >= size) {
             this.drop(i, p);
           } else if ((i + 1) * bs > size) {
@@ -279,15 +298,12 @@ export class BigFileHandleImpl implements BigFileHandle {
         stored = true;
         this.locked(() => {
           this.ownRevs.add(r.revision);
-          for (const [i, p] of this.cache) {
-            if (!p.dirty) continue;
-            p.dirty = false;
+          this.cache.cleanAll((i, p) => {
             // Its block is now what this commit stored (or deleted, when all zeros or past the end).
             const len = Math.max(0, Math.min(this.blockSize, r.size - i * this.blockSize));
             p.modRev = len === 0 || allZero(p.data, len) ? undefined : r.revision;
             p.known = true;
-          }
-          this.dirty = 0;
+          });
           this.counters.stores += r.changed;
         });
         outcome = { revision: r.revision };
@@ -327,7 +343,7 @@ export class BigFileHandleImpl implements BigFileHandle {
   async refresh(): Promise<void> {
     this.checkUsable();
     if (this.writingOut) throw new LatchkeyError('BUSY', `bigfile ${this.path}: refresh during writeout (a commit is in progress)`, { path: this.path });
-    if (this.broken === undefined && (this.dirty > 0 || this.localSize !== this.snapSize || this.truncatedTo !== this.snapSize)) {
+    if (this.broken === undefined && (this.cache.dirty > 0 || this.localSize !== this.snapSize || this.truncatedTo !== this.snapSize)) {
       throw invalidArgument(`bigfile ${this.path}: uncommitted writes; commit() or abort() before refresh()`);
     }
     await this.enterBoundary();
@@ -347,11 +363,7 @@ export class BigFileHandleImpl implements BigFileHandle {
     this.feedGen++;
     this.feedAbort?.abort();
     for (const w of this.feedWaiters.splice(0)) w.wake();
-    this.locked(() => {
-      this.cache.clear();
-      this.cached = 0;
-      this.dirty = 0;
-    });
+    this.locked(() => this.cache.clear());
     if (this.tx.state === 'open') await this.storage(() => this.tx.abort()).catch(() => {});
   }
 
@@ -363,112 +375,164 @@ export class BigFileHandleImpl implements BigFileHandle {
 
   /** Removes a page from the cache, keeping the byte counts. */
   private drop(i: number, p: Page): void {
-    this.cache.delete(i);
-    this.cached -= this.blockSize;
-    if (p.dirty) this.dirty -= this.blockSize;
+    this.cache.drop(i, p);
   }
 
   /** The page block `i` is written through: created (zeros known where the snapshot has none), marked dirty, most recently used. */
   private pageForWrite(i: number): Page {
     let p = this.cache.get(i);
     if (p === undefined) {
-      p = newPage(this.blockSize);
+      p = this.cache.newPage();
       if (i * this.blockSize >= this.truncatedTo) p.based = true;
       // Past the snapshot's end no block is stored (commits delete what a truncation cuts off).
       if (i * this.blockSize >= this.snapSize) p.known = true;
-      this.cached += this.blockSize;
+      this.cache.insert(i, p);
     } else {
-      this.cache.delete(i);
+      this.cache.touch(i, p);
     }
-    this.cache.set(i, p);
-    if (!p.dirty) {
-      p.dirty = true;
-      this.dirty += this.blockSize;
-    }
+    this.cache.markDirty(p);
     return p;
   }
 
-  /** Evicts clean pages, least recently used first, until the cache is within its bound. */
   private evict(): void {
-    if (this.cached <= this.cacheBytes) return;
-    for (const [i, p] of this.cache) {
-      if (this.cached <= this.cacheBytes) break;
-      if (!p.dirty) this.drop(i, p);
-    }
+    this.cache.evict();
   }
 
   private discardDirty(): void {
-    for (const [i, p] of [...this.cache]) if (p.dirty || !p.based) this.drop(i, p);
-    this.dirty = 0;
+    for (const [i, p] of this.cache.entries()) if (p.dirty || !p.based) this.drop(i, p);
     this.localSize = this.snapSize;
     this.truncatedTo = this.snapSize;
   }
 
   // ---- loading (loadblk) ----
 
-  /** Block `i`'s page with its base laid (loading it from the snapshot when needed). */
-  private based(i: number): Promise<Page> {
-    const p = this.cache.get(i);
-    if (p?.based === true) {
-      this.locked(() => {
-        this.cache.delete(i);
-        this.cache.set(i, p);
-      });
-      return Promise.resolve(p);
-    }
-    if (i * this.blockSize >= this.truncatedTo) {
+  /**
+   * Hands block `i`'s page, its base laid, to `use` under the lock — at once
+   * when cached, else in the step its load caches it — loading it from the
+   * snapshot when needed. `use` is the only place the page's buffer is read:
+   * never after an await (a page dropped since may have had its buffer reused).
+   */
+  private withPage(i: number, use?: (p: Page) => void): Promise<void> {
+    const ready = this.locked(() => {
+      const p = this.cache.get(i);
+      if (p?.based === true) {
+        this.cache.touch(i, p);
+        use?.(p);
+        return true;
+      }
+      if (i * this.blockSize < this.truncatedTo) return false;
       // Past the snapshot's end or the truncation: zeros, nothing to load.
-      return Promise.resolve(this.locked(() => {
-        const q = this.cache.get(i) ?? newPage(this.blockSize);
-        if (!this.cache.has(i)) this.cached += this.blockSize;
-        layBase(q, undefined, 0);
-        this.cache.delete(i);
-        this.cache.set(i, q);
-        this.evict();
-        return q;
-      }));
+      const q = p ?? this.cache.newPage();
+      if (p === undefined) this.cache.insert(i, q);
+      else this.cache.touch(i, q);
+      layBase(q, undefined, 0);
+      use?.(q);
+      this.evict();
+      return true;
+    });
+    if (ready) return Promise.resolve();
+    let l = this.loading.get(i);
+    if (l === undefined) {
+      const users: Array<(p: Page) => void> = [];
+      l = { done: this.load(i, users), users };
+      this.loading.set(i, l);
     }
-    const inflight = this.loading.get(i);
-    if (inflight !== undefined) return inflight;
-    const load = this.load(i).finally(() => this.loading.delete(i));
-    this.loading.set(i, load);
-    return load;
+    if (use !== undefined) l.users.push(use);
+    return l.done;
   }
 
-  private async load(i: number): Promise<Page> {
+  /** Reads a whole block straight into `dst` (a streaming read, embedded), bypassing the cache: zeros past the stored bytes. */
+  private async direct(i: number, dst: Uint8Array): Promise<void> {
     if (++this.txOps > this.renewAfter) await this.renew();
-    const gen = this.txGen;
     const tx = this.tx;
     this.txUsers.set(tx, (this.txUsers.get(tx) ?? 0) + 1);
-    let e;
     try {
-      e = await this.storage(() => tx.get(blockPath(this.path, i)));
+      const r = await this.storage(() => tx.readInto!(blockPath(this.path, i), dst));
+      const n = Math.max(0, Math.min(r?.length ?? 0, this.truncatedTo - i * this.blockSize));
+      if (n < dst.length) dst.fill(0, n);
+      this.counters.loads++;
     } finally {
-      const n = this.txUsers.get(tx)! - 1;
-      if (n > 0) this.txUsers.set(tx, n);
-      else {
-        this.txUsers.delete(tx);
-        // A renewed-away transaction is aborted by its last load.
-        if (tx !== this.tx && this.retired.delete(tx)) void this.storage(() => tx.abort()).catch(() => {});
+      this.releaseTx(tx);
+    }
+  }
+
+  private releaseTx(tx: Transaction): void {
+    const n = this.txUsers.get(tx)! - 1;
+    if (n > 0) this.txUsers.set(tx, n);
+    else {
+      this.txUsers.delete(tx);
+      // A renewed-away transaction is aborted by its last load.
+      if (tx !== this.tx && this.retired.delete(tx)) void this.storage(() => tx.abort()).catch(() => {});
+    }
+  }
+
+  private async load(i: number, users: Array<(p: Page) => void>): Promise<void> {
+    const bs = this.blockSize;
+    let buf: Uint8Array | undefined;
+    try {
+      if (++this.txOps > this.renewAfter) await this.renew();
+      const gen = this.txGen;
+      const tx = this.tx;
+      this.txUsers.set(tx, (this.txUsers.get(tx) ?? 0) + 1);
+      let base: Uint8Array | undefined;
+      let modRev: number | undefined;
+      try {
+        if (tx.readInto !== undefined) {
+          // Embedded: the block straight into a page buffer (one positional read, checked; no copy of the store's).
+          buf = this.locked(() => this.cache.buffer(false));
+          const r = await this.storage(() => tx.readInto!(blockPath(this.path, i), buf!));
+          if (r !== undefined) {
+            base = buf.subarray(0, r.length);
+            modRev = r.stat.modRev;
+          }
+        } else {
+          const e = await this.storage(() => tx.get(blockPath(this.path, i)));
+          base = e?.value;
+          modRev = e?.stat.modRev;
+        }
+      } finally {
+        this.releaseTx(tx);
+      }
+      this.locked(() => {
+        this.loading.delete(i);
+        if (gen !== this.txGen) throw new BugError('bigfile: a load finished after its snapshot was replaced');
+        const keep = this.truncatedTo - i * bs;
+        let p = this.cache.get(i);
+        if (p === undefined) {
+          if (buf !== undefined) {
+            // The buffer read into becomes the page: zeros past the stored bytes (a short last block, or truncated away).
+            const n = Math.max(0, Math.min(base?.length ?? 0, keep));
+            if (n < bs) buf.fill(0, n);
+            p = { data: buf, based: true, written: [], dirty: false, known: false, modRev: undefined };
+            buf = undefined;
+          } else {
+            p = this.cache.newPage();
+            layBase(p, base, keep);
+          }
+          this.cache.insert(i, p);
+        } else {
+          // Written before it was loaded: the stored bytes go under the writes (or become the page, when it has none).
+          layBase(p, base, keep);
+          if (buf !== undefined && p.data.buffer === buf.buffer) buf = undefined;
+          this.cache.touch(i, p);
+        }
+        p.known = true;
+        p.modRev = modRev;
+        this.counters.loads++;
+        for (const use of users) use(p);
+        this.evict();
+      });
+    } catch (e) {
+      this.locked(() => {
+        if (this.loading.get(i)?.users === users) this.loading.delete(i);
+      });
+      throw e;
+    } finally {
+      if (buf !== undefined) {
+        const b = buf;
+        this.locked(() => this.cache.giveBack(b));
       }
     }
-    return this.locked(() => {
-      if (gen !== this.txGen) throw new BugError('bigfile: a load finished after its snapshot was replaced');
-      let p = this.cache.get(i);
-      if (p === undefined) {
-        p = loadedPage(this.blockSize, e?.value, this.truncatedTo - i * this.blockSize);
-        this.cached += this.blockSize;
-      } else {
-        layBase(p, e?.value, this.truncatedTo - i * this.blockSize);
-      }
-      p.known = true;
-      p.modRev = e?.stat.modRev;
-      this.cache.delete(i);
-      this.cache.set(i, p);
-      this.counters.loads++;
-      this.evict();
-      return p;
-    });
   }
 
   /**
@@ -521,7 +585,7 @@ export class BigFileHandleImpl implements BigFileHandle {
     const bs = this.blockSize;
     const snap = this.tx;
     const plan = this.locked(() => ({
-      dirty: [...this.cache].filter(([, p]) => p.dirty).map(([i]) => i),
+      dirty: this.cache.entries().filter(([, p]) => p.dirty).map(([i]) => i),
       size: this.localSize,
       truncatedTo: this.truncatedTo,
     }));
@@ -597,7 +661,7 @@ export class BigFileHandleImpl implements BigFileHandle {
 
   /** A CONFLICT naming the dirty blocks another client changed since the snapshot (and whether it resized the file). */
   private async nameConflict(e: LatchkeyError): Promise<LatchkeyError> {
-    const seen = this.locked(() => [...this.cache].filter(([, p]) => p.dirty && p.known).map(([i, p]) => ({ i, modRev: p.modRev })));
+    const seen = this.locked(() => this.cache.entries().filter(([, p]) => p.dirty && p.known).map(([i, p]) => ({ i, modRev: p.modRev })));
     const blocks: number[] = [];
     await pool(seen, IO_CONCURRENCY, async ({ i, modRev }) => {
       const now = await this.storage(() => this.store.get(blockPath(this.path, i)));
@@ -701,7 +765,7 @@ export class BigFileHandleImpl implements BigFileHandle {
         }
         for (const [a, b] of ev.change.ranges) {
           if (b - a + 1 > this.cache.size) {
-            for (const [i, p] of [...this.cache]) if (i >= a && i <= b) { this.drop(i, p); this.counters.invalidations++; }
+            for (const [i, p] of this.cache.entries()) if (i >= a && i <= b) { this.drop(i, p); this.counters.invalidations++; }
           } else {
             for (let i = a; i <= b; i++) {
               const p = this.cache.get(i);
@@ -713,7 +777,7 @@ export class BigFileHandleImpl implements BigFileHandle {
       this.pending.length = keep;
       for (const r of this.ownRevs) if (r <= snap) this.ownRevs.delete(r);
       // A page past the new end can only be stale.
-      for (const [i, p] of [...this.cache]) if (i * this.blockSize >= m.size) this.drop(i, p);
+      for (const [i, p] of this.cache.entries()) if (i * this.blockSize >= m.size) this.drop(i, p);
       if (!this.feedBroken) return false;
       this.dropAllClean();
       this.feedBroken = false;
@@ -724,7 +788,7 @@ export class BigFileHandleImpl implements BigFileHandle {
   }
 
   private dropAllClean(): void {
-    for (const [i, p] of [...this.cache]) if (!p.dirty) this.drop(i, p);
+    for (const [i, p] of this.cache.entries()) if (!p.dirty) this.drop(i, p);
     this.counters.fullDrops++;
   }
 

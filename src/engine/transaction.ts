@@ -3,14 +3,15 @@
  * All reads and writes happen on the transaction's private workspace; nothing
  * is visible to anyone else until `commit`.
  */
-import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
+import type { CommitResult, Entry, Listing, ListOptions, Stat, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { AtomicOp } from '../core/ops.js';
 import { TxState } from '../core/transaction.js';
 import { parentPath, parsePath } from '../core/path.js';
 import { mutationBytes, COMMIT_BASE_BYTES } from '../core/commit-size.js';
 import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNodeAsync, makeListing } from '../edge/entry.js';
+import { entryOfNodeAsync, makeListing, statOf } from '../edge/entry.js';
+import { readValueInto, valueLength } from '../core/value.js';
 import { TransactionEdge } from '../edge/session.js';
 import type { Engine } from './engine.js';
 
@@ -61,6 +62,20 @@ export class TransactionImpl extends TransactionEdge {
   protected async _get(path: string): Promise<Entry | undefined> {
     const n = this.tx.get(path);
     return n === undefined ? undefined : entryOfNodeAsync(path, n, this.tx.snapshotRev);
+  }
+
+  /** Transaction.readInto (embedded only): the value straight into `target`, no copy of the store's own. */
+  async readInto(path: string, target: Uint8Array): Promise<{ length: number; stat: Stat } | undefined> {
+    this.checkOpen();
+    parsePath(path);
+    if (!(target instanceof Uint8Array)) throw new LatchkeyError('INVALID_ARGUMENT', 'readInto: target must be a Uint8Array');
+    const n = this.tx.get(path);
+    if (n === undefined) return undefined;
+    if (valueLength(n.value) > target.length) {
+      throw new LatchkeyError('TOO_LARGE', `readInto: the value at ${path} is ${valueLength(n.value)} bytes, the target ${target.length}`, { path });
+    }
+    const length = await readValueInto(n.value, target);
+    return { length, stat: statOf(n) };
   }
 
   protected async _exists(path: string): Promise<boolean> {
