@@ -19,23 +19,23 @@
  *    ZODB applies them.
  * 4. Storage gets a copy of each dirty page, never the page's buffer.
  */
-import type { BigFileHandle, BigFileHandleOptions, BigFileHandleStats, BigFileInfo, Store, Transaction, WatchEvent } from '../api.js';
+import type { BigFileHandle, BigFileHandleOptions, BigFileHandleStats, BigFileInfo, Store, Transaction } from '../api.js';
 import { BugError, LatchkeyError, invalidArgument } from '../core/errors.js';
-import { type Change, blockPath, blocksDir, checkOffset, decodeChange, decodeMeta, encodeChange, encodeMeta, logPath, toRanges } from './meta.js';
+import { blockPath, checkOffset, decodeMeta, logPath } from './meta.js';
 import { PageCache } from './cache.js';
-import { type Page, addRange, allZero, layBase, pool } from './pages.js';
+import { ChangeFeed } from './feed.js';
+import { type WriteoutHost, nameConflict, writeout } from './writeout.js';
+import { IO_CONCURRENCY, type Page, addRange, allZero, layBase, pool } from './pages.js';
+
+export { IO_CONCURRENCY };
 
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 /** Dirty bytes are bounded below the store's default commit cap (64 MiB): a commit always fits. */
 export const DEFAULT_MAX_DIRTY_BYTES = 32 * 1024 * 1024;
 /** A commit makes two operations per dirty block; a server allows 10,000 per transaction (maxTxOps). */
 export const MAX_DIRTY_BLOCKS = 4096;
-/** Blocks loaded or stored at once (the in-flight overhead above cacheBytes is at most this many blocks). */
-export const IO_CONCURRENCY = 8;
 /** Blocks loaded ahead of a sequential reader (at most a quarter of the cache). */
 export const READ_AHEAD = 8;
-/** The change feed's value stays well under any value limit; past it a commit reports "everything changed". */
-const MAX_CHANGE_BYTES = 64 * 1024;
 /** A server allows 10,000 operations per transaction (maxTxOps): the snapshot's transaction is renewed well before. */
 export const RENEW_AFTER_OPS = 4000;
 
@@ -86,13 +86,9 @@ export class BigFileHandleImpl implements BigFileHandle {
   /** Set when the file node vanished or the handle's transaction died: the next boundary must succeed first. */
   private broken: LatchkeyError | undefined;
 
-  // The change feed (PATH/log), queued here and applied at boundaries.
-  private feedAbort: AbortController | undefined;
-  private feedGen = 0;
-  private feedBroken = false;
-  private delivered = 0;
-  private readonly pending: Array<{ rev: number; change: Change }> = [];
-  private readonly feedWaiters: Array<{ rev: number; wake: () => void }> = [];
+  /** The change feed (PATH/log), queued there and applied at boundaries. */
+  private readonly feed: ChangeFeed;
+  /** Revisions of this handle's own commits: their changes are already in its pages. */
   private readonly ownRevs = new Set<number>();
 
   private readonly counters = { loads: 0, stores: 0, invalidations: 0, fullDrops: 0 };
@@ -110,6 +106,7 @@ export class BigFileHandleImpl implements BigFileHandle {
     }
     this.cacheBytes = cacheBytes;
     this.cache = new PageCache(blockSize, cacheBytes);
+    this.feed = new ChangeFeed(store, logPath(path), (fn) => this.locked(fn), (fn) => this.storage(fn));
     this.maxDirtyBytes = maxDirty;
     // @internal: tests lower it to meet a server's small maxTxOps.
     this.renewAfter = (options as { renewAfterOps?: number }).renewAfterOps ?? RENEW_AFTER_OPS;
@@ -293,7 +290,7 @@ export class BigFileHandleImpl implements BigFileHandle {
     await this.enterBoundary();
     try {
       if (this.broken !== undefined) throw this.broken;
-      const r = await this.writeout();
+      const r = await writeout(this.writeoutHost());
       if (r !== undefined) {
         stored = true;
         this.locked(() => {
@@ -313,7 +310,7 @@ export class BigFileHandleImpl implements BigFileHandle {
     }
     try {
       if (!stored) {
-        if (failure !== undefined && LatchkeyError.is(failure, 'CONFLICT')) failure = await this.nameConflict(failure);
+        if (failure !== undefined && LatchkeyError.is(failure, 'CONFLICT')) failure = await nameConflict(this.writeoutHost(), failure);
         this.locked(() => this.discardDirty());
       }
       this.writingOut = false;
@@ -360,9 +357,7 @@ export class BigFileHandleImpl implements BigFileHandle {
     while (this.boundary !== undefined) await this.boundary;
     if (this.closed) return;
     this.closed = true;
-    this.feedGen++;
-    this.feedAbort?.abort();
-    for (const w of this.feedWaiters.splice(0)) w.wake();
+    this.feed.close();
     this.locked(() => this.cache.clear());
     if (this.tx.state === 'open') await this.storage(() => this.tx.abort()).catch(() => {});
   }
@@ -548,9 +543,9 @@ export class BigFileHandleImpl implements BigFileHandle {
         const tx = this.storage(() => this.store.begin());
         const meta = await this.storage(() => tx.get(this.path));
         const head = await this.storage(() => this.store.get(logPath(this.path)));
-        if (head !== undefined) await this.feedAt(head.stat.modRev);
+        if (head !== undefined) await this.feed.at(head.stat.modRev);
         const snap = tx.snapshotRevision;
-        const moved = meta?.stat.modRev !== this.snapModRev || this.feedBroken || this.pending.some((ev) => ev.rev <= snap && !this.ownRevs.has(ev.rev));
+        const moved = meta?.stat.modRev !== this.snapModRev || this.feed.broken || this.feed.pending.some((ev) => ev.rev <= snap && !this.ownRevs.has(ev.rev));
         if (moved) {
           await this.storage(() => tx.abort()).catch(() => {});
           throw new LatchkeyError('COMPACTED', `bigfile ${this.path}: the file changed since this handle's snapshot (r${this.snapshot}) and the snapshot has made its ${this.renewAfter} reads; refresh() (or abort()) to read on`, { path: this.path });
@@ -570,110 +565,17 @@ export class BigFileHandleImpl implements BigFileHandle {
     return this.renewing;
   }
 
-  // ---- writeout (storeblk), outside the lock ----
+  // ---- writeout (storeblk), outside the lock: writeout.ts ----
 
-  /**
-   * Stores the dirty blocks, deletions and metadata in one transaction of
-   * their own (the snapshot's transaction only ever reads, so reading a block
-   * another client changed never makes a commit conflict: only writing one
-   * does). Each block written is checked against its modRev in the snapshot
-   * (or its absence), so the commit is CONFLICT when another client changed
-   * it; a commit that resizes the file or creates a block checks that the
-   * size did not move either. Undefined when there is nothing to store.
-   */
-  private async writeout(): Promise<{ revision: number; changed: number; size: number } | undefined> {
-    const bs = this.blockSize;
-    const snap = this.tx;
-    const plan = this.locked(() => ({
-      dirty: this.cache.entries().filter(([, p]) => p.dirty).map(([i]) => i),
-      size: this.localSize,
-      truncatedTo: this.truncatedTo,
-    }));
-    if (plan.dirty.length === 0 && plan.size === this.snapSize && plan.truncatedTo === this.snapSize) return undefined;
-    const changed = new Set<number>(plan.dirty);
-    // The snapshot's modRev (and base) of every dirty block: dirty pages are pinned (never evicted) and unchanged during writeout.
-    await pool(plan.dirty, IO_CONCURRENCY, async (i) => {
-      const p = this.locked(() => this.cache.get(i));
-      if (p === undefined || !p.dirty) throw new BugError(`bigfile: dirty page ${i} changed during writeout`);
-      if (p.known && p.based) return;
-      this.txOps++;
-      const e = await this.storage(() => snap.get(blockPath(this.path, i)));
-      this.locked(() => {
-        layBase(p, e?.value, this.truncatedTo - i * bs);
-        p.known = true;
-        p.modRev = e?.stat.modRev;
-      });
-    });
-    // Blocks the truncation cut off entirely, as the snapshot has them.
-    const gone: number[] = [];
-    if (plan.truncatedTo < this.snapSize) {
-      const firstGone = Math.ceil(plan.truncatedTo / bs);
-      let after: string | undefined;
-      for (;;) {
-        const names = await this.storage(() => snap.list(blocksDir(this.path), after === undefined ? { limit: 10000 } : { after, limit: 10000 }));
-        for (const n of names) {
-          const i = Number(n);
-          if (Number.isSafeInteger(i) && i >= firstGone && !changed.has(i)) gone.push(i);
-        }
-        if (!names.more) break;
-        after = names.at(-1);
-      }
-      for (const i of gone) changed.add(i);
-    }
-    const tx = this.storage(() => this.store.begin());
-    try {
-      let sizeMatters = plan.size !== this.snapSize || plan.truncatedTo !== this.snapSize;
-      // Checks and writes, each block's check right before its write; every value a copy (rule 4).
-      await pool(plan.dirty, IO_CONCURRENCY, async (i) => {
-        const { bytes, modRev } = this.locked(() => {
-          const p = this.cache.get(i)!;
-          const len = Math.max(0, Math.min(bs, plan.size - i * bs));
-          return { bytes: len === 0 || allZero(p.data, len) ? undefined : p.data.slice(0, len), modRev: p.modRev };
-        });
-        const at = blockPath(this.path, i);
-        // The check and the write go out together (pipelined over a socket); a failed check fails the commit whatever the write did.
-        if (modRev === undefined) {
-          sizeMatters = true;
-          await Promise.all([
-            this.storage(() => tx.check(at, { exists: false })),
-            bytes !== undefined ? this.storage(() => tx.set(at, bytes)) : undefined,
-          ]);
-        } else {
-          await Promise.all([
-            this.storage(() => tx.check(at, { modRev })),
-            bytes !== undefined ? this.storage(() => tx.set(at, bytes)) : this.storage(() => tx.delete(at)),
-          ]);
-        }
-      });
-      await pool(gone, IO_CONCURRENCY, async (i) => {
-        await this.storage(() => tx.delete(blockPath(this.path, i)));
-      });
-      if (sizeMatters) await this.storage(() => tx.check(this.path, { modRev: this.snapModRev }));
-      if (plan.size !== this.snapSize) await this.storage(() => tx.set(this.path, encodeMeta(this.metaFor(plan.size))));
-      await this.storage(() => tx.set(logPath(this.path), encodeChange(toRanges(changed), MAX_CHANGE_BYTES)));
-      const r = await this.storage(() => tx.commit());
-      return { revision: r.revision, changed: changed.size, size: plan.size };
-    } catch (e) {
-      if (tx.state === 'open') await this.storage(() => tx.abort()).catch(() => {});
-      throw e;
-    }
-  }
-
-  /** A CONFLICT naming the dirty blocks another client changed since the snapshot (and whether it resized the file). */
-  private async nameConflict(e: LatchkeyError): Promise<LatchkeyError> {
-    const seen = this.locked(() => this.cache.entries().filter(([, p]) => p.dirty && p.known).map(([i, p]) => ({ i, modRev: p.modRev })));
-    const blocks: number[] = [];
-    await pool(seen, IO_CONCURRENCY, async ({ i, modRev }) => {
-      const now = await this.storage(() => this.store.get(blockPath(this.path, i)));
-      if (now?.stat.modRev !== modRev) blocks.push(i);
-    }).catch(() => {});
-    const meta = await this.storage(() => this.store.get(this.path)).catch(() => undefined);
-    const resized = meta?.stat.modRev !== this.snapModRev;
-    blocks.sort((a, b) => a - b);
-    const what = [blocks.length > 0 ? `block${blocks.length > 1 ? 's' : ''} ${blocks.join(', ')}` : '', resized ? 'its size' : ''].filter((s) => s !== '').join(' and ') || 'the file';
-    return new LatchkeyError('CONFLICT', `bigfile ${this.path}: another client changed ${what} since this handle's snapshot (r${this.snapshot}); nothing was stored, the handle's writes are discarded`, {
-      path: e.path ?? this.path, cause: e, info: { blocks, resized, snapshotRevision: this.snapshot },
-    });
+  /** What writeout.ts needs of the handle: its snapshot and gates (the plan is read under the lock there). */
+  private writeoutHost(): WriteoutHost {
+    return {
+      path: this.path, blockSize: this.blockSize, store: this.store, snap: this.tx, snapshot: this.snapshot, snapSize: this.snapSize, snapModRev: this.snapModRev,
+      cache: this.cache, metaFor: this.metaFor,
+      plan: () => ({ size: this.localSize, truncatedTo: this.truncatedTo }),
+      countRead: () => { this.txOps++; },
+      locked: (fn) => this.locked(fn), storage: (fn) => this.storage(fn),
+    };
   }
 
   // ---- boundaries: a new snapshot, invalidation from the change feed ----
@@ -738,10 +640,10 @@ export class BigFileHandleImpl implements BigFileHandle {
     const m = decodeMeta(this.path, meta.value);
     if (m.blockSize !== this.blockSize) throw new LatchkeyError('CONFLICT', `bigfile ${this.path} was recreated with another block size`, { path: this.path });
     const snap = tx.snapshotRevision;
-    if (first) this.startFeed(snap + 1);
+    if (first) this.feed.start(snap + 1);
     // The feed is caught up to the snapshot once it delivered the last change to PATH/log (read at the head, outside the transaction).
     const head = await this.storage(() => this.store.get(logPath(this.path)));
-    if (head !== undefined) await this.feedAt(head.stat.modRev);
+    if (head !== undefined) await this.feed.at(head.stat.modRev);
     const restart = this.locked(() => {
       this.tx = tx;
       this.txOps = 1;
@@ -753,9 +655,9 @@ export class BigFileHandleImpl implements BigFileHandle {
       this.truncatedTo = m.size;
       this.broken = undefined;
       let keep = 0;
-      for (const ev of this.pending) {
+      for (const ev of this.feed.pending) {
         if (ev.rev > snap) {
-          this.pending[keep++] = ev;
+          this.feed.pending[keep++] = ev;
           continue;
         }
         if (this.ownRevs.delete(ev.rev)) continue;
@@ -774,68 +676,21 @@ export class BigFileHandleImpl implements BigFileHandle {
           }
         }
       }
-      this.pending.length = keep;
+      this.feed.pending.length = keep;
       for (const r of this.ownRevs) if (r <= snap) this.ownRevs.delete(r);
       // A page past the new end can only be stale.
       for (const [i, p] of this.cache.entries()) if (i * this.blockSize >= m.size) this.drop(i, p);
-      if (!this.feedBroken) return false;
+      if (!this.feed.broken) return false;
       this.dropAllClean();
-      this.feedBroken = false;
-      this.pending.length = 0;
+      this.feed.broken = false;
+      this.feed.pending.length = 0;
       return true;
     });
-    if (restart) this.startFeed(snap + 1);
+    if (restart) this.feed.start(snap + 1);
   }
 
   private dropAllClean(): void {
     for (const [i, p] of this.cache.entries()) if (!p.dirty) this.drop(i, p);
     this.counters.fullDrops++;
-  }
-
-  private startFeed(from: number): void {
-    this.feedAbort?.abort();
-    // Everything up to `from` - 1 is in the snapshot already: the feed owes nothing before it.
-    if (from - 1 > this.delivered) this.delivered = from - 1;
-    const gen = ++this.feedGen;
-    const ac = new AbortController();
-    this.feedAbort = ac;
-    const events = this.storage(() => this.store.watch(logPath(this.path), { fromRevision: from, signal: ac.signal }));
-    void (async () => {
-      try {
-        for await (const ev of events) {
-          if (gen !== this.feedGen) return;
-          this.onFeed(ev);
-        }
-      } catch {
-        // COMPACTED, QUOTA, CLOSED, ABORTED: below.
-      }
-      if (gen !== this.feedGen) return;
-      // The feed ended: everything cached may be stale; the next boundary drops the cache and watches again.
-      this.locked(() => { this.feedBroken = true; });
-      for (const w of this.feedWaiters.splice(0)) w.wake();
-    })();
-  }
-
-  /** The change feed's callback: queue the change under the lock and return; it never waits for the handle. */
-  private onFeed(ev: WatchEvent): void {
-    this.locked(() => {
-      const change: Change = ev.type === 'delete' ? { ranges: [], all: true } : decodeChange(ev.value);
-      this.pending.push({ rev: ev.revision, change });
-      if (ev.revision > this.delivered) this.delivered = ev.revision;
-    });
-    let keep = 0;
-    const ready: Array<() => void> = [];
-    for (const w of this.feedWaiters) {
-      if (w.rev <= this.delivered) ready.push(w.wake);
-      else this.feedWaiters[keep++] = w;
-    }
-    this.feedWaiters.length = keep;
-    for (const wake of ready) wake();
-  }
-
-  /** Resolves once the feed delivered revision `rev` (or broke, or the handle closed). */
-  private feedAt(rev: number): Promise<void> {
-    if (this.delivered >= rev || this.feedBroken || this.closed) return Promise.resolve();
-    return new Promise((wake) => this.feedWaiters.push({ rev, wake }));
   }
 }

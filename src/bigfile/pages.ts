@@ -4,6 +4,9 @@
  * lock discipline; this file only moves bytes.
  */
 
+/** Blocks loaded or stored at once (the in-flight overhead above cacheBytes is at most this many blocks). */
+export const IO_CONCURRENCY = 8;
+
 /** Byte ranges [start, end) of a page written before its base was loaded: sorted, disjoint, merged. */
 export type Ranges = Array<[number, number]>;
 
