@@ -14,8 +14,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface MmapAddon {
-  /** Maps the whole file read-only; the ArrayBuffer is external memory over the mapping (unmapped when collected). */
-  map(file: string): ArrayBuffer;
+  /** Maps [offset, offset + length) of the file read-only (offset a multiple of 4096); the ArrayBuffer is external memory over the mapping (unmapped when collected). */
+  map(file: string, offset: number, length: number): ArrayBuffer;
 }
 
 export function loadMmap(): { addon: MmapAddon } | { reason: string } {

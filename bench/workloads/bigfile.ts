@@ -40,6 +40,8 @@ const CHUNK = MiB;
 const COMMIT = 16 * MiB;
 /** Each handle's page cache. */
 const CACHE = 64 * MiB;
+/** The mapped peer maps the file in windows of this many bytes (a multiple of CHUNK). */
+const WINDOW = 1024 * MiB;
 
 const load = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
 const median = (xs: number[]): number => {
@@ -155,18 +157,24 @@ function plainTarget(dir: string): Kind {
  */
 function mmapReads(dir: string, addon: MmapAddon): Pick<Target, 'seqRead' | 'randRead'> {
   const buf = new Uint8Array(CHUNK);
-  const view = (): Uint8Array => new Uint8Array(addon.map(path.join(dir, 'plain.bin')));
+  // The file as windows of at most 1 GiB (one ArrayBuffer holds at most 4 GiB), all mapped at once.
+  const views = (bytes: number): Uint8Array[] => {
+    const out: Uint8Array[] = [];
+    for (let at = 0; at < bytes; at += WINDOW) out.push(new Uint8Array(addon.map(path.join(dir, 'plain.bin'), at, Math.min(WINDOW, bytes - at))));
+    return out;
+  };
+  const at = (m: Uint8Array[], off: number): Uint8Array => m[Math.floor(off / WINDOW)]!.subarray(off % WINDOW, (off % WINDOW) + CHUNK);
   return {
     async seqRead(bytes) {
       const t0 = performance.now();
-      const m = view();
-      for (let at = 0; at < bytes; at += CHUNK) buf.set(m.subarray(at, at + CHUNK));
+      const m = views(bytes);
+      for (let off = 0; off < bytes; off += CHUNK) buf.set(at(m, off));
       return mbps(bytes, performance.now() - t0);
     },
     async randRead(bytes, ops) {
       const t0 = performance.now();
-      const m = view();
-      for (const i of shuffled(bytes / BS, ops, 7)) buf.set(m.subarray(i * BS, i * BS + CHUNK));
+      const m = views(bytes);
+      for (const i of shuffled(bytes / BS, ops, 7)) buf.set(at(m, i * BS));
       return mbps(ops * CHUNK, performance.now() - t0);
     },
   };

@@ -25,7 +25,7 @@ import { blockPath, checkOffset, decodeMeta, logPath } from './meta.js';
 import { PageCache } from './cache.js';
 import { ChangeFeed } from './feed.js';
 import { type WriteoutHost, nameConflict, writeout } from './writeout.js';
-import { IO_CONCURRENCY, type Page, addRange, allZero, layBase, pool } from './pages.js';
+import { IO_CONCURRENCY, type Page, addRange, allZero, layBase, loadedPage, pool } from './pages.js';
 
 export { IO_CONCURRENCY };
 
@@ -501,8 +501,8 @@ export class BigFileHandleImpl implements BigFileHandle {
             p = { data: buf, based: true, written: [], dirty: false, known: false, modRev: undefined };
             buf = undefined;
           } else {
-            p = this.cache.newPage();
-            layBase(p, base, keep);
+            // The entry's bytes are the page when they are a whole block of their own (a remote get's are), else a zero-padded copy.
+            p = loadedPage(bs, base, keep);
           }
           this.cache.insert(i, p);
         } else {
