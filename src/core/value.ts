@@ -33,8 +33,6 @@ export interface ValueReader {
   read(ref: ValueRef): Promise<Uint8Array>;
   /** The bytes if they are in memory (cache), else undefined; never does I/O. */
   peek(ref: ValueRef): Uint8Array | undefined;
-  /** The bytes copied into `target` (from the cache) or read straight into it (not cached); the length. */
-  readInto?(ref: ValueRef, target: Uint8Array): Promise<number>;
 }
 
 export class ValueRef implements ValueLocation {
@@ -63,24 +61,6 @@ export function bytesOf(v: Value): Uint8Array {
 export function readValue(v: Value): Uint8Array | Promise<Uint8Array> {
   if (v instanceof Uint8Array) return v;
   return v.reader.peek(v) ?? v.reader.read(v);
-}
-
-/** The bytes of `v` into `target` (at least `v.length` long), with one copy at most: a ref not cached is read straight into it. The length. */
-export function readValueInto(v: Value, target: Uint8Array): number | Promise<number> {
-  if (v instanceof Uint8Array) {
-    target.set(v);
-    return v.length;
-  }
-  const hit = v.reader.peek(v);
-  if (hit !== undefined) {
-    target.set(hit);
-    return hit.length;
-  }
-  if (v.reader.readInto !== undefined) return v.reader.readInto(v, target);
-  return v.reader.read(v).then((b) => {
-    target.set(b);
-    return b.length;
-  });
 }
 
 /** True when `a` and `b` are the same bytes (two refs to one place are equal without a read). */

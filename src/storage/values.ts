@@ -341,24 +341,8 @@ export class ValueStore implements ValueReader {
     return this.checked(ref, buf, got);
   }
 
-  /**
-   * The bytes straight into `target` (at least `ref.length` long): from the
-   * cache when there (one copy), else one positional read into it, checked,
-   * and not cached (the caller keeps its own copy: a BigFile's page cache).
-   * The length read. Added by the bigfile-speed branch (issue 16).
-   */
-  async readInto(ref: ValueRef, target: Uint8Array): Promise<number> {
-    const hit = this.peek(ref);
-    if (hit !== undefined) {
-      target.set(hit);
-      return hit.length;
-    }
-    this.counters.cacheMisses++;
-    return (await this.read(ref, false, target.subarray(0, ref.length))).length;
-  }
-
-  /** `read`; `cache: false` neither looks in the cache nor fills it (compaction copying a file); `into`: read into that buffer (exactly `ref.length`). */
-  async read(ref: ValueRef, cache = true, into?: Uint8Array): Promise<Uint8Array> {
+  /** `read`; `cache: false` neither looks in the cache nor fills it (compaction copying a file). */
+  async read(ref: ValueRef, cache = true): Promise<Uint8Array> {
     if (cache) {
       const hit = this.peek(ref);
       if (hit !== undefined) return hit;
@@ -367,7 +351,7 @@ export class ValueStore implements ValueReader {
     this.pins.set(ref.file, (this.pins.get(ref.file) ?? 0) + 1);
     try {
       const fd = this.fdOf(ref.file);
-      const buf = into ?? uninitialized(ref.length);
+      const buf = uninitialized(ref.length);
       let got = 0;
       try {
         while (got < ref.length) {
