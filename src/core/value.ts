@@ -13,6 +13,7 @@
  *
  * Refs are immutable like nodes; every snapshot holding one shares it.
  */
+import { LatchkeyError } from './errors.js';
 
 /** Where a value lives on disk. */
 export interface ValueLocation {
@@ -33,6 +34,11 @@ export interface ValueReader {
   read(ref: ValueRef): Promise<Uint8Array>;
   /** The bytes if they are in memory (cache), else undefined; never does I/O. */
   peek(ref: ValueRef): Uint8Array | undefined;
+  /**
+   * Copies the bytes into `dest` at `at`, from the cache or by one
+   * asynchronous positional read straight into `dest` (checked, not cached).
+   */
+  readInto(ref: ValueRef, dest: Uint8Array, at?: number): Promise<void>;
 }
 
 export class ValueRef implements ValueLocation {
@@ -61,6 +67,22 @@ export function bytesOf(v: Value): Uint8Array {
 export function readValue(v: Value): Uint8Array | Promise<Uint8Array> {
   if (v instanceof Uint8Array) return v;
   return v.reader.peek(v) ?? v.reader.read(v);
+}
+
+/**
+ * Copies the bytes of `v` into `dest` at `at` (one copy: a value on disk and
+ * not cached is read straight into `dest`). INVALID_ARGUMENT when they do
+ * not fit.
+ */
+export function readValueInto(v: Value, dest: Uint8Array, at = 0): void | Promise<void> {
+  if (v instanceof Uint8Array) {
+    if (!Number.isInteger(at) || at < 0 || at + v.length > dest.length) {
+      throw new LatchkeyError('INVALID_ARGUMENT', `readValueInto: ${v.length} bytes do not fit at offset ${at} of a buffer of ${dest.length}`);
+    }
+    dest.set(v, at);
+    return;
+  }
+  return v.reader.readInto(v, dest, at);
 }
 
 /** True when `a` and `b` are the same bytes (two refs to one place are equal without a read). */

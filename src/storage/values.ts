@@ -308,7 +308,7 @@ export class ValueStore implements ValueReader {
     return fd;
   }
 
-  private checked(ref: ValueRef, buf: Uint8Array, got: number, cache = true): Uint8Array {
+  private checked(ref: ValueRef, buf: Uint8Array, got: number): void {
     const name = path.join(this.o.dir, valueFileName(ref.file));
     if (got !== ref.length) {
       throw corrupt(`value file ${name} at offset ${ref.offset}: ${got} of ${ref.length} bytes (cut short)`, { file: name, offset: ref.offset });
@@ -318,8 +318,6 @@ export class ValueStore implements ValueReader {
     }
     this.counters.valueReads++;
     this.counters.valueBytesRead += buf.length;
-    if (cache) this.remember(keyOf(ref.file, ref.offset), buf);
-    return buf;
   }
 
   readSync(ref: ValueRef): Uint8Array {
@@ -338,20 +336,21 @@ export class ValueStore implements ValueReader {
     } catch (e) {
       throw ioError('reading a value file', valueFileName(ref.file), e);
     }
-    return this.checked(ref, buf, got);
+    this.checked(ref, buf, got);
+    this.remember(keyOf(ref.file, ref.offset), buf);
+    return buf;
   }
 
-  /** `read`; `cache: false` neither looks in the cache nor fills it (compaction copying a file). */
-  async read(ref: ValueRef, cache = true): Promise<Uint8Array> {
-    if (cache) {
-      const hit = this.peek(ref);
-      if (hit !== undefined) return hit;
-      this.counters.cacheMisses++;
-    }
+  /**
+   * Reads `ref`'s bytes from its file into `buf` (exactly `ref.length`
+   * bytes), asynchronously on libuv's pool, with the file pinned for the
+   * whole read (compaction does not delete a pinned file), and checks them
+   * against the ref's CRC32C: CORRUPT naming the file and offset otherwise.
+   */
+  private async readFile(ref: ValueRef, buf: Uint8Array): Promise<void> {
     this.pins.set(ref.file, (this.pins.get(ref.file) ?? 0) + 1);
     try {
       const fd = this.fdOf(ref.file);
-      const buf = uninitialized(ref.length);
       let got = 0;
       try {
         while (got < ref.length) {
@@ -364,12 +363,51 @@ export class ValueStore implements ValueReader {
       } catch (e) {
         throw ioError('reading a value file', valueFileName(ref.file), e);
       }
-      return this.checked(ref, buf, got, cache);
+      this.checked(ref, buf, got);
     } finally {
       const left = (this.pins.get(ref.file) ?? 1) - 1;
       if (left === 0) this.pins.delete(ref.file);
       else this.pins.set(ref.file, left);
     }
+  }
+
+  /**
+   * The bytes of `ref`: from the cache, or read into a new buffer that the
+   * cache then keeps (the buffer returned is the cache's: callers never
+   * modify it). `cache: false` neither looks in the cache nor fills it
+   * (compaction copying a file).
+   */
+  async read(ref: ValueRef, cache = true): Promise<Uint8Array> {
+    if (cache) {
+      const hit = this.peek(ref);
+      if (hit !== undefined) return hit;
+      this.counters.cacheMisses++;
+    }
+    const buf = uninitialized(ref.length);
+    await this.readFile(ref, buf);
+    if (cache) this.remember(keyOf(ref.file, ref.offset), buf);
+    return buf;
+  }
+
+  /**
+   * Reads `ref`'s bytes into the caller's `dest` at `at` (one copy: from
+   * the cache when it holds them, else the file is read straight into
+   * `dest`, checked, and not cached: the caller keeps its own copy, as
+   * bigfile's page cache does). `dest` must have room for `ref.length`
+   * bytes from `at`. The same pinning and checksum rules as `read`; on
+   * CORRUPT, `dest`'s bytes in that range are unspecified.
+   */
+  async readInto(ref: ValueRef, dest: Uint8Array, at = 0): Promise<void> {
+    if (!Number.isInteger(at) || at < 0 || at + ref.length > dest.length) {
+      throw new LatchkeyError('INVALID_ARGUMENT', `readInto: ${ref.length} bytes do not fit at offset ${at} of a buffer of ${dest.length}`);
+    }
+    const hit = this.peek(ref);
+    if (hit !== undefined) {
+      dest.set(hit, at);
+      return;
+    }
+    this.counters.cacheMisses++;
+    await this.readFile(ref, dest.subarray(at, at + ref.length));
   }
 
   /** Drops a file from the cache and closes its descriptors (compaction, after it deleted the file). */

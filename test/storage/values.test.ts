@@ -4,7 +4,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { lookup } from '../../src/core/tree.js';
-import { ValueRef, readValue } from '../../src/core/value.js';
+import { ValueRef, readValue, readValueInto } from '../../src/core/value.js';
 import { open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
 import { FaultyFs, verify } from '../../src/storage/index.js';
@@ -173,4 +173,52 @@ test('a value read from a value file is a plain Uint8Array of its own: changing 
   (await s2.get('/b'))!.value.fill(7);
   assert.deepEqual((await s2.get('/b'))!.value, big(5000, 2));
   await s2.close();
+});
+
+test('readInto reads a value once, straight into the caller\'s buffer: checked, the file pinned meanwhile, not cached; a cached value is copied from the cache', async () => {
+  await using tmp = await tempDir();
+  const s1 = (await open(tmp.path, { inlineValueBytes: 0 })) as EmbeddedStore;
+  await s1.set('/a', big(70_000, 1));
+  await s1.set('/b', big(3000, 2));
+  const refB = refOf(s1, '/b');
+  await s1.close();
+  const s2 = (await open(tmp.path, { inlineValueBytes: 0 })) as EmbeddedStore;
+  const refA = refOf(s2, '/a');
+  const dest = new Uint8Array(80_000).fill(0xee);
+  const before = s2.stats();
+  const p = readValueInto(refA, dest, 5000);
+  assert.ok(p instanceof Promise, 'an uncached value is read asynchronously');
+  const store = refA.reader as unknown as { pins: Map<number, number> };
+  assert.equal(store.pins.get(refA.file), 1, 'the file is pinned while the read is in flight');
+  await p;
+  assert.equal(store.pins.has(refA.file), false, 'and unpinned after');
+  assert.deepEqual(dest.subarray(5000, 75_000), big(70_000, 1));
+  assert.equal(dest[4999], 0xee, 'nothing written before `at`');
+  assert.equal(dest[75_000], 0xee, 'nothing written after the value');
+  const after = s2.stats();
+  assert.equal(after.cacheMisses, (before.cacheMisses ?? 0) + 1);
+  assert.equal(after.cacheEntries, before.cacheEntries, 'a read into the caller\'s buffer does not fill the cache');
+  // Cached: copied from the cache.
+  await s2.get('/a');
+  const d2 = new Uint8Array(70_000);
+  const hits = s2.stats().cacheHits ?? 0;
+  await readValueInto(refA, d2);
+  assert.deepEqual(d2, big(70_000, 1));
+  assert.equal(s2.stats().cacheHits, hits + 1);
+  // Does not fit: INVALID_ARGUMENT, nothing read.
+  await assert.rejects(async () => readValueInto(refA, new Uint8Array(100)), (e: unknown) => LatchkeyError.is(e, 'INVALID_ARGUMENT'));
+  await assert.rejects(async () => readValueInto(refA, new Uint8Array(70_000), 1), (e: unknown) => LatchkeyError.is(e, 'INVALID_ARGUMENT'));
+  await s2.close();
+  // Damaged: CORRUPT naming the file and offset, as for read.
+  const file = path.join(tmp.path, (await readdir(tmp.path)).find((n) => n.endsWith('.val'))!);
+  await flipBit(file, refB.offset + 10, 1);
+  const s3 = (await open(tmp.path, { inlineValueBytes: 0 })) as EmbeddedStore;
+  await assert.rejects(async () => readValueInto(refOf(s3, '/b'), new Uint8Array(3000)), (e: unknown) => {
+    assert.ok(LatchkeyError.is(e, 'CORRUPT'));
+    assert.equal(e.info?.['file'], file);
+    assert.equal(e.info?.['offset'], refB.offset);
+    return true;
+  });
+  assert.equal((refOf(s3, '/b').reader as unknown as { pins: Map<number, number> }).pins.size, 0, 'a failed read unpins its file');
+  await s3.close();
 });
