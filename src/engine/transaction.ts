@@ -74,8 +74,8 @@ export class TransactionImpl extends TransactionEdge {
     if (valueLength(n.value) > target.length) {
       throw new LatchkeyError('TOO_LARGE', `readInto: the value at ${path} is ${valueLength(n.value)} bytes, the target ${target.length}`, { path });
     }
-    const length = await readValueInto(n.value, target);
-    return { length, stat: statOf(n) };
+    await readValueInto(n.value, target);
+    return { length: valueLength(n.value), stat: statOf(n) };
   }
 
   protected async _exists(path: string): Promise<boolean> {
