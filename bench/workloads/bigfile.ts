@@ -1,19 +1,27 @@
 /**
- * `npm run bench -- bigfile [--quick] [--size=MiB]`: BigFile and BigArray
- * (docs/bigfile.md) beside a plain file in the same run.
+ * `npm run bench -- bigfile [--quick] [--size=MiB] [--rounds=N] [--no-remote]`:
+ * BigFile and BigArray (docs/bigfile.md) beside a plain file in the same run.
  *
  * - Sequential and random read and write MB/s of one big file, 1 MiB blocks,
  *   1 MiB per call, a commit (or an fdatasync) every 16 MiB: latchkey
- *   embedded in memory, embedded durable (open(dir), fsync), remote (a
+ *   embedded in memory (files up to 4 GiB), embedded durable (open(dir),
+ *   fsync), embedded on disk not durable (durability 'none'), remote (a
  *   `latchkey serve` child, durable, over its Unix socket); the physical
- *   limit is a plain file's pwrite + fdatasync and pread in the same run.
- *   Reads of the plain file come from the OS page cache (it was just
- *   written; dropping caches needs root on a shared machine): a warm
- *   pread, the fastest a read can be. latchkey's reads are cold for its
- *   handle (a fresh handle each time).
- * - "Memory-mapped" plain file: Node has no mmap in core and the mmap-io
- *   package does not build on this Node (node-gyp fails), so the stand-in
- *   is readFileSync into one buffer read through a typed array.
+ *   limit is a plain file's pwrite + fdatasync and pread in the same round.
+ *   Every target writes its own copy in a fresh file or data directory and
+ *   removes it after its round, so a 16 GiB run (`--size=16384`, one round)
+ *   holds one copy on disk at a time. Reads of the plain file come from the
+ *   OS page cache when the file fits (it was just written; dropping caches
+ *   needs root on a shared machine). latchkey's reads are a fresh handle's
+ *   (its cache cold) into one reused buffer (`readInto`), as the preads are.
+ * - Memory-mapped peer: the plain file mapped (bench/native/mmap.cc, an
+ *   N-API addon compiled now with g++ and the Node headers; "not available"
+ *   with the reason when it cannot be) and read through a Uint8Array, right
+ *   after the plain file's preads.
+ * - Ratios against the plain file are taken per round and their median
+ *   reported (wall-clock MB/s on a shared machine are noisy; the ratio of
+ *   two targets measured side by side is less so), with the CPU time per
+ *   MiB of the sequential read in this process (a remote server's is apart).
  * - Array row reads/s: a float64 [rows, 3] array, random single rows and
  *   sequential chunks, beside the same rows in a Float64Array in memory.
  * - Invalidation: a reader has the whole file cached; another client commits
