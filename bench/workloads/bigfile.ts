@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- bigfile [--quick] [--size=MiB] [--rounds=N] [--no-remote]`:
+ * `npm run bench -- bigfile [--quick] [--size=MiB] [--rounds=N] [--no-remote]`
+ * (a 16 GiB run under load needs the harness's `--timeout=SECONDS` raised):
  * BigFile and BigArray (docs/bigfile.md) beside a plain file in the same run.
  *
  * - Sequential and random read and write MB/s of one big file, 1 MiB blocks,
@@ -347,6 +348,8 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
           f.rr.push(await t.randRead(bytes, ops));
           f.rw.push(await t.randWrite(bytes, ops));
           if (t.raw !== undefined && !big) f.raw.push(await t.raw(bytes));
+          // Each target's figures as they come (a long run cut short by the harness's timeout keeps them in its log).
+          console.log(`bigfile round ${r + 1} ${k.name}: seq write ${fmt(sw, 0)}, seq read ${fmt(sr, 0)} (${fmt(f.cpuRead.at(-1)!, 3)} CPU ms/MiB), random read ${fmt(f.rr.at(-1)!, 0)}, random write ${fmt(f.rw.at(-1)!, 0)} MB/s; RSS growth over the read ${fmt(f.rss.at(-1)! / MiB, 1)} MiB; load ${load()}`);
         } finally {
           await t.close();
         }
