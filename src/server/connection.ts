@@ -145,7 +145,7 @@ export class Connection implements ConnContext, BudgetHolder {
   private readonly inflight = new Map<number, InFlight>();
   private readonly decoder = clientMessageDecoder(MAX_HELLO_FRAME);
   private greeted = false;
-  /** Messages that came while the hello's session was being made (set only then). */
+  /** Messages that came while the hello's session was being made (set only then; `greeted` is still false). */
   private held: Decoded<ClientMessage>[] | undefined;
   private state: 'open' | 'draining' | 'closed' = 'open';
   private readonly out = new FrameBatch();
@@ -322,15 +322,15 @@ export class Connection implements ConnContext, BudgetHolder {
   private handle(items: Decoded<ClientMessage>[]): void {
     for (const item of items) {
       if (this.state !== 'open') return;
-      if (this.held !== undefined) {
-        this.held.push(item); // the session is not ready yet (hello)
-        continue;
-      }
       if (item.type === 'fatal') {
         this.fatal(item.error);
         return;
       }
       if (!this.greeted) {
+        if (this.held !== undefined) {
+          this.held.push(item); // the hello's session is being made: after its welcome
+          continue;
+        }
         if (item.type === 'message' && item.message.t === 'hello') this.hello(item.message);
         else this.fatal(new LatchkeyError('PROTOCOL', 'the first message must be hello'));
         continue;
@@ -370,10 +370,10 @@ export class Connection implements ConnContext, BudgetHolder {
       return;
     }
     this.sessions.set(0, s);
-    this.greeted = true;
     clearTimeout(this.helloTimer);
     this.decoder.maxFrame = this.limits.maxFrame;
     if (s.ready === undefined) {
+      this.greeted = true;
       this.welcome(s);
       return;
     }
@@ -383,6 +383,7 @@ export class Connection implements ConnContext, BudgetHolder {
     const made = s;
     s.ready().then(() => {
       if (this.state !== 'open') return;
+      this.greeted = true;
       this.welcome(made);
       const held = this.held ?? [];
       this.held = undefined;
