@@ -37,20 +37,10 @@ import {
   PROTOCOL_VERSION, SUPPORTED_VERSIONS, toWireError,
 } from '../protocol/messages.js';
 import { DisposableStack } from '../util/disposable.js';
-import { type AuthTable, type Principal, TRUSTED, authorize } from './auth.js';
+import { type AuthTable, type Principal, TRUSTED, authorize, needsWriteGuard } from './auth.js';
 import type { BudgetHolder, MemoryBudget } from './budget.js';
 import type { ServedSession, ServedStore, ServedWatch, SessionOrigin } from './served.js';
 import { type ConnContext, type LockSlot, NOT_SYNC, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
-
-/** True when the principal may write anywhere (a write or admin grant of `/`). */
-function writesEverywhere(p: Principal): boolean {
-  try {
-    authorize(p, '/', 'write');
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Requests that only free what the connection holds: served even when the server is over its memory budget. */
 const FREEING: ReadonlySet<RequestOp> = new Set<RequestOp>(['commit', 'abort', 'release', 'downgrade', 'unwatch', 'endSession', 'ping']);
@@ -589,8 +579,8 @@ export class Connection implements ConnContext, BudgetHolder {
     const p = this.principal;
     if (p.grants === undefined) return;
     if (this.store.guardWrites === undefined) {
-      if (writesEverywhere(p)) return; // a grant of `/` covers whatever a commit writes
-      throw new LatchkeyError('AUTH', 'this server\'s backend cannot check a scoped token\'s writes; use a token without grants (docs/etcd.md)');
+      if (!needsWriteGuard(p)) return; // it may write everywhere, or nowhere
+      throw new LatchkeyError('AUTH', 'this server\'s backend cannot check the writes of a token that may write only below /; use one granted / or a read-only one (docs/etcd.md)');
     }
     this.store.guardWrites(s.id, (path) => authorize(p, path, 'write'));
   }

@@ -75,20 +75,26 @@ test('served: listSessions over the generic store lists the served sessions with
   assert.equal(again.sessionList().length, 1);
 });
 
-test('served: a store that cannot guard its commits (no guardWrites) refuses a token scoped below / with AUTH, and serves one granted /', async () => {
+test('served: a store that cannot guard its commits (no guardWrites) refuses a token that may write below / only with AUTH, and serves one granted / and a read-only one', async () => {
   const backing = (await open()) as EmbeddedStore;
   const auth = AuthTable.fromJson(JSON.stringify({ tokens: [
     { token: 'scoped-token-0123456789', name: 'jobs', grants: [{ prefix: '/jobs', access: 'write' }] },
     { token: 'admin-token-0123456789', name: 'admin', grants: [{ prefix: '/', access: 'admin' }] },
+    { token: 'reader-token-0123456789', name: 'reader', grants: [{ prefix: '/jobs', access: 'read' }] },
   ] }));
   const server = await serve(generic(backing), { listen: { host: '127.0.0.1', port: 0 }, auth });
   const url = `tcp://127.0.0.1:${server.tcpAddress!.port}`;
   try {
-    await assert.rejects(connect(url, { token: 'scoped-token-0123456789', reconnect: false }), (e: unknown) => LatchkeyError.is(e, 'AUTH') && /scoped token/.test(e.message));
+    await assert.rejects(connect(url, { token: 'scoped-token-0123456789', reconnect: false }), (e: unknown) => LatchkeyError.is(e, 'AUTH') && /may write only below \//.test(e.message));
     const admin = await connect(url, { token: 'admin-token-0123456789', reconnect: false });
     await admin.set('/x', 'y');
     assert.equal((await admin.get('/x'))!.text(), 'y');
     await admin.close();
+    // A token that may only read writes nothing: served, and its writes refused before they run.
+    const reader = await connect(url, { token: 'reader-token-0123456789', reconnect: false });
+    await assert.rejects(reader.set('/jobs/x', 'y'), (e: unknown) => LatchkeyError.is(e, 'PERMISSION'));
+    assert.equal(await reader.get('/jobs/none'), undefined);
+    await reader.close();
   } finally {
     await server.close();
     await backing.close();
