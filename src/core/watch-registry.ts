@@ -45,6 +45,10 @@ export interface WatchSink {
   end(error: LatchkeyError): void;
 }
 
+/** The history window's default bounds (recovery keeps no more of the log tail than these let through). */
+export const DEFAULT_HISTORY_EVENTS = 100_000;
+export const DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024;
+
 export interface HistoryLimits {
   /** Events (nodes changed) kept for resuming (default 100,000). */
   maxEvents?: number;
@@ -161,8 +165,8 @@ export class WatchRegistry {
   constructor(headRev: number, limits: HistoryLimits = {}) {
     this.head = headRev;
     this.oldest = headRev + 1;
-    this.maxEvents = limits.maxEvents ?? 100_000;
-    this.maxBytes = limits.maxBytes ?? 64 * 1024 * 1024;
+    this.maxEvents = limits.maxEvents ?? DEFAULT_HISTORY_EVENTS;
+    this.maxBytes = limits.maxBytes ?? DEFAULT_HISTORY_BYTES;
   }
 
   /** The oldest revision a new watch may start from. */

@@ -29,8 +29,15 @@ export interface EngineAccess {
   pinSnapshot(rev: number): () => void;
   /** Runs `fn` on a Workspace over the pending head and commits what it wrote, once admitted and durable. */
   write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }>;
+  /**
+   * `write`, answered in the same call when it can be (admitted and published
+   * at once: a store without a log), else a promise; throws what `write` rejects with.
+   */
+  writeNow<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): { value: T; rev: number } | Promise<{ value: T; rev: number }>;
   /** Commits a transaction (validation and replay against the head). */
   commitTx(session: string, tx: TxState, opts: WriteOptions): Promise<CommitResult>;
+  /** `commitTx`, answered in the same call when it can be, as `writeNow`. */
+  commitTxNow(session: string, tx: TxState, opts: WriteOptions): CommitResult | Promise<CommitResult>;
   /** Called once per published commit, in revision order; returns the unhook. */
   onCommit(hook: CommitHook): () => void;
   /**

@@ -182,10 +182,23 @@ export class Engine implements EngineAccess {
     this.checkWritable();
     const admission = this.admit(session, targets, opts);
     if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn));
+    return settled(() => this.writeAdmitted(admission, session, opts, fn));
+  }
+
+  /**
+   * `write`, answered in the same call when it can be: the result itself
+   * when the commit was admitted at once and published at once (a store
+   * without a log), else a promise of it. Throws (or rejects) as `write`
+   * rejects. For adapters that answer a request in one callback (XenStore).
+   */
+  writeNow<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): { value: T; rev: number } | Promise<{ value: T; rev: number }> {
+    this.checkWritable();
+    const admission = this.admit(session, targets, opts);
+    if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn));
     return this.writeAdmitted(admission, session, opts, fn);
   }
 
-  private writeAdmitted<T>(admission: Admission, session: string, opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
+  private writeAdmitted<T>(admission: Admission, session: string, opts: WriteOptions, fn: (ws: Workspace) => T): { value: T; rev: number } | Promise<{ value: T; rev: number }> {
     let ws: Workspace;
     let value: T;
     try {
@@ -206,7 +219,7 @@ export class Engine implements EngineAccess {
     const result = { value, rev: ws.rev };
     const done = this.commit(ws, result);
     admission.done();
-    return done ?? Promise.resolve(result);
+    return done ?? result;
   }
 
   /**
@@ -214,14 +227,8 @@ export class Engine implements EngineAccess {
    * that observed the pending head must not reveal a commit a crash could
    * take back.
    */
-  private afterPublished<R>(rev: number, f: () => R): Promise<R> {
-    if (rev <= this.visibleRev) {
-      try {
-        return Promise.resolve(f());
-      } catch (e) {
-        return Promise.reject(e);
-      }
-    }
+  private afterPublished<R>(rev: number, f: () => R): R | Promise<R> {
+    if (rev <= this.visibleRev) return f();
     return this.pipeline.whenPublished(rev).then(f);
   }
 
@@ -361,13 +368,25 @@ export class Engine implements EngineAccess {
 
   /** Commits a transaction: direct when its snapshot is the pending head, else validate + replay. */
   async commitTx(session: string, tx: TxState, opts: WriteOptions): Promise<CommitResult> {
+    return this.commitTxNow(session, tx, opts);
+  }
+
+  /**
+   * `commitTx`, answered in the same call when it can be (admitted at once
+   * and published at once, or nothing to commit), else a promise; throws
+   * what `commitTx` rejects with.
+   */
+  commitTxNow(session: string, tx: TxState, opts: WriteOptions): CommitResult | Promise<CommitResult> {
     if (!tx.hasWrites) return { revision: tx.snapshotRev, replayed: false };
     this.checkWritable();
     const targets = writeTargets(tx);
-    // No await unless the admission waited: an immediate admission holds
-    // nothing, so the commit must apply in the same tick.
+    // An immediate admission holds nothing, so the commit must apply in the same tick.
     const pending = this.admit(session, targets, opts);
-    const admission = pending instanceof Promise ? await pending : pending;
+    if (pending instanceof Promise) return pending.then((a) => this.commitTxAdmitted(a, session, tx, opts));
+    return this.commitTxAdmitted(pending, session, tx, opts);
+  }
+
+  private commitTxAdmitted(admission: Admission, session: string, tx: TxState, opts: WriteOptions): CommitResult | Promise<CommitResult> {
     let ws: Workspace;
     let replayed = false;
     try {
@@ -401,7 +420,7 @@ export class Engine implements EngineAccess {
     const result = { revision: ws.rev, replayed };
     const done = this.commit(ws, result);
     admission.done();
-    return done === undefined ? result : await done;
+    return done ?? result;
   }
 
   private publish(c: Published): void {
@@ -576,4 +595,13 @@ export function targetOf(op: 'set' | 'create' | 'delete', path: string, sequenti
   // A sequential create's final name is chosen at apply time: admit the parent's subtree.
   if (sequential) return { path: parentPath(path), subtree: true };
   return { path, subtree: op === 'delete' };
+}
+
+/** Runs `f`; its result (or what it throws) as a promise. */
+function settled<R>(f: () => R | Promise<R>): Promise<R> {
+  try {
+    return Promise.resolve(f());
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }

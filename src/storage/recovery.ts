@@ -29,6 +29,7 @@
 import path from 'node:path';
 import { BugError, LatchkeyError } from '../core/errors.js';
 import { type Mutation, type Node, applyMutations, emptyRoot } from '../core/tree.js';
+import { DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS } from '../core/watch-registry.js';
 import { corrupt, errnoOf, ioError, parseSegmentName, parseSnapshotName } from './format.js';
 import type { Fs } from './fs.js';
 import type { RecoveredCommit } from './storage.js';
@@ -267,19 +268,41 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
     }
   }
 
+  // The tail of the log for the watch history window, trimmed as replay goes: a commit is
+  // dropped once the newer ones alone reach the window's default bounds (the registry would
+  // drop it), so replay does not hold every mutation of the log until the engine starts.
   const history: RecoveredCommit[] = [];
+  let historyHead = 0;
+  let keptEvents = 0;
+  let keptBytes = 0;
+  const sizes: Array<{ events: number; bytes: number }> = [];
   const locks = new LockImage();
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
     const before = root;
     const mutations: Mutation[] = [];
     let needsBefore = false;
+    let bytes = 0;
     root = replayRecord(root, rev, payload, at, (m) => {
       if (m.op === 'move') return; // watchers are never told of value moves
       mutations.push(m);
+      bytes += m.path.length;
       if (m.op !== 'put') needsBefore = true;
-      else if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
+      else {
+        bytes += m.value.length;
+        if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
+      }
     }, refs);
     history.push({ rev, mutations, before: needsBefore ? before : undefined });
+    // at least one event per mutation (a delete counts its subtree in the registry)
+    sizes.push({ events: mutations.length, bytes });
+    keptEvents += mutations.length;
+    keptBytes += bytes;
+    while (history.length - historyHead > 1 && (keptEvents > DEFAULT_HISTORY_EVENTS || keptBytes > DEFAULT_HISTORY_BYTES)) {
+      keptEvents -= sizes[historyHead]!.events;
+      keptBytes -= sizes[historyHead]!.bytes;
+      history[historyHead] = undefined as unknown as RecoveredCommit;
+      historyHead++;
+    }
   }, false, (r, payload, at) => replayLocks(locks, r, payload, at));
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';
   if (walk.problem) throw logCorrupt(walk.problem, lostSnapshot);
@@ -329,6 +352,6 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
     torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
     damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, mayHaveEphemerals, snapshotsKept: snaps, locks,
     // A torn or dropped tail is not in walk.reach; neither is it here.
-    history: history.filter((c) => c.rev <= revision),
+    history: history.slice(historyHead).filter((c) => c.rev <= revision),
   };
 }

@@ -51,6 +51,7 @@ import type { Mutation } from '../core/tree.js';
 import { ValueRef } from '../core/value.js';
 import type { ValueStore } from './values.js';
 import { crc32c } from './crc32c.js';
+import { decodeCommonRecord } from './wal-decode.js';
 import { type LockEvent, LockImage, eventTuple, packEvents, packImage } from './lock-log.js';
 import { corrupt, dataView, errnoOf, ioError, readU64, segmentName, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, writeAll, writeAllSync } from './fs.js';
@@ -288,6 +289,9 @@ function putU32(b: Uint8Array, off: number, v: number): void {
 export function decodeMutations(payload: Uint8Array, where: { file: string; offset: number; revision: number }, refs?: RefMaker): Mutation[] {
   const bad = (why: string): LatchkeyError =>
     corrupt(`corrupt write-ahead log ${where.file} at offset ${where.offset} (revision ${where.revision}): ${why}`, { ...where, reason: why });
+  // Puts with inline values and deletes (most records): the fast path; anything else as before.
+  const common = decodeCommonRecord(payload);
+  if (common !== undefined) return common;
   let raw: unknown;
   try {
     raw = unpackr.unpack(payload);

@@ -9,8 +9,11 @@
  * therefore executed one after the other; a request whose handler returns a
  * promise (a commit) holds the next one back until it settles. Clients may
  * still pipeline: everything received is queued (up to `maxOutstanding`,
- * after which the socket stops being read) and replies are batched into one
- * socket write per event-loop turn.
+ * after which the socket stops being read). Replies are batched: the replies
+ * to everything one socket read brought (and one settled commit let run)
+ * leave in one socket write at the end of that callback; anything sent
+ * outside such a batch (a watch event fired by another connection's commit)
+ * goes out in one write per event-loop turn.
  *
  * Bounds. Payloads over the limit close the connection (xenstored does the
  * same: the stream cannot be resynchronised). Unread output beyond
@@ -54,6 +57,8 @@ export class XsConnection implements XsConnectionContext {
   private out: Uint8Array[] = [];
   private outBytes = 0;
   private flushScheduled = false;
+  /** Inside onData or a settled request's continuation: replies wait for its end, then leave in one write. */
+  private batching = false;
   private pendingAfterReply: Array<() => void> | undefined;
   private ended = false;
   private overflowed = false;
@@ -92,6 +97,16 @@ export class XsConnection implements XsConnectionContext {
 
   private onData(chunk: Uint8Array): void {
     if (this.ended) return;
+    this.batching = true;
+    try {
+      this.receive(chunk);
+    } finally {
+      this.batching = false;
+    }
+    this.flush();
+  }
+
+  private receive(chunk: Uint8Array): void {
     this.decoder.push(chunk);
     for (;;) {
       const ev = this.decoder.next();
@@ -132,21 +147,27 @@ export class XsConnection implements XsConnectionContext {
         continue;
       }
       this.busy = true;
-      r.then((payload) => {
-        this.busy = false;
-        this.reply(p, payload);
-        this.pump();
-      }, (e: unknown) => {
-        this.busy = false;
-        this.replyError(p, e);
-        this.pump();
-      });
+      r.then((payload) => this.settled(p, payload, undefined), (e: unknown) => this.settled(p, undefined, e));
     }
     if (this.queueHead === this.queue.length) {
       this.queue.length = 0;
       this.queueHead = 0;
     }
     this.maybeResume();
+  }
+
+  /** A request that had to wait (a commit) settled: its reply, then the requests queued behind it, in one batch. */
+  private settled(p: XsPacket, payload: Uint8Array | undefined, e: unknown): void {
+    this.busy = false;
+    this.batching = true;
+    try {
+      if (payload !== undefined) this.reply(p, payload);
+      else this.replyError(p, e);
+      this.pump();
+    } finally {
+      this.batching = false;
+    }
+    this.flush();
   }
 
   private run(p: XsPacket): Uint8Array | Promise<Uint8Array> {
@@ -191,7 +212,7 @@ export class XsConnection implements XsConnectionContext {
       this.overflow(this.outBytes);
       return;
     }
-    if (!this.flushScheduled) {
+    if (!this.flushScheduled && !this.batching) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }

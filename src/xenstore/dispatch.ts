@@ -102,20 +102,28 @@ function requirePrivileged(c: XsConnectionContext): void {
   if (!privileged(c)) throw xsError('EACCES', 'only dom0 may do this');
 }
 
-/** The permission and quota hooks for one request. */
+/** The permission and quota hooks for one request (a class: one allocation per request, no closures). */
+class Caller implements XsCaller {
+  readonly who: XsDomain;
+  constructor(private readonly c: XsConnectionContext, private readonly tx: XsTx | undefined) {
+    this.who = c.domain;
+  }
+
+  reserveEntries(n: number): void {
+    const c = this.c;
+    if (privileged(c)) return;
+    const have = c.domains.entries(c.domain.domid) + (this.tx?.created ?? 0);
+    if (have + n > c.limits.maxEntries) throw xsError('EQUOTA', `domain ${c.domain.domid} would own more than ${c.limits.maxEntries} nodes`);
+    if (this.tx !== undefined) this.tx.created += n;
+  }
+
+  checked(path: string, need: Need): void {
+    if (this.tx !== undefined && !privileged(this.c)) this.tx.checks.push([path, need]);
+  }
+}
+
 function caller(c: XsConnectionContext, tx: XsTx | undefined): XsCaller {
-  return {
-    who: c.domain,
-    reserveEntries(n: number): void {
-      if (privileged(c)) return;
-      const have = c.domains.entries(c.domain.domid) + (tx?.created ?? 0);
-      if (have + n > c.limits.maxEntries) throw xsError('EQUOTA', `domain ${c.domain.domid} would own more than ${c.limits.maxEntries} nodes`);
-      if (tx !== undefined) tx.created += n;
-    },
-    checked(path: string, need: Need): void {
-      if (tx !== undefined && !privileged(c)) tx.checks.push([path, need]);
-    },
-  };
+  return new Caller(c, tx);
 }
 
 /** The one path argument of READ, MKDIR, RM, … resolved; EINVAL when missing. */
@@ -147,8 +155,13 @@ function runWrite(c: XsConnectionContext, p: XsPacket, target: WriteTarget, fn: 
     fn(txTarget(tx.state), caller(c, tx));
     return OK;
   }
-  return c.engine.write(c.sessionId, [target], {}, (ws) => fn(workspaceTarget(ws), caller(c, undefined))).then(() => OK);
+  // In memory the commit is published at once: the reply is ready in this same call (no promise to wait for).
+  const r = c.engine.writeNow(c.sessionId, [target], NO_OPTIONS, (ws) => fn(workspaceTarget(ws), caller(c, undefined)));
+  return r instanceof Promise ? r.then(replyOK) : OK;
 }
+
+const NO_OPTIONS = Object.freeze({});
+const replyOK = (): Uint8Array => OK;
 
 function checkReplySize(b: Uint8Array): Uint8Array {
   if (b.length > PAYLOAD_MAX) throw xsError('E2BIG', 'reply would exceed the payload limit');
@@ -301,7 +314,8 @@ export const handlers: Record<XsTypeName, Handler> = {
       const n = lookup(head, parsePath(path));
       if (n !== undefined && !allowed(c.domain, n.perms, need)) throw xsError('EAGAIN', `${need} access to ${path} was revoked`);
     }
-    return c.engine.commitTx(c.sessionId, tx.state, {}).then(() => OK);
+    const r = c.engine.commitTxNow(c.sessionId, tx.state, NO_OPTIONS);
+    return r instanceof Promise ? r.then(replyOK) : OK;
   },
 
   GET_DOMAIN_PATH: (_c, p) => {

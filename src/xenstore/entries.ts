@@ -14,7 +14,8 @@
  * two (the consistency check).
  */
 import type { Published } from '../engine/pipeline.js';
-import type { Mutation, Node } from '../core/tree.js';
+import { parsePath } from '../core/path.js';
+import { type Mutation, type Node, lookup } from '../core/tree.js';
 import { ownerOf } from './perms.js';
 
 export class EntryCounts {
@@ -35,8 +36,32 @@ export class EntryCounts {
 
   /** Moves the counts by one published commit. */
   apply(c: Published): void {
-    const trie = buildTrie(c.mutations);
+    const muts = c.mutations;
+    // Without deletes (most commits) only the nodes the mutations name can change owner: compare each once.
+    let dels = false;
+    for (let i = 0; i < muts.length && !dels; i++) dels = muts[i]!.op === 'del';
+    if (!dels) {
+      if (muts.length === 1) {
+        this.at(c, muts[0]!.path);
+        return;
+      }
+      const seen = new Set<string>();
+      for (const m of muts) {
+        if (seen.has(m.path)) continue;
+        seen.add(m.path);
+        this.at(c, m.path);
+      }
+      return;
+    }
+    const trie = buildTrie(muts);
     this.diff(c.before, c.after, trie, true);
+  }
+
+  /** The node at `path` before and after a commit without deletes (the root is not an entry). */
+  private at(c: Published, path: string): void {
+    if (path === '/') return;
+    const segs = parsePath(path);
+    this.node(lookup(c.before, segs), lookup(c.after, segs));
   }
 
   private add(owner: number, n: number): void {

@@ -43,36 +43,45 @@ export interface XsTarget {
   write(op: WriteOp): unknown;
 }
 
-export function workspaceTarget(ws: Workspace): XsTarget {
-  return {
-    root: () => ws.root,
-    get: (p) => ws.get(p),
-    list: (p) => ws.list(p),
-    write: (op) => ws.write(op),
-  };
+class WorkspaceTarget implements XsTarget {
+  constructor(private readonly ws: Workspace) {}
+  root(): Node { return this.ws.root; }
+  get(p: string): Node | undefined { return this.ws.get(p); }
+  list(p: string): ListResult { return this.ws.list(p); }
+  write(op: WriteOp): unknown { return this.ws.write(op); }
 }
 
-export function txTarget(tx: TxState): XsTarget {
-  return {
-    root: () => tx.ws.root,
-    get: (p) => tx.get(p),
-    list: (p) => tx.list(p),
-    write: (op) => tx.write(op),
-  };
+class TxTarget implements XsTarget {
+  constructor(private readonly tx: TxState) {}
+  root(): Node { return this.tx.ws.root; }
+  get(p: string): Node | undefined { return this.tx.get(p); }
+  list(p: string): ListResult { return this.tx.list(p); }
+  write(op: WriteOp): unknown { return this.tx.write(op); }
 }
 
 /** A read-only target over a root (plain reads outside transactions). */
+class RootTarget implements XsTarget {
+  constructor(private readonly r: Node) {}
+  root(): Node { return this.r; }
+  get(p: string): Node | undefined { return lookup(this.r, parsePath(p)); }
+  list(p: string): ListResult {
+    const n = lookup(this.r, parsePath(p));
+    if (n === undefined) throw xsError('ENOENT');
+    return { names: n.children.keys(), more: false };
+  }
+  write(): unknown { throw new LatchkeyError('INTERNAL', 'write on a read-only XenStore target'); }
+}
+
+export function workspaceTarget(ws: Workspace): XsTarget {
+  return new WorkspaceTarget(ws);
+}
+
+export function txTarget(tx: TxState): XsTarget {
+  return new TxTarget(tx);
+}
+
 export function rootTarget(root: Node): XsTarget {
-  return {
-    root: () => root,
-    get: (p) => lookup(root, parsePath(p)),
-    list: (p) => {
-      const n = lookup(root, parsePath(p));
-      if (n === undefined) throw xsError('ENOENT');
-      return { names: n.children.keys(), more: false };
-    },
-    write: () => { throw new LatchkeyError('INTERNAL', 'write on a read-only XenStore target'); },
-  };
+  return new RootTarget(root);
 }
 
 function isConflict(e: unknown): boolean {
