@@ -32,7 +32,7 @@ import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import type { EmbeddedStore, SessionOrigin } from '../engine/store.js';
 import type { OwnedSession, ServedLock } from '../engine/access.js';
 import type { Watch } from '../engine/watch.js';
-import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
+import { type Decoded, clientMessageDecoder, encodeServer, packBody, packBodyScratch } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
 import { type Limits, MAX_HELLO_FRAME, MAX_REPLY_FRAME } from '../protocol/limits.js';
 import {
@@ -445,7 +445,8 @@ export class Connection implements ConnContext, BudgetHolder {
     if (error === undefined) {
       let body: Uint8Array | undefined;
       try {
-        body = packBody({ t: 'ok', r, rev: this.store.revision });
+        // Into a scratch buffer: `write` copies it into the batch at once.
+        body = packBodyScratch({ t: 'ok', r, rev: this.store.revision });
       } catch (e) {
         error = new LatchkeyError('INTERNAL', `reply could not be encoded: ${(e as Error).message}`);
       }
