@@ -38,6 +38,12 @@ export class LockState implements LinkMember {
   }
 }
 
+const nothing = (): void => {};
+/** With the connection gone the server released the lock already. */
+const releaseFailed = (e: unknown): void => {
+  if (!LatchkeyError.is(e, 'CONNECTION_LOST')) throw e;
+};
+
 export class RemoteLock implements Lock {
   /** Made on first look at `signal`: an AbortController per grant was a measurable part of a lock round trip. */
   private ctl: AbortController | undefined;
@@ -110,15 +116,12 @@ export class RemoteLock implements Lock {
     this.mode = 'shared';
   }
 
-  async release(): Promise<void> {
-    if (this.released) return;
+  release(): Promise<void> {
+    if (this.released) return Promise.resolve();
     this.released = true;
     this.conn.detach(this.state.handle, this.state);
-    if (this.lostWith !== undefined) return; // lost already: nothing to give back
-    await this.conn.requestOn(this.generation, 'release', { lock: this.state.handle }, this.owner.handle).catch((e: unknown) => {
-      // With the connection gone the server released it already.
-      if (!LatchkeyError.is(e, 'CONNECTION_LOST')) throw e;
-    });
+    if (this.lostWith !== undefined) return Promise.resolve(); // lost already: nothing to give back
+    return this.conn.requestOn(this.generation, 'release', { lock: this.state.handle }, this.owner.handle).then(nothing, releaseFailed);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
