@@ -7,7 +7,7 @@
  * alternating rounds:
  *
  *     npx tsc -p tsconfig.test.json
- *     LK_SERVER_PROF=/tmp/prof node --cpu-prof --cpu-prof-dir=/tmp/prof build/bench/micro-remote.js [seq|get|set|lock|all] [ms]
+ *     LK_SERVER_PROF=/tmp/prof node --cpu-prof --cpu-prof-dir=/tmp/prof build/bench/micro-remote.js [seq|get|get1|get8|set|set8|set64|lock|all, or several joined by commas] [ms]
  *
  * Prints ops/s per round and the median per row, with the load average
  * before and after.
@@ -72,25 +72,31 @@ function echoClient(addr: { path: string } | { host: string; port: number }): Pr
   });
 }
 
-/** CPU seconds a process used so far (user + system, from /proc). */
-function cpuOf(pid: number | undefined): number {
+/** CPU seconds a process used so far (user + system, or user only: from /proc). */
+function cpuOf(pid: number | undefined, userOnly = false): number {
   if (pid === undefined) return 0;
   try {
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const parts = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(parts[11]) + Number(parts[12])) / 100;
+    return (Number(parts[11]) + (userOnly ? 0 : Number(parts[12]))) / 100;
   } catch {
     return 0;
   }
 }
 
 let serverPid: number | undefined;
-/** CPU µs per op of the last drive(): [client, server]. */
-let lastCpu: [number, number] = [0, 0];
+/**
+ * CPU µs per op of the last drive(): [client, server, server user-mode only].
+ * User-mode time leaves out the system calls and the kernel's socket work,
+ * which contention on a loaded machine inflates most: it moves least between
+ * runs when only the JavaScript of the request path changed.
+ */
+let lastCpu: [number, number, number] = [0, 0, 0];
 
 async function drive(n: number, depth: number, ms: number, op: (c: number, i: number) => Promise<unknown>): Promise<number> {
   const c0 = process.cpuUsage();
   const s0 = cpuOf(serverPid);
+  const u0 = cpuOf(serverPid, true);
   let stop = false;
   let count = 0;
   const t0 = performance.now();
@@ -103,7 +109,7 @@ async function drive(n: number, depth: number, ms: number, op: (c: number, i: nu
   }));
   clearTimeout(timer);
   const c1 = process.cpuUsage(c0);
-  lastCpu = [(c1.user + c1.system) / count, ((cpuOf(serverPid) - s0) * 1e6) / count];
+  lastCpu = [(c1.user + c1.system) / count, ((cpuOf(serverPid) - s0) * 1e6) / count, ((cpuOf(serverPid, true) - u0) * 1e6) / count];
   return count / ((performance.now() - t0) / 1000);
 }
 
@@ -147,7 +153,7 @@ async function main(): Promise<void> {
   const lkPid = lk.child.pid;
   const echoPid = echo.pid;
   const redisPid = isMissing(redis) ? undefined : redis.pid;
-  const want = (m: string): boolean => mode === 'all' || mode === m;
+  const want = (m: string): boolean => mode === 'all' || mode.split(',').includes(m);
   if (want('seq')) {
     rows.push(['echo unix seq', echoPid, () => drive(1, 1, ms, () => echoU(payload))]);
     rows.push(['lk unix seq get', lkPid, () => drive(1, 1, ms, (_, i) => stores.unix![0]!.get(key(i)))]);
@@ -182,7 +188,7 @@ async function main(): Promise<void> {
   // Warm every row the same way (JIT, connections) before any round is measured.
   for (const [, , f] of rows) await warm(f);
   const results = new Map<string, number[]>();
-  const cpus = new Map<string, Array<[number, number]>>();
+  const cpus = new Map<string, Array<[number, number, number]>>();
   for (let r = 0; r < rounds; r++) {
     for (const [name, pid, f] of rows) {
       serverPid = pid;
@@ -206,7 +212,8 @@ async function main(): Promise<void> {
     const cc = cpus.get(name)!;
     const mc = [...cc.map((x) => x[0])].sort((a, b) => a - b)[Math.floor(cc.length / 2)]!;
     const ms_ = [...cc.map((x) => x[1])].sort((a, b) => a - b)[Math.floor(cc.length / 2)]!;
-    console.log(`${name.padEnd(24)} median ${Math.round(med).toString().padStart(8)}/s  ${(1e6 / med).toFixed(1).padStart(7)} µs  cpu/op client ${mc.toFixed(1).padStart(6)} µs server ${ms_.toFixed(1).padStart(6)} µs  rounds ${v.map((x) => Math.round(x)).join(' ')}`);
+    const mu = [...cc.map((x) => x[2])].sort((a, b) => a - b)[Math.floor(cc.length / 2)]!;
+    console.log(`${name.padEnd(24)} median ${Math.round(med).toString().padStart(8)}/s  ${(1e6 / med).toFixed(1).padStart(7)} µs  cpu/op client ${mc.toFixed(1).padStart(6)} µs server ${ms_.toFixed(1).padStart(6)} µs (user ${mu.toFixed(1).padStart(5)})  rounds ${v.map((x) => Math.round(x)).join(' ')}`);
   }
   console.log(`load average ${load0.toFixed(2)} → ${load1.toFixed(2)}`);
   for (const t of Object.values(stores)) for (const s of t) await s.close();

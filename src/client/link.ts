@@ -7,7 +7,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { LatchkeyError } from '../core/errors.js';
-import { type Decoded, encodeHello, packBody, parseResult, serverMessageDecoder } from '../protocol/codec.js';
+import { type Decoded, encodeHello, packBody, packBodyScratch, parseResult, serverMessageDecoder } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
 import { MAX_REPLY_FRAME } from '../protocol/limits.js';
 import {
@@ -293,7 +293,8 @@ export class Link {
     this.nextId = id >= 0xffff_ffff ? 1 : id + 1;
     let body: Uint8Array;
     try {
-      body = packBody(session === 0 ? { t: 'req', op, a: args } : { t: 'req', op, s: session, a: args });
+      // Into a scratch buffer: `write` below copies it into the batch before anything else encodes.
+      body = packBodyScratch(session === 0 ? { t: 'req', op, a: args } : { t: 'req', op, s: session, a: args });
     } catch (e) {
       return Promise.reject(new LatchkeyError('INVALID_ARGUMENT', `${op}: cannot encode the request: ${(e as Error).message}`));
     }

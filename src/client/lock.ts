@@ -38,8 +38,17 @@ export class LockState implements LinkMember {
   }
 }
 
+const nothing = (): void => {};
+/** With the connection gone the server released the lock already. */
+const releaseFailed = (e: unknown): void => {
+  if (!LatchkeyError.is(e, 'CONNECTION_LOST')) throw e;
+};
+
 export class RemoteLock implements Lock {
-  private readonly ctl = new AbortController();
+  /** Made on first look at `signal`: an AbortController per grant was a measurable part of a lock round trip. */
+  private ctl: AbortController | undefined;
+  /** Why the lock was lost (what its signal aborts with). */
+  private lostWith: LatchkeyError | undefined;
   private released = false;
   readonly since = Date.now();
 
@@ -58,21 +67,27 @@ export class RemoteLock implements Lock {
   }
 
   get signal(): AbortSignal {
+    if (this.ctl === undefined) {
+      this.ctl = new AbortController();
+      if (this.lostWith !== undefined) this.ctl.abort(this.lostWith);
+    }
     return this.ctl.signal;
   }
 
   get held(): boolean {
-    return !this.released && !this.ctl.signal.aborted;
+    return !this.released && this.lostWith === undefined;
   }
 
   markLost(e: LatchkeyError): void {
     this.conn.detach(this.state.handle, this.state);
-    if (!this.released && !this.ctl.signal.aborted) this.ctl.abort(e.code === 'LOCK_LOST' || e.code === 'SESSION_EXPIRED' ? e : new LatchkeyError('LOCK_LOST', e.message, { path: this.path, cause: e }));
+    if (this.released || this.lostWith !== undefined) return;
+    this.lostWith = e.code === 'LOCK_LOST' || e.code === 'SESSION_EXPIRED' ? e : new LatchkeyError('LOCK_LOST', e.message, { path: this.path, cause: e });
+    this.ctl?.abort(this.lostWith);
   }
 
   private checkHeld(): void {
     if (this.released) throw new LatchkeyError('LOCK_LOST', `lock on ${this.path} was released`, { path: this.path });
-    if (this.ctl.signal.aborted) throw this.ctl.signal.reason as LatchkeyError;
+    if (this.lostWith !== undefined) throw this.lostWith;
   }
 
   async upgrade(options: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
@@ -101,15 +116,12 @@ export class RemoteLock implements Lock {
     this.mode = 'shared';
   }
 
-  async release(): Promise<void> {
-    if (this.released) return;
+  release(): Promise<void> {
+    if (this.released) return Promise.resolve();
     this.released = true;
     this.conn.detach(this.state.handle, this.state);
-    if (this.ctl.signal.aborted) return; // lost already: nothing to give back
-    await this.conn.requestOn(this.generation, 'release', { lock: this.state.handle }, this.owner.handle).catch((e: unknown) => {
-      // With the connection gone the server released it already.
-      if (!LatchkeyError.is(e, 'CONNECTION_LOST')) throw e;
-    });
+    if (this.lostWith !== undefined) return Promise.resolve(); // lost already: nothing to give back
+    return this.conn.requestOn(this.generation, 'release', { lock: this.state.handle }, this.owner.handle).then(nothing, releaseFailed);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

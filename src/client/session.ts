@@ -13,6 +13,9 @@ import { writeArgs } from './util.js';
 import { REMOTE_RETRY, type RetryCounters, throwIfAborted } from '../util/retry.js';
 import type { AtomicOp } from '../core/ops.js';
 
+const toEntry = (w: Result<'get'>): Entry | undefined => (w === null ? undefined : entryOf(w));
+const revOrZero = (r: Result<'set'>): number => r ?? 0;
+
 /**
  * A session of a remote store. Sessions from `store.session()` live on one
  * link (attached under their handle: the server's sessionEnd, or the link's
@@ -86,9 +89,9 @@ export class RemoteSession extends SessionEdge implements LinkMember {
     return this.conn.maxValue;
   }
 
-  protected async _get(path: string): Promise<Entry | undefined> {
-    const w = await this.req('get', { path });
-    return w === null ? undefined : entryOf(w);
+  // Not async where a `.then` does: each async layer is a promise and ticks per call (docs/architecture.md).
+  protected _get(path: string): Promise<Entry | undefined> {
+    return this.req('get', { path }).then(toEntry);
   }
 
   protected _exists(path: string): Promise<boolean> {
@@ -100,8 +103,8 @@ export class RemoteSession extends SessionEdge implements LinkMember {
     return makeListing(r.names, r.revision, r.more);
   }
 
-  protected async _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
-    return (await this.req('set', { path, value, ...cond, ...writeArgs(options) }, options.signal)) ?? 0;
+  protected _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
+    return this.req('set', { path, value, ...cond, ...writeArgs(options) }, options.signal).then(revOrZero);
   }
 
   protected _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string> {
@@ -144,7 +147,7 @@ export class RemoteSession extends SessionEdge implements LinkMember {
     // reconnections: wait for a connection first, so the generation recorded is the one the
     // request is sent on (recorded before, a lock granted on the next connection could never be
     // released: its release would go to the dead one, and the live session would hold it forever).
-    if (this.generation === undefined) await this.conn.current();
+    if (this.generation === undefined && this.conn.link?.alive !== true) await this.conn.current();
     const handle = this.conn.handle();
     const generation = this.gen();
     const state = new LockState(handle, this, path, options.mode ?? 'exclusive');

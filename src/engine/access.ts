@@ -4,7 +4,7 @@
  * these interfaces, never the engine's class or a downcast, so what they
  * depend on is written down here.
  */
-import type { CommitResult, Session, WriteOptions } from '../api.js';
+import type { CommitResult, Lock, LockOptions, Session, WriteOptions } from '../api.js';
 import type { WriteTarget } from '../core/lock-table.js';
 import type { Workspace } from '../core/ops.js';
 import type { TxState } from '../core/transaction.js';
@@ -56,4 +56,22 @@ export interface EngineAccess {
  */
 export interface OwnedSession extends Session {
   end(died: boolean): Promise<void>;
+}
+
+/**
+ * A lock as the server holds it for a client: released without a promise
+ * and watched for loss without an AbortSignal (each was a measurable part
+ * of an uncontended lock + release on the server, docs/architecture.md).
+ */
+export interface ServedLock extends Lock {
+  /** What `release()` does, synchronously. */
+  releaseNow(): void;
+  /** Calls `f` once when the lock is lost (at once if it is already); not after releaseNow. */
+  whenLost(f: () => void): void;
+}
+
+/** A session that can grant a lock in the tick it is asked for (the embedded engine's). */
+export interface LockNow {
+  /** The lock when granted at once, a promise when it waits; throws what `lock` would reject with. */
+  lockNow(path: string, options: LockOptions): ServedLock | Promise<ServedLock>;
 }

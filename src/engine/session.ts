@@ -13,7 +13,8 @@ import type { AtomicOp, WriteOp } from '../core/ops.js';
 import { EMBEDDED_RETRY, type RetryCounters } from '../util/retry.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
-import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
+import { type CheckedMultiOp, type CreateFlags, type DeleteFlags, type SetConditions, checkOptions } from '../edge/args.js';
+import type { ServedLock } from './access.js';
 import { entryOfNodeAsync } from '../edge/entry.js';
 import { listNode } from './view.js';
 import { SessionEdge } from '../edge/session.js';
@@ -139,6 +140,18 @@ export class SessionImpl extends SessionEdge {
 
   protected _lock(path: string, options: LockOptions): Promise<Lock> {
     return this.engine.locks.lock(this.id, path, options);
+  }
+
+  /**
+   * `lock` with the edge's checks, but the lock itself when it is granted at
+   * once (a promise only when it waits): the server answers an uncontended
+   * lock without a promise. Throws what `lock` would reject with up front.
+   */
+  lockNow(path: string, options: LockOptions): ServedLock | Promise<ServedLock> {
+    this.checkOpen();
+    parsePath(path);
+    checkOptions(options, 'lock options');
+    return this.engine.locks.lockNow(this.id, path, options);
   }
 
   locks(): LockInfo[] {

@@ -25,6 +25,7 @@ import {
   helloBody, isRequestOp, requests, serverBody,
 } from './messages.js';
 import { DEFAULT_SCAN_LIMITS, type ScanLimits, scanMsgpack } from './msgpack-scan.js';
+import { MsgpackWriter } from './msgpack-write.js';
 import { ShapeError, isPlainObject } from './schema.js';
 
 // skipValues (leave out keys whose value is undefined) is supported by msgpackr but missing from its typings.
@@ -60,6 +61,17 @@ export function unpackBody(body: Uint8Array): unknown {
 
 export function packBody(body: unknown): Uint8Array {
   return packr.pack(body);
+}
+
+const writer = new MsgpackWriter();
+
+/**
+ * `packBody` into a reused buffer (msgpack-write.ts): the bytes are valid
+ * only until the next call, so the caller copies them out at once (a frame
+ * batch's `add` does). Falls back to msgpackr for what the writer leaves to it.
+ */
+export function packBodyScratch(body: unknown): Uint8Array {
+  return writer.encode(body) ?? packr.pack(body);
 }
 
 /** An incremental decoder over one direction of a connection. */

@@ -29,7 +29,8 @@
 import type { Socket } from 'node:net';
 import type { Lock, Session } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
-import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
+import type { OwnedSession, ServedLock } from '../engine/access.js';
+import { type Decoded, clientMessageDecoder, encodeServer, packBody, packBodyScratch } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
 import { type Limits, MAX_HELLO_FRAME, MAX_REPLY_FRAME } from '../protocol/limits.js';
 import {
@@ -403,6 +404,10 @@ export class Connection implements ConnContext, BudgetHolder {
       }
     }
     if (this.inflight.size < this.limits.maxInFlight && this.answerNow(m)) return;
+    if (this.inflight.size >= this.limits.maxInFlight) {
+      this.reply(m.id, undefined, new LatchkeyError('QUOTA', `more than ${this.limits.maxInFlight} requests in flight on this connection`, { info: { limit: this.limits.maxInFlight } }));
+      return;
+    }
     const cost = size + REQUEST_OVERHEAD;
     this.chargedInFlight += cost;
     this.charge(cost);
@@ -413,25 +418,29 @@ export class Connection implements ConnContext, BudgetHolder {
       this.charge(-cost);
       if (typeof tx === 'number') this.syncTx(tx);
     };
-    if (this.inflight.size >= this.limits.maxInFlight) {
-      this.reply(m.id, undefined, new LatchkeyError('QUOTA', `more than ${this.limits.maxInFlight} requests in flight on this connection`, { info: { limit: this.limits.maxInFlight } }));
-      return;
-    }
     // The controller is made only when something listens to the signal or aborts it (RequestSignal).
     const slot = new RequestSignal();
     const req: AnyRequest = { id: m.id, s: m.s, a: m.a, signal: slot.signal };
-    let p: Promise<unknown>;
+    let r: unknown;
     try {
       checkAccess(this.principal, m.op, m.a as never);
-      p = (handlers[m.op].run as (c: ConnContext, r: AnyRequest) => Promise<unknown>)(this, req);
+      r = (handlers[m.op].run as (c: ConnContext, r: AnyRequest) => unknown)(this, req);
     } catch (e) {
-      p = Promise.reject(e);
+      settled();
+      this.reply(m.id, undefined, e);
+      return;
     }
-    slot.done = p.then(
-      (r) => {
+    if (!(r instanceof Promise)) {
+      // Known in this tick (a lock granted at once, a release, a begin): no promise, nothing in flight.
+      settled();
+      this.reply(m.id, r, undefined);
+      return;
+    }
+    slot.done = r.then(
+      (v) => {
         this.inflight.delete(m.id);
         settled();
-        this.reply(m.id, r, undefined);
+        this.reply(m.id, v, undefined);
       },
       (e: unknown) => {
         this.inflight.delete(m.id);
@@ -466,7 +475,8 @@ export class Connection implements ConnContext, BudgetHolder {
     if (error === undefined) {
       let body: Uint8Array | undefined;
       try {
-        body = packBody({ t: 'ok', r, rev: this.store.revision });
+        // Into a scratch buffer: `write` copies it into the batch at once.
+        body = packBodyScratch({ t: 'ok', r, rev: this.store.revision });
       } catch (e) {
         error = new LatchkeyError('INTERNAL', `reply could not be encoded: ${(e as Error).message}`);
       }
@@ -663,7 +673,10 @@ export class Connection implements ConnContext, BudgetHolder {
       const reason: unknown = lock.signal.reason;
       this.send(0, { t: 'lockLost', l: handle, e: toWireError(reason instanceof LatchkeyError ? reason : new LatchkeyError('LOCK_LOST', 'lock lost', { path: lock.path })) });
     };
-    if (lock.signal.aborted) lost();
+    // The embedded store's locks call back on loss: no AbortController per grant (ServedLock).
+    const when = (lock as Partial<ServedLock>).whenLost;
+    if (when !== undefined) when.call(lock, lost);
+    else if (lock.signal.aborted) lost();
     else lock.signal.addEventListener('abort', lost, { once: true });
   }
 

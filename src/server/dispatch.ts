@@ -15,6 +15,7 @@ import type { Limits } from '../protocol/limits.js';
 import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js';
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
 import type { ServedStore, ServedWatch } from './served.js';
+import type { LockNow, ServedLock } from '../engine/access.js';
 import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead, sessionsVisibleTo } from './auth.js';
 
 export interface TxSlot {
@@ -67,7 +68,14 @@ export interface Request<K extends RequestOp> {
 interface Handler<K extends RequestOp> {
   /** The paths the request touches and the access each needs. */
   access(a: Args<K>): ReadonlyArray<readonly [string, Access]>;
-  run(c: ConnContext, r: Request<K>): Promise<Result<K>>;
+  /**
+   * Runs the request: its result when known in the tick it arrives (an
+   * uncontended lock, a release, a begin), answered with no promise at all;
+   * a promise when it waits (a durable commit, a lock wait). A throw fails
+   * this request only. Handlers that only pass a promise on are not `async`:
+   * each async layer costs ticks and a promise per request.
+   */
+  run(c: ConnContext, r: Request<K>): Result<K> | Promise<Result<K>>;
   /**
    * The same request answered synchronously, for reads outside a
    * transaction: no promise, no microtask, the reply queued at once
@@ -119,6 +127,8 @@ function writeOpts(a: { fence?: number; wait?: boolean }, signal: AbortSignal): 
   return { ...definedFields(a, ['fence', 'wait']), signal };
 }
 
+const toNull = (): null => null;
+
 function lockSlot(c: ConnContext, handle: number): LockSlot {
   const slot = c.locks.get(handle);
   if (slot === undefined) throw new LatchkeyError('LOCK_LOST', `no lock ${handle} held on this connection`, { info: { lock: handle } });
@@ -165,19 +175,16 @@ export const handlers: HandlerTable = {
   },
   set: {
     access: writePath,
-    async run(c, { s, a, signal }) {
+    run(c, { s, a, signal }) {
       checkValue(c, a.value, a.path);
       const cond = definedFields(a, SET_CONDITIONS);
-      if (a.tx !== undefined) {
-        await txOf(c, a.tx, true).tx.set(a.path, a.value, cond);
-        return null;
-      }
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.set(a.path, a.value, cond).then(toNull);
       return c.session(s).set(a.path, a.value, { ...cond, ...writeOpts(a, signal) });
     },
   },
   create: {
     access: createPath,
-    async run(c, { s, a, signal }) {
+    run(c, { s, a, signal }) {
       checkValue(c, a.value, a.path);
       const o = definedFields(a, CREATE_FLAGS);
       if (a.tx !== undefined) return txOf(c, a.tx, true).tx.create(a.path, a.value, o);
@@ -186,7 +193,7 @@ export const handlers: HandlerTable = {
   },
   delete: {
     access: writePath,
-    async run(c, { s, a, signal }) {
+    run(c, { s, a, signal }) {
       const o = definedFields(a, DELETE_FLAGS);
       if (a.tx !== undefined) return txOf(c, a.tx, true).tx.delete(a.path, o);
       return c.session(s).delete(a.path, { ...o, ...writeOpts(a, signal) });
@@ -201,38 +208,38 @@ export const handlers: HandlerTable = {
   },
   add: {
     access: writePath,
-    async run(c, { s, a, signal }) {
-      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.add(a.path, a.delta).then(() => null);
+    run(c, { s, a, signal }) {
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.add(a.path, a.delta).then(toNull);
       return c.session(s).add(a.path, a.delta, writeOpts(a, signal));
     },
   },
   min: {
     access: writePath,
-    async run(c, { s, a, signal }) {
-      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.min(a.path, a.operand).then(() => null);
+    run(c, { s, a, signal }) {
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.min(a.path, a.operand).then(toNull);
       return c.session(s).min(a.path, a.operand, writeOpts(a, signal));
     },
   },
   max: {
     access: writePath,
-    async run(c, { s, a, signal }) {
-      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.max(a.path, a.operand).then(() => null);
+    run(c, { s, a, signal }) {
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.max(a.path, a.operand).then(toNull);
       return c.session(s).max(a.path, a.operand, writeOpts(a, signal));
     },
   },
   append: {
     access: writePath,
-    async run(c, { s, a, signal }) {
+    run(c, { s, a, signal }) {
       checkValue(c, a.value, a.path);
-      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.append(a.path, a.value).then(() => null);
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.append(a.path, a.value).then(toNull);
       return c.session(s).append(a.path, a.value, writeOpts(a, signal));
     },
   },
   setIfAbsent: {
     access: writePath,
-    async run(c, { s, a, signal }) {
+    run(c, { s, a, signal }) {
       checkValue(c, a.value, a.path);
-      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.setIfAbsent(a.path, a.value).then(() => null);
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.setIfAbsent(a.path, a.value).then(toNull);
       return c.session(s).setIfAbsent(a.path, a.value, writeOpts(a, signal));
     },
   },
@@ -249,7 +256,7 @@ export const handlers: HandlerTable = {
   },
   begin: {
     access: none,
-    async run(c, { s, a }) {
+    run(c, { s, a }) {
       if (c.txs.has(a.tx)) throw invalidArgument(`transaction handle ${a.tx} is in use`);
       if (c.txs.size >= c.limits.maxTransactions) {
         throw new LatchkeyError('QUOTA', `more than ${c.limits.maxTransactions} open transactions on this connection`, { info: { limit: c.limits.maxTransactions } });
@@ -281,19 +288,32 @@ export const handlers: HandlerTable = {
   },
   lock: {
     access: writePath,
-    async run(c, { s, a, signal }) {
+    run(c, { s, a, signal }) {
       if (c.locks.has(a.lock) || c.pendingLocks.has(a.lock)) throw invalidArgument(`lock handle ${a.lock} is in use`);
       if (c.locks.size + c.pendingLocks.size >= c.limits.maxLocks) {
         throw new LatchkeyError('QUOTA', `more than ${c.limits.maxLocks} locks held or awaited on this connection`, { info: { limit: c.limits.maxLocks } });
       }
-      c.pendingLocks.add(a.lock);
-      try {
-        const lock = await c.session(s).lock(a.path, { ...definedFields(a, ['mode', 'wait', 'timeoutMs']), signal });
+      const session = c.session(s);
+      const o = { ...definedFields(a, ['mode', 'wait', 'timeoutMs']), signal };
+      const granted = (lock: Lock): Result<'lock'> => {
         c.trackLock(a.lock, s, lock);
         return { token: lock.token, ownerDied: lock.ownerDied, mode: lock.mode };
-      } finally {
-        c.pendingLocks.delete(a.lock);
-      }
+      };
+      // The embedded store grants an uncontended lock in this tick: answered with no promise.
+      const now = (session as Partial<LockNow>).lockNow;
+      const l = now !== undefined ? now.call(session, a.path, o) : session.lock(a.path, o);
+      if (!(l instanceof Promise)) return granted(l);
+      c.pendingLocks.add(a.lock);
+      return l.then(
+        (lock) => {
+          c.pendingLocks.delete(a.lock);
+          return granted(lock);
+        },
+        (e: unknown) => {
+          c.pendingLocks.delete(a.lock);
+          throw e;
+        },
+      );
     },
   },
   upgrade: {
@@ -313,11 +333,16 @@ export const handlers: HandlerTable = {
   },
   release: {
     access: none,
-    async run(c, { a }) {
+    run(c, { a }) {
       const slot = c.locks.get(a.lock);
       c.locks.delete(a.lock); // before release: its signal must not push lockLost for a release asked for
-      await slot?.lock.release();
-      return null;
+      if (slot === undefined) return null;
+      const l = slot.lock as Partial<ServedLock>;
+      if (l.releaseNow !== undefined) {
+        l.releaseNow();
+        return null;
+      }
+      return slot.lock.release().then(toNull);
     },
   },
   markLock: {
@@ -339,13 +364,13 @@ export const handlers: HandlerTable = {
   // The lock views show only the paths the principal may read (top is built on lockTable).
   locks: {
     access: none,
-    async run(c, { s }) {
+    run(c, { s }) {
       return c.session(s).locks().filter((l) => canRead(c.principal, l.path)).map((l) => ({ ...l }));
     },
   },
   lockTable: {
     access: none,
-    async run(c) {
+    run(c) {
       const t = c.store.lockTable();
       const p = c.principal;
       return { held: t.held.filter((l) => canRead(p, l.path)).map((l) => ({ ...l })), waiting: t.waiting.filter((w) => canRead(p, w.path)).map((w) => ({ ...w })) };
@@ -355,7 +380,7 @@ export const handlers: HandlerTable = {
     // Lock counts cover readable paths only; a token with grants sees its own sessions and those
     // holding or awaiting a lock it may read, others' addresses withheld (auth.ts sessionsVisibleTo).
     access: none,
-    async run(c) {
+    run(c) {
       const p = c.principal;
       return sessionsVisibleTo(p, c.store.sessionList((path) => canRead(p, path)), c.sessionIds()).map((s) => ({ ...s }));
     },
@@ -363,7 +388,7 @@ export const handlers: HandlerTable = {
   watch: {
     // A recursive watch may sit on an ancestor of what the principal may read: checked in run, events filtered.
     access: (a) => (a.recursive === true ? [] : [[a.path, 'read']]),
-    async run(c, { s, a }) {
+    run(c, { s, a }) {
       c.session(s); // the session must be alive
       if (a.recursive === true) authorizeRecursiveWatch(c.principal, a.path);
       if (c.watchCount >= c.limits.maxWatches) {
@@ -382,7 +407,7 @@ export const handlers: HandlerTable = {
   },
   unwatch: {
     access: none,
-    async run(c, { a }) {
+    run(c, { a }) {
       c.removeWatch(a.watch);
       return null;
     },
@@ -396,7 +421,7 @@ export const handlers: HandlerTable = {
   },
   goodbye: {
     access: none,
-    async run(c) {
+    run(c) {
       c.goodbye();
       return null;
     },
@@ -412,7 +437,7 @@ export const handlers: HandlerTable = {
   stats: {
     // Counters only, no paths: any principal may see them (top samples them).
     access: none,
-    async run(c) {
+    run(c) {
       return { ...c.store.stats(), server: c.serverStats() };
     },
   },
@@ -425,7 +450,7 @@ export const handlers: HandlerTable = {
   },
   ping: {
     access: none,
-    async run() {
+    run() {
       return null;
     },
   },
