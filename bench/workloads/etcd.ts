@@ -200,11 +200,12 @@ function writers(loops: number, write: (loop: number, n: number) => Promise<unkn
   return { acks, errors: () => errors, codes, stop: async () => { stopped = true; await Promise.all(running); } };
 }
 
-function gapOf(acks: number[], errors: number, killedAt: number): Gap {
-  const ts = acks.filter((t) => t >= killedAt - 1000).sort((a, b) => a - b);
+/** `endedAt`: the round's end, which counts as the end of a gap that no acknowledgement closed. */
+function gapOf(acks: number[], errors: number, killedAt: number, endedAt: number): Gap {
+  const ts = [...acks.filter((t) => t >= killedAt - 1000), endedAt].sort((a, b) => a - b);
   let gap = 0;
   for (let i = 1; i < ts.length; i++) gap = Math.max(gap, ts[i]! - ts[i - 1]!);
-  const first = ts.find((t) => t > killedAt);
+  const first = acks.filter((t) => t > killedAt).sort((a, b) => a - b)[0];
   return { acks: acks.length, errors, gapMs: gap, firstAfterMs: first === undefined ? NaN : first - killedAt };
 }
 
@@ -233,10 +234,11 @@ async function failover(ctx: Ctx, cluster: EtcdCluster | undefined, endpoints: s
     const killedAt = now();
     await cluster.kill(leader);
     await sleep(after);
+    const endedAt = now();
     await Promise.all([lkW.stop(), plainW.stop()]);
     addCodes(codes.lk, lkW.codes);
     addCodes(codes.plain, plainW.codes);
-    res.push({ lk: gapOf(lkW.acks, lkW.errors(), killedAt), plain: gapOf(plainW.acks, plainW.errors(), killedAt), load: load() });
+    res.push({ lk: gapOf(lkW.acks, lkW.errors(), killedAt, endedAt), plain: gapOf(plainW.acks, plainW.errors(), killedAt, endedAt), load: load() });
     cluster.restart(leader);
     if (!(await cluster.waitHealthy(60_000))) throw new Error('failover: the killed member did not come back healthy in 60 s');
     await sleep(1000);
