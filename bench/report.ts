@@ -82,7 +82,7 @@ export function latestResults(root: string): ResultFile[] {
 }
 
 function mdCell(c: Cell | undefined): string {
-  return (c === undefined ? '' : formatCell(c)).replace(/\|/g, '\\|');
+  return (c === undefined || c === null ? '' : formatCell(c)).replace(/\|/g, '\\|');
 }
 
 function machineLine(m: ResultFile['machine']): string {

@@ -10,7 +10,8 @@
  * with that lease; the holder is the key with the lowest create revision;
  * each waiter watches only its predecessor's key for deletion (no herd).
  */
-import { Etcd3, type Lease } from 'etcd3';
+import { Etcd3, EtcdLockFailedError, type Lease, type Namespace, STMConflictError } from 'etcd3';
+import type { PeerKv } from './vm-peer.js';
 import { findBinary, freePort, HOST, type RunningServer, startServer, tempDir, versionOf } from './server.js';
 import { type Missing, NOT_INSTALLED } from './peer.js';
 
@@ -99,7 +100,7 @@ export interface EtcdLock {
  * seen at (so a delete between the read and the watch is not missed).
  * `onWatching` runs once the watch is registered with the server.
  */
-export function waitDeleted(client: Etcd3, key: string, afterRev: string, onWatching?: () => void): Promise<void> {
+export function waitDeleted(client: Namespace, key: string, afterRev: string, onWatching?: () => void): Promise<void> {
   return new Promise((resolve, reject) => {
     void client.watch().key(key).startRevision(String(BigInt(afterRev) + 1n)).create().then((w) => {
       onWatching?.();
@@ -132,6 +133,81 @@ export async function etcdLock(s: EtcdSession, name: string): Promise<EtcdLock> 
     key,
     async release() {
       await c.delete().key(key);
+    },
+  };
+}
+
+/**
+ * The etcd3 client's own `Lock` (a try-lock: a lease of its own per attempt,
+ * one Txn creating the key if absent; EtcdLockFailedError when it is held),
+ * made to wait the way its documentation suggests: on failure, watch the key
+ * from the revision it was seen at until it is deleted, then try again.
+ * Every waiter wakes on each release and races (a herd, no FIFO order).
+ */
+export async function etcd3Lock(ns: Namespace, key: string, ttlSeconds = 10): Promise<EtcdLock> {
+  for (;;) {
+    const lock = ns.lock(key).ttl(ttlSeconds);
+    try {
+      await lock.acquire();
+      return { key, release: () => lock.release() };
+    } catch (e) {
+      if (!(e instanceof EtcdLockFailedError)) throw e;
+    }
+    const seen = await ns.get(key).exec();
+    if (seen.kvs.length === 0) continue; // released between the try and the read
+    await waitDeleted(ns, key, seen.header.revision);
+  }
+}
+
+/**
+ * The 300-VM workload's transactions (bench/peers/vm-peer.ts PeerKv) as
+ * etcd3's software transactional memory (`client.stm()`, isolation
+ * SerializableSnapshot, its default): each transaction is one `transact()`
+ * with `retries: 0`, so a conflict comes back to the workload's loop, which
+ * counts it and runs the whole transaction again — what `transact()` itself
+ * does with retries > 0, now counted. STM reads cannot be ranges, so a
+ * recursive delete lists the keys under the path outside the transaction
+ * (as the plain-Txn peer does) and deletes each in it.
+ */
+export function stmKv(ns: Namespace): PeerKv {
+  return {
+    async set(key, value) {
+      await ns.put(key).value(value).exec();
+    },
+    async begin() {
+      const stm = ns.stm({ retries: 0 });
+      const pending: Promise<unknown>[] = [];
+      let go!: () => void;
+      const gate = new Promise<void>((r) => (go = r));
+      // transact() makes its transaction and calls this function at once; it commits when the gate opens.
+      const done = stm.transact(() => gate);
+      done.catch(() => {});
+      return {
+        async get(key) {
+          return (await stm.get(key).string()) ?? undefined;
+        },
+        async exists(key) {
+          return (await stm.get(key).string()) !== null;
+        },
+        set(key, value) {
+          pending.push(stm.put(key).value(value).exec());
+        },
+        async deleteTree(key) {
+          const under = await ns.getAll().prefix(`${key}/`).keys();
+          for (const k of [key, ...under]) pending.push(stm.delete().key(k).exec());
+        },
+        async commit() {
+          await Promise.all(pending);
+          go();
+          try {
+            await done;
+            return true;
+          } catch (e) {
+            if (e instanceof STMConflictError) return false;
+            throw e;
+          }
+        },
+      };
     },
   };
 }

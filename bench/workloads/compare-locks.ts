@@ -32,7 +32,8 @@ import { type EtcdPeer, EtcdSession, etcdLock, startEtcd, waitDeleted } from '..
 import { type LatchkeyServerPeer, startLatchkeyServer } from '../peers/latchkey.js';
 import { isMissing, type Missing, sleep } from '../peers/peer.js';
 import { REDIS_LOCK_POLL_MS, type RedisPeer, redisLock, startRedis } from '../peers/redis.js';
-import { type Alternated, alternate, type BenchOptions, type Cell, cellOf, median, note, peerInfo, percentile, progress, ratio, roundPlan, type Side, table } from '../util.js';
+import { type Contender, handoff, type HandoffResult } from '../lock-handoff.js';
+import { type Alternated, alternate, type BenchOptions, type Cell, cellOf, median, note, peerInfo, progress, ratio, roundPlan, type Side, table } from '../util.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const HOLDER = path.join(here, '..', 'peers', 'holder.js');
@@ -47,13 +48,6 @@ const HERD = 7000;
 /** The herd in a quick run: latchkey only, small. */
 const QUICK_HERD = 700;
 
-interface Held {
-  release(): Promise<void>;
-}
-interface Contender {
-  acquire(name: string): Promise<Held>;
-  close(): Promise<void>;
-}
 interface System {
   name: string;
   contender(i: number): Promise<Contender>;
@@ -241,32 +235,6 @@ async function roundTrip(sys: System, ms: number): Promise<number> {
   return perSec;
 }
 
-async function handoff(sys: System, contenders: number, ms: number, maxGrants: number): Promise<{ perSec: number; p50: number; p99: number; handoffs: number; grants: number }> {
-  const cs = await Promise.all(Array.from({ length: contenders }, (_, i) => sys.contender(i)));
-  const lat: number[] = [];
-  let lastHolder = -1;
-  let releasedAt = 0;
-  let grants = 0;
-  let stop = false;
-  const t0 = performance.now();
-  await Promise.all(cs.map(async (c, me) => {
-    while (!stop) {
-      const held = await c.acquire('/handoff');
-      const t = performance.now();
-      grants++;
-      if (lastHolder !== -1 && lastHolder !== me) lat.push(t - releasedAt);
-      lastHolder = me;
-      if (t - t0 > ms || grants >= maxGrants) stop = true;
-      releasedAt = performance.now();
-      await held.release();
-    }
-  }));
-  const secs = (performance.now() - t0) / 1000;
-  for (const c of cs) await c.close();
-  lat.sort((a, b) => a - b);
-  return { perSec: lat.length / secs, p50: percentile(lat, 50), p99: percentile(lat, 99), handoffs: lat.length, grants };
-}
-
 async function deathToGrant(sys: System): Promise<number> {
   const args = sys.holderArgs!('/death');
   const child: ChildProcess = spawn(process.execPath, [HOLDER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -333,7 +301,6 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
     { name: 'latchkey embedded (context)', sys: embeddedSystem(store) },
   ];
   const bar = progress('compare-locks', 3 + levels.length);
-  type HandoffResult = Awaited<ReturnType<typeof handoff>>;
   const sides = (measure: (sys: System, round: number, name: string) => Promise<number>): Side[] => columns.map(({ name, sys }) => ({ name, run: isMissing(sys) ? sys : (round: number) => measure(sys, round, name) }));
 
   const rt = await alternate('acquire + release', sides((sys) => roundTrip(sys, ms)), plan);
@@ -342,7 +309,7 @@ export default async function compareLocks(o: BenchOptions): Promise<void> {
   const handLast = new Map<string, HandoffResult[]>();
   for (const n of levels) {
     hand.set(n, await alternate(`handoff, ${n} contenders`, sides(async (sys, round, name) => {
-      const r = await handoff(sys, n, ms, maxGrants);
+      const r = await handoff((i) => sys.contender(i), n, ms, maxGrants);
       if (round >= 0) handLast.set(`${name}|${n}`, [...(handLast.get(`${name}|${n}`) ?? []), r]);
       return r.perSec;
     }), plan));

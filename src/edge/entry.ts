@@ -3,7 +3,7 @@
  * stat, revision, `text()`, `json()`) and a `Listing` (sorted names with
  * their revision and whether a limit cut them short).
  */
-import type { Entry, Listing, Stat } from '../api.js';
+import type { Entry, Listing, ListOptions, Stat } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { Node } from '../core/tree.js';
 import { bytesOf, readValue } from '../core/value.js';
@@ -115,4 +115,13 @@ export function entryOf(e: { path: string; value: Uint8Array; stat: Stat; revisi
 
 export function makeListing(names: string[], revision: number, more: boolean): Listing {
   return Object.assign(names, { revision, more });
+}
+
+/** The names under `node` (after `after`, at most `limit`), as a Listing of revision `rev`. */
+export function listNode(node: Node, rev: number, { after, limit }: ListOptions): Listing {
+  if (limit === undefined) return makeListing(node.children.keys(after || undefined), rev, false);
+  const names = node.children.keys(after || undefined, limit + 1);
+  const more = names.length > limit;
+  if (more) names.pop();
+  return makeListing(names, rev, more);
 }

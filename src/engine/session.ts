@@ -9,14 +9,14 @@
 import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { WriteTarget } from '../core/lock-table.js';
-import type { AtomicOp, WriteOp } from '../core/ops.js';
+import type { AtomicOp } from '../core/ops.js';
 import { EMBEDDED_RETRY, type RetryCounters } from '../util/retry.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
 import { type CheckedMultiOp, type CreateFlags, type DeleteFlags, type SetConditions, checkOptions } from '../edge/args.js';
 import type { ServedLock } from './access.js';
-import { entryOfNodeAsync } from '../edge/entry.js';
-import { listNode } from './view.js';
+import { entryOfNodeAsync, listNode } from '../edge/entry.js';
+import { applyMultiOps, multiWriteOps } from '../edge/multi.js';
 import { SessionEdge } from '../edge/session.js';
 import { type Engine, targetOf, targetOfOp } from './engine.js';
 import { TransactionImpl } from './transaction.js';
@@ -90,35 +90,14 @@ export class SessionImpl extends SessionEdge {
   }
 
   protected async _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult> {
-    const writes = ops.map((o) => this.toWriteOp(o));
+    const writes = multiWriteOps(ops, this.id);
     const targets: WriteTarget[] = [];
     for (const w of writes) {
       const t = targetOfOp(w);
       if (t !== undefined) targets.push(t);
     }
-    const r = await this.engine.write(this.id, targets, options, (ws) => writes.map((w, i) => {
-      try {
-        return ws.write(w);
-      } catch (e) {
-        if (e instanceof LatchkeyError) {
-          throw new LatchkeyError(e.code, `multi op ${i} (${w.op} ${w.path}): ${e.message}`, { path: e.path ?? w.path, cause: e, info: { ...e.info, index: i } });
-        }
-        throw e;
-      }
-    }));
-    return { revision: r.rev, results: r.value as MultiResult['results'] };
-  }
-
-  /** A checked multi op as the engine executes it (an ephemeral create names this session as owner). */
-  private toWriteOp(o: CheckedMultiOp): WriteOp {
-    switch (o.op) {
-      case 'create': {
-        const { ephemeral, ...rest } = o;
-        return { ...rest, sequential: o.sequential === true, ...(ephemeral ? { owner: this.id } : {}) };
-      }
-      case 'delete': return { ...o, recursive: o.recursive === true };
-      default: return o;
-    }
+    const r = await this.engine.write(this.id, targets, options, (ws) => applyMultiOps(ws, writes));
+    return { revision: r.rev, results: r.value };
   }
 
   protected readonly retryPolicy = EMBEDDED_RETRY;

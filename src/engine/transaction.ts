@@ -3,16 +3,16 @@
  * All reads and writes happen on the transaction's private workspace; nothing
  * is visible to anyone else until `commit`.
  */
-import type { CommitResult, Entry, Listing, ListOptions, Stat, WriteOptions } from '../api.js';
+import type { CommitResult, Stat, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { AtomicOp } from '../core/ops.js';
 import { TxState } from '../core/transaction.js';
 import { parentPath, parsePath } from '../core/path.js';
 import { mutationBytes, COMMIT_BASE_BYTES } from '../core/commit-size.js';
 import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNodeAsync, makeListing, statOf } from '../edge/entry.js';
+import { statOf } from '../edge/entry.js';
 import { readValueInto, valueLength } from '../core/value.js';
-import { TransactionEdge } from '../edge/session.js';
+import { TxStateTransaction } from '../edge/tx-state.js';
 import type { Engine } from './engine.js';
 
 export interface TxOwner {
@@ -21,18 +21,13 @@ export interface TxOwner {
   txEnded(tx: TransactionImpl): void;
 }
 
-export class TransactionImpl extends TransactionEdge {
-  private readonly tx: TxState;
-  state: 'open' | 'committed' | 'aborted' = 'open';
-  private abortReason: string | undefined;
-  private committing = false;
+export class TransactionImpl extends TxStateTransaction {
   /** The commit-size measure of the workspace's mutations counted so far, and how many were counted. */
   private bytes = COMMIT_BASE_BYTES;
   private measured = 0;
 
   constructor(private readonly engine: Engine, private readonly owner: TxOwner) {
-    super();
-    this.tx = new TxState(engine.visibleRoot, engine.visibleRev, engine.maxValueBytes);
+    super(new TxState(engine.visibleRoot, engine.visibleRev, engine.maxValueBytes));
     engine.openTransactions++;
     this.unpin = engine.pinSnapshot(engine.visibleRev);
   }
@@ -44,24 +39,8 @@ export class TransactionImpl extends TransactionEdge {
     return this.state === 'open' ? this.bytes + this.tx.opCount * 64 : 0;
   }
 
-  get snapshotRevision(): number {
-    return this.tx.snapshotRev;
-  }
-
-  protected checkOpen(): void {
-    if (this.state === 'open' && !this.committing) return;
-    if (this.committing) throw new LatchkeyError('INVALID_ARGUMENT', 'transaction is committing');
-    if (this.state === 'committed') throw new LatchkeyError('CLOSED', 'transaction already committed');
-    throw new LatchkeyError('ABORTED', `transaction aborted${this.abortReason ? `: ${this.abortReason}` : ''}`);
-  }
-
   protected get maxValueBytes(): number {
     return this.engine.maxValueBytes;
-  }
-
-  protected async _get(path: string): Promise<Entry | undefined> {
-    const n = this.tx.get(path);
-    return n === undefined ? undefined : entryOfNodeAsync(path, n, this.tx.snapshotRev);
   }
 
   /** Transaction.readInto (embedded only): the value straight into `target`, no copy of the store's own. */
@@ -76,15 +55,6 @@ export class TransactionImpl extends TransactionEdge {
     }
     await readValueInto(n.value, target);
     return { length: valueLength(n.value), stat: statOf(n) };
-  }
-
-  protected async _exists(path: string): Promise<boolean> {
-    return this.tx.get(path) !== undefined;
-  }
-
-  protected async _list(path: string, options: ListOptions): Promise<Listing> {
-    const r = this.tx.list(path, options.after, options.limit);
-    return makeListing(r.names, this.tx.snapshotRev, r.more);
   }
 
   protected async _set(path: string, value: Uint8Array, cond: SetConditions): Promise<void> {

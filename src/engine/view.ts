@@ -15,7 +15,7 @@ import { LatchkeyError } from '../core/errors.js';
 import { parsePath } from '../core/path.js';
 import { type Node, lookup } from '../core/tree.js';
 import { listArgs } from '../edge/args.js';
-import { entryOfNode, entryOfNodeInMemory, makeListing, statOf } from '../edge/entry.js';
+import { entryOfNode, entryOfNodeInMemory, listNode, statOf } from '../edge/entry.js';
 
 /** What a view needs of the engine. */
 export interface ViewSource {
@@ -32,15 +32,6 @@ const dropped = new FinalizationRegistry<() => void>((unpin) => unpin());
 /** The entry a reader sees for `node` at `path` in the tree of revision `rev`. */
 export function readEntry(path: string, node: Node, rev: number): Entry {
   return entryOfNode(path, node, rev);
-}
-
-/** The names under `node` (after `after`, at most `limit`), as a Listing of revision `rev`. */
-export function listNode(node: Node, rev: number, { after, limit }: ListOptions): Listing {
-  if (limit === undefined) return makeListing(node.children.keys(after || undefined), rev, false);
-  const names = node.children.keys(after || undefined, limit + 1);
-  const more = names.length > limit;
-  if (more) names.pop();
-  return makeListing(names, rev, more);
 }
 
 export class StoreView implements ReadView {

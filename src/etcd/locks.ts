@@ -36,7 +36,7 @@
 import type { Lock, LockInfo, LockMode, LockOptions, LockTableInfo, LockWaiterInfo } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { EtcdBackend } from './backend.js';
-import type { PlanBuilder } from './commit.js';
+import type { PlanBuilder, TxnPlan } from './commit.js';
 import { isAncestorOrSelf, overlaps } from './keys.js';
 import type { Rec } from './mirror.js';
 
@@ -155,7 +155,7 @@ export class Locks {
     if (options.timeoutMs !== undefined) signals.push(AbortSignal.timeout(options.timeoutMs));
     const signal = AbortSignal.any(signals);
     const cancel = async (err: LatchkeyError): Promise<never> => {
-      await this.backend.send({ compare: [], empty: false, success: [{ request_delete_range: { key: b(qk) } }, { request_put: { key: b(this.backend.mirror.revKey), value: b('') } }] }).catch(() => {});
+      await this.sendUntilThrough({ compare: [], empty: false, success: [{ request_delete_range: { key: b(qk) } }, { request_put: { key: b(this.backend.mirror.revKey), value: b('') } }] }, owner).catch(() => {});
       throw err;
     };
     let first = true;
@@ -184,6 +184,29 @@ export class Locks {
   }
 
   private enqueueChain: Promise<void> = Promise.resolve();
+
+  /**
+   * Sends a Txn that deletes a request of `owner`'s (a release, a wait given
+   * up), again and again until it is through. One that failed — a member
+   * died under it, or the cluster had no quorum for a while — would
+   * otherwise leave the request in etcd for as long as the session's lease
+   * lives: a held lock that nobody will release, or a waiter that is
+   * granted one later (found by the etcd soak: waits on other paths then
+   * failed DEADLOCK and TIMEOUT for good). Resending is safe (deletes and a
+   * revision-key put). Gives up, with the last error, only when the session
+   * has ended (its lease takes the request with it) or the store is closed.
+   */
+  async sendUntilThrough(plan: TxnPlan, owner: LockOwner): Promise<void> {
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+      try {
+        await this.backend.send(plan);
+        return;
+      } catch (e) {
+        if (!LatchkeyError.is(e, 'CONNECTION_LOST') || this.backend.closed || owner.endSignal.aborted) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
 
   /** Checks the request against the marks and (wait: false) the queue, then puts its queue entry; returns its id. */
   private async enqueue(owner: LockOwner & { ready(): Promise<void> }, path: string, mode: LockMode, wait: boolean): Promise<string> {
@@ -447,7 +470,7 @@ export class EtcdLock implements Lock {
     this.locks.mine.delete(this.entry.id);
     if (!wasHeld) return;
     const { keys, mirror } = this.locks.backend;
-    await this.locks.backend.send({
+    await this.locks.sendUntilThrough({
       compare: [],
       success: [
         { request_delete_range: { key: b(keys.of('q', this.entry.id)) } },
@@ -455,7 +478,7 @@ export class EtcdLock implements Lock {
         { request_put: { key: b(mirror.revKey), value: b('') } },
       ],
       empty: false,
-    });
+    }, this.owner);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -21,7 +21,8 @@ import { type AtomicOp, type WriteOp, Workspace } from '../core/ops.js';
 import { parsePath } from '../core/path.js';
 import { type Node, lookup, walkTree } from '../core/tree.js';
 import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNode, makeListing } from '../edge/entry.js';
+import { entryOfNode, listNode } from '../edge/entry.js';
+import { applyMultiOps, multiWriteOps } from '../edge/multi.js';
 import { SessionEdge } from '../edge/session.js';
 import { REMOTE_RETRY, type RetryCounters } from '../util/retry.js';
 import { type EtcdBackend, etcdError } from './backend.js';
@@ -111,16 +112,12 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     return lookup(this.backend.mirror.root, parsePath(path)) !== undefined;
   }
 
-  protected async _list(path: string, { after, limit }: ListOptions): Promise<Listing> {
+  protected async _list(path: string, options: ListOptions): Promise<Listing> {
     await this.backend.barrier();
     const n = lookup(this.backend.mirror.root, parsePath(path));
     const rev = this.backend.mirror.rev;
     if (n === undefined) throw new LatchkeyError('NOT_FOUND', `no node at ${path}`, { path });
-    if (limit === undefined) return makeListing(n.children.keys(after || undefined), rev, false);
-    const names = n.children.keys(after || undefined, limit + 1);
-    const more = names.length > limit;
-    if (more) names.pop();
-    return makeListing(names, rev, more);
+    return listNode(n, rev, options);
   }
 
   /** A write outside a transaction, with mandatory locking and fencing. */
@@ -163,27 +160,9 @@ export class EtcdSession extends SessionEdge implements LockOwner {
 
   protected async _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult> {
     await this.granted;
-    const writes = ops.map((o): WriteOp => {
-      switch (o.op) {
-        case 'create': {
-          const { ephemeral, ...rest } = o;
-          return { ...rest, sequential: o.sequential === true, ...(ephemeral ? { owner: this.id } : {}) };
-        }
-        case 'delete': return { ...o, recursive: o.recursive === true };
-        default: return o;
-      }
-    });
-    const r = await this.write(writes, options, (ws) => writes.map((w, i) => {
-      try {
-        return ws.write(w);
-      } catch (e) {
-        if (e instanceof LatchkeyError) {
-          throw new LatchkeyError(e.code, `multi op ${i} (${w.op} ${w.path}): ${e.message}`, { path: e.path ?? w.path, cause: e, info: { ...e.info, index: i } });
-        }
-        throw e;
-      }
-    }));
-    return { revision: r.rev, results: r.value as MultiResult['results'] };
+    const writes = multiWriteOps(ops, this.id);
+    const r = await this.write(writes, options, (ws) => applyMultiOps(ws, writes));
+    return { revision: r.rev, results: r.value };
   }
 
   protected async _atomic(op: AtomicOp, options: WriteOptions): Promise<number | boolean> {

@@ -4,13 +4,12 @@
  * it read (commit.ts), and on failure latchkey's replay against the new head
  * (backend.ts notes), CONFLICT only when an answer differs.
  */
-import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
+import type { CommitResult, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { AtomicOp, WriteOp } from '../core/ops.js';
 import { TxState, replayAt } from '../core/transaction.js';
 import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
-import { entryOfNode, makeListing } from '../edge/entry.js';
-import { TransactionEdge } from '../edge/session.js';
+import { TxStateTransaction } from '../edge/tx-state.js';
 import type { EtcdBackend } from './backend.js';
 import { PlanBuilder } from './commit.js';
 import { parentOf } from './keys.js';
@@ -33,45 +32,15 @@ export function writeTargets(ops: readonly WriteOp[]): Array<{ path: string; sub
   return out;
 }
 
-export class EtcdTransaction extends TransactionEdge {
-  private readonly tx: TxState;
-  state: 'open' | 'committed' | 'aborted' = 'open';
-  private committing = false;
-  private abortReason: string | undefined;
+export class EtcdTransaction extends TxStateTransaction {
 
   constructor(private readonly backend: EtcdBackend, private readonly locks: Locks, private readonly owner: TxOwner) {
-    super();
-    this.tx = new TxState(backend.mirror.root, backend.mirror.rev, backend.maxValueBytes);
+    super(new TxState(backend.mirror.root, backend.mirror.rev, backend.maxValueBytes));
     backend.openTransactions++;
-  }
-
-  get snapshotRevision(): number {
-    return this.tx.snapshotRev;
-  }
-
-  protected checkOpen(): void {
-    if (this.state === 'open' && !this.committing) return;
-    if (this.committing) throw new LatchkeyError('INVALID_ARGUMENT', 'transaction is committing');
-    if (this.state === 'committed') throw new LatchkeyError('CLOSED', 'transaction already committed');
-    throw new LatchkeyError('ABORTED', `transaction aborted${this.abortReason ? `: ${this.abortReason}` : ''}`);
   }
 
   protected get maxValueBytes(): number {
     return this.backend.maxValueBytes;
-  }
-
-  protected async _get(path: string): Promise<Entry | undefined> {
-    const n = this.tx.get(path);
-    return n === undefined ? undefined : entryOfNode(path, n, this.tx.snapshotRev);
-  }
-
-  protected async _exists(path: string): Promise<boolean> {
-    return this.tx.get(path) !== undefined;
-  }
-
-  protected async _list(path: string, options: ListOptions): Promise<Listing> {
-    const r = this.tx.list(path, options.after, options.limit);
-    return makeListing(r.names, this.tx.snapshotRev, r.more);
   }
 
   protected async _set(path: string, value: Uint8Array, cond: SetConditions): Promise<void> {

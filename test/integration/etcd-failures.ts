@@ -21,6 +21,13 @@
  * meanwhile — at least ten in the last three seconds of the stop, none failing
  * (the longest pause is reported), then SIGCONT.
  *
+ * release-quorum: a lock is released while two of the three members are
+ * stopped (SIGSTOP, no quorum) for 10 s; the release must go through once
+ * they are back (not fail and leave the request, held, in etcd for as long
+ * as the session lives), and a waiter of another session must then be
+ * granted while the first session is still open. (Found by the etcd soak:
+ * a failed release or wait cancel left its request behind.)
+ *
  * Exits non-zero on any violation.
  */
 import { fork } from 'node:child_process';
@@ -233,13 +240,43 @@ async function memberStop(): Promise<string[]> {
   return violations;
 }
 
+async function releaseQuorum(): Promise<string[]> {
+  const violations: string[] = [];
+  const prefix = `/lk-relq-${randomBytes(4).toString('hex')}`;
+  // A long lease: keep-alives fail while there is no quorum, and the sessions must outlive the stop.
+  const a = await connectEtcd(`etcd://${endpoints}/?prefix=${prefix}&ttl=40`);
+  const b = await connectEtcd(`etcd://${endpoints}/?prefix=${prefix}&ttl=40`);
+  const held = await a.lock('/r');
+  const granted = b.lock('/r', { timeoutMs: 90_000 });
+  granted.catch(() => {});
+  for (let i = 0; i < 200 && b.lockTable().waiting.length === 0; i++) await sleep(50);
+  if (b.lockTable().waiting.length === 0) return ['release-quorum: the waiter never queued'];
+  const live = [...pids.keys()].filter((i) => { try { process.kill(pids[i]!, 0); return true; } catch { return false; } });
+  const stopped = live.slice(0, 2);
+  for (const i of stopped) process.kill(pids[i]!, 'SIGSTOP');
+  const t0 = now();
+  const released = held.release().then(() => 'ok', (e: Error) => `failed: ${e.message}`);
+  await sleep(10_000);
+  for (const i of stopped) process.kill(pids[i]!, 'SIGCONT');
+  const r = await released;
+  if (r !== 'ok') violations.push(`release-quorum: the release ${r}`);
+  const g = await Promise.race([granted.then(() => 'granted', (e: Error) => `failed: ${e.message}`), sleep(60_000).then(() => 'not granted in 60 s')]);
+  if (g !== 'granted') violations.push(`release-quorum: the waiter was ${g}, with the releasing session still open`);
+  if (a.closed) violations.push('release-quorum: the releasing session ended (the test needs it open)');
+  console.log(`release-quorum: members ${stopped.join(', ')} stopped 10 s; release ${r} after ${(now() - t0).toFixed(0)} ms; waiter ${g}`);
+  if (g === 'granted') await (await granted).release();
+  await a.close();
+  await b.close();
+  return violations;
+}
+
 const mode = process.argv[2];
 if (mode === 'worker') {
   await worker(process.argv[3]!, process.argv[4]!, Number(process.argv[5]));
 } else {
-  const run = mode === 'leader-kill' ? leaderKill : mode === 'member-stop' ? memberStop : undefined;
+  const run = mode === 'leader-kill' ? leaderKill : mode === 'member-stop' ? memberStop : mode === 'release-quorum' ? releaseQuorum : undefined;
   if (run === undefined) {
-    console.error('usage: etcd-failures.js leader-kill|member-stop');
+    console.error('usage: etcd-failures.js leader-kill|member-stop|release-quorum');
     process.exit(2);
   }
   const v = await run();

@@ -3,8 +3,10 @@
 # locks.ts, atomic.ts) against a three-member etcd cluster, then the failure
 # tests (latchkey serve --backend etcd front-ends: the CLI through them, one
 # SIGKILLed under a client, test/integration/etcd-serve.ts; a member stopped
-# with SIGSTOP; the leader SIGKILLed during a mixed workload from several
-# client processes). Installs etcd-server with apt-get
+# with SIGSTOP; a lock released while the cluster has no quorum; the leader
+# SIGKILLed during a mixed workload from several client processes), then a
+# 30 s soak on a cluster of its own (soak --backend etcd: members and clients
+# SIGKILLed, every check and the linearizability checker on). Installs etcd-server with apt-get
 # when missing (needs root), starts the members on free loopback ports under
 # a temp dir, kills them at the end, exits non-zero on any failure.
 set -uo pipefail
@@ -44,8 +46,12 @@ done
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.
 echo "=== etcd: a member stopped (SIGSTOP) for three election timeouts"
 timeout 300 node build/test/integration/etcd-failures.js member-stop || failed+=(member-stop)
+echo "=== etcd: a lock released while two members are stopped (no quorum) for 10 s"
+timeout 300 node build/test/integration/etcd-failures.js release-quorum || failed+=(release-quorum)
 echo "=== etcd: the leader SIGKILLed during a mixed workload"
 timeout 300 node build/test/integration/etcd-failures.js leader-kill || failed+=(leader-kill)
+echo "=== etcd: soak, 30 s (soak --backend etcd; a cluster of its own)"
+timeout 900 node build/test/fixtures/soak.js --backend etcd --minutes 0.5 || failed+=(soak)
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAIL etcd: ${failed[*]}" >&2

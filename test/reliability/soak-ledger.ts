@@ -18,6 +18,7 @@
  * acknowledgement of an operation never announced): no verdict about the
  * store can be drawn from it, and the run fails with its own exit code.
  */
+import type { Store } from '../../src/api.js';
 import type { RemoteStore } from '../../src/client/store.js';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { COUNTERS, LIN_SLOT_NS, SHARED } from '../fixtures/soak-config.js';
@@ -85,7 +86,17 @@ export interface Figures {
   targetedKills: number;
   /** ... of those, how many found one (the others gave up after 2 s). */
   targetedKillsFound: number;
+  /** --backend etcd: etcd members SIGKILLed (and restarted), of them the leader; client sessions given up (the lease-safety rule). */
+  memberKills: number;
+  leaderKills: number;
+  sessionsGivenUp: number;
 }
+
+/**
+ * What the checks read the store through: a RemoteStore (a latchkey server),
+ * or an etcd store (soak --backend etcd) with its lock table made async.
+ */
+export type SoakStore = Pick<Store, 'get' | 'exists' | 'list' | 'watch'> & Pick<RemoteStore, 'revision' | 'fetchLockTable'>;
 
 /** Per client process. */
 export class WorkerState {
@@ -103,12 +114,20 @@ export class Ledger {
     ephemeralsCreated: 0, watchEvents: 0, watchSegmentsChecked: 0, watchCompacted: 0, harnessWatchEvents: 0, harnessWatchCompacted: 0,
     linOps: 0, linHistories: 0, linUnknownOutcome: 0, linUndecided: 0, linLongestMs: 0, fuzzFrames: 0, journalLines: 0, journalTornTails: 0, errorsByCode: {},
     lockGrants: 0, tokenChecks: 0, ownerDiedObligations: 0, heldAtKillNoWrite: 0, heldAtKillNoWriteOwnerDied: 0, ownerDiedChecks: 0, ownerDiedUnverified: 0, targetedKills: 0, targetedKillsFound: 0,
+    memberKills: 0, leaderKills: 0, sessionsGivenUp: 0,
   };
   /**
    * `soak --pretend-no-owner-died` (the self-test of the owner-died check): the harness reads every
    * grant after a restart as if it had come without ownerDied; the run must end in violations.
    */
   pretendNoOwnerDied = false;
+  /**
+   * `soak --backend etcd`: there is one store for the whole run (no server process to restart, so no
+   * server runs: session ids carry no epoch, and a session is dead only when its client process
+   * was killed); revisions are etcd's, which lock queue entries and lease revocations also take, so
+   * the harness's watch of / checks them increasing, not contiguous.
+   */
+  etcd = false;
   private readonly grants = new Map<string, Grant>();
   /** Server runs in the order they were started (a session id starts with its run's epoch), their grants, and token ranges. */
   private readonly epochs: Array<{ epoch: string; grants: Grant[]; min: number; max: number; killed: boolean }> = [];
@@ -176,7 +195,7 @@ export class Ledger {
         this.incs.set(f[1]!, { k: Number(f[2]), v: Number(f[3]), state: 'try' });
         break;
       case 'lock-got': {
-        const g: Grant = { op: f[1]!, k: Number(f[2]), token: Number(f[3]), ownerDied: f[4] === '1', epoch: f[5]!.split('.')[0]!, acked: false, mc: false, rel: false, relAt: Infinity, relAtKill: false };
+        const g: Grant = { op: f[1]!, k: Number(f[2]), token: Number(f[3]), ownerDied: f[4] === '1', epoch: this.etcd ? 'etcd' : f[5]!.split('.')[0]!, acked: false, mc: false, rel: false, relAt: Infinity, relAtKill: false };
         this.figures.lockGrants++;
         if (f[5] === '-' || !Number.isSafeInteger(g.token)) return this.harnessError(`${w.label}: grant without a session or token: ${line.slice(0, 200)}`);
         this.grants.set(g.op, g);
@@ -379,7 +398,7 @@ export class Ledger {
    * (dead sessions' locks and ephemeral nodes: the server notices a death)
    * retry for up to `graceMs`.
    */
-  async check(store: RemoteStore, epoch: string, graceMs = 5_000): Promise<void> {
+  async check(store: SoakStore, epoch: string, graceMs = 5_000): Promise<void> {
     this.figures.checks++;
     const head = await this.checkTransactions(store);
     // Watch streams whose events all lie at or below the head just verified: every transaction they
@@ -407,11 +426,12 @@ export class Ledger {
   }
 
   private isDead(session: string | undefined, epoch: string): boolean {
+    if (this.etcd) return session !== undefined && this.deadSessions.has(session);
     return session !== undefined && (!session.startsWith(`${epoch}.`) || this.deadSessions.has(session));
   }
 
   /** Locks held or awaited, and ephemeral nodes owned, by sessions that are dead. */
-  private async deadHolders(store: RemoteStore, epoch: string): Promise<string[]> {
+  private async deadHolders(store: SoakStore, epoch: string): Promise<string[]> {
     const problems: string[] = [];
     const table = await store.fetchLockTable();
     for (const l of table.held) if (this.isDead(l.session, epoch)) problems.push(`lock ${l.path} held by dead session ${l.session}`);
@@ -430,7 +450,7 @@ export class Ledger {
    * no two share a revision; each shared key names the transaction that
    * wrote it last, at that transaction's revision.
    */
-  private async checkTransactions(store: RemoteStore): Promise<number> {
+  private async checkTransactions(store: SoakStore): Promise<number> {
     this.drain();
     const acked = [...this.txs].filter(([, t]) => t.state === 'ack');
     await store.get('/');
@@ -479,7 +499,7 @@ export class Ledger {
   }
 
   /** A transaction committed after the listing (the shared key's writer): checks it now. */
-  private async verifyOne(store: RemoteStore, id: string, byRev: Map<number, string>): Promise<string | undefined> {
+  private async verifyOne(store: SoakStore, id: string, byRev: Map<number, string>): Promise<string | undefined> {
     const a = await store.get(`/tx/${id}/a`);
     const b = await store.get(`/tx/${id}/b`);
     if (a === undefined || b === undefined || a.stat.modRev !== b.stat.modRev) return undefined;
@@ -491,7 +511,7 @@ export class Ledger {
    * Counters: acknowledged increments ≤ value ≤ increments that may have happened; no value acknowledged twice.
    * The lower bound uses the journals drained before the read, the upper bound those drained after it.
    */
-  private async checkCounters(store: RemoteStore): Promise<void> {
+  private async checkCounters(store: SoakStore): Promise<void> {
     for (let k = 0; k < COUNTERS; k++) {
       this.drain();
       const ackedBefore = [...this.ackedValues[k]!];
@@ -616,7 +636,7 @@ export class Ledger {
   }
 
   /** The harness's own watch of the whole store: revisions contiguous, each (revision, path) once. */
-  harnessWatch(store: RemoteStore, signal: AbortSignal): Promise<void> {
+  harnessWatch(store: SoakStore, signal: AbortSignal): Promise<void> {
     return (async () => {
       for (let round = 0; !signal.aborted && round < 1_000_000; round++) {
         let last = 0;
@@ -631,7 +651,7 @@ export class Ledger {
               const k = `${ev.type} ${ev.path}`;
               if (paths.has(k)) this.violation(`watch of /: ${k} twice at revision ${ev.revision}`);
               paths.add(k);
-            } else if (ev.revision === last + 1) {
+            } else if (ev.revision === last + 1 || (this.etcd && ev.revision > last)) {
               last = ev.revision;
               paths.clear();
               paths.add(`${ev.type} ${ev.path}`);
@@ -654,7 +674,7 @@ export class Ledger {
 }
 
 /** Every child name of `p`, paged. */
-export async function listAll(store: RemoteStore, p: string): Promise<string[]> {
+export async function listAll(store: SoakStore, p: string): Promise<string[]> {
   const out: string[] = [];
   if (!(await store.exists(p))) return out;
   let after: string | undefined;
