@@ -22,6 +22,8 @@ const VALUE = 'value-0123456789';
 
 interface Ops {
   get(k: string): unknown;
+  /** A synchronous reader (latchkey: `store.view()`, one pinned snapshot; lmdb-js: its get, synchronous already). */
+  reader(): { get(k: string): unknown; close(): void };
   set(k: string, v: string): Promise<unknown>;
   setMany(ks: readonly string[]): Promise<unknown>;
   list(dir: string, after: string | undefined, limit: number): Promise<unknown> | unknown;
@@ -31,6 +33,7 @@ interface Ops {
 function latchkeyOps(s: Store): Ops {
   return {
     get: (k) => s.get(k),
+    reader: () => s.view!(),
     set: (k, v) => s.set(k, v),
     setMany: (ks) => Promise.all(ks.map((k) => s.set(k, VALUE))),
     list: (dir, after, limit) => s.list(dir, after === undefined ? { limit } : { after, limit }),
@@ -48,6 +51,7 @@ type LmdbDb = Exclude<Awaited<ReturnType<typeof openLmdb>>, Missing>['db'];
 function lmdbOps(db: LmdbDb): Ops {
   return {
     get: (k) => db.get(k),
+    reader: () => ({ get: (k) => db.get(k), close: () => {} }),
     set: (k, v) => db.put(k, v),
     setMany: (ks) => Promise.all(ks.map((k) => db.put(k, VALUE))),
     list: (dir, after, limit) => {
@@ -67,7 +71,7 @@ export default async function compareEmbedded(o: BenchOptions): Promise<void> {
   const ms = o.quick ? 60 : 400;
   const keys = o.quick ? 2_000 : 10_000;
   const plan = roundPlan(o);
-  const bar = progress('compare-embedded', 7);
+  const bar = progress('compare-embedded', 8);
 
   const lkDir = tempDir('latchkey-embedded');
   forgetTempDirLater(lkDir);
@@ -91,6 +95,14 @@ export default async function compareEmbedded(o: BenchOptions): Promise<void> {
   const window = 1000;
   const operations: [string, (s: Ops, next: () => number) => Promise<number>][] = [
     ['get', async (s, next) => (await rate(() => s.get(k(next())), ms)).perSec],
+    ['get, synchronous (latchkey store.view().get)', async (s, next) => {
+      const r = s.reader();
+      try {
+        return (await rate(() => r.get(k(next())), ms)).perSec;
+      } finally {
+        r.close();
+      }
+    }],
     ['set, awaited one at a time', async (s, next) => (await rate(() => s.set(k(next()), VALUE), ms, 100)).perSec],
     [`set, ${window.toLocaleString('en-US')} in flight`, async (s, next) => (await rate(() => s.setMany(Array.from({ length: window }, () => k(next()))), ms, 1)).perSec * window],
     ['list 100 children', async (s) => (await rate(() => s.list('/dir', undefined, 1000), ms, 100)).perSec],
@@ -133,5 +145,5 @@ export default async function compareEmbedded(o: BenchOptions): Promise<void> {
 
   table('embedded: latchkey vs lmdb-js (ops/s, one process, both on disk)', ['operation', "latchkey ops/s (durability 'none')", 'lmdb-js ops/s (noSync)', 'latchkey/lmdb-js', 'latchkey in memory (context)'], rows, { chart: { columns: [1, 2], unit: 'ops/s (higher is better)', log: true } });
   note("Like with like: latchkey open(dir, { durability: 'none' }) writes each commit group to its log with write(2) and no fdatasync; lmdb-js with noSync writes its commits to its file without syncing. Both survive the process being killed, neither an OS crash. The last row syncs on both sides: latchkey fdatasync per commit group, lmdb-js putSync (LMDB syncs its data pages, then its meta page, per transaction).");
-  note('latchkey reads are async (a Promise per get, awaited); lmdb-js get is synchronous (awaited too, as the loop awaits every call). lmdb-js "list" is a key-range scan over `dir/…` (a flat key space has no directories); its transaction is transactionSync(get, put).');
+  note('latchkey reads are async (a Promise per get, awaited); lmdb-js get is synchronous (awaited too, as the loop awaits every call). The synchronous row reads latchkey through one `store.view()` per round (a pinned snapshot, no promise per read) against the same lmdb-js get; the loop awaits every call on both sides. lmdb-js "list" is a key-range scan over `dir/…` (a flat key space has no directories); its transaction is transactionSync(get, put).');
 }

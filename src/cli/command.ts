@@ -86,7 +86,8 @@ export const CLIENT_OPTIONS = {
 } as const satisfies Options;
 
 export const CLIENT_OPTIONS_HELP = `connection:
-  --url URL     unix:///path/latchkey.sock, tcp://host:port or tls://host:port
+  --url URL     unix:///path/latchkey.sock, tcp://host:port or tls://host:port;
+                several front-ends of one store: tcp://h1:p1,h2:p2 (the first that answers)
                 (default: $LATCHKEY_URL, else the socket of ./latchkey-data)
   --token T     auth token (default: $LATCHKEY_TOKEN)`;
 

@@ -84,7 +84,11 @@ export class ClientConnection {
   /** Released by close(), in reverse order: the reconnection timer, whoever waits for a link, the link. */
   private readonly owned = new DisposableStack();
 
-  constructor(readonly addr: Address, readonly opts: ConnectOptions) {
+  /** The address dialled next (an index into `addrs`): it moves on after a failed dial or a lost link. */
+  private addrIndex = 0;
+
+  constructor(readonly addrs: readonly Address[], readonly opts: ConnectOptions) {
+    if (addrs.length === 0) throw new LatchkeyError('INVALID_ARGUMENT', 'no server address');
     this.owned.defer(() => this.link?.close());
     this.owned.defer(() => this.end(storeClosed()));
     this.owned.defer(() => clearTimeout(this.retryTimer));
@@ -127,12 +131,22 @@ export class ClientConnection {
 
   // ------------------------------------------------------------ the link
 
+  /** The first connection: each address in turn until one answers (fails with the last one's error). */
   async start(): Promise<void> {
-    await this.dial();
+    for (let i = 0; ; i++) {
+      try {
+        await this.dial();
+        return;
+      } catch (e) {
+        // A reason never to connect (AUTH, a protocol version) is the same on every front-end.
+        if (i + 1 >= this.addrs.length || LatchkeyError.is(e, 'AUTH') || LatchkeyError.is(e, 'PROTOCOL')) throw e;
+      }
+    }
   }
 
   private dial(): Promise<Link> {
-    this.connecting ??= Link.open(this.addr, this.opts, {
+    const addr = this.addrs[this.addrIndex % this.addrs.length]!;
+    this.connecting ??= Link.open(addr, this.opts, {
       push: (m) => this.members.get(handleOf(m))?.pushed?.(m),
       lost: (e) => this.onLost(e),
     }).then((link) => {
@@ -151,6 +165,7 @@ export class ClientConnection {
       return link;
     }, (e: unknown) => {
       this.connecting = undefined;
+      this.addrIndex++; // the next attempt tries the next front-end
       throw e;
     });
     return this.connecting;
@@ -192,6 +207,8 @@ export class ClientConnection {
   }
 
   private onLost(e: LatchkeyError): void {
+    // With several front-ends, the next one first: the one just lost is likely down.
+    if (this.addrs.length > 1) this.addrIndex++;
     if (this.link !== undefined) this.revisionSeen = Math.max(this.revisionSeen, this.link.revision);
     this.link = undefined;
     const members = [...this.members.values()];

@@ -63,6 +63,20 @@ export interface LinkHandlers {
   lost(error: LatchkeyError): void;
 }
 
+/**
+ * Parses a server address, or several: `tcp://h1:p1,h2:p2` (or `tls://…`)
+ * names front-ends of one store (`serve --backend etcd`, docs/etcd.md); the
+ * client connects to the first that answers and, when its link is lost,
+ * reconnects to the next.
+ */
+export function parseAddresses(url: string): Address[] {
+  const m = /^(tcp|tls):\/\/([^/?#]*,[^/?#]*)(\/?)$/.exec(url);
+  if (m === null) return [parseAddress(url)];
+  const hosts = m[2]!.split(',');
+  if (hosts.some((h) => h === '')) throw new LatchkeyError('INVALID_ARGUMENT', `empty address in ${url} (tcp://host:port,host:port)`);
+  return hosts.map((h) => parseAddress(`${m[1]}://${h}`));
+}
+
 export function parseAddress(url: string): Address {
   let u: URL;
   try {

@@ -23,7 +23,7 @@ import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockInf
 import { openBigArray, openBigFile } from '../bigfile/index.js';
 import { LatchkeyError } from '../core/errors.js';
 import { ClientConnection, type ConnectOptions } from './connection.js';
-import { parseAddress } from './link.js';
+import { parseAddresses } from './link.js';
 import { LockState } from './lock.js';
 import { RemoteSession } from './session.js';
 import { RemoteWatch } from './watch.js';
@@ -174,11 +174,13 @@ export class RemoteStore extends RemoteSession implements Store {
 
 /**
  * Connects to a latchkey server: `unix:///path/latchkey.sock`,
- * `tcp://host:port` or `tls://host:port`. Resolves once the handshake is done;
+ * `tcp://host:port` or `tls://host:port`, or several front-ends of one store
+ * (`tcp://h1:p1,h2:p2`): the first that answers, and the next after a loss.
+ * Resolves once the handshake is done;
  * rejects with AUTH, PROTOCOL, QUOTA (server full) or CONNECTION_LOST.
  */
 export async function connect(url: string, options: ConnectOptions = {}): Promise<RemoteStore> {
-  const conn = new ClientConnection(parseAddress(url), options);
+  const conn = new ClientConnection(parseAddresses(url), options);
   await conn.start();
   return new RemoteStore(conn);
 }

@@ -203,10 +203,10 @@ export class Engine implements EngineAccess {
       const rev = this.pendingRev;
       return this.afterPublished(rev, () => ({ value, rev }));
     }
-    const done = this.commit(ws);
-    admission.done();
     const result = { value, rev: ws.rev };
-    return done === undefined ? Promise.resolve(result) : done.then(() => result);
+    const done = this.commit(ws, result);
+    admission.done();
+    return done ?? Promise.resolve(result);
   }
 
   /**
@@ -283,7 +283,7 @@ export class Engine implements EngineAccess {
   }
 
   /** Moves the pending head to `ws` and hands the commit to the pipeline. Synchronous up to the returned promise. */
-  private commit(ws: Workspace): Promise<void> | undefined {
+  private commit<R>(ws: Workspace, result: R): Promise<R> | undefined {
     assert(ws.rev === this.pendingRev + 1, `commit at ${ws.rev} over pending ${this.pendingRev}`);
     const before = this.pendingRoot;
     this.trackEphemerals(before, ws.mutations);
@@ -291,7 +291,7 @@ export class Engine implements EngineAccess {
     this.pendingRoot = root;
     this.pendingRev = ws.rev;
     this.counters.commits++;
-    return this.pipeline.submit(ws.rev, ws.mutations, before, root, logged);
+    return this.pipeline.submit(ws.rev, ws.mutations, before, root, logged, result);
   }
 
   /**
@@ -351,8 +351,7 @@ export class Engine implements EngineAccess {
     this.pendingRoot = after;
     this.pendingRev = rev;
     this.counters.compactionCommits++;
-    const done = this.pipeline.submit(rev, [], before, after, muts);
-    return (done ?? Promise.resolve()).then(() => rev);
+    return this.pipeline.submit(rev, [], before, after, muts, rev) ?? Promise.resolve(rev);
   }
 
   /** Resolves once every commit up to the pending head is published. */
@@ -399,10 +398,10 @@ export class Engine implements EngineAccess {
       const rev = this.pendingRev;
       return this.afterPublished(rev, () => ({ revision: rev, replayed }));
     }
-    const done = this.commit(ws);
+    const result = { revision: ws.rev, replayed };
+    const done = this.commit(ws, result);
     admission.done();
-    await done;
-    return { revision: ws.rev, replayed };
+    return done === undefined ? result : await done;
   }
 
   private publish(c: Published): void {

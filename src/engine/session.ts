@@ -21,6 +21,9 @@ import { type Engine, targetOf, targetOfOp } from './engine.js';
 import { TransactionImpl } from './transaction.js';
 
 let sessionCounter = 0;
+const revOf = (r: { rev: number }): number => r.rev;
+/** A get of a missing node: one shared settled promise (a settled promise is immutable). */
+const NO_ENTRY: Promise<undefined> = Promise.resolve(undefined);
 const epoch = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
 
 /** A session of the embedded store: the edge's narrow methods, run on the engine. */
@@ -49,9 +52,12 @@ export class SessionImpl extends SessionEdge {
     return this.engine.maxValueBytes;
   }
 
-  protected async _get(path: string): Promise<Entry | undefined> {
-    const n = lookup(this.engine.visibleRoot, parsePath(path));
-    return n === undefined ? undefined : entryOfNodeAsync(path, n, this.engine.visibleRev);
+  protected _get(path: string, segs: readonly string[]): Promise<Entry | undefined> {
+    // Not async: one promise per get, made here (an async function's and its await's cost more).
+    const n = lookup(this.engine.visibleRoot, segs);
+    if (n === undefined) return NO_ENTRY;
+    const e = entryOfNodeAsync(path, n, this.engine.visibleRev);
+    return e instanceof Promise ? e : Promise.resolve(e);
   }
 
   protected async _exists(path: string): Promise<boolean> {
@@ -64,9 +70,8 @@ export class SessionImpl extends SessionEdge {
     return listNode(n, this.engine.visibleRev, options);
   }
 
-  protected async _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
-    const r = await this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, value, cond));
-    return r.rev;
+  protected _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
+    return this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, value, cond)).then(revOf);
   }
 
   protected async _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string> {

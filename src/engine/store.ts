@@ -41,6 +41,11 @@ export class EmbeddedStore extends SessionImpl implements Store {
     return this.engine.visibleRev;
   }
 
+  /** Authorizes every path a session's commits write (the server's scoped tokens; EngineAccess.guardWrites). */
+  guardWrites(session: string, guard: ((path: string) => void) | undefined): void {
+    this.engine.guardWrites(session, guard);
+  }
+
   /** Synchronous reads on the newest published revision (api.ts ReadView). */
   view(): ReadView {
     return new StoreView(this.engine);

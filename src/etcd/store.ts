@@ -7,6 +7,7 @@
 import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { openBigArray, openBigFile } from '../bigfile/index.js';
 import { parsePath } from '../core/path.js';
+import { walkTree } from '../core/tree.js';
 import { EtcdBackend, type EtcdOptions, parseEtcdUrl } from './backend.js';
 import { Locks } from './locks.js';
 import { EtcdSession } from './session.js';
@@ -24,10 +25,35 @@ export class EtcdStore extends EtcdSession implements Store {
   }
 
   session(options: SessionOptions = {}): Session {
+    return this.ownedSession(options);
+  }
+
+  /**
+   * A session whose maker ends it, as a death when its client vanished
+   * (`end(true)`: the lease is revoked, its locks go to the next waiter with
+   * ownerDied): what `latchkey serve --backend etcd` gives each connection.
+   */
+  ownedSession(options: SessionOptions = {}): EtcdSession {
     this.checkOpen();
-    const s = new EtcdSession(this.backend, this.lockService, options.name);
-    this.sessions.add(s);
+    const sessions = this.sessions;
+    // Forgotten when it ends, however it ends: a server makes one per connection.
+    const s = new (class extends EtcdSession {
+      override async end(died: boolean): Promise<void> {
+        sessions.delete(this);
+        await super.end(died);
+      }
+    })(this.backend, this.lockService, options.name);
+    sessions.add(s);
     return s;
+  }
+
+  /** Ephemeral nodes per owning session id, in this client's mirror (listSessions). */
+  ephemeralCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const [, n] of walkTree(this.backend.mirror.root)) {
+      if (n.ephemeralOwner !== undefined) counts.set(n.ephemeralOwner, (counts.get(n.ephemeralOwner) ?? 0) + 1);
+    }
+    return counts;
   }
 
   lockTable(): LockTableInfo {
@@ -70,7 +96,7 @@ export class EtcdStore extends EtcdSession implements Store {
 
   override async close(): Promise<void> {
     if (this.backend.closed) return;
-    for (const s of this.sessions) await s.close().catch(() => {});
+    for (const s of [...this.sessions]) await s.close().catch(() => {});
     await super.close().catch(() => {});
     await this.backend.close();
   }

@@ -129,6 +129,17 @@ export function sessionsVisibleTo(p: Principal, all: readonly SessionInfo[], own
     });
 }
 
+/**
+ * True when what `p`'s commits write must be checked path by path (the
+ * engine's write guard): it may write somewhere but not everywhere. Not
+ * for a token without grants, one granted write or admin on `/`, nor one
+ * that may only read (every write request is refused before it runs).
+ */
+export function needsWriteGuard(p: Principal): boolean {
+  if (p.grants === undefined || p.grants.some((g) => g.prefix === '/' && g.access !== 'read')) return false;
+  return p.grants.some((g) => g.access !== 'read');
+}
+
 export function canRead(p: Principal, path: string): boolean {
   if (p.grants === undefined) return true;
   for (const g of p.grants) if (isPrefixPath(g.prefix, path)) return true; // every level includes read

@@ -29,9 +29,6 @@
 import type { Socket } from 'node:net';
 import type { Lock, Session } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
-import type { EmbeddedStore, SessionOrigin } from '../engine/store.js';
-import type { OwnedSession } from '../engine/access.js';
-import type { Watch } from '../engine/watch.js';
 import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
 import { type Limits, MAX_HELLO_FRAME, MAX_REPLY_FRAME } from '../protocol/limits.js';
@@ -40,8 +37,9 @@ import {
   PROTOCOL_VERSION, SUPPORTED_VERSIONS, toWireError,
 } from '../protocol/messages.js';
 import { DisposableStack } from '../util/disposable.js';
-import { type AuthTable, type Principal, TRUSTED, authorize } from './auth.js';
+import { type AuthTable, type Principal, TRUSTED, authorize, needsWriteGuard } from './auth.js';
 import type { BudgetHolder, MemoryBudget } from './budget.js';
+import type { ServedSession, ServedStore, ServedWatch, SessionOrigin } from './served.js';
 import { type ConnContext, type LockSlot, NOT_SYNC, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
 
 /** Requests that only free what the connection holds: served even when the server is over its memory budget. */
@@ -57,7 +55,7 @@ const WRITE_HIGH_WATER = 8 * 1024 * 1024;
 const PUSH_BYTES = 256 * 1024;
 
 export interface ConnectionOptions {
-  readonly store: EmbeddedStore;
+  readonly store: ServedStore;
   readonly limits: Limits;
   /** Heartbeat lease; 0 for none (Unix sockets). */
   readonly ttlMs: number;
@@ -72,7 +70,7 @@ export interface ConnectionOptions {
 }
 
 interface WatchSlot {
-  readonly w: Watch;
+  readonly w: ServedWatch;
   readonly session: number;
 }
 
@@ -126,17 +124,19 @@ class RequestSignal {
 type InFlight = RequestSignal;
 
 export class Connection implements ConnContext, BudgetHolder {
-  readonly store: EmbeddedStore;
+  readonly store: ServedStore;
   readonly limits: Limits;
   principal: Principal = TRUSTED;
   readonly txs = new Map<number, TxSlot>();
   readonly locks = new Map<number, LockSlot>();
   readonly pendingLocks = new Set<number>();
   private readonly watches = new Map<number, WatchSlot>();
-  private readonly sessions = new Map<number, OwnedSession>();
+  private readonly sessions = new Map<number, ServedSession>();
   private readonly inflight = new Map<number, InFlight>();
   private readonly decoder = clientMessageDecoder(MAX_HELLO_FRAME);
   private greeted = false;
+  /** Messages that came while the hello's session was being made (set only then; `greeted` is still false). */
+  private held: Decoded<ClientMessage>[] | undefined;
   private state: 'open' | 'draining' | 'closed' = 'open';
   private readonly out = new FrameBatch();
   private flushQueued = false;
@@ -272,7 +272,7 @@ export class Connection implements ConnContext, BudgetHolder {
   }
 
   /** Re-reads the backlog of a watch (events queued, not yet pumped). */
-  private syncWatch(handle: number, w: Watch | undefined): void {
+  private syncWatch(handle: number, w: ServedWatch | undefined): void {
     const now = w === undefined || this.state === 'closed' ? 0 : w.queuedBytes + w.queued * EVENT_OVERHEAD;
     const before = this.chargedWatch.get(handle) ?? 0;
     if (now === 0) this.chargedWatch.delete(handle);
@@ -306,6 +306,10 @@ export class Connection implements ConnContext, BudgetHolder {
       this.fatal(new LatchkeyError('INTERNAL', `decoder failed: ${(e as Error).message}`));
       return;
     }
+    this.handle(items);
+  }
+
+  private handle(items: Decoded<ClientMessage>[]): void {
     for (const item of items) {
       if (this.state !== 'open') return;
       if (item.type === 'fatal') {
@@ -313,6 +317,10 @@ export class Connection implements ConnContext, BudgetHolder {
         return;
       }
       if (!this.greeted) {
+        if (this.held !== undefined) {
+          this.held.push(item); // the hello's session is being made: after its welcome
+          continue;
+        }
         if (item.type === 'message' && item.message.t === 'hello') this.hello(item.message);
         else this.fatal(new LatchkeyError('PROTOCOL', 'the first message must be hello'));
         continue;
@@ -342,18 +350,39 @@ export class Connection implements ConnContext, BudgetHolder {
       }
       this.principal = p;
     }
-    let s: OwnedSession;
+    let s: ServedSession | undefined;
     try {
       s = this.store.ownedSession(h.name === undefined ? {} : { name: h.name }, this.origin());
+      this.guard(s);
     } catch (e) {
+      void s?.end(true).catch(() => {});
       this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
       return;
     }
-    this.guard(s);
     this.sessions.set(0, s);
-    this.greeted = true;
     clearTimeout(this.helloTimer);
     this.decoder.maxFrame = this.limits.maxFrame;
+    if (s.ready === undefined) {
+      this.greeted = true;
+      this.welcome(s);
+      return;
+    }
+    // A session made asynchronously (an etcd lease): what the client sends before its welcome waits.
+    this.held = [];
+    this.socket.pause();
+    const made = s;
+    s.ready().then(() => {
+      if (this.state !== 'open') return;
+      this.greeted = true;
+      this.welcome(made);
+      const held = this.held ?? [];
+      this.held = undefined;
+      this.socket.resume();
+      this.handle(held);
+    }, (e: unknown) => this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e))));
+  }
+
+  private welcome(s: ServedSession): void {
     this.send(0, {
       t: 'welcome', version: PROTOCOL_VERSION, session: s.id, name: s.name, ttlMs: this.opts.ttlMs,
       revision: this.store.revision, limits: { ...this.limits },
@@ -521,14 +550,21 @@ export class Connection implements ConnContext, BudgetHolder {
     return s;
   }
 
-  openSession(handle: number, name: string | undefined): Session {
+  async openSession(handle: number, name: string | undefined): Promise<Session> {
     if (this.sessions.has(handle)) throw invalidArgument(`session handle ${handle} is in use`);
     if (this.sessions.size >= this.limits.maxSessions) {
       throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
     }
     const s = this.store.ownedSession(name === undefined ? {} : { name }, this.origin());
-    this.guard(s);
     this.sessions.set(handle, s);
+    try {
+      this.guard(s);
+      await s.ready?.();
+    } catch (e) {
+      this.sessions.delete(handle);
+      void s.end(true).catch(() => {});
+      throw e;
+    }
     return s;
   }
 
@@ -537,11 +573,16 @@ export class Connection implements ConnContext, BudgetHolder {
    * actually write, not only on the paths requests name: a sequential
    * create's chosen name (`/jobs` + counter is a sibling of `/jobs`) and the
    * parents `set` and `create` make are checked before anything is committed.
+   * A store that cannot guard its commits (etcd) does not serve scoped tokens.
    */
   private guard(s: { readonly id: string }): void {
     const p = this.principal;
     if (p.grants === undefined) return;
-    this.store.internals.guardWrites(s.id, (path) => authorize(p, path, 'write'));
+    if (this.store.guardWrites === undefined) {
+      if (!needsWriteGuard(p)) return; // it may write everywhere, or nowhere
+      throw new LatchkeyError('AUTH', 'this server\'s backend cannot check the writes of a token that may write only below /; use one granted / or a read-only one (docs/etcd.md)');
+    }
+    this.store.guardWrites(s.id, (path) => authorize(p, path, 'write'));
   }
 
   async endSession(handle: number): Promise<void> {
@@ -563,7 +604,7 @@ export class Connection implements ConnContext, BudgetHolder {
     }
   }
 
-  addWatch(handle: number, session: number, w: Watch): void {
+  addWatch(handle: number, session: number, w: ServedWatch): void {
     if (this.watches.has(handle)) {
       void w.return();
       throw invalidArgument(`watch handle ${handle} is in use`);
@@ -580,7 +621,7 @@ export class Connection implements ConnContext, BudgetHolder {
     return true;
   }
 
-  private async pump(handle: number, w: Watch): Promise<void> {
+  private async pump(handle: number, w: ServedWatch): Promise<void> {
     try {
       for (;;) {
         this.syncWatch(handle, w);

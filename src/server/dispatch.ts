@@ -14,8 +14,7 @@ import { parentPath } from '../core/path.js';
 import type { Limits } from '../protocol/limits.js';
 import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js';
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
-import type { EmbeddedStore } from '../engine/store.js';
-import type { Watch } from '../engine/watch.js';
+import type { ServedStore, ServedWatch } from './served.js';
 import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead, sessionsVisibleTo } from './auth.js';
 
 export interface TxSlot {
@@ -31,7 +30,7 @@ export interface LockSlot {
 
 /** What handlers may use of a connection. */
 export interface ConnContext {
-  readonly store: EmbeddedStore;
+  readonly store: ServedStore;
   readonly limits: Limits;
   readonly principal: Principal;
   readonly txs: Map<number, TxSlot>;
@@ -40,12 +39,12 @@ export interface ConnContext {
   readonly pendingLocks: Set<number>;
   readonly watchCount: number;
   session(handle: number): Session;
-  openSession(handle: number, name: string | undefined): Session;
+  openSession(handle: number, name: string | undefined): Promise<Session>;
   endSession(handle: number): Promise<void>;
   /** The client is closing on purpose: when the connection then closes, its sessions end at once (no lease linger). */
   goodbye(): void;
   /** Starts pumping a watch's events to the client as pushes. */
-  addWatch(handle: number, session: number, w: Watch): void;
+  addWatch(handle: number, session: number, w: ServedWatch): void;
   removeWatch(handle: number): boolean;
   /** A watch's backlog changed (charged to the server's memory budget). */
   watchQueued(handle: number): void;
@@ -137,7 +136,9 @@ export const handlers: HandlerTable = {
       if (a.tx !== undefined) return NOT_SYNC;
       c.session(s); // alive, or SESSION_EXPIRED
       // A value on disk and not cached is read by `run`, asynchronously: the event loop never waits for a disk.
-      const e = c.store.inMemoryView().getInMemory(a.path);
+      const view = c.store.inMemoryView?.();
+      if (view === undefined) return NOT_SYNC; // a store without the fast path (etcd: a read waits for a linearizable barrier)
+      const e = view.getInMemory(a.path);
       if (e === false) return NOT_SYNC;
       return e === undefined ? null : wireEntry(e);
     },
@@ -150,7 +151,8 @@ export const handlers: HandlerTable = {
     sync(c, s, a) {
       if (a.tx !== undefined) return NOT_SYNC;
       c.session(s);
-      return c.store.inMemoryView().exists(a.path);
+      const view = c.store.inMemoryView?.();
+      return view === undefined ? NOT_SYNC : view.exists(a.path);
     },
   },
   list: {
@@ -388,7 +390,7 @@ export const handlers: HandlerTable = {
   session: {
     access: none,
     async run(c, { a }) {
-      const sess = c.openSession(a.session, a.name);
+      const sess = await c.openSession(a.session, a.name);
       return { id: sess.id, name: sess.name };
     },
   },

@@ -18,7 +18,7 @@ import { chmodSync, existsSync, readFileSync, statSync, unlinkSync } from 'node:
 import net from 'node:net';
 import tls from 'node:tls';
 import { LatchkeyError } from '../core/errors.js';
-import type { EmbeddedStore } from '../engine/store.js';
+import type { ServedStore } from './served.js';
 import { AsyncDisposableStack } from '../util/disposable.js';
 import { encodeServer } from '../protocol/codec.js';
 import { DEFAULT_LIMITS, type Limits } from '../protocol/limits.js';
@@ -76,7 +76,7 @@ export class LatchkeyServer {
   private refused = 0;
   readonly budget: MemoryBudget;
 
-  private constructor(readonly store: EmbeddedStore, private readonly opts: ServeOptions) {
+  private constructor(readonly store: ServedStore, private readonly opts: ServeOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     const max = opts.maxMemory ?? DEFAULT_MAX_MEMORY;
     if (!Number.isSafeInteger(max) || max < 1024 * 1024) throw new LatchkeyError('INVALID_ARGUMENT', 'serve: maxMemory must be at least 1 MiB');
@@ -84,7 +84,7 @@ export class LatchkeyServer {
     this.owned.defer(() => clearTimeout(this.idleTimer));
   }
 
-  static async start(store: EmbeddedStore, opts: ServeOptions): Promise<LatchkeyServer> {
+  static async start(store: ServedStore, opts: ServeOptions): Promise<LatchkeyServer> {
     const s = new LatchkeyServer(store, opts);
     if (opts.socket === undefined && opts.listen === undefined) throw new LatchkeyError('INVALID_ARGUMENT', 'serve: give a socket path, a TCP address, or both');
     if (opts.listen !== undefined && opts.auth === undefined) {
@@ -267,6 +267,6 @@ function isServing(path: string): Promise<boolean> {
   });
 }
 
-export function serve(store: EmbeddedStore, opts: ServeOptions): Promise<LatchkeyServer> {
+export function serve(store: ServedStore, opts: ServeOptions): Promise<LatchkeyServer> {
   return LatchkeyServer.start(store, opts);
 }

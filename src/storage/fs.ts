@@ -8,7 +8,7 @@
  * Errors from here are raw errno errors (`{ code: 'ENOSPC' }`); the callers
  * convert them once into LatchkeyErrors at the storage edge.
  */
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp, constants as fsc, writevSync } from 'node:fs';
 import path from 'node:path';
 
 export interface FileStat {
@@ -22,6 +22,12 @@ export interface FileHandleLike {
   read(buf: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
   write(buf: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
   writev(bufs: Uint8Array[], position: number): Promise<{ bytesWritten: number }>;
+  /**
+   * pwritev(2) on the calling thread (no thread-pool trip). Only for writes
+   * that return at once (to the page cache, not O_DSYNC): the log with
+   * durability 'none' (wal.ts, note 3).
+   */
+  writevSync(bufs: Uint8Array[], position: number): number;
   /** fdatasync(2): data and the metadata needed to read it back (the size). */
   datasync(): Promise<void>;
   /** fsync(2). */
@@ -67,7 +73,8 @@ const FLAGS: Record<OpenMode, number> = {
 /** The real file system (node:fs/promises: the I/O runs on libuv's thread pool, off the event loop). */
 export const realFs: Fs = {
   async open(file, mode, options) {
-    return fsp.open(file, FLAGS[mode] | (options?.dsync ? fsc.O_DSYNC : 0), 0o644);
+    const fh = await fsp.open(file, FLAGS[mode] | (options?.dsync ? fsc.O_DSYNC : 0), 0o644);
+    return Object.assign(fh, { writevSync: (bufs: Uint8Array[], position: number): number => writevSync(fh.fd, bufs, position) });
   },
   async readFile(file) {
     return fsp.readFile(file);
@@ -109,19 +116,36 @@ export async function writeAll(fh: FileHandleLike, bufs: Uint8Array[], position:
     const { bytesWritten } = await fh.writev(rest, position + done);
     if (bytesWritten === 0) throw Object.assign(new Error('write returned 0 bytes'), { code: 'EIO' });
     done += bytesWritten;
-    if (done < total) {
-      // Drop what was written, keep the rest.
-      let skip = bytesWritten;
-      const next: Uint8Array[] = [];
-      for (const b of rest) {
-        if (skip >= b.length) { skip -= b.length; continue; }
-        next.push(skip > 0 ? b.subarray(skip) : b);
-        skip = 0;
-      }
-      rest = next;
-    }
+    if (done < total) rest = dropWritten(rest, bytesWritten);
   }
   return total;
+}
+
+/** writeAll on the calling thread (FileHandleLike.writevSync): continues after short writes. */
+export function writeAllSync(fh: FileHandleLike, bufs: Uint8Array[], position: number): number {
+  let total = 0;
+  for (const b of bufs) total += b.length;
+  let done = 0;
+  let rest = bufs;
+  while (done < total) {
+    const bytesWritten = fh.writevSync(rest, position + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('write returned 0 bytes'), { code: 'EIO' });
+    done += bytesWritten;
+    if (done < total) rest = dropWritten(rest, bytesWritten);
+  }
+  return total;
+}
+
+/** What is left of `bufs` after the first `written` bytes. */
+function dropWritten(bufs: Uint8Array[], written: number): Uint8Array[] {
+  let skip = written;
+  const next: Uint8Array[] = [];
+  for (const b of bufs) {
+    if (skip >= b.length) { skip -= b.length; continue; }
+    next.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return next;
 }
 
 /** Reads exactly `length` bytes at `position` (fewer only at end of file). */
@@ -249,6 +273,23 @@ export class FaultyFs implements Fs {
           throw errnoError(f.code, 'write', file);
         }
         return flushed(await fh.writev(bufs, p));
+      },
+      writevSync(bufs, p) {
+        const f = self.check('write', file);
+        if (f) {
+          if (f.partialBytes) {
+            let left = f.partialBytes;
+            const part: Uint8Array[] = [];
+            for (const b of bufs) {
+              if (left <= 0) break;
+              part.push(b.subarray(0, Math.min(left, b.length)));
+              left -= b.length;
+            }
+            fh.writevSync(part, p);
+          }
+          throw errnoError(f.code, 'write', file);
+        }
+        return flushed(fh.writevSync(bufs, p));
       },
       async datasync() {
         const f = self.check('sync', file);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { type OpenOptions, open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
 import { connect } from '../../src/client/store.js';
+import type { ServedStore } from '../../src/server/served.js';
 import { type ServeOptions, serve } from '../../src/server/server.js';
 import type { Store } from '../../src/api.js';
 import type { Backend } from './suite.js';
@@ -15,11 +16,12 @@ import type { Backend } from './suite.js';
  * Backend.crash: the directory is copied as it is on disk, the server is
  * closed, a new one serves the copy at the same address).
  */
-export async function remote(kind: 'unix' | 'tcp', extra: Partial<ServeOptions> = {}, durable = false, openOptions: OpenOptions = {}): Promise<Backend> {
+export async function remote(kind: 'unix' | 'tcp', extra: Partial<ServeOptions> = {}, durable = false, openOptions: OpenOptions = {}, asServed?: (s: EmbeddedStore) => ServedStore): Promise<Backend> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-contract-'));
   let data = path.join(dir, 'data-0');
   let backing = (await (durable ? open(data, openOptions) : open())) as EmbeddedStore;
-  let server = await serve(backing, kind === 'unix'
+  const served = (s: EmbeddedStore): ServedStore => (asServed === undefined ? s : asServed(s));
+  let server = await serve(served(backing), kind === 'unix'
     ? { socket: path.join(dir, 'latchkey.sock'), ...extra }
     : { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ...extra });
   const port = server.tcpAddress?.port ?? 0;
@@ -43,7 +45,7 @@ export async function remote(kind: 'unix' | 'tcp', extra: Partial<ServeOptions> 
       await backing.close();
       data = copy;
       backing = (await open(data, openOptions)) as EmbeddedStore;
-      server = await serve(backing, kind === 'unix'
+      server = await serve(served(backing), kind === 'unix'
         ? { socket: path.join(dir, 'latchkey.sock'), ...extra }
         : { listen: { host: '127.0.0.1', port }, insecureLoopback: true, ...extra });
       await store.exists('/'); // waits for the client to reconnect

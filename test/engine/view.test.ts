@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LatchkeyError } from '../../src/core/errors.js';
 import { open } from '../../src/engine/open.js';
+import type { EmbeddedStore } from '../../src/engine/store.js';
 import type { StoreView } from '../../src/engine/view.js';
 import { type Store, connect, serve } from '../../src/index.js';
 import { removeDir, tempDir } from '../storage/helpers.js';
@@ -74,7 +75,7 @@ test('view: a durable store reopened gives its view the recovered data; a remote
     await s.close();
     const r = await open(dir);
     assert.equal(r.view!().get('/k')!.text(), 'durable');
-    const srv = await serve(r as Parameters<typeof serve>[0], { socket: `${dir}/s.sock` });
+    const srv = await serve(r as EmbeddedStore, { socket: `${dir}/s.sock` });
     const c = await connect(`unix://${dir}/s.sock`);
     assert.equal((c as Store).view, undefined);
     await c.close();
@@ -97,7 +98,7 @@ test('view and server: values stored on disk and not cached are read by a view (
     assert.equal(v.get('/v/b')!.value.length, 5000);
     // What the server's synchronous get sees: not in memory, so that get goes the asynchronous way.
     assert.equal((v as StoreView).getInMemory('/v/a'), false);
-    const srv = await serve(s as Parameters<typeof serve>[0], { socket: `${dir}/s.sock` });
+    const srv = await serve(s as EmbeddedStore, { socket: `${dir}/s.sock` });
     const c = await connect(`unix://${dir}/s.sock`);
     const [a, b, none] = await Promise.all([c.get('/v/a'), c.get('/v/b'), c.get('/v/none')]);
     assert.equal(a!.text(), 'on disk');

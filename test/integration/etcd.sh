@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # latchkey on etcd (issue 18): the contract suites (test/contract/suite.ts,
 # locks.ts, atomic.ts) against a three-member etcd cluster, then the failure
-# tests (a member stopped with SIGSTOP; the leader SIGKILLed during a mixed
-# workload from several client processes). Installs etcd-server with apt-get
+# tests (latchkey serve --backend etcd front-ends: the CLI through them, one
+# SIGKILLed under a client, test/integration/etcd-serve.ts; a member stopped
+# with SIGSTOP; the leader SIGKILLed during a mixed workload from several
+# client processes). Installs etcd-server with apt-get
 # when missing (needs root), starts the members on free loopback ports under
 # a temp dir, kills them at the end, exits non-zero on any failure.
 set -uo pipefail
@@ -35,6 +37,10 @@ echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p') members at $ETCD_EN
 failed=()
 echo "=== etcd: contract suites"
 timeout 900 node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
+echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, front-end SIGKILLed, client and front-end SIGKILLed)"
+for scenario in cli failover client-dies; do
+  timeout 300 node build/test/integration/etcd-serve.js "$scenario" || failed+=("serve-$scenario")
+done
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.
 echo "=== etcd: a member stopped (SIGSTOP) for three election timeouts"
 timeout 300 node build/test/integration/etcd-failures.js member-stop || failed+=(member-stop)

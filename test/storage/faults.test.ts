@@ -1,3 +1,5 @@
+import { statSync } from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LatchkeyError } from '../../src/core/errors.js';
@@ -13,17 +15,20 @@ function readOnlyWith(errno: string) {
   };
 }
 
-for (const [what, fault] of [
-  ['ENOSPC on the log write (after a partial write)', { op: 'write', code: 'ENOSPC', file: /^wal-/, partialBytes: 30 }],
-  ['EIO on the log write', { op: 'write', code: 'EIO', file: /^wal-/ }],
-  ['EIO on fdatasync', { op: 'sync', code: 'EIO', file: /^wal-/ }],
-  ['ENOSPC on fdatasync', { op: 'sync', code: 'ENOSPC', file: /^wal-/ }],
+for (const [what, fault, durability] of [
+  ['ENOSPC on the log write (after a partial write)', { op: 'write', code: 'ENOSPC', file: /^wal-/, partialBytes: 30 }, 'fsync'],
+  ['EIO on the log write', { op: 'write', code: 'EIO', file: /^wal-/ }, 'fsync'],
+  ['EIO on fdatasync', { op: 'sync', code: 'EIO', file: /^wal-/ }, 'fsync'],
+  ['ENOSPC on fdatasync', { op: 'sync', code: 'ENOSPC', file: /^wal-/ }, 'fsync'],
+  // durability 'none' writes on the event loop's thread (wal.ts note 3): the same failure, the same outcome.
+  ["ENOSPC on the synchronous log write of durability 'none' (after a partial write)", { op: 'write', code: 'ENOSPC', file: /^wal-/, partialBytes: 30 }, 'none'],
+  ["EIO on the synchronous log write of durability 'none'", { op: 'write', code: 'EIO', file: /^wal-/ }, 'none'],
 ] as const) {
   test(`faults: ${what} fails the group, the log accepts nothing more, the fsync is never retried, nothing acknowledged is lost`, async () => {
     await using tmp = await tempDir();
     const dir = tmp.path;
     const fs = new FaultyFs();
-    const s = await openStorage(dir, { fs });
+    const s = await openStorage(dir, { fs, durability });
     const d = new Driver(s);
     await d.many(5);
     const acked = dump(d.root);
@@ -216,4 +221,24 @@ test('faults: random ENOSPC / EIO under concurrent load (24 seeded runs): typed 
   assert.ok(seen.readOnly >= 6, JSON.stringify(seen));
   assert.ok(seen.snapshotFaults >= 1, JSON.stringify(seen));
   assert.ok(seen.acked > 100 && seen.failed > 0, JSON.stringify(seen));
+});
+
+test("durability 'none': a group's records are in the file when sync() returns its promise (written on the caller's thread), and survive a reopen", async () => {
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const s = await openStorage(dir, { durability: 'none' });
+  const d = new Driver(s);
+  await d.many(3);
+  const [wal] = await files(dir, /^wal-.*\.log$/);
+  const before = statSync(path.join(dir, wal!)).size;
+  d.stage((ws) => ws.set('/written', enc('at once')));
+  const p = s.log.sync();
+  assert.ok(statSync(path.join(dir, wal!)).size > before, 'the record was written before sync() returned');
+  await p;
+  const acked = dump(d.root);
+  await s.close();
+  const s2 = await openStorage(dir);
+  assert.equal(s2.revision, 4);
+  assert.deepEqual(dump(s2.root), acked);
+  await s2.close();
 });

@@ -20,6 +20,13 @@
  * --xenstore-domain-dir gives each guest domain dom0 introduces a socket
  * DIR/<domid> of its own (docs/xenstore.md, "Domains").
  *
+ * --backend etcd://h1:p1,h2:p2/?prefix=/latchkey&ttl=10 serves a store on an
+ * etcd cluster (src/etcd, docs/etcd.md) instead of a data directory: several
+ * such front-ends can serve one cluster at once, and a client given all of
+ * them (`tcp://a:p,b:p`) reconnects to another when its front-end dies.
+ * Sessions are etcd leases. Not with it (refused, INVALID_ARGUMENT): the
+ * XenStore socket, the HTTP console, and the data-directory options.
+ *
  * Prints where it listens, one address a line (`unix://…`, `tcp://…`), then
  * `ready`. SIGTERM / SIGINT shut it down gracefully and it exits 0. Unlike
  * the client commands it owns its exit (process.exit once shut down), so
@@ -27,18 +34,22 @@
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { BugError } from '../../core/errors.js';
+import { BugError, LatchkeyError } from '../../core/errors.js';
+import { parseEtcdUrl } from '../../etcd/backend.js';
+import { connectEtcd } from '../../etcd/store.js';
 import { open } from '../../engine/open.js';
 import { EmbeddedStore } from '../../engine/store.js';
 import { DEFAULT_LIMITS, type Limits } from '../../protocol/limits.js';
 import { AuthTable } from '../../server/auth.js';
+import { type ServedStore, servedStore } from '../../server/served.js';
 import { type ServeOptions, serve } from '../../server/server.js';
 import { type XenstoreServer, startXenstoreServer } from '../../xenstore/server.js';
 import { LOG_LEVELS, type LogLevel, createLogger, logEngineEvents, logRecovery } from '../../http/log.js';
 import { type HttpServer, startHttp } from '../../http/server.js';
 import { type Command, UsageError, parse, parseCount } from '../command.js';
 
-const usage = `usage: latchkey serve [--data DIR] [--socket PATH] [--listen HOST:PORT]
+const usage = `usage: latchkey serve [--data DIR | --backend etcd://HOST:PORT[,HOST:PORT...][/?prefix=/P&ttl=S]]
+                      [--socket PATH] [--listen HOST:PORT]
                       [--tls-cert FILE --tls-key FILE] [--auth FILE] [--insecure-loopback]
                       [--ttl-ms N] [--max-value BYTES] [--max-commit BYTES] [--max-frame BYTES] [--max-connections N]
                       [--max-memory BYTES] [--durability fsync|none] [--memory] [--limit NAME=N]...
@@ -66,6 +77,7 @@ function positiveInt(name: string, v: string | undefined): number | undefined {
 async function serveCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, {
     data: { type: 'string' },
+    backend: { type: 'string' },
     socket: { type: 'string' },
     listen: { type: 'string' },
     'tls-cert': { type: 'string' },
@@ -97,8 +109,10 @@ async function serveCommand(argv: string[]): Promise<void> {
     process.stdout.write(`${usage}\n`);
     return;
   }
+  const backend = values.backend;
+  if (backend !== undefined) checkBackendFlags(backend, values);
   const data = path.resolve(values.data ?? './latchkey-data');
-  mkdirSync(data, { recursive: true });
+  if (backend === undefined) mkdirSync(data, { recursive: true });
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
   if (values['tls-cert'] !== undefined && values.listen === undefined) throw new UsageError('TLS needs --listen');
 
@@ -124,7 +138,9 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (maxValue !== undefined) limits.maxValue = maxValue;
   if (maxFrame !== undefined) limits.maxFrame = maxFrame;
   if (maxConnections !== undefined) limits.maxConnections = maxConnections;
-  const opts: ServeOptions = { socket: path.resolve(values.socket ?? path.join(data, 'latchkey.sock')), limits };
+  const opts: ServeOptions = { limits };
+  // On etcd there is no data directory to hold a default socket: a socket only when asked for.
+  if (values.socket !== undefined || backend === undefined) opts.socket = path.resolve(values.socket ?? path.join(data, 'latchkey.sock'));
   const maxMemory = positiveInt('max-memory', values['max-memory']);
   if (maxMemory !== undefined) opts.maxMemory = maxMemory;
   if (values.listen !== undefined) opts.listen = parseHostPort(values.listen);
@@ -158,17 +174,25 @@ async function serveCommand(argv: string[]): Promise<void> {
   // Every argument is checked: open the store.
   const cache = values.cache === undefined ? undefined : parseCount(values.cache, '--cache');
   const inline = values['inline-values'] === undefined ? undefined : parseCount(values['inline-values'], '--inline-values');
-  const s = values.memory ? await open(undefined, engineOpts)
-    : await open(data, {
-      ...engineOpts,
-      ...(values.durability === undefined ? {} : { durability: values.durability }),
-      ...(cache === undefined ? {} : { cacheBytes: cache }),
-      ...(inline === undefined ? {} : { inlineValueBytes: inline }),
-    });
-  if (!(s instanceof EmbeddedStore)) throw new BugError('open() did not return an embedded store');
-  const store = s;
-  logRecovery(store, log);
-  logEngineEvents(store, log);
+  let store: ServedStore & { close(): Promise<void> };
+  let embedded: EmbeddedStore | undefined;
+  if (backend !== undefined) {
+    const etcd = await connectEtcd(backend);
+    store = { ...servedStore(etcd, { ownedSession: (o) => etcd.ownedSession(o), ephemeralCounts: () => etcd.ephemeralCounts() }), close: () => etcd.close() };
+  } else {
+    const s = values.memory ? await open(undefined, engineOpts)
+      : await open(data, {
+        ...engineOpts,
+        ...(values.durability === undefined ? {} : { durability: values.durability }),
+        ...(cache === undefined ? {} : { cacheBytes: cache }),
+        ...(inline === undefined ? {} : { inlineValueBytes: inline }),
+      });
+    if (!(s instanceof EmbeddedStore)) throw new BugError('open() did not return an embedded store');
+    embedded = s;
+    store = s;
+    logRecovery(s, log);
+    logEngineEvents(s, log);
+  }
 
   let stopping = false;
   let server: Awaited<ReturnType<typeof serve>> | undefined;
@@ -191,9 +215,9 @@ async function serveCommand(argv: string[]): Promise<void> {
     });
   };
   server = await serve(store, opts);
-  if (values['xenstore-socket'] !== undefined) {
+  if (values['xenstore-socket'] !== undefined && embedded !== undefined) {
     try {
-      xenstore = await startXenstoreServer(store, {
+      xenstore = await startXenstoreServer(embedded, {
         socketPath: path.resolve(values['xenstore-socket']), limits: xenstoreLimits,
         ...(values['xenstore-domain-dir'] === undefined ? {} : { domainDir: path.resolve(values['xenstore-domain-dir']) }),
         log: (m) => process.stderr.write(`latchkey: ${m}\n`),
@@ -204,10 +228,10 @@ async function serveCommand(argv: string[]): Promise<void> {
       throw new Error(`--xenstore-socket: ${(e as Error).message}`, { cause: e });
     }
   }
-  if (httpAt !== undefined) {
+  if (httpAt !== undefined && embedded !== undefined) {
     const srv = server;
     try {
-      httpServer = await startHttp({ host: httpAt.host, port: httpAt.port, store, serverStats: () => srv.stats(), log, ...(opts.auth === undefined ? {} : { auth: opts.auth }) });
+      httpServer = await startHttp({ host: httpAt.host, port: httpAt.port, store: embedded, serverStats: () => srv.stats(), log, ...(opts.auth === undefined ? {} : { auth: opts.auth }) });
     } catch (e) {
       await xenstore?.close();
       await server.close();
@@ -215,7 +239,7 @@ async function serveCommand(argv: string[]): Promise<void> {
       throw e;
     }
   }
-  process.stdout.write(`data ${values.memory ? '(in memory)' : data}\n`);
+  process.stdout.write(backend !== undefined ? `backend ${backend}\n` : `data ${values.memory ? '(in memory)' : data}\n`);
   if (server.socketPath !== undefined) process.stdout.write(`unix://${server.socketPath}\n`);
   if (server.tcpAddress !== undefined) {
     const h = server.tcpAddress.host.includes(':') ? `[${server.tcpAddress.host}]` : server.tcpAddress.host;
@@ -235,6 +259,25 @@ async function serveCommand(argv: string[]): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+/**
+ * What `--backend etcd://…` cannot be combined with: the data-directory
+ * options, and the XenStore socket and HTTP console, which reach the
+ * embedded engine's internals (docs/etcd.md, "Limits").
+ */
+function checkBackendFlags(backend: string, values: Record<string, unknown>): void {
+  if (!backend.startsWith('etcd://')) throw new UsageError(`--backend expects etcd://HOST:PORT[,HOST:PORT...]; got ${backend}`);
+  parseEtcdUrl(backend); // a malformed URL fails here, before anything listens
+  for (const flag of ['data', 'memory', 'durability', 'cache', 'inline-values', 'max-commit']) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} is an option of the embedded store; it cannot be combined with --backend`);
+  }
+  for (const flag of ['xenstore-socket', 'http']) {
+    if (values[flag] !== undefined) {
+      throw new LatchkeyError('INVALID_ARGUMENT', `--${flag} is not available with --backend etcd yet: it uses the embedded engine's internals (docs/etcd.md, "Limits")`);
+    }
+  }
+  if (values['socket'] === undefined && values['listen'] === undefined) throw new UsageError('--backend needs --socket PATH or --listen HOST:PORT (there is no data directory for a default socket)');
+}
+
 export const serveCmd: Command = {
   help: `${usage}
 
@@ -244,7 +287,9 @@ Prints each address it listens on, then "ready". SIGTERM/SIGINT: graceful exit 0
 examples:
   latchkey serve                                  # ./latchkey-data, its socket
   latchkey serve --data /var/lib/latchkey --listen 0.0.0.0:7700 --auth tokens.json
-  latchkey serve --memory --socket /tmp/lk.sock   # scratch server, nothing on disk`,
+  latchkey serve --memory --socket /tmp/lk.sock   # scratch server, nothing on disk
+  latchkey serve --backend etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --listen 0.0.0.0:7700 --auth tokens.json
+                                                  # a front-end of a store on etcd; run several`,
   async run(argv) {
     await serveCommand(argv);
     return undefined;
