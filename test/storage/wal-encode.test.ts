@@ -13,6 +13,7 @@ const reader: ValueReader = {
   readSync: () => { throw new Error('not read'); },
   read: () => Promise.reject(new Error('not read')),
   peek: () => undefined,
+  readInto: () => Promise.reject(new Error('not read')),
 };
 const refs = { ref: (file: number, offset: number, length: number, crc: number) => new ValueRef(reader, file, offset, length, crc) };
 
