@@ -15,11 +15,14 @@
  * 3. Sustained overwrite (`--bigdata-overwrite-s=S`, default 300): 64 MiB of
  *    live values overwritten again and again while compaction runs; disk
  *    bytes / live bytes sampled over time and commit latency p99.
- * `--quick` runs all three at toy sizes in a few seconds.
+ * 4. Tree memory (with `small`, or `--bigdata-only=tree`): heap bytes per
+ *    node of 16-byte names, values excluded (target ≤ 150).
+ * `--quick` runs them all at toy sizes in a few seconds.
  */
 import { closeSync, fdatasyncSync, openSync, read, readSync, rmSync, statSync, writeFileSync, readdirSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { EMPTY_VALUE, type Mutation, applyMutations, emptyRoot, putNode } from '../../src/core/tree.js';
 import { open } from '../../src/index.js';
 import { forgetTempDirLater, tempDir } from '../peers/server.js';
 import { type BenchOptions, fmt, note, percentile, table } from '../util.js';
@@ -47,6 +50,11 @@ class RssWatch {
     this.sample();
     return this.peak / MiB;
   }
+}
+
+/** A phase's figures on stderr as soon as they are known (a run cut short by --timeout keeps them). */
+function phase(text: string): void {
+  process.stderr.write(`bigdata: ${text}\n`);
 }
 
 function dropCaches(): boolean {
@@ -117,6 +125,7 @@ async function bigValues(o: BenchOptions): Promise<void> {
     rss.push(['latchkey write', fmt(w.stop())]);
     const total = count * valueBytes;
     rows.push(['write, durable (MB/s)', fmt(total / MiB / writeS), '', '', load()]);
+    phase(`latchkey write ${fmt(total / MiB / writeS)} MB/s durable, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
 
     w = new RssWatch();
     if (cold) dropCaches();
@@ -125,6 +134,7 @@ async function bigValues(o: BenchOptions): Promise<void> {
     const reopenMs = performance.now() - t0;
     rss.push(['latchkey reopen', fmt(w.stop())]);
     rows.push(['reopen (ms)', fmt(reopenMs, 1), '', '', load()]);
+    phase(`latchkey reopen ${fmt(reopenMs, 1)} ms, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
 
     w = new RssWatch();
     const picks = shuffled(count, reads);
@@ -135,6 +145,7 @@ async function bigValues(o: BenchOptions): Promise<void> {
     });
     const getS = (performance.now() - t0) / 1000;
     rss.push(['latchkey random gets', fmt(w.stop())]);
+    phase(`latchkey random get ${fmt(reads / getS)} values/s, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
 
     w = new RssWatch();
     if (cold) dropCaches();
@@ -155,6 +166,7 @@ async function bigValues(o: BenchOptions): Promise<void> {
     const scanS = (performance.now() - t0) / 1000;
     if (scanned !== total) throw new Error(`bigdata: the scan read ${scanned} bytes of ${total}`);
     rss.push(['latchkey scan', fmt(w.stop())]);
+    phase(`latchkey scan ${fmt(scanned / MiB / scanS)} MB/s, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
     const st = s.stats();
     await s.close();
     rmSync(dir, { recursive: true, force: true });
@@ -267,6 +279,43 @@ async function smallNodes(o: BenchOptions): Promise<void> {
   }
 }
 
+/**
+ * Heap per tree node, values left out: 201 directories of 1,000 nodes of
+ * 16-byte names (201,202 nodes with the root), one shared empty value,
+ * built by putNode one by one and by replay of one `multi` per directory;
+ * heap used after a full GC, before and after, over the node count.
+ */
+async function treeMemory(o: BenchOptions): Promise<void> {
+  const { setFlagsFromString } = await import('node:v8');
+  const { runInNewContext } = await import('node:vm');
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const heap = (): number => { gc(); gc(); return process.memoryUsage().heapUsed; };
+  const dirs = o.quick ? 20 : 201;
+  const rows: (string | number)[][] = [];
+  // Each tree is kept until the end: one freed during the next one's measure would count against it.
+  const kept: unknown[] = [];
+  for (const how of ['putNode', 'multi (replay)'] as const) {
+    const h0 = heap();
+    let root = emptyRoot();
+    let rev = 1;
+    for (let d = 0; d < dirs; d++) {
+      const dn = `d${String(d).padStart(15, '0')}`;
+      root = putNode(root, [dn], rev++, EMPTY_VALUE);
+      if (how === 'putNode') {
+        for (let c = 0; c < 1000; c++) root = putNode(root, [dn, `n${String(c).padStart(15, '0')}`], rev++, EMPTY_VALUE);
+      } else {
+        const muts: Mutation[] = [];
+        for (let c = 0; c < 1000; c++) muts.push({ op: 'put', path: `/${dn}/n${String(c).padStart(15, '0')}`, value: EMPTY_VALUE });
+        root = applyMutations(root, rev++, muts);
+      }
+    }
+    rows.push([how, root.size, fmt((heap() - h0) / root.size, 1), os.loadavg()[0]!.toFixed(1)]);
+    kept.push(root);
+  }
+  table('bigdata: tree memory, heap bytes per node of 16-byte names, values excluded (target ≤ 150)', ['built by', 'nodes', 'heap bytes/node', 'load avg'], rows);
+}
+
 async function overwrite(o: BenchOptions): Promise<void> {
   const seconds = o.quick ? 2 : argNum(o.args, 'bigdata-overwrite-s', 300);
   const valueBytes = 64 * 1024;
@@ -313,6 +362,7 @@ async function overwrite(o: BenchOptions): Promise<void> {
 export default async function bigdata(o: BenchOptions): Promise<void> {
   const only = o.args.find((a) => a.startsWith('--bigdata-only='))?.slice('--bigdata-only='.length);
   if (only === undefined || only === 'big') await bigValues(o);
+  if (only === undefined || only === 'small' || only === 'tree') await treeMemory(o);
   if (only === undefined || only === 'small') await smallNodes(o);
   if (only === undefined || only === 'overwrite') await overwrite(o);
 }

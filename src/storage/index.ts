@@ -17,7 +17,8 @@ import { errnoOf, ioError, snapshotName } from './format.js';
 import { type Fs, realFs } from './fs.js';
 import { acquireOwnership, type Ownership } from './ownership.js';
 import { listDir, recover } from './recovery.js';
-import { DEFAULT_CACHE_BYTES, DEFAULT_INLINE_VALUE_BYTES, DEFAULT_VALUE_FILE_BYTES, VALUE_FILE_HEADER_SIZE, ValueStore } from './values.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_CACHE_POLICY, DEFAULT_INLINE_VALUE_BYTES, DEFAULT_VALUE_FILE_BYTES, VALUE_FILE_HEADER_SIZE, ValueStore } from './values.js';
+import { CACHE_POLICIES, type CachePolicy } from './value-cache.js';
 import { writeSnapshot } from './snapshot.js';
 import { TOKEN_BLOCK } from './lock-log.js';
 import type { CommitLog, RecoveredCommit, RecoveredLocks, RecoveryStats, Storage, StorageStats } from './storage.js';
@@ -66,6 +67,8 @@ export interface StorageOptions {
   inlineValueBytes?: number;
   /** Bytes of values the value cache keeps in memory (default 256 MiB). */
   cacheBytes?: number;
+  /** The value cache's eviction policy: 's3fifo' (default, measured better: docs/benchmarks.md, cache-policy) or 'lru'. */
+  cachePolicy?: CachePolicy;
   /** Start a new value file when the active one reaches this size (default 1 GiB). */
   valueFileBytes?: number;
 }
@@ -114,6 +117,8 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
   const valueFileBytes = options.valueFileBytes ?? DEFAULT_VALUE_FILE_BYTES;
   if (!Number.isSafeInteger(inlineBytes) || inlineBytes < 0) throw invalidArgument('inlineValueBytes must be a non-negative integer');
   if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) throw invalidArgument('cacheBytes must be a non-negative integer');
+  const cachePolicy = options.cachePolicy ?? DEFAULT_CACHE_POLICY;
+  if (!CACHE_POLICIES.includes(cachePolicy)) throw invalidArgument(`cachePolicy must be one of ${CACHE_POLICIES.join(', ')}`);
   if (!Number.isSafeInteger(valueFileBytes) || valueFileBytes < 4096 || valueFileBytes > 2 ** 39) throw invalidArgument('valueFileBytes must be an integer from 4096 to 2^39');
   const ownership = await acquireOwnership(fs, dir);
   let values: ValueStore | undefined;
@@ -134,7 +139,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
       await fs.unlink(path.join(dir, lastValue.name)).catch((e: unknown) => { throw ioError('removing a torn value file', path.join(dir, lastValue.name), e); });
       existing.delete(lastValue.n);
     }
-    values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, fileBytes: valueFileBytes }, existing);
+    values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, cachePolicy, fileBytes: valueFileBytes }, existing);
     const rec = await recover(fs, dir, durable, values, listing);
     const wal = await Wal.open({
       dir, fs, segmentBytes, durable, segments: rec.segments, activeSize: rec.activeSize, nextRev: rec.revision + 1,

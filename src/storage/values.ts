@@ -22,8 +22,8 @@
  *    (atomic ops on a large value, transaction replay, XenStore). Every read
  *    is checked against the ref's CRC32C; a mismatch or a short read is
  *    CORRUPT naming the file and offset, and nothing is cached.
- * 4. A bounded cache (LRU over a Map's insertion order, `cacheBytes`,
- *    default 256 MiB) keeps read and written values; entries still being
+ * 4. A bounded cache (S3-FIFO by default, LRU on request: value-cache.ts;
+ *    `cacheBytes`, default 256 MiB) keeps read and written values; entries still being
  *    written stay in `unflushed` until they are on disk, whatever the cache
  *    evicts.
  * 5. Reads in flight pin their file (`pins`): compaction deletes a file
@@ -36,6 +36,7 @@ import { type ValueReader, ValueRef } from '../core/value.js';
 import { crc32c } from './crc32c.js';
 import { corrupt, dataView, errnoOf, ioError, readU64, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, writeAll } from './fs.js';
+import { type CachePolicy, type ValueCache, makeValueCache } from './value-cache.js';
 
 export const VALUE_FILE_MAGIC = 'LATCHVAL';
 export const VALUE_FILE_HEADER_SIZE = 32;
@@ -45,6 +46,8 @@ const MAGIC_BYTES = new TextEncoder().encode(VALUE_FILE_MAGIC);
 /** Offsets are kept below 2^40 in cache keys: a file never grows that far. */
 const OFFSET_SPAN = 2 ** 40;
 export const DEFAULT_CACHE_BYTES = 256 * 1024 * 1024;
+/** Chosen by measurement: docs/benchmarks.md, "cache-policy". */
+export const DEFAULT_CACHE_POLICY: CachePolicy = 's3fifo';
 export const DEFAULT_INLINE_VALUE_BYTES = 1024;
 export const DEFAULT_VALUE_FILE_BYTES = 1024 * 1024 * 1024;
 
@@ -108,6 +111,8 @@ export interface ValueStoreOptions {
   cacheBytes: number;
   /** Start a new value file when the active one reaches this size. */
   fileBytes: number;
+  /** The cache's eviction policy (storage/value-cache.ts; default `DEFAULT_CACHE_POLICY`). */
+  cachePolicy?: CachePolicy;
 }
 
 export interface ValueStats {
@@ -165,8 +170,7 @@ export class ValueStore implements ValueReader {
   private pending: PendingChunk[] = [];
   /** Entries buffered or being written: readable from here until they are on disk. */
   private readonly unflushed = new Map<number, Uint8Array>();
-  private readonly cache = new Map<number, Uint8Array>();
-  private cached = 0;
+  private readonly cache: ValueCache;
   private readonly fds = new Map<number, number>();
   private readonly handles = new Map<number, FileHandleLike>();
   /** Reads in flight per file. */
@@ -177,6 +181,7 @@ export class ValueStore implements ValueReader {
 
   constructor(private readonly o: ValueStoreOptions, existing: ReadonlyMap<number, number>) {
     this.inlineBytes = o.inlineBytes;
+    this.cache = makeValueCache(o.cachePolicy ?? DEFAULT_CACHE_POLICY, o.cacheBytes);
     for (const [n, size] of existing) this.sizes.set(n, size);
     this.active = existing.size === 0 ? 0 : Math.max(...existing.keys());
   }
@@ -262,29 +267,13 @@ export class ValueStore implements ValueReader {
   }
 
   private remember(key: number, bytes: Uint8Array): void {
-    if (bytes.length > this.o.cacheBytes) return;
-    const old = this.cache.get(key);
-    if (old !== undefined) {
-      this.cache.delete(key);
-      this.cached -= old.length;
-    }
-    this.cache.set(key, bytes);
-    this.cached += bytes.length;
-    while (this.cached > this.o.cacheBytes) {
-      const first = this.cache.entries().next().value as [number, Uint8Array];
-      this.cache.delete(first[0]);
-      this.cached -= first[1].length;
-      this.counters.cacheEvictions++;
-    }
+    this.counters.cacheEvictions += this.cache.set(key, bytes);
   }
 
   peek(ref: ValueRef): Uint8Array | undefined {
     const key = keyOf(ref.file, ref.offset);
     const b = this.cache.get(key);
     if (b !== undefined) {
-      // LRU: move to the young end.
-      this.cache.delete(key);
-      this.cache.set(key, b);
       this.counters.cacheHits++;
       return b;
     }
@@ -412,12 +401,7 @@ export class ValueStore implements ValueReader {
 
   /** Drops a file from the cache and closes its descriptors (compaction, after it deleted the file). */
   forget(file: number): void {
-    for (const k of [...this.cache.keys()]) {
-      if (Math.floor(k / OFFSET_SPAN) === file) {
-        this.cached -= this.cache.get(k)!.length;
-        this.cache.delete(k);
-      }
-    }
+    this.cache.deleteWhere((k) => Math.floor(k / OFFSET_SPAN) === file);
     const fd = this.fds.get(file);
     if (fd !== undefined) {
       this.fds.delete(file);
@@ -467,9 +451,9 @@ export class ValueStore implements ValueReader {
       valueFiles: this.sizes.size,
       valueFileBytes: bytes,
       ...this.counters,
-      cacheBytes: this.cached,
+      cacheBytes: this.cache.bytes,
       cacheLimit: this.o.cacheBytes,
-      cacheEntries: this.cache.size,
+      cacheEntries: this.cache.entries,
     };
   }
 
@@ -482,6 +466,5 @@ export class ValueStore implements ValueReader {
     }
     this.fds.clear();
     this.cache.clear();
-    this.cached = 0;
   }
 }

@@ -52,3 +52,31 @@ test('cli: check of a missing directory exits 3', async () => {
   const r = await run(['check', '/nonexistent/latchkey-data']);
   assert.equal(r.code, 3);
 });
+
+test('cli: check reads and checks every referenced value in the value files, naming a damaged one\'s file and offset', async () => {
+  const { open } = await import('../../src/index.js');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-check-values-'));
+  try {
+    const s = await open(dir, { inlineValueBytes: 100 });
+    await s.set('/small', 'inline');
+    await s.set('/big/a', new Uint8Array(10_000).fill(1));
+    await s.set('/big/b', new Uint8Array(20_000).fill(2));
+    await s.close();
+    const clean = await run(['check', dir]);
+    assert.equal(clean.code, 0, clean.stdout + clean.stderr);
+    assert.match(clean.stdout, /1 value file\(s\), \d+ bytes; 2 value\(s\), 30000 bytes read and checked/);
+    const val = readdirSync(dir).find((n) => n.endsWith('.val'))!;
+    const file = path.join(dir, val);
+    const bytes = readFileSync(file);
+    // The first value's bytes start after the file header (32) and its entry header (16).
+    bytes[48 + 5000]! ^= 0x10;
+    writeFileSync(file, bytes);
+    const bad = await run(['check', dir]);
+    assert.equal(bad.code, 1, bad.stdout);
+    assert.match(bad.stdout, new RegExp(`DAMAGE .*${val.replace('.', '\\.')} at offset 48\\b`));
+    assert.match(bad.stderr, /CORRUPT/);
+    assert.deepEqual(readFileSync(file), bytes, 'check changes nothing');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -222,3 +222,17 @@ test('readInto reads a value once, straight into the caller\'s buffer: checked, 
   assert.equal((refOf(s3, '/b').reader as unknown as { pins: Map<number, number> }).pins.size, 0, 'a failed read unpins its file');
   await s3.close();
 });
+
+test('open takes cachePolicy lru or s3fifo (the default); anything else is INVALID_ARGUMENT', async () => {
+  await using tmp = await tempDir();
+  for (const cachePolicy of ['lru', 's3fifo'] as const) {
+    const s = await open(tmp.path, { inlineValueBytes: 0, cacheBytes: 3 * 4096, cachePolicy });
+    for (let i = 0; i < 10; i++) await s.set(`/v/${i}`, big(4096, i));
+    for (let i = 0; i < 10; i++) assert.deepEqual((await s.get(`/v/${i}`))!.value, big(4096, i));
+    const st = s.stats();
+    assert.ok((st.cacheBytes ?? 0) <= 3 * 4096, `${cachePolicy}: the cache stays within its bytes`);
+    assert.ok((st.cacheEvictions ?? 0) > 0, `${cachePolicy}: it evicted`);
+    await s.close();
+  }
+  await assert.rejects(open(tmp.path, { cachePolicy: 'arc' as 'lru' }), (e: unknown) => LatchkeyError.is(e, 'INVALID_ARGUMENT'));
+});
