@@ -260,16 +260,7 @@ export class FaultyFs implements Fs {
       async writev(bufs, p) {
         const f = self.check('write', file);
         if (f) {
-          if (f.partialBytes) {
-            let left = f.partialBytes;
-            const part: Uint8Array[] = [];
-            for (const b of bufs) {
-              if (left <= 0) break;
-              part.push(b.subarray(0, Math.min(left, b.length)));
-              left -= b.length;
-            }
-            await fh.writev(part, p);
-          }
+          if (f.partialBytes) await fh.writev(firstBytes(bufs, f.partialBytes), p);
           throw errnoError(f.code, 'write', file);
         }
         return flushed(await fh.writev(bufs, p));
@@ -277,16 +268,7 @@ export class FaultyFs implements Fs {
       writevSync(bufs, p) {
         const f = self.check('write', file);
         if (f) {
-          if (f.partialBytes) {
-            let left = f.partialBytes;
-            const part: Uint8Array[] = [];
-            for (const b of bufs) {
-              if (left <= 0) break;
-              part.push(b.subarray(0, Math.min(left, b.length)));
-              left -= b.length;
-            }
-            fh.writevSync(part, p);
-          }
+          if (f.partialBytes) fh.writevSync(firstBytes(bufs, f.partialBytes), p);
           throw errnoError(f.code, 'write', file);
         }
         return flushed(fh.writevSync(bufs, p));
@@ -336,4 +318,16 @@ export class FaultyFs implements Fs {
     if (f) throw errnoError(f.code, 'fsync', dir);
     return this.inner.syncDir(dir);
   }
+}
+
+/** The first `n` bytes of `bufs`, as views (a partial write's part). */
+function firstBytes(bufs: readonly Uint8Array[], n: number): Uint8Array[] {
+  const part: Uint8Array[] = [];
+  let left = n;
+  for (const b of bufs) {
+    if (left <= 0) break;
+    part.push(b.subarray(0, Math.min(left, b.length)));
+    left -= b.length;
+  }
+  return part;
 }
