@@ -138,8 +138,8 @@ export class ClientConnection {
         await this.dial();
         return;
       } catch (e) {
-        // A reason never to connect (AUTH, a protocol version) is the same on every front-end.
-        if (i + 1 >= this.addrs.length || LatchkeyError.is(e, 'AUTH') || LatchkeyError.is(e, 'PROTOCOL')) throw e;
+        // A reason never to connect (AUTH, a protocol version) is the same on every front-end; any other PROTOCOL error (not a latchkey port, a bad frame) is that address's.
+        if (i + 1 >= this.addrs.length || LatchkeyError.is(e, 'AUTH') || (LatchkeyError.is(e, 'PROTOCOL') && e.info?.supported !== undefined)) throw e;
       }
     }
   }

@@ -61,6 +61,8 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     this.lease.on('lost', (err) => this.die(`its lease was lost: ${err.message}`));
     const grantSent = Date.now();
     this.granted = this.lease.grant().then((id) => {
+      // Ended before its lease came (a refused hello, a closed connection): no renewal watch to start.
+      if (this.closed) return;
       this.idValue = id;
       this.goodUntil = grantSent + ttl * 1000;
       this.timer = setInterval(() => {

@@ -45,7 +45,6 @@ function ascii(b: Uint8Array, pos: number, len: number): string | undefined {
   for (let i = 0; i < len; i += 64) {
     const n = Math.min(64, len - i);
     const part = b.subarray(pos + i, pos + i + n);
-    for (let k = 0; k < n; k++) if (part[k]! >= 0x80) return undefined;
     s += String.fromCharCode.apply(null, part as unknown as number[]);
   }
   return s;
@@ -62,7 +61,8 @@ export function decodeCommonRecord(payload: Uint8Array): Mutation[] | undefined 
   const b = payload;
   const end = b.length;
   const count = arrayHeader(b, 0, end);
-  if (count < 0) return undefined;
+  // Each mutation takes more than one byte: a count beyond the payload is not this shape (and must not reach new Array).
+  if (count < 0 || count > end) return undefined;
   let pos = arrayHeaderSize(b[0]!);
   // First pass: check the shape and find the values; no allocation but the lists.
   const paths: string[] = new Array<string>(count);

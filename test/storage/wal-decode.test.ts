@@ -93,3 +93,12 @@ test('fast decode: a damaged payload is left to the general decoder, which answe
   assert.throws(() => decodeMutations(odd, where), (e: unknown) => LatchkeyError.is(e, 'CORRUPT'));
   assert.deepEqual(general.unpack(odd), [[1, '/a']]);
 });
+
+test('fast decode: an array32 count beyond the payload is not its shape (left to the general decoder)', () => {
+  for (const count of [0xffffffff, 0x7fffffff, 64]) {
+    const p = new Uint8Array(16);
+    p[0] = 0xdd;
+    new DataView(p.buffer).setUint32(1, count);
+    assert.equal(decodeCommonRecord(p), undefined);
+  }
+});

@@ -178,7 +178,8 @@ async function serveCommand(argv: string[]): Promise<void> {
   let embedded: EmbeddedStore | undefined;
   if (backend !== undefined) {
     const etcd = await connectEtcd(backend);
-    store = { ...servedStore(etcd, { ownedSession: (o) => etcd.ownedSession(o), ephemeralCounts: () => etcd.ephemeralCounts() }), close: () => etcd.close() };
+    // Object.assign, not a spread: the served store's `revision` is a getter, and a spread would freeze it.
+    store = Object.assign(servedStore(etcd, { ownedSession: (o) => etcd.ownedSession(o), ephemeralCounts: () => etcd.ephemeralCounts() }), { close: () => etcd.close() });
   } else {
     const s = values.memory ? await open(undefined, engineOpts)
       : await open(data, {
