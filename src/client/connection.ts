@@ -271,7 +271,8 @@ export class ClientConnection {
    * locks are kept meanwhile only until the link's resume window from the
    * last answered request (the lease-safety rule): then they are lost with
    * SESSION_EXPIRED, and the claim dropped, so the session dies at its lease's
-   * end and its locks go on with ownerDied.
+   * end and its locks go on with ownerDied. A claim with no lock kept stays
+   * until a server answers it (its ephemerals live as long as its lease).
    */
   private claimAfter(link: Link, e: LatchkeyError): Claim | undefined {
     const w = link.welcome;
@@ -280,7 +281,10 @@ export class ClientConnection {
     const claim: Claim = { session: w.session, secret: w.secret, kept: new Map(), timer: undefined };
     if (left > 0) {
       claim.timer = setTimeout(() => {
-        if (this.claim === claim) this.dropClaim(new LatchkeyError('SESSION_EXPIRED', `the session was not resumed within ${link.resumeWindowMs} ms of its last answer: its locks are given up before its lease can end`));
+        if (this.claim !== claim) return;
+        claim.timer = undefined;
+        // With no lock at stake the claim stays (the session's ephemerals live as long as its lease).
+        if (claim.kept.size > 0) this.dropClaim(new LatchkeyError('SESSION_EXPIRED', `the session was not resumed within ${link.resumeWindowMs} ms of its last answer: its locks are given up before its lease can end`));
       }, left);
       claim.timer.unref();
     }
