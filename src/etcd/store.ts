@@ -4,11 +4,10 @@
  * session (a lease of its own); `session()` makes more. See docs/etcd.md
  * for the key layout, the mapping of each promise and its limits.
  */
-import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, Lock, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { openBigArray, openBigFile } from '../bigfile/index.js';
 import { parsePath } from '../core/path.js';
 import { walkTree } from '../core/tree.js';
-import type { Lock } from '../api.js';
 import { type HeldClaim, adoptLease, rebuildLocks } from './adopt.js';
 import { EtcdBackend, type EtcdOptions, parseEtcdUrl } from './backend.js';
 import { Locks } from './locks.js';
