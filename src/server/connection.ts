@@ -380,6 +380,7 @@ export class Connection implements ConnContext, BudgetHolder {
       // Gone meanwhile: a resumed session lingers as after any cut (its client may resume it elsewhere).
       if (this.state !== 'open') return void (this.sessions.get(0) !== r.session && setTimeout(() => void r.session.end(true).catch(() => {}), this.opts.ttlMs).unref());
       this.sessions.set(0, r.session);
+      this.guard(r.session); // a resumed session too (a fresh one was guarded already: the same check again)
       for (const [handle, lock] of r.locks) this.trackLock(handle, 0, lock);
       this.greeted = true;
       this.send(0, welcomeOf(r, this.opts.ttlMs, this.store.revision, this.limits));
