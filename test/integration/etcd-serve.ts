@@ -15,6 +15,8 @@
  *                                 lock holder gives it up (SESSION_EXPIRED) and the waiter gets it with
  *                                 ownerDied after the lease; a client holding an ephemeral asks to resume
  *                                 afterwards and is answered SESSION_EXPIRED (new session, ephemeral gone)
+ *   node etcd-serve.js moved      a cut link with the front-end alive: the client resumes on B; A, once its TCP
+ *                                 lease for the cut connection is over, does not end the session (no revoke)
  *   node etcd-serve.js client-dies a client process holding a lock through front-end A, and A, are both
  *                                 SIGKILLed: a waiter on front-end B gets the lock with ownerDied and a
  *                                 higher fencing token, once the lease expired (not before)
@@ -123,7 +125,7 @@ const RESUME_TTL_S = 8;
  * test choose where the client's next connection goes, and refuse it for a
  * while (a client that cannot come back within its lease).
  */
-async function relay(): Promise<{ url: string; to(target: string | undefined): void; close(): void }> {
+async function relay(): Promise<{ url: string; to(target: string | undefined): void; cut(): void; close(): void }> {
   let target: string | undefined;
   const socks = new Set<net.Socket>();
   const server = net.createServer((down) => {
@@ -149,6 +151,9 @@ async function relay(): Promise<{ url: string; to(target: string | undefined): v
   return {
     url: `tcp://127.0.0.1:${port}`,
     to: (t) => { target = t; },
+    cut: () => {
+      for (const x of socks) x.destroy();
+    },
     close: () => {
       server.close();
       for (const x of socks) x.destroy();
@@ -281,6 +286,46 @@ async function lateTest(): Promise<void> {
   }
 }
 
+/**
+ * A cut link, the front-end alive: the client resumes on B; A, whose TCP
+ * lease for the cut connection runs out 3 s later, must not end the session
+ * (revoking the lease would take the lock and the ephemeral): it saw its
+ * session record taken over and let the session go.
+ */
+async function movedTest(): Promise<void> {
+  const prefix = `/lk-serve-mv-${randomBytes(4).toString('hex')}`;
+  const a = await frontEnd(prefix, ['--ttl-ms', '3000'], RESUME_TTL_S);
+  const b = await frontEnd(prefix, [], RESUME_TTL_S);
+  const r = await relay();
+  r.to(hostOf(a.url));
+  const client = await connect(`${r.url},${hostOf(b.url)}`, { name: 'mover', minBackoffMs: 20, maxBackoffMs: 200 });
+  const other = await connect(b.url, { name: 'other' });
+  try {
+    const id = client.id;
+    const lock = await client.lock('/jobs/m');
+    const node = await client.create('/eph/mover', 'x', { ephemeral: true });
+    r.to(undefined);
+    r.cut();
+    const cutAt = performance.now();
+    await sleep(100); // the client sees its link closed (a request sent before that fails CONNECTION_LOST)
+    await client.ready();
+    await client.set('/moved/1', 'x');
+    check(welcomeOf(client).resumed === true && client.id === id, `after a cut link (A alive) the client resumed session ${id} on B`);
+    while (performance.now() - cutAt < 6000) await sleep(100);
+    check(!lock.signal.aborted && lock.held, `6 s later (A's 3 s TCP lease for the cut connection over) the lock is still held${lock.signal.aborted ? ` (${String(lock.signal.reason)})` : ''}`);
+    const busy = await other.lock('/jobs/m', { wait: false }).then((l) => l, (x: unknown) => x);
+    check(LatchkeyError.is(busy, 'LOCKED'), 'another session is refused the lock (LOCKED)');
+    check((await other.get(node)) !== undefined, 'the ephemeral node is still there: A did not revoke the lease');
+    await lock.release();
+  } finally {
+    await client.close();
+    await other.close();
+    r.close();
+    await stop(a);
+    await stop(b);
+  }
+}
+
 /** A client process: connects to URL, takes the lock, prints `locked TOKEN`, then waits to be killed. */
 const HOLDER = `
 const { connect } = await import(process.argv[1]);
@@ -329,7 +374,7 @@ async function clientDiesTest(): Promise<void> {
   }
 }
 
-const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, 'client-dies': clientDiesTest };
+const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, moved: movedTest, 'client-dies': clientDiesTest };
 const which = process.argv[2] ?? '';
 const run = scenarios[which];
 if (run === undefined || endpoints === '') {
