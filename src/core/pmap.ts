@@ -147,11 +147,16 @@ function ownedNode<V>(n: BNode<V>, owned: Set<object>): MutLeaf<V> | MutInner<V>
  * once and joins `owned`. The same shape as `insertRec` makes (same split
  * points), so the two give equal maps.
  */
-function insertOwned<V>(n: BNode<V>, k: string, v: V, owned: Set<object>): Ins<V> {
-  const m = ownedNode(n, owned);
-  if (m.leaf) {
-    const i = lowerBound(m.keys, k);
-    if (i < m.keys.length && m.keys[i] === k) {
+function insertOwned<V>(n: BNode<V>, k: string, f: (old: V | undefined) => V, owned: Set<object>): Ins<V> {
+  if (n.leaf) {
+    // The value first: when it is the old one, changed in place, the leaf need not change.
+    const i = lowerBound(n.keys, k);
+    const found = i < n.keys.length && n.keys[i] === k;
+    const old = found ? n.vals[i] : undefined;
+    const v = f(old);
+    if (found && v === old) return [n];
+    const m = ownedNode(n, owned) as MutLeaf<V>;
+    if (found) {
       m.vals[i] = v;
       return [m];
     }
@@ -166,10 +171,12 @@ function insertOwned<V>(n: BNode<V>, k: string, v: V, owned: Set<object>): Ins<V
     owned.add(right);
     return [m, right];
   }
-  const i = childIndex(m.keys, k);
-  const child = m.children[i]!;
+  const i = childIndex(n.keys, k);
+  const child = n.children[i]!;
   const was = child.size;
-  const r = insertOwned(child, k, v, owned);
+  const r = insertOwned(child, k, f, owned);
+  if (r.length === 1 && r[0] === child && child.size === was) return [n];
+  const m = ownedNode(n, owned) as MutInner<V>;
   m.children[i] = r[0];
   m.keys[i] = r[0].keys[0]!;
   if (r.length === 1) {
@@ -296,7 +303,16 @@ export class PMap<V> {
    * result; once the burst ends (`owned` is dropped) the maps are immutable.
    */
   setOwned(k: string, v: V, owned: Set<object>): PMap<V> {
-    const r = insertOwned(this.root, k, v, owned);
+    return this.updateOwned(k, () => v, owned);
+  }
+
+  /**
+   * `setOwned` of `f(the value at k)`, in one walk. When `f` returns the
+   * value it was given (changed in place), nothing else changes.
+   */
+  updateOwned(k: string, f: (old: V | undefined) => V, owned: Set<object>): PMap<V> {
+    const r = insertOwned(this.root, k, f, owned);
+    if (r.length === 1 && r[0] === this.root) return this;
     let root: BNode<V> = r[0];
     if (r.length === 2) {
       root = mkInner([r[0], r[1]]);

@@ -206,37 +206,44 @@ export function putNodeOwned(root: Node, segs: readonly string[], rev: number, v
   const top = ownedTreeNode(root, owned);
   const path: TreeNode[] = [top];
   let parent = top;
+  let next: TreeNode | undefined;
+  const step = (child: Node | undefined): Node => {
+    assert(child !== undefined, `parent missing at /${segs.slice(0, path.length).join('/')}`);
+    return (next = ownedTreeNode(child, owned));
+  };
   for (let d = 0; d < segs.length - 1; d++) {
-    const name = segs[d]!;
-    const child = parent.children.get(name);
-    assert(child !== undefined, `parent missing at /${segs.slice(0, d + 1).join('/')}`);
-    const c = ownedTreeNode(child, owned);
-    if (c !== child) (parent as unknown as MutNode).children = parent.children.setOwned(name, c, owned);
-    path.push(c);
-    parent = c;
+    (parent as unknown as MutNode).children = parent.children.updateOwned(segs[d]!, step, owned);
+    path.push(next!);
+    parent = next!;
   }
   const name = segs[segs.length - 1]!;
-  const old = parent.children.get(name);
+  let created = false;
   const p = parent as unknown as MutNode;
-  if (old === undefined) {
-    const node = mkNode(value, rev, rev, 1, rev, PMap.empty(), ephemeralOwner, 0, 1, undefined);
-    owned.add(node);
-    p.children = parent.children.setOwned(name, node, owned);
-    p.childrenRev = rev;
-    for (const n of path) (n as unknown as MutNode).size++;
-  } else if (owned.has(old)) {
-    const o = old as unknown as MutNode;
-    o.value = value;
-    o.modRev = rev;
-    o.version = old.version + 1;
-  } else {
+  p.children = parent.children.updateOwned(name, (old) => {
+    if (old === undefined) {
+      created = true;
+      const node = mkNode(value, rev, rev, 1, rev, PMap.empty(), ephemeralOwner, 0, 1, undefined);
+      owned.add(node);
+      return node;
+    }
+    if (owned.has(old)) {
+      const o = old as unknown as MutNode;
+      o.value = value;
+      o.modRev = rev;
+      o.version = old.version + 1;
+      return old;
+    }
     const node = remade(old, value, rev, old.version + 1, old.childrenRev, old.children, old.size);
     owned.add(node);
-    p.children = parent.children.setOwned(name, node, owned);
+    return node;
+  }, owned);
+  if (created) {
+    p.childrenRev = rev;
+    for (const n of path) (n as unknown as MutNode).size++;
   }
   if (seq) {
-    const next = nextSeq(parent.seq, name);
-    if (next !== parent.seq) p.extra = extraOf(parent.ephemeralOwner, next, parent.perms);
+    const nextSeqN = nextSeq(parent.seq, name);
+    if (nextSeqN !== parent.seq) p.extra = extraOf(parent.ephemeralOwner, nextSeqN, parent.perms);
   }
   return top;
 }
