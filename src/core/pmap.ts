@@ -127,6 +127,77 @@ function insertRec<V>(n: BNode<V>, k: string, v: V): Ins<V> {
   return [mkInner(children.slice(0, h)), mkInner(children.slice(h))];
 }
 
+/** A B+tree node's fields, writable: only for nodes a burst owns (`insertOwned`). */
+type MutLeaf<V> = { leaf: true; keys: string[]; vals: V[]; size: number };
+type MutInner<V> = { leaf: false; keys: string[]; children: BNode<V>[]; size: number };
+
+/** `n` itself when the burst owns it, else a copy (arrays included) that it then owns. */
+function ownedNode<V>(n: BNode<V>, owned: Set<object>): MutLeaf<V> | MutInner<V> {
+  if (owned.has(n)) return n as MutLeaf<V> | MutInner<V>;
+  const c: MutLeaf<V> | MutInner<V> = n.leaf
+    ? { leaf: true, keys: n.keys.slice(), vals: n.vals.slice(), size: n.size }
+    : { leaf: false, keys: n.keys.slice(), children: n.children.slice(), size: n.size };
+  owned.add(c);
+  return c;
+}
+
+/**
+ * `insertRec` for a burst (the engine's run of plain sets, `PMap.setOwned`):
+ * a node in `owned` is changed in place; any other on the path is copied
+ * once and joins `owned`. The same shape as `insertRec` makes (same split
+ * points), so the two give equal maps.
+ */
+function insertOwned<V>(n: BNode<V>, k: string, f: (old: V | undefined) => V, owned: Set<object>): Ins<V> {
+  if (n.leaf) {
+    // The value first: when it is the old one, changed in place, the leaf need not change.
+    const i = lowerBound(n.keys, k);
+    const found = i < n.keys.length && n.keys[i] === k;
+    const old = found ? n.vals[i] : undefined;
+    const v = f(old);
+    if (found && v === old) return [n];
+    const m = ownedNode(n, owned) as MutLeaf<V>;
+    if (found) {
+      m.vals[i] = v;
+      return [m];
+    }
+    m.keys.splice(i, 0, ownKey(k));
+    m.vals.splice(i, 0, v);
+    m.size = m.keys.length;
+    if (m.keys.length <= MAX) return [m];
+    const h = m.keys.length >>> 1;
+    const right: MutLeaf<V> = { leaf: true, keys: m.keys.splice(h), vals: m.vals.splice(h), size: 0 };
+    right.size = right.keys.length;
+    m.size = m.keys.length;
+    owned.add(right);
+    return [m, right];
+  }
+  const i = childIndex(n.keys, k);
+  const child = n.children[i]!;
+  const was = child.size;
+  const r = insertOwned(child, k, f, owned);
+  if (r.length === 1 && r[0] === child && child.size === was) return [n];
+  const m = ownedNode(n, owned) as MutInner<V>;
+  m.children[i] = r[0];
+  m.keys[i] = r[0].keys[0]!;
+  if (r.length === 1) {
+    m.size += r[0].size - was;
+    return [m];
+  }
+  m.children.splice(i + 1, 0, r[1]);
+  m.keys.splice(i + 1, 0, r[1].keys[0]!);
+  if (m.children.length <= MAX) {
+    m.size += r[0].size + r[1].size - was;
+    return [m];
+  }
+  const h = m.children.length >>> 1;
+  const kids = m.children.splice(h);
+  m.keys.splice(h);
+  m.size = sumSizes(m.children);
+  const right: MutInner<V> = { leaf: false, keys: kids.map((c) => c.keys[0]!), children: kids, size: sumSizes(kids) };
+  owned.add(right);
+  return [m, right];
+}
+
 /** Merges or rebalances children[i] with a neighbour after it fell below MIN. */
 function fixUnderflow<V>(children: BNode<V>[], i: number): BNode<V>[] {
   const j = i > 0 ? i - 1 : i + 1;
@@ -222,6 +293,38 @@ export class PMap<V> {
   set(k: string, v: V): PMap<V> {
     const r = insertRec(this.root, k, v);
     return new PMap(r.length === 1 ? r[0] : mkInner([r[0], r[1]]));
+  }
+
+  /**
+   * `set` for a burst of commits no one else can see yet (engine.ts,
+   * "Bursts"): maps and B+tree nodes in `owned` were made by the burst and
+   * change in place; the rest of the path is copied once and joins `owned`.
+   * Returns this map when it is owned, else its owned copy. Equal to `set`'s
+   * result; once the burst ends (`owned` is dropped) the maps are immutable.
+   */
+  setOwned(k: string, v: V, owned: Set<object>): PMap<V> {
+    return this.updateOwned(k, () => v, owned);
+  }
+
+  /**
+   * `setOwned` of `f(the value at k)`, in one walk. When `f` returns the
+   * value it was given (changed in place), nothing else changes.
+   */
+  updateOwned(k: string, f: (old: V | undefined) => V, owned: Set<object>): PMap<V> {
+    const r = insertOwned(this.root, k, f, owned);
+    if (r.length === 1 && r[0] === this.root) return this;
+    let root: BNode<V> = r[0];
+    if (r.length === 2) {
+      root = mkInner([r[0], r[1]]);
+      owned.add(root);
+    }
+    if (owned.has(this)) {
+      (this as unknown as { root: BNode<V> }).root = root;
+      return this;
+    }
+    const m = new PMap(root);
+    owned.add(m);
+    return m;
   }
 
   delete(k: string): PMap<V> {
