@@ -242,9 +242,16 @@ interface Frame {
   size: number;
 }
 
+/** Node's Buffer#latin1Slice: a flat string straight from the bytes. */
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Buffer, start: number, end: number) => string }).latin1Slice;
+
 class BlockReader {
   pos = 0;
-  constructor(readonly buf: Uint8Array, readonly fail: (why: string) => LatchkeyError) {}
+  /** The same bytes as a Buffer (no copy), for latin1Slice. */
+  readonly nb: Buffer;
+  constructor(readonly buf: Uint8Array, readonly fail: (why: string) => LatchkeyError) {
+    this.nb = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  }
 
   varint(): number {
     let v = 0;
@@ -278,14 +285,12 @@ class BlockReader {
     const start = this.pos;
     this.pos += n;
     if (n <= 64) {
-      let s = '';
+      // An ASCII name straight from the bytes: one flat string of its own
+      // (appending a character at a time made one string per character,
+      // and the map then copied the name again: see PMap.fromSorted's `owned`).
       let ascii = true;
-      for (let i = start; i < start + n; i++) {
-        const c = b[i]!;
-        if (c >= 0x80) { ascii = false; break; }
-        s += String.fromCharCode(c);
-      }
-      if (ascii) return s;
+      for (let i = start; i < start + n; i++) if (b[i]! >= 0x80) { ascii = false; break; }
+      if (ascii) return latin1Slice.call(this.nb, start, start + n);
     }
     try {
       return utf8d.decode(b.subarray(start, start + n));
@@ -419,7 +424,7 @@ export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker): Promi
           if (up.names.length < up.expected) break;
           stack.pop();
           node = mkNode(up.value, up.createRev, up.modRev, up.version, up.childrenRev,
-            PMap.fromSorted(up.names, up.nodes), up.owner, up.seq, up.size, up.perms);
+            PMap.fromSorted(up.names, up.nodes, true), up.owner, up.seq, up.size, up.perms);
           nodeName = up.name;
           nodeSize = up.size;
         }
