@@ -53,19 +53,54 @@ class Draft {
     return new Draft(n.value, n.createRev, n.modRev, n.version, n.childrenRev, n.seq, n.ephemeralOwner, n.perms, n.children, n.size);
   }
 
+  /**
+   * Append mode (a node with no old children, filled in ascending name order
+   * with new nodes, as a multi fills a directory): the children in two
+   * arrays, no map; `freeze` hands them to `PMap.fromSorted` as they are.
+   * Anything else turns them into `kids` (`toMap`).
+   */
+  names: string[] | undefined = undefined;
+  nodes: Node[] | undefined = undefined;
+
   child(name: string): Draft | Node | undefined {
+    if (this.names !== undefined) {
+      if (compareNames(this.names[this.names.length - 1]!, name) < 0) return undefined;
+      this.toMap();
+    }
     const k = this.kids?.get(name);
     if (k !== undefined) return k === null ? undefined : k;
     return this.base.get(name);
   }
 
   set(name: string, c: Draft | Node): void {
+    if (this.kids === undefined && this.base.size === 0 && !(c instanceof Draft)) {
+      if (this.names === undefined) {
+        this.names = [name];
+        this.nodes = [c];
+        return;
+      }
+      if (compareNames(this.names[this.names.length - 1]!, name) < 0) {
+        this.names.push(name);
+        this.nodes!.push(c);
+        return;
+      }
+    }
+    if (this.names !== undefined) this.toMap();
     (this.kids ??= new Map()).set(name, c);
   }
 
   remove(name: string): void {
+    if (this.names !== undefined) this.toMap();
     if (this.base.has(name)) (this.kids ??= new Map()).set(name, null);
     else this.kids?.delete(name);
+  }
+
+  private toMap(): void {
+    const kids = new Map<string, Draft | Node | null>();
+    for (let i = 0; i < this.names!.length; i++) kids.set(this.names![i]!, this.nodes![i]!);
+    this.kids = kids;
+    this.names = undefined;
+    this.nodes = undefined;
   }
 }
 
@@ -157,7 +192,8 @@ export class TreeBuilder {
     const { parent, name } = this.parentOf(path);
     const old = parent.child(name);
     if (old === undefined) {
-      parent.set(name, mkNode(value, rev, rev, 1, rev, PMap.empty(), owner, 0, 1, undefined));
+      // A name of its own now (not a view into the path, which would stay alive with it until the freeze).
+      parent.set(ownKey(name), mkNode(value, rev, rev, 1, rev, PMap.empty(), owner, 0, 1, undefined));
       parent.childrenRev = rev;
     } else if (old instanceof Draft) {
       old.value = value;
@@ -223,6 +259,11 @@ export class TreeBuilder {
 
 /** Builds the immutable node of a draft, its changed descendants first. */
 function freeze(d: Draft): Node {
+  if (d.names !== undefined) {
+    let added = 0;
+    for (const n of d.nodes!) added += n.size;
+    return mkNode(d.value, d.createRev, d.modRev, d.version, d.childrenRev, PMap.fromSorted(d.names, d.nodes!, true), d.owner, d.seq, d.baseSize + added, d.perms);
+  }
   const kids = d.kids;
   if (kids === undefined || kids.size === 0) {
     return mkNode(d.value, d.createRev, d.modRev, d.version, d.childrenRev, d.base, d.owner, d.seq, d.baseSize, d.perms);
@@ -243,7 +284,8 @@ function freeze(d: Draft): Node {
   if (d.base.size === 0) {
     // Every change is an addition (nothing to remove from an empty map).
     if (!sorted) sortTogether(names, nodes);
-    children = PMap.fromSorted(names, nodes as Node[]);
+    // Every name here was added by a put, which made it a string of its own.
+    children = PMap.fromSorted(names, nodes as Node[], true);
   } else if (names.length >= MERGE_MIN && names.length * 16 >= d.base.size) {
     if (!sorted) sortTogether(names, nodes);
     children = merged(d.base, names, nodes);
@@ -275,7 +317,7 @@ function merged(base: PMap<Node>, names: readonly string[], nodes: readonly (Nod
   let j = 0;
   for (const [k, v] of base.entries()) {
     while (j < names.length && compareNames(names[j]!, k) < 0) {
-      if (nodes[j] !== null) { outK.push(ownKey(names[j]!)); outV.push(nodes[j]!); }
+      if (nodes[j] !== null) { outK.push(names[j]!); outV.push(nodes[j]!); }
       j++;
     }
     if (j < names.length && names[j] === k) {
@@ -286,7 +328,7 @@ function merged(base: PMap<Node>, names: readonly string[], nodes: readonly (Nod
       outV.push(v);
     }
   }
-  for (; j < names.length; j++) if (nodes[j] !== null) { outK.push(ownKey(names[j]!)); outV.push(nodes[j]!); }
-  // The old map's keys are its own already; the new ones were made so above.
+  for (; j < names.length; j++) if (nodes[j] !== null) { outK.push(names[j]!); outV.push(nodes[j]!); }
+  // The old map's keys are its own already; a new name was made so by the put that added it.
   return PMap.fromSorted(outK, outV, true);
 }
