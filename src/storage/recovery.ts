@@ -283,11 +283,9 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
   // The tail of the log for the watch history window, trimmed as replay goes: a commit is
   // dropped once the newer ones alone reach the window's default bounds (the registry would
   // drop it), so replay does not hold every mutation of the log until the engine starts.
-  // A commit in the window is held as a copy of its record's payload (one object, where its
-  // decoded mutations are several per mutation that a window of 100,000 events would keep
-  // long enough to be promoted to the old generation and collected there) and decoded again
-  // once replay is done; the per-commit sizes live in number arrays compacted with it.
-  const history: Array<{ rev: number; payload: Uint8Array; at: { file: string; offset: number }; before: Node | undefined }> = [];
+  // The per-commit sizes live in two number arrays compacted with the history, not in an
+  // object per commit kept to the end.
+  const history: RecoveredCommit[] = [];
   const histEvents: number[] = [];
   const histBytes: number[] = [];
   let historyHead = 0;
@@ -300,13 +298,13 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
   const builder = new TreeBuilder(root);
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
     const muts = decodeMutations(payload, { ...at, revision: rev }, refs);
-    let events = 0;
+    const mutations: Mutation[] = [];
     let needsBefore = false;
     let bytes = 0;
     for (let i = 0; i < muts.length; i++) {
       const m = muts[i]!;
       if (m.op === 'move') continue; // watchers are never told of value moves
-      events++;
+      mutations.push(m);
       bytes += m.path.length;
       if (m.op !== 'put') needsBefore = true;
       else {
@@ -316,16 +314,16 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
     }
     const before = needsBefore ? builder.root() : undefined;
     applyOrCorrupt(builder, rev, muts, at);
-    history.push({ rev, payload: payload.slice(), at, before });
+    history.push({ rev, mutations, before });
     // at least one event per mutation (a delete counts its subtree in the registry)
-    histEvents.push(events);
+    histEvents.push(mutations.length);
     histBytes.push(bytes);
-    keptEvents += events;
+    keptEvents += mutations.length;
     keptBytes += bytes;
     while (history.length - historyHead > 1 && (keptEvents > DEFAULT_HISTORY_EVENTS || keptBytes > DEFAULT_HISTORY_BYTES)) {
       keptEvents -= histEvents[historyHead]!;
       keptBytes -= histBytes[historyHead]!;
-      history[historyHead] = undefined as unknown as (typeof history)[number];
+      history[historyHead] = undefined as unknown as RecoveredCommit;
       historyHead++;
     }
     if (historyHead >= 1024 && historyHead * 2 >= history.length) {
@@ -384,11 +382,6 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
     torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
     damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, mayHaveEphemerals, snapshotsKept: snaps, locks,
     // A torn or dropped tail is not in walk.reach; neither is it here.
-    history: history.slice(historyHead).filter((c) => c.rev <= revision).map((c): RecoveredCommit => ({
-      rev: c.rev,
-      // Decoded as replay decoded it (it did not fail then); moves are not events.
-      mutations: decodeMutations(c.payload, { ...c.at, revision: c.rev }, refs).filter((m) => m.op !== 'move'),
-      before: c.before,
-    })),
+    history: history.slice(historyHead).filter((c) => c.rev <= revision),
   };
 }
