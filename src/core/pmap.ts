@@ -97,7 +97,7 @@ type Ins<V> = [BNode<V>] | [BNode<V>, BNode<V>];
  * string of its own (~0.2 µs; interning through an object key cost 1.4 µs).
  * Shorter names are already copies.
  */
-function ownKey(k: string): string {
+export function ownKey(k: string): string {
   return k.length < 13 ? k : (JSON.parse(JSON.stringify(k)) as string);
 }
 
@@ -262,11 +262,19 @@ export class PMap<V> {
     return EMPTY as PMap<V>;
   }
 
-  static fromSorted<V>(keys: readonly string[], vals: readonly V[]): PMap<V> {
+  /**
+   * A map of `keys` (strictly ascending) to `vals`, built bottom-up in O(n).
+   * `owned`: the keys are already strings of their own (not views into a
+   * longer string: see `ownKey`), so they are not copied again.
+   */
+  static fromSorted<V>(keys: readonly string[], vals: readonly V[], owned = false): PMap<V> {
     if (keys.length === 0) return PMap.empty();
     let level: BNode<V>[] = [];
     const per = (MAX * 3) >>> 2;
-    for (let i = 0; i < keys.length; i += per) level.push(mkLeaf(keys.slice(i, i + per).map(ownKey), vals.slice(i, i + per)));
+    for (let i = 0; i < keys.length; i += per) {
+      const ks = keys.slice(i, i + per);
+      level.push(mkLeaf(owned ? ks : ks.map(ownKey), vals.slice(i, i + per)));
+    }
     while (level.length > 1) {
       const up: BNode<V>[] = [];
       for (let i = 0; i < level.length; i += per) up.push(mkInner(level.slice(i, i + per)));
