@@ -44,20 +44,21 @@ export function dropCaches(): boolean {
   }
 }
 
-export function block(i: number, size: number): Uint8Array {
-  const b = new Uint8Array(size);
-  const dv = new DataView(b.buffer);
+/** Value `i` (`size` bytes), written into `into` when given (a buffer the caller reuses: set copies it at once). */
+export function block(i: number, size: number, into?: Uint8Array): Uint8Array {
+  const b = into ?? new Uint8Array(size);
+  const dv = new DataView(b.buffer, b.byteOffset, size);
   for (let o = 0; o + 4 <= size; o += 4096) dv.setUint32(o, i * 2654435761 >>> 0, true);
   return b;
 }
 
 export const keyOf = (i: number, perDir: number): string => `/d${String(Math.floor(i / perDir)).padStart(15, '0')}/v${String(i % perDir).padStart(15, '0')}`;
 
-/** Runs `fn(i)` for i in [0, n) with `width` in flight. */
-export async function pool(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
+/** Runs `fn(i, worker)` for i in [0, n) with `width` in flight (`worker` in [0, width): which of them runs it). */
+export async function pool(n: number, width: number, fn: (i: number, worker: number) => Promise<unknown>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    for (let i = next++; i < n; i = next++) await fn(i);
+  await Promise.all(Array.from({ length: width }, async (_, w) => {
+    for (let i = next++; i < n; i = next++) await fn(i, w);
   }));
 }
 

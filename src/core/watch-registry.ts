@@ -148,32 +148,6 @@ function walk(n: Node, path: string, fn: (p: string) => void): void {
   for (const [name, child] of n.children.entries()) walk(child, path === '/' ? '/' + name : path + '/' + name, fn);
 }
 
-/**
- * `mutations` with each put whose node in `after` holds a ValueRef (the
- * value went to a value file) carrying that ref instead of the bytes. Only
- * the last put of a path in the commit is the node's value; an earlier one
- * keeps its bytes. The same array when nothing changes.
- */
-function refsOf(mutations: readonly Mutation[], after: Node): readonly Mutation[] {
-  let out: Mutation[] | undefined;
-  let seen: Set<string> | undefined;
-  for (let i = mutations.length - 1; i >= 0; i--) {
-    const m = mutations[i]!;
-    if (m.op !== 'put') continue;
-    if (mutations.length > 1) {
-      seen ??= new Set();
-      if (seen.has(m.path)) continue;
-      seen.add(m.path);
-    }
-    if (!(m.value instanceof Uint8Array) || m.value.length === 0) continue;
-    const v = lookup(after, m.path === '/' ? [] : m.path.slice(1).split('/'))?.value;
-    if (!(v instanceof ValueRef) || v.length !== m.value.length) continue;
-    out ??= mutations.slice();
-    out[i] = { ...m, value: v };
-  }
-  return out ?? mutations;
-}
-
 export class WatchRegistry {
   private readonly exact = new Map<string, Set<Watcher>>();
   private readonly recursive = new Map<string, Set<Watcher>>();
@@ -286,18 +260,11 @@ export class WatchRegistry {
     for (const w of all) w.sink.end(error);
   }
 
-  /**
-   * Feeds one durable commit. Revisions must come in order, each once.
-   * `after` (the root the commit made), when given, lets the window keep
-   * the refs of values that went to value files instead of their bytes
-   * (`refsOf`): watchers now get the bytes, a watch resuming later reads
-   * them back. Without it the window held up to its byte bound (64 MiB by
-   * default) of value bytes beside the value cache, and after close.
-   */
-  publish(rev: number, mutations: readonly Mutation[], before: Node, after?: Node): void {
+  /** Feeds one durable commit. Revisions must come in order, each once. */
+  publish(rev: number, mutations: readonly Mutation[], before: Node): void {
     assert(rev === this.head + 1, `watch registry: commit ${rev} after ${this.head}`);
     this.head = rev;
-    this.remember(rev, after === undefined ? mutations : refsOf(mutations, after), before);
+    this.remember(rev, mutations, before);
     if (this.watchers === 0) return;
     const events = eventsOf(rev, mutations, before);
     let byWatcher: Map<Watcher, WatchEventData[]> | undefined;

@@ -112,7 +112,7 @@ export class Engine implements EngineAccess {
     // The log tail recovery replayed: a watcher can resume from before the restart.
     const tail = storage?.takeHistory?.() ?? [];
     if (tail.length > 0 && tail[tail.length - 1]!.rev === this.visibleRev) watches.recall(tail);
-    this.onCommit((c) => watches.publish(c.rev, c.mutations, c.before, c.after));
+    this.onCommit((c) => watches.publish(c.rev, c.mutations, c.before));
     const values = storage?.values;
     if (storage !== undefined && values !== undefined && options.compaction !== false) {
       this.compactor = new ValueCompactor(this, storage, values, options.compaction ?? {});

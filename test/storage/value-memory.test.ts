@@ -1,7 +1,8 @@
 /**
- * The value cache's memory is released: close() drops every reference to
+ * Value memory is released: close() drops every reference to
  * the cached bytes (a store object still held after close keeps none of
- * them alive), and eviction does too. Checked with WeakRefs after a full
+ * them alive: neither the cache nor the watch history window), and eviction
+ * does once the history window has moved on. Checked with WeakRefs after a full
  * GC (--expose-gc set at run time): deterministic, no timing.
  */
 import assert from 'node:assert/strict';
@@ -41,7 +42,7 @@ function cachedBytes(s: EmbeddedStore, paths: readonly string[]): WeakRef<Uint8A
   });
 }
 
-test('close() drops the value cache: its buffers are collectable while the closed store object is still held', async () => {
+test('close() drops the value cache and the watch history window: their value buffers are collectable while the closed store object is still held', async () => {
   await using tmp = await tempDir();
   const s = (await open(tmp.path, { inlineValueBytes: 0, cacheBytes: 1 << 20 })) as EmbeddedStore;
   const paths = Array.from({ length: 8 }, (_, i) => `/v/${i}`);
@@ -56,13 +57,15 @@ test('close() drops the value cache: its buffers are collectable while the close
   assert.ok(s.stats !== undefined); // the store object itself is still held here
 });
 
-test('an evicted value\'s buffer is collectable: the cache keeps no reference beyond its limit', async () => {
+test('an evicted value\'s buffer is collectable once the watch history window has moved past it: the cache keeps no reference beyond its limit', async () => {
   await using tmp = await tempDir();
   const size = 16 * 1024;
   const s = (await open(tmp.path, { inlineValueBytes: 0, cacheBytes: 4 * (size + CACHE_ENTRY_OVERHEAD), cachePolicy: 'lru' })) as EmbeddedStore;
   const first = ['/a/0', '/a/1', '/a/2', '/a/3'];
   for (const p of first) await s.set(p, new Uint8Array(size).fill(1));
   const refs = cachedBytes(s, first);
+  // The watch history window keeps the last 100,000 events' values (or 64 MiB): move it past the four.
+  for (let m = 0; m < 101; m++) await s.multi(Array.from({ length: 1000 }, (_, i) => ({ op: 'set' as const, path: `/h/${m}-${i}`, value: '' })));
   // Many more than fit (LRU: a cache of four entries under S3-FIFO keeps the ones read, above, in its main queue).
   for (let i = 0; i < 64; i++) await s.set(`/b/${i}`, new Uint8Array(size).fill(2));
   for (const p of first) assert.equal(lookupRef(s, p).reader.peek(lookupRef(s, p)), undefined, `${p} was evicted`);
