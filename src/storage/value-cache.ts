@@ -27,7 +27,7 @@ export type CachePolicy = 'lru' | 's3fifo';
  * 20): 237 heap bytes per entry under LRU, 320 under S3-FIFO; RSS grew by
  * 447 and 669 bytes per entry beyond the values (with the V8 heap's slack).
  * Without it a cache of 1 KiB values (the smallest that go to value files
- * by default) held 30-60% more memory than its limit. The limit bounds
+ * by default) held 44-65% more memory than its limit. The limit bounds
  * `bytes`, values and this charge together.
  */
 export const CACHE_ENTRY_OVERHEAD = 512;
