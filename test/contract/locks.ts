@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { LatchkeyError, type Store } from '../../src/index.js';
 import { type Backend, backendTest } from './suite.js';
+import { TURN_AFTER_CONFLICTS } from '../../src/util/retry.js';
 
 const is = (code: string) => (e: unknown): boolean => LatchkeyError.is(e) && e.code === code;
 
@@ -97,7 +98,7 @@ export function lockContractSuite(name: string, make: () => Promise<Backend>, op
     await assert.rejects(store.session().lock('/x', { robust: 'no' as unknown as boolean }), is('INVALID_ARGUMENT'));
   });
 
-  t('transaction: a read-modify-write that keeps losing to a rival takes a turn after two conflicts and commits; every increment lands', async (store) => {
+  t('transaction: a read-modify-write that keeps losing to a rival takes a turn after TURN_AFTER_CONFLICTS conflicts and commits; every increment lands', async (store) => {
     const slow = store.session({ name: 'slow' });
     const fast = store.session({ name: 'fast' });
     await store.set('/turn/n', '0');
@@ -128,7 +129,7 @@ export function lockContractSuite(name: string, make: () => Promise<Backend>, op
       stop = true;
       await rival;
     }
-    assert.ok(runs <= 1 + 2, `the slow transaction ran ${runs} times: without a turn the rival starves it`);
+    assert.ok(runs <= TURN_AFTER_CONFLICTS + 1, `the slow transaction ran ${runs} times: without a turn the rival starves it`);
     assert.equal((await store.get('/turn/n'))!.text(), String(rivalCommits + 1));
     assert.equal(store.lockTable().held.length, 0, 'the turn was given back');
   });

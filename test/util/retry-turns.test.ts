@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LatchkeyError, open } from '../../src/index.js';
+import { TURN_AFTER_CONFLICTS as TURN } from '../../src/util/retry.js';
 
 const is = (code: string) => (e: unknown): boolean => LatchkeyError.is(e) && e.code === code;
 
@@ -44,29 +45,30 @@ test('turns: aborted while queued for a turn: ABORTED, nothing left held or wait
   let holder: Awaited<ReturnType<typeof other.lock>> | undefined;
   const p = me.transaction(async (tx) => {
     runs++;
-    await tx.get('/q');
-    await other.set('/q', `rival ${runs}`);
-    // After the second conflict the turn will queue behind this lock.
-    if (runs === 2) holder = await other.lock('/q');
-    await tx.set('/q', 'mine');
+    await tx.get('/q'); // the conflict is at /q (read); the write is elsewhere, so the commit is not held up by the lock
+    if (runs <= TURN) await other.set('/q', `rival ${runs}`);
+    // The turn, due after this run's conflict, will queue behind this lock.
+    if (runs === TURN) holder = await other.lock('/q');
+    await tx.set('/w', 'mine');
   }, { signal: ac.signal, timeoutMs: 60_000 });
-  for (let i = 0; i < 200 && store.lockTable().waiting.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
-  assert.equal(store.lockTable().waiting.length, 1, 'the turn is queued behind the lock');
+  for (let i = 0; i < 400 && store.lockTable().waiting.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(store.lockTable().waiting.map((w) => w.path), ['/q'], 'the turn is queued behind the lock');
   ac.abort();
   await assert.rejects(p, is('ABORTED'));
   assert.equal(store.lockTable().waiting.length, 0);
   assert.deepEqual(store.lockTable().held.map((h) => h.token), [holder!.token], "only the rival's lock is held");
   await holder!.release();
   assert.equal(store.lockTable().held.length, 0);
+  assert.equal(runs, TURN);
   await store.close();
 });
 
-test('turns: none before the second conflict, nor past `retries`; a turn held is given back on success and on a thrown error', async () => {
+test('turns: none before TURN_AFTER_CONFLICTS conflicts, nor past `retries`; a turn held is given back on success and on a thrown error', async () => {
   const store = await open();
   const me = store.session();
   const other = store.session();
   const turns = (): number => store.stats().txTurns ?? 0;
-  // retries: 1 → gives up after the second run, before any turn.
+  // retries: TURN - 1 → gives up after TURN runs, before any turn.
   let runs = 0;
   const t0 = turns();
   await assert.rejects(me.transaction(async (tx) => {
@@ -74,22 +76,34 @@ test('turns: none before the second conflict, nor past `retries`; a turn held is
     await tx.get('/r');
     await other.set('/r', String(runs));
     await tx.set('/r', 'mine');
-  }, { retries: 1 }), is('CONFLICT'));
-  assert.equal(runs, 2);
+  }, { retries: TURN - 1 }), is('CONFLICT'));
+  assert.equal(runs, TURN);
   assert.equal(turns() - t0, 0);
-  // Two forced conflicts → a turn; the third run throws: the turn is released all the same.
+  // TURN forced conflicts → a turn; the next run throws: the turn is released all the same.
   runs = 0;
   await assert.rejects(me.transaction(async (tx) => {
     runs++;
     await tx.get('/r');
-    if (runs <= 2) await other.set('/r', String(runs));
-    if (runs === 3) {
-      assert.equal(store.lockTable().held.length, 1, 'run 3 holds its turn');
+    if (runs <= TURN) await other.set('/r', `second ${runs}`); // new bytes: a rewrite with the same bytes does not conflict
+    if (runs === TURN + 1) {
+      assert.deepEqual(store.lockTable().held.map((h) => h.path), ['/r'], 'this run holds its turn');
       throw new Error('boom');
     }
     await tx.set('/r', 'mine');
   }), /boom/);
   assert.equal(turns() - t0, 1);
   assert.equal(store.lockTable().held.length, 0, 'released after the error');
+  // And on success: TURN forced conflicts, a turn, a commit, nothing held after.
+  runs = 0;
+  await me.transaction(async (tx) => {
+    runs++;
+    const v = (await tx.get('/r'))?.text() ?? '';
+    if (runs <= TURN) await other.set('/r', `rival ${runs}`);
+    await tx.set('/r', `${v}+`);
+  });
+  assert.equal(runs, TURN + 1);
+  assert.equal((await store.get('/r'))!.text(), `rival ${TURN}+`);
+  assert.equal(turns() - t0, 2);
+  assert.equal(store.lockTable().held.length, 0, 'released after the commit');
   await store.close();
 });
