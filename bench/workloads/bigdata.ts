@@ -19,37 +19,20 @@
  *    node of 16-byte names, values excluded (target ≤ 150).
  * `--quick` runs them all at toy sizes in a few seconds.
  */
-import { closeSync, fdatasyncSync, openSync, read, readSync, rmSync, statSync, writeFileSync, readdirSync, writeSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { closeSync, fdatasyncSync, openSync, read, readSync, rmSync, statSync, readdirSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { EMPTY_VALUE, type Mutation, applyMutations, emptyRoot, putNode } from '../../src/core/tree.js';
 import { open } from '../../src/index.js';
+import { MiB, RssWatch, block, dropCaches, keyOf, pool, shuffled } from '../bigdata-common.js';
+import type { ReaderResult } from '../bigdata-child.js';
 import { forgetTempDirLater, tempDir } from '../peers/server.js';
 import { type BenchOptions, fmt, note, percentile, table } from '../util.js';
-
-const MiB = 1024 * 1024;
 
 function argNum(args: readonly string[], name: string, dflt: number): number {
   const a = args.find((x) => x.startsWith(`--${name}=`));
   return a === undefined ? dflt : Number(a.slice(name.length + 3));
-}
-
-/** Peak RSS over a phase, sampled every 100 ms. */
-class RssWatch {
-  peak = 0;
-  private readonly t: ReturnType<typeof setInterval>;
-  constructor() {
-    this.sample();
-    this.t = setInterval(() => this.sample(), 100);
-  }
-  sample(): void {
-    this.peak = Math.max(this.peak, process.memoryUsage.rss());
-  }
-  stop(): number {
-    clearInterval(this.t);
-    this.sample();
-    return this.peak / MiB;
-  }
 }
 
 /** A phase's figures on stderr as soon as they are known (a run cut short by --timeout keeps them). */
@@ -57,46 +40,10 @@ function phase(text: string): void {
   process.stderr.write(`bigdata: ${text}\n`);
 }
 
-function dropCaches(): boolean {
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '1');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function block(i: number, size: number): Uint8Array {
-  const b = new Uint8Array(size);
-  const dv = new DataView(b.buffer);
-  for (let o = 0; o + 4 <= size; o += 4096) dv.setUint32(o, i * 2654435761 >>> 0, true);
-  return b;
-}
-
 function dirBytes(dir: string): number {
   let n = 0;
   for (const f of readdirSync(dir)) n += statSync(path.join(dir, f)).size;
   return n;
-}
-
-const keyOf = (i: number, perDir: number): string => `/d${String(Math.floor(i / perDir)).padStart(15, '0')}/v${String(i % perDir).padStart(15, '0')}`;
-
-/** Runs `fn(i)` for i in [0, n) with `width` in flight. */
-async function pool(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    for (let i = next++; i < n; i = next++) await fn(i);
-  }));
-}
-
-function shuffled(n: number, count: number): number[] {
-  const out: number[] = [];
-  let x = 12345;
-  for (let i = 0; i < count; i++) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    out.push(x % n);
-  }
-  return out;
 }
 
 async function bigValues(o: BenchOptions): Promise<void> {
@@ -115,60 +62,36 @@ async function bigValues(o: BenchOptions): Promise<void> {
   const dir = tempDir('bigdata');
   forgetTempDirLater(dir);
   try {
-    let w = new RssWatch();
+    const w = new RssWatch();
     let t0 = performance.now();
-    let s = await open(dir);
-    await pool(count, 16, (i) => s.set(keyOf(i, perDir), block(i, valueBytes)));
+    const s = await open(dir);
+    // One buffer per writer, refilled for each value: set copies it before it returns, so the
+    // bench's own values are not 32 GiB of garbage in the process it measures.
+    const bufs = Array.from({ length: 16 }, () => new Uint8Array(valueBytes));
+    await pool(count, 16, (i, k) => s.set(keyOf(i, perDir), block(i, valueBytes, bufs[k])));
     const writeS = (performance.now() - t0) / 1000;
     await s.close();
     const diskBytes = dirBytes(dir);
-    rss.push(['latchkey write', fmt(w.stop())]);
+    rss.push(['latchkey write', fmt(w.stop()), w.breakdown()]);
     const total = count * valueBytes;
     rows.push(['write, durable (MB/s)', fmt(total / MiB / writeS), '', '', load()]);
     phase(`latchkey write ${fmt(total / MiB / writeS)} MB/s durable, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
 
-    w = new RssWatch();
-    if (cold) dropCaches();
-    t0 = performance.now();
-    s = await open(dir);
-    const reopenMs = performance.now() - t0;
-    rss.push(['latchkey reopen', fmt(w.stop())]);
-    rows.push(['reopen (ms)', fmt(reopenMs, 1), '', '', load()]);
-    phase(`latchkey reopen ${fmt(reopenMs, 1)} ms, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
-
-    w = new RssWatch();
-    const picks = shuffled(count, reads);
-    t0 = performance.now();
-    await pool(reads, 16, async (k) => {
-      const e = await s.get(keyOf(picks[k]!, perDir));
-      if (e === undefined || e.value.length !== valueBytes) throw new Error('bigdata: a value is missing');
-    });
-    const getS = (performance.now() - t0) / 1000;
-    rss.push(['latchkey random gets', fmt(w.stop())]);
-    phase(`latchkey random get ${fmt(reads / getS)} values/s, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
-
-    w = new RssWatch();
-    if (cold) dropCaches();
-    t0 = performance.now();
-    let scanned = 0;
-    for (let d = 0; d < dirs; d++) {
-      const dname = `/d${String(d).padStart(15, '0')}`;
-      if (!(await s.exists(dname))) continue;
-      const names = await s.list(dname);
-      // Not `scanned += await …`: that reads `scanned` before the await, so
-      // the 8 reads in flight overwrite each other's sums (the figure was
-      // about 8x too low).
-      await pool(names.length, 8, async (j) => {
-        const e = await s.get(`${dname}/${names[j]}`);
-        scanned += e!.value.length;
-      });
+    // Reopened in a process of its own: the writer's garbage (its closed
+    // store's cache, the values this bench made) is not counted against the
+    // reader, as it would not be in a server restarted on its data.
+    const r = await readInChild({ dir, count, perDir, valueBytes, reads, dirs, cold });
+    for (const p of r.phases) {
+      rss.push([`latchkey ${p.name}`, fmt(p.peakMiB), p.breakdown]);
+      phase(`latchkey ${p.name}: ${p.figure}, peak RSS ${fmt(p.peakMiB)} MiB (${p.breakdown}), load ${p.load}`);
     }
-    const scanS = (performance.now() - t0) / 1000;
+    rows.push(['reopen (ms)', fmt(r.reopenMs, 1), '', '', r.phases[0]!.load]);
+    const getS = r.getS;
+    const scanS = r.scanS;
+    const scanned = r.scanned;
     if (scanned !== total) throw new Error(`bigdata: the scan read ${scanned} bytes of ${total}`);
-    rss.push(['latchkey scan', fmt(w.stop())]);
-    phase(`latchkey scan ${fmt(scanned / MiB / scanS)} MB/s, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
-    const st = s.stats();
-    await s.close();
+    const picks = shuffled(count, reads);
+    const st = r.stats;
     rmSync(dir, { recursive: true, force: true });
 
     // The raw file system: one plain file of the same size.
@@ -176,9 +99,10 @@ async function bigValues(o: BenchOptions): Promise<void> {
     forgetTempDirLater(path.dirname(raw));
     const fd = openSync(raw, 'w+');
     try {
+      const wbuf = new Uint8Array(valueBytes);
       t0 = performance.now();
       for (let i = 0; i < count; i++) {
-        writeSync(fd, block(i, valueBytes), 0, valueBytes, i * valueBytes);
+        writeSync(fd, block(i, valueBytes, wbuf), 0, valueBytes, i * valueBytes);
         if (i % 16 === 15 || i === count - 1) fdatasyncSync(fd);
       }
       const rawWriteS = (performance.now() - t0) / 1000;
@@ -237,7 +161,7 @@ async function bigValues(o: BenchOptions): Promise<void> {
     }
     table(`bigdata: ${count} values of ${valueBytes / 1024} KiB (${fmt(total / 1024 / MiB, 2)} GiB) under ${dirs} directories`,
       ['measure', 'latchkey', 'raw file (same size)', 'lmdb-js', 'load avg'], rows);
-    table('bigdata: peak RSS (MiB) per phase (target ≤ 512)', ['phase', 'peak RSS'], rss);
+    table('bigdata: peak RSS (MiB) per phase (target ≤ 512; reopen and reads in a fresh process)', ['phase', 'peak RSS', 'at the peak (MiB)'], rss);
     note(`latchkey's data directory held ${fmt(diskBytes / MiB)} MiB for ${fmt(total / MiB)} MiB of values; cache hits ${String(st.cacheHits)}, misses ${String(st.cacheMisses)}, evictions ${String(st.cacheEvictions)} (limit ${fmt((st.cacheLimit ?? 0) / MiB)} MiB). Page cache ${cold ? 'dropped before each read phase (cold reads)' : 'not dropped (not root, or --quick): reads may be warm'}.`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -369,4 +293,18 @@ export default async function bigdata(o: BenchOptions): Promise<void> {
   if (only === undefined || only === 'small' || only === 'tree') await treeMemory(o);
   if (only === undefined || only === 'small') await smallNodes(o);
   if (only === undefined || only === 'overwrite') await overwrite(o);
+}
+
+interface ReaderArgs { dir: string; count: number; perDir: number; valueBytes: number; reads: number; dirs: number; cold: boolean }
+
+/** Runs bench/bigdata-child.js on `a.dir`: reopen, random gets, scan; its figures. */
+function readInChild(a: ReaderArgs): Promise<ReaderResult> {
+  const child = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../bigdata-child.js');
+  return new Promise((resolve, reject) => {
+    const p = execFile(process.execPath, [child, JSON.stringify(a)], { maxBuffer: 1 << 20 }, (e, out) => {
+      if (e) reject(e);
+      else resolve(JSON.parse(out) as ReaderResult);
+    });
+    p.stderr?.pipe(process.stderr);
+  });
 }

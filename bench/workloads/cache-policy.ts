@@ -3,8 +3,8 @@
  * (storage/value-cache.ts), LRU against S3-FIFO, on the same traces.
  *
  * Each access is what `ValueStore` does on a read: look the key up, and on
- * a miss keep the value (4 KiB each, so a cache of C bytes holds C / 4 KiB
- * values). Traces, seeded and the same for both policies:
+ * a miss keep the value (4 KiB each, charged 4 KiB plus the per-entry
+ * overhead, so a cache of C bytes holds C / entryCost values). Traces, seeded and the same for both policies:
  * - zipf: 100,000 keys, Zipf(0.99) popularity, 2,000,000 accesses;
  * - zipf 0.8: flatter popularity, same sizes;
  * - scan-polluted: the zipf trace with, after every 20,000 accesses, a scan
@@ -16,7 +16,7 @@
  * `--quick`: 10,000 keys and 100,000 accesses, one round.
  */
 import os from 'node:os';
-import { type CachePolicy, makeValueCache } from '../../src/storage/value-cache.js';
+import { type CachePolicy, entryCost, makeValueCache } from '../../src/storage/value-cache.js';
 import { type BenchOptions, fmt, median, note, table } from '../util.js';
 
 const VALUE = new Uint8Array(4096);
@@ -92,7 +92,7 @@ export default async function cachePolicy(o: BenchOptions): Promise<void> {
   const policies: CachePolicy[] = ['lru', 's3fifo'];
   for (const [name, trace] of traces) {
     for (const pct of [1, 10]) {
-      const limit = Math.floor((n * pct) / 100) * VALUE.length;
+      const limit = Math.floor((n * pct) / 100) * entryCost(VALUE); // values and the per-entry charge
       let zipfAccesses = 0;
       for (let k = 0; k < trace.length; k++) if (trace[k]! < n) zipfAccesses++;
       const hits = new Map<CachePolicy, number>();

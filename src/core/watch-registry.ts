@@ -254,6 +254,9 @@ export class WatchRegistry {
     this.exact.clear();
     this.recursive.clear();
     this.watchers = 0;
+    // Nobody can resume from a closed store: let the window's commits (and the values they hold) go.
+    this.history.length = 0;
+    this.historyHead = this.historyEvents = this.historyBytes = 0;
     for (const w of all) w.sink.end(error);
   }
 

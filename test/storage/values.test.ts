@@ -8,6 +8,7 @@ import { ValueRef, readValue, readValueInto } from '../../src/core/value.js';
 import { open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
 import { FaultyFs, verify } from '../../src/storage/index.js';
+import { CACHE_ENTRY_OVERHEAD } from '../../src/storage/value-cache.js';
 import { flipBit, tempDir } from './helpers.js';
 
 function big(n: number, seed: number): Uint8Array {
@@ -54,14 +55,14 @@ test('an uncached value is read asynchronously; the cache is bounded and evicts'
   const s1 = await open(tmp.path, { inlineValueBytes: 0 });
   for (let i = 0; i < 10; i++) await s1.set(`/v/${i}`, big(4096, i));
   await s1.close();
-  const s2 = (await open(tmp.path, { inlineValueBytes: 0, cacheBytes: 3 * 4096 })) as EmbeddedStore;
+  const s2 = (await open(tmp.path, { inlineValueBytes: 0, cacheBytes: 3 * (4096 + CACHE_ENTRY_OVERHEAD) })) as EmbeddedStore;
   const r = readValue(refOf(s2, '/v/0'));
   assert.ok(r instanceof Promise, 'not cached: a read is a promise (libuv pool), not a synchronous pread');
   assert.deepEqual(await r, big(4096, 0));
   assert.ok(readValue(refOf(s2, '/v/0')) instanceof Uint8Array, 'now cached');
   for (let i = 0; i < 10; i++) assert.deepEqual((await s2.get(`/v/${i}`))!.value, big(4096, i));
   const st = s2.stats();
-  assert.ok((st.cacheBytes ?? 0) <= 3 * 4096, `cache holds ${st.cacheBytes} bytes, limit ${3 * 4096}`);
+  assert.ok((st.cacheBytes ?? 0) <= 3 * (4096 + CACHE_ENTRY_OVERHEAD), `cache holds ${st.cacheBytes} bytes, limit ${3 * (4096 + CACHE_ENTRY_OVERHEAD)}`);
   assert.equal(st.cacheEvictions, 7);
   await s2.close();
 });
