@@ -33,6 +33,8 @@ export interface LinkOptions {
    * grant the lock to anyone else).
    */
   leaseMarginMs?: number;
+  /** Ask the server to resume this session (docs/protocol.md, "Resuming a session"); set by the connection after a lost link. */
+  resume?: { session: string; secret: string; locks: Array<{ l: number; token: number }> };
 }
 
 /**
@@ -203,19 +205,23 @@ export class Link {
         clearTimeout(timer);
         link.welcome = w;
         link.revision = w.revision;
-        if (w.ttlMs > 0) {
+        // A session resumable within resumeMs of an answer: pings keep that window mostly ahead (see resumeWindowMs).
+        const resumeWindow = link.resumeWindowMs;
+        if (w.ttlMs > 0 || resumeWindow > 0) {
           // Three pings per window, as the server has three per lease: the client's window
           // (less its margin, e.g. lock -- CMD's kill grace) is the shorter, so it sets the pace.
-          link.startPings(Math.min(w.ttlMs, clientLeaseMs(w.ttlMs, opts.leaseMarginMs)));
-          link.startLease(w.ttlMs);
+          const windows = [...(w.ttlMs > 0 ? [w.ttlMs, clientLeaseMs(w.ttlMs, opts.leaseMarginMs)] : []), ...(resumeWindow > 0 ? [resumeWindow] : [])];
+          link.startPings(Math.min(...windows));
+          link.startLease(w.ttlMs, resumeWindow);
         }
         resolve(link);
       };
       sock.once(event, () => {
         if (addr.kind === 'tcp') sock.setNoDelay(true);
-        const hello: { magic: typeof PROTOCOL_MAGIC; versions: number[]; token?: string; name?: string } = { magic: PROTOCOL_MAGIC, versions: [...SUPPORTED_VERSIONS] };
+        const hello: { magic: typeof PROTOCOL_MAGIC; versions: number[]; token?: string; name?: string; resume?: LinkOptions['resume'] } = { magic: PROTOCOL_MAGIC, versions: [...SUPPORTED_VERSIONS] };
         if (opts.token !== undefined) hello.token = opts.token;
         if (opts.name !== undefined) hello.name = opts.name;
+        if (opts.resume !== undefined) hello.resume = opts.resume;
         link.leaseFrom = performance.now(); // the welcome answers this hello
         sock.write(encodeHello(hello));
       });
@@ -223,6 +229,23 @@ export class Link {
   }
 
   private onWelcome: (w: WelcomeBody) => void = () => {};
+
+  /**
+   * How long after `answeredFrom` the session's locks stay safe once this
+   * link is lost, while the client resumes it elsewhere (0: not resumable).
+   * The server's `resumeMs` says the session outlives its answer to a
+   * request by that much; the client takes the same drift and slack off as
+   * for its own lease (clientLeaseMs) and its margin.
+   */
+  get resumeWindowMs(): number {
+    const r = this.welcome?.resumeMs ?? 0;
+    return this.welcome?.secret === undefined || r <= 0 ? 0 : Math.max(0, clientLeaseMs(r, this.leaseMarginMs));
+  }
+
+  /** Send time of the latest answered request (performance.now). */
+  get answeredFrom(): number {
+    return this.leaseFrom;
+  }
 
   get alive(): boolean {
     return this.dead === undefined;
@@ -299,15 +322,30 @@ export class Link {
    * Gives the session up, strictly before the server can expire it: at
    * leaseFrom + leaseMs (clientLeaseMs) every request in flight fails, the
    * link refuses new ones, and the owner is told SESSION_EXPIRED.
+   *
+   * A resumable session (resumeWindowMs > 0: a front-end over etcd, whose
+   * lease lives only that long after its last answer) bounds the silence
+   * sooner: after two thirds of the window with no answer the link is
+   * dropped as lost, so the last third is left to resume the session on
+   * another front-end. Without it a hung front-end (stopped, its socket
+   * still open) let the client trust its locks for the whole TCP lease,
+   * past the etcd lease that the stopped front-end no longer kept alive.
    */
-  private startLease(ttl: number): void {
-    this.leaseMs = clientLeaseMs(ttl, this.leaseMarginMs);
+  private startLease(ttl: number, resumeWindow: number): void {
+    const silentMs = resumeWindow > 0 ? Math.max(1, Math.floor((resumeWindow * 2) / 3)) : Infinity;
+    if (ttl <= 0 && silentMs === Infinity) return;
+    const expires = ttl > 0 ? clientLeaseMs(ttl, this.leaseMarginMs) : Infinity;
+    this.leaseMs = Math.min(expires, silentMs);
     const check = (): void => {
       if (this.dead !== undefined) return;
       const left = this.leaseFrom + this.leaseMs - performance.now();
       if (left <= 0) {
         const quiet = Math.round(performance.now() - this.leaseFrom);
-        this.die(new LatchkeyError('SESSION_EXPIRED', `no answer to a request sent in the last ${quiet} ms: the session is given up before the server's ${ttl} ms lease can end it`));
+        if (silentMs <= expires) {
+          this.die(new LatchkeyError('CONNECTION_LOST', `no answer to a request sent in the last ${quiet} ms: the link is given up to resume the session elsewhere within its ${resumeWindow} ms window`));
+        } else {
+          this.die(new LatchkeyError('SESSION_EXPIRED', `no answer to a request sent in the last ${quiet} ms: the session is given up before the server's ${ttl} ms lease can end it`));
+        }
         return;
       }
       this.leaseTimer = setTimeout(check, Math.ceil(left));

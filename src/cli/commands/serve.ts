@@ -179,7 +179,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (backend !== undefined) {
     const etcd = await connectEtcd(backend);
     // Object.assign, not a spread: the served store's `revision` is a getter, and a spread would freeze it.
-    store = Object.assign(servedStore(etcd, { ownedSession: (o) => etcd.ownedSession(o), ephemeralCounts: () => etcd.ephemeralCounts() }), { close: () => etcd.close() });
+    store = Object.assign(servedStore(etcd, etcd.servedBackend()), { close: () => etcd.close() });
   } else {
     const s = values.memory ? await open(undefined, engineOpts)
       : await open(data, {
