@@ -165,16 +165,20 @@ export interface Transaction extends AsyncDisposable {
   readonly state: 'open' | 'committed' | 'aborted';
   get(path: string): Promise<Entry | undefined>;
   /**
-   * Embedded stores only (absent on a remote transaction): reads a node's
-   * value straight into `target` — a value on disk with one positional read
-   * into it, checked, and not kept in the store's value cache; a cached one
-   * with one copy — and answers its length and stat, or undefined when the
-   * node is absent. `target` must hold the value (TOO_LARGE otherwise);
+   * Reads a node's value straight into `target` and answers its length and
+   * stat, or undefined when the node is absent. Embedded: a value on disk
+   * with one positional read into it, checked, and not kept in the store's
+   * value cache; a cached one with one copy. Remote: a `get` whose reply's
+   * value the client reads from the socket into `target` (no buffer of the
+   * reply's size); `target` belongs to the call until it settles. Optional:
+   * a Transaction implemented elsewhere may not have it. `target` must hold the value (TOO_LARGE otherwise);
    * bytes past the value's length are left as they were. A read like `get`
    * (recorded, validated at commit). What a BigFile handle loads blocks
    * with (docs/bigfile.md).
    */
   readInto?(path: string, target: Uint8Array): Promise<{ length: number; stat: Stat } | undefined>;
+  /** True on a remote transaction: every read is a round trip (a BigFile handle pipelines its loads rather than reading one block at a time). */
+  readonly remote?: boolean;
   exists(path: string): Promise<boolean>;
   list(path: string, options?: ListOptions): Promise<Listing>;
   set(path: string, value: Value, options?: Omit<SetOptions, keyof WriteOptions>): Promise<void>;

@@ -3,7 +3,7 @@
  * store, and `latchkey serve` with its client. Every layer is in the build:
  * a failure is an error of the benchmark run, never a "pending" cell.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Store } from '../../src/api.js';
@@ -28,6 +28,8 @@ export interface LatchkeyServerPeer {
   readonly settings: string;
   connect(transport?: 'unix' | 'tcp'): Promise<Store>;
   stop(): Promise<void>;
+  /** The server process's CPU time so far (user + system, ms; Linux /proc), or undefined where it cannot be read. */
+  cpuMs(): number | undefined;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -77,5 +79,18 @@ export async function startLatchkeyServer(o: LatchkeyServerOptions = {}): Promis
       return c;
     },
     stop: () => server.stop(),
+    cpuMs: () => processCpuMs(server.child.pid),
   };
+}
+
+/** CPU time (user + system, ms) of a process from /proc/PID/stat (clock ticks of 10 ms); undefined elsewhere. */
+export function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) * 10;
+  } catch {
+    return undefined;
+  }
 }

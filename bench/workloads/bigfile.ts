@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- bigfile [--quick] [--size=MiB] [--rounds=N] [--no-remote]`
+ * `npm run bench -- bigfile [--quick] [--size=MiB] [--rounds=N] [--no-remote] [--only=remote|embedded]`
  * (a 16 GiB run under load needs the harness's `--timeout=SECONDS` raised):
  * BigFile and BigArray (docs/bigfile.md) beside a plain file in the same run.
  *
@@ -89,6 +89,8 @@ interface Target {
 /** A target made fresh for one round (its own file or data directory), removed by `close`: a 16 GiB run never holds two copies on disk. */
 interface Instance extends Target {
   close(): Promise<void>;
+  /** A remote target's server process CPU time so far (ms). */
+  serverCpuMs?(): number | undefined;
 }
 
 interface Kind {
@@ -266,7 +268,11 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
   const roundsArg = o.args.find((a) => a.startsWith('--rounds='));
   const rounds = roundsArg !== undefined ? Number(roundsArg.slice('--rounds='.length)) : o.quick || big ? 1 : 3;
   // --no-remote: leave the remote target out (a 16 GiB write over the socket is the longest part of a big run).
-  const withRemote = !o.args.includes('--no-remote');
+  // --only=remote / --only=embedded: the plain file (and its mapped peer) beside those targets only (a 16 GiB run in two parts).
+  const only = o.args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+  if (only !== undefined && only !== 'remote' && only !== 'embedded') throw new Error(`--only=${only}: remote or embedded`);
+  const withRemote = !o.args.includes('--no-remote') && only !== 'embedded';
+  const withEmbedded = only !== 'remote';
   const ops = Math.min(sizeMiB, o.quick ? 16 : big ? 1024 : 256);
   const loadBefore = load();
   const dir = tempDir('bigfile');
@@ -286,9 +292,11 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
       });
     },
   });
-  if (!big) kinds.push(storeKind('latchkey embedded, in memory', () => latchkey.open()));
-  kinds.push(storeKind('latchkey embedded, durable (fsync)', (d) => openDurable(d)));
-  kinds.push(storeKind('latchkey embedded, on disk, not durable (durability none)', (d) => openDurable(d, { durability: 'none' })));
+  if (withEmbedded) {
+    if (!big) kinds.push(storeKind('latchkey embedded, in memory', () => latchkey.open()));
+    kinds.push(storeKind('latchkey embedded, durable (fsync)', (d) => openDurable(d)));
+    kinds.push(storeKind('latchkey embedded, on disk, not durable (durability none)', (d) => openDurable(d, { durability: 'none' })));
+  }
   if (withRemote) {
     const name = 'latchkey remote (unix socket, durable server)';
     kinds.push({
@@ -296,11 +304,12 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
       async make() {
         const server = await startLatchkeyServer();
         const s = await server.connect('unix');
-        return latchkeyTarget(name, s, async () => {
+        const t = latchkeyTarget(name, s, async () => {
           await s.close().catch(() => {});
           await server.stop().catch(() => {});
           rmSync(server.dataDir, { recursive: true, force: true });
         });
+        return { ...t, serverCpuMs: () => server.cpuMs() };
       },
     });
   }
@@ -324,12 +333,21 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
         const f = figures.get(k.name)!;
         const t = await k.make();
         try {
+          const cw0 = process.cpuUsage();
+          const sw0 = t.serverCpuMs?.();
           const sw = await t.seqWrite(bytes);
+          const cw = process.cpuUsage(cw0);
+          const sw1 = t.serverCpuMs?.();
           f.sw.push(sw);
           const rss0 = process.memoryUsage().rss;
           const c0 = process.cpuUsage();
+          const sr0 = t.serverCpuMs?.();
           const sr = await t.seqRead(bytes);
           const c = process.cpuUsage(c0);
+          const sr1 = t.serverCpuMs?.();
+          const perMiB = (ms: number): string => fmt(ms / (bytes / MiB), 3);
+          // CPU per MiB of the sequential write and read, this process and (remote) the server's: what load does not change.
+          const cpuNote = `CPU ms/MiB: write ${perMiB((cw.user + cw.system) / 1000)}${sw0 !== undefined && sw1 !== undefined ? ` (server ${perMiB(sw1 - sw0)})` : ''}, read ${perMiB((c.user + c.system) / 1000)}${sr0 !== undefined && sr1 !== undefined ? ` (server ${perMiB(sr1 - sr0)})` : ''}`;
           f.sr.push(sr);
           f.cpuRead.push((c.user + c.system) / 1000 / (bytes / MiB));
           f.rss.push(process.memoryUsage().rss - rss0);
@@ -349,7 +367,7 @@ export default async function bigfile(o: BenchOptions): Promise<void> {
           f.rw.push(await t.randWrite(bytes, ops));
           if (t.raw !== undefined && !big) f.raw.push(await t.raw(bytes));
           // Each target's figures as they come (a long run cut short by the harness's timeout keeps them in its log).
-          console.log(`bigfile round ${r + 1} ${k.name}: seq write ${fmt(sw, 0)}, seq read ${fmt(sr, 0)} (${fmt(f.cpuRead.at(-1)!, 3)} CPU ms/MiB), random read ${fmt(f.rr.at(-1)!, 0)}, random write ${fmt(f.rw.at(-1)!, 0)} MB/s; RSS growth over the read ${fmt(f.rss.at(-1)! / MiB, 1)} MiB; load ${load()}`);
+          console.log(`bigfile round ${r + 1} ${k.name}: seq write ${fmt(sw, 0)}, seq read ${fmt(sr, 0)} (${fmt(f.cpuRead.at(-1)!, 3)} CPU ms/MiB), random read ${fmt(f.rr.at(-1)!, 0)}, random write ${fmt(f.rw.at(-1)!, 0)} MB/s; RSS growth over the read ${fmt(f.rss.at(-1)! / MiB, 1)} MiB; ${cpuNote}; load ${load()}`);
         } finally {
           await t.close();
         }

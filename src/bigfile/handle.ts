@@ -198,7 +198,8 @@ export class BigFileHandleImpl implements BigFileHandle {
       // evicted before reuse. Otherwise a read that continues the previous one loads the next
       // blocks ahead, in the background.
       const sequential = offset === this.lastReadEnd;
-      const streaming = sequential && this.localSize > this.cacheBytes && this.tx.readInto !== undefined;
+      // Over a socket each direct read would be a round trip of its own: there the pages' read-ahead (8 loads in flight) streams instead.
+      const streaming = sequential && this.localSize > this.cacheBytes && this.tx.readInto !== undefined && this.tx.remote !== true;
       if (sequential && !streaming) this.readAhead(last + 1);
       this.lastReadEnd = end;
       // Each block is copied out in the step that finds (or loads) its page; pages may be

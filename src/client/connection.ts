@@ -20,7 +20,7 @@ import { LatchkeyError, storeClosed } from '../core/errors.js';
 import type { Args, RequestOp, Result } from '../protocol/messages.js';
 import { DisposableStack } from '../util/disposable.js';
 import { type RetryCounters, newRetryCounters } from '../util/retry.js';
-import { type Address, Link, type LinkOptions, type Push } from './link.js';
+import { type Address, Link, type LinkOptions, type Push, type ReadIntoResult } from './link.js';
 
 export interface ConnectOptions extends LinkOptions {
   /** Reconnect after a loss (default true). */
@@ -239,6 +239,14 @@ export class ClientConnection {
       return Promise.reject(new LatchkeyError('CONNECTION_LOST', 'the connection this belongs to was lost'));
     }
     return this.link.request(op, args, session, signal);
+  }
+
+  /** requestOn for a `get` read into `into` (Link.requestInto). */
+  requestIntoOn(generation: number, args: Args<'get'>, into: Uint8Array, session: number): Promise<ReadIntoResult | null> {
+    if (this.link === undefined || this.generation !== generation || !this.link.alive) {
+      return Promise.reject(new LatchkeyError('CONNECTION_LOST', 'the connection this belongs to was lost'));
+    }
+    return this.link.requestInto(args, into, session);
   }
 
   private onLost(e: LatchkeyError): void {

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { LatchkeyError } from '../core/errors.js';
-import { type Decoded, encodeHello, packBody, packBodyScratch, parseResult, serverMessageDecoder } from '../protocol/codec.js';
+import { type Decoded, encodeHello, packBody, packBodySplit, parseResult, serverMessageDecoder } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
 import { MAX_REPLY_FRAME } from '../protocol/limits.js';
 import {
@@ -99,12 +99,34 @@ export function parseAddress(url: string): Address {
   throw new LatchkeyError('INVALID_ARGUMENT', `unknown scheme ${u.protocol} in ${url} (unix:, tcp:, tls:)`);
 }
 
+/** The buffer a plain socket reads into (reused for every read). */
+const READ_BUFFER = 256 * 1024;
+
 interface Pending {
   readonly op: RequestOp;
+  /** A `get` whose value goes into this buffer (requestInto): the frame reader may put it there as it arrives. */
+  readonly into?: Uint8Array;
   /** When it was sent (performance.now): an answer proves the server saw us after this. */
   readonly sent: number;
   resolve(r: unknown): void;
   reject(e: LatchkeyError): void;
+}
+
+/** What a requestInto answers: the entry without its value (in the caller's buffer), and the value's length. */
+export interface ReadIntoResult {
+  readonly length: number;
+  readonly entry: Result<'get'> & object;
+}
+
+function intoResult(r: Result<'get'>, into: Uint8Array, sunk: number | undefined): ReadIntoResult | null {
+  if (r === null) return null;
+  if (sunk !== undefined) return { length: sunk, entry: r };
+  const v = r.value;
+  if (v.length > into.length) {
+    throw new LatchkeyError('TOO_LARGE', `readInto: the value at ${r.path} is ${v.length} bytes, the target ${into.length}`, { path: r.path });
+  }
+  into.set(v);
+  return { length: v.length, entry: r };
 }
 
 export class Link {
@@ -126,7 +148,10 @@ export class Link {
   /** close() ended the socket after its goodbye: die must not reset it. */
   private graceful = false;
 
-  private constructor(private readonly socket: net.Socket, private readonly handlers: LinkHandlers, private readonly leaseMarginMs = 0) {}
+  private constructor(private readonly socket: net.Socket, private readonly handlers: LinkHandlers, private readonly leaseMarginMs = 0) {
+    // A large reply to a requestInto is read straight into the caller's buffer, not into a frame of its own.
+    this.decoder.sink = (id) => this.pending.get(id)?.into;
+  }
 
   /** @internal The connection's socket (`latchkey lock` hands it to its guardian process). */
   get rawSocket(): net.Socket {
@@ -138,14 +163,18 @@ export class Link {
     return new Promise((resolve, reject) => {
       let sock: net.Socket;
       const event = addr.kind === 'tcp' && addr.tls ? 'secureConnect' : 'connect';
-      if (addr.kind === 'unix') sock = net.connect({ path: addr.path });
+      // Plain sockets read into one reused buffer (the frame reader copies out what it keeps, synchronously):
+      // a fresh 64 KiB chunk per read was most of the collector's work on a large value's reply.
+      let link: Link | undefined;
+      const onread = { buffer: Buffer.allocUnsafe(READ_BUFFER), callback: (n: number, buf: Uint8Array): boolean => { link?.onData(buf.subarray(0, n)); return true; } };
+      if (addr.kind === 'unix') sock = net.connect({ path: addr.path, onread });
       else if (addr.tls) {
         const o: tls.ConnectionOptions = { host: addr.host, port: addr.port };
         if (net.isIP(addr.host) === 0) o.servername = addr.host;
         if (opts.ca !== undefined) o.ca = opts.ca;
         if (opts.insecureTls) o.rejectUnauthorized = false;
         sock = tls.connect(o);
-      } else sock = net.connect({ host: addr.host, port: addr.port });
+      } else sock = net.connect({ host: addr.host, port: addr.port, onread });
       let settled = false;
       const fail = (e: LatchkeyError): void => {
         if (settled) return;
@@ -156,7 +185,7 @@ export class Link {
       };
       const timer = setTimeout(() => fail(new LatchkeyError('CONNECTION_LOST', `connecting timed out after ${opts.connectTimeoutMs ?? 10_000} ms`)), opts.connectTimeoutMs ?? 10_000);
       timer.unref();
-      const link = new Link(sock, {
+      link = new Link(sock, {
         push: (m) => handlers.push(m),
         lost: (e) => {
           if (!settled) fail(e);
@@ -165,7 +194,7 @@ export class Link {
       }, opts.leaseMarginMs);
       sock.on('error', (e) => link.die(new LatchkeyError('CONNECTION_LOST', `connection failed: ${e.message}`, { cause: e })));
       sock.on('close', () => link.die(new LatchkeyError('CONNECTION_LOST', 'the connection closed')));
-      sock.on('data', (chunk: Buffer) => link.onData(chunk));
+      if (addr.kind === 'tcp' && addr.tls) sock.on('data', (chunk: Buffer) => link!.onData(chunk));
       link.onWelcome = (w) => {
         if (settled) return;
         if (w.ttlMs > 0 && clientLeaseMs(w.ttlMs, opts.leaseMarginMs) < w.ttlMs / 3) {
@@ -226,7 +255,7 @@ export class Link {
     return this.pending.size;
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Uint8Array): void {
     let items: Decoded<ServerMessage>[];
     try {
       items = this.decoder.push(chunk);
@@ -240,11 +269,11 @@ export class Link {
         this.die(it.error);
         return;
       }
-      this.onMessage(it.message);
+      this.onMessage(it.message, it.sunk);
     }
   }
 
-  private onMessage(m: ServerMessage): void {
+  private onMessage(m: ServerMessage, sunk?: number): void {
     switch (m.t) {
       case 'welcome':
         this.onWelcome(m);
@@ -256,7 +285,8 @@ export class Link {
         this.pending.delete(m.id);
         if (p.sent > this.leaseFrom) this.leaseFrom = p.sent;
         try {
-          p.resolve(parseResult(p.op, m.r));
+          const r = parseResult(p.op, m.r);
+          p.resolve(p.into === undefined ? r : intoResult(r as Result<'get'>, p.into, sunk));
         } catch (e) {
           p.reject(e as LatchkeyError);
         }
@@ -324,24 +354,44 @@ export class Link {
     check();
   }
 
-  request<K extends RequestOp>(op: K, args: Args<K>, session = 0, signal?: AbortSignal): Promise<Result<K>> {
+  /**
+   * A `get` whose value is read into `into` (Transaction.readInto): a large
+   * reply's value goes there straight from the socket's chunks (frame.ts,
+   * FrameSink), a small one is copied. Bytes of `into` past the value are
+   * left as they were; TOO_LARGE when the value does not fit (`into` may
+   * then hold part of it). Until this settles, `into` belongs to the link.
+   */
+  requestInto(args: Args<'get'>, into: Uint8Array, session = 0): Promise<ReadIntoResult | null> {
+    return this.request('get', args, session, undefined, into) as unknown as Promise<ReadIntoResult | null>;
+  }
+
+  request<K extends RequestOp>(op: K, args: Args<K>, session = 0, signal?: AbortSignal, into?: Uint8Array): Promise<Result<K>> {
     if (this.dead !== undefined) return Promise.reject(this.dead);
     let id = this.nextId;
     while (this.pending.has(id)) id = id >= 0xffff_ffff ? 1 : id + 1;
     this.nextId = id >= 0xffff_ffff ? 1 : id + 1;
     let body: Uint8Array;
+    let tail: Uint8Array | undefined;
     try {
       // Into a scratch buffer: `write` below copies it into the batch before anything else encodes.
-      body = packBodyScratch(session === 0 ? { t: 'req', op, a: args } : { t: 'req', op, s: session, a: args });
+      // A large value (a BigFile block) is left out of it and copied once, into a buffer of its own
+      // that is written after the frame's head: no frame-sized batch buffer to grow and zero-fill.
+      const split = packBodySplit(session === 0 ? { t: 'req', op, a: args } : { t: 'req', op, s: session, a: args });
+      body = split.head;
+      if (split.tail !== undefined) {
+        tail = Buffer.allocUnsafe(split.tail.length);
+        tail.set(split.tail);
+      }
     } catch (e) {
       return Promise.reject(new LatchkeyError('INVALID_ARGUMENT', `${op}: cannot encode the request: ${(e as Error).message}`));
     }
-    if (body.length > this.welcome.limits.maxFrame) {
-      return Promise.reject(new LatchkeyError('TOO_LARGE', `${op} request of ${body.length} bytes exceeds the server's frame limit of ${this.welcome.limits.maxFrame}`, { info: { size: body.length, limit: this.welcome.limits.maxFrame } }));
+    const size = body.length + (tail?.length ?? 0);
+    if (size > this.welcome.limits.maxFrame) {
+      return Promise.reject(new LatchkeyError('TOO_LARGE', `${op} request of ${size} bytes exceeds the server's frame limit of ${this.welcome.limits.maxFrame}`, { info: { size, limit: this.welcome.limits.maxFrame } }));
     }
     return new Promise<Result<K>>((resolve, reject) => {
-      this.pending.set(id, { op, sent: performance.now(), resolve: resolve as (r: unknown) => void, reject });
-      this.write(id, body);
+      this.pending.set(id, { op, sent: performance.now(), resolve: resolve as (r: unknown) => void, reject, ...(into !== undefined ? { into } : {}) });
+      this.write(id, body, tail);
       if (signal !== undefined) {
         // Cancelling asks the server; the request still ends with its reply (ABORTED, or the result if it won the race).
         const onAbort = (): void => {
@@ -354,15 +404,25 @@ export class Link {
   }
 
   /** Queues a frame; frames queued in the same tick leave in one write. */
-  private write(id: number, body: Uint8Array): void {
-    this.out.add(id, body);
+  private write(id: number, body: Uint8Array, tail?: Uint8Array): void {
+    this.out.addSplit(id, body, tail);
     if (!this.flushQueued) {
       this.flushQueued = true;
       process.nextTick(() => {
         this.flushQueued = false;
-        const bytes = this.out.take();
-        if (bytes !== undefined && this.dead === undefined) this.socket.write(bytes);
+        if (this.dead === undefined) this.flushOut();
       });
+    }
+  }
+
+  /** Writes what is queued, in order (several segments when large values are queued: one writev). */
+  private flushOut(): void {
+    const parts = this.out.takeParts();
+    if (parts.length === 1) this.socket.write(parts[0]!);
+    else if (parts.length > 1) {
+      this.socket.cork();
+      for (const p of parts) this.socket.write(p);
+      this.socket.uncork();
     }
   }
 
@@ -388,8 +448,7 @@ export class Link {
   close(): void {
     if (this.dead === undefined && this.welcome !== undefined) {
       this.request('goodbye', {}).catch(() => {});
-      const bytes = this.out.take();
-      if (bytes !== undefined) this.socket.write(bytes);
+      this.flushOut();
       this.socket.end();
       const t = setTimeout(() => this.socket.destroy(), 1000);
       t.unref();

@@ -1,6 +1,7 @@
 /** A transaction of a remote session: `begin` pipelined, operations by handle, commit on the server. */
-import type { CommitResult, Entry, Listing, ListOptions, WriteOptions } from '../api.js';
+import type { CommitResult, Entry, Listing, ListOptions, Stat, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
+import { parsePath } from '../core/path.js';
 import type { AtomicOp } from '../core/ops.js';
 import type { CheckExpect, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
 import { entryOf, makeListing } from '../edge/entry.js';
@@ -11,6 +12,7 @@ import { writeArgs } from './util.js';
 
 export class RemoteTransaction extends TransactionEdge implements LinkMember {
   state: 'open' | 'committed' | 'aborted' = 'open';
+  readonly remote = true;
   private snapshot: number;
   private readonly handle: number;
   private readonly began: Promise<void>;
@@ -74,6 +76,27 @@ export class RemoteTransaction extends TransactionEdge implements LinkMember {
   protected async _get(path: string): Promise<Entry | undefined> {
     const w = await this.op('get', { path, tx: this.handle });
     return w === null ? undefined : entryOf(w);
+  }
+
+  /**
+   * Transaction.readInto over the socket: a `get` whose value the link reads
+   * straight into `target` as it arrives (no frame-sized buffer, no copy of
+   * a decoded value). TOO_LARGE when the value does not fit, as embedded.
+   */
+  async readInto(path: string, target: Uint8Array): Promise<{ length: number; stat: Stat } | undefined> {
+    this.checkOpen();
+    parsePath(path);
+    if (!(target instanceof Uint8Array)) throw new LatchkeyError('INVALID_ARGUMENT', 'readInto: target must be a Uint8Array');
+    let r;
+    try {
+      r = await this.conn.requestIntoOn(this.generation, { path, tx: this.handle }, target, this.session);
+    } catch (e) {
+      await this.began;
+      if (this.beginError !== undefined) throw this.beginError;
+      if (LatchkeyError.is(e, 'CONNECTION_LOST')) this.finish('aborted', 'the connection was lost');
+      throw e;
+    }
+    return r === null ? undefined : { length: r.length, stat: r.entry.stat };
   }
 
   protected _exists(path: string): Promise<boolean> {

@@ -19,21 +19,27 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { LatchkeyError } from '../core/errors.js';
-import { type FrameEvent, FrameReader, encodeFrame } from './frame.js';
+import { type FrameEvent, FrameReader, type FrameSink, encodeFrame } from './frame.js';
 import {
   type Args, type ClientMessage, type HelloBody, type RequestOp, type ServerBody, type ServerMessage,
   helloBody, isRequestOp, requests, serverBody,
 } from './messages.js';
 import { DEFAULT_SCAN_LIMITS, type ScanLimits, scanMsgpack } from './msgpack-scan.js';
-import { MsgpackWriter } from './msgpack-write.js';
+import { MsgpackWriter, type Split } from './msgpack-write.js';
 import { ShapeError, isPlainObject } from './schema.js';
 
 // skipValues (leave out keys whose value is undefined) is supported by msgpackr but missing from its typings.
 const packr = new Packr({ useRecords: false, skipValues: [undefined], encodeUndefinedAsNil: true, variableMapSize: true } as ConstructorParameters<typeof Packr>[0]);
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, copyBuffers: true, int64AsType: 'number' });
+/** For a body in a buffer of its own (assembled from several chunks): its byte strings are views of it, not copies. */
+const unpackrShared = new Unpackr({ useRecords: false, mapsAsObjects: true, copyBuffers: false, int64AsType: 'number' });
 
 export type Decoded<M> =
-  | { readonly type: 'message'; readonly message: M; /** bytes of the frame body */ readonly size?: number }
+  | {
+    readonly type: 'message'; readonly message: M; /** bytes of the frame body */ readonly size?: number;
+    /** The message's last byte string went to the frame sink's buffer: this many bytes (see FrameSink). */
+    readonly sunk?: number;
+  }
   | { readonly type: 'reject'; readonly id: number; readonly error: LatchkeyError }
   | { readonly type: 'fatal'; readonly error: LatchkeyError };
 
@@ -50,9 +56,9 @@ function shapeError(e: ShapeError): LatchkeyError {
 }
 
 /** Decodes one msgpack body; throws PROTOCOL for anything that is not exactly one msgpack value. */
-export function unpackBody(body: Uint8Array): unknown {
+export function unpackBody(body: Uint8Array, owned = false): unknown {
   try {
-    return unpackr.unpack(body);
+    return (owned ? unpackrShared : unpackr).unpack(body);
   } catch (e) {
     // msgpackr throws plain Errors (and RangeError on absurd nesting): all of it is the peer's fault.
     throw protocolError(`frame body is not msgpack: ${e instanceof Error ? e.message.slice(0, 200) : String(e)}`);
@@ -72,6 +78,19 @@ const writer = new MsgpackWriter();
  */
 export function packBodyScratch(body: unknown): Uint8Array {
   return writer.encode(body) ?? packr.pack(body);
+}
+
+/** Byte strings at least this long are written from their own buffer, not copied into the frame (packBodySplit). */
+export const SPLIT_MIN = 64 * 1024;
+
+/**
+ * `packBodyScratch` for a body that may carry a large value: a body ending
+ * in a byte string of SPLIT_MIN bytes or more comes back as `head` (scratch,
+ * valid until the next encode) and `tail` (the caller's bytes, not copied);
+ * the frame is head + tail. See MsgpackWriter.encodeSplit for the key order.
+ */
+export function packBodySplit(body: unknown): Split {
+  return writer.encodeSplit(body, SPLIT_MIN) ?? { head: packr.pack(body), tail: undefined };
 }
 
 /** An incremental decoder over one direction of a connection. */
@@ -94,6 +113,11 @@ export class Decoder<M> {
 
   get failed(): boolean {
     return this.dead;
+  }
+
+  /** Where a large reply's value may go (see FrameSink; the client's readInto). */
+  set sink(s: FrameSink | undefined) {
+    this.frames.sink = s;
   }
 
   /** Bytes held for an incomplete frame (bounded by maxFrame + header). */
@@ -146,7 +170,8 @@ export class Decoder<M> {
         continue;
       }
       try {
-        out.push({ type: 'message', message: this.parse(f.id, unpackBody(f.body)), size: f.body.length });
+        const message = this.parse(f.id, unpackBody(f.body, f.owned === true));
+        out.push(f.sunk === undefined ? { type: 'message', message, size: f.body.length } : { type: 'message', message, size: f.body.length + f.sunk, sunk: f.sunk });
       } catch (e) {
         if (e instanceof Reject) {
           out.push({ type: 'reject', id: e.id, error: e.error });

@@ -20,10 +20,20 @@
 
 const MAX_DEPTH = 64;
 
+/** A split encoding: `head` (the writer's buffer) then `tail`, the bytes of the body's last byte string, not copied. */
+export interface Split {
+  readonly head: Uint8Array;
+  readonly tail: Uint8Array | undefined;
+}
+
 export class MsgpackWriter {
   private buf: Uint8Array;
   private view: DataView;
   private pos = 0;
+  /** Split mode: byte strings of at least this many bytes are left out of the buffer while nothing follows them. */
+  private tailMin = Infinity;
+  /** A byte string written as its header only, its bytes due at `pos` if anything else is written. */
+  private tail: Uint8Array | undefined;
 
   constructor(initial = 8192) {
     this.buf = new Uint8Array(initial);
@@ -37,11 +47,43 @@ export class MsgpackWriter {
    */
   encode(v: unknown): Uint8Array | undefined {
     this.pos = 0;
+    this.tailMin = Infinity;
+    this.tail = undefined;
     if (!this.value(v, 0)) return undefined;
     return this.buf.subarray(0, this.pos);
   }
 
+  /**
+   * Like `encode`, but a body that ends with a byte string of at least
+   * `tailMin` bytes comes back in two parts, `head` (everything up to and
+   * including that string's header, a view of the writer's buffer) and
+   * `tail` (the caller's own bytes, not copied): head + tail are exactly the
+   * bytes of one msgpack value. To make the large string the last thing
+   * written, a map writes its byte-string fields of `tailMin` bytes or more
+   * after its other fields (the order of a map's keys means nothing to a
+   * decoder); a caller puts the map that holds it last in its own map.
+   */
+  encodeSplit(v: unknown, tailMin: number): Split | undefined {
+    this.pos = 0;
+    this.tailMin = tailMin;
+    this.tail = undefined;
+    const ok = this.value(v, 0);
+    const tail = this.tail;
+    this.tail = undefined;
+    this.tailMin = Infinity;
+    if (!ok) return undefined;
+    return { head: this.buf.subarray(0, this.pos), tail };
+  }
+
   private room(n: number): void {
+    if (this.tail !== undefined) {
+      // Something follows the held-back string: its bytes go in after all.
+      const t = this.tail;
+      this.tail = undefined;
+      this.room(t.length);
+      this.buf.set(t, this.pos);
+      this.pos += t.length;
+    }
     if (this.pos + n <= this.buf.length) return;
     const grown = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
     grown.set(this.buf.subarray(0, this.pos));
@@ -173,7 +215,8 @@ export class MsgpackWriter {
 
   private bytes(v: Uint8Array): void {
     const n = v.length;
-    this.room(n + 5);
+    const held = n >= this.tailMin;
+    this.room(held ? 5 : n + 5);
     const b = this.buf;
     if (n < 0x100) {
       b[this.pos++] = 0xc4;
@@ -186,6 +229,10 @@ export class MsgpackWriter {
       b[this.pos++] = 0xc6;
       this.view.setUint32(this.pos, n);
       this.pos += 4;
+    }
+    if (held) {
+      this.tail = v;
+      return;
     }
     b.set(v, this.pos);
     this.pos += n;
@@ -216,11 +263,20 @@ export class MsgpackWriter {
     let n = 0;
     for (const k in o) if (o[k] !== undefined) n++;
     this.length(n, 0x80, 0xde);
+    let last: string | undefined;
     for (const k in o) {
       const v = o[k];
       if (v === undefined) continue;
+      if (last === undefined && v instanceof Uint8Array && v.length >= this.tailMin) {
+        last = k; // split mode: a large byte string goes last
+        continue;
+      }
       this.string(k);
       if (!this.value(v, depth)) return false;
+    }
+    if (last !== undefined) {
+      this.string(last);
+      this.bytes(o[last] as Uint8Array);
     }
     return true;
   }

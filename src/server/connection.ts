@@ -30,9 +30,9 @@ import type { Socket } from 'node:net';
 import type { Lock, Session } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 import type { OwnedSession, ServedLock } from '../engine/access.js';
-import { type Decoded, clientMessageDecoder, encodeServer, packBody, packBodyScratch } from '../protocol/codec.js';
+import { type Decoded, clientMessageDecoder, encodeServer, packBody } from '../protocol/codec.js';
 import { FrameBatch } from '../protocol/frame.js';
-import { type Limits, MAX_HELLO_FRAME, MAX_REPLY_FRAME } from '../protocol/limits.js';
+import { type Limits, MAX_HELLO_FRAME } from '../protocol/limits.js';
 import {
   type ClientMessage, type HelloBody, type RequestMessage, type RequestOp, type ServerBody, type WireEvent,
   PROTOCOL_VERSION, SUPPORTED_VERSIONS, toWireError,
@@ -43,6 +43,8 @@ import type { BudgetHolder, MemoryBudget } from './budget.js';
 import { type HelloSession, resumeOrOpen, welcomeOf } from './resume.js';
 import type { ServedSession, ServedStore, ServedWatch, SessionOrigin } from './served.js';
 import { type ConnContext, type LockSlot, NOT_SYNC, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
+import { errorBody, okBody } from './reply.js';
+import { RequestSignal } from './signal.js';
 
 /** Requests that only free what the connection holds: served even when the server is over its memory budget. */
 const FREEING: ReadonlySet<RequestOp> = new Set<RequestOp>(['commit', 'abort', 'release', 'downgrade', 'unwatch', 'endSession', 'ping']);
@@ -77,51 +79,6 @@ interface WatchSlot {
 }
 
 type AnyRequest = Request<RequestOp>;
-
-/**
- * A request's abort signal, standing in for an AbortSignal: the real
- * controller is made only when something listens (a lock wait) or aborts it.
- * Profiled: making an AbortController per write was 7% of the server's CPU
- * for a durable set, and nearly every write is admitted without a wait.
- * The engine uses of a signal only `aborted`, `reason` and the listeners.
- */
-class RequestSignal {
-  private ctl: AbortController | undefined;
-  done: Promise<void> | undefined;
-
-  get aborted(): boolean {
-    return this.ctl?.signal.aborted ?? false;
-  }
-
-  get reason(): unknown {
-    return this.ctl?.signal.reason;
-  }
-
-  addEventListener(...args: Parameters<AbortSignal['addEventListener']>): void {
-    this.controller().signal.addEventListener(...args);
-  }
-
-  removeEventListener(...args: Parameters<AbortSignal['removeEventListener']>): void {
-    this.ctl?.signal.removeEventListener(...args);
-  }
-
-  throwIfAborted(): void {
-    this.ctl?.signal.throwIfAborted();
-  }
-
-  private controller(): AbortController {
-    return (this.ctl ??= new AbortController());
-  }
-
-  abort(reason: unknown): void {
-    this.controller().abort(reason);
-  }
-
-  /** As the AbortSignal the handlers are typed with (they use only what is above). */
-  get signal(): AbortSignal {
-    return this as unknown as AbortSignal;
-  }
-}
 
 type InFlight = RequestSignal;
 
@@ -241,7 +198,7 @@ export class Connection implements ConnContext, BudgetHolder {
 
   evict(error: LatchkeyError): void {
     // Its queued replies are what it is evicted for: drop them rather than push them at a peer that does not read.
-    this.out.take();
+    this.out.takeParts();
     this.fatal(error, 100);
   }
 
@@ -474,31 +431,14 @@ export class Connection implements ConnContext, BudgetHolder {
   private reply(id: number, r: unknown, error: unknown): void {
     if (this.state === 'closed') return;
     if (error === undefined) {
-      let body: Uint8Array | undefined;
-      try {
-        // Into a scratch buffer: `write` copies it into the batch at once.
-        body = packBodyScratch({ t: 'ok', r, rev: this.store.revision });
-      } catch (e) {
-        error = new LatchkeyError('INTERNAL', `reply could not be encoded: ${(e as Error).message}`);
-      }
-      if (body !== undefined && body.length > MAX_REPLY_FRAME) {
-        error = new LatchkeyError('TOO_LARGE', `reply of ${body.length} bytes exceeds ${MAX_REPLY_FRAME}; page through it (list limit/after)`);
-        body = undefined;
-      }
-      if (body !== undefined) {
-        this.write(id, body);
+      const ok = okBody(r, this.store.revision);
+      if (!(ok instanceof LatchkeyError)) {
+        this.write(id, ok.head, ok.tail);
         return;
       }
+      error = ok;
     }
-    const e = toWireError(error);
-    let body: Uint8Array;
-    try {
-      body = packBody({ t: 'err', e });
-    } catch {
-      // info held something msgpack cannot carry: send the error without it.
-      body = packBody({ t: 'err', e: { code: e.code, message: e.message, ...(e.path !== undefined ? { path: e.path } : {}) } });
-    }
-    this.write(id, body);
+    this.write(id, errorBody(error));
   }
 
   private send(id: number, body: ServerBody): void {
@@ -507,12 +447,14 @@ export class Connection implements ConnContext, BudgetHolder {
   }
 
   /** Queues a frame; frames queued in the same tick leave in one write. */
-  private write(id: number, body: Uint8Array): void {
+  private write(id: number, body: Uint8Array, tail?: Uint8Array): void {
     if (this.state === 'closed' || this.socket.destroyed) return;
-    this.out.add(id, body);
+    // A large value (tail) is written from its own buffer after the rest of its frame, not copied.
+    this.out.addSplit(id, body, tail);
     // Charged as it is queued: replies that finish in one tick all wait in the batch until the flush.
-    this.chargedOutput += body.length;
-    this.charge(body.length);
+    const n = body.length + (tail?.length ?? 0);
+    this.chargedOutput += n;
+    this.charge(n);
     if (!this.flushQueued) {
       this.flushQueued = true;
       process.nextTick(() => this.flush());
@@ -521,9 +463,15 @@ export class Connection implements ConnContext, BudgetHolder {
 
   private flush(): void {
     this.flushQueued = false;
-    const bytes = this.out.take();
-    if (bytes === undefined || this.socket.destroyed) return;
-    this.socket.write(bytes);
+    const parts = this.out.takeParts();
+    if (parts.length === 0 || this.socket.destroyed) return;
+    if (parts.length === 1) this.socket.write(parts[0]!);
+    else {
+      // Split frames: written in order as one writev.
+      this.socket.cork();
+      for (const p of parts) this.socket.write(p);
+      this.socket.uncork();
+    }
     this.syncOutput();
     if (this.socket.writableLength > WRITE_HIGH_WATER && !this.pausedForWrites) {
       this.pausedForWrites = true;

@@ -1,7 +1,8 @@
 /**
- * Transaction.readInto (embedded): what a BigFile handle loads blocks with —
- * a value straight into the caller's buffer, from memory, the value cache or
- * one positional read of a value file (checked, not cached).
+ * Transaction.readInto: what a BigFile handle loads blocks with — a value
+ * straight into the caller's buffer, from memory, the value cache or one
+ * positional read of a value file (checked, not cached); over a socket, from
+ * the reply's bytes as they arrive (test/client/readinto.test.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -85,11 +86,12 @@ test('Transaction.readInto on disk: a value file entry read straight into the ta
   }
 });
 
-test('a remote transaction has no readInto: a BigFile handle over a socket loads with get, and reads the same bytes', async () => {
+test('a remote transaction has readInto (and says it is remote): a BigFile handle over a socket loads through it into pages, and reads the same bytes', async () => {
   const b = await backend('unix');
   try {
     const tx = b.store.begin();
-    assert.equal(tx.readInto, undefined);
+    assert.equal(typeof tx.readInto, 'function');
+    assert.equal(tx.remote, true);
     await tx.abort();
     const f = await b.store.bigFile('/ri', { blockSize: 512 });
     await using h = await f.open({ cacheBytes: 4 * 512 });

@@ -28,7 +28,8 @@ function feed(reader: FrameReader, bytes: Uint8Array, cuts: readonly number[]): 
     reader.push(bytes.slice(prev, c), out);
     prev = c;
   }
-  return out.map((e) => (e.type === 'frame' ? { ...e, body: Uint8Array.from(e.body) } : e));
+  // `owned` (the body assembled into a buffer of its own) depends on the cuts: not compared here.
+  return out.map((e) => (e.type === 'frame' ? { type: e.type, id: e.id, body: Uint8Array.from(e.body) } : e));
 }
 
 const frames = [
