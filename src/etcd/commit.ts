@@ -73,6 +73,12 @@ export class PlanBuilder {
     }
   }
 
+  /** The directory is the node it was in the snapshot (not deleted, not deleted and made again). */
+  private sameDir(path: string, n: Node): void {
+    const nk = this.keys.node(path);
+    if (!this.compares.has(nk)) this.compares.set('create:' + nk, { key: b(nk), target: 'Create', result: 'Equal', create_revision: n.createRev });
+  }
+
   extra(key: string, c: ICompare): void {
     this.compares.set('x:' + key, c);
   }
@@ -120,6 +126,8 @@ export class PlanBuilder {
       const k = this.keys.node(p);
       if (after === undefined) {
         if (before === undefined) continue;
+        // A child created under it since the snapshot would be left without a parent: its children record must not have moved.
+        this.children(p);
         this.del(k);
         this.del(this.keys.children(p));
         if (p !== '/') dirs.add(parentOf(p));
@@ -138,10 +146,22 @@ export class PlanBuilder {
     for (const d of dirs) {
       const after = nodeAt(ws.root, d);
       if (after === undefined) continue; // deleted with its parent
+      const before = nodeAt(this.base, d);
+      if (before !== undefined && d !== '/' && after.seq === before.seq && !this.written.has(this.keys.children(d))) {
+        // Children added or removed by name, the counter unchanged: the record's value is not ours to set, only
+        // its mod_revision to move (ignore_value keeps whatever a concurrent commit wrote). Such commits under one
+        // directory do not exclude each other: each child's own compare (absent, or its mod_revision) and the
+        // directory's create_revision are what they depend on. Without this, N writers creating children of one
+        // directory (300 VMs under /local/domain) serialise on its record: O(N²) failed Txns under load.
+        this.sameDir(d, before);
+        this.ops.push({ request_put: { key: b(this.keys.children(d)), ignore_value: true } });
+        this.written.add(this.keys.children(d));
+        continue;
+      }
       this.children(d);
       if (!this.written.has(this.keys.children(d))) this.put(this.keys.children(d), b(JSON.stringify({ seq: after.seq })), '0');
       else this.replaceChildren(d, after.seq);
-      if (nodeAt(this.base, d) !== undefined) this.node(d);
+      if (before !== undefined) this.node(d);
     }
   }
 

@@ -50,7 +50,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     backend.sessionsOpen++;
     setMaxListeners(0, this.endController.signal); // every lock and waiter of the session listens to its end
     const ttl = backend.ttlSeconds;
-    this.lease = backend.client.lease(ttl);
+    this.lease = backend.leaseClient.lease(ttl);
     const marginMs = Math.max(500, (ttl * 1000) / 4);
     this.lease.on('keepaliveFired', () => {
       this.firedAt = Date.now();

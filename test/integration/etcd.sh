@@ -46,6 +46,10 @@ done
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.
 echo "=== etcd: a member stopped (SIGSTOP) for three election timeouts"
 timeout 300 node build/test/integration/etcd-failures.js member-stop || failed+=(member-stop)
+echo "=== etcd: all three members stopped (SIGSTOP) for 3.5 s under writers: service resumes, no member refused by the client"
+timeout 300 node build/test/integration/etcd-failures.js all-stop || failed+=(all-stop)
+echo "=== etcd: the 300-VM workload on one client (bench/vm-workload.ts): completes, session kept"
+timeout 600 node build/test/integration/etcd-failures.js vms || failed+=(vms)
 echo "=== etcd: a lock released while two members are stopped (no quorum) for 10 s"
 timeout 300 node build/test/integration/etcd-failures.js release-quorum || failed+=(release-quorum)
 echo "=== etcd: the leader SIGKILLed during a mixed workload"
