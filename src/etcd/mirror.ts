@@ -88,7 +88,7 @@ export class Mirror {
   flat: Record<'q' | 'h' | 'd' | 'u' | 's', Flat> = { q: new Map(), h: new Map(), d: new Map(), u: new Map(), s: new Map() };
   private watcher: Watcher | undefined;
   private waiters: Array<{ rev: number; resolve: () => void }> = [];
-  private listeners = new Set<(changes: readonly Change[], rev: number) => void>();
+  private listeners = new Set<(changes: readonly Change[], rev: number, before: Node, after: Node) => void>();
   private closed = false;
   /** Commit ids (the revision key's values) seen lately, with their revisions; see EtcdBackend.send. */
   readonly commits = new Map<string, number>();
@@ -198,6 +198,7 @@ export class Mirror {
   private apply(events: ReadonlyArray<{ type: 'put' | 'delete'; kv: IKeyValue }>, rev: number): void {
     if (rev <= this.rev) return; // already in a reload
     const changes: Change[] = [];
+    const before = this.root;
     let root = this.root;
     let flat: typeof this.flat | undefined;
     const parsed = events.map((e) => ({ e, p: this.keys.parse(e.kv.key.toString()) }));
@@ -239,7 +240,7 @@ export class Mirror {
     this.root = root;
     if (flat !== undefined) this.flat = flat;
     this.rev = rev;
-    for (const l of this.listeners) l(changes, rev);
+    for (const l of this.listeners) l(changes, rev, before, root);
     this.wake();
   }
 
@@ -293,7 +294,7 @@ export class Mirror {
   }
 
   /** Listens to every applied revision; returns the unsubscribe function. */
-  listen(fn: (changes: readonly Change[], rev: number) => void): () => void {
+  listen(fn: (changes: readonly Change[], rev: number, before: Node, after: Node) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   }
