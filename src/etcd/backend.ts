@@ -20,7 +20,7 @@ import type { Workspace } from '../core/ops.js';
 import type { Node } from '../core/tree.js';
 import type { RetryCounters } from '../util/retry.js';
 import { PlanBuilder, type TxnPlan } from './commit.js';
-import { MemberHealth } from './faults.js';
+import { CallDeadlineError, MemberHealth } from './faults.js';
 import { Keys } from './keys.js';
 import { Mirror } from './mirror.js';
 
@@ -28,8 +28,14 @@ import { Mirror } from './mirror.js';
 const CALL_TIMEOUT_MS = 3000;
 /** How long a member taken out of rotation stays out (faults.ts). */
 const MEMBER_OUT_MS = 5000;
-/** Deadline misses in a row that take a member out. */
-const DEADLINE_MISSES = 3;
+/**
+ * Deadline misses in a row that take a member out: one, as a stopped member
+ * (SIGSTOP, a partition) must cost one deadline, not one per call; under an
+ * overload that slows every member, the last member is never out (faults.ts).
+ */
+const DEADLINE_MISSES = 1;
+/** Sends of one Txn whose calls outlived their deadline (send()). */
+const SEND_ATTEMPTS = 3;
 
 export interface EtcdOptions {
   /** host:port of each member. */
@@ -136,8 +142,8 @@ export class EtcdBackend {
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
       // Pings only while a call is open (etcd answers pings on idle connections with GOAWAY too_many_pings).
       grpcOptions: { 'grpc.keepalive_time_ms': 5000, 'grpc.keepalive_timeout_ms': 2000, ...(own ? { 'grpc.use_local_subchannel_pool': 1 } : {}) },
-      // A refused connection takes a member out at once, deadline misses only when repeated, and the last
-      // member is never taken out (faults.ts); etcd3's default needs three failures and ignores deadlines.
+      // A refused connection or a missed deadline takes a member out for a while, but never the last member
+      // (faults.ts); etcd3's default needs three failures and ignores deadlines.
       faultHandling: { host: (h) => health.policy(h) },
     });
   }
@@ -213,15 +219,21 @@ export class EtcdBackend {
     const id = randomBytes(9).toString('base64');
     const success = plan.success.map((op) => (op.request_put?.key?.toString() === this.mirror.revKey ? { request_put: { key: op.request_put.key, value: Buffer.from(id) } } : op));
     let res;
-    try {
-      res = await this.client.kv.txn({ compare: plan.compare, success, failure: [] });
-    } catch (e) {
-      const seen = await this.barrier().then(() => this.mirror.commits.get(id), () => undefined);
-      if (seen !== undefined) {
-        this.commits++;
-        return seen;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        res = await this.client.kv.txn({ compare: plan.compare, success, failure: [] });
+        break;
+      } catch (e) {
+        const seen = await this.barrier().then(() => this.mirror.commits.get(id), () => undefined);
+        if (seen !== undefined) {
+          this.commits++;
+          return seen;
+        }
+        // A call that outlived its deadline may still apply: sent again with the same id, it either applies
+        // (the first never will: every key it writes is compared, or the write is idempotent) or fails its
+        // compares because the first did, which the id tells. Twice more at most; then its outcome is unknown.
+        if (!(e instanceof CallDeadlineError) || attempt >= SEND_ATTEMPTS || this.closed) throw etcdError(e);
       }
-      throw etcdError(e);
     }
     const rev = Number(res.header.revision);
     await this.catchUp(rev);

@@ -14,7 +14,8 @@
  *  - the caller's extra compares (locks: the lock keys a write was checked
  *    against).
  * The success branch writes the diff between snapshot and workspace: one put
- * or delete per changed node key, one put per changed children record, and
+ * or delete per changed node key, one put per changed children record, one
+ * per changed permissions key (P/p/PATH, XenStore's), and
  * the revision key P/r (so readers can find the newest revision of the
  * store with one range). etcd refuses a Txn touching a key twice; a diff
  * touches each key once by construction.
@@ -38,6 +39,12 @@ const b = (s: string): Buffer => Buffer.from(s);
 
 function nodeAt(root: Node, path: string): Node | undefined {
   return lookup(root, parsePath(path));
+}
+
+function samePerms(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  if (a === b) return true;
+  if (a === undefined || b === undefined || a.length !== b.length) return false;
+  return a.every((x, i) => x === b[i]);
 }
 
 export class PlanBuilder {
@@ -130,6 +137,7 @@ export class PlanBuilder {
         this.children(p);
         this.del(k);
         this.del(this.keys.children(p));
+        if (before.perms !== undefined) this.del(this.keys.perms(p));
         if (p !== '/') dirs.add(parentOf(p));
       } else if (after.modRev === ws.rev || before === undefined) {
         const lease = after.ephemeralOwner === undefined ? '0' : leaseOf(after.ephemeralOwner);
@@ -140,6 +148,11 @@ export class PlanBuilder {
         if (before === undefined) {
           this.put(this.keys.children(p), b('{"seq":0}'), '0');
           if (p !== '/') dirs.add(parentOf(p));
+        }
+        // XenStore permissions: their own key, with the node's lease (an expired ephemeral takes them along).
+        if (!samePerms(before?.perms, after.perms)) {
+          if (after.perms !== undefined) this.put(this.keys.perms(p), b(JSON.stringify(after.perms)), lease);
+          else if (before?.perms !== undefined) this.del(this.keys.perms(p));
         }
       }
     }

@@ -7,8 +7,9 @@
  *  - a refused or broken connection (etcd3's recoverable errors: the member
  *    is down or restarting) takes the member out at once;
  *  - a call that outlived its deadline counts against the member, and
- *    `deadlineMisses` of them in a row (no success between) take it out: one
- *    slow answer under load is not a dead member; the call fails with
+ *    `deadlineMisses` of them in a row (no success between) take it out (the
+ *    backend uses 1: a stopped member must cost one deadline; what keeps an
+ *    overload from taking out every member is the rule below); the call fails with
  *    CallDeadlineError, which etcd3 neither resends nor answers by closing
  *    the member's channels (it does both for its own deadline error);
  *  - a member is out for `outMs`, then gets calls again (one success clears

@@ -15,27 +15,22 @@
  *  - commit hook: each revision the mirror applies, as the engine's
  *    Published (mutations, root before and after): watches fire for writes
  *    of every front-end and every latchkey client of the prefix;
- *  - permissions: not stored in etcd, so a commit that sets them is refused
- *    (SET_PERMS, or a guest's write, which records its owner) and nodes read
- *    with the default (dom0 owns, no one else has access).
+ *  - permissions: stored beside each node (P/p/PATH, keys.ts), written and
+ *    deleted with it by the commit plan, applied by the mirror; a change
+ *    fires XenStore watches as in the engine.
  */
 import type { CommitResult, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { Workspace } from '../core/ops.js';
 import type { TxState } from '../core/transaction.js';
-import type { Mutation, Node } from '../core/tree.js';
+import { type Mutation, type Node, lookup } from '../core/tree.js';
+import { parsePath } from '../core/path.js';
 import type { EtcdBackend } from './backend.js';
 import type { Locks } from './locks.js';
 import { commitTxState } from './transaction.js';
 
 type Target = { readonly path: string; readonly subtree: boolean };
 type Published = { rev: number; mutations: readonly Mutation[]; before: Node; after: Node };
-
-function refusePerms(mutations: readonly Mutation[]): void {
-  if (mutations.some((m) => m.op === 'perms')) {
-    throw new LatchkeyError('INVALID_ARGUMENT', 'XenStore permissions are not stored on etcd: setting them is refused (dom0 clients only)');
-  }
-}
 
 /** The XenStore adapter's view of an etcd-backed store (see the header). */
 export function xenstoreAccess(backend: EtcdBackend, locks: Locks) {
@@ -45,17 +40,10 @@ export function xenstoreAccess(backend: EtcdBackend, locks: Locks) {
       await locks.nextChange(opts.signal ?? new AbortController().signal);
       return false;
     };
-    const r = await backend.write((ws) => {
-      const v = fn(ws);
-      refusePerms(ws.mutations);
-      return v;
-    }, opts, admit, (base, rev) => new Workspace(base, rev + 1, undefined, backend.maxValueBytes));
+    const r = await backend.write(fn, opts, admit, (base, rev) => new Workspace(base, rev + 1, undefined, backend.maxValueBytes));
     return { value: r.value, rev: r.rev };
   };
-  const commitTx = (session: string, tx: TxState, opts: WriteOptions): Promise<CommitResult> => {
-    refusePerms(tx.ws.mutations);
-    return commitTxState(backend, locks, session, tx, opts);
-  };
+  const commitTx = (session: string, tx: TxState, opts: WriteOptions): Promise<CommitResult> => commitTxState(backend, locks, session, tx, opts);
   return {
     get visibleRoot(): Node { return backend.mirror.root; },
     get visibleRev(): number { return backend.mirror.rev; },
@@ -72,8 +60,13 @@ export function xenstoreAccess(backend: EtcdBackend, locks: Locks) {
       return backend.mirror.listen((changes, rev, before, after) => {
         const mutations: Mutation[] = [];
         for (const c of changes) {
-          if (c.kind !== 'n') continue;
-          mutations.push(c.type === 'put' ? { op: 'put', path: c.rest, value: new Uint8Array(c.value ?? new Uint8Array(0)) } : { op: 'del', path: c.rest });
+          if (c.kind === 'n') {
+            mutations.push(c.type === 'put' ? { op: 'put', path: c.rest, value: new Uint8Array(c.value ?? new Uint8Array(0)) } : { op: 'del', path: c.rest });
+          } else if (c.kind === 'p') {
+            // Permissions set or cleared on a node that is still there (a deleted node's go with its 'del').
+            const n = lookup(after, parsePath(c.rest));
+            if (n !== undefined) mutations.push({ op: 'perms', path: c.rest, perms: n.perms ?? [] });
+          }
         }
         if (mutations.length > 0) hook({ rev, mutations, before, after });
       });

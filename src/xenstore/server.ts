@@ -83,9 +83,10 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   if (!(store instanceof EmbeddedStore) && !isBacked(store)) {
     throw new LatchkeyError('INVALID_ARGUMENT', 'the XenStore adapter serves an embedded store (the process that owns the data) or an etcd-backed one');
   }
-  // Guests' permissions and owners live in node metadata the etcd backend does not store: dom0's socket only.
+  // The domain table (INTRODUCE/RELEASE, a guest's counters) is this process's memory, not the cluster's: with
+  // several front-ends a guest would exist on one only. Guests are not served from etcd; dom0's socket is.
   if (!(store instanceof EmbeddedStore) && options.domainDir !== undefined) {
-    throw new LatchkeyError('INVALID_ARGUMENT', 'guest domain sockets (domainDir) are not served from etcd: XenStore permissions are not stored there');
+    throw new LatchkeyError('INVALID_ARGUMENT', 'guest domain sockets (domainDir) are not served from etcd: the domain table is per front-end, not in the cluster');
   }
   const limits = resolveLimits(options.limits);
   const socketPath = path.resolve(options.socketPath);

@@ -7,7 +7,7 @@
  *                                 a write through one front-end is read through the other; --xenstore-domain-dir refused
  *   node etcd-serve.js xenstore   the XenStore socket of two front-ends: write/read/directory/rm, transactions
  *                                 (one failing EAGAIN by the other's write), a watch across front-ends,
- *                                 a latchkey client reading a XenStore write, SET_PERMS refused
+ *                                 a latchkey client reading a XenStore write, SET_PERMS through one read through the other
  *   node etcd-serve.js failover   a client given both front-ends (tcp://A,B) holds a lock and a watch;
  *                                 its front-end is SIGKILLed: it reconnects to the other and its watch goes on
  *                                 with no gap and no duplicate; its lock is reported lost to it (the session
@@ -96,7 +96,7 @@ async function cliTest(): Promise<void> {
     check(both.code === 0 && both.out.trim() === 'greeting', `latchkey ls with both front-ends (tcp://A,B) lists /cli (got ${JSON.stringify(both.out)})`);
     const lock = await cli(b.url, ['lock', '/cli/lock', '--', process.execPath, '-e', 'process.stdout.write(process.env.LATCHKEY_FENCE ?? "")']);
     check(lock.code === 0 && /^\d+$/.test(lock.out.trim()) && Number(lock.out) > 0, `latchkey lock -- CMD runs CMD with a fencing token (got ${JSON.stringify(lock.out)})`);
-    // Guests' XenStore sockets are refused with a clear error, before connecting anything (permissions are not stored in etcd).
+    // Guests' XenStore sockets are refused with a clear error, before connecting anything (the domain table is per front-end).
     const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-etcd-serve-'));
     try {
       const xs = await new Promise<{ code: number; err: string }>((resolve) => {
@@ -233,7 +233,8 @@ async function eventually(f: () => Promise<boolean>): Promise<boolean> {
  * The XenStore socket of two front-ends on one prefix: write, read,
  * directory, rm, transactions (committed, and one failed EAGAIN by the other
  * front-end's write), a watch on B firing for a write through A, a latchkey
- * client reading what a XenStore client wrote, and SET_PERMS refused.
+ * client reading what a XenStore client wrote, permissions set through A
+ * read through B, and xenstore-utils.
  */
 async function xenstoreTest(): Promise<void> {
   const prefix = `/lk-serve-xs-${randomBytes(4).toString('hex')}`;
@@ -274,8 +275,18 @@ async function xenstoreTest(): Promise<void> {
     const end = await a.end(t2, true).then(() => 'committed', (e: unknown) => (e instanceof XsReplyError ? e.errno : String(e)));
     check(end === 'EAGAIN', `a transaction whose read another front-end changed fails EAGAIN (got ${end})`);
     check(await a.read('/vm/1/name') === 'changed by B', 'the failed transaction wrote nothing');
-    const perms = await a.setPerms('/vm/1', ['n0', 'r1']).then(() => 'ok', (e: unknown) => (e instanceof XsReplyError ? e.errno : String(e)));
-    check(perms === 'EINVAL', `SET_PERMS is refused on etcd (got ${perms})`);
+    check((await b.getPerms('/vm/1')).join(',') === 'n0', 'a node without explicit permissions reads as n0');
+    await a.setPerms('/vm/1', ['n0', 'r1']);
+    check(await eventually(async () => (await b.getPerms('/vm/1')).join(',') === 'n0,r1'), 'SET_PERMS through A is read through B (permissions are stored in etcd)');
+    await a.write('/vm/1', 'its own value');
+    await a.write('/vm/1/name', 'after perms');
+    check(await eventually(async () => (await b.read('/vm/1/name')) === 'after perms' && (await b.read('/vm/1')) === 'its own value'), 'writes after SET_PERMS reach B');
+    check((await b.getPerms('/vm/1')).join(',') === 'n0,r1', 'a write of the node\'s value keeps its permissions');
+    await a.write('/vm/1/fresh', 'x');
+    const inherited = await a.getPerms('/vm/1/fresh');
+    check(await eventually(async () => (await b.getPerms('/vm/1/fresh')).join(',') === inherited.join(',')), `a node created under it has the same permissions through B as through A (${inherited.join(',')})`);
+    const perms = await cli(fa.url, ['get', '/vm/1/name']);
+    check(perms.code === 0 && perms.out.trim() === 'after perms', `latchkey get reads it (got ${JSON.stringify(perms.out)})`);
     await a.rm('/vm/2');
     check(await eventually(async () => !(await b.directory('/vm')).includes('2')), 'rm through A is seen in B\'s directory');
     // Xen's own tools (xenstore-utils, libxenstore) unchanged (etcd.sh installs xenstore-utils when missing).
@@ -283,7 +294,7 @@ async function xenstoreTest(): Promise<void> {
       execFile(name, args, { timeout: 30_000, env: { ...process.env, XENSTORED_PATH: sock } }, (e, out) => resolve({ code: e === null ? 0 : 1, out }));
     });
     const r = await tool('xenstore-read', path.join(dir, 'xa'), ['/vm/1/name']);
-    check(r.code === 0 && r.out.trim() === 'changed by B', `xenstore-read through A (got ${JSON.stringify(r.out)})`);
+    check(r.code === 0 && r.out.trim() === 'after perms', `xenstore-read through A (got ${JSON.stringify(r.out)})`);
     const w = await tool('xenstore-write', path.join(dir, 'xb'), ['/tools/a', '1', '/tools/b/c', 'two']);
     check(w.code === 0, 'xenstore-write through B');
     check(await eventually(async () => (await tool('xenstore-read', path.join(dir, 'xa'), ['/tools/b/c'])).out.trim() === 'two'), 'xenstore-read through A reads what xenstore-write wrote through B');

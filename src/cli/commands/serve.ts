@@ -267,8 +267,8 @@ async function serveCommand(argv: string[]): Promise<void> {
 /**
  * What `--backend etcd://…` cannot be combined with: the data-directory
  * options, the HTTP console (it reaches the embedded engine's internals),
- * and guests' XenStore sockets (permissions are not stored in etcd; the
- * dom0 XenStore socket is served). docs/etcd.md, "Limits".
+ * and guests' XenStore sockets (the domain table is per front-end; the dom0
+ * XenStore socket is served). docs/etcd.md, "Limits".
  */
 function checkBackendFlags(backend: string, values: Record<string, unknown>): void {
   if (!backend.startsWith('etcd://')) throw new UsageError(`--backend expects etcd://HOST:PORT[,HOST:PORT...]; got ${backend}`);
@@ -277,7 +277,7 @@ function checkBackendFlags(backend: string, values: Record<string, unknown>): vo
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is an option of the embedded store; it cannot be combined with --backend`);
   }
   if (values['xenstore-domain-dir'] !== undefined) {
-    throw new LatchkeyError('INVALID_ARGUMENT', '--xenstore-domain-dir is not available with --backend etcd: XenStore permissions are not stored in etcd, so guests cannot be served (docs/etcd.md, "Limits")');
+    throw new LatchkeyError('INVALID_ARGUMENT', '--xenstore-domain-dir is not available with --backend etcd: the XenStore domain table (INTRODUCE/RELEASE) is per front-end, not in the cluster, so guests are not served (docs/etcd.md, "Limits")');
   }
   for (const flag of ['http']) {
     if (values[flag] !== undefined) {
