@@ -214,6 +214,16 @@ export interface LockOptions {
   wait?: boolean;
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * Default true: a holder whose session ends while holding the lock leaves
+   * an owner-died mark (the next holder is told `ownerDied`, across a
+   * restart too). False for a hold that protects nothing a death could leave
+   * half done, such as a transaction's turn (transaction() takes one on a
+   * path it keeps conflicting on): its end, however it comes, marks nothing,
+   * and a restart forgets it. A non-robust grant still reports a mark left by
+   * a robust holder, and does not clear it.
+   */
+  robust?: boolean;
 }
 
 export interface Lock extends AsyncDisposable {
@@ -325,13 +335,15 @@ export interface StoreStats {
   readonly conflicts: number;
   /**
    * `transaction()` calls (txRuns), runs of their fn (txAttempts), re-runs
-   * after CONFLICT (txRetries) and calls that gave up (txGaveUp). Remote:
-   * those of this client's process, whatever the server says.
+   * after CONFLICT (txRetries), calls that gave up (txGaveUp) and turns
+   * taken on a path a call kept conflicting at (txTurns). Remote: those of
+   * this client's process, whatever the server says.
    */
   readonly txRuns?: number;
   readonly txAttempts?: number;
   readonly txRetries?: number;
   readonly txGaveUp?: number;
+  readonly txTurns?: number;
   readonly openTransactions: number;
   readonly sessions: number;
   /** Group syncs (fsyncs of the log) so far, and commits per sync on average. */

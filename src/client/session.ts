@@ -152,7 +152,7 @@ export class RemoteSession extends SessionEdge implements LinkMember {
     const generation = this.gen();
     const state = new LockState(handle, this, path, options.mode ?? 'exclusive');
     this.conn.attach(handle, state);
-    const a: Args<'lock'> = { lock: handle, path, ...definedFields(options, ['mode', 'wait', 'timeoutMs']) };
+    const a: Args<'lock'> = { lock: handle, path, ...definedFields(options, ['mode', 'wait', 'timeoutMs', 'robust']) };
     let r: Result<'lock'>;
     try {
       r = this.generation === undefined

@@ -156,8 +156,9 @@ export interface LockTableOptions {
 
 /** Receives the table's changes that must outlive a crash (note 7). */
 export interface LockJournal {
-  hold(token: number, path: string): void;
-  unhold(token: number): void;
+  /** A hold began (`robust` false: a crash need not remember it, only its token). */
+  hold(token: number, path: string, robust: boolean): void;
+  unhold(token: number, robust: boolean): void;
   taint(path: string, on: boolean): void;
 }
 
@@ -271,7 +272,7 @@ export class LockTable {
    * call returns it among its grants). Throws LOCKED (wait false) or
    * DEADLOCK, with no side effects.
    */
-  lock(session: string, path: string, mode: LockMode, wait = true): LockRequest {
+  lock(session: string, path: string, mode: LockMode, wait = true, robust = true): LockRequest {
     const segs = parsePath(path);
     if (mode !== 'shared' && mode !== 'exclusive') throw new LatchkeyError('INVALID_ARGUMENT', `lock mode must be 'shared' or 'exclusive', not ${JSON.stringify(mode)}`);
     const cls = mode === 'shared' ? LockClass.Shared : LockClass.Exclusive;
@@ -279,11 +280,13 @@ export class LockTable {
       if (this.wouldWait(segs, cls, session)) {
         if (!wait) throw this.lockedError(path, session, [{ segs, cls }]);
         const req = new LockRequest(this.nextId++, session, mode, this.nextOrder++, this.clock());
+        req.robust = robust;
         req.entries.push(new Entry(req, this.trie.nodeAt(segs), cls));
         return this.enqueue(req);
       }
     }
     const req = new LockRequest(this.nextId++, session, mode, this.nextOrder++, this.clock());
+    req.robust = robust;
     req.entries.push(new Entry(req, this.trie.nodeAt(segs), cls));
     this.markHeld(req);
     this.cascade(req.session);
@@ -602,13 +605,13 @@ export class LockTable {
     assert(req.state === 'held', 'dropHeld of a request that is not held');
     for (const e of req.entries) {
       this.trie.removeHold(e);
-      if (died) this.trie.setTaint(e.node);
+      if (died && req.robust) this.trie.setTaint(e.node);
     }
     req.state = 'done';
     this.holdCount--;
     if (req.token !== 0) {
       this.tokens.delete(req.token);
-      this.journal?.unhold(req.token);
+      this.journal?.unhold(req.token, req.robust);
     }
     this.unlinkFromSession(req, false);
     const rec = this.sessions.get(req.session);
@@ -627,7 +630,7 @@ export class LockTable {
       req.token = ++this.lastToken;
       this.tokens.set(req.token, req);
       req.ownerDied = this.trie.isTainted(req.entries[0]!.node);
-      this.journal?.hold(req.token, req.entries[0]!.node.path);
+      this.journal?.hold(req.token, req.entries[0]!.node.path, req.robust);
     }
     this.counters.grants++;
   }
@@ -640,10 +643,10 @@ export class LockTable {
     lock.kind = 'exclusive';
     this.trie.addHold(e);
     this.tokens.delete(lock.token);
-    this.journal?.unhold(lock.token);
+    this.journal?.unhold(lock.token, lock.robust);
     lock.token = ++this.lastToken;
     this.tokens.set(lock.token, lock);
-    this.journal?.hold(lock.token, lock.entries[0]!.node.path);
+    this.journal?.hold(lock.token, lock.entries[0]!.node.path, lock.robust);
     lock.link = undefined;
     up.state = 'held';
     up.token = lock.token;

@@ -129,6 +129,8 @@ export class LockRequest {
   /** Fencing token of the grant (0 until granted; writes have none). */
   token = 0;
   ownerDied = false;
+  /** False: ending with its session sets no owner-died taint, and the journal is not told of the hold. */
+  robust = true;
   /** Time of the request, then of the grant. */
   since: number;
   /** For an upgrade: the S lock being upgraded. For a lock: its pending upgrade. */

@@ -164,7 +164,7 @@ export abstract class SessionEdge extends ReaderEdge implements Session {
   }
 
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    return runTransaction(() => this.begin(), fn, options, this.retryPolicy, this.retryCounters);
+    return runTransaction(() => this.begin(), fn, options, this.retryPolicy, this.retryCounters, (path, o) => this._lock(path, o));
   }
 
   lock(path: string, options: LockOptions = {}): Promise<Lock> {
@@ -172,6 +172,7 @@ export abstract class SessionEdge extends ReaderEdge implements Session {
       this.checkOpen();
       parsePath(path);
       checkOptions(options, 'lock options');
+      if (options.robust !== undefined && typeof options.robust !== 'boolean') throw invalidArgument('lock option robust must be a boolean');
       return this._lock(path, options);
     });
   }

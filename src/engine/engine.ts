@@ -362,6 +362,11 @@ export class Engine implements EngineAccess {
   }
 
   /** Resolves once every commit up to the pending head is published. */
+  /** True when every commit on the pending head is published (drainPending has nothing to wait for). */
+  get settled(): boolean {
+    return this.pendingRev === this.visibleRev;
+  }
+
   drainPending(): Promise<void> {
     return this.pipeline.whenPublished(this.pendingRev);
   }

@@ -102,15 +102,23 @@ export class LockService {
     const { log, locks } = target;
     this.ceiling = locks.ceiling;
     const journal: LockJournal = {
-      hold: (token, path) => {
-        log.appendLock({ t: 'hold', token, path });
+      hold: (token, path, robust) => {
+        // A non-robust hold is not logged (a restart must not turn it into a taint), but its token
+        // still counts toward the ceiling: tokens stay strictly increasing across restarts.
+        let logged = robust;
+        if (robust) log.appendLock({ t: 'hold', token, path });
         if (token > this.ceiling - TOKEN_BLOCK / 2) {
           this.ceiling += TOKEN_BLOCK;
           log.appendLock({ t: 'ceiling', token: this.ceiling });
+          logged = true;
         }
+        if (logged) target.syncSoon();
+      },
+      unhold: (token, robust) => {
+        if (!robust) return;
+        log.appendLock({ t: 'unhold', token });
         target.syncSoon();
       },
-      unhold: (token) => { log.appendLock({ t: 'unhold', token }); target.syncSoon(); },
       taint: (path, on) => {
         if (restoring) return; // the log holds these already
         onTaint(path, on);
@@ -220,7 +228,8 @@ export class LockService {
       const mode: LockMode = options.mode ?? 'exclusive';
       checkWaitOptions(options);
       this.checkRecoverable(path);
-      const req = this.table.lock(session, path, mode, options.wait !== false);
+      if (options.robust !== undefined && typeof options.robust !== 'boolean') throw invalidArgument('lock option robust must be a boolean');
+      const req = this.table.lock(session, path, mode, options.wait !== false, options.robust !== false);
       this.deliver(this.table.drain());
       if (req.state === 'held') {
         if (req.ownerDied && this.observers.any) this.observers.emit('lockGranted', { path: req.path, session, waitMs: 0, ownerDied: true, admission: false, waited: false });

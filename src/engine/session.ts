@@ -118,7 +118,24 @@ export class SessionImpl extends SessionEdge {
   }
 
   protected _lock(path: string, options: LockOptions): Promise<Lock> {
-    return this.engine.locks.lock(this.id, path, options);
+    if (options.robust !== false) return this.engine.locks.lock(this.id, path, options);
+    return this.engine.locks.lock(this.id, path, options).then((l) => this.turnGranted(l));
+  }
+
+  /**
+   * A non-robust grant (transaction()'s turn, util/retry.ts note 5) is
+   * answered once every write admitted before it is published: the run
+   * begun under it then reads them all, and no write under its path can be
+   * admitted meanwhile, so it cannot conflict there. (A commit admitted
+   * before the grant and still on its way to disk would otherwise conflict
+   * the first run under the turn.)
+   */
+  private turnGranted<L extends Lock>(l: L): L | Promise<L> {
+    if (this.engine.settled) return l;
+    return this.engine.drainPending().then(() => l, async (e: unknown) => {
+      await l.release().catch(() => {});
+      throw e;
+    });
   }
 
   /**
@@ -130,7 +147,9 @@ export class SessionImpl extends SessionEdge {
     this.checkOpen();
     parsePath(path);
     checkOptions(options, 'lock options');
-    return this.engine.locks.lockNow(this.id, path, options);
+    const l = this.engine.locks.lockNow(this.id, path, options);
+    if (options.robust !== false) return l;
+    return l instanceof Promise ? l.then((g) => this.turnGranted(g)) : this.turnGranted(l);
   }
 
   locks(): LockInfo[] {

@@ -18,7 +18,7 @@ import type { WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { Workspace } from '../core/ops.js';
 import type { Node } from '../core/tree.js';
-import type { RetryCounters } from '../util/retry.js';
+import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 import { PlanBuilder, type TxnPlan } from './commit.js';
 import { CallDeadlineError, MemberHealth } from './faults.js';
 import { Keys } from './keys.js';
@@ -105,7 +105,7 @@ export class EtcdBackend {
   conflicts = 0;
   openTransactions = 0;
   sessionsOpen = 0;
-  readonly retryCounters: RetryCounters = { txRuns: 0, txAttempts: 0, txRetries: 0, txGaveUp: 0 };
+  readonly retryCounters: RetryCounters = newRetryCounters();
 
   /** The session leases' client: grants, keep-alives, revokes (see newClient). */
   readonly leaseClient: Etcd3;

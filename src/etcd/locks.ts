@@ -48,11 +48,13 @@ export interface QEntry {
   readonly since: number;
   readonly order: number;
   readonly modRev: number;
+  /** False (LockOptions.robust): its held marker carries the lease, so its end leaves no taint. */
+  readonly robust: boolean;
 }
 
 function parseEntry(id: string, r: Rec): QEntry {
-  const v = JSON.parse(r.value.toString()) as { p: string; m: LockMode; s: string; t: number };
-  return { id, path: v.p, mode: v.m, session: v.s, since: v.t, order: r.createRev, modRev: r.modRev };
+  const v = JSON.parse(r.value.toString()) as { p: string; m: LockMode; s: string; t: number; r?: 0 };
+  return { id, path: v.p, mode: v.m, session: v.s, since: v.t, order: r.createRev, modRev: r.modRev, robust: v.r !== 0 };
 }
 
 export function queueOf(backend: EtcdBackend): QEntry[] {
@@ -144,9 +146,11 @@ export class Locks {
     const mode: LockMode = options.mode ?? 'exclusive';
     if (mode !== 'exclusive' && mode !== 'shared') throw new LatchkeyError('INVALID_ARGUMENT', `lock mode must be exclusive or shared, not ${String(mode)}`);
     const wait = options.wait !== false;
+    if (options.robust !== undefined && typeof options.robust !== 'boolean') throw new LatchkeyError('INVALID_ARGUMENT', 'lock option robust must be a boolean');
+    const robust = options.robust !== false;
     // Requests made in this process enter the queue in call order, whatever their sessions' leases
     // took to be granted: the puts are chained (joined synchronously, before any await).
-    const enqueued = this.enqueueChain.then(() => this.enqueue(owner, path, mode, wait));
+    const enqueued = this.enqueueChain.then(() => this.enqueue(owner, path, mode, wait, robust));
     this.enqueueChain = enqueued.then(() => {}, () => {});
     const id = await enqueued;
     const qk = this.backend.keys.of('q', id);
@@ -209,7 +213,7 @@ export class Locks {
   }
 
   /** Checks the request against the marks and (wait: false) the queue, then puts its queue entry; returns its id. */
-  private async enqueue(owner: LockOwner & { ready(): Promise<void> }, path: string, mode: LockMode, wait: boolean): Promise<string> {
+  private async enqueue(owner: LockOwner & { ready(): Promise<void> }, path: string, mode: LockMode, wait: boolean, robust: boolean): Promise<string> {
     await owner.ready();
     owner.checkOpen();
     await this.backend.barrier();
@@ -224,7 +228,7 @@ export class Locks {
     const put = await this.backend.send({
       compare: [], empty: false,
       success: [
-        { request_put: { key: b(this.backend.keys.of('q', id)), value: b(JSON.stringify({ p: path, m: mode, s: owner.id, t: Date.now() })), lease: owner.id } },
+        { request_put: { key: b(this.backend.keys.of('q', id)), value: b(JSON.stringify({ p: path, m: mode, s: owner.id, t: Date.now(), ...(robust ? {} : { r: 0 }) })), lease: owner.id } },
         { request_put: { key: b(this.backend.mirror.revKey), value: b('') } },
       ],
     });
@@ -245,7 +249,8 @@ export class Locks {
     const taints = [...mirror.flat.d.keys()].filter((p) => overlaps(p, me.path));
     const ownerDied = dead.length > 0 || taints.length > 0;
     const success = [
-      { request_put: { key: b(keys.of('h', me.id)), value: b(JSON.stringify({ p: me.path, m: me.mode, s: me.session })) } },
+      // A non-robust holder's marker goes with its lease: its end leaves nothing to turn into a taint.
+      { request_put: { key: b(keys.of('h', me.id)), value: b(JSON.stringify({ p: me.path, m: me.mode, s: me.session })), ...(me.robust ? {} : { lease: me.session }) } },
       ...dead.map((d) => ({ request_delete_range: { key: b(keys.of('h', d.id)) } })),
       ...[...new Set(dead.map((d) => d.path))].filter((p) => !taints.includes(p)).map((p) => ({ request_put: { key: b(keys.of('d', p)), value: b('') } })),
       { request_put: { key: b(mirror.revKey), value: b('') } },

@@ -101,7 +101,7 @@ export const requests = {
   begin: op(object({ tx: uint }), object({ snapshotRevision: uint }, loose)),
   commit: op(object({ tx: uint, fence, wait }), object({ revision: uint, replayed: bool }, loose)),
   abort: op(object({ tx: uint }), nil),
-  lock: op(object({ lock: uint, path: str, mode: opt(lockMode), wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint, ownerDied: bool, mode: lockMode }, loose)),
+  lock: op(object({ lock: uint, path: str, mode: opt(lockMode), wait: opt(bool), timeoutMs: opt(uint), robust: opt(bool) }), object({ token: uint, ownerDied: bool, mode: lockMode }, loose)),
   upgrade: op(object({ lock: uint, wait: opt(bool), timeoutMs: opt(uint) }), object({ token: uint }, loose)),
   downgrade: op(object({ lock: uint }), nil),
   release: op(object({ lock: uint }), nil),

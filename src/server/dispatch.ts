@@ -294,7 +294,7 @@ export const handlers: HandlerTable = {
         throw new LatchkeyError('QUOTA', `more than ${c.limits.maxLocks} locks held or awaited on this connection`, { info: { limit: c.limits.maxLocks } });
       }
       const session = c.session(s);
-      const o = { ...definedFields(a, ['mode', 'wait', 'timeoutMs']), signal };
+      const o = { ...definedFields(a, ['mode', 'wait', 'timeoutMs', 'robust']), signal };
       const granted = (lock: Lock): Result<'lock'> => {
         c.trackLock(a.lock, s, lock);
         return { token: lock.token, ownerDied: lock.ownerDied, mode: lock.mode };

@@ -20,9 +20,32 @@
  *  3. Giving up: CONFLICT, with the last conflict's path, `info.attempts` and
  *     `info.elapsedMs`, and the last conflict as `cause`.
  *  4. Abort: the signal ends the loop at once (ABORTED), also mid-backoff.
+ *  5. A turn, so that no one starves. Backoff alone is not fair: a
+ *     transaction that reads, thinks and writes keeps losing to rivals that
+ *     commit in between, and 16 processes incrementing one counter on a
+ *     loaded 2-core machine left one of them giving up after 15 attempts in
+ *     5 s. After `TURN_AFTER_CONFLICTS` conflicts (one: under sustained
+ *     contention every optimistic run of a caller is doomed while someone
+ *     holds the turn, so waiting for a second conflict only wastes a run;
+ *     8 clients on one counter made 1.4x more increments/s with one than
+ *     with two, at load 18) the loop takes a turn on
+ *     the path it conflicted at: an exclusive, non-robust lock
+ *     (LockOptions.robust false), waited for in FIFO order with everyone
+ *     else's turns, and runs again at once, holding it. Locks are mandatory,
+ *     so other sessions' writes under that path wait while the turn is held:
+ *     the run that holds it cannot conflict there again. Their commits then
+ *     conflict, and they soon queue for the turn themselves: under sustained
+ *     contention the rivals take turns in arrival order, as lock elision
+ *     falls back to its lock after repeated aborts. A turn that cannot be
+ *     had (DEADLOCK against the caller's own locks, NOT_RECOVERABLE, a
+ *     transport without locks) is given up with any others this call holds,
+ *     and the loop goes on with backoff. Turns are released when the call
+ *     ends, whatever its outcome; a process that dies holding one leaves no
+ *     owner-died mark (nothing it protects can be half written: the commit
+ *     is atomic).
  * Errors other than CONFLICT end the loop as they are.
  */
-import type { Transaction, TransactionOptions } from '../api.js';
+import type { Lock, LockOptions, Transaction, TransactionOptions } from '../api.js';
 import { LatchkeyError, invalidArgument } from '../core/errors.js';
 
 export interface RetryPolicy {
@@ -35,6 +58,11 @@ export interface RetryPolicy {
 export const EMBEDDED_RETRY: RetryPolicy = { baseMs: 0.1, capMs: 10 };
 export const REMOTE_RETRY: RetryPolicy = { baseMs: 1, capMs: 400 };
 export const DEFAULT_TRANSACTION_TIMEOUT_MS = 5000;
+/** Conflicts after which `transaction()` takes a turn on the conflicting path (note 5). */
+export const TURN_AFTER_CONFLICTS = 1;
+
+/** Takes a lock in the transaction's session: how `transaction()` takes a turn. */
+export type TakeTurn = (path: string, options: LockOptions) => Promise<Lock>;
 
 /** What `transaction()` did, for stats(). */
 export interface RetryCounters {
@@ -46,10 +74,22 @@ export interface RetryCounters {
   txRetries: number;
   /** Calls that ended in CONFLICT: the deadline or `retries` ran out. */
   txGaveUp: number;
+  /** Turns taken (note 5): locks on a path the call kept conflicting at. */
+  txTurns: number;
 }
 
 export function newRetryCounters(): RetryCounters {
-  return { txRuns: 0, txAttempts: 0, txRetries: 0, txGaveUp: 0 };
+  return { txRuns: 0, txAttempts: 0, txRetries: 0, txGaveUp: 0, txTurns: 0 };
+}
+
+/** Is `path` at or under `top`? */
+function within(top: string, path: string): boolean {
+  return top === '/' || path === top || path.startsWith(top + '/');
+}
+
+async function releaseAll(turns: Lock[]): Promise<void> {
+  const held = turns.splice(0);
+  await Promise.all(held.map((t) => t.release().catch(() => {})));
 }
 
 export function throwIfAborted(signal: AbortSignal | undefined): void {
@@ -84,6 +124,7 @@ export async function runTransaction<T>(
   options: TransactionOptions = {},
   policy: RetryPolicy = EMBEDDED_RETRY,
   counters: RetryCounters = newRetryCounters(),
+  takeTurn?: TakeTurn,
 ): Promise<T> {
   const retries = options.retries;
   if (retries !== undefined && (!Number.isSafeInteger(retries) || retries < 0)) throw invalidArgument('transaction: retries must be a non-negative integer');
@@ -93,33 +134,54 @@ export async function runTransaction<T>(
   const start = Date.now();
   const deadline = start + timeoutMs;
   counters.txRuns++;
-  for (let attempt = 0; ; attempt++) {
-    throwIfAborted(signal);
-    counters.txAttempts++;
-    if (attempt > 0) counters.txRetries++;
-    const tx = begin();
-    let conflict: LatchkeyError;
-    try {
-      const result = await fn(tx);
+  const turns: Lock[] = [];
+  try {
+    for (let attempt = 0; ; attempt++) {
       throwIfAborted(signal);
-      await tx.commit(signal ? { signal } : {});
-      return result;
-    } catch (e) {
-      await tx.abort();
-      if (!LatchkeyError.is(e, 'CONFLICT')) throw e;
-      conflict = e;
+      counters.txAttempts++;
+      if (attempt > 0) counters.txRetries++;
+      const tx = begin();
+      let conflict: LatchkeyError;
+      try {
+        const result = await fn(tx);
+        throwIfAborted(signal);
+        await tx.commit(signal ? { signal } : {});
+        return result;
+      } catch (e) {
+        await tx.abort();
+        if (!LatchkeyError.is(e, 'CONFLICT')) throw e;
+        conflict = e;
+      }
+      let now = Date.now();
+      if (!(retries !== undefined && attempt >= retries) && now < deadline) {
+        const at = conflict.path;
+        if (takeTurn !== undefined && at !== undefined && attempt + 1 >= TURN_AFTER_CONFLICTS && !turns.some((t) => within(t.path, at))) {
+          try {
+            turns.push(await takeTurn(at, { mode: 'exclusive', robust: false, timeoutMs: Math.max(1, Math.ceil(deadline - now)), ...(signal ? { signal } : {}) }));
+            counters.txTurns++;
+            continue; // the turn was the wait: run again at once
+          } catch (e) {
+            if (LatchkeyError.is(e, 'ABORTED')) throw e;
+            // TIMEOUT: the deadline passed while queued (given up below). Anything else: no turn
+            // to be had now; give up the others too (they may be what closed a cycle) and back off.
+            await releaseAll(turns);
+            now = Date.now();
+          }
+        }
+      }
+      if ((retries !== undefined && attempt >= retries) || now >= deadline) {
+        counters.txGaveUp++;
+        const attempts = attempt + 1;
+        const why = retries !== undefined && attempt >= retries ? `retries (${retries}) used up` : `timeoutMs (${timeoutMs}) passed`;
+        throw new LatchkeyError('CONFLICT', `transaction gave up after ${attempts} attempts in ${now - start} ms, ${why}; last conflict: ${conflict.message}`, {
+          ...(conflict.path !== undefined ? { path: conflict.path } : {}),
+          cause: conflict,
+          info: { ...conflict.info, attempts, elapsedMs: now - start },
+        });
+      }
+      await sleep(Math.min(backoffMs(policy, attempt), deadline - now), signal);
     }
-    const now = Date.now();
-    if ((retries !== undefined && attempt >= retries) || now >= deadline) {
-      counters.txGaveUp++;
-      const attempts = attempt + 1;
-      const why = retries !== undefined && attempt >= retries ? `retries (${retries}) used up` : `timeoutMs (${timeoutMs}) passed`;
-      throw new LatchkeyError('CONFLICT', `transaction gave up after ${attempts} attempts in ${now - start} ms, ${why}; last conflict: ${conflict.message}`, {
-        ...(conflict.path !== undefined ? { path: conflict.path } : {}),
-        cause: conflict,
-        info: { ...conflict.info, attempts, elapsedMs: now - start },
-      });
-    }
-    await sleep(Math.min(backoffMs(policy, attempt), deadline - now), signal);
+  } finally {
+    if (turns.length > 0) await releaseAll(turns);
   }
 }

@@ -3,9 +3,11 @@
  * (open(dir, { shared: true })) and each increments counters M times, by
  * read-modify-write transactions under transaction()'s default retry policy,
  * by store.add, and by transactions that add. Every process must finish
- * without an error and every increment must land. (The issue this answers:
+ * without an error and every increment must land. (The issues this answers:
  * with a retry count as the bound, two of three such processes died with
- * CONFLICT within a second.)
+ * CONFLICT within a second; with a 5 s deadline and backoff alone, one of
+ * 16 processes on a loaded CI machine gave up after 15 attempts: no turns,
+ * so nothing stopped it starving — util/retry.ts note 5.)
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +20,7 @@ import { open } from '../../src/index.js';
 
 const WORKER = fileURLToPath(new URL('../fixtures/counter-worker.js', import.meta.url));
 
-interface Figures { runs: number; attempts: number; retries: number; gaveUp: number; addRetries: number }
+interface Figures { runs: number; attempts: number; retries: number; gaveUp: number; turns: number; addRetries: number }
 
 async function run(n: number, m: number, diagnostic: (s: string) => void): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-contended-'));
@@ -56,7 +58,7 @@ async function run(n: number, m: number, diagnostic: (s: string) => void): Promi
       assert.equal(f.attempts, f.runs + f.retries);
     }
     const sum = (k: keyof Figures): number => figures.reduce((a, f) => a + f[k], 0);
-    diagnostic(`${n} processes: ${sum('runs')} transaction() calls, ${sum('retries')} re-runs, max ${Math.max(...figures.map((f) => f.retries))} in one process`);
+    diagnostic(`${n} processes: ${sum('runs')} transaction() calls, ${sum('retries')} re-runs, max ${Math.max(...figures.map((f) => f.retries))} in one process, ${sum('turns')} turns taken`);
     if (n > 1) assert.ok(figures.some((f) => f.retries > 0), 'the read-modify-write transactions contended');
   } finally {
     await new Promise((r) => setTimeout(r, 1000)); // the on-demand server exits once idle

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { LatchkeyError, type Store } from '../../src/index.js';
 import { type Backend, backendTest } from './suite.js';
+import { TURN_AFTER_CONFLICTS } from '../../src/util/retry.js';
 
 const is = (code: string) => (e: unknown): boolean => LatchkeyError.is(e) && e.code === code;
 
@@ -73,6 +74,64 @@ export function lockContractSuite(name: string, make: () => Promise<Backend>, op
     assert.equal((await next).ownerDied, true);
     assert.equal(la.signal.aborted, true);
     assert.ok(is('LOCK_LOST')(la.signal.reason));
+  });
+
+  t('robust: false: a session closed holding such a lock hands it on with no owner-died mark; a robust holder\'s mark is still reported and kept', async (store) => {
+    const a = store.session();
+    const la = await a.lock('/turn', { robust: false });
+    const next = store.session().lock('/turn');
+    await a.close();
+    const ln = await next;
+    assert.equal(ln.ownerDied, false, 'a non-robust holder leaves no mark');
+    assert.equal(la.signal.aborted, true, 'the lock still dies with its owner');
+    await ln.release();
+    // A robust holder dies: a non-robust grant is told, and does not clear the mark.
+    const b = store.session();
+    await b.lock('/turn');
+    const nr = store.session().lock('/turn', { robust: false });
+    await b.close();
+    const lnr = await nr;
+    assert.equal(lnr.ownerDied, true);
+    await lnr.release();
+    const after = await store.session().lock('/turn');
+    assert.equal(after.ownerDied, true, 'still marked for the next holder');
+    await assert.rejects(store.session().lock('/x', { robust: 'no' as unknown as boolean }), is('INVALID_ARGUMENT'));
+  });
+
+  t('transaction: a read-modify-write that keeps losing to a rival takes a turn after TURN_AFTER_CONFLICTS conflicts and commits; every increment lands', async (store) => {
+    const slow = store.session({ name: 'slow' });
+    const fast = store.session({ name: 'fast' });
+    await store.set('/turn/n', '0');
+    let stop = false;
+    let rivalCommits = 0;
+    const rival = (async () => {
+      while (!stop) {
+        await fast.transaction(async (tx) => {
+          const n = Number((await tx.get('/turn/n'))!.text());
+          await tx.set('/turn/n', String(n + 1));
+        }, { timeoutMs: 60_000 });
+        rivalCommits++;
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    let runs = 0;
+    try {
+      await slow.transaction(async (tx) => {
+        runs++;
+        const n = Number((await tx.get('/turn/n'))!.text());
+        // Think until the rival has committed over our read (it always can, unless we hold the
+        // turn: then its commit waits for us, and we go on after 50 ms).
+        const seen = rivalCommits;
+        for (let waited = 0; rivalCommits === seen && waited < 50; waited += 5) await new Promise((r) => setTimeout(r, 5));
+        await tx.set('/turn/n', String(n + 1));
+      }, { timeoutMs: 60_000 });
+    } finally {
+      stop = true;
+      await rival;
+    }
+    assert.ok(runs <= TURN_AFTER_CONFLICTS + 1, `the slow transaction ran ${runs} times: without a turn the rival starves it`);
+    assert.equal((await store.get('/turn/n'))!.text(), String(rivalCommits + 1));
+    assert.equal(store.lockTable().held.length, 0, 'the turn was given back');
   });
 
   t('fencing: a write carrying a released lock fails LOCK_LOST', async (store) => {
@@ -199,6 +258,21 @@ function crashTests(t: (title: string, fn: (s: Store, b: Backend) => Promise<voi
     const fourth = await last.session().lock('/job');
     assert.equal(fourth.ownerDied, false);
     assert.ok(fourth.token > third.token);
+  });
+
+  t('crash: a non-robust lock held at a crash comes back free and unmarked; tokens keep increasing past it', async (store, b) => {
+    const s = store.session();
+    let last = await s.lock('/turn', { robust: false });
+    // More non-robust grants, none of them logged as a hold: their tokens still count.
+    for (let i = 0; i < 20; i++) {
+      await last.release();
+      last = await s.lock('/turn', { robust: false });
+    }
+    await s.set('/turn/x', '1');
+    const after = await b.crash!();
+    const next = await after.session().lock('/turn');
+    assert.equal(next.ownerDied, false, 'a non-robust hold is not remembered as a taint');
+    assert.ok(next.token > last.token, `token ${next.token} after ${last.token}`);
   });
 
   t('crash: an unrecoverable mark is durable when markUnrecoverable resolves; so is resetLock', async (store, b) => {
