@@ -40,6 +40,28 @@ export interface LinkMember {
   linkLost(e: LatchkeyError): void;
 }
 
+/**
+ * A member that can outlive its link while the session is resumed on the
+ * next one (a held lock of the store's own session): it is not told of the
+ * loss until the resume failed or its window passed.
+ */
+export interface ResumableMember extends LinkMember {
+  /** Its claim (handle, token) while it may be carried over; undefined once it may not (released, lost). */
+  resumeClaim(): { l: number; token: number } | undefined;
+  /** Carried over to the link of `generation`. */
+  resumed(generation: number): void;
+}
+
+const isResumable = (m: LinkMember): m is ResumableMember => typeof (m as Partial<ResumableMember>).resumeClaim === 'function';
+
+/** What the client carries to the next link after a loss: the session's credential and the locks it keeps meanwhile. */
+interface Claim {
+  readonly session: string;
+  readonly secret: string;
+  readonly kept: Map<number, ResumableMember>;
+  timer: NodeJS.Timeout | undefined;
+}
+
 /** Something that outlives links (a watch resubscribes on each). */
 export interface LinkFollower {
   /** A new link is up. */
@@ -86,12 +108,15 @@ export class ClientConnection {
 
   /** The address dialled next (an index into `addrs`): it moves on after a failed dial or a lost link. */
   private addrIndex = 0;
+  /** Set after a lost link whose session is resumable (docs/protocol.md, "Resuming a session"). */
+  private claim: Claim | undefined;
 
   constructor(readonly addrs: readonly Address[], readonly opts: ConnectOptions) {
     if (addrs.length === 0) throw new LatchkeyError('INVALID_ARGUMENT', 'no server address');
     this.owned.defer(() => this.link?.close());
     this.owned.defer(() => this.end(storeClosed()));
     this.owned.defer(() => clearTimeout(this.retryTimer));
+    this.owned.defer(() => this.dropClaim(storeClosed()));
   }
 
   handle(): number {
@@ -146,7 +171,12 @@ export class ClientConnection {
 
   private dial(): Promise<Link> {
     const addr = this.addrs[this.addrIndex % this.addrs.length]!;
-    this.connecting ??= Link.open(addr, this.opts, {
+    const claim = this.claim;
+    const opts = claim === undefined ? this.opts : {
+      ...this.opts,
+      resume: { session: claim.session, secret: claim.secret, locks: [...claim.kept.values()].flatMap((m) => m.resumeClaim() ?? []) },
+    };
+    this.connecting ??= Link.open(addr, opts, {
       push: (m) => this.members.get(handleOf(m))?.pushed?.(m),
       lost: (e) => this.onLost(e),
     }).then((link) => {
@@ -158,6 +188,7 @@ export class ClientConnection {
       this.link = link;
       this.generation++;
       this.attempt = 0;
+      if (claim !== undefined) this.resumed(claim, link);
       this.revisionSeen = Math.max(this.revisionSeen, link.revision);
       for (const w of [...this.linkWaiters]) w.resolve(link);
       this.linkWaiters.clear();
@@ -166,6 +197,10 @@ export class ClientConnection {
     }, (e: unknown) => {
       this.connecting = undefined;
       this.addrIndex++; // the next attempt tries the next front-end
+      // A server that refused the hello's resume field (older than it) or the token: no resume there.
+      if (claim !== undefined && (LatchkeyError.is(e, 'AUTH') || (LatchkeyError.is(e, 'PROTOCOL') && e.info?.supported === undefined))) {
+        this.dropClaim(new LatchkeyError('LOCK_LOST', `the session could not be resumed: ${(e as Error).message}`));
+      }
       throw e;
     });
     return this.connecting;
@@ -209,11 +244,16 @@ export class ClientConnection {
   private onLost(e: LatchkeyError): void {
     // With several front-ends, the next one first: the one just lost is likely down.
     if (this.addrs.length > 1) this.addrIndex++;
-    if (this.link !== undefined) this.revisionSeen = Math.max(this.revisionSeen, this.link.revision);
+    const link = this.link;
+    if (link !== undefined) this.revisionSeen = Math.max(this.revisionSeen, link.revision);
     this.link = undefined;
-    const members = [...this.members.values()];
+    const members = [...this.members.entries()];
     this.members.clear();
-    for (const m of members) m.linkLost(e);
+    const claim = link === undefined ? undefined : this.claimAfter(link, e);
+    for (const [h, m] of members) {
+      if (claim !== undefined && claim.timer !== undefined && isResumable(m) && m.resumeClaim() !== undefined) claim.kept.set(h, m);
+      else m.linkLost(e);
+    }
     if (e.code === 'AUTH' || (e.code === 'PROTOCOL' && e.info?.supported !== undefined)) this.fatal = e;
     // Not reconnecting: later calls fail with why the link ended (CLOSED when the server shut down: nothing of theirs ran).
     if (this.opts.reconnect === false && this.fatal === undefined) this.fatal = e.code === 'CLOSED' ? e : new LatchkeyError('CONNECTION_LOST', `the connection was lost (reconnect is off): ${e.message}`, { cause: e });
@@ -222,6 +262,68 @@ export class ClientConnection {
       return;
     }
     this.scheduleReconnect();
+  }
+
+  /**
+   * After losing `link`: the claim to resume its session on the next one,
+   * when the session is resumable and the loss is not one the session ended
+   * with (the client's own lease given up, a graceful close, AUTH). Held
+   * locks are kept meanwhile only until the link's resume window from the
+   * last answered request (the lease-safety rule): then they are lost with
+   * SESSION_EXPIRED, and the claim dropped, so the session dies at its lease's
+   * end and its locks go on with ownerDied. A claim with no lock kept stays
+   * until a server answers it (its ephemerals live as long as its lease).
+   */
+  private claimAfter(link: Link, e: LatchkeyError): Claim | undefined {
+    const w = link.welcome;
+    if (w?.secret === undefined || this.closed || this.opts.reconnect === false || ['SESSION_EXPIRED', 'CLOSED', 'AUTH'].includes(e.code)) return undefined;
+    const left = link.answeredFrom + link.resumeWindowMs - performance.now();
+    const claim: Claim = { session: w.session, secret: w.secret, kept: new Map(), timer: undefined };
+    if (left > 0) {
+      claim.timer = setTimeout(() => {
+        if (this.claim !== claim) return;
+        claim.timer = undefined;
+        // With no lock at stake the claim stays (the session's ephemerals live as long as its lease).
+        if (claim.kept.size > 0) this.dropClaim(new LatchkeyError('SESSION_EXPIRED', `the session was not resumed within ${link.resumeWindowMs} ms of its last answer: its locks are given up before its lease can end`));
+      }, left);
+      claim.timer.unref();
+    }
+    this.claim = claim;
+    return claim;
+  }
+
+  /** The link after a claim: the kept locks the server still holds go on, on it; the others are lost. */
+  private resumed(claim: Claim, link: Link): void {
+    if (this.claim === claim) {
+      clearTimeout(claim.timer);
+      this.claim = undefined;
+    }
+    const w = link.welcome;
+    const still = new Set(w.resumed === true ? w.locks ?? [] : []);
+    for (const h of still) {
+      const m = claim.kept.get(h);
+      // Given up (the window passed) or released meanwhile: hand it back.
+      if (m === undefined || m.resumeClaim() === undefined) link.request('release', { lock: h }).catch(() => {});
+      else {
+        this.members.set(h, m);
+        m.resumed(this.generation);
+      }
+    }
+    const why = w.resumed === true ? 'it was not held when the session was resumed'
+      : `the session could not be resumed: ${w.resumeError?.message ?? 'the server does not resume sessions'}`;
+    for (const [h, m] of claim.kept) if (!still.has(h)) m.linkLost(new LatchkeyError('LOCK_LOST', `lock lost with the connection: ${why}`));
+    claim.kept.clear();
+  }
+
+  /** No resume: the kept locks are lost with `e`. */
+  private dropClaim(e: LatchkeyError): void {
+    const claim = this.claim;
+    if (claim === undefined) return;
+    this.claim = undefined;
+    clearTimeout(claim.timer);
+    const kept = [...claim.kept.values()];
+    claim.kept.clear();
+    for (const m of kept) m.linkLost(e);
   }
 
   /** No more links: fail whoever waits for one, and every follower. */

@@ -33,6 +33,8 @@ export interface LinkOptions {
    * grant the lock to anyone else).
    */
   leaseMarginMs?: number;
+  /** Ask the server to resume this session (docs/protocol.md, "Resuming a session"); set by the connection after a lost link. */
+  resume?: { session: string; secret: string; locks: Array<{ l: number; token: number }> };
 }
 
 /**
@@ -174,19 +176,23 @@ export class Link {
         clearTimeout(timer);
         link.welcome = w;
         link.revision = w.revision;
-        if (w.ttlMs > 0) {
+        // A session resumable within resumeMs of an answer: pings keep that window mostly ahead (see resumeWindowMs).
+        const resumeWindow = link.resumeWindowMs;
+        if (w.ttlMs > 0 || resumeWindow > 0) {
           // Three pings per window, as the server has three per lease: the client's window
           // (less its margin, e.g. lock -- CMD's kill grace) is the shorter, so it sets the pace.
-          link.startPings(Math.min(w.ttlMs, clientLeaseMs(w.ttlMs, opts.leaseMarginMs)));
-          link.startLease(w.ttlMs);
+          const windows = [...(w.ttlMs > 0 ? [w.ttlMs, clientLeaseMs(w.ttlMs, opts.leaseMarginMs)] : []), ...(resumeWindow > 0 ? [resumeWindow] : [])];
+          link.startPings(Math.min(...windows));
+          if (w.ttlMs > 0) link.startLease(w.ttlMs);
         }
         resolve(link);
       };
       sock.once(event, () => {
         if (addr.kind === 'tcp') sock.setNoDelay(true);
-        const hello: { magic: typeof PROTOCOL_MAGIC; versions: number[]; token?: string; name?: string } = { magic: PROTOCOL_MAGIC, versions: [...SUPPORTED_VERSIONS] };
+        const hello: { magic: typeof PROTOCOL_MAGIC; versions: number[]; token?: string; name?: string; resume?: LinkOptions['resume'] } = { magic: PROTOCOL_MAGIC, versions: [...SUPPORTED_VERSIONS] };
         if (opts.token !== undefined) hello.token = opts.token;
         if (opts.name !== undefined) hello.name = opts.name;
+        if (opts.resume !== undefined) hello.resume = opts.resume;
         link.leaseFrom = performance.now(); // the welcome answers this hello
         sock.write(encodeHello(hello));
       });
@@ -194,6 +200,23 @@ export class Link {
   }
 
   private onWelcome: (w: WelcomeBody) => void = () => {};
+
+  /**
+   * How long after `answeredFrom` the session's locks stay safe once this
+   * link is lost, while the client resumes it elsewhere (0: not resumable).
+   * The server's `resumeMs` says the session outlives its answer to a
+   * request by that much; the client takes the same drift and slack off as
+   * for its own lease (clientLeaseMs) and its margin.
+   */
+  get resumeWindowMs(): number {
+    const r = this.welcome?.resumeMs ?? 0;
+    return this.welcome?.secret === undefined || r <= 0 ? 0 : Math.max(0, clientLeaseMs(r, this.leaseMarginMs));
+  }
+
+  /** Send time of the latest answered request (performance.now). */
+  get answeredFrom(): number {
+    return this.leaseFrom;
+  }
 
   get alive(): boolean {
     return this.dead === undefined;

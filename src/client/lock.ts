@@ -2,7 +2,7 @@
 import type { Lock, LockMode } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { type Args, fromWireError } from '../protocol/messages.js';
-import type { ClientConnection, LinkMember } from './connection.js';
+import type { ClientConnection, ResumableMember } from './connection.js';
 import type { Push } from './link.js';
 
 /** The session a lock belongs to, as a lock sees it. */
@@ -16,7 +16,7 @@ export interface LockOwner {
  * A lock handle's state from request to end, attached to the connection
  * under its handle: lockLost may arrive before the grant's reply.
  */
-export class LockState implements LinkMember {
+export class LockState implements ResumableMember {
   lock: RemoteLock | undefined;
   lostError: LatchkeyError | undefined;
   readonly since = Date.now();
@@ -24,6 +24,16 @@ export class LockState implements LinkMember {
 
   pushed(m: Push): void {
     if (m.t === 'lockLost') this.lost(fromWireError(m.e));
+  }
+
+  /** Held by the connection's own session (the one a resume carries over): its handle and token. */
+  resumeClaim(): { l: number; token: number } | undefined {
+    const l = this.lock;
+    return l === undefined || !l.held || this.owner.handle !== 0 ? undefined : { l: this.handle, token: l.token };
+  }
+
+  resumed(generation: number): void {
+    this.lock?.rebind(generation);
   }
 
   linkLost(e: LatchkeyError): void {
@@ -56,7 +66,7 @@ export class RemoteLock implements Lock {
     private readonly conn: ClientConnection,
     readonly owner: LockOwner,
     private readonly state: LockState,
-    private readonly generation: number,
+    private generation: number,
     readonly path: string,
     public mode: LockMode,
     public token: number,
@@ -76,6 +86,11 @@ export class RemoteLock implements Lock {
 
   get held(): boolean {
     return !this.released && this.lostWith === undefined;
+  }
+
+  /** Its session was resumed on a new link: requests about it go there. */
+  rebind(generation: number): void {
+    this.generation = generation;
   }
 
   markLost(e: LatchkeyError): void {

@@ -13,8 +13,8 @@
  * etcd expire the lease. Keep-alives go out every TTL/3 (etcd3's default),
  * so a healthy link never comes near the margin.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import type { Lease } from 'etcd3';
 import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { type AtomicOp, type WriteOp, Workspace } from '../core/ops.js';
@@ -30,13 +30,46 @@ import type { PlanBuilder } from './commit.js';
 import { type Locks, type LockOwner } from './locks.js';
 import { EtcdTransaction, writeTargets } from './transaction.js';
 
+/** What a session needs of its lease: etcd3's `Lease`, or one adopted from another front-end (adopt.ts). */
+export interface SessionLease {
+  on(event: 'keepaliveFired', fn: () => void): unknown;
+  on(event: 'keepaliveSucceeded', fn: () => void): unknown;
+  on(event: 'lost', fn: (err: Error) => void): unknown;
+  grant(): Promise<string>;
+  revoke(): Promise<unknown>;
+  /** Stops keeping it alive, without revoking it (the session moved to another front-end). */
+  release(): void;
+}
+
+/** A live lease taken over from another front-end (adopt.ts): the session resumes on it. */
+export interface AdoptedLease {
+  readonly lease: SessionLease;
+  /** The lease's TTL as granted, seconds. */
+  readonly ttl: number;
+  /** Epoch ms: the lease lives at least until then (etcd's remaining TTL, measured from before asking). */
+  readonly goodUntil: number;
+  /** Its lock requests' ids so far: new ones count on from here. */
+  readonly counter: number;
+  /** The session record's tag: ours now (see `resumable`). */
+  readonly tag: string;
+}
+
+const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
 export class EtcdSession extends SessionEdge implements LockOwner {
   private idValue = '';
   readonly name: string;
   closed = false;
   private readonly txs = new Set<EtcdTransaction>();
-  private readonly lease: Lease;
+  private readonly lease: SessionLease;
   private readonly granted: Promise<void>;
+  /** Tags this session's record P/s/ID: a record with another tag means another front-end resumed it. */
+  private tag: string;
+  private unlistenMoved: (() => void) | undefined;
+  /** The secret a client presents to resume this session on another front-end (set by `resumable`). */
+  secret: string | undefined;
+  /** ms after a request's send time that the lease certainly outlives this front-end's answer to it (the margin less the check period). */
+  readonly resumeMs: number;
   private readonly endController = new AbortController();
   private goodUntil = Infinity;
   private firedAt = 0;
@@ -45,13 +78,17 @@ export class EtcdSession extends SessionEdge implements LockOwner {
   private endReason: LatchkeyError | undefined;
   gaveUp = false;
 
-  constructor(protected readonly backend: EtcdBackend, protected readonly lockService: Locks, name?: string) {
+  constructor(protected readonly backend: EtcdBackend, protected readonly lockService: Locks, name?: string, adopted?: AdoptedLease) {
     super();
     backend.sessionsOpen++;
     setMaxListeners(0, this.endController.signal); // every lock and waiter of the session listens to its end
-    const ttl = backend.ttlSeconds;
-    this.lease = backend.leaseClient.lease(ttl);
+    const ttl = adopted?.ttl ?? backend.ttlSeconds;
+    this.lease = adopted?.lease ?? backend.leaseClient.lease(ttl);
+    this.counter = adopted?.counter ?? 0;
+    this.tag = adopted?.tag ?? randomBytes(9).toString('base64');
     const marginMs = Math.max(500, (ttl * 1000) / 4);
+    const checkMs = Math.min(250, marginMs / 2);
+    this.resumeMs = Math.floor(marginMs - checkMs);
     this.lease.on('keepaliveFired', () => {
       this.firedAt = Date.now();
     });
@@ -64,10 +101,11 @@ export class EtcdSession extends SessionEdge implements LockOwner {
       // Ended before its lease came (a refused hello, a closed connection): no renewal watch to start.
       if (this.closed) return;
       this.idValue = id;
-      this.goodUntil = grantSent + ttl * 1000;
+      this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, adopted?.goodUntil ?? grantSent + ttl * 1000);
+      if (adopted !== undefined) this.watchMoved();
       this.timer = setInterval(() => {
         if (Date.now() > this.goodUntil - marginMs) this.die('its lease could not be renewed in time (the client gave up before etcd could expire it)');
-      }, Math.min(250, marginMs / 2));
+      }, checkMs);
       this.timer.unref();
     }, (e: unknown) => {
       this.die(`its lease could not be granted: ${e instanceof Error ? e.message : String(e)}`);
@@ -88,6 +126,53 @@ export class EtcdSession extends SessionEdge implements LockOwner {
   /** Resolves once the lease is granted (the session has its id). */
   ready(): Promise<void> {
     return this.granted;
+  }
+
+  /**
+   * Makes the session resumable on another front-end: a secret for its
+   * client, whose digest goes into the session record P/s/ID (attached to
+   * the lease, so it ends with the session). Resolves to the secret.
+   */
+  async resumable(): Promise<string> {
+    await this.granted;
+    this.checkOpen();
+    const secret = randomBytes(24).toString('base64url');
+    const key = Buffer.from(this.backend.keys.of('s', this.idValue));
+    await this.backend.send({ compare: [], empty: false, success: [{ request_put: { key, value: Buffer.from(JSON.stringify({ h: sha256(secret), n: this.name, o: this.tag })), lease: this.idValue } }] });
+    this.secret = secret;
+    this.watchMoved();
+    return secret;
+  }
+
+  /** Another front-end resuming this session rewrites its record with its own tag: this one then lets go, without revoking. */
+  private watchMoved(): void {
+    if (this.unlistenMoved !== undefined) return;
+    this.unlistenMoved = this.backend.mirror.listen((changes) => {
+      for (const c of changes) {
+        if (c.kind !== 's' || c.rest !== this.idValue || c.type !== 'put' || c.value === undefined) continue;
+        let tag: unknown;
+        try {
+          tag = (JSON.parse(Buffer.from(c.value).toString()) as { o?: unknown }).o;
+        } catch {
+          continue;
+        }
+        if (tag !== this.tag) this.moved();
+      }
+    });
+  }
+
+  /** Resumed elsewhere: end here as if closed, but leave the lease, its locks and ephemerals to the new front-end. */
+  private moved(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.backend.sessionsOpen--;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.unlistenMoved?.();
+    this.lease.release();
+    for (const tx of [...this.txs]) tx.kill('session resumed on another front-end');
+    this.txs.clear();
+    this.endReason = new LatchkeyError('SESSION_EXPIRED', `session ${this.name} was resumed on another front-end`);
+    this.endController.abort(this.endReason);
   }
 
   nextId(): string {
@@ -211,6 +296,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     this.closed = true;
     this.backend.sessionsOpen--;
     if (this.timer !== undefined) clearInterval(this.timer);
+    this.unlistenMoved?.();
     for (const tx of [...this.txs]) tx.kill(died ? 'session died' : 'session closed');
     this.txs.clear();
     this.endController.abort(this.endReason ?? new LatchkeyError('SESSION_EXPIRED', `session ${this.name} has ended`));

@@ -4,13 +4,14 @@
  * session (a lease of its own); `session()` makes more. See docs/etcd.md
  * for the key layout, the mapping of each promise and its limits.
  */
-import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, Lock, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { openBigArray, openBigFile } from '../bigfile/index.js';
 import { parsePath } from '../core/path.js';
 import { walkTree } from '../core/tree.js';
+import { type HeldClaim, adoptLease, rebuildLocks } from './adopt.js';
 import { EtcdBackend, type EtcdOptions, parseEtcdUrl } from './backend.js';
 import { Locks } from './locks.js';
-import { EtcdSession } from './session.js';
+import { type AdoptedLease, EtcdSession } from './session.js';
 import { EtcdWatch } from './watch.js';
 import { xenstoreAccess } from './xenstore.js';
 
@@ -34,7 +35,7 @@ export class EtcdStore extends EtcdSession implements Store {
    * (`end(true)`: the lease is revoked, its locks go to the next waiter with
    * ownerDied): what `latchkey serve --backend etcd` gives each connection.
    */
-  ownedSession(options: SessionOptions = {}): EtcdSession {
+  ownedSession(options: SessionOptions = {}, adopted?: AdoptedLease): EtcdSession {
     this.checkOpen();
     const sessions = this.sessions;
     // Forgotten when it ends, however it ends: a server makes one per connection.
@@ -43,7 +44,7 @@ export class EtcdStore extends EtcdSession implements Store {
         sessions.delete(this);
         await super.end(died);
       }
-    })(this.backend, this.lockService, options.name);
+    })(this.backend, this.lockService, options.name, adopted);
     sessions.add(s);
     return s;
   }
@@ -55,6 +56,42 @@ export class EtcdStore extends EtcdSession implements Store {
   }
 
   private xsAccess: ReturnType<typeof xenstoreAccess> | undefined;
+
+  /**
+   * Resumes a session another front-end served (adopt.ts): takes its live
+   * lease over and gives back the held locks the client claims (by token),
+   * keyed by the client's handles. SESSION_EXPIRED when the lease is gone,
+   * AUTH when the secret is not the session's.
+   */
+  async resumeSession(id: string, secret: string, claims: readonly HeldClaim[]): Promise<{ session: EtcdSession; locks: Map<number, Lock> }> {
+    this.checkOpen();
+    const adopted = await adoptLease(this.backend, id, secret);
+    const session = this.ownedSession({ name: adopted.name }, adopted);
+    try {
+      await session.ready();
+      session.secret = secret;
+      const locks = await rebuildLocks(this.backend, this.lockService, session, claims);
+      return { session, locks };
+    } catch (e) {
+      await session.end(true).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** What the server's `servedStore` needs beyond the Store API (its ServedBackend, src/server/served.ts). */
+  servedBackend(): {
+    ownedSession(o: SessionOptions): EtcdSession;
+    ephemeralCounts(): Map<string, number>;
+    resumable(s: EtcdSession): Promise<string>;
+    resumeSession(id: string, secret: string, claims: readonly HeldClaim[]): Promise<{ session: EtcdSession; locks: Map<number, Lock> }>;
+  } {
+    return {
+      ownedSession: (o) => this.ownedSession(o),
+      ephemeralCounts: () => this.ephemeralCounts(),
+      resumable: (s) => s.resumable(),
+      resumeSession: (id, secret, claims) => this.resumeSession(id, secret, claims),
+    };
+  }
 
   /** Ephemeral nodes per owning session id, in this client's mirror (listSessions). */
   ephemeralCounts(): Map<string, number> {

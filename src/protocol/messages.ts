@@ -141,6 +141,8 @@ export function isRequestOp(s: unknown): s is RequestOp {
 export const helloBody = object({
   t: literal('hello'), magic: literal(PROTOCOL_MAGIC), versions: arrayOf(uint, 16),
   token: opt(str), name: opt(str),
+  /** Resume a session after a lost link (docs/protocol.md, "Resuming a session"): added without a version bump. */
+  resume: opt(object({ session: str, secret: str, locks: arrayOf(object({ l: uint, token: uint }), 100_000) })),
 });
 export type HelloBody = Infer<typeof helloBody>;
 
@@ -153,6 +155,10 @@ export type RequestMessage = Extract<ClientMessage, { t: 'req' }>;
 
 export const welcomeBody = object({
   t: literal('welcome'), version: uint, session: str, name: str, ttlMs: uint, revision: uint, limits,
+  /** The session's resume credential, and how long after a request's send time its lease outlives this server's answer (ms). */
+  secret: opt(str), resumeMs: opt(uint),
+  /** The hello's resume: true when the session was resumed (`locks`: the lock handles still held), or why not. */
+  resumed: opt(bool), locks: opt(arrayOf(uint)), resumeError: opt(wireError),
 }, loose);
 export type WelcomeBody = Infer<typeof welcomeBody>;
 

@@ -40,6 +40,7 @@ import {
 import { DisposableStack } from '../util/disposable.js';
 import { type AuthTable, type Principal, TRUSTED, authorize, needsWriteGuard } from './auth.js';
 import type { BudgetHolder, MemoryBudget } from './budget.js';
+import { type HelloSession, resumeOrOpen, welcomeOf } from './resume.js';
 import type { ServedSession, ServedStore, ServedWatch, SessionOrigin } from './served.js';
 import { type ConnContext, type LockSlot, NOT_SYNC, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
 
@@ -351,43 +352,43 @@ export class Connection implements ConnContext, BudgetHolder {
       }
       this.principal = p;
     }
-    let s: ServedSession | undefined;
-    try {
-      s = this.store.ownedSession(h.name === undefined ? {} : { name: h.name }, this.origin());
-      this.guard(s);
-    } catch (e) {
-      void s?.end(true).catch(() => {});
-      this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
-      return;
-    }
-    this.sessions.set(0, s);
     clearTimeout(this.helloTimer);
     this.decoder.maxFrame = this.limits.maxFrame;
-    if (s.ready === undefined) {
-      this.greeted = true;
-      this.welcome(s);
-      return;
+    const fresh = (): ServedSession => {
+      const s = this.store.ownedSession(h.name === undefined ? {} : { name: h.name }, this.origin(), true);
+      this.sessions.set(0, s); // ends with the connection from now on (at once when the guard refuses it)
+      this.guard(s);
+      return s;
+    };
+    if (h.resume !== undefined) return this.greetWhen(resumeOrOpen(this.store, h.resume, this.origin(), fresh));
+    let s: ServedSession;
+    try {
+      s = fresh();
+    } catch (e) {
+      return this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
     }
-    // A session made asynchronously (an etcd lease): what the client sends before its welcome waits.
+    if (s.ready !== undefined) return this.greetWhen(s.ready().then(() => ({ session: s, locks: new Map() })));
+    this.greeted = true;
+    this.send(0, welcomeOf({ session: s, locks: new Map() }, this.opts.ttlMs, this.store.revision, this.limits));
+  }
+
+  /** A session made asynchronously (an etcd lease, a resume): what the client sends before its welcome waits. */
+  private greetWhen(made: Promise<HelloSession>): void {
     this.held = [];
     this.socket.pause();
-    const made = s;
-    s.ready().then(() => {
-      if (this.state !== 'open') return;
+    made.then((r) => {
+      // Gone meanwhile: a resumed session lingers as after any cut (its client may resume it elsewhere).
+      if (this.state !== 'open') return void (this.sessions.get(0) !== r.session && setTimeout(() => void r.session.end(true).catch(() => {}), this.opts.ttlMs).unref());
+      this.sessions.set(0, r.session);
+      this.guard(r.session); // a resumed session too (a fresh one was guarded already: the same check again)
+      for (const [handle, lock] of r.locks) this.trackLock(handle, 0, lock);
       this.greeted = true;
-      this.welcome(made);
+      this.send(0, welcomeOf(r, this.opts.ttlMs, this.store.revision, this.limits));
       const held = this.held ?? [];
       this.held = undefined;
       this.socket.resume();
       this.handle(held);
-    }, (e: unknown) => this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e))));
-  }
-
-  private welcome(s: ServedSession): void {
-    this.send(0, {
-      t: 'welcome', version: PROTOCOL_VERSION, session: s.id, name: s.name, ttlMs: this.opts.ttlMs,
-      revision: this.store.revision, limits: { ...this.limits },
-    });
+    }).catch((e: unknown) => this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e))));
   }
 
   private request(m: RequestMessage, size: number): void {

@@ -11,7 +11,7 @@
  * server can end as a *death* (`end(true)`: its locks go to the next
  * waiter with ownerDied), which a backend supplies.
  */
-import type { Entry, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { Entry, Lock, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 
 /** Where a served session's client is (for listSessions). */
@@ -26,6 +26,23 @@ export interface ServedSession extends Session {
   end(died: boolean): Promise<void>;
   /** Resolves once the session is usable and has its id (a lease granted); absent when it is at once. */
   ready?(): Promise<void>;
+  /** Once ready, for a resumable session: the credential its client presents to resume it elsewhere (server/resume.ts). */
+  readonly secret?: string | undefined;
+  /** ms after a request's send time that the session outlives this server's answer to it (the client's resume window). */
+  readonly resumeMs?: number;
+}
+
+/** A hello's claim to a session whose link was lost: its id, its secret, the locks the client holds (handle, token). */
+export interface ResumeClaim {
+  readonly session: string;
+  readonly secret: string;
+  readonly locks: ReadonlyArray<{ readonly handle: number; readonly token: number }>;
+}
+
+/** A resumed session, and the claimed locks still held, by the client's handle. */
+export interface Resumed {
+  readonly session: ServedSession;
+  readonly locks: ReadonlyMap<number, Lock>;
 }
 
 /** What the server's watches need: batches of events, and the backlog for the memory budget. */
@@ -61,7 +78,14 @@ export interface SyncReads {
 export interface ServedStore {
   /** The newest revision this server has seen (carried on every reply). */
   readonly revision: number;
-  ownedSession(options: SessionOptions, origin?: SessionOrigin): ServedSession;
+  /** `resumable`: its client may resume it after a lost link (it has a `secret` once ready). */
+  ownedSession(options: SessionOptions, origin?: SessionOrigin, resumable?: boolean): ServedSession;
+  /**
+   * Resumes a session after its client's link was lost (on this server or
+   * another front-end of the same store). SESSION_EXPIRED when it has ended,
+   * AUTH when the secret is not its. Absent: this store resumes nothing.
+   */
+  resumeSession?(claim: ResumeClaim, origin?: SessionOrigin): Promise<Resumed>;
   /** The sessions this server serves (and the store's own), with what they hold; `visible` filters the lock paths counted. */
   sessionList(visible?: (path: string) => boolean): SessionInfo[];
   watchInternal(path: string, options: ServedWatchOptions): ServedWatch;
@@ -83,6 +107,10 @@ export interface ServedStore {
 export interface ServedBackend {
   /** A session the server can end as a death (its locks go to the next waiter with ownerDied). */
   ownedSession(options: SessionOptions): ServedSession;
+  /** Makes a session resumable (resolves to its secret); absent: sessions are not resumable. */
+  resumable?(s: ServedSession): Promise<string>;
+  /** Takes over a live session another front-end served (src/etcd/adopt.ts). */
+  resumeSession?(id: string, secret: string, claims: ResumeClaim['locks']): Promise<Resumed>;
   /** Ephemeral nodes per session id (listSessions); zero for all when absent. */
   ephemeralCounts?(): ReadonlyMap<string, number>;
 }
@@ -91,21 +119,37 @@ export interface ServedBackend {
 export function servedStore(store: Store, backend: ServedBackend): ServedStore {
   const sessions = new Map<ServedSession, { origin: SessionOrigin | undefined; since: number }>();
   const storeSince = Date.now();
+  const served = (s: ServedSession, origin: SessionOrigin | undefined): ServedSession => {
+    const end = s.end.bind(s);
+    sessions.set(s, { origin, since: Date.now() });
+    // Forgotten when it ends, however it ends (the server's end, its lease running out, a close).
+    s.end = async (died) => {
+      sessions.delete(s);
+      await end(died);
+    };
+    return s;
+  };
+  const resume = backend.resumeSession?.bind(backend);
   return {
     get revision() {
       return store.revision;
     },
-    ownedSession(options, origin) {
-      const s = backend.ownedSession(options);
-      const end = s.end.bind(s);
-      sessions.set(s, { origin, since: Date.now() });
-      // Forgotten when it ends, however it ends (the server's end, its lease running out, a close).
-      s.end = async (died) => {
-        sessions.delete(s);
-        await end(died);
-      };
+    ownedSession(options, origin, resumable) {
+      const s = served(backend.ownedSession(options), origin);
+      const makeResumable = backend.resumable;
+      if (resumable === true && makeResumable !== undefined) {
+        const ready = s.ready?.bind(s) ?? (() => Promise.resolve());
+        let made: Promise<void> | undefined;
+        s.ready = () => (made ??= ready().then(() => makeResumable.call(backend, s)).then(() => {}));
+      }
       return s;
     },
+    ...(resume === undefined ? {} : {
+      async resumeSession(claim: ResumeClaim, origin?: SessionOrigin): Promise<Resumed> {
+        const r = await resume(claim.session, claim.secret, claim.locks);
+        return { session: served(r.session, origin), locks: r.locks };
+      },
+    }),
     sessionList(visible) {
       const t = store.lockTable();
       const counts = new Map<string, { held: number; waiting: number }>();

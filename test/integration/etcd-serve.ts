@@ -8,11 +8,18 @@
  *   node etcd-serve.js xenstore   the XenStore socket of two front-ends: write/read/directory/rm, transactions
  *                                 (one failing EAGAIN by the other's write), a watch across front-ends,
  *                                 a latchkey client reading a XenStore write, SET_PERMS through one read through the other
- *   node etcd-serve.js failover   a client given both front-ends (tcp://A,B) holds a lock and a watch;
- *                                 its front-end is SIGKILLed: it reconnects to the other and its watch goes on
- *                                 with no gap and no duplicate; its lock is reported lost to it (the session
- *                                 does not move between front-ends: docs/etcd.md) and nobody gets it before
- *                                 the dead front-end's lease ran out; it then gets it again with ownerDied
+ *   node etcd-serve.js failover   a client given both front-ends (tcp://A,B) holds a lock, an ephemeral node
+ *                                 and a watch; its front-end is SIGKILLed: it resumes its session on B (same
+ *                                 id, B adopts the etcd lease): the lock stays held (signal not aborted) past
+ *                                 the old lease, a waiter on a third connection does not get it until the
+ *                                 release (then with ownerDied false); the ephemeral survives; the watch goes on
+ *                                 with no gap and no duplicate
+ *   node etcd-serve.js late       clients that cannot come back within the lease (a relay refuses them): the
+ *                                 lock holder gives it up (SESSION_EXPIRED) and the waiter gets it with
+ *                                 ownerDied after the lease; a client holding an ephemeral asks to resume
+ *                                 afterwards and is answered SESSION_EXPIRED (new session, ephemeral gone)
+ *   node etcd-serve.js moved      a cut link with the front-end alive: the client resumes on B; A, once its TCP
+ *                                 lease for the cut connection is over, does not end the session (no revoke)
  *   node etcd-serve.js client-dies a client process holding a lock through front-end A, and A, are both
  *                                 SIGKILLed: a waiter on front-end B gets the lock with ownerDied and a
  *                                 higher fencing token, once the lease expired (not before)
@@ -22,6 +29,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,8 +58,8 @@ interface FrontEnd {
   stderr: () => string;
 }
 
-async function frontEnd(prefix: string, extra: string[] = []): Promise<FrontEnd> {
-  const proc = spawn(process.execPath, [CLI, 'serve', '--backend', `etcd://${endpoints}/?prefix=${prefix}&ttl=${TTL_S}`,
+async function frontEnd(prefix: string, extra: string[] = [], ttl = TTL_S): Promise<FrontEnd> {
+  const proc = spawn(process.execPath, [CLI, 'serve', '--backend', `etcd://${endpoints}/?prefix=${prefix}&ttl=${ttl}`,
     '--listen', '127.0.0.1:0', '--insecure-loopback', '--log-level', 'warn', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -113,20 +121,70 @@ async function cliTest(): Promise<void> {
   }
 }
 
+/** The lease of the resume scenarios (seconds): the client's resume window is about 0.73 × (TTL/4 − 250 ms) ≈ 1.3 s. */
+const RESUME_TTL_S = 8;
+
+/**
+ * A TCP relay in this process between the client and a front-end: it lets the
+ * test choose where the client's next connection goes, and refuse it for a
+ * while (a client that cannot come back within its lease).
+ */
+async function relay(): Promise<{ url: string; to(target: string | undefined): void; cut(): void; close(): void }> {
+  let target: string | undefined;
+  const socks = new Set<net.Socket>();
+  const server = net.createServer((down) => {
+    socks.add(down);
+    down.on('close', () => socks.delete(down));
+    if (target === undefined) {
+      down.destroy();
+      return;
+    }
+    const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+    const up = net.connect({ host, port });
+    down.pipe(up);
+    up.pipe(down);
+    const end = (): void => {
+      down.destroy();
+      up.destroy();
+    };
+    up.on('error', end).on('close', end);
+    down.on('error', end).on('close', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `tcp://127.0.0.1:${port}`,
+    to: (t) => { target = t; },
+    cut: () => {
+      for (const x of socks) x.destroy();
+    },
+    close: () => {
+      server.close();
+      for (const x of socks) x.destroy();
+    },
+  };
+}
+
+/** The welcome of the client's current link (its resume outcome). */
+const welcomeOf = (c: unknown): { session: string; resumed?: boolean; resumeError?: { code: string; message: string } } =>
+  (c as { conn: { link: { welcome: { session: string; resumed?: boolean; resumeError?: { code: string; message: string } } } } }).conn.link.welcome;
+
 async function failoverTest(): Promise<void> {
   const prefix = `/lk-serve-fo-${randomBytes(4).toString('hex')}`;
-  const a = await frontEnd(prefix);
-  const b = await frontEnd(prefix);
+  const a = await frontEnd(prefix, [], RESUME_TTL_S);
+  const b = await frontEnd(prefix, [], RESUME_TTL_S);
   const client = await connect(`tcp://${hostOf(a.url)},${hostOf(b.url)}`, { name: 'client', minBackoffMs: 20, maxBackoffMs: 200 });
   const writer = await connect(b.url, { name: 'writer' });
+  const waiter = await connect(b.url, { name: 'waiter' });
   try {
     const rev0 = await writer.set('/data/0', 'before');
     // The revision a front-end reports moves with the cluster (a frozen copy of it broke watch resumption).
     await client.get('/data/0');
     check(client.revision >= rev0, `the client's revision (${client.revision}) reached the write's (${rev0}) through front-end A`);
+    const id = client.id;
     const lock: Lock = await client.lock('/jobs/x');
     check(lock.token > 0 && !lock.ownerDied, `the client holds /jobs/x (token ${lock.token}) through front-end A`);
-    const lost = new Promise<unknown>((resolve) => lock.signal.addEventListener('abort', () => resolve(lock.signal.reason), { once: true }));
+    const eph = await client.create('/eph/client', 'alive', { ephemeral: true });
     const seen: WatchEvent[] = [];
     const startRev = rev0 + 1;
     const watching = (async () => {
@@ -137,38 +195,138 @@ async function failoverTest(): Promise<void> {
     })();
     await writer.set('/data/1', 'one');
     while (!seen.some((e) => e.path === '/data/1')) await sleep(20);
+    let waiterGot: Lock | undefined;
+    const waiting = waiter.lock('/jobs/x').then((l) => { waiterGot = l; return l; });
 
     const killedAt = performance.now();
     a.proc.kill('SIGKILL');
     await a.exited;
-    // Writes while the client is between front-ends: its watch must get them all after it reconnects.
+    // Writes while the client is between front-ends: its watch must get them all after it resumes.
     for (let i = 2; i <= 6; i++) await writer.set(`/data/${i}`, String(i));
-    const reason = await lost;
-    check(LatchkeyError.is(reason), `the client is told its lock is lost (${(reason as Error).message})`);
-    // The client is reconnected to B: a request through it succeeds.
     await client.set('/data/7', 'seven');
-    const reconnectMs = performance.now() - killedAt;
-    check(reconnectMs < TTL_S * 1000, `the client reconnected to front-end B and wrote through it ${Math.round(reconnectMs)} ms after A died (within the ${TTL_S} s lease)`);
+    const resumedMs = performance.now() - killedAt;
+    const w = welcomeOf(client);
+    check(w.resumed === true && client.id === id, `the client resumed its session ${id} on front-end B ${Math.round(resumedMs)} ms after A died (welcome resumed: ${String(w.resumed)}${w.resumeError === undefined ? '' : `, ${w.resumeError.code}: ${w.resumeError.message}`})`);
+    check(!lock.signal.aborted && lock.held, `its lock on /jobs/x is still held, its signal not aborted${lock.signal.aborted ? ` (${String(lock.signal.reason)})` : ''}`);
+    const e = await writer.get(eph);
+    check(e !== undefined && e.stat.ephemeralOwner === id, `its ephemeral node ${eph} survived, still owned by ${id}`);
     await writer.set('/data/final', 'end');
     await watching;
-    const paths = seen.map((e) => e.path);
+    const paths = seen.map((x) => x.path);
     const want = ['/data/1', '/data/2', '/data/3', '/data/4', '/data/5', '/data/6', '/data/7', '/data/final'];
     check(JSON.stringify(paths) === JSON.stringify(want), `the watch went on across the failover with no gap and no duplicate: ${paths.join(' ')}`);
-    const revs = seen.map((e) => e.revision);
+    const revs = seen.map((x) => x.revision);
     check(revs.every((r, i) => i === 0 || r > revs[i - 1]!), 'the watch revisions increase');
 
-    // Nobody may hold /jobs/x while the dead front-end's lease can still be alive.
-    const relock = await client.lock('/jobs/x');
-    const heldAfterMs = performance.now() - killedAt;
-    check(relock.ownerDied && relock.token > lock.token, `the lock came back with ownerDied and a higher token (${relock.token} > ${lock.token})`);
-    // The lease ends TTL after its last keep-alive, and keep-alives go every TTL/3: at least 2/3 TTL after the kill.
-    check(heldAfterMs >= TTL_S * 1000 / 2, `…only once the dead front-end's lease ran out (${Math.round(heldAfterMs)} ms after the kill; lease ${TTL_S} s)`);
-    await relock.release();
+    // Past the dead front-end's last keep-alive + TTL: B keeps the adopted lease alive, the waiter still waits.
+    while (performance.now() - killedAt < (RESUME_TTL_S + 2) * 1000) await sleep(100);
+    check(waiterGot === undefined && !lock.signal.aborted, `${RESUME_TTL_S + 2} s after the kill (past the lease A kept alive) the waiter on a third connection has not got /jobs/x; the client still holds it`);
+    const busy = await writer.lock('/jobs/x', { wait: false }).then((l) => l, (x: unknown) => x);
+    check(LatchkeyError.is(busy, 'LOCKED'), 'a lock with wait: false is refused LOCKED');
+    await client.set('/jobs/x/done', 'y', { fence: lock });
+    check(true, 'a fenced write with the resumed lock goes through');
+    await lock.release();
+    const got = await waiting;
+    check(!got.ownerDied && got.token > lock.token, `the release handed the lock to the waiter with ownerDied false and a higher token (${got.token} > ${lock.token})`);
+    await got.release();
   } finally {
     await client.close();
     await writer.close();
+    await waiter.close();
     await stop(b);
     a.proc.kill('SIGKILL');
+  }
+}
+
+/**
+ * Clients that come back only after the lease: one holding a lock gives it
+ * up (SESSION_EXPIRED, before etcd could expire the lease) and the waiter gets
+ * it with ownerDied once etcd expired the lease; one holding only an
+ * ephemeral node asks to resume and is answered SESSION_EXPIRED: a new
+ * session, the ephemeral gone.
+ */
+async function lateTest(): Promise<void> {
+  const prefix = `/lk-serve-late-${randomBytes(4).toString('hex')}`;
+  const a = await frontEnd(prefix, [], RESUME_TTL_S);
+  const b = await frontEnd(prefix, [], RESUME_TTL_S);
+  const r = await relay();
+  r.to(hostOf(a.url));
+  const holder = await connect(r.url, { name: 'holder', minBackoffMs: 50, maxBackoffMs: 500 });
+  const eph = await connect(r.url, { name: 'eph', minBackoffMs: 50, maxBackoffMs: 500 });
+  const waiter = await connect(b.url, { name: 'waiter' });
+  try {
+    const lock = await holder.lock('/jobs/z');
+    const ephId = eph.id;
+    const node = await eph.create('/eph/late', 'x', { ephemeral: true });
+    const lost = new Promise<unknown>((resolve) => lock.signal.addEventListener('abort', () => resolve(lock.signal.reason), { once: true }));
+    const waiting = waiter.lock('/jobs/z');
+    r.to(undefined); // nowhere to reconnect to for now
+    const killedAt = performance.now();
+    a.proc.kill('SIGKILL');
+    await a.exited;
+    const reason = await lost;
+    const lostMs = performance.now() - killedAt;
+    check(LatchkeyError.is(reason, 'SESSION_EXPIRED'), `the holder, unable to resume, gave its lock up with SESSION_EXPIRED ${Math.round(lostMs)} ms after the kill (${(reason as Error).message})`);
+    const got = await waiting;
+    const gotMs = performance.now() - killedAt;
+    check(got.ownerDied && got.token > lock.token, `the waiter got /jobs/z with ownerDied and a higher token (${got.token} > ${lock.token})`);
+    check(gotMs > lostMs, `…after the holder had given it up (${Math.round(gotMs)} ms > ${Math.round(lostMs)} ms after the kill)`);
+    check((await waiter.get(node)) === undefined, 'the expired session\'s ephemeral node is gone');
+    r.to(hostOf(b.url)); // now they come back, too late
+    await eph.set('/late/after', 'x');
+    const w = welcomeOf(eph);
+    check(w.resumeError?.code === 'SESSION_EXPIRED' && eph.id !== ephId, `coming back after the lease, the resume is answered SESSION_EXPIRED (${w.resumeError?.message ?? 'none'}); a new session ${eph.id}`);
+    await holder.set('/late/holder', 'x');
+    check(welcomeOf(holder).resumed !== true, 'the holder, having given its lock up, started a new session');
+    await got.markConsistent();
+    await got.release();
+  } finally {
+    await holder.close();
+    await eph.close();
+    await waiter.close();
+    r.close();
+    await stop(b);
+    a.proc.kill('SIGKILL');
+  }
+}
+
+/**
+ * A cut link, the front-end alive: the client resumes on B; A, whose TCP
+ * lease for the cut connection runs out 3 s later, must not end the session
+ * (revoking the lease would take the lock and the ephemeral): it saw its
+ * session record taken over and let the session go.
+ */
+async function movedTest(): Promise<void> {
+  const prefix = `/lk-serve-mv-${randomBytes(4).toString('hex')}`;
+  const a = await frontEnd(prefix, ['--ttl-ms', '3000'], RESUME_TTL_S);
+  const b = await frontEnd(prefix, [], RESUME_TTL_S);
+  const r = await relay();
+  r.to(hostOf(a.url));
+  const client = await connect(`${r.url},${hostOf(b.url)}`, { name: 'mover', minBackoffMs: 20, maxBackoffMs: 200 });
+  const other = await connect(b.url, { name: 'other' });
+  try {
+    const id = client.id;
+    const lock = await client.lock('/jobs/m');
+    const node = await client.create('/eph/mover', 'x', { ephemeral: true });
+    r.to(undefined);
+    r.cut();
+    const cutAt = performance.now();
+    await sleep(100); // the client sees its link closed (a request sent before that fails CONNECTION_LOST)
+    await client.ready();
+    await client.set('/moved/1', 'x');
+    check(welcomeOf(client).resumed === true && client.id === id, `after a cut link (A alive) the client resumed session ${id} on B`);
+    while (performance.now() - cutAt < 6000) await sleep(100);
+    check(!lock.signal.aborted && lock.held, `6 s later (A's 3 s TCP lease for the cut connection over) the lock is still held${lock.signal.aborted ? ` (${String(lock.signal.reason)})` : ''}`);
+    const busy = await other.lock('/jobs/m', { wait: false }).then((l) => l, (x: unknown) => x);
+    check(LatchkeyError.is(busy, 'LOCKED'), 'another session is refused the lock (LOCKED)');
+    check((await other.get(node)) !== undefined, 'the ephemeral node is still there: A did not revoke the lease');
+    await lock.release();
+  } finally {
+    await client.close();
+    await other.close();
+    r.close();
+    await stop(a);
+    await stop(b);
   }
 }
 
@@ -309,7 +467,7 @@ async function xenstoreTest(): Promise<void> {
   }
 }
 
-const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, 'client-dies': clientDiesTest, xenstore: xenstoreTest };
+const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, moved: movedTest, 'client-dies': clientDiesTest, xenstore: xenstoreTest };
 const which = process.argv[2] ?? '';
 const run = scenarios[which];
 if (run === undefined || endpoints === '') {

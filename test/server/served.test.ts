@@ -10,12 +10,14 @@ import assert from 'node:assert/strict';
 import { open } from '../../src/engine/open.js';
 import type { EmbeddedStore } from '../../src/engine/store.js';
 import { connect } from '../../src/client/store.js';
-import { parseAddresses } from '../../src/client/link.js';
+import { randomBytes } from 'node:crypto';
+import { Link, parseAddresses } from '../../src/client/link.js';
+import type { ClientConnection } from '../../src/client/connection.js';
 import { AuthTable } from '../../src/server/auth.js';
-import { IterableWatch, type ServedStore, servedStore } from '../../src/server/served.js';
+import { IterableWatch, type ServedSession, type ServedStore, servedStore } from '../../src/server/served.js';
 import { serve } from '../../src/server/server.js';
 import { LatchkeyError } from '../../src/core/errors.js';
-import type { WatchEvent } from '../../src/api.js';
+import type { Lock, LockOptions, WatchEvent } from '../../src/api.js';
 
 function generic(s: EmbeddedStore): ServedStore {
   return servedStore(s, { ownedSession: (o) => s.ownedSession(o), ephemeralCounts: () => new Map([[s.id, 7]]) });
@@ -157,6 +159,191 @@ test('client: the first connection tries each front-end in turn', async () => {
     await assert.rejects(connect(`tcp://127.0.0.1:${downPort},127.0.0.1:${downPort}`, { reconnect: false }), (e: unknown) => LatchkeyError.is(e, 'CONNECTION_LOST'));
   } finally {
     await b.close();
+    await backing.close();
+  }
+});
+
+/**
+ * A ServedBackend over the embedded store that resumes sessions, to test the
+ * resume protocol through the adapter with no etcd: it hands the live
+ * session object (still lingering on the first server: its TCP lease is
+ * long) and the Lock objects it granted, by token, to the second server.
+ * The etcd backend does the same by adopting the lease (test/integration/etcd-serve.ts).
+ */
+function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedStore; ended: Set<string> } {
+  const live = new Map<string, { session: ServedSession; secret?: string; locks: Map<number, Lock> }>();
+  const ended = new Set<string>();
+  const store = servedStore(s, {
+    ownedSession: (o) => {
+      const sess = s.ownedSession(o) as unknown as ServedSession & { lockNow?: unknown; resumeMs?: number };
+      const entry = { session: sess as ServedSession, locks: new Map<number, Lock>() };
+      const lock = sess.lock.bind(sess);
+      sess.lockNow = undefined; // every grant through lock(), recorded
+      sess.lock = (async (p: string, opt?: LockOptions) => {
+        const l = await lock(p, opt);
+        entry.locks.set(l.token, l);
+        return l;
+      }) as typeof sess.lock;
+      sess.resumeMs = resumeMs;
+      live.set(sess.id, entry);
+      return sess;
+    },
+    resumable: async (sess) => {
+      const secret = randomBytes(16).toString('hex');
+      live.get(sess.id)!.secret = secret;
+      (sess as { secret?: string }).secret = secret;
+      return secret;
+    },
+    resumeSession: async (id, secret, claims) => {
+      const e = live.get(id);
+      if (e === undefined || e.session.closed || ended.has(id)) throw new LatchkeyError('SESSION_EXPIRED', `session ${id} has ended`);
+      if (e.secret !== secret) throw new LatchkeyError('AUTH', `not the secret of session ${id}`);
+      const locks = new Map<number, Lock>();
+      for (const c of claims) {
+        const l = e.locks.get(c.token);
+        if (l !== undefined && l.held) locks.set(c.handle, l);
+      }
+      return { session: e.session, locks };
+    },
+  });
+  return { store, ended };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Cuts the client's link as a dead front-end would (no goodbye): the server keeps the session for its TCP lease. */
+const cut = (c: unknown): void => {
+  (c as { conn: ClientConnection }).conn.link!.rawSocket.destroy();
+};
+
+test('resume: a client whose link is cut resumes its session on the other front-end: same id, its lock still held (not aborted), a waiter does not get it until the release, then with ownerDied false', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store } = resumableGeneric(backing);
+  // A long TCP lease on the first server: the cut session lingers there, as on a dead etcd front-end whose lease etcd keeps.
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${b.tcpAddress!.port}`, { minBackoffMs: 10, maxBackoffMs: 50 });
+  const other = await connect(`tcp://127.0.0.1:${b.tcpAddress!.port}`);
+  try {
+    const id = c.id;
+    const lock = await c.lock('/r');
+    const eph = await c.create('/eph', 'e', { ephemeral: true });
+    cut(c);
+    await sleep(20);
+    await c.ready();
+    assert.equal(b.connectionCount, 2, 'the client is on the second front-end');
+    assert.equal(c.id, id, 'the same session');
+    assert.equal(lock.signal.aborted, false, 'the lock was not lost');
+    assert.equal(lock.held, true);
+    assert.ok((await c.get(eph)) !== undefined, 'its ephemeral is there');
+    await assert.rejects(other.lock('/r', { wait: false }), (e: unknown) => LatchkeyError.is(e, 'LOCKED'));
+    const waiting = other.lock('/r');
+    await sleep(50);
+    await lock.release(); // goes to the second front-end, which now holds the lock
+    const got = await waiting;
+    assert.equal(got.ownerDied, false, 'a release, not a death');
+    assert.ok(got.token > lock.token);
+    await got.release();
+  } finally {
+    await c.close();
+    await other.close();
+    await a.close();
+    await b.close();
+    await backing.close();
+  }
+});
+
+test('resume: a session that ended meanwhile is refused SESSION_EXPIRED in the welcome; the client\'s lock aborts LOCK_LOST and it goes on with a new session', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store, ended } = resumableGeneric(backing);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${b.tcpAddress!.port}`, { minBackoffMs: 10, maxBackoffMs: 50 });
+  try {
+    const id = c.id;
+    const lock = await c.lock('/r');
+    ended.add(id);
+    cut(c);
+    await sleep(20);
+    await c.ready();
+    assert.notEqual(c.id, id, 'a new session');
+    assert.equal(lock.signal.aborted, true);
+    assert.ok(LatchkeyError.is(lock.signal.reason, 'LOCK_LOST'), String(lock.signal.reason));
+    assert.match((lock.signal.reason as Error).message, /could not be resumed/);
+    await c.set('/after', 'x');
+  } finally {
+    await c.close();
+    await a.close();
+    await b.close();
+    await backing.close();
+  }
+});
+
+test('resume: a window that passes before the resume gives the lock up with SESSION_EXPIRED (lease safety); a graceful close (bye CLOSED) resumes nothing', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store } = resumableGeneric(backing, 400);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const bPort = b.tcpAddress!.port;
+  await b.close(); // nothing answers at the second address for now
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${bPort}`, { minBackoffMs: 10, maxBackoffMs: 50 });
+  try {
+    const lock = await c.lock('/r');
+    await a.close(); // graceful: bye CLOSED ends the session cleanly: no resume
+    await sleep(20);
+    assert.equal(lock.signal.aborted, true, 'a graceful close ends the session: nothing to resume');
+    // Now a cut with nowhere to go: the window (400 ms less slack) passes.
+  } finally {
+    await c.close();
+    await backing.close();
+  }
+  const backing2 = (await open()) as EmbeddedStore;
+  const r2 = resumableGeneric(backing2, 400);
+  const a2 = await serve(r2.store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const c2 = await connect(`tcp://127.0.0.1:${a2.tcpAddress!.port},127.0.0.1:${bPort}`, { minBackoffMs: 2000, maxBackoffMs: 2000 });
+  try {
+    const lock = await c2.lock('/r');
+    assert.equal(lock.signal.aborted, false);
+    cut(c2);
+    await new Promise<void>((resolve) => lock.signal.addEventListener('abort', () => resolve(), { once: true }));
+    assert.ok(LatchkeyError.is(lock.signal.reason, 'SESSION_EXPIRED'), String(lock.signal.reason));
+    assert.match((lock.signal.reason as Error).message, /not resumed within/);
+  } finally {
+    await c2.close();
+    await a2.close();
+    await backing2.close();
+  }
+});
+
+test('resume: the hello\'s resume answered in the welcome: AUTH for a wrong secret, SESSION_EXPIRED for an unknown session or a server that resumes nothing; a malformed claim is bye PROTOCOL', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store } = resumableGeneric(backing);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const plain = await serve(backing, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const handlers = { push: () => {}, lost: () => {} };
+  const at = (port: number) => ({ kind: 'tcp' as const, host: '127.0.0.1', port, tls: false });
+  try {
+    const first = await Link.open(at(a.tcpAddress!.port), {}, handlers);
+    assert.ok(first.welcome.secret !== undefined && first.welcome.secret.length > 0, 'a resumable session has a secret');
+    assert.equal(first.welcome.resumeMs, 5000);
+    const id = first.welcome.session;
+    const wrong = await Link.open(at(a.tcpAddress!.port), { resume: { session: id, secret: 'not-it', locks: [] } }, handlers);
+    assert.equal(wrong.welcome.resumeError?.code, 'AUTH');
+    assert.notEqual(wrong.welcome.session, id, 'a new session instead');
+    const right = await Link.open(at(a.tcpAddress!.port), { resume: { session: id, secret: first.welcome.secret!, locks: [{ l: 9, token: 123456 }] } }, handlers);
+    assert.equal(right.welcome.resumed, true);
+    assert.equal(right.welcome.session, id);
+    assert.deepEqual(right.welcome.locks, [], 'a lock it does not hold is not given back');
+    const unknown = await Link.open(at(a.tcpAddress!.port), { resume: { session: 'nope', secret: 'x', locks: [] } }, handlers);
+    assert.equal(unknown.welcome.resumeError?.code, 'SESSION_EXPIRED');
+    const embedded = await Link.open(at(plain.tcpAddress!.port), { resume: { session: id, secret: first.welcome.secret!, locks: [] } }, handlers);
+    assert.equal(embedded.welcome.secret, undefined, 'the embedded server gives no secret');
+    assert.equal(embedded.welcome.resumeError?.code, 'SESSION_EXPIRED');
+    assert.match(embedded.welcome.resumeError?.message ?? '', /does not resume/);
+    await assert.rejects(Link.open(at(a.tcpAddress!.port), { resume: { session: id, secret: 'x', locks: [{ l: -1, token: 1 }] } }, handlers), (e: unknown) => LatchkeyError.is(e, 'PROTOCOL'));
+    for (const l of [first, wrong, right, unknown, embedded]) l.close();
+  } finally {
+    await a.close();
+    await plain.close();
     await backing.close();
   }
 });

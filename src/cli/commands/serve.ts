@@ -182,7 +182,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     const etcd = await connectEtcd(backend);
     xsStore = etcd;
     // Object.assign, not a spread: the served store's `revision` is a getter, and a spread would freeze it.
-    store = Object.assign(servedStore(etcd, { ownedSession: (o) => etcd.ownedSession(o), ephemeralCounts: () => etcd.ephemeralCounts() }), { close: () => etcd.close() });
+    store = Object.assign(servedStore(etcd, etcd.servedBackend()), { close: () => etcd.close() });
   } else {
     const s = values.memory ? await open(undefined, engineOpts)
       : await open(data, {

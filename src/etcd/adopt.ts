@@ -1,0 +1,187 @@
+/**
+ * Resuming a session on another front-end (`serve --backend etcd`): the
+ * session is an etcd lease, and a front-end can take over a live lease
+ * that another granted, as long as the client proves it is the session's
+ * (the secret whose digest is in the session record P/s/ID).
+ *
+ * 1. The record must exist (it is attached to the lease: gone once the
+ *    lease expired or was revoked) and the secret match: else
+ *    SESSION_EXPIRED, or AUTH for a wrong secret.
+ * 2. etcd's remaining TTL, asked after noting the time, gives the moment
+ *    until which the lease certainly lives; zero or less: SESSION_EXPIRED.
+ * 3. The record is rewritten with this front-end's tag, compared on its
+ *    mod revision (of two front-ends resuming at once, one wins); the old
+ *    front-end, if alive, sees the new tag and lets the session go without
+ *    revoking the lease (EtcdSession.moved).
+ * 4. The new front-end keeps the lease alive (AdoptedLease), and the
+ *    session's locks are rebuilt from the queue, the truth: a held request
+ *    (granted, with its held marker) whose token the client names becomes a
+ *    Lock again; every other request of the session is withdrawn (a wait
+ *    the client saw fail with the lost link, a grant it never heard of).
+ *    Ephemeral nodes need nothing: they are attached to the lease.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Etcd3 } from 'etcd3';
+import type { Lock } from '../api.js';
+import { LatchkeyError } from '../core/errors.js';
+import { type EtcdBackend, etcdError } from './backend.js';
+import { EtcdLock, type Locks, isGranted, queueOf } from './locks.js';
+import type { AdoptedLease, EtcdSession, SessionLease } from './session.js';
+
+/** A lock the resuming client holds: its handle on the client, and its token. */
+export interface HeldClaim {
+  readonly handle: number;
+  readonly token: number;
+}
+
+/** Keeps a lease another client granted alive: keep-alives every TTL/3 on one stream, as etcd3's Lease does. */
+class KeptLease extends EventEmitter implements SessionLease {
+  private stream: { write(v: unknown): unknown; end(): unknown } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly client: Etcd3, private readonly id: string, private readonly ttl: number) {
+    super();
+    void this.start();
+  }
+
+  private async start(): Promise<void> {
+    if (this.closed) return;
+    try {
+      const stream = await this.client.leaseClient.leaseKeepAlive();
+      if (this.closed) {
+        stream.end();
+        return;
+      }
+      this.stream = stream;
+      stream.on('data', (res: { TTL: string }) => {
+        if (Number(res.TTL) <= 0) this.lose(new LatchkeyError('SESSION_EXPIRED', `lease ${this.id} has expired`));
+        else this.emit('keepaliveSucceeded', res);
+      });
+      stream.on('error', () => this.restart());
+      const fire = (): void => {
+        this.emit('keepaliveFired');
+        stream.write({ ID: this.id });
+      };
+      this.timer = setInterval(fire, (this.ttl * 1000) / 3);
+      this.timer.unref();
+      fire();
+    } catch {
+      this.restart();
+    }
+  }
+
+  private restart(): void {
+    clearInterval(this.timer);
+    this.stream?.end();
+    this.stream = undefined;
+    if (!this.closed) setTimeout(() => void this.start(), 100).unref();
+  }
+
+  private lose(err: Error): void {
+    this.release();
+    this.emit('lost', err);
+  }
+
+  grant(): Promise<string> {
+    return Promise.resolve(this.id);
+  }
+
+  async revoke(): Promise<unknown> {
+    this.release();
+    return this.client.leaseClient.leaseRevoke({ ID: this.id });
+  }
+
+  release(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    try {
+      this.stream?.end();
+    } catch {
+      // already ended
+    }
+  }
+}
+
+const expired = (id: string, why: string): LatchkeyError => new LatchkeyError('SESSION_EXPIRED', `session ${id} cannot be resumed: ${why}`, { info: { session: id } });
+
+/** Steps 1-3: checks the claim and takes the lease over. */
+export async function adoptLease(backend: EtcdBackend, id: string, secret: string): Promise<AdoptedLease & { name: string }> {
+  if (!/^[0-9]{1,20}$/.test(id)) throw expired(id, 'not a session of this store');
+  const key = Buffer.from(backend.keys.of('s', id));
+  let kv: { value: Buffer; mod_revision: string } | undefined;
+  try {
+    kv = (await backend.client.kv.range({ key })).kvs[0];
+  } catch (e) {
+    throw etcdError(e);
+  }
+  if (kv === undefined) throw expired(id, 'its lease expired or was revoked');
+  const rec = JSON.parse(kv.value.toString()) as { h: string; n: string; o: string };
+  const want = Buffer.from(rec.h, 'hex');
+  const got = createHash('sha256').update(secret).digest();
+  if (want.length !== got.length || !timingSafeEqual(want, got)) throw new LatchkeyError('AUTH', `not the secret of session ${id}`);
+  const asked = Date.now();
+  let remaining: number;
+  let granted: number;
+  try {
+    const t = await backend.client.leaseClient.leaseTimeToLive({ ID: id });
+    remaining = Number(t.TTL);
+    granted = Number(t.grantedTTL);
+  } catch (e) {
+    throw etcdError(e);
+  }
+  if (!(remaining > 0)) throw expired(id, 'its lease expired');
+  const tag = randomBytes(9).toString('base64');
+  let rev: number | undefined;
+  try {
+    rev = await backend.send({
+      compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: Number(kv.mod_revision) }],
+      success: [{ request_put: { key, value: Buffer.from(JSON.stringify({ h: rec.h, n: rec.n, o: tag })), lease: id } }],
+      empty: false,
+    });
+  } catch (e) {
+    const err = etcdError(e);
+    if (/lease not found/i.test(err.message)) throw expired(id, 'its lease expired');
+    throw err;
+  }
+  if (rev === undefined) throw expired(id, 'it was resumed or ended meanwhile');
+  let counter = 0;
+  const { q, h } = backend.mirror.flat;
+  for (const k of [...q.keys(), ...h.keys()]) {
+    if (k.startsWith(`${id}.`)) counter = Math.max(counter, Number(k.slice(id.length + 1)) || 0);
+  }
+  return { lease: new KeptLease(backend.leaseClient, id, granted), ttl: granted, goodUntil: asked + remaining * 1000, counter, tag, name: rec.n };
+}
+
+/** Step 4: the session's held locks the client claims, by handle; every other request of the session is withdrawn. */
+export async function rebuildLocks(backend: EtcdBackend, locks: Locks, session: EtcdSession, claims: readonly HeldClaim[]): Promise<Map<number, Lock>> {
+  await backend.barrier();
+  const q = queueOf(backend);
+  const byToken = new Map(claims.map((c) => [c.token, c.handle]));
+  const kept = new Map<number, Lock>();
+  const withdraw: string[] = [];
+  for (const e of q) {
+    if (e.session !== session.id) continue;
+    const h = backend.mirror.flat.h.get(e.id);
+    const handle = h === undefined ? undefined : byToken.get(h.createRev);
+    if (h !== undefined && handle !== undefined && isGranted(q, e)) {
+      const lock = new EtcdLock(locks, session, e, h.createRev, false);
+      locks.mine.set(e.id, lock);
+      kept.set(handle, lock);
+      byToken.delete(h.createRev);
+    } else withdraw.push(e.id);
+  }
+  if (withdraw.length > 0) {
+    const k = backend.keys;
+    await locks.sendUntilThrough({
+      compare: [], empty: false,
+      success: [
+        ...withdraw.flatMap((id) => [{ request_delete_range: { key: Buffer.from(k.of('q', id)) } }, { request_delete_range: { key: Buffer.from(k.of('h', id)) } }]),
+        { request_put: { key: Buffer.from(backend.mirror.revKey), value: Buffer.from('') } },
+      ],
+    }, session);
+  }
+  return kept;
+}
