@@ -9,7 +9,9 @@
  *     npx tsc -p tsconfig.test.json
  *     node [--cpu-prof --cpu-prof-dir=/tmp/prof] build/bench/micro-embedded.js [get|view|set1|setN|txn|all] [ms] [sides]
  *
- * `sides` is a comma list of `disk`, `mem`, `lmdb` (default all three);
+ * `sides` is a comma list of `disk`, `nob` (disk with bursts off:
+ * `open(dir, { bursts: false })`, docs/architecture.md "Bursts"), `mem`,
+ * `lmdb` (default disk, mem, lmdb);
  * LK_ROUNDS sets the number of rounds (default 3). Prints each round and the
  * median per row, with the load average before and after.
  */
@@ -88,6 +90,10 @@ async function main(): Promise<void> {
   if (wanted.has('disk')) {
     const s = await openDurable(tempDir('micro-embedded'), { durability: 'none' });
     sides.push(["latchkey disk 'none'", latchkey(s as never), () => s.close()]);
+  }
+  if (wanted.has('nob')) {
+    const s = await openDurable(tempDir('micro-embedded'), { durability: 'none', bursts: false });
+    sides.push(["latchkey disk, no bursts", latchkey(s as never), () => s.close()]);
   }
   if (wanted.has('mem')) {
     const s = await open();

@@ -349,6 +349,8 @@ export interface StoreStats {
   /** Group syncs (fsyncs of the log) so far, and commits per sync on average. */
   readonly groupSyncs?: number;
   readonly commitsPerSync?: number;
+  /** Of the commits, plain sets applied in a burst (one mutable path copy shared by the sets of a group; docs/architecture.md). */
+  readonly burstCommits?: number;
   /**
    * The value cache of a store with a data directory (values above the
    * inline threshold live in value files): reads served from memory, reads

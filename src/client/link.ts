@@ -183,7 +183,7 @@ export class Link {
           // (less its margin, e.g. lock -- CMD's kill grace) is the shorter, so it sets the pace.
           const windows = [...(w.ttlMs > 0 ? [w.ttlMs, clientLeaseMs(w.ttlMs, opts.leaseMarginMs)] : []), ...(resumeWindow > 0 ? [resumeWindow] : [])];
           link.startPings(Math.min(...windows));
-          if (w.ttlMs > 0) link.startLease(w.ttlMs);
+          link.startLease(w.ttlMs, resumeWindow);
         }
         resolve(link);
       };
@@ -292,15 +292,30 @@ export class Link {
    * Gives the session up, strictly before the server can expire it: at
    * leaseFrom + leaseMs (clientLeaseMs) every request in flight fails, the
    * link refuses new ones, and the owner is told SESSION_EXPIRED.
+   *
+   * A resumable session (resumeWindowMs > 0: a front-end over etcd, whose
+   * lease lives only that long after its last answer) bounds the silence
+   * sooner: after two thirds of the window with no answer the link is
+   * dropped as lost, so the last third is left to resume the session on
+   * another front-end. Without it a hung front-end (stopped, its socket
+   * still open) let the client trust its locks for the whole TCP lease,
+   * past the etcd lease that the stopped front-end no longer kept alive.
    */
-  private startLease(ttl: number): void {
-    this.leaseMs = clientLeaseMs(ttl, this.leaseMarginMs);
+  private startLease(ttl: number, resumeWindow: number): void {
+    const silentMs = resumeWindow > 0 ? Math.max(1, Math.floor((resumeWindow * 2) / 3)) : Infinity;
+    if (ttl <= 0 && silentMs === Infinity) return;
+    const expires = ttl > 0 ? clientLeaseMs(ttl, this.leaseMarginMs) : Infinity;
+    this.leaseMs = Math.min(expires, silentMs);
     const check = (): void => {
       if (this.dead !== undefined) return;
       const left = this.leaseFrom + this.leaseMs - performance.now();
       if (left <= 0) {
         const quiet = Math.round(performance.now() - this.leaseFrom);
-        this.die(new LatchkeyError('SESSION_EXPIRED', `no answer to a request sent in the last ${quiet} ms: the session is given up before the server's ${ttl} ms lease can end it`));
+        if (silentMs <= expires) {
+          this.die(new LatchkeyError('CONNECTION_LOST', `no answer to a request sent in the last ${quiet} ms: the link is given up to resume the session elsewhere within its ${resumeWindow} ms window`));
+        } else {
+          this.die(new LatchkeyError('SESSION_EXPIRED', `no answer to a request sent in the last ${quiet} ms: the session is given up before the server's ${ttl} ms lease can end it`));
+        }
         return;
       }
       this.leaseTimer = setTimeout(check, Math.ceil(left));

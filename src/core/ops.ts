@@ -7,7 +7,7 @@
  * replay on the head at commit, `multi` batches. An operation either throws a
  * LatchkeyError having changed nothing, or succeeds completely.
  */
-import { LatchkeyError, invalidArgument } from './errors.js';
+import { LatchkeyError, assert, invalidArgument } from './errors.js';
 import { joinPath, parsePath, validName } from './path.js';
 import { type Mutation, type Node, EMPTY_VALUE, lookup, putNode, putRoot, removeNode, setPerms } from './tree.js';
 import { bytesOf, sameValue } from './value.js';
@@ -148,6 +148,10 @@ function checkCount(name: string, v: number | undefined): void {
 
 export class Workspace {
   readonly mutations: Mutation[] = [];
+  /** Inside `planSet`: record mutations, leave `root` as it is. */
+  private planning = false;
+  /** The parsed path of each mutation `planSet` recorded. */
+  readonly plannedSegs: Array<readonly string[]> = [];
 
   /** `maxValueBytes` bounds values this workspace builds itself (append). */
   constructor(public root: Node, readonly rev: number, private readonly sequencer?: Sequencer, readonly maxValueBytes = Infinity) {}
@@ -184,11 +188,28 @@ export class Workspace {
   private put(segs: readonly string[], upto: number, value: Uint8Array, owner?: string, seq?: boolean): void {
     const path = joinPath(segs, upto);
     const s = upto === segs.length ? segs : segs.slice(0, upto);
-    this.root = s.length === 0 ? putRoot(this.root, this.rev, value) : putNode(this.root, s, this.rev, value, owner, seq);
+    if (this.planning) this.plannedSegs.push(s);
+    else this.root = s.length === 0 ? putRoot(this.root, this.rev, value) : putNode(this.root, s, this.rev, value, owner, seq);
     const m: Mutation = owner !== undefined || seq
       ? { op: 'put', path, value, ...(owner !== undefined ? { ephemeralOwner: owner } : {}), ...(seq ? { seq: true } : {}) }
       : { op: 'put', path, value };
     this.mutations.push(m);
+  }
+
+  /**
+   * The mutations `set` makes, checked exactly as `set` checks them, without
+   * applying them to `root` (the engine applies a burst of plain sets
+   * itself: engine.ts, "Bursts"). Only as a workspace's one operation: later
+   * reads would not see it.
+   */
+  planSet(path: string, value: Uint8Array, o: SetOptions = {}): void {
+    assert(this.mutations.length === 0, 'planSet on a used workspace');
+    this.planning = true;
+    try {
+      this.set(path, value, o);
+    } finally {
+      this.planning = false;
+    }
   }
 
   set(path: string, value: Uint8Array, o: SetOptions = {}): void {

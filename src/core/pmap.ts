@@ -97,7 +97,7 @@ type Ins<V> = [BNode<V>] | [BNode<V>, BNode<V>];
  * string of its own (~0.2 µs; interning through an object key cost 1.4 µs).
  * Shorter names are already copies.
  */
-function ownKey(k: string): string {
+export function ownKey(k: string): string {
   return k.length < 13 ? k : (JSON.parse(JSON.stringify(k)) as string);
 }
 
@@ -125,6 +125,77 @@ function insertRec<V>(n: BNode<V>, k: string, v: V): Ins<V> {
   if (children.length <= MAX) return [mkInner(children)];
   const h = children.length >>> 1;
   return [mkInner(children.slice(0, h)), mkInner(children.slice(h))];
+}
+
+/** A B+tree node's fields, writable: only for nodes a burst owns (`insertOwned`). */
+type MutLeaf<V> = { leaf: true; keys: string[]; vals: V[]; size: number };
+type MutInner<V> = { leaf: false; keys: string[]; children: BNode<V>[]; size: number };
+
+/** `n` itself when the burst owns it, else a copy (arrays included) that it then owns. */
+function ownedNode<V>(n: BNode<V>, owned: Set<object>): MutLeaf<V> | MutInner<V> {
+  if (owned.has(n)) return n as MutLeaf<V> | MutInner<V>;
+  const c: MutLeaf<V> | MutInner<V> = n.leaf
+    ? { leaf: true, keys: n.keys.slice(), vals: n.vals.slice(), size: n.size }
+    : { leaf: false, keys: n.keys.slice(), children: n.children.slice(), size: n.size };
+  owned.add(c);
+  return c;
+}
+
+/**
+ * `insertRec` for a burst (the engine's run of plain sets, `PMap.setOwned`):
+ * a node in `owned` is changed in place; any other on the path is copied
+ * once and joins `owned`. The same shape as `insertRec` makes (same split
+ * points), so the two give equal maps.
+ */
+function insertOwned<V>(n: BNode<V>, k: string, f: (old: V | undefined) => V, owned: Set<object>): Ins<V> {
+  if (n.leaf) {
+    // The value first: when it is the old one, changed in place, the leaf need not change.
+    const i = lowerBound(n.keys, k);
+    const found = i < n.keys.length && n.keys[i] === k;
+    const old = found ? n.vals[i] : undefined;
+    const v = f(old);
+    if (found && v === old) return [n];
+    const m = ownedNode(n, owned) as MutLeaf<V>;
+    if (found) {
+      m.vals[i] = v;
+      return [m];
+    }
+    m.keys.splice(i, 0, ownKey(k));
+    m.vals.splice(i, 0, v);
+    m.size = m.keys.length;
+    if (m.keys.length <= MAX) return [m];
+    const h = m.keys.length >>> 1;
+    const right: MutLeaf<V> = { leaf: true, keys: m.keys.splice(h), vals: m.vals.splice(h), size: 0 };
+    right.size = right.keys.length;
+    m.size = m.keys.length;
+    owned.add(right);
+    return [m, right];
+  }
+  const i = childIndex(n.keys, k);
+  const child = n.children[i]!;
+  const was = child.size;
+  const r = insertOwned(child, k, f, owned);
+  if (r.length === 1 && r[0] === child && child.size === was) return [n];
+  const m = ownedNode(n, owned) as MutInner<V>;
+  m.children[i] = r[0];
+  m.keys[i] = r[0].keys[0]!;
+  if (r.length === 1) {
+    m.size += r[0].size - was;
+    return [m];
+  }
+  m.children.splice(i + 1, 0, r[1]);
+  m.keys.splice(i + 1, 0, r[1].keys[0]!);
+  if (m.children.length <= MAX) {
+    m.size += r[0].size + r[1].size - was;
+    return [m];
+  }
+  const h = m.children.length >>> 1;
+  const kids = m.children.splice(h);
+  m.keys.splice(h);
+  m.size = sumSizes(m.children);
+  const right: MutInner<V> = { leaf: false, keys: kids.map((c) => c.keys[0]!), children: kids, size: sumSizes(kids) };
+  owned.add(right);
+  return [m, right];
 }
 
 /** Merges or rebalances children[i] with a neighbour after it fell below MIN. */
@@ -191,11 +262,19 @@ export class PMap<V> {
     return EMPTY as PMap<V>;
   }
 
-  static fromSorted<V>(keys: readonly string[], vals: readonly V[]): PMap<V> {
+  /**
+   * A map of `keys` (strictly ascending) to `vals`, built bottom-up in O(n).
+   * `owned`: the keys are already strings of their own (not views into a
+   * longer string: see `ownKey`), so they are not copied again.
+   */
+  static fromSorted<V>(keys: readonly string[], vals: readonly V[], owned = false): PMap<V> {
     if (keys.length === 0) return PMap.empty();
     let level: BNode<V>[] = [];
     const per = (MAX * 3) >>> 2;
-    for (let i = 0; i < keys.length; i += per) level.push(mkLeaf(keys.slice(i, i + per).map(ownKey), vals.slice(i, i + per)));
+    for (let i = 0; i < keys.length; i += per) {
+      const ks = keys.slice(i, i + per);
+      level.push(mkLeaf(owned ? ks : ks.map(ownKey), vals.slice(i, i + per)));
+    }
     while (level.length > 1) {
       const up: BNode<V>[] = [];
       for (let i = 0; i < level.length; i += per) up.push(mkInner(level.slice(i, i + per)));
@@ -222,6 +301,38 @@ export class PMap<V> {
   set(k: string, v: V): PMap<V> {
     const r = insertRec(this.root, k, v);
     return new PMap(r.length === 1 ? r[0] : mkInner([r[0], r[1]]));
+  }
+
+  /**
+   * `set` for a burst of commits no one else can see yet (engine.ts,
+   * "Bursts"): maps and B+tree nodes in `owned` were made by the burst and
+   * change in place; the rest of the path is copied once and joins `owned`.
+   * Returns this map when it is owned, else its owned copy. Equal to `set`'s
+   * result; once the burst ends (`owned` is dropped) the maps are immutable.
+   */
+  setOwned(k: string, v: V, owned: Set<object>): PMap<V> {
+    return this.updateOwned(k, () => v, owned);
+  }
+
+  /**
+   * `setOwned` of `f(the value at k)`, in one walk. When `f` returns the
+   * value it was given (changed in place), nothing else changes.
+   */
+  updateOwned(k: string, f: (old: V | undefined) => V, owned: Set<object>): PMap<V> {
+    const r = insertOwned(this.root, k, f, owned);
+    if (r.length === 1 && r[0] === this.root) return this;
+    let root: BNode<V> = r[0];
+    if (r.length === 2) {
+      root = mkInner([r[0], r[1]]);
+      owned.add(root);
+    }
+    if (owned.has(this)) {
+      (this as unknown as { root: BNode<V> }).root = root;
+      return this;
+    }
+    const m = new PMap(root);
+    owned.add(m);
+    return m;
   }
 
   delete(k: string): PMap<V> {

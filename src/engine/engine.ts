@@ -22,7 +22,7 @@ import { BugError, LatchkeyError, assert, storeClosed } from '../core/errors.js'
 import { type Sequencer, type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
-import { type Mutation, type Node, applyMutations, emptyRoot, lookup, walkTree } from '../core/tree.js';
+import { type Mutation, type Node, applyMutations, emptyRoot, lookup, putNodeOwned, walkTree } from '../core/tree.js';
 import type { WriteTarget } from '../core/lock-table.js';
 import { WatchRegistry } from '../core/watch-registry.js';
 import type { Storage } from '../storage/storage.js';
@@ -47,13 +47,28 @@ export interface EngineOptions {
   maxCommitBytes?: number;
   /** Background compaction of value files (compaction.ts); false turns it off. */
   compaction?: CompactionOptions | false;
+  /**
+   * false: every plain set makes its own persistent path copy, as other
+   * commits do, instead of joining a burst (`canBurst`); for comparisons and
+   * tests, the observable result is the same.
+   */
+  bursts?: boolean;
 }
 
 export class Engine implements EngineAccess {
   visibleRoot: Node;
   visibleRev: number;
-  private pendingRoot: Node;
+  /** The pending head itself; read through `pendingRoot` except on the burst path. */
+  private pendingHead: Node;
   private pendingRev: number;
+  /**
+   * The open burst's nodes (see `commitBurst`), or undefined when none is
+   * open: nodes made since the burst opened, which only the burst path may
+   * change in place.
+   */
+  private burst: Set<object> | undefined;
+  /** The root the commit hooks last saw (the visible root, or the rebuilt own root of a burst commit). */
+  private hookRoot: Node;
   private readonly pipeline: CommitPipeline;
   readonly maxValueBytes: number;
   readonly maxCommitBytes: number;
@@ -85,7 +100,7 @@ export class Engine implements EngineAccess {
   sessionsOpen = 0;
   /** Readers of older snapshots (transactions), by revision: value compaction waits for them (pinSnapshot). */
   private readonly snapshotPins = new Map<number, number>();
-  readonly counters = { commits: 0, validations: 0, replays: 0, conflicts: 0, txCommits: 0, snapshots: 0, snapshotErrors: 0, compactionCommits: 0 };
+  readonly counters = { commits: 0, validations: 0, replays: 0, conflicts: 0, txCommits: 0, snapshots: 0, snapshotErrors: 0, compactionCommits: 0, burstCommits: 0 };
   /** `transaction()` calls on this store's sessions: runs of fn, re-runs after CONFLICT, and calls that gave up. */
   readonly retryCounters: RetryCounters = newRetryCounters();
   lastSnapshotError: string | undefined;
@@ -96,7 +111,7 @@ export class Engine implements EngineAccess {
 
   constructor(readonly options: EngineOptions = {}) {
     const storage = options.storage;
-    this.visibleRoot = this.pendingRoot = storage?.root ?? emptyRoot();
+    this.visibleRoot = this.pendingHead = this.hookRoot = storage?.root ?? emptyRoot();
     this.visibleRev = this.pendingRev = storage?.revision ?? 0;
     this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
     this.maxCommitBytes = options.maxCommitBytes ?? DEFAULT_MAX_COMMIT_BYTES;
@@ -105,6 +120,8 @@ export class Engine implements EngineAccess {
     }
     this.pipeline = new CommitPipeline(storage?.log, {
       publish: (c) => this.publish(c),
+      publishedAll: () => this.maybeSnapshot(),
+      sealed: () => { this.burst = undefined; },
       failed: (e) => this.failed(e),
       synced: (fsyncMs, commitMs) => { if (this.observers.any) this.observers.emit('synced', fsyncMs, commitMs); },
     }, this.visibleRev);
@@ -156,6 +173,21 @@ export class Engine implements EngineAccess {
     }
   }
 
+  /**
+   * The pending head for everything but the burst path. Reading it ends the
+   * open burst: whoever holds the root may keep it, so no node in it may
+   * change any more.
+   */
+  private get pendingRoot(): Node {
+    this.burst = undefined;
+    return this.pendingHead;
+  }
+
+  private set pendingRoot(root: Node) {
+    this.burst = undefined;
+    this.pendingHead = root;
+  }
+
   onCommit(hook: CommitHook): () => void {
     this.hooks.push(hook);
     return () => {
@@ -178,11 +210,11 @@ export class Engine implements EngineAccess {
    * Resolves with fn's result and the revision it reflects, once durable.
    * (Not async: a write that needs no lock wait costs no extra ticks.)
    */
-  write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
+  write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T, plan?: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
     this.checkWritable();
     const admission = this.admit(session, targets, opts);
-    if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn));
-    return settled(() => this.writeAdmitted(admission, session, opts, fn));
+    if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn, plan));
+    return settled(() => this.writeAdmitted(admission, session, opts, fn, plan));
   }
 
   /**
@@ -198,14 +230,19 @@ export class Engine implements EngineAccess {
     return this.writeAdmitted(admission, session, opts, fn);
   }
 
-  private writeAdmitted<T>(admission: Admission, session: string, opts: WriteOptions, fn: (ws: Workspace) => T): { value: T; rev: number } | Promise<{ value: T; rev: number }> {
+  /**
+   * `plan`, when given, is `fn` as a plan (Workspace.planSet: mutations
+   * checked, the tree left alone), used when the commit can join a burst.
+   */
+  private writeAdmitted<T>(admission: Admission, session: string, opts: WriteOptions, fn: (ws: Workspace) => T, plan?: (ws: Workspace) => T): { value: T; rev: number } | Promise<{ value: T; rev: number }> {
     let ws: Workspace;
     let value: T;
+    const burst = plan !== undefined && this.canBurst();
     try {
       this.checkWritable();
       if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
-      ws = new Workspace(this.pendingRoot, this.pendingRev + 1, this.sequencer, this.maxValueBytes);
-      value = fn(ws);
+      ws = new Workspace(burst ? this.pendingHead : this.pendingRoot, this.pendingRev + 1, this.sequencer, this.maxValueBytes);
+      value = burst ? plan(ws) : fn(ws);
       this.checkCommit(session, ws.mutations);
     } catch (e) {
       admission.done();
@@ -217,9 +254,51 @@ export class Engine implements EngineAccess {
       return this.afterPublished(rev, () => ({ value, rev }));
     }
     const result = { value, rev: ws.rev };
-    const done = this.commit(ws, result);
+    const done = burst ? this.commitBurst(ws, result) : this.commit(ws, result);
     admission.done();
     return done ?? result;
+  }
+
+  /**
+   * Bursts. Plain sets that arrive while the pipeline gathers a group are
+   * applied to one mutable copy of the path they share (`putNodeOwned`)
+   * instead of a persistent path copy each: the nodes made since the burst
+   * opened (`burst`) change in place, so a run of sets under one parent
+   * copies the root, the parent and its B+tree path once. Each set is still
+   * a commit of its own (its revision, its log record, its watch events, its
+   * acknowledgement after the sync covering it). A burst ends (its nodes
+   * become immutable) before anything else can hold a root that contains
+   * them: when the pipeline takes the group for its sync (its commits become
+   * visible only after that), when anything else reads the pending head
+   * (`pendingRoot`), and on a failed sync. Only while a log exists (without
+   * one, commits are visible at once) and no commit hook but the watch
+   * registry's is installed: the registry needs a commit's old root only for
+   * deletes and perms changes, which bursts never carry; a hook installed
+   * while burst commits are in flight gets their own roots rebuilt (`publish`).
+   */
+  private canBurst(): boolean {
+    return this.hooks.length === 1 && this.options.bursts !== false && this.options.storage?.log !== undefined;
+  }
+
+  /** `commit` for a plan of puts (planSet): applied in place to the open burst. */
+  private commitBurst<R>(ws: Workspace, result: R): Promise<R> | undefined {
+    assert(ws.rev === this.pendingRev + 1, `commit at ${ws.rev} over pending ${this.pendingRev}`);
+    this.trackEphemerals(this.pendingHead, ws.mutations);
+    const logged = this.loggedValues(ws.mutations);
+    const owned = (this.burst ??= new Set());
+    let root = this.pendingHead;
+    const muts = logged ?? ws.mutations;
+    assert(ws.plannedSegs.length === muts.length, 'a burst commit without its plan');
+    for (let i = 0; i < muts.length; i++) {
+      const m = muts[i]!;
+      if (m.op !== 'put' || m.path === '/') throw new BugError(`a burst commit holds a ${m.op} of ${m.path}`);
+      root = putNodeOwned(root, ws.plannedSegs[i]!, ws.rev, m.value, m.ephemeralOwner, m.seq, owned);
+    }
+    this.pendingHead = root;
+    this.pendingRev = ws.rev;
+    this.counters.commits++;
+    this.counters.burstCommits++;
+    return this.pipeline.submit(ws.rev, ws.mutations, root, root, logged, result, true);
   }
 
   /**
@@ -309,18 +388,23 @@ export class Engine implements EngineAccess {
    * workspace's copy held the bytes); watchers still get the bytes.
    */
   private valuesToDisk(before: Node, ws: Workspace): { root: Node; logged: readonly Mutation[] | undefined } {
+    const logged = this.loggedValues(ws.mutations);
+    if (logged === undefined) return { root: ws.root, logged: undefined };
+    return { root: applyMutations(before, ws.rev, logged), logged };
+  }
+
+  /** `muts` with each large value stored in a value file and replaced by its ref, or undefined when none is large. */
+  private loggedValues(muts: readonly Mutation[]): Mutation[] | undefined {
     const values = this.options.storage?.values;
-    if (values === undefined) return { root: ws.root, logged: undefined };
+    if (values === undefined) return undefined;
     let logged: Mutation[] | undefined;
-    const muts = ws.mutations;
     for (let i = 0; i < muts.length; i++) {
       const m = muts[i]!;
       if (m.op !== 'put' || !(m.value instanceof Uint8Array) || !values.storesOnDisk(m.value.length)) continue;
       logged ??= muts.slice();
       logged[i] = { ...m, value: values.store(m.value) };
     }
-    if (logged === undefined) return { root: ws.root, logged: undefined };
-    return { root: applyMutations(before, ws.rev, logged), logged };
+    return logged;
   }
 
   pinSnapshot(rev: number): () => void {
@@ -431,15 +515,20 @@ export class Engine implements EngineAccess {
   private publish(c: Published): void {
     this.visibleRoot = c.after;
     this.visibleRev = c.rev;
+    let seen = c;
+    if (c.burst === true && this.hooks.length > 1) {
+      // A hook that needs this commit's own roots was installed while its burst was in flight: rebuild them.
+      seen = { rev: c.rev, mutations: c.mutations, before: this.hookRoot, after: applyMutations(this.hookRoot, c.rev, c.mutations) };
+    }
+    this.hookRoot = seen.after;
     for (const h of this.hooks) {
       try {
-        h(c);
+        h(seen);
       } catch (e) {
         // A hook is a bug if it throws; keep publishing for everyone else.
         queueMicrotask(() => { throw new BugError(`commit hook threw: ${(e as Error).message}`); });
       }
     }
-    this.maybeSnapshot();
   }
 
   private failed(e: LatchkeyError): void {
@@ -447,6 +536,7 @@ export class Engine implements EngineAccess {
     if (this.observers.any) this.observers.emit('readOnly', { reason: e.message });
     this.pendingRoot = this.visibleRoot;
     this.pendingRev = this.visibleRev;
+    this.hookRoot = this.visibleRoot;
   }
 
   /** Keeps the per-session index of ephemeral nodes in step with the pending head. */

@@ -34,6 +34,13 @@ export interface Published {
   readonly mutations: readonly Mutation[];
   readonly before: Node;
   readonly after: Node;
+  /**
+   * A commit of a burst (engine.ts, "Bursts"): its before and after are the
+   * burst's one root as it was when the burst ended, not the commit's own.
+   * The engine rebuilds the commit's own roots before a hook that needs them
+   * sees it.
+   */
+  readonly burst?: boolean;
 }
 
 interface Pending extends Published {
@@ -50,6 +57,10 @@ export interface PipelineHost {
   publish(c: Published): void;
   /** Called once when a sync failed: the store must turn read-only and roll back its pending head. */
   failed(error: LatchkeyError): void;
+  /** Every commit of a group (or one commit without a log) was published: the heads are consistent again. */
+  publishedAll?(): void;
+  /** The pipeline took the commits so far for a sync: none of them may change any more (the engine ends its burst). */
+  sealed?(): void;
   /** A group became durable: its sync's time and each commit's time since submit (observers; may be absent). */
   synced?(fsyncMs: number, commitMs: readonly number[]): void;
 }
@@ -92,15 +103,16 @@ export class CommitPipeline {
    * promise of its own on top). `logged` is what the log records when it
    * differs from what watchers see (values moved to value files are refs there).
    */
-  submit<R>(rev: number, mutations: readonly Mutation[], before: Node, after: Node, logged: readonly Mutation[] | undefined, result: R): Promise<R> | undefined {
+  submit<R>(rev: number, mutations: readonly Mutation[], before: Node, after: Node, logged: readonly Mutation[] | undefined, result: R, burst = false): Promise<R> | undefined {
     if (this.failure) return Promise.reject(this.failure);
     if (this.log === undefined) {
-      this.publishOne({ rev, mutations, before, after });
+      this.publishOne({ rev, mutations, before, after, burst });
+      this.host.publishedAll?.();
       return undefined;
     }
     this.log.append(rev, logged ?? mutations);
     return new Promise<R>((resolve, reject) => {
-      this.group.push({ rev, mutations, before, after, at: performance.now(), result, resolve: resolve as (r: unknown) => void, reject });
+      this.group.push({ rev, mutations, before, after, burst, at: performance.now(), result, resolve: resolve as (r: unknown) => void, reject });
       if (!this.syncing) {
         this.syncing = true;
         void RESOLVED.then(this.startFlush);
@@ -156,6 +168,7 @@ export class CommitPipeline {
       const logWaiters = this.logWaiters;
       this.group = [];
       this.logWaiters = [];
+      this.host.sealed?.();
       const t0 = performance.now();
       try {
         await this.log!.sync();
@@ -170,6 +183,7 @@ export class CommitPipeline {
       this.syncs++;
       this.synced += batch.length;
       for (const c of batch) this.publishOne(c);
+      this.host.publishedAll?.();
       for (const c of batch) c.resolve(c.result);
       if (this.host.synced !== undefined) {
         const t1 = performance.now();

@@ -9,7 +9,7 @@
 import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { WriteTarget } from '../core/lock-table.js';
-import type { AtomicOp } from '../core/ops.js';
+import type { AtomicOp, Workspace } from '../core/ops.js';
 import { EMBEDDED_RETRY, type RetryCounters } from '../util/retry.js';
 import { parsePath } from '../core/path.js';
 import { lookup } from '../core/tree.js';
@@ -72,7 +72,9 @@ export class SessionImpl extends SessionEdge {
   }
 
   protected _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
-    return this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, value, cond)).then(revOf);
+    // A set of any node but the root may join a burst (engine.ts): the same checks, applied by the engine.
+    const plan = path === '/' ? undefined : (ws: Workspace): void => ws.planSet(path, value, cond);
+    return this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, value, cond), plan).then(revOf);
   }
 
   protected async _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string> {

@@ -29,6 +29,7 @@
 import path from 'node:path';
 import { BugError, LatchkeyError } from '../core/errors.js';
 import { type Mutation, type Node, applyMutations, emptyRoot } from '../core/tree.js';
+import { TreeBuilder } from '../core/tree-builder.js';
 import { DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS } from '../core/watch-registry.js';
 import { corrupt, errnoOf, ioError, parseSegmentName, parseSnapshotName } from './format.js';
 import type { Fs } from './fs.js';
@@ -240,6 +241,17 @@ export function replayRecord(root: Node, rev: number, payload: Uint8Array, at: {
   }
 }
 
+/** Applies one decoded commit to `builder`; a commit that does not apply is CORRUPT (the builder is then abandoned). */
+function applyOrCorrupt(builder: TreeBuilder, rev: number, muts: readonly Mutation[], at: { file: string; offset: number }): void {
+  try {
+    builder.apply(rev, muts);
+  } catch (e) {
+    if (!(e instanceof BugError)) throw e;
+    const reason = `the commit does not apply (${e.message})`;
+    throw corrupt(`corrupt write-ahead log ${at.file} at offset ${at.offset} (revision ${rev}): ${reason}`, { ...at, revision: rev, reason });
+  }
+}
+
 export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefMaker, listed?: DirListing): Promise<Recovered> {
   const listing = listed ?? await listDir(fs, dir);
   for (const t of listing.temps) await fs.unlink(path.join(dir, t)).catch((e: unknown) => { if (errnoOf(e) !== 'ENOENT') throw e; });
@@ -271,19 +283,27 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
   // The tail of the log for the watch history window, trimmed as replay goes: a commit is
   // dropped once the newer ones alone reach the window's default bounds (the registry would
   // drop it), so replay does not hold every mutation of the log until the engine starts.
+  // The per-commit sizes live in two number arrays compacted with the history, not in an
+  // object per commit kept to the end.
   const history: RecoveredCommit[] = [];
+  const histEvents: number[] = [];
+  const histBytes: number[] = [];
   let historyHead = 0;
   let keptEvents = 0;
   let keptBytes = 0;
-  const sizes: Array<{ events: number; bytes: number }> = [];
   const locks = new LockImage();
+  // The commits are applied to a transient builder (core/tree-builder.ts), not by path
+  // copies: the tree is frozen once at the end, and in between only when a commit of the
+  // history needs the root before it (one with a delete or a perms change).
+  const builder = new TreeBuilder(root);
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
-    const before = root;
+    const muts = decodeMutations(payload, { ...at, revision: rev }, refs);
     const mutations: Mutation[] = [];
     let needsBefore = false;
     let bytes = 0;
-    root = replayRecord(root, rev, payload, at, (m) => {
-      if (m.op === 'move') return; // watchers are never told of value moves
+    for (let i = 0; i < muts.length; i++) {
+      const m = muts[i]!;
+      if (m.op === 'move') continue; // watchers are never told of value moves
       mutations.push(m);
       bytes += m.path.length;
       if (m.op !== 'put') needsBefore = true;
@@ -291,21 +311,31 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
         bytes += m.value.length;
         if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
       }
-    }, refs);
-    history.push({ rev, mutations, before: needsBefore ? before : undefined });
+    }
+    const before = needsBefore ? builder.root() : undefined;
+    applyOrCorrupt(builder, rev, muts, at);
+    history.push({ rev, mutations, before });
     // at least one event per mutation (a delete counts its subtree in the registry)
-    sizes.push({ events: mutations.length, bytes });
+    histEvents.push(mutations.length);
+    histBytes.push(bytes);
     keptEvents += mutations.length;
     keptBytes += bytes;
     while (history.length - historyHead > 1 && (keptEvents > DEFAULT_HISTORY_EVENTS || keptBytes > DEFAULT_HISTORY_BYTES)) {
-      keptEvents -= sizes[historyHead]!.events;
-      keptBytes -= sizes[historyHead]!.bytes;
+      keptEvents -= histEvents[historyHead]!;
+      keptBytes -= histBytes[historyHead]!;
       history[historyHead] = undefined as unknown as RecoveredCommit;
       historyHead++;
+    }
+    if (historyHead >= 1024 && historyHead * 2 >= history.length) {
+      history.splice(0, historyHead);
+      histEvents.splice(0, historyHead);
+      histBytes.splice(0, historyHead);
+      historyHead = 0;
     }
   }, false, (r, payload, at) => replayLocks(locks, r, payload, at));
   const lostSnapshot = damagedSnapshots.length > 0 ? `; damaged snapshot(s): ${damagedSnapshots.map((d) => d.file).join(', ')}` : '';
   if (walk.problem) throw logCorrupt(walk.problem, lostSnapshot);
+  root = builder.root();
   // A damaged snapshot newer than what the fallback reaches: revisions would be lost.
   const reached = Math.max(snapRev, walk.reach);
   const beyond = damagedSnapshots.find((d) => d.rev > reached);

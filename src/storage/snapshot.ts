@@ -47,6 +47,8 @@ export const BLOCK_HEADER_SIZE = 12;
 const BLOCK_NODES = 1;
 const BLOCK_END = 2;
 const BLOCK_TARGET = 1 << 20;
+/** A snapshot's remaining bytes from which they are read into one buffer when its values are inline (readSnapshot). */
+const WHOLE_MIN = 64 << 20;
 const MAX_BLOCK = 1 << 30;
 const FLAG_OWNER = 1;
 const FLAG_PERMS = 2;
@@ -242,9 +244,16 @@ interface Frame {
   size: number;
 }
 
+/** Node's Buffer#latin1Slice: a flat string straight from the bytes. */
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Buffer, start: number, end: number) => string }).latin1Slice;
+
 class BlockReader {
   pos = 0;
-  constructor(readonly buf: Uint8Array, readonly fail: (why: string) => LatchkeyError) {}
+  /** The same bytes as a Buffer (no copy), for latin1Slice. */
+  readonly nb: Buffer;
+  constructor(readonly buf: Uint8Array, readonly fail: (why: string) => LatchkeyError) {
+    this.nb = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  }
 
   varint(): number {
     let v = 0;
@@ -278,14 +287,12 @@ class BlockReader {
     const start = this.pos;
     this.pos += n;
     if (n <= 64) {
-      let s = '';
+      // An ASCII name straight from the bytes: one flat string of its own
+      // (appending a character at a time made one string per character,
+      // and the map then copied the name again: see PMap.fromSorted's `owned`).
       let ascii = true;
-      for (let i = start; i < start + n; i++) {
-        const c = b[i]!;
-        if (c >= 0x80) { ascii = false; break; }
-        s += String.fromCharCode(c);
-      }
-      if (ascii) return s;
+      for (let i = start; i < start + n; i++) if (b[i]! >= 0x80) { ascii = false; break; }
+      if (ascii) return latin1Slice.call(this.nb, start, start + n);
     }
     try {
       return utf8d.decode(b.subarray(start, start + n));
@@ -293,6 +300,17 @@ class BlockReader {
       throw this.fail('name is not valid UTF-8');
     }
   }
+}
+
+/** Reads `dest.length` bytes at `position` into `dest`; returns the part filled (short at the end of the file). */
+async function readInto(fh: FileHandleLike, dest: Uint8Array, position: number): Promise<Uint8Array> {
+  let got = 0;
+  while (got < dest.length) {
+    const { bytesRead } = await fh.read(dest, got, dest.length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got === dest.length ? dest : dest.subarray(0, got);
 }
 
 export interface LoadedSnapshot {
@@ -309,7 +327,7 @@ export interface LoadedSnapshot {
  * truncation, structure) is a LatchkeyError CORRUPT naming the file and the
  * offset of the damaged block.
  */
-export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker): Promise<LoadedSnapshot> {
+export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker, wholeMin = WHOLE_MIN): Promise<LoadedSnapshot> {
   let fh: FileHandleLike;
   try {
     fh = await fs.open(file, 'read');
@@ -334,6 +352,10 @@ export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker): Promi
     let ephemerals = 0;
     const stack: Frame[] = [];
     let root: Node | undefined;
+    /** The rest of the file, once read into one buffer (see below), and the file offset it starts at. */
+    let rest: Uint8Array | undefined;
+    let restAt = 0;
+    let inlineBytes = 0;
     let ended = false;
     while (!ended) {
       const bh = await readAt(fh, BLOCK_HEADER_SIZE, pos);
@@ -343,7 +365,7 @@ export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker): Promi
       const len = bdv.getUint32(4, true);
       if ((type !== BLOCK_NODES && type !== BLOCK_END) || len > MAX_BLOCK) throw bad(pos, 'bad block header');
       if (pos + BLOCK_HEADER_SIZE + len > size) throw bad(pos, 'truncated block');
-      const body = await readAt(fh, len, pos + BLOCK_HEADER_SIZE);
+      const body = rest === undefined ? await readAt(fh, len, pos + BLOCK_HEADER_SIZE) : await readInto(fh, rest.subarray(pos + BLOCK_HEADER_SIZE - restAt, pos + BLOCK_HEADER_SIZE - restAt + len), pos + BLOCK_HEADER_SIZE);
       if (body.length < len) throw bad(pos, 'truncated block');
       let c = crc32c(bh, 0, 0, 8);
       c = crc32c(body, c);
@@ -379,6 +401,7 @@ export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker): Promi
           value = refs.ref(vf, vo, vl, r.varint());
         } else {
           value = r.bytes();
+          inlineBytes += value.length;
         }
         const owner = flags & FLAG_OWNER ? r.string() : undefined;
         if (owner !== undefined) ephemerals++;
@@ -419,12 +442,24 @@ export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker): Promi
           if (up.names.length < up.expected) break;
           stack.pop();
           node = mkNode(up.value, up.createRev, up.modRev, up.version, up.childrenRev,
-            PMap.fromSorted(up.names, up.nodes), up.owner, up.seq, up.size, up.perms);
+            PMap.fromSorted(up.names, up.nodes, true), up.owner, up.seq, up.size, up.perms);
           nodeName = up.name;
           nodeSize = up.size;
         }
       }
       pos += BLOCK_HEADER_SIZE + len;
+      if (rest === undefined && inlineBytes * 2 >= len && size - pos >= wholeMin) {
+        // Values of the nodes are views into the blocks, so the blocks stay
+        // allocated; allocating them one by one grows V8's external memory a
+        // megabyte at a time, and every 64 MiB of that growth starts a full
+        // mark of the heap (V8's external memory pressure), whose size grows
+        // with the nodes loaded: at 10,000,000 nodes of 100-byte values, 22
+        // mark-compacts of up to 2.3 GB. The rest of a file whose first block
+        // is mostly inline values is read into one buffer allocated at once.
+        rest = new Uint8Array(size - pos);
+        restAt = pos;
+      }
+      inlineBytes = 0;
     }
     if (pos !== size) throw bad(pos, 'data after the end block');
     return { root: root!, revision: rev, nodes, bytes: size, ephemerals };

@@ -20,6 +20,8 @@
  *                                 afterwards and is answered SESSION_EXPIRED (new session, ephemeral gone)
  *   node etcd-serve.js moved      a cut link with the front-end alive: the client resumes on B; A, once its TCP
  *                                 lease for the cut connection is over, does not end the session (no revoke)
+ *   node etcd-serve.js hung      a client's front-end is stopped (SIGSTOP, socket open): never two holders of its
+ *                                 lock (the client resumes on B in time, or its lock aborts before the waiter's grant)
  *   node etcd-serve.js client-dies a client process holding a lock through front-end A, and A, are both
  *                                 SIGKILLed: a waiter on front-end B gets the lock with ownerDied and a
  *                                 higher fencing token, once the lease expired (not before)
@@ -330,6 +332,54 @@ async function movedTest(): Promise<void> {
   }
 }
 
+/**
+ * A hung front-end: A is stopped (SIGSTOP), its socket open, so nothing
+ * closes the client's link and A no longer keeps the session's etcd lease
+ * alive. The lock must never have two holders: either the client resumes on
+ * B in time (B keeps the lease; the waiter gets the lock only at the
+ * release) or its lock's signal aborts before the waiter's grant. Before
+ * the client bounded a resumable link's silence by its resume window, it
+ * trusted the lock for its whole TCP lease (0.73 x 10 s), past the 4 s etcd
+ * lease: the waiter got the lock while the client still held it.
+ */
+async function hungTest(): Promise<void> {
+  const prefix = `/lk-serve-hg-${randomBytes(4).toString('hex')}`;
+  // The short lease (4 s) is the case: the client's TCP lease (0.73 x 10 s) outlasts it.
+  const a = await frontEnd(prefix, [], TTL_S);
+  const b = await frontEnd(prefix, [], TTL_S);
+  const client = await connect(`tcp://${hostOf(a.url)},${hostOf(b.url)}`, { name: 'hung-client', minBackoffMs: 20, maxBackoffMs: 200 });
+  const waiter = await connect(b.url, { name: 'waiter' });
+  try {
+    const id = client.id;
+    const lock = await client.lock('/jobs/h');
+    let abortedAt: number | undefined;
+    lock.signal.addEventListener('abort', () => { abortedAt = performance.now(); });
+    let grantedAt: number | undefined;
+    const waiting = waiter.lock('/jobs/h').then((l) => { grantedAt = performance.now(); return l; });
+    const stoppedAt = performance.now();
+    a.proc.kill('SIGSTOP');
+    // Past the etcd lease A stopped keeping alive, plus slack for the election of a new holder.
+    while (performance.now() - stoppedAt < (TTL_S + 3) * 1000 && grantedAt === undefined) await sleep(100);
+    const resumed = welcomeOf(client).resumed === true && client.id === id;
+    if (grantedAt === undefined) {
+      check(resumed && !lock.signal.aborted, `${TTL_S + 3} s after A was stopped the client resumed session ${id} on B and still holds /jobs/h; the waiter waits`);
+      await lock.release();
+      const got = await waiting;
+      check(!got.ownerDied && grantedAt !== undefined, 'the release handed the lock to the waiter, ownerDied false');
+      await got.release();
+    } else {
+      check(abortedAt !== undefined && abortedAt < grantedAt, `the waiter got /jobs/h ${Math.round(grantedAt - stoppedAt)} ms after A was stopped, and the client's lock had aborted before (${abortedAt === undefined ? 'never' : `${Math.round(abortedAt - stoppedAt)} ms`}): never two holders`);
+      await (await waiting).release();
+    }
+  } finally {
+    a.proc.kill('SIGCONT');
+    await client.close();
+    await waiter.close();
+    a.proc.kill('SIGKILL');
+    await stop(b);
+  }
+}
+
 /** A client process: connects to URL, takes the lock, prints `locked TOKEN`, then waits to be killed. */
 const HOLDER = `
 const { connect } = await import(process.argv[1]);
@@ -467,7 +517,7 @@ async function xenstoreTest(): Promise<void> {
   }
 }
 
-const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, moved: movedTest, 'client-dies': clientDiesTest, xenstore: xenstoreTest };
+const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, moved: movedTest, hung: hungTest, 'client-dies': clientDiesTest, xenstore: xenstoreTest };
 const which = process.argv[2] ?? '';
 const run = scenarios[which];
 if (run === undefined || endpoints === '') {

@@ -52,7 +52,7 @@ failed=()
 echo "=== etcd: contract suites"
 timeout 900 node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
 echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, XenStore socket, front-end SIGKILLed: session resumed; clients back too late; client and front-end SIGKILLed)"
-for scenario in cli xenstore failover late moved client-dies; do
+for scenario in cli xenstore failover late moved hung client-dies; do
   timeout 300 node build/test/integration/etcd-serve.js "$scenario" || failed+=("serve-$scenario")
 done
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.

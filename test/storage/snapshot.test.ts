@@ -206,3 +206,31 @@ test('snapshot: the fallback reads and verifies the log it needs (damage there i
   await assert.rejects(openStorage(dir, { segmentBytes: 4096 }), (e: unknown) =>
     LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === victim && e.message.includes(snaps[1]!));
 });
+
+test('snapshot: a file of inline values read into one buffer after its first block loads the same tree, and damage in any later block is still CORRUPT', { timeout: 300_000 }, async () => {
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const ws = new Workspace(emptyRoot(), 1);
+  // About 3 MiB: several 1 MiB blocks, values inline (the first block is mostly values).
+  for (let d = 0; d < 30; d++) for (let i = 0; i < 1000; i++) ws.set(`/d${d}/n${String(i).padStart(15, '0')}`, enc(`${d}.${i}`.padEnd(100, 'x')));
+  const w = await writeSnapshot(realFs, dir, ws.root, 1);
+  const size = (await stat(w.file)).size;
+  assert.ok(size > 3 * 1024 * 1024);
+  const blocks = await readSnapshot(realFs, w.file);
+  const whole = await readSnapshot(realFs, w.file, undefined, 0);
+  assert.deepEqual(dump(whole.root), dump(ws.root));
+  assert.deepEqual(dump(whole.root), dump(blocks.root));
+  // The values of the later blocks are views of one buffer, not of one per block.
+  const a = whole.root.children.get('d29')!.children.get('n000000000000999')!.value as Uint8Array;
+  const b = whole.root.children.get('d20')!.children.get('n000000000000000')!.value as Uint8Array;
+  assert.equal(a.buffer, b.buffer);
+  assert.ok(a.buffer.byteLength > 2 * 1024 * 1024);
+  const original = await readFile(w.file);
+  for (const off of [Math.floor(size / 2), size - 40, size - 5]) {
+    await flipBit(w.file, off, 3);
+    await assert.rejects(readSnapshot(realFs, w.file, undefined, 0), (e: unknown) => LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === w.file, `flip at ${off}`);
+    await writeFile(w.file, original);
+  }
+  await truncate(w.file, size - 100);
+  await assert.rejects(readSnapshot(realFs, w.file, undefined, 0), (e: unknown) => LatchkeyError.is(e, 'CORRUPT'));
+});
