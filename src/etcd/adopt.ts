@@ -152,7 +152,7 @@ export async function adoptLease(backend: EtcdBackend, id: string, secret: strin
   for (const k of [...q.keys(), ...h.keys()]) {
     if (k.startsWith(`${id}.`)) counter = Math.max(counter, Number(k.slice(id.length + 1)) || 0);
   }
-  return { lease: new KeptLease(backend.client, id, granted), ttl: granted, goodUntil: asked + remaining * 1000, counter, tag, name: rec.n };
+  return { lease: new KeptLease(backend.leaseClient, id, granted), ttl: granted, goodUntil: asked + remaining * 1000, counter, tag, name: rec.n };
 }
 
 /** Step 4: the session's held locks the client claims, by handle; every other request of the session is withdrawn. */

@@ -13,19 +13,29 @@
  * when an answer differs.
  */
 import { randomBytes } from 'node:crypto';
-import { ConsecutiveBreaker, circuitBreaker, handleWhen } from 'cockatiel';
-import { Etcd3, GRPCDeadlineExceededError, isRecoverableError } from 'etcd3';
+import { Etcd3 } from 'etcd3';
 import type { WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import type { Workspace } from '../core/ops.js';
 import type { Node } from '../core/tree.js';
 import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 import { PlanBuilder, type TxnPlan } from './commit.js';
+import { CallDeadlineError, MemberHealth } from './faults.js';
 import { Keys } from './keys.js';
 import { Mirror } from './mirror.js';
 
-/** How long one etcd call may take before its outcome counts as unknown. */
+/** How long one etcd call may take before its outcome counts as unknown: 3 s, or a third of a longer lease. */
 const CALL_TIMEOUT_MS = 3000;
+/** How long a member taken out of rotation stays out (faults.ts). */
+const MEMBER_OUT_MS = 5000;
+/**
+ * Deadline misses in a row that take a member out: one, as a stopped member
+ * (SIGSTOP, a partition) must cost one deadline, not one per call; under an
+ * overload that slows every member, the last member is never out (faults.ts).
+ */
+const DEADLINE_MISSES = 1;
+/** Sends of one Txn whose calls outlived their deadline (send()). */
+const SEND_ATTEMPTS = 3;
 
 export interface EtcdOptions {
   /** host:port of each member. */
@@ -34,6 +44,8 @@ export interface EtcdOptions {
   prefix?: string;
   /** Session lease TTL in seconds (default 10). */
   ttlSeconds?: number;
+  /** Per-call deadline, ms (default 3 s, or a third of a longer lease). */
+  callTimeoutMs?: number;
   /** etcd's request size limit (default 1.5 MiB): values up to 1 MiB fit. */
   maxValueBytes?: number;
 }
@@ -43,7 +55,7 @@ export interface CommitOutcome<T> {
   value: T;
 }
 
-/** Parses etcd://host:port,host:port/?prefix=/p&ttl=10. */
+/** Parses etcd://host:port,host:port/?prefix=/p&ttl=10&timeout=3000. */
 export function parseEtcdUrl(url: string): EtcdOptions {
   const m = /^etcd:\/\/([^/?]+)\/?(\?.*)?$/.exec(url);
   if (m === null) throw new LatchkeyError('INVALID_ARGUMENT', `not an etcd URL: ${url} (etcd://host:port[,host:port…]/?prefix=/latchkey)`);
@@ -61,6 +73,12 @@ export function parseEtcdUrl(url: string): EtcdOptions {
     const n = Number(ttl);
     if (!Number.isInteger(n) || n < 2) throw new LatchkeyError('INVALID_ARGUMENT', `etcd ttl must be an integer ≥ 2 seconds: ${ttl}`);
     o.ttlSeconds = n;
+  }
+  const timeout = q.get('timeout');
+  if (timeout !== null) {
+    const n = Number(timeout);
+    if (!Number.isInteger(n) || n < 100) throw new LatchkeyError('INVALID_ARGUMENT', `etcd timeout must be an integer ≥ 100 (ms per call): ${timeout}`);
+    o.callTimeoutMs = n;
   }
   return o;
 }
@@ -89,30 +107,44 @@ export class EtcdBackend {
   sessionsOpen = 0;
   readonly retryCounters: RetryCounters = newRetryCounters();
 
+  /** The session leases' client: grants, keep-alives, revokes (see newClient). */
+  readonly leaseClient: Etcd3;
+  /** Each client's member records (faults.ts), for stats. */
+  readonly healths: MemberHealth[] = [];
+  readonly callTimeoutMs: number;
+
   constructor(readonly options: EtcdOptions) {
+    this.ttlSeconds = options.ttlSeconds ?? 10;
+    this.callTimeoutMs = options.callTimeoutMs ?? Math.max(CALL_TIMEOUT_MS, Math.round((this.ttlSeconds * 1000) / 3));
     this.client = this.newClient();
+    this.leaseClient = this.newClient(true);
     this.keys = new Keys(options.prefix ?? '/latchkey');
     this.mirror = new Mirror(this.client, this.keys, () => this.newClient());
-    this.ttlSeconds = options.ttlSeconds ?? 10;
     this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
   }
 
-  private newClient(): Etcd3 {
+  /**
+   * A client of the cluster. `own`: on connections of its own (grpc-js
+   * otherwise shares one HTTP/2 connection per member among every client
+   * with the same options), for the session leases, whose keep-alives must
+   * not share a connection, a member's fault record or etcd3's resets of a
+   * member's connections (on any failed call) with the store's calls.
+   */
+  private newClient(own = false): Etcd3 {
+    const health = new MemberHealth({ outMs: MEMBER_OUT_MS, deadlineMisses: DEADLINE_MISSES });
+    this.healths.push(health);
+    const callTimeoutMs = this.callTimeoutMs;
     return new Etcd3({
       hosts: this.options.endpoints.map((h) => `http://${h}`),
       dialTimeout: 3000,
       // A member that stops answering (SIGSTOP, a partition) must not hold a call forever: unary calls
       // time out (their outcome is then unknown: CONNECTION_LOST), and gRPC pings find a dead stream.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
       // Pings only while a call is open (etcd answers pings on idle connections with GOAWAY too_many_pings).
-      grpcOptions: { 'grpc.keepalive_time_ms': 5000, 'grpc.keepalive_timeout_ms': 2000 },
-      // One failure (unreachable, or a call that timed out) takes a member out of the rotation for 10 s;
-      // etcd3's default needs three, and a timed-out call is not one of them.
-      faultHandling: {
-        host: () => circuitBreaker(handleWhen((e) => isRecoverableError(e) || e instanceof GRPCDeadlineExceededError), {
-          halfOpenAfter: 10_000, breaker: new ConsecutiveBreaker(1),
-        }),
-      },
+      grpcOptions: { 'grpc.keepalive_time_ms': 5000, 'grpc.keepalive_timeout_ms': 2000, ...(own ? { 'grpc.use_local_subchannel_pool': 1 } : {}) },
+      // A refused connection or a missed deadline takes a member out for a while, but never the last member
+      // (faults.ts); etcd3's default needs three failures and ignores deadlines.
+      faultHandling: { host: (h) => health.policy(h) },
     });
   }
 
@@ -121,6 +153,7 @@ export class EtcdBackend {
       await this.mirror.start();
     } catch (e) {
       this.client.close();
+      this.leaseClient.close();
       throw etcdError(e);
     }
   }
@@ -186,15 +219,21 @@ export class EtcdBackend {
     const id = randomBytes(9).toString('base64');
     const success = plan.success.map((op) => (op.request_put?.key?.toString() === this.mirror.revKey ? { request_put: { key: op.request_put.key, value: Buffer.from(id) } } : op));
     let res;
-    try {
-      res = await this.client.kv.txn({ compare: plan.compare, success, failure: [] });
-    } catch (e) {
-      const seen = await this.barrier().then(() => this.mirror.commits.get(id), () => undefined);
-      if (seen !== undefined) {
-        this.commits++;
-        return seen;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        res = await this.client.kv.txn({ compare: plan.compare, success, failure: [] });
+        break;
+      } catch (e) {
+        const seen = await this.barrier().then(() => this.mirror.commits.get(id), () => undefined);
+        if (seen !== undefined) {
+          this.commits++;
+          return seen;
+        }
+        // A call that outlived its deadline may still apply: sent again with the same id, it either applies
+        // (the first never will: every key it writes is compared, or the write is idempotent) or fails its
+        // compares because the first did, which the id tells. Twice more at most; then its outcome is unknown.
+        if (!(e instanceof CallDeadlineError) || attempt >= SEND_ATTEMPTS || this.closed) throw etcdError(e);
       }
-      throw etcdError(e);
     }
     const rev = Number(res.header.revision);
     await this.catchUp(rev);
@@ -237,5 +276,6 @@ export class EtcdBackend {
     this.closed = true;
     await this.mirror.close();
     this.client.close();
+    this.leaseClient.close();
   }
 }

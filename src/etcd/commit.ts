@@ -14,7 +14,8 @@
  *  - the caller's extra compares (locks: the lock keys a write was checked
  *    against).
  * The success branch writes the diff between snapshot and workspace: one put
- * or delete per changed node key, one put per changed children record, and
+ * or delete per changed node key, one put per changed children record, one
+ * per changed permissions key (P/p/PATH, XenStore's), and
  * the revision key P/r (so readers can find the newest revision of the
  * store with one range). etcd refuses a Txn touching a key twice; a diff
  * touches each key once by construction.
@@ -38,6 +39,12 @@ const b = (s: string): Buffer => Buffer.from(s);
 
 function nodeAt(root: Node, path: string): Node | undefined {
   return lookup(root, parsePath(path));
+}
+
+function samePerms(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  if (a === b) return true;
+  if (a === undefined || b === undefined || a.length !== b.length) return false;
+  return a.every((x, i) => x === b[i]);
 }
 
 export class PlanBuilder {
@@ -71,6 +78,12 @@ export class PlanBuilder {
       const child = n.children.get(name);
       if (child?.ephemeralOwner !== undefined) this.node(path === '/' ? '/' + name : path + '/' + name);
     }
+  }
+
+  /** The directory is the node it was in the snapshot (not deleted, not deleted and made again). */
+  private sameDir(path: string, n: Node): void {
+    const nk = this.keys.node(path);
+    if (!this.compares.has(nk)) this.compares.set('create:' + nk, { key: b(nk), target: 'Create', result: 'Equal', create_revision: n.createRev });
   }
 
   extra(key: string, c: ICompare): void {
@@ -120,8 +133,11 @@ export class PlanBuilder {
       const k = this.keys.node(p);
       if (after === undefined) {
         if (before === undefined) continue;
+        // A child created under it since the snapshot would be left without a parent: its children record must not have moved.
+        this.children(p);
         this.del(k);
         this.del(this.keys.children(p));
+        if (before.perms !== undefined) this.del(this.keys.perms(p));
         if (p !== '/') dirs.add(parentOf(p));
       } else if (after.modRev === ws.rev || before === undefined) {
         const lease = after.ephemeralOwner === undefined ? '0' : leaseOf(after.ephemeralOwner);
@@ -133,15 +149,32 @@ export class PlanBuilder {
           this.put(this.keys.children(p), b('{"seq":0}'), '0');
           if (p !== '/') dirs.add(parentOf(p));
         }
+        // XenStore permissions: their own key, with the node's lease (an expired ephemeral takes them along).
+        if (!samePerms(before?.perms, after.perms)) {
+          if (after.perms !== undefined) this.put(this.keys.perms(p), b(JSON.stringify(after.perms)), lease);
+          else if (before?.perms !== undefined) this.del(this.keys.perms(p));
+        }
       }
     }
     for (const d of dirs) {
       const after = nodeAt(ws.root, d);
       if (after === undefined) continue; // deleted with its parent
+      const before = nodeAt(this.base, d);
+      if (before !== undefined && d !== '/' && after.seq === before.seq && !this.written.has(this.keys.children(d))) {
+        // Children added or removed by name, the counter unchanged: the record's value is not ours to set, only
+        // its mod_revision to move (ignore_value keeps whatever a concurrent commit wrote). Such commits under one
+        // directory do not exclude each other: each child's own compare (absent, or its mod_revision) and the
+        // directory's create_revision are what they depend on. Without this, N writers creating children of one
+        // directory (300 VMs under /local/domain) serialise on its record: O(N²) failed Txns under load.
+        this.sameDir(d, before);
+        this.ops.push({ request_put: { key: b(this.keys.children(d)), ignore_value: true } });
+        this.written.add(this.keys.children(d));
+        continue;
+      }
       this.children(d);
       if (!this.written.has(this.keys.children(d))) this.put(this.keys.children(d), b(JSON.stringify({ seq: after.seq })), '0');
       else this.replaceChildren(d, after.seq);
-      if (nodeAt(this.base, d) !== undefined) this.node(d);
+      if (before !== undefined) this.node(d);
     }
   }
 

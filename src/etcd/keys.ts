@@ -17,8 +17,11 @@
  *   P/d/PATH       an owner-died taint, until markConsistent / resetLock.
  *   P/u/PATH       an unrecoverable mark, until resetLock.
  *   P/s/ID         a session's record (its name), with its lease.
+ *   P/p/PATH       a node's XenStore permissions (JSON array of strings),
+ *                  only when it has some; written and deleted with the node,
+ *                  with its lease.
  */
-export type KeyKind = 'n' | 'c' | 'q' | 'h' | 'd' | 'u' | 's';
+export type KeyKind = 'n' | 'c' | 'q' | 'h' | 'd' | 'u' | 's' | 'p';
 
 export class Keys {
   readonly root: string;
@@ -34,8 +37,12 @@ export class Keys {
     return `${this.root}/c${path}`;
   }
 
+  perms(path: string): string {
+    return `${this.root}/p${path}`;
+  }
+
   of(kind: KeyKind, rest: string): string {
-    return `${this.root}/${kind}${kind === 'n' || kind === 'c' || kind === 'd' || kind === 'u' ? '' : '/'}${rest}`;
+    return `${this.root}/${kind}${kind === 'n' || kind === 'c' || kind === 'd' || kind === 'u' || kind === 'p' ? '' : '/'}${rest}`;
   }
 
   /** The whole store: [P/, P0). */
@@ -56,7 +63,7 @@ export class Keys {
     const tail = key.slice(this.root.length + 2);
     switch (kind) {
       case 'n': return { kind, rest: tail.slice(4) };
-      case 'c': case 'd': case 'u': return { kind, rest: tail };
+      case 'c': case 'd': case 'u': case 'p': return { kind, rest: tail };
       case 'q': case 'h': case 's': return { kind, rest: tail.slice(1) };
       default: return undefined;
     }

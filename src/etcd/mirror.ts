@@ -88,7 +88,7 @@ export class Mirror {
   flat: Record<'q' | 'h' | 'd' | 'u' | 's', Flat> = { q: new Map(), h: new Map(), d: new Map(), u: new Map(), s: new Map() };
   private watcher: Watcher | undefined;
   private waiters: Array<{ rev: number; resolve: () => void }> = [];
-  private listeners = new Set<(changes: readonly Change[], rev: number) => void>();
+  private listeners = new Set<(changes: readonly Change[], rev: number, before: Node, after: Node) => void>();
   private closed = false;
   /** Commit ids (the revision key's values) seen lately, with their revisions; see EtcdBackend.send. */
   readonly commits = new Map<string, number>();
@@ -119,11 +119,12 @@ export class Mirror {
     for (const r of kvs) {
       const p = this.keys.parse(r.key);
       if (p?.kind === 'c') root = this.putChildren(root, p.rest, r);
+      else if (p?.kind === 'p') root = this.putPerms(root, p.rest, r.value);
     }
     const flat = { q: new Map<string, Rec>(), h: new Map<string, Rec>(), d: new Map<string, Rec>(), u: new Map<string, Rec>(), s: new Map<string, Rec>() };
     for (const r of kvs) {
       const p = this.keys.parse(r.key);
-      if (p !== undefined && p.kind !== 'n' && p.kind !== 'c') flat[p.kind].set(p.rest, r);
+      if (p !== undefined && p.kind !== 'n' && p.kind !== 'c' && p.kind !== 'p') flat[p.kind].set(p.rest, r);
     }
     this.root = root;
     this.flat = flat;
@@ -198,6 +199,7 @@ export class Mirror {
   private apply(events: ReadonlyArray<{ type: 'put' | 'delete'; kv: IKeyValue }>, rev: number): void {
     if (rev <= this.rev) return; // already in a reload
     const changes: Change[] = [];
+    const before = this.root;
     let root = this.root;
     let flat: typeof this.flat | undefined;
     const parsed = events.map((e) => ({ e, p: this.keys.parse(e.kv.key.toString()) }));
@@ -228,7 +230,10 @@ export class Mirror {
     }
     for (const { e, p } of parsed) {
       if (p?.kind === 'c' && e.type === 'put') root = this.putChildren(root, p.rest, toRec(e.kv));
-      else if (p !== undefined && p.kind !== 'n' && p.kind !== 'c') {
+      else if (p?.kind === 'p') {
+        root = this.putPerms(root, p.rest, e.type === 'put' ? e.kv.value : undefined);
+        changes.push({ type: e.type, kind: 'p', rest: p.rest, rev, value: e.kv.value });
+      } else if (p !== undefined && p.kind !== 'n' && p.kind !== 'c') {
         flat ??= { q: new Map(this.flat.q), h: new Map(this.flat.h), d: new Map(this.flat.d), u: new Map(this.flat.u), s: new Map(this.flat.s) };
         const m = flat[p.kind] as Map<string, Rec>;
         if (e.type === 'put') m.set(p.rest, toRec(e.kv));
@@ -239,7 +244,7 @@ export class Mirror {
     this.root = root;
     if (flat !== undefined) this.flat = flat;
     this.rev = rev;
-    for (const l of this.listeners) l(changes, rev);
+    for (const l of this.listeners) l(changes, rev, before, root);
     this.wake();
   }
 
@@ -252,11 +257,30 @@ export class Mirror {
     const owner = leaseOwner(r.lease);
     const version = r.version;
     if (segs.length === 0) {
-      return mkNode(r.value, r.createRev, r.modRev, version, root.childrenRev, root.children, undefined, root.seq, root.size, undefined);
+      return mkNode(r.value, r.createRev, r.modRev, version, root.childrenRev, root.children, undefined, root.seq, root.size, root.perms);
     }
-    return withChild(root, segs, (old) => old === undefined
-      ? mkNode(new Uint8Array(r.value), r.createRev, r.modRev, version, r.createRev, PMap.empty(), owner, 0, 1, undefined)
-      : mkNode(new Uint8Array(r.value), r.createRev, r.modRev, version, old.childrenRev, old.children, owner, old.seq, old.size, undefined));
+    // A put keeps the node's permissions (their own key, P/p/PATH, sets them); a new node has none until it comes.
+    return withChild(root, segs, (old) => old === undefined || old.createRev !== r.createRev
+      ? mkNode(new Uint8Array(r.value), r.createRev, r.modRev, version, old?.childrenRev ?? r.createRev, old?.children ?? PMap.empty(), owner, old?.seq ?? 0, old?.size ?? 1, undefined)
+      : mkNode(new Uint8Array(r.value), r.createRev, r.modRev, version, old.childrenRev, old.children, owner, old.seq, old.size, old.perms));
+  }
+
+  /** Sets (undefined: clears) a node's XenStore permissions from its P/p/PATH value; nothing if the node is gone. */
+  private putPerms(root: Node, path: string, value: Uint8Array | undefined): Node {
+    let perms: readonly string[] | undefined;
+    if (value !== undefined) {
+      try {
+        const v = JSON.parse(Buffer.from(value).toString()) as unknown;
+        perms = Array.isArray(v) && v.every((x) => typeof x === 'string') ? Object.freeze([...v as string[]]) : undefined;
+      } catch {
+        perms = undefined; // a record we cannot read: no explicit permissions
+      }
+    }
+    const set = (n: Node): Node => mkNode(n.value, n.createRev, n.modRev, n.version, n.childrenRev, n.children, n.ephemeralOwner, n.seq, n.size, perms);
+    const segs = segsOf(path);
+    if (segs.length === 0) return set(root);
+    if (lookup(root, segs) === undefined) return root;
+    return withChild(root, segs, (old) => (old === undefined ? undefined : set(old)));
   }
 
   private putChildren(root: Node, path: string, r: Rec): Node {
@@ -293,7 +317,7 @@ export class Mirror {
   }
 
   /** Listens to every applied revision; returns the unsubscribe function. */
-  listen(fn: (changes: readonly Change[], rev: number) => void): () => void {
+  listen(fn: (changes: readonly Change[], rev: number, before: Node, after: Node) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   }

@@ -83,7 +83,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     backend.sessionsOpen++;
     setMaxListeners(0, this.endController.signal); // every lock and waiter of the session listens to its end
     const ttl = adopted?.ttl ?? backend.ttlSeconds;
-    this.lease = adopted?.lease ?? backend.client.lease(ttl);
+    this.lease = adopted?.lease ?? backend.leaseClient.lease(ttl);
     this.counter = adopted?.counter ?? 0;
     this.tag = adopted?.tag ?? randomBytes(9).toString('base64');
     const marginMs = Math.max(500, (ttl * 1000) / 4);

@@ -13,6 +13,7 @@ import { EtcdBackend, type EtcdOptions, parseEtcdUrl } from './backend.js';
 import { Locks } from './locks.js';
 import { type AdoptedLease, EtcdSession } from './session.js';
 import { EtcdWatch } from './watch.js';
+import { xenstoreAccess } from './xenstore.js';
 
 export class EtcdStore extends EtcdSession implements Store {
   private readonly sessions = new Set<EtcdSession>();
@@ -47,6 +48,14 @@ export class EtcdStore extends EtcdSession implements Store {
     sessions.add(s);
     return s;
   }
+
+  /** What the XenStore adapter serves this store through (xenstore.ts; `latchkey serve --backend etcd --xenstore-socket`). */
+  get xenstoreEngine(): ReturnType<typeof xenstoreAccess> {
+    this.xsAccess ??= xenstoreAccess(this.backend, this.lockService);
+    return this.xsAccess;
+  }
+
+  private xsAccess: ReturnType<typeof xenstoreAccess> | undefined;
 
   /**
    * Resumes a session another front-end served (adopt.ts): takes its live

@@ -97,52 +97,61 @@ export class EtcdTransaction extends TxStateTransaction {
   }
 
   private async run(options: WriteOptions): Promise<CommitResult> {
-    const backend = this.backend;
     await this.owner.ready();
-    const writes = this.tx.record.flatMap((r) => (r.kind === 'write' ? [r.op] : []));
-    const targets = writeTargets(writes);
-    const fence = options.fence === undefined ? undefined : typeof options.fence === 'number' ? options.fence : options.fence.token;
-    let base = this.tx.snapshot;
-    let baseRev = this.tx.snapshotRev;
-    let ws = this.tx.ws;
-    let replayed = false;
-    for (;;) {
-      backend.checkOpen();
-      if (options.signal?.aborted) throw new LatchkeyError('ABORTED', 'commit aborted', { cause: options.signal.reason });
-      const plan = new PlanBuilder(backend.keys, base);
-      plan.record(this.tx.record);
-      plan.diff(ws, (o) => o);
-      // Lock admission is judged on the mirror's head, whose queue the compares then pin.
-      const blocker = this.locks.admitWrite(this.owner.id, targets, plan, backend.mirror.rev, fence);
-      if (blocker !== undefined) {
-        if (options.wait === false) throw new LatchkeyError('LOCKED', `${blocker.path} is locked by session ${blocker.session}`, { path: blocker.path });
-        await this.locks.nextChange(options.signal ?? new AbortController().signal);
-      } else if (!plan.empty()) {
-        const rev = await backend.send(plan.build(backend.mirror.revKey));
-        if (rev !== undefined) return { revision: rev, replayed };
-      } else {
-        return { revision: baseRev, replayed };
-      }
-      // Something read moved (or a lock went away): replay on the head.
-      backend.validations++;
-      const head = backend.mirror.root;
-      const headRev = backend.mirror.rev;
-      const again = replayAt(this.tx.record, head, headRev + 1, backend.maxValueBytes);
-      if (!again.ok) {
-        backend.conflicts++;
-        throw new LatchkeyError('CONFLICT', `transaction conflicts at ${again.path}: a value it read or wrote changed`, { path: again.path, info: { index: again.index } });
-      }
-      if (again.replayed) {
-        replayed = true;
-        backend.replays++;
-      }
-      base = head;
-      baseRev = headRev;
-      ws = again.ws;
-    }
+    return commitTxState(this.backend, this.locks, this.owner.id, this.tx, options);
   }
 
   async abort(): Promise<void> {
     this.end('aborted', 'aborted by the caller');
+  }
+}
+
+/**
+ * Commits a transaction's state (its snapshot, record and workspace): one Txn
+ * whose compares cover what it read; on failure, replay on the new head and
+ * again; CONFLICT only when an answer differs. Used by EtcdTransaction and by
+ * the XenStore adapter's transactions (xenstore.ts).
+ */
+export async function commitTxState(backend: EtcdBackend, locks: Locks, session: string, tx: TxState, options: WriteOptions): Promise<CommitResult> {
+  const writes = tx.record.flatMap((r) => (r.kind === 'write' ? [r.op] : []));
+  const targets = writeTargets(writes);
+  const fence = options.fence === undefined ? undefined : typeof options.fence === 'number' ? options.fence : options.fence.token;
+  let base = tx.snapshot;
+  let baseRev = tx.snapshotRev;
+  let ws = tx.ws;
+  let replayed = false;
+  for (;;) {
+    backend.checkOpen();
+    if (options.signal?.aborted) throw new LatchkeyError('ABORTED', 'commit aborted', { cause: options.signal.reason });
+    const plan = new PlanBuilder(backend.keys, base);
+    plan.record(tx.record);
+    plan.diff(ws, (o) => o);
+    // Lock admission is judged on the mirror's head, whose queue the compares then pin.
+    const blocker = locks.admitWrite(session, targets, plan, backend.mirror.rev, fence);
+    if (blocker !== undefined) {
+      if (options.wait === false) throw new LatchkeyError('LOCKED', `${blocker.path} is locked by session ${blocker.session}`, { path: blocker.path });
+      await locks.nextChange(options.signal ?? new AbortController().signal);
+    } else if (!plan.empty()) {
+      const rev = await backend.send(plan.build(backend.mirror.revKey));
+      if (rev !== undefined) return { revision: rev, replayed };
+    } else {
+      return { revision: baseRev, replayed };
+    }
+    // Something read moved (or a lock went away): replay on the head.
+    backend.validations++;
+    const head = backend.mirror.root;
+    const headRev = backend.mirror.rev;
+    const again = replayAt(tx.record, head, headRev + 1, backend.maxValueBytes);
+    if (!again.ok) {
+      backend.conflicts++;
+      throw new LatchkeyError('CONFLICT', `transaction conflicts at ${again.path}: a value it read or wrote changed`, { path: again.path, info: { index: again.index } });
+    }
+    if (again.replayed) {
+      replayed = true;
+      backend.replays++;
+    }
+    base = head;
+    baseRev = headRev;
+    ws = again.ws;
   }
 }

@@ -16,7 +16,8 @@
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { Store } from '../api.js';
+import type { SessionOptions, Store } from '../api.js';
+import type { EngineAccess, OwnedSession } from '../engine/access.js';
 import { LatchkeyError } from '../core/errors.js';
 import { EmbeddedStore } from '../engine/store.js';
 import { AsyncDisposableStack } from '../util/disposable.js';
@@ -63,18 +64,39 @@ export interface XenstoreServer extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+/**
+ * A store the adapter can serve other than the embedded one (the etcd
+ * backend, src/etcd/xenstore.ts): its engine access, and sessions a
+ * connection owns (`ready` resolves once the session has its id).
+ */
+export interface XenstoreBackedStore extends Store {
+  readonly xenstoreEngine: EngineAccess;
+  ownedSession(options: SessionOptions): OwnedSession & { ready?(): Promise<void> };
+}
+
+function isBacked(store: Store): store is XenstoreBackedStore {
+  return 'xenstoreEngine' in store && typeof (store as { ownedSession?: unknown }).ownedSession === 'function';
+}
+
 /** Starts listening; resolves once the socket accepts connections. */
 export async function startXenstoreServer(store: Store, options: XenstoreServerOptions): Promise<XenstoreServer> {
-  if (!(store instanceof EmbeddedStore)) {
-    throw new LatchkeyError('INVALID_ARGUMENT', 'the XenStore adapter serves an embedded store (the process that owns the data)');
+  if (!(store instanceof EmbeddedStore) && !isBacked(store)) {
+    throw new LatchkeyError('INVALID_ARGUMENT', 'the XenStore adapter serves an embedded store (the process that owns the data) or an etcd-backed one');
+  }
+  // The domain table (INTRODUCE/RELEASE, a guest's counters) is this process's memory, not the cluster's: with
+  // several front-ends a guest would exist on one only. Guests are not served from etcd; dom0's socket is.
+  if (!(store instanceof EmbeddedStore) && options.domainDir !== undefined) {
+    throw new LatchkeyError('INVALID_ARGUMENT', 'guest domain sockets (domainDir) are not served from etcd: the domain table is per front-end, not in the cluster');
   }
   const limits = resolveLimits(options.limits);
   const socketPath = path.resolve(options.socketPath);
   const domainDir = options.domainDir === undefined ? undefined : path.resolve(options.domainDir);
   await removeStaleSocket(socketPath);
   if (domainDir !== undefined) await prepareDomainDir(domainDir);
-  const embedded: EmbeddedStore = store;
-  const engine = embedded.internals;
+  const engine: EngineAccess = store instanceof EmbeddedStore ? store.internals : store.xenstoreEngine;
+  const newSession = (name: string): OwnedSession & { ready?(): Promise<void> } => (store instanceof EmbeddedStore
+    ? store.ownedSession({ name }, { transport: 'xenstore' })
+    : store.ownedSession({ name }));
   // What the server makes, released in reverse order by close() (or by a failed start).
   const owned = new AsyncDisposableStack();
   const hub = new WatchHub(engine);
@@ -191,14 +213,30 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
       socket.destroy();
       return;
     }
-    let session;
+    let session: OwnedSession & { ready?(): Promise<void> };
     try {
-      session = embedded.ownedSession({ name: `xenstore:dom${domain.domid}:${conns.size + 1}` }, { transport: 'xenstore' });
+      session = newSession(`xenstore:dom${domain.domid}:${conns.size + 1}`);
     } catch {
       socket.destroy();
       return;
     }
-    conns.add(new XsConnection(socketTransport(socket), session, host, domain));
+    const ready = session.ready?.();
+    if (ready === undefined) {
+      conns.add(new XsConnection(socketTransport(socket), session, host, domain));
+      return;
+    }
+    // A session with a lease to wait for (etcd): the socket is read (its 'data' listener added) once it is granted.
+    ready.then(() => {
+      if (socket.destroyed || closing !== undefined) {
+        socket.destroy();
+        void session.end(true).catch(() => {});
+        return;
+      }
+      conns.add(new XsConnection(socketTransport(socket), session, host, domain));
+    }, () => {
+      socket.destroy();
+      void session.end(true).catch(() => {});
+    });
   }
 
   const server = net.createServer((socket) => accept(socket, table.dom0));

@@ -25,12 +25,13 @@ test('etcd keys: a directory\'s children are one range, in name order, and keys 
   assert.ok(!overlaps('/a', '/ab') && !overlaps('/a/b', '/a/c'));
 });
 
-test('etcd URL: endpoints, prefix and ttl; bad URLs are INVALID_ARGUMENT', () => {
+test('etcd URL: endpoints, prefix, ttl and timeout; bad URLs are INVALID_ARGUMENT', () => {
   assert.deepEqual(parseEtcdUrl('etcd://127.0.0.1:2379,127.0.0.1:22379/?prefix=/latchkey&ttl=7'),
     { endpoints: ['127.0.0.1:2379', '127.0.0.1:22379'], prefix: '/latchkey', ttlSeconds: 7 });
   assert.deepEqual(parseEtcdUrl('etcd://h:1'), { endpoints: ['h:1'] });
+  assert.deepEqual(parseEtcdUrl('etcd://h:1/?timeout=2500'), { endpoints: ['h:1'], callTimeoutMs: 2500 });
   const bad = (e: unknown): boolean => e instanceof LatchkeyError && e.code === 'INVALID_ARGUMENT';
-  for (const u of ['etcd://', 'etcd://host', 'http://h:1', 'etcd://h:1/?prefix=rel', 'etcd://h:1/?ttl=1', 'etcd://h:1/?ttl=x']) {
+  for (const u of ['etcd://', 'etcd://host', 'http://h:1', 'etcd://h:1/?prefix=rel', 'etcd://h:1/?ttl=1', 'etcd://h:1/?ttl=x', 'etcd://h:1/?timeout=50', 'etcd://h:1/?timeout=1.5']) {
     assert.throws(() => parseEtcdUrl(u), bad, u);
   }
 });

@@ -4,7 +4,10 @@
  * started (LK_ETCD_ENDPOINTS):
  *
  *   node etcd-serve.js cli        the CLI (set, get, ls, lock -- CMD) unchanged against a front-end;
- *                                 a write through one front-end is read through the other; --xenstore-socket refused
+ *                                 a write through one front-end is read through the other; --xenstore-domain-dir refused
+ *   node etcd-serve.js xenstore   the XenStore socket of two front-ends: write/read/directory/rm, transactions
+ *                                 (one failing EAGAIN by the other's write), a watch across front-ends,
+ *                                 a latchkey client reading a XenStore write, SET_PERMS through one read through the other
  *   node etcd-serve.js failover   a client given both front-ends (tcp://A,B) holds a lock, an ephemeral node
  *                                 and a watch; its front-end is SIGKILLed: it resumes its session on B (same
  *                                 id, B adopts the etcd lease): the lock stays held (signal not aborted) past
@@ -35,6 +38,7 @@ import { fileURLToPath } from 'node:url';
 import { connect } from '../../src/client/store.js';
 import type { Lock, WatchEvent } from '../../src/api.js';
 import { LatchkeyError } from '../../src/core/errors.js';
+import { XsClient, XsReplyError } from '../xenstore/client.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(here, '../../src/cli/main.js');
@@ -102,14 +106,14 @@ async function cliTest(): Promise<void> {
     check(both.code === 0 && both.out.trim() === 'greeting', `latchkey ls with both front-ends (tcp://A,B) lists /cli (got ${JSON.stringify(both.out)})`);
     const lock = await cli(b.url, ['lock', '/cli/lock', '--', process.execPath, '-e', 'process.stdout.write(process.env.LATCHKEY_FENCE ?? "")']);
     check(lock.code === 0 && /^\d+$/.test(lock.out.trim()) && Number(lock.out) > 0, `latchkey lock -- CMD runs CMD with a fencing token (got ${JSON.stringify(lock.out)})`);
-    // The XenStore socket and the console are refused with a clear error, before connecting anything.
+    // Guests' XenStore sockets are refused with a clear error, before connecting anything (the domain table is per front-end).
     const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-etcd-serve-'));
     try {
       const xs = await new Promise<{ code: number; err: string }>((resolve) => {
-        execFile(process.execPath, [CLI, 'serve', '--backend', `etcd://${endpoints}/?prefix=${prefix}`, '--socket', path.join(dir, 's'), '--xenstore-socket', path.join(dir, 'xs')],
+        execFile(process.execPath, [CLI, 'serve', '--backend', `etcd://${endpoints}/?prefix=${prefix}`, '--socket', path.join(dir, 's'), '--xenstore-socket', path.join(dir, 'xs'), '--xenstore-domain-dir', path.join(dir, 'dom')],
           { timeout: 60_000 }, (e, _out, err) => resolve({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : 1, err }));
       });
-      check(xs.code !== 0 && /INVALID_ARGUMENT/.test(xs.err) && /--xenstore-socket is not available with --backend etcd/.test(xs.err), `serve --backend etcd --xenstore-socket is refused (INVALID_ARGUMENT): ${xs.err.trim()}`);
+      check(xs.code !== 0 && /INVALID_ARGUMENT/.test(xs.err) && /--xenstore-domain-dir is not available with --backend etcd/.test(xs.err), `serve --backend etcd --xenstore-domain-dir is refused (INVALID_ARGUMENT): ${xs.err.trim()}`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -424,7 +428,96 @@ async function clientDiesTest(): Promise<void> {
   }
 }
 
-const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, moved: movedTest, hung: hungTest, 'client-dies': clientDiesTest };
+/** Waits (up to 10 s) for `f` to hold: a front-end reads from its mirror, which another front-end's write reaches by etcd's watch. */
+async function eventually(f: () => Promise<boolean>): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    if (await f().catch(() => false)) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
+/**
+ * The XenStore socket of two front-ends on one prefix: write, read,
+ * directory, rm, transactions (committed, and one failed EAGAIN by the other
+ * front-end's write), a watch on B firing for a write through A, a latchkey
+ * client reading what a XenStore client wrote, permissions set through A
+ * read through B, and xenstore-utils.
+ */
+async function xenstoreTest(): Promise<void> {
+  const prefix = `/lk-serve-xs-${randomBytes(4).toString('hex')}`;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lk-etcd-xs-'));
+  const fa = await frontEnd(prefix, ['--xenstore-socket', path.join(dir, 'xa')]);
+  const fb = await frontEnd(prefix, ['--xenstore-socket', path.join(dir, 'xb')]);
+  const a = await XsClient.connect(path.join(dir, 'xa'));
+  const b = await XsClient.connect(path.join(dir, 'xb'));
+  try {
+    await a.write('/vm/1/name', 'one');
+    check(await a.read('/vm/1/name') === 'one', 'XenStore write then read through front-end A');
+    check((await a.directory('/vm/1')).includes('name'), 'XenStore directory lists the new node');
+    check(await eventually(async () => (await b.read('/vm/1/name')) === 'one'), 'front-end B reads what A wrote');
+    const native = await cli(fa.url, ['get', '/vm/1/name']);
+    check(native.code === 0 && native.out.trim() === 'one', `latchkey get reads what a XenStore client wrote (got ${JSON.stringify(native.out)})`);
+    await b.watch('/vm', 'tok');
+    const first = await b.nextEvent();
+    check(first.path === '/vm' && first.token === 'tok', `a XenStore watch fires once when set (${JSON.stringify(first)})`);
+    await a.write('/vm/2/name', 'two');
+    const seen: string[] = [];
+    const fired = await Promise.race([(async () => {
+      for (;;) {
+        const e = await b.nextEvent();
+        seen.push(e.path);
+        if (e.path === '/vm/2/name') return true;
+      }
+    })(), sleep(10_000).then(() => false)]);
+    check(fired, `a watch on front-end B fires for a write through A (events ${JSON.stringify(seen)})`);
+    const t = await a.start();
+    check(await a.read('/vm/1/name', t) === 'one', 'a read in a transaction');
+    await a.write('/vm/1/name', 'uno', t);
+    await a.end(t, true);
+    check(await eventually(async () => (await b.read('/vm/1/name')) === 'uno'), 'a committed transaction is seen through front-end B');
+    const t2 = await a.start();
+    await a.read('/vm/1/name', t2);
+    await b.write('/vm/1/name', 'changed by B');
+    await a.write('/vm/1/name', 'x', t2);
+    const end = await a.end(t2, true).then(() => 'committed', (e: unknown) => (e instanceof XsReplyError ? e.errno : String(e)));
+    check(end === 'EAGAIN', `a transaction whose read another front-end changed fails EAGAIN (got ${end})`);
+    check(await a.read('/vm/1/name') === 'changed by B', 'the failed transaction wrote nothing');
+    check((await b.getPerms('/vm/1')).join(',') === 'n0', 'a node without explicit permissions reads as n0');
+    await a.setPerms('/vm/1', ['n0', 'r1']);
+    check(await eventually(async () => (await b.getPerms('/vm/1')).join(',') === 'n0,r1'), 'SET_PERMS through A is read through B (permissions are stored in etcd)');
+    await a.write('/vm/1', 'its own value');
+    await a.write('/vm/1/name', 'after perms');
+    check(await eventually(async () => (await b.read('/vm/1/name')) === 'after perms' && (await b.read('/vm/1')) === 'its own value'), 'writes after SET_PERMS reach B');
+    check((await b.getPerms('/vm/1')).join(',') === 'n0,r1', 'a write of the node\'s value keeps its permissions');
+    await a.write('/vm/1/fresh', 'x');
+    const inherited = await a.getPerms('/vm/1/fresh');
+    check(await eventually(async () => (await b.getPerms('/vm/1/fresh')).join(',') === inherited.join(',')), `a node created under it has the same permissions through B as through A (${inherited.join(',')})`);
+    const perms = await cli(fa.url, ['get', '/vm/1/name']);
+    check(perms.code === 0 && perms.out.trim() === 'after perms', `latchkey get reads it (got ${JSON.stringify(perms.out)})`);
+    await a.rm('/vm/2');
+    check(await eventually(async () => !(await b.directory('/vm')).includes('2')), 'rm through A is seen in B\'s directory');
+    // Xen's own tools (xenstore-utils, libxenstore) unchanged (etcd.sh installs xenstore-utils when missing).
+    const tool = (name: string, sock: string, args: string[]): Promise<{ code: number; out: string }> => new Promise((resolve) => {
+      execFile(name, args, { timeout: 30_000, env: { ...process.env, XENSTORED_PATH: sock } }, (e, out) => resolve({ code: e === null ? 0 : 1, out }));
+    });
+    const r = await tool('xenstore-read', path.join(dir, 'xa'), ['/vm/1/name']);
+    check(r.code === 0 && r.out.trim() === 'after perms', `xenstore-read through A (got ${JSON.stringify(r.out)})`);
+    const w = await tool('xenstore-write', path.join(dir, 'xb'), ['/tools/a', '1', '/tools/b/c', 'two']);
+    check(w.code === 0, 'xenstore-write through B');
+    check(await eventually(async () => (await tool('xenstore-read', path.join(dir, 'xa'), ['/tools/b/c'])).out.trim() === 'two'), 'xenstore-read through A reads what xenstore-write wrote through B');
+    const ls = await tool('xenstore-ls', path.join(dir, 'xa'), ['/tools']);
+    check(ls.code === 0 && /a = "1"/.test(ls.out) && /c = "two"/.test(ls.out), `xenstore-ls through A (got ${JSON.stringify(ls.out)})`);
+  } finally {
+    await a.close();
+    await b.close();
+    await stop(fa);
+    await stop(fb);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, moved: movedTest, hung: hungTest, 'client-dies': clientDiesTest, xenstore: xenstoreTest };
 const which = process.argv[2] ?? '';
 const run = scenarios[which];
 if (run === undefined || endpoints === '') {

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # latchkey on etcd (issue 18): the contract suites (test/contract/suite.ts,
 # locks.ts, atomic.ts) against a three-member etcd cluster, then the failure
-# tests (latchkey serve --backend etcd front-ends: the CLI through them, one
+# tests (latchkey serve --backend etcd front-ends: the CLI and the XenStore socket (a protocol
+# client and xenstore-utils) through two of them, one
 # SIGKILLed under a client, test/integration/etcd-serve.ts; a member stopped
 # with SIGSTOP; a lock released while the cluster has no quorum; the leader
 # SIGKILLed during a mixed workload from several client processes), then a
 # 30 s soak on a cluster of its own (soak --backend etcd: members and clients
-# SIGKILLed, every check and the linearizability checker on). Installs etcd-server with apt-get
+# SIGKILLed, every check and the linearizability checker on). Installs etcd-server (and
+# xenstore-utils, for the XenStore socket served from etcd) with apt-get
 # when missing (needs root), starts the members on free loopback ports under
 # a temp dir, kills them at the end, exits non-zero on any failure.
 set -uo pipefail
@@ -22,6 +24,16 @@ if ! command -v etcd >/dev/null 2>&1; then
   apt-get update -q >/dev/null || { echo "FAIL: apt-get update" >&2; exit 2; }
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends etcd-server >/dev/null \
     || { echo "FAIL: apt-get install etcd-server" >&2; exit 2; }
+fi
+if ! command -v xenstore-write >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "FAIL: xenstore-utils is not installed and this is not root with apt-get" >&2
+    exit 2
+  fi
+  echo "installing xenstore-utils…"
+  apt-get update -q >/dev/null || { echo "FAIL: apt-get update" >&2; exit 2; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends xenstore-utils >/dev/null \
+    || { echo "FAIL: apt-get install xenstore-utils" >&2; exit 2; }
 fi
 command -v curl >/dev/null 2>&1 || { echo "FAIL: curl is needed to probe the members" >&2; exit 2; }
 
@@ -39,13 +51,17 @@ echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p') members at $ETCD_EN
 failed=()
 echo "=== etcd: contract suites"
 timeout 900 node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
-echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, front-end SIGKILLed: session resumed; clients back too late; client and front-end SIGKILLed)"
-for scenario in cli failover late moved hung client-dies; do
+echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, XenStore socket, front-end SIGKILLed: session resumed; clients back too late; client and front-end SIGKILLed)"
+for scenario in cli xenstore failover late moved hung client-dies; do
   timeout 300 node build/test/integration/etcd-serve.js "$scenario" || failed+=("serve-$scenario")
 done
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.
 echo "=== etcd: a member stopped (SIGSTOP) for three election timeouts"
 timeout 300 node build/test/integration/etcd-failures.js member-stop || failed+=(member-stop)
+echo "=== etcd: all three members stopped (SIGSTOP) for 3.5 s under writers: service resumes, no member refused by the client"
+timeout 300 node build/test/integration/etcd-failures.js all-stop || failed+=(all-stop)
+echo "=== etcd: the 300-VM workload on one client (bench/vm-workload.ts): completes, session kept"
+timeout 600 node build/test/integration/etcd-failures.js vms || failed+=(vms)
 echo "=== etcd: a lock released while two members are stopped (no quorum) for 10 s"
 timeout 300 node build/test/integration/etcd-failures.js release-quorum || failed+=(release-quorum)
 echo "=== etcd: the leader SIGKILLed during a mixed workload"

@@ -34,6 +34,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import type { Store } from '../../api.js';
 import { BugError, LatchkeyError } from '../../core/errors.js';
 import { parseEtcdUrl } from '../../etcd/backend.js';
 import { connectEtcd } from '../../etcd/store.js';
@@ -176,8 +177,10 @@ async function serveCommand(argv: string[]): Promise<void> {
   const inline = values['inline-values'] === undefined ? undefined : parseCount(values['inline-values'], '--inline-values');
   let store: ServedStore & { close(): Promise<void> };
   let embedded: EmbeddedStore | undefined;
+  let xsStore: Store | undefined;
   if (backend !== undefined) {
     const etcd = await connectEtcd(backend);
+    xsStore = etcd;
     // Object.assign, not a spread: the served store's `revision` is a getter, and a spread would freeze it.
     store = Object.assign(servedStore(etcd, etcd.servedBackend()), { close: () => etcd.close() });
   } else {
@@ -190,6 +193,7 @@ async function serveCommand(argv: string[]): Promise<void> {
       });
     if (!(s instanceof EmbeddedStore)) throw new BugError('open() did not return an embedded store');
     embedded = s;
+    xsStore = s;
     store = s;
     logRecovery(s, log);
     logEngineEvents(s, log);
@@ -216,9 +220,9 @@ async function serveCommand(argv: string[]): Promise<void> {
     });
   };
   server = await serve(store, opts);
-  if (values['xenstore-socket'] !== undefined && embedded !== undefined) {
+  if (values['xenstore-socket'] !== undefined && xsStore !== undefined) {
     try {
-      xenstore = await startXenstoreServer(embedded, {
+      xenstore = await startXenstoreServer(xsStore, {
         socketPath: path.resolve(values['xenstore-socket']), limits: xenstoreLimits,
         ...(values['xenstore-domain-dir'] === undefined ? {} : { domainDir: path.resolve(values['xenstore-domain-dir']) }),
         log: (m) => process.stderr.write(`latchkey: ${m}\n`),
@@ -262,8 +266,9 @@ async function serveCommand(argv: string[]): Promise<void> {
 
 /**
  * What `--backend etcd://…` cannot be combined with: the data-directory
- * options, and the XenStore socket and HTTP console, which reach the
- * embedded engine's internals (docs/etcd.md, "Limits").
+ * options, the HTTP console (it reaches the embedded engine's internals),
+ * and guests' XenStore sockets (the domain table is per front-end; the dom0
+ * XenStore socket is served). docs/etcd.md, "Limits".
  */
 function checkBackendFlags(backend: string, values: Record<string, unknown>): void {
   if (!backend.startsWith('etcd://')) throw new UsageError(`--backend expects etcd://HOST:PORT[,HOST:PORT...]; got ${backend}`);
@@ -271,7 +276,10 @@ function checkBackendFlags(backend: string, values: Record<string, unknown>): vo
   for (const flag of ['data', 'memory', 'durability', 'cache', 'inline-values', 'max-commit']) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is an option of the embedded store; it cannot be combined with --backend`);
   }
-  for (const flag of ['xenstore-socket', 'http']) {
+  if (values['xenstore-domain-dir'] !== undefined) {
+    throw new LatchkeyError('INVALID_ARGUMENT', '--xenstore-domain-dir is not available with --backend etcd: the XenStore domain table (INTRODUCE/RELEASE) is per front-end, not in the cluster, so guests are not served (docs/etcd.md, "Limits")');
+  }
+  for (const flag of ['http']) {
     if (values[flag] !== undefined) {
       throw new LatchkeyError('INVALID_ARGUMENT', `--${flag} is not available with --backend etcd yet: it uses the embedded engine's internals (docs/etcd.md, "Limits")`);
     }

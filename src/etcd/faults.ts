@@ -1,0 +1,100 @@
+/**
+ * Which etcd members a client sends calls to: the fault handling of one
+ * Etcd3 client (its `faultHandling.host` policy), shared by its members.
+ *
+ * etcd3 asks a member's policy to run each call on that member; a policy
+ * that refuses (BrokenCircuitError) makes it try the next member. The rules:
+ *  - a refused or broken connection (etcd3's recoverable errors: the member
+ *    is down or restarting) takes the member out at once;
+ *  - a call that outlived its deadline counts against the member, and
+ *    `deadlineMisses` of them in a row (no success between) take it out (the
+ *    backend uses 1: a stopped member must cost one deadline; what keeps an
+ *    overload from taking out every member is the rule below); the call fails with
+ *    CallDeadlineError, which etcd3 neither resends nor answers by closing
+ *    the member's channels (it does both for its own deadline error);
+ *  - a member is out for `outMs`, then gets calls again (one success clears
+ *    its record);
+ *  - the last member is never taken out: when every other member is out,
+ *    calls go to it whatever its record. A client whose every member is out
+ *    would refuse every call for `outMs` even after the cluster recovered
+ *    (seen under overload: all three members missed one deadline, and the
+ *    client refused everything for 10 s, its session included).
+ */
+import { BrokenCircuitError, type IPolicy } from 'cockatiel';
+import { GRPCDeadlineExceededError, isRecoverableError } from 'etcd3';
+
+/** A call that outlived its deadline, as etcd3 does not treat as recoverable (not resent, no reset). */
+export class CallDeadlineError extends Error {
+  constructor(readonly host: string, cause: Error) {
+    super(`a call to etcd member ${host} outlived its deadline (outcome unknown): ${cause.message}`, { cause });
+    this.name = 'CallDeadlineError';
+  }
+}
+
+export interface MemberHealthOptions {
+  /** How long a member is out after it is taken out. */
+  outMs: number;
+  /** Consecutive deadline misses that take a member out. */
+  deadlineMisses: number;
+}
+
+interface MemberState {
+  misses: number;
+  outUntil: number;
+}
+
+export class MemberHealth {
+  private readonly members = new Map<string, MemberState>();
+  /** Members taken out, over the client's life (stats and tests). */
+  tripped = 0;
+
+  constructor(private readonly options: MemberHealthOptions) {}
+
+  private out(m: MemberState, now: number): boolean {
+    return m.outUntil > now;
+  }
+
+  /** The policy etcd3 runs each call to `host` through. */
+  policy(host: string): IPolicy {
+    const m: MemberState = { misses: 0, outUntil: 0 };
+    this.members.set(host, m);
+    const execute = async <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> => {
+      const now = Date.now();
+      if (this.out(m, now) && [...this.members.values()].some((o) => o !== m && !this.out(o, now))) {
+        throw new BrokenCircuitError(`etcd member ${host} is out of rotation for ${Math.ceil((m.outUntil - now) / 1000)} s more`);
+      }
+      try {
+        const r = await fn({ signal: new AbortController().signal });
+        m.misses = 0;
+        m.outUntil = 0;
+        return r;
+      } catch (e) {
+        const err = e as Error;
+        if (err instanceof GRPCDeadlineExceededError) {
+          if (++m.misses >= this.options.deadlineMisses) this.takeOut(m);
+          // etcd3 counts a deadline miss as recoverable: it would close every channel of this member's
+          // services (the session's keep-alive stream among them) and send the call again, up to three
+          // more times, each with a fresh deadline: under overload a 3 s call became 12 s of 4× the load.
+          // A call whose deadline passed has an unknown outcome; the caller decides (backend.ts send()).
+          throw new CallDeadlineError(host, err);
+        }
+        if (isRecoverableError(err)) this.takeOut(m);
+        throw e;
+      }
+    };
+    // etcd3 uses only execute(); the rest of IPolicy (events) is never read.
+    return { execute } as unknown as IPolicy;
+  }
+
+  private takeOut(m: MemberState): void {
+    m.misses = 0;
+    m.outUntil = Date.now() + this.options.outMs;
+    this.tripped++;
+  }
+
+  /** Members out of rotation now. */
+  outNow(): number {
+    const now = Date.now();
+    return [...this.members.values()].filter((m) => this.out(m, now)).length;
+  }
+}
