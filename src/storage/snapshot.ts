@@ -49,6 +49,8 @@ const BLOCK_END = 2;
 const BLOCK_TARGET = 1 << 20;
 /** A snapshot's remaining bytes from which they are read into one buffer when its values are inline (readSnapshot). */
 const WHOLE_MIN = 64 << 20;
+/** The largest buffer such a read allocates at once (a typed array cannot pass 4 GiB on Node 20; nor should one allocation). */
+const WHOLE_CHUNK = 256 << 20;
 const MAX_BLOCK = 1 << 30;
 const FLAG_OWNER = 1;
 const FLAG_PERMS = 2;
@@ -327,7 +329,7 @@ export interface LoadedSnapshot {
  * truncation, structure) is a LatchkeyError CORRUPT naming the file and the
  * offset of the damaged block.
  */
-export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker, wholeMin = WHOLE_MIN): Promise<LoadedSnapshot> {
+export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker, wholeMin = WHOLE_MIN, wholeChunk = WHOLE_CHUNK): Promise<LoadedSnapshot> {
   let fh: FileHandleLike;
   try {
     fh = await fs.open(file, 'read');
@@ -352,7 +354,7 @@ export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker, wholeM
     let ephemerals = 0;
     const stack: Frame[] = [];
     let root: Node | undefined;
-    /** The rest of the file, once read into one buffer (see below), and the file offset it starts at. */
+    /** The rest of the file, once read into big buffers (see below): the current one and the file offset it starts at. */
     let rest: Uint8Array | undefined;
     let restAt = 0;
     let inlineBytes = 0;
@@ -365,6 +367,11 @@ export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker, wholeM
       const len = bdv.getUint32(4, true);
       if ((type !== BLOCK_NODES && type !== BLOCK_END) || len > MAX_BLOCK) throw bad(pos, 'bad block header');
       if (pos + BLOCK_HEADER_SIZE + len > size) throw bad(pos, 'truncated block');
+      // The current big buffer used up: the next one starts at this block (one block never spans two).
+      if (rest !== undefined && pos + BLOCK_HEADER_SIZE + len > restAt + rest.length) {
+        restAt = pos + BLOCK_HEADER_SIZE;
+        rest = len > wholeChunk ? undefined : new Uint8Array(Math.min(wholeChunk, size - restAt));
+      }
       const body = rest === undefined ? await readAt(fh, len, pos + BLOCK_HEADER_SIZE) : await readInto(fh, rest.subarray(pos + BLOCK_HEADER_SIZE - restAt, pos + BLOCK_HEADER_SIZE - restAt + len), pos + BLOCK_HEADER_SIZE);
       if (body.length < len) throw bad(pos, 'truncated block');
       let c = crc32c(bh, 0, 0, 8);
@@ -455,9 +462,10 @@ export async function readSnapshot(fs: Fs, file: string, refs?: RefMaker, wholeM
         // mark of the heap (V8's external memory pressure), whose size grows
         // with the nodes loaded: at 10,000,000 nodes of 100-byte values, 22
         // mark-compacts of up to 2.3 GB. The rest of a file whose first block
-        // is mostly inline values is read into one buffer allocated at once.
-        rest = new Uint8Array(size - pos);
-        restAt = pos;
+        // is mostly inline values is read into big buffers of up to 256 MiB
+        // each (WHOLE_CHUNK), allocated at once.
+        restAt = pos + BLOCK_HEADER_SIZE;
+        rest = new Uint8Array(Math.min(wholeChunk, size - restAt));
       }
       inlineBytes = 0;
     }

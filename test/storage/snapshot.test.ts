@@ -207,7 +207,7 @@ test('snapshot: the fallback reads and verifies the log it needs (damage there i
     LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === victim && e.message.includes(snaps[1]!));
 });
 
-test('snapshot: a file of inline values read into one buffer after its first block loads the same tree, and damage in any later block is still CORRUPT', { timeout: 300_000 }, async () => {
+test('snapshot: a file of inline values read into big buffers after its first block loads the same tree, bounded buffers too, and damage in any later block is still CORRUPT', { timeout: 300_000 }, async () => {
   await using tmp = await tempDir();
   const dir = tmp.path;
   const ws = new Workspace(emptyRoot(), 1);
@@ -231,6 +231,16 @@ test('snapshot: a file of inline values read into one buffer after its first blo
     await assert.rejects(readSnapshot(realFs, w.file, undefined, 0), (e: unknown) => LatchkeyError.is(e, 'CORRUPT') && e.info?.['file'] === w.file, `flip at ${off}`);
     await writeFile(w.file, original);
   }
+  // Big buffers of a bounded size (a typed array cannot pass 4 GiB on Node 20): with 1.5 MiB ones,
+  // the 1 MiB blocks go one per buffer, and the tree is the same.
+  const chunked = await readSnapshot(realFs, w.file, undefined, 0, 1536 * 1024);
+  assert.deepEqual(dump(chunked.root), dump(ws.root));
+  const c1 = chunked.root.children.get('d29')!.children.get('n000000000000999')!.value as Uint8Array;
+  assert.ok(c1.buffer.byteLength <= 1536 * 1024, 'no buffer beyond the bound');
+  // A block larger than the bound is read on its own.
+  const tiny = await readSnapshot(realFs, w.file, undefined, 0, 4096);
+  assert.deepEqual(dump(tiny.root), dump(ws.root));
   await truncate(w.file, size - 100);
   await assert.rejects(readSnapshot(realFs, w.file, undefined, 0), (e: unknown) => LatchkeyError.is(e, 'CORRUPT'));
+  await assert.rejects(readSnapshot(realFs, w.file, undefined, 0, 1536 * 1024), (e: unknown) => LatchkeyError.is(e, 'CORRUPT'));
 });
