@@ -12,7 +12,11 @@
  * 3. The record is rewritten with this front-end's tag, compared on its
  *    mod revision (of two front-ends resuming at once, one wins); the old
  *    front-end, if alive, sees the new tag and lets the session go without
- *    revoking the lease (EtcdSession.moved).
+ *    revoking the lease (EtcdSession.moved). Whatever it saw, it revokes the
+ *    lease at the session's end only after deleting the record compared on
+ *    its own tag (EtcdSession.stillOurs): never once the session moved.
+ *    From here on a failure of the resume does not revoke the lease either:
+ *    the session lets it go (EtcdSession.letGo) to expire at its TTL.
  * 4. The new front-end keeps the lease alive (AdoptedLease), and the
  *    session's locks are rebuilt from the queue, the truth: a held request
  *    (granted, with its held marker) whose token the client names becomes a
@@ -134,11 +138,12 @@ export async function adoptLease(backend: EtcdBackend, id: string, secret: strin
   }
   if (!(remaining > 0)) throw expired(id, 'its lease expired');
   const tag = randomBytes(9).toString('base64');
+  const record = Buffer.from(JSON.stringify({ h: rec.h, n: rec.n, o: tag }));
   let rev: number | undefined;
   try {
     rev = await backend.send({
       compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: Number(kv.mod_revision) }],
-      success: [{ request_put: { key, value: Buffer.from(JSON.stringify({ h: rec.h, n: rec.n, o: tag })), lease: id } }],
+      success: [{ request_put: { key, value: record, lease: id } }],
       empty: false,
     });
   } catch (e) {
@@ -147,12 +152,8 @@ export async function adoptLease(backend: EtcdBackend, id: string, secret: strin
     throw err;
   }
   if (rev === undefined) throw expired(id, 'it was resumed or ended meanwhile');
-  let counter = 0;
-  const { q, h } = backend.mirror.flat;
-  for (const k of [...q.keys(), ...h.keys()]) {
-    if (k.startsWith(`${id}.`)) counter = Math.max(counter, Number(k.slice(id.length + 1)) || 0);
-  }
-  return { lease: new KeptLease(backend.leaseClient, id, granted), ttl: granted, goodUntil: asked + remaining * 1000, counter, tag, name: rec.n };
+  // Its lock requests get ids of a generation of their own (EtcdSession.nextId): none can repeat one the old front-end made.
+  return { lease: new KeptLease(backend.leaseClient, id, granted), ttl: granted, goodUntil: asked + remaining * 1000, tag, record, name: rec.n };
 }
 
 /** Step 4: the session's held locks the client claims, by handle; every other request of the session is withdrawn. */

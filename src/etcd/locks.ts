@@ -2,7 +2,8 @@
  * Locks on etcd: a FIFO queue of requests, one key each, decided the same
  * way by every client from the mirror.
  *
- * 1. A request is a key P/q/ID (ID = session.counter) holding path, mode,
+ * 1. A request is a key P/q/ID (ID = session.counter, or session.generation.counter on
+ *    a session adopted from another front-end: ids never repeat) holding path, mode,
  *    session and time, attached to the session's lease. Its create_revision
  *    is its place in the queue. A request is granted when no earlier request
  *    of another session overlaps it (one path covers the other) in a
@@ -225,14 +226,17 @@ export class Locks {
       if (holder !== undefined) throw new LatchkeyError('LOCKED', `${path} is locked by session ${holder.session} (${holder.mode} on ${holder.path})`, { path });
     }
     const id = owner.nextId();
+    const key = b(this.backend.keys.of('q', id));
+    // Only onto no key: a late copy of this Txn (backend.send resends after a deadline), once the request was
+    // released or withdrawn, cannot bring it back.
     const put = await this.backend.send({
-      compare: [], empty: false,
+      compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }], empty: false,
       success: [
-        { request_put: { key: b(this.backend.keys.of('q', id)), value: b(JSON.stringify({ p: path, m: mode, s: owner.id, t: Date.now(), ...(robust ? {} : { r: 0 }) })), lease: owner.id } },
+        { request_put: { key, value: b(JSON.stringify({ p: path, m: mode, s: owner.id, t: Date.now(), ...(robust ? {} : { r: 0 }) })), lease: owner.id } },
         { request_put: { key: b(this.backend.mirror.revKey), value: b('') } },
       ],
     });
-    if (put === undefined) throw new LatchkeyError('INTERNAL', 'an unconditional Txn failed');
+    if (put === undefined) throw new LatchkeyError('INTERNAL', `lock request ${id} already exists in etcd`);
     return id;
   }
 

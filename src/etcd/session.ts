@@ -48,10 +48,10 @@ export interface AdoptedLease {
   readonly ttl: number;
   /** Epoch ms: the lease lives at least until then (etcd's remaining TTL, measured from before asking). */
   readonly goodUntil: number;
-  /** Its lock requests' ids so far: new ones count on from here. */
-  readonly counter: number;
   /** The session record's tag: ours now (see `resumable`). */
   readonly tag: string;
+  /** The session record as this front-end wrote it (compared before the session's end revokes the lease). */
+  readonly record: Buffer;
 }
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -75,6 +75,15 @@ export class EtcdSession extends SessionEdge implements LockOwner {
   private firedAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private counter = 0;
+  /**
+   * Between the session id and the counter in its lock requests' ids: empty
+   * for a fresh session, a random generation for an adopted one, so ids
+   * never repeat across front-ends (a late enqueue of the old front-end's
+   * cannot name a request of the new one's).
+   */
+  private readonly idGeneration: string;
+  /** The session record P/s/ID as this front-end wrote it, once resumable or adopted. */
+  private record: Buffer | undefined;
   private endReason: LatchkeyError | undefined;
   gaveUp = false;
 
@@ -84,7 +93,8 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     setMaxListeners(0, this.endController.signal); // every lock and waiter of the session listens to its end
     const ttl = adopted?.ttl ?? backend.ttlSeconds;
     this.lease = adopted?.lease ?? backend.leaseClient.lease(ttl);
-    this.counter = adopted?.counter ?? 0;
+    this.idGeneration = adopted === undefined ? '' : `${randomBytes(6).toString('hex')}.`;
+    this.record = adopted?.record;
     this.tag = adopted?.tag ?? randomBytes(9).toString('base64');
     const marginMs = Math.max(500, (ttl * 1000) / 4);
     const checkMs = Math.min(250, marginMs / 2);
@@ -138,7 +148,16 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     this.checkOpen();
     const secret = randomBytes(24).toString('base64url');
     const key = Buffer.from(this.backend.keys.of('s', this.idValue));
-    await this.backend.send({ compare: [], empty: false, success: [{ request_put: { key, value: Buffer.from(JSON.stringify({ h: sha256(secret), n: this.name, o: this.tag })), lease: this.idValue } }] });
+    const value = Buffer.from(JSON.stringify({ h: sha256(secret), n: this.name, o: this.tag }));
+    // Only onto no record: a late copy of this Txn (backend.send resends after a deadline) cannot put this
+    // front-end's tag back over an adopting front-end's.
+    const rev = await this.backend.send({
+      compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+      empty: false,
+      success: [{ request_put: { key, value, lease: this.idValue } }, { request_put: { key: Buffer.from(this.backend.mirror.revKey), value: Buffer.alloc(0) } }],
+    });
+    if (rev === undefined) throw new LatchkeyError('INTERNAL', `session ${this.idValue} already has a session record`);
+    this.record = value;
     this.secret = secret;
     this.watchMoved();
     return secret;
@@ -163,6 +182,18 @@ export class EtcdSession extends SessionEdge implements LockOwner {
 
   /** Resumed elsewhere: end here as if closed, but leave the lease, its locks and ephemerals to the new front-end. */
   private moved(): void {
+    this.letGo(new LatchkeyError('SESSION_EXPIRED', `session ${this.name} was resumed on another front-end`));
+  }
+
+  /**
+   * Ends the session here without revoking its lease: keep-alives stop, and
+   * etcd expires the lease at its TTL unless another front-end adopts it.
+   * For a session that moved, and for one whose resume failed after its
+   * lease was adopted (EtcdStore.resumeSession): its client still trusts
+   * its locks until its resume window closes, which comes before etcd can
+   * expire the lease, so they must not go to anyone else before that.
+   */
+  letGo(reason: LatchkeyError): void {
     if (this.closed) return;
     this.closed = true;
     this.backend.sessionsOpen--;
@@ -171,12 +202,37 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     this.lease.release();
     for (const tx of [...this.txs]) tx.kill('session resumed on another front-end');
     this.txs.clear();
-    this.endReason = new LatchkeyError('SESSION_EXPIRED', `session ${this.name} was resumed on another front-end`);
+    this.endReason = reason;
     this.endController.abort(this.endReason);
   }
 
   nextId(): string {
-    return `${this.idValue}.${++this.counter}`;
+    return `${this.idValue}.${this.idGeneration}${++this.counter}`;
+  }
+
+  /**
+   * Before a resumable session's end revokes its lease: deletes its record
+   * if it is still this front-end's (compared on the whole value, so on the
+   * tag), which also makes a concurrent adoption fail its compare. False
+   * when another front-end holds the session (its tag is in the record) or
+   * the answer is unknown: then the lease must not be revoked.
+   */
+  private async stillOurs(): Promise<boolean> {
+    if (this.record === undefined) return true;
+    const key = Buffer.from(this.backend.keys.of('s', this.idValue));
+    try {
+      const rev = await this.backend.send({
+        compare: [{ key, target: 'Value', result: 'Equal', value: this.record }],
+        empty: false,
+        success: [{ request_delete_range: { key } }, { request_put: { key: Buffer.from(this.backend.mirror.revKey), value: Buffer.alloc(0) } }],
+      });
+      if (rev !== undefined) return true;
+      // Not our record: gone (the lease ended; revoking is harmless) or another front-end's.
+      const kv = (await this.backend.client.kv.range({ key })).kvs[0];
+      return kv === undefined;
+    } catch {
+      return false;
+    }
   }
 
   checkOpen(): void {
@@ -301,7 +357,14 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     this.txs.clear();
     this.endController.abort(this.endReason ?? new LatchkeyError('SESSION_EXPIRED', `session ${this.name} has ended`));
     if (this.backend.closed || this.idValue === '') {
-      await this.lease.revoke().catch(() => {});
+      if (this.record === undefined) await this.lease.revoke().catch(() => {});
+      else this.lease.release(); // cannot check the record: another front-end may hold the session
+      return;
+    }
+    if (!(await this.stillOurs())) {
+      // Resumed on another front-end (a move the mirror has not shown us, say across a reload), or unknown:
+      // leave the lease to its holder, or to expire at its TTL.
+      this.lease.release();
       return;
     }
     if (!died) {

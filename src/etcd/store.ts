@@ -6,6 +6,7 @@
  */
 import type { BigArray, BigArrayOptions, BigFile, BigFileOptions, DType, Lock, LockTableInfo, Session, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { openBigArray, openBigFile } from '../bigfile/index.js';
+import { LatchkeyError } from '../core/errors.js';
 import { parsePath } from '../core/path.js';
 import { walkTree } from '../core/tree.js';
 import { type HeldClaim, adoptLease, rebuildLocks } from './adopt.js';
@@ -65,6 +66,7 @@ export class EtcdStore extends EtcdSession implements Store {
    */
   async resumeSession(id: string, secret: string, claims: readonly HeldClaim[]): Promise<{ session: EtcdSession; locks: Map<number, Lock> }> {
     this.checkOpen();
+    const sessions = this.sessions;
     const adopted = await adoptLease(this.backend, id, secret);
     const session = this.ownedSession({ name: adopted.name }, adopted);
     try {
@@ -73,7 +75,12 @@ export class EtcdStore extends EtcdSession implements Store {
       const locks = await rebuildLocks(this.backend, this.lockService, session, claims);
       return { session, locks };
     } catch (e) {
-      await session.end(true).catch(() => {});
+      // The lease is adopted (the old front-end let go): revoking it now would hand the session's locks to
+      // waiters while its client, told to try another server, still trusts them until its resume window
+      // closes. Keep-alives stop instead: etcd expires the lease at its TTL, after that window; or another
+      // front-end adopts it meanwhile.
+      sessions.delete(session);
+      session.letGo(e instanceof LatchkeyError && e.code === 'SESSION_EXPIRED' ? e : new LatchkeyError('SESSION_EXPIRED', `session ${id} could not be resumed here: ${e instanceof Error ? e.message : String(e)}`));
       throw e;
     }
   }
