@@ -230,8 +230,10 @@ export class EtcdBackend {
           return seen;
         }
         // A call that outlived its deadline may still apply: sent again with the same id, it either applies
-        // (the first never will: every key it writes is compared, or the write is idempotent) or fails its
-        // compares because the first did, which the id tells. Twice more at most; then its outcome is unknown.
+        // or fails its compares because the first did, which the id tells. Twice more at most; then its
+        // outcome is unknown. Sound only for a Txn whose writes are all compared (a put of a new key compares
+        // create_revision == 0) or idempotent: docs/etcd.md "Calls and members" lists them, and the one
+        // exception (markUnrecoverable after a resetLock).
         if (!(e instanceof CallDeadlineError) || attempt >= SEND_ATTEMPTS || this.closed) throw etcdError(e);
       }
     }

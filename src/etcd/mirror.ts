@@ -126,9 +126,20 @@ export class Mirror {
       const p = this.keys.parse(r.key);
       if (p !== undefined && p.kind !== 'n' && p.kind !== 'c' && p.kind !== 'p') flat[p.kind].set(p.rest, r);
     }
+    // A reload (after a compaction) skips the revisions between: tell listeners how the lock and session
+    // records moved meanwhile (a request gone, a session record retagged by another front-end), or a lock
+    // whose request vanished, or a session resumed elsewhere, would go unnoticed. Nodes are not diffed.
+    const changes: Change[] = [];
+    const before = this.root;
+    for (const kind of ['q', 'h', 'd', 'u', 's'] as const) {
+      const was = this.flat[kind];
+      for (const [k, r] of flat[kind]) if (was.get(k)?.modRev !== r.modRev) changes.push({ type: 'put', kind, rest: k, rev, value: r.value });
+      for (const k of was.keys()) if (!flat[kind].has(k)) changes.push({ type: 'delete', kind, rest: k, rev });
+    }
     this.root = root;
     this.flat = flat;
     this.rev = Math.max(this.rev, rev);
+    if (changes.length > 0) for (const l of this.listeners) l(changes, this.rev, before, root);
     this.wake();
   }
 
