@@ -225,7 +225,8 @@ export interface LockOptions {
    * half done, such as a transaction's turn (transaction() takes one on a
    * path it keeps conflicting on): its end, however it comes, marks nothing,
    * and a restart forgets it. A non-robust grant still reports a mark left by
-   * a robust holder, and does not clear it.
+   * a robust holder, and does not clear it: its `markConsistent()` is a
+   * no-op (it protects nothing, so it cannot vouch for the data).
    */
   robust?: boolean;
 }

@@ -230,7 +230,7 @@ export class LockTable {
    */
   markConsistent(req: LockRequest): void {
     assert(req.state === 'held', 'markConsistent of a lock that is not held');
-    if (!req.ownerDied) return;
+    if (!req.ownerDied || !req.robust) return; // a non-robust holder protects nothing: it cannot vouch for the data
     for (const e of req.entries) if (e.node.taintsInSubtree > 0) this.trie.clearTaints(e.node);
   }
 

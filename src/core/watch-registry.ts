@@ -257,6 +257,7 @@ export class WatchRegistry {
     // Nobody can resume from a closed store: let the window's commits (and the values they hold) go.
     this.history.length = 0;
     this.historyHead = this.historyEvents = this.historyBytes = 0;
+    this.oldest = this.head + 1; // the window is empty: nothing older than the next revision is in it
     for (const w of all) w.sink.end(error);
   }
 

@@ -394,6 +394,7 @@ export class EtcdLock implements Lock {
 
   async markConsistent(): Promise<void> {
     this.checkHeld();
+    if (!this.entry.robust) return; // a non-robust holder protects nothing: it cannot vouch for the data
     const { keys, mirror } = this.locks.backend;
     const taints = [...mirror.flat.d.keys()].filter((p) => isAncestorOrSelf(this.path, p));
     const rev = await this.locks.backend.send({

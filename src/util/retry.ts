@@ -39,8 +39,15 @@
  *     falls back to its lock after repeated aborts. A turn that cannot be
  *     had (DEADLOCK against the caller's own locks, NOT_RECOVERABLE, a
  *     transport without locks) is given up with any others this call holds,
- *     and the loop goes on with backoff. Turns are released when the call
- *     ends, whatever its outcome; a process that dies holding one leaves no
+ *     and the loop goes on with backoff. So does a call whose commit would
+ *     deadlock with another call's turn (each holding a turn the other's
+ *     commit waits for): it gives its turns up rather than failing DEADLOCK,
+ *     which transaction() without locks of the caller's own never returns.
+ *     Turns order calls of different sessions only: locks of one session
+ *     never exclude each other, so concurrent calls in one session (an
+ *     embedded store's own, or one client's) each get their turn at once
+ *     and rely on backoff among themselves, as before. Turns are released
+ *     when the call ends, whatever its outcome; a process that dies holding one leaves no
  *     owner-died mark (nothing it protects can be half written: the commit
  *     is atomic).
  * Errors other than CONFLICT end the loop as they are.
@@ -142,6 +149,7 @@ export async function runTransaction<T>(
       if (attempt > 0) counters.txRetries++;
       const tx = begin();
       let conflict: LatchkeyError;
+      let turnsDeadlocked = false;
       try {
         const result = await fn(tx);
         throwIfAborted(signal);
@@ -149,11 +157,24 @@ export async function runTransaction<T>(
         return result;
       } catch (e) {
         await tx.abort();
-        if (!LatchkeyError.is(e, 'CONFLICT')) throw e;
-        conflict = e;
+        if (LatchkeyError.is(e, 'DEADLOCK') && turns.length > 0) {
+          // Turns are mandatory locks: two calls each holding a turn and each writing the other's
+          // path close a cycle at commit (a transfer between two accounts, each call conflicting
+          // first at a different one). The call whose wait closes it gives its turns up, so the
+          // other commits, and goes on as after a conflict, backing off before its next turn.
+          await releaseAll(turns);
+          turnsDeadlocked = true;
+          conflict = new LatchkeyError('CONFLICT', `transaction gave its turns up: its commit would have deadlocked with another transaction's (${e.message})`, {
+            ...(e.path !== undefined ? { path: e.path } : {}), cause: e,
+          });
+        } else if (!LatchkeyError.is(e, 'CONFLICT')) {
+          throw e;
+        } else {
+          conflict = e;
+        }
       }
       let now = Date.now();
-      if (!(retries !== undefined && attempt >= retries) && now < deadline) {
+      if (!(retries !== undefined && attempt >= retries) && now < deadline && !turnsDeadlocked) {
         const at = conflict.path;
         if (takeTurn !== undefined && at !== undefined && attempt + 1 >= TURN_AFTER_CONFLICTS && !turns.some((t) => within(t.path, at))) {
           try {

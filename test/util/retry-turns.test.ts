@@ -107,3 +107,43 @@ test('turns: none before TURN_AFTER_CONFLICTS conflicts, nor past `retries`; a t
   assert.equal(store.lockTable().held.length, 0, 'released after the commit');
   await store.close();
 });
+
+test('turns: two calls whose turns block each other\'s commits (a transfer each way) both commit; neither fails DEADLOCK', async () => {
+  const store = await open();
+  await store.set('/a', '100');
+  await store.set('/b', '100');
+  const s3 = store.session();
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  let read = 0;
+  let releaseReads!: () => void;
+  const allRead = new Promise<void>((r) => { releaseReads = r; });
+  const transfer = async (from: string, to: string): Promise<number> => {
+    let runs = 0;
+    await store.session().transaction(async (tx) => {
+      runs++;
+      const f = Number((await tx.get(from))!.text());
+      const t = Number((await tx.get(to))!.text());
+      if (runs === 1) {
+        // Both read, then a third session moves both accounts: each call conflicts, at its first read.
+        if (++read === 2) {
+          await s3.set('/a', '101');
+          await s3.set('/b', '99');
+          releaseReads();
+        }
+        await allRead;
+      }
+      // Under its turn: wait (a while at most) until the other call holds its own, so the two
+      // commits each wait for the other's turn.
+      if (runs === 1 + TURN) for (let i = 0; i < 100 && store.lockTable().held.length < 2; i++) await sleep(5);
+      await tx.set(from, String(f - 1));
+      await tx.set(to, String(t + 1));
+    }, { timeoutMs: 60_000 });
+    return runs;
+  };
+  const [r1, r2] = await Promise.all([transfer('/a', '/b'), transfer('/b', '/a')]);
+  assert.ok(r1 >= 2 && r2 >= 2, `both conflicted first (${r1}, ${r2} runs)`);
+  assert.equal((await store.get('/a'))!.text(), '101');
+  assert.equal((await store.get('/b'))!.text(), '99');
+  assert.equal(store.lockTable().held.length, 0);
+  await store.close();
+});
