@@ -8,16 +8,9 @@ import assert from 'node:assert/strict';
 import { PMap } from '../../src/core/pmap.js';
 import { type Node, emptyRoot, lookup, putNode, putNodeOwned, removeNode, walkTree } from '../../src/core/tree.js';
 import { dump, enc } from '../storage/helpers.js';
+import { xorshift } from '../reliability/history.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    return s / 0x1_0000_0000;
-  };
-}
+const rng = xorshift;
 
 /** Every node is found by lookup under its path, and each children map's size matches its entries. */
 function checkShape(root: Node): void {

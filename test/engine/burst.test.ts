@@ -18,16 +18,9 @@ import { open } from '../../src/engine/open.js';
 import type { Published } from '../../src/engine/pipeline.js';
 import { FaultyFs } from '../../src/storage/fs.js';
 import { dump, tempDir } from '../storage/helpers.js';
+import { xorshift } from '../reliability/history.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    return s / 0x1_0000_0000;
-  };
-}
+const rng = xorshift;
 
 const engineOf = (s: Store): Engine => (s as unknown as { internals: Engine }).internals;
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
