@@ -15,26 +15,20 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 source test/integration/lib/etcd-cluster.sh
 
-if ! command -v etcd >/dev/null 2>&1; then
+# Installs Debian package $2 when command $1 is missing (root with apt-get only).
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "FAIL: etcd is not installed and this is not root with apt-get" >&2
+    echo "FAIL: $2 is not installed and this is not root with apt-get" >&2
     exit 2
   fi
-  echo "installing etcd-server…"
+  echo "installing $2…"
   apt-get update -q >/dev/null || { echo "FAIL: apt-get update" >&2; exit 2; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends etcd-server >/dev/null \
-    || { echo "FAIL: apt-get install etcd-server" >&2; exit 2; }
-fi
-if ! command -v xenstore-write >/dev/null 2>&1; then
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "FAIL: xenstore-utils is not installed and this is not root with apt-get" >&2
-    exit 2
-  fi
-  echo "installing xenstore-utils…"
-  apt-get update -q >/dev/null || { echo "FAIL: apt-get update" >&2; exit 2; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends xenstore-utils >/dev/null \
-    || { echo "FAIL: apt-get install xenstore-utils" >&2; exit 2; }
-fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >/dev/null \
+    || { echo "FAIL: apt-get install $2" >&2; exit 2; }
+}
+need etcd etcd-server
+need xenstore-write xenstore-utils
 command -v curl >/dev/null 2>&1 || { echo "FAIL: curl is needed to probe the members" >&2; exit 2; }
 
 npx tsc -p tsconfig.test.json || { echo "FAIL: build (tests)" >&2; exit 2; }
