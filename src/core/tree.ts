@@ -152,6 +152,13 @@ export function lookup(root: Node, segs: readonly string[]): Node | undefined {
   return n;
 }
 
+/** The parent of the node at `segs` (segs not empty), without slicing them. */
+export function lookupParent(root: Node, segs: readonly string[]): Node | undefined {
+  let n: Node | undefined = root;
+  for (let i = 0; i < segs.length - 1 && n !== undefined; i++) n = n.children.get(segs[i]!);
+  return n;
+}
+
 function splitPath(path: string): string[] {
   return path === '/' ? [] : path.slice(1).split('/');
 }

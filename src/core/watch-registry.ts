@@ -70,6 +70,23 @@ interface Commit {
   readonly bytes: number;
 }
 
+type PutMutation = Extract<Mutation, { op: 'put' }>;
+
+/**
+ * A history slot: a commit of one put (what a plain set makes, most
+ * commits) is kept as its mutation alone, its revision known from its place
+ * in the window (revisions are contiguous) and its counts from the put; any
+ * other commit as a `Commit`. The window holds up to 100,000 events: an
+ * entry object and a mutations array for each set, all promoted to the old
+ * generation before they age out, were a quarter of the CPU of a batched
+ * set (docs/architecture.md, "Where a set's time goes").
+ */
+type Slot = Commit | PutMutation;
+
+function isPut(s: Slot): s is PutMutation {
+  return (s as Partial<PutMutation>).op === 'put';
+}
+
 interface Watcher {
   readonly path: string;
   readonly recursive: boolean;
@@ -152,7 +169,7 @@ export class WatchRegistry {
   private readonly exact = new Map<string, Set<Watcher>>();
   private readonly recursive = new Map<string, Set<Watcher>>();
   private watchers = 0;
-  private readonly history: Commit[] = [];
+  private readonly history: Slot[] = [];
   private historyHead = 0;
   private historyEvents = 0;
   private historyBytes = 0;
@@ -183,7 +200,7 @@ export class WatchRegistry {
   valueFilesHeld(): Set<number> {
     const files = new Set<number>();
     for (let i = this.historyHead; i < this.history.length; i++) {
-      const c = this.history[i]!;
+      const c = this.commitAt(i);
       for (const m of c.mutations) {
         if (m.op === 'put') {
           if (m.value instanceof ValueRef) files.add(m.value.file);
@@ -221,8 +238,8 @@ export class WatchRegistry {
       });
     }
     const match = matcher(path, recursive);
-    for (let i = this.historyHead; i < this.history.length; i++) {
-      const c = this.history[i]!;
+    for (let i = this.historyHead + Math.max(0, from - this.oldest); i < this.history.length; i++) {
+      const c = this.commitAt(i);
       if (c.rev < from) continue;
       const evs = eventsOf(c.rev, c.mutations, c.before, match);
       if (evs.length > 0) sink.deliver(c.rev, evs);
@@ -312,6 +329,12 @@ export class WatchRegistry {
     }
   }
 
+  /** The commit in history slot `i` (historyHead <= i < history.length). */
+  private commitAt(i: number): { readonly rev: number; readonly mutations: readonly Mutation[]; readonly before: Node | undefined } {
+    const s = this.history[i]!;
+    return isPut(s) ? { rev: this.oldest + (i - this.historyHead), mutations: [s], before: undefined } : s;
+  }
+
   private remember(rev: number, mutations: readonly Mutation[], before: Node | undefined): void {
     let events = 0;
     let bytes = 0;
@@ -326,18 +349,28 @@ export class WatchRegistry {
         events += before === undefined ? 1 : subtreeSize(before, m.path);
       }
     }
-    const needsBefore = mutations.some((m) => m.op !== 'put');
-    this.history.push({ rev, mutations, before: needsBefore ? before : undefined, events, bytes });
+    assert(rev === this.oldest + this.history.length - this.historyHead, `watch registry: history at ${rev} is not contiguous`);
+    if (mutations.length === 1 && mutations[0]!.op === 'put') {
+      this.history.push(mutations[0] as PutMutation);
+    } else {
+      const needsBefore = mutations.some((m) => m.op !== 'put');
+      this.history.push({ rev, mutations, before: needsBefore ? before : undefined, events, bytes });
+    }
     this.historyEvents += events;
     this.historyBytes += bytes;
     // Trim the oldest commits while over either bound (the newest always stays).
     while (this.history.length - this.historyHead > 1 && (this.historyEvents > this.maxEvents || this.historyBytes > this.maxBytes)) {
       const old = this.history[this.historyHead]!;
-      this.history[this.historyHead] = undefined as unknown as Commit;
+      this.history[this.historyHead] = undefined as unknown as Slot;
       this.historyHead++;
-      this.historyEvents -= old.events;
-      this.historyBytes -= old.bytes;
-      this.oldest = old.rev + 1;
+      if (isPut(old)) {
+        this.historyEvents -= 1;
+        this.historyBytes -= old.path.length + old.value.length;
+      } else {
+        this.historyEvents -= old.events;
+        this.historyBytes -= old.bytes;
+      }
+      this.oldest++;
     }
     if (this.historyHead > 1024 && this.historyHead * 2 > this.history.length) {
       this.history.splice(0, this.historyHead);

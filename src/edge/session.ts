@@ -77,7 +77,8 @@ export abstract class SessionEdge extends ReaderEdge implements Session {
   abstract readonly name: string;
   abstract readonly closed: boolean;
 
-  protected abstract _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number>;
+  /** `segs`: the path's segments, parsed by the check (a backend may ignore them). */
+  protected abstract _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions, segs?: readonly string[]): Promise<number>;
   protected abstract _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string>;
   protected abstract _delete(path: string, flags: DeleteFlags, options: WriteOptions): Promise<boolean>;
   protected abstract _multi(ops: CheckedMultiOp[], options: WriteOptions): Promise<MultiResult>;
@@ -92,12 +93,15 @@ export abstract class SessionEdge extends ReaderEdge implements Session {
   abstract close(): Promise<void>;
 
   set(path: string, value: Value, options: SetOptions = {}): Promise<number> {
-    return enter(() => {
+    // enter() inlined, as in get.
+    try {
       this.checkOpen();
-      parsePath(path);
+      const segs = parsePath(path);
       checkOptions(options, 'set options');
-      return this._set(path, toBytes(value, this.maxValueBytes, path), definedFields(options, SET_CONDITIONS), options);
-    });
+      return this._set(path, toBytes(value, this.maxValueBytes, path), definedFields(options, SET_CONDITIONS), options, segs);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   create(path: string, value?: Value, options: CreateOptions = {}): Promise<string> {

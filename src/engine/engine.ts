@@ -22,12 +22,12 @@ import { BugError, LatchkeyError, assert, storeClosed } from '../core/errors.js'
 import { type Sequencer, type WriteOp, Workspace } from '../core/ops.js';
 import { parentPath } from '../core/path.js';
 import { type TxState, replayAt } from '../core/transaction.js';
-import { type Mutation, type Node, applyMutations, emptyRoot, lookup, putNodeOwned, walkTree } from '../core/tree.js';
+import { type Mutation, type Node, applyMutations, emptyRoot, lookup, lookupParent, putNodeOwned, walkTree } from '../core/tree.js';
 import type { WriteTarget } from '../core/lock-table.js';
 import { WatchRegistry } from '../core/watch-registry.js';
 import type { Storage } from '../storage/storage.js';
 import { MAX_RECORD_PAYLOAD } from '../storage/wal.js';
-import { COMMIT_BASE_BYTES, DEFAULT_MAX_COMMIT_BYTES, MUTATION_OVERHEAD_BYTES, commitBytes, utf8Length } from '../core/commit-size.js';
+import { COMMIT_BASE_BYTES, DEFAULT_MAX_COMMIT_BYTES, MUTATION_OVERHEAD_BYTES, commitBytes, mutationBytes, utf8Length } from '../core/commit-size.js';
 import type { CommitHook, EngineAccess } from './access.js';
 import { type Admission, LockService, NO_ADMISSION } from './locks.js';
 import { Observers } from './observe.js';
@@ -257,6 +257,53 @@ export class Engine implements EngineAccess {
     const done = burst ? this.commitBurst(ws, result) : this.commit(ws, result);
     admission.done();
     return done ?? result;
+  }
+
+  /**
+   * A plain set (no conditions) of a node whose parent exists, when it can
+   * join a burst: `write` with `planSet` and `commitBurst`, minus what a
+   * one-put commit does not need (the workspace, its closures, the parsed
+   * path built again, a lookup of the node itself: a put needs its parent
+   * only; the answer is the revision itself, with no promise chained on the
+   * commit's). Anything else (no burst, the root, a value for a value
+   * file, a lock wait, a missing or ephemeral parent) goes the general way,
+   * with the same checks, errors and answers. Resolves with the commit's revision once durable.
+   */
+  setPlain(session: string, path: string, segs: readonly string[], value: Uint8Array, opts: WriteOptions): Promise<number> {
+    this.checkWritable();
+    // A value for a value file goes the general way (its write is buffered there; the memory bound applies).
+    if (segs.length === 0 || !this.canBurst() || this.options.storage?.values?.storesOnDisk(value.length) === true) {
+      return this.write(session, [{ path, subtree: false }], opts, (ws) => ws.set(path, value), segs.length === 0 ? undefined : (ws) => ws.planSet(path, value)).then(revOf);
+    }
+    const admission = this.admit(session, [{ path, subtree: false }], opts);
+    if (admission instanceof Promise) return admission.then((a) => this.setGeneral(a, session, path, value, opts));
+    let m: PutMutation;
+    try {
+      if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
+      const parent = lookupParent(this.pendingHead, segs);
+      if (parent === undefined || parent.ephemeralOwner !== undefined) return settled(() => this.setGeneral(admission, session, path, value, opts));
+      m = { op: 'put', path, value };
+      this.writeGuards.get(session)?.(path);
+      this.checkCommitSize(ONE, COMMIT_BASE_BYTES + mutationBytes(m));
+    } catch (e) {
+      admission.done();
+      return Promise.resolve(this.afterPublished(this.pendingRev, () => { throw e; }));
+    }
+    const rev = this.pendingRev + 1;
+    const root = putNodeOwned(this.pendingHead, segs, rev, value, undefined, undefined, (this.burst ??= new Set()));
+    this.pendingHead = root;
+    this.pendingRev = rev;
+    this.counters.commits++;
+    this.counters.burstCommits++;
+    const done = this.pipeline.submit(rev, [m], root, root, undefined, rev, true);
+    admission.done();
+    return done ?? Promise.resolve(rev);
+  }
+
+  /** setPlain's general way, once admitted: `write`'s, with planSet. */
+  private setGeneral(a: Admission, session: string, path: string, value: Uint8Array, opts: WriteOptions): Promise<number> | number {
+    const r = this.writeAdmitted(a, session, opts, (ws) => ws.set(path, value), (ws) => ws.planSet(path, value));
+    return r instanceof Promise ? r.then(revOf) : r.rev;
   }
 
   /**
@@ -691,6 +738,11 @@ export function targetOf(op: 'set' | 'create' | 'delete', path: string, sequenti
   if (sequential) return { path: parentPath(path), subtree: true };
   return { path, subtree: op === 'delete' };
 }
+
+const revOf = (r: { rev: number }): number => r.rev;
+type PutMutation = Extract<Mutation, { op: 'put' }>;
+/** checkCommitSize's list for a one-mutation commit whose size is given (only its length is read, for the message). */
+const ONE: readonly Mutation[] = [{ op: 'del', path: '/' }];
 
 /** Runs `f`; its result (or what it throws) as a promise. */
 function settled<R>(f: () => R | Promise<R>): Promise<R> {

@@ -71,7 +71,10 @@ export class SessionImpl extends SessionEdge {
     return listNode(n, this.engine.visibleRev, options);
   }
 
-  protected _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
+  protected _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions, segs?: readonly string[]): Promise<number> {
+    if (segs !== undefined && cond.ifVersion === undefined && cond.ifModRev === undefined && !cond.ifAbsent) {
+      return this.engine.setPlain(this.id, path, segs, value, options);
+    }
     // A set of any node but the root may join a burst (engine.ts): the same checks, applied by the engine.
     const plan = path === '/' ? undefined : (ws: Workspace): void => ws.planSet(path, value, cond);
     return this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, value, cond), plan).then(revOf);
