@@ -112,6 +112,9 @@ export class EtcdBackend {
   /** Each client's member records (faults.ts), for stats. */
   readonly healths: MemberHealth[] = [];
   readonly callTimeoutMs: number;
+  /** Commit ids (send()): this client's random prefix and a counter. */
+  private readonly idPrefix = randomBytes(9).toString('base64');
+  private nextId = 0;
 
   constructor(readonly options: EtcdOptions) {
     this.ttlSeconds = options.ttlSeconds ?? 10;
@@ -189,16 +192,22 @@ export class EtcdBackend {
    * on whichever member answers); after that, CONNECTION_LOST.
    */
   async catchUp(rev: number, signal?: AbortSignal): Promise<void> {
+    if (this.mirror.rev >= rev) return;
     for (let attempt = 1; attempt <= 4; attempt++) {
       // 1 s, then 2, 3, 4: a lagging stream on a loaded machine costs a needless resume, a stuck one little time.
-      const t = AbortSignal.timeout(attempt * 1000);
+      // A timer cleared on success, not AbortSignal.timeout: that one fires whether or not the wait is over
+      // (a DOMException and an abort event per commit: 4% of the client's CPU in the 300-VM workload).
+      const t = new AbortController();
+      const timer = setTimeout(() => t.abort(new Error('the mirror did not catch up in time')), attempt * 1000);
       try {
-        await this.mirror.waitFor(rev, signal === undefined ? t : AbortSignal.any([signal, t]));
+        await this.mirror.waitFor(rev, signal === undefined ? t.signal : AbortSignal.any([signal, t.signal]));
         return;
       } catch (e) {
         if (signal?.aborted) throw new LatchkeyError('ABORTED', 'aborted', { cause: e });
         if (this.closed) throw new LatchkeyError('CLOSED', 'the store is closed');
         await this.mirror.restartWatch().catch(() => {});
+      } finally {
+        clearTimeout(timer);
       }
     }
     throw new LatchkeyError('CONNECTION_LOST', `etcd: this client's view did not reach revision ${rev} (no member streams events)`);
@@ -216,7 +225,8 @@ export class EtcdBackend {
    * its id shows up by then: its outcome is unknown, as on any network.
    */
   async send(plan: TxnPlan): Promise<number | undefined> {
-    const id = randomBytes(9).toString('base64');
+    // Unique across clients (a random prefix per client) and cheap (randomBytes per Txn was 1.7% of the client's CPU).
+    const id = this.idPrefix + (this.nextId++).toString(36);
     const success = plan.success.map((op) => (op.request_put?.key?.toString() === this.mirror.revKey ? { request_put: { key: op.request_put.key, value: Buffer.from(id) } } : op));
     let res;
     for (let attempt = 1; ; attempt++) {

@@ -31,6 +31,9 @@ export class CallDeadlineError extends Error {
   }
 }
 
+/** The signal handed to each call: etcd3 never aborts through it (one for all calls, not one per call). */
+const NEVER = new AbortController().signal;
+
 export interface MemberHealthOptions {
   /** How long a member is out after it is taken out. */
   outMs: number;
@@ -64,7 +67,7 @@ export class MemberHealth {
         throw new BrokenCircuitError(`etcd member ${host} is out of rotation for ${Math.ceil((m.outUntil - now) / 1000)} s more`);
       }
       try {
-        const r = await fn({ signal: new AbortController().signal });
+        const r = await fn({ signal: NEVER });
         m.misses = 0;
         m.outUntil = 0;
         return r;
