@@ -20,7 +20,7 @@ import type { Workspace } from '../core/ops.js';
 import type { Node } from '../core/tree.js';
 import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 import { PlanBuilder, type TxnPlan } from './commit.js';
-import { CallDeadlineError, MemberHealth } from './faults.js';
+import { CallDeadlineError, LeaderTerm, MemberHealth } from './faults.js';
 import { Keys } from './keys.js';
 import { Mirror } from './mirror.js';
 
@@ -34,7 +34,16 @@ const MEMBER_OUT_MS = 5000;
  * overload that slows every member, the last member is never out (faults.ts).
  */
 const DEADLINE_MISSES = 1;
-/** Sends of one Txn whose calls outlived their deadline (send()). */
+/** How long a Txn waits for its answer before the leader's term is probed (faults.ts LeaderTerm). */
+const TERM_CHECK_MS = 500;
+/** A Txn that was still unanswered when the leader changed: its proposal may be lost (faults.ts LeaderTerm). */
+class LeaderChangedError extends Error {
+  constructor() {
+    super('the etcd leader changed while a Txn waited for its answer (outcome unknown)');
+    this.name = 'LeaderChangedError';
+  }
+}
+/** Sends of one Txn whose calls outlived their deadline or a leader (send()). */
 const SEND_ATTEMPTS = 3;
 
 export interface EtcdOptions {
@@ -112,6 +121,8 @@ export class EtcdBackend {
   /** Each client's member records (faults.ts), for stats. */
   readonly healths: MemberHealth[] = [];
   readonly callTimeoutMs: number;
+  /** The raft term as last seen; a Txn that waits across a leader change is sent again (faults.ts). */
+  readonly term: LeaderTerm;
   /** Commit ids (send()): this client's random prefix and a counter. */
   private readonly idPrefix = randomBytes(9).toString('base64');
   private nextId = 0;
@@ -124,6 +135,10 @@ export class EtcdBackend {
     this.keys = new Keys(options.prefix ?? '/latchkey');
     this.mirror = new Mirror(this.client, this.keys, () => this.newClient());
     this.maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
+    this.term = new LeaderTerm(async () => {
+      const r = await this.client.kv.range({ key: Buffer.from(this.mirror.revKey), serializable: true, keys_only: true });
+      return Number(r.header.raft_term);
+    }, TERM_CHECK_MS);
   }
 
   /**
@@ -175,6 +190,7 @@ export class EtcdBackend {
     for (let attempt = 0; ; attempt++) {
       try {
         const r = await this.client.kv.range({ key: Buffer.from(this.mirror.revKey) });
+        this.term.note(r.header.raft_term);
         rev = r.kvs.length > 0 ? Number(r.kvs[0]!.mod_revision) : 0;
         break;
       } catch (e) {
@@ -231,7 +247,16 @@ export class EtcdBackend {
     let res;
     for (let attempt = 1; ; attempt++) {
       try {
-        res = await this.client.kv.txn({ compare: plan.compare, success, failure: [] });
+        const since = this.term.term;
+        const call = this.client.kv.txn({ compare: plan.compare, success, failure: [] });
+        const r = await this.term.race(call, since);
+        if (r === 'moved') {
+          // Left to its deadline; its answer, if any, only moves the term (the id tells whether it applied).
+          call.then((x) => this.term.note(x.header.raft_term), () => {});
+          throw new LeaderChangedError();
+        }
+        res = r.value;
+        this.term.note(res.header.raft_term);
         break;
       } catch (e) {
         const seen = await this.barrier().then(() => this.mirror.commits.get(id), () => undefined);
@@ -244,7 +269,8 @@ export class EtcdBackend {
         // outcome is unknown. Sound only for a Txn whose writes are all compared (a put of a new key compares
         // create_revision == 0) or idempotent: docs/etcd.md "Calls and members" lists them, and the one
         // exception (markUnrecoverable after a resetLock).
-        if (!(e instanceof CallDeadlineError) || attempt >= SEND_ATTEMPTS || this.closed) throw etcdError(e);
+        // A leader change while it waited (faults.ts LeaderTerm) leaves it in the same state as a missed deadline.
+        if (!(e instanceof CallDeadlineError || e instanceof LeaderChangedError) || attempt >= SEND_ATTEMPTS || this.closed) throw etcdError(e);
       }
     }
     const rev = Number(res.header.revision);
