@@ -21,7 +21,7 @@
  *    client refused everything for 10 s, its session included).
  */
 import { BrokenCircuitError, type IPolicy } from 'cockatiel';
-import { GRPCDeadlineExceededError, isRecoverableError } from 'etcd3';
+import { type Etcd3, GRPCDeadlineExceededError, isRecoverableError } from 'etcd3';
 
 /** A call that outlived its deadline, as etcd3 does not treat as recoverable (not resent, no reset). */
 export class CallDeadlineError extends Error {
@@ -162,5 +162,89 @@ export class LeaderTerm {
     });
     this.probes++;
     return this.probing;
+  }
+}
+
+/**
+ * One keep-alive of lease `id` on a stream of its own (a member etcd3's pool
+ * picks, maybe another than the lease's own stream's): etcd's TTL for it,
+ * seconds (0: the lease is gone). Rejects on an error or after `timeoutMs`.
+ */
+export async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number): Promise<number> {
+  const stream = await client.leaseClient.leaseKeepAlive();
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no keep-alive answer in ${timeoutMs} ms`)), timeoutMs);
+      stream.on('data', (res: { TTL: string }) => {
+        clearTimeout(timer);
+        resolve(Number(res.TTL));
+      });
+      stream.on('error', (e: Error) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      stream.write({ ID: id });
+    });
+  } finally {
+    try {
+      stream.end();
+    } catch {
+      // already ended
+    }
+  }
+}
+
+/**
+ * A second keep-alive when the lease's own stream sits on one unanswered.
+ *
+ * Why: etcd answers a stream's keep-alives one after another, each through
+ * its member (a follower forwards it to the leader and waits; around a
+ * leader change, or on a busy member, that took seconds). Measured at load
+ * 17-18 with three leader kills and a 300-VM workload beside: one keep-alive
+ * answered 4.0 s after it was sent, without any kill in that moment; the
+ * previous answer dated the lease to expire for the session 180 ms after that
+ * answer came (the session gives up a quarter TTL before etcd could expire
+ * it). A session that gives up loses its ephemerals and locks and fails its
+ * writes SESSION_EXPIRED, as the bench's failover row saw once at load ~34.
+ * When the stream's oldest unanswered keep-alive is `afterMs` old, one
+ * keep-alive goes on a fresh stream (keepAliveOnce; at most one at a time);
+ * its answer is credited from its own send time, as any answer is.
+ */
+export class KeepAliveHedge {
+  private readonly unanswered: number[] = [];
+  private inFlight = false;
+  /** Hedges sent (stats and tests). */
+  sent = 0;
+
+  constructor(private readonly options: { afterMs: number; send: (timeoutMs: number) => Promise<number>; credit: (sentAt: number, ttlSeconds: number) => void; gone: () => void }) {}
+
+  /** The lease's stream sent a keep-alive. */
+  fired(now: number): void {
+    if (this.unanswered.length < 64) this.unanswered.push(now);
+  }
+
+  /** The lease's stream answered its oldest keep-alive. */
+  answered(): void {
+    this.unanswered.shift();
+  }
+
+  /** The lease's stream failed: its unanswered keep-alives will never be answered. */
+  failed(): void {
+    this.unanswered.length = 0;
+  }
+
+  /** Called on a timer: sends a hedge when the oldest unanswered keep-alive is too old. */
+  tick(now: number): void {
+    const oldest = this.unanswered[0];
+    if (this.inFlight || oldest === undefined || now - oldest < this.options.afterMs) return;
+    this.inFlight = true;
+    this.sent++;
+    const sentAt = Date.now();
+    this.options.send(this.options.afterMs * 2).then((ttl) => {
+      if (ttl > 0) this.options.credit(sentAt, ttl);
+      else this.options.gone();
+    }, () => {}).finally(() => {
+      this.inFlight = false;
+    });
   }
 }

@@ -28,12 +28,15 @@ import { REMOTE_RETRY, type RetryCounters } from '../util/retry.js';
 import { type EtcdBackend, etcdError } from './backend.js';
 import type { PlanBuilder } from './commit.js';
 import { type Locks, type LockOwner } from './locks.js';
+import { KeepAliveHedge, keepAliveOnce } from './faults.js';
 import { EtcdTransaction, writeTargets } from './transaction.js';
 
 /** What a session needs of its lease: etcd3's `Lease`, or one adopted from another front-end (adopt.ts). */
 export interface SessionLease {
   on(event: 'keepaliveFired', fn: () => void): unknown;
   on(event: 'keepaliveSucceeded', fn: () => void): unknown;
+  /** The keep-alive stream failed: its unanswered keep-alives will never be answered. */
+  on(event: 'keepaliveFailed', fn: () => void): unknown;
   on(event: 'lost', fn: (err: Error) => void): unknown;
   grant(): Promise<string>;
   revoke(): Promise<unknown>;
@@ -99,12 +102,24 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     const marginMs = Math.max(500, (ttl * 1000) / 4);
     const checkMs = Math.min(250, marginMs / 2);
     this.resumeMs = Math.floor(marginMs - checkMs);
+    // A keep-alive stuck on its stream gets a second one on a fresh stream (faults.ts KeepAliveHedge).
+    const hedge = new KeepAliveHedge({
+      afterMs: Math.max(1000, (ttl * 1000) / 10),
+      send: (timeoutMs) => keepAliveOnce(backend.leaseClient, this.idValue, timeoutMs),
+      credit: (sentAt, secs) => {
+        this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, sentAt + Math.min(ttl, secs) * 1000);
+      },
+      gone: () => this.die(`its lease ${this.idValue} has expired`),
+    });
     this.lease.on('keepaliveFired', () => {
       this.firedAt = Date.now();
+      hedge.fired(this.firedAt);
     });
     this.lease.on('keepaliveSucceeded', () => {
+      hedge.answered();
       this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, this.firedAt + ttl * 1000);
     });
+    this.lease.on('keepaliveFailed', () => hedge.failed());
     this.lease.on('lost', (err) => this.die(`its lease was lost: ${err.message}`));
     const grantSent = Date.now();
     this.granted = this.lease.grant().then((id) => {
@@ -114,6 +129,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
       this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, adopted?.goodUntil ?? grantSent + ttl * 1000);
       if (adopted !== undefined) this.watchMoved();
       this.timer = setInterval(() => {
+        hedge.tick(Date.now());
         if (Date.now() > this.goodUntil - marginMs) this.die('its lease could not be renewed in time (the client gave up before etcd could expire it)');
       }, checkMs);
       this.timer.unref();
