@@ -33,7 +33,10 @@ import { EtcdTransaction, writeTargets } from './transaction.js';
 /** What a session needs of its lease: etcd3's `Lease`, or one adopted from another front-end (adopt.ts). */
 export interface SessionLease {
   on(event: 'keepaliveFired', fn: () => void): unknown;
-  on(event: 'keepaliveSucceeded', fn: () => void): unknown;
+  /** `res.TTL`: the TTL etcd gave the lease at this keep-alive (seconds), when the lease says. */
+  on(event: 'keepaliveSucceeded', fn: (res?: { TTL?: string }) => void): unknown;
+  /** The keep-alive stream failed: its unanswered keep-alives will never be answered. */
+  on(event: 'keepaliveFailed', fn: () => void): unknown;
   on(event: 'lost', fn: (err: Error) => void): unknown;
   grant(): Promise<string>;
   revoke(): Promise<unknown>;
@@ -72,7 +75,15 @@ export class EtcdSession extends SessionEdge implements LockOwner {
   readonly resumeMs: number;
   private readonly endController = new AbortController();
   private goodUntil = Infinity;
-  private firedAt = 0;
+  /**
+   * Send times of the keep-alives not answered yet, oldest first. Both lease
+   * kinds fire on a timer whether or not the last one was answered, and a
+   * stream answers in order: an answer is credited from the send time of the
+   * oldest unanswered keep-alive, never a later one (crediting from the
+   * newest send, or from the answer's arrival, would let the session believe
+   * its lease lives longer than etcd counts it).
+   */
+  private readonly fired: number[] = [];
   private timer: NodeJS.Timeout | undefined;
   private counter = 0;
   /**
@@ -100,10 +111,20 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     const checkMs = Math.min(250, marginMs / 2);
     this.resumeMs = Math.floor(marginMs - checkMs);
     this.lease.on('keepaliveFired', () => {
-      this.firedAt = Date.now();
+      // Bounded: with no answers the session ends anyway; not recording a send only makes later credits older (safe).
+      if (this.fired.length < 64) this.fired.push(Date.now());
     });
-    this.lease.on('keepaliveSucceeded', () => {
-      this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, this.firedAt + ttl * 1000);
+    this.lease.on('keepaliveSucceeded', (res) => {
+      const sent = this.fired.shift();
+      if (sent === undefined) return; // an answer we cannot date: no credit
+      const answered = Number(res?.TTL ?? ttl);
+      const credit = Number.isFinite(answered) ? Math.min(ttl, answered) : ttl;
+      if (credit <= 0) return;
+      this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, sent + credit * 1000);
+    });
+    // A failed stream's unanswered keep-alives are never answered; the new stream's answers match its own sends.
+    this.lease.on('keepaliveFailed', () => {
+      this.fired.length = 0;
     });
     this.lease.on('lost', (err) => this.die(`its lease was lost: ${err.message}`));
     const grantSent = Date.now();
