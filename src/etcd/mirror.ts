@@ -150,7 +150,15 @@ export class Mirror {
   private async watch(): Promise<void> {
     const [from] = this.keys.all;
     this.watchClient ??= this.newWatchClient();
-    const w = await this.watchClient.watch().prefix(from).startRevision(String(this.rev + 1)).create();
+    let w: Watcher;
+    try {
+      w = await this.watchClient.watch().prefix(from).startRevision(String(this.rev + 1)).create();
+    } catch (e) {
+      if (this.closed || !resumeLost(e)) throw e;
+      // Refused at creation because our resume point left etcd's history: start over from a full read.
+      await this.load();
+      return this.watch();
+    }
     this.watcher = w;
     w.on('data', (res) => {
       if (this.closed) return;
@@ -171,7 +179,7 @@ export class Mirror {
     });
     w.on('error', (err: Error) => {
       if (this.closed) return;
-      if (/compact/i.test(err.message)) {
+      if (resumeLost(err)) {
         // Our resume point left etcd's history: start over from a full read.
         void w.cancel().catch(() => {});
         void this.load().then(() => this.watch()).catch((e: Error) => this.fail(e));
@@ -344,6 +352,17 @@ export class Mirror {
     void this.watcher?.cancel().catch(() => {});
     this.watchClient?.close();
   }
+}
+
+/**
+ * A watch etcd cancelled: our resume point was compacted away. etcd says so
+ * with the cancel's compact_revision, which etcd3 does not pass on: its
+ * error reads "Watcher canceled: " with an empty reason (etcd 3.4-3.5), so
+ * any cancel counts (a reload is correct whatever the cause; a stream that
+ * failed otherwise is resumed by etcd3 itself, without a cancel).
+ */
+function resumeLost(e: unknown): boolean {
+  return /compact|watcher canceled/i.test(e instanceof Error ? e.message : String(e));
 }
 
 export function toRec(kv: IKeyValue): Rec {

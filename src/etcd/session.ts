@@ -57,6 +57,40 @@ export interface AdoptedLease {
   readonly record: Buffer;
 }
 
+/**
+ * Until when keep-alive answers say the lease lives. Both lease kinds fire
+ * keep-alives on a timer whether or not the last one was answered, and a
+ * stream answers in order: an answer is credited from the send time of the
+ * oldest unanswered keep-alive, with the TTL the answer gives (at most the
+ * granted one). Crediting from the newest send, or from the answer's
+ * arrival, would let the session believe its lease lives longer than etcd
+ * counts it.
+ */
+export class KeepAliveCredit {
+  private readonly sent: number[] = [];
+  constructor(private readonly ttlSeconds: number) {}
+
+  /** A keep-alive is about to be sent at `now` (epoch ms). */
+  fired(now: number): void {
+    // Bounded: with no answers the session ends anyway; a send not recorded only makes later credits older (safe).
+    if (this.sent.length < 64) this.sent.push(now);
+  }
+
+  /** An answer came (its TTL, seconds, when known): the epoch ms the lease lives until, or undefined (no credit). */
+  answered(ttl: string | number | undefined): number | undefined {
+    const sent = this.sent.shift();
+    if (sent === undefined) return undefined; // an answer we cannot date
+    const n = ttl === undefined ? this.ttlSeconds : Number(ttl);
+    const secs = Number.isFinite(n) ? Math.min(this.ttlSeconds, n) : this.ttlSeconds;
+    return secs > 0 ? sent + secs * 1000 : undefined;
+  }
+
+  /** The stream failed: its unanswered keep-alives will never be answered; the next stream's answers match its own sends. */
+  failed(): void {
+    this.sent.length = 0;
+  }
+}
+
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 export class EtcdSession extends SessionEdge implements LockOwner {
@@ -75,15 +109,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
   readonly resumeMs: number;
   private readonly endController = new AbortController();
   private goodUntil = Infinity;
-  /**
-   * Send times of the keep-alives not answered yet, oldest first. Both lease
-   * kinds fire on a timer whether or not the last one was answered, and a
-   * stream answers in order: an answer is credited from the send time of the
-   * oldest unanswered keep-alive, never a later one (crediting from the
-   * newest send, or from the answer's arrival, would let the session believe
-   * its lease lives longer than etcd counts it).
-   */
-  private readonly fired: number[] = [];
+  private readonly credit: KeepAliveCredit;
   private timer: NodeJS.Timeout | undefined;
   private counter = 0;
   /**
@@ -110,22 +136,13 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     const marginMs = Math.max(500, (ttl * 1000) / 4);
     const checkMs = Math.min(250, marginMs / 2);
     this.resumeMs = Math.floor(marginMs - checkMs);
-    this.lease.on('keepaliveFired', () => {
-      // Bounded: with no answers the session ends anyway; not recording a send only makes later credits older (safe).
-      if (this.fired.length < 64) this.fired.push(Date.now());
-    });
+    this.credit = new KeepAliveCredit(ttl);
+    this.lease.on('keepaliveFired', () => this.credit.fired(Date.now()));
     this.lease.on('keepaliveSucceeded', (res) => {
-      const sent = this.fired.shift();
-      if (sent === undefined) return; // an answer we cannot date: no credit
-      const answered = Number(res?.TTL ?? ttl);
-      const credit = Number.isFinite(answered) ? Math.min(ttl, answered) : ttl;
-      if (credit <= 0) return;
-      this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, sent + credit * 1000);
+      const until = this.credit.answered(res?.TTL);
+      if (until !== undefined) this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, until);
     });
-    // A failed stream's unanswered keep-alives are never answered; the new stream's answers match its own sends.
-    this.lease.on('keepaliveFailed', () => {
-      this.fired.length = 0;
-    });
+    this.lease.on('keepaliveFailed', () => this.credit.failed());
     this.lease.on('lost', (err) => this.die(`its lease was lost: ${err.message}`));
     const grantSent = Date.now();
     this.granted = this.lease.grant().then((id) => {
