@@ -147,17 +147,18 @@ export class Mirror {
     this.wake();
   }
 
-  private async watch(): Promise<void> {
+  /** `reloaded`: just after a full read (a watch refused again then is not a compaction: it fails). */
+  private async watch(reloaded = false): Promise<void> {
     const [from] = this.keys.all;
     this.watchClient ??= this.newWatchClient();
     let w: Watcher;
     try {
       w = await this.watchClient.watch().prefix(from).startRevision(String(this.rev + 1)).create();
     } catch (e) {
-      if (this.closed || !resumeLost(e)) throw e;
+      if (this.closed || reloaded || !resumeLost(e)) throw e;
       // Refused at creation because our resume point left etcd's history: start over from a full read.
       await this.load();
-      return this.watch();
+      return this.watch(true);
     }
     this.watcher = w;
     w.on('data', (res) => {

@@ -153,6 +153,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
     if (rec === undefined) {
       if (d === undefined) return;
       table.delete(domid);
+      opening.delete(domid);
       closeGuestListener(domid);
       for (const m of [...d.members]) m.destroy();
       if (d.announced) hub.fireSpecial('@releaseDomain', engine.visibleRoot);
@@ -163,11 +164,8 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
       nd.target = rec.target;
       nd.releasing = rec.releasing === true;
       table.add(nd);
-      if (!nd.releasing) {
-        const p = open(nd);
-        opening.set(domid, p);
-        void p.finally(() => { if (opening.get(domid) === p) opening.delete(domid); });
-      }
+      // Kept until the domain goes: the INTRODUCE that created it reads whether its transport opened.
+      if (!nd.releasing) opening.set(domid, open(nd));
       return;
     }
     d.port = rec.port;
