@@ -157,7 +157,7 @@ test('guest domains: introduced through one front-end, served, targeted and rele
   }
 });
 
-test('reads through one front-end see writes acknowledged through the other, with barriers shared', { timeout: 120_000 }, async () => {
+test('reads through one front-end see writes acknowledged through the other, with barriers shared', { timeout: 120_000 }, async (t) => {
   const p = await pair();
   try {
     const a0 = await p.connect(p.a.sock);
@@ -186,6 +186,7 @@ test('reads through one front-end see writes acknowledged through the other, wit
     const got = await Promise.all(reads);
     assert.ok(got.every((v) => v === '4'), 'every read sees the write');
     const used = batch.count - before;
+    t.diagnostic(`200 pipelined reads on 5 connections: ${used} barriers (load ${os.loadavg()[0]!.toFixed(1)})`);
     assert.ok(used >= 1 && used <= 10, `200 reads took ${used} barriers`);
   } finally {
     await p.done();
