@@ -168,6 +168,12 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
       if (!nd.releasing) opening.set(domid, open(nd));
       return;
     }
+    if (d.mfn !== rec.mfn || (d.releasing && rec.releasing !== true)) {
+      // Released and introduced again in between (a reload after a compaction skips the revisions between): another domain.
+      sync(domid, undefined);
+      sync(domid, rec);
+      return;
+    }
     d.port = rec.port;
     d.target = rec.target;
     if (rec.releasing === true && !d.releasing) {

@@ -234,7 +234,14 @@ test('watches fire for what changed while a mirror reloaded after a compaction',
     await b0.sync();
     await new Promise((r) => setTimeout(r, 200));
     b0.takeEvents();
+    // A guest connected through B, released and introduced again (another mfn) while B hears nothing.
+    await req(a0, XsType.INTRODUCE, '4', '1004', '1');
+    await until('B\'s socket for guest 4', () => existsSync(path.join(p.b.domains, '4')));
+    const g4 = await p.connect(path.join(p.b.domains, '4'));
+    await g4.sync();
     await deafen(p.b);
+    await req(a0, XsType.RELEASE, '4');
+    await req(a0, XsType.INTRODUCE, '4', '2004', '1');
     await a0.rm('/cmp/gone');
     await a0.write('/cmp/new', 'n');
     await a0.setPerms('/cmp/perm', ['n0', 'r3']);
@@ -254,6 +261,11 @@ test('watches fire for what changed while a mirror reloaded after a compaction',
     assert.ok(!seen.has('/cmp/same'), 'nothing for a node that did not change');
     assert.deepEqual(await b0.getPerms('/cmp/perm'), ['n0', 'r3']);
     assert.equal(str(await req(b0, XsType.CONTROL, 'check')), 'OK', 'entry counts still match the tree');
+    await g4.whenClosed(); // the old incarnation's connection is closed by B
+    await until('B\'s socket for the new guest 4', () => existsSync(path.join(p.b.domains, '4')));
+    const g4b = await p.connect(path.join(p.b.domains, '4'));
+    await g4b.sync();
+    await req(a0, XsType.RELEASE, '4');
   } finally {
     await p.done();
   }
