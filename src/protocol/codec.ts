@@ -25,6 +25,7 @@ import {
   helloBody, isRequestOp, requests, serverBody,
 } from './messages.js';
 import { DEFAULT_SCAN_LIMITS, type ScanLimits, scanMsgpack } from './msgpack-scan.js';
+import { FALLBACK, readMsgpack } from './msgpack-read.js';
 import { MsgpackWriter, type Split } from './msgpack-write.js';
 import { ShapeError, isPlainObject } from './schema.js';
 
@@ -170,7 +171,10 @@ export class Decoder<M> {
         continue;
       }
       try {
-        const message = this.parse(f.id, unpackBody(f.body, f.owned === true));
+        // The scan passed: the small reader decodes it, or leaves it to msgpackr (msgpack-read.ts).
+        let v = readMsgpack(f.body, f.owned !== true);
+        if (v === FALLBACK) v = unpackBody(f.body, f.owned === true);
+        const message = this.parse(f.id, v);
         out.push(f.sunk === undefined ? { type: 'message', message, size: f.body.length } : { type: 'message', message, size: f.body.length + f.sunk, sunk: f.sunk });
       } catch (e) {
         if (e instanceof Reject) {

@@ -123,9 +123,24 @@ function wireEntry(e: Entry): WireEntry {
   return { path: e.path, value, stat: { ...e.stat }, revision: e.revision };
 }
 
+/** A write's options from its arguments: one object, no spreads (a set builds these once per request). */
 function writeOpts(a: { fence?: number; wait?: boolean }, signal: AbortSignal): { fence?: number; wait?: boolean; signal: AbortSignal } {
-  return { ...definedFields(a, ['fence', 'wait']), signal };
+  const o: { fence?: number; wait?: boolean; signal: AbortSignal } = { signal };
+  if (a.fence !== undefined) o.fence = a.fence;
+  if (a.wait !== undefined) o.wait = a.wait;
+  return o;
 }
+
+/** A set's conditions and write options as one object (the edge picks the conditions out again). */
+function setOpts(a: Args<'set'>, signal: AbortSignal): SetConditionsAndWrite {
+  const o: SetConditionsAndWrite = writeOpts(a, signal);
+  if (a.ifVersion !== undefined) o.ifVersion = a.ifVersion;
+  if (a.ifModRev !== undefined) o.ifModRev = a.ifModRev;
+  if (a.ifAbsent !== undefined) o.ifAbsent = a.ifAbsent;
+  return o;
+}
+
+interface SetConditionsAndWrite { ifVersion?: number; ifModRev?: number; ifAbsent?: boolean; fence?: number; wait?: boolean; signal: AbortSignal }
 
 const toNull = (): null => null;
 
@@ -177,9 +192,8 @@ export const handlers: HandlerTable = {
     access: writePath,
     run(c, { s, a, signal }) {
       checkValue(c, a.value, a.path);
-      const cond = definedFields(a, SET_CONDITIONS);
-      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.set(a.path, a.value, cond).then(toNull);
-      return c.session(s).set(a.path, a.value, { ...cond, ...writeOpts(a, signal) });
+      if (a.tx !== undefined) return txOf(c, a.tx, true).tx.set(a.path, a.value, definedFields(a, SET_CONDITIONS)).then(toNull);
+      return c.session(s).set(a.path, a.value, setOpts(a, signal));
     },
   },
   create: {
