@@ -77,6 +77,8 @@ export interface StorageOptions {
    * (default a quarter of `cacheBytes`, at least 1 MiB; storage/values.ts).
    */
   valueWriteBytes?: number;
+  /** Copy values written into the value cache once on disk (write-through); default false: reads fill it (storage/values.ts note 4). */
+  cacheWrites?: boolean;
 }
 
 export interface DurableStorage extends Storage {
@@ -147,7 +149,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
       await fs.unlink(path.join(dir, lastValue.name)).catch((e: unknown) => { throw ioError('removing a torn value file', path.join(dir, lastValue.name), e); });
       existing.delete(lastValue.n);
     }
-    values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, cachePolicy, fileBytes: valueFileBytes, writeBytes }, existing);
+    values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, cachePolicy, fileBytes: valueFileBytes, writeBytes, cacheWrites: options.cacheWrites === true }, existing);
     const rec = await recover(fs, dir, durable, values, listing);
     const wal = await Wal.open({
       dir, fs, segmentBytes, durable, segments: rec.segments, activeSize: rec.activeSize, nextRev: rec.revision + 1,

@@ -71,7 +71,7 @@ export function makeValueCache<V>(policy: CachePolicy, limit: number, cost?: (v:
   return policy === 'lru' ? new LruCache<V>(limit, c, onEvict) : new S3FifoCache<V>(limit, c, onEvict);
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the default only applies to V = Uint8Array
+/** The default charge, for V = Uint8Array (makeValueCache passes its own for other entries). */
 const defaultCost = entryCost as (v: any) => number;
 
 export class LruCache<V = Uint8Array> implements ValueCache<V> {

@@ -23,10 +23,14 @@
  *    is checked against the ref's CRC32C; a mismatch or a short read is
  *    CORRUPT naming the file and offset, and nothing is cached.
  * 4. A bounded cache (S3-FIFO by default, LRU on request: value-cache.ts;
- *    `cacheBytes`, default 256 MiB) keeps read and written values, copied
- *    into memory it owns and reuses (value-arena.ts: slabs allocated once,
- *    blocks freed by eviction and reused); entries still being written stay
- *    in `unflushed` until they are on disk, whatever the cache evicts.
+ *    `cacheBytes`, default 256 MiB) keeps values read, copied into memory
+ *    it owns and reuses (value-arena.ts: slabs allocated once, blocks freed
+ *    by eviction and reused). Values written are not copied in by default
+ *    (`cacheWrites`): the watch history window already holds the bytes of
+ *    recent writes (up to 64 MiB), and a second copy of them in the cache
+ *    made the writer's memory cache + window instead of either (measured:
+ *    docs/benchmarks.md, bigdata). Entries still being written stay in
+ *    `unflushed`, readable, until they are on disk.
  *    Every read hands out bytes the caller owns (a copy out of the cache, or
  *    the buffer the file was read into, whose bytes the cache copied): a
  *    cached block is reused after eviction, so no one outside this file ever
@@ -128,6 +132,11 @@ export interface ValueStoreOptions {
   cachePolicy?: CachePolicy;
   /** Write back-pressure: bytes of large values admitted and not yet durable before new writes wait (default `defaultWriteBytes(cacheBytes)`). */
   writeBytes?: number;
+  /**
+   * Copy values written into the cache once they are on disk (write-through;
+   * default false: only reads fill the cache, note 4).
+   */
+  cacheWrites?: boolean;
 }
 
 /** The default bound on large values in flight: a quarter of the cache, at least 1 MiB. */
@@ -292,7 +301,7 @@ export class ValueStore implements ValueReader {
       for (const k of c.keys) {
         const b = this.unflushed.get(k);
         this.unflushed.delete(k);
-        if (b !== undefined) this.remember(k, b);
+        if (b !== undefined && this.o.cacheWrites === true) this.remember(k, b);
       }
     }
   }

@@ -45,6 +45,8 @@ test('the cache keeps values in slabs it allocates once: writing and reading far
   const limit = 1 << 20;
   const s = (await open(tmp.path, { inlineValueBytes: 0, cacheBytes: limit })) as EmbeddedStore;
   for (let i = 0; i < 8; i++) await s.set(`/v/${i}`, fill(16 * 1024, i));
+  assert.equal(slabsOf(s).length, 0, 'values written are not cached (cacheWrites is off): no slab yet');
+  for (let i = 0; i < 8; i++) await s.get(`/v/${i}`);
   assert.equal(slabsOf(s).length, 1, 'one slab (the limit is below 16 MiB)');
   // Weak only: a strong reference here would keep the slab alive after close.
   const weak = new WeakRef(slabsOf(s)[0]!.buffer);
@@ -69,7 +71,10 @@ test('bytes handed out are the caller\'s own: reusing the cache block they came 
   const s = (await open(tmp.path, { inlineValueBytes: 0, cacheBytes: 4 * (size + 512), cachePolicy: 'lru' })) as EmbeddedStore;
   await s.set('/v/0', fill(size, 1));
   const ref = lookupRef(s, '/v/0');
+  assert.equal(ref.reader.peek(ref), undefined, 'written, not read: not cached');
+  await s.get('/v/0');
   const hit = ref.reader.peek(ref)!;
+  assert.ok(hit !== undefined, 'read once: cached');
   const entry = (await s.get('/v/0'))!;
   assert.equal(entry.value, entry.value, 'an entry over a value on disk gives its own bytes, the same array each time');
   const sync = ref.reader.readSync(ref);
@@ -77,7 +82,10 @@ test('bytes handed out are the caller\'s own: reusing the cache block they came 
   sync[1] = 9;
   assert.deepEqual((await s.get('/v/0'))!.value, fill(size, 1), 'the cached bytes are not those handed out');
   // Evict /v/0 and reuse its block many times over.
-  for (let i = 1; i < 64; i++) await s.set(`/v/${i}`, fill(size, 2 + (i % 200)));
+  for (let i = 1; i < 64; i++) {
+    await s.set(`/v/${i}`, fill(size, 2 + (i % 200)));
+    await s.get(`/v/${i}`);
+  }
   assert.equal(ref.reader.peek(ref), undefined, '/v/0 was evicted');
   assert.deepEqual(entry.value, fill(size, 1), 'an entry read before is unchanged');
   assert.equal(entry.text().length, size);
@@ -87,7 +95,22 @@ test('bytes handed out are the caller\'s own: reusing the cache block they came 
   const dest = new Uint8Array(size);
   await readValueInto(lookupRef(s, '/v/63'), dest);
   assert.deepEqual(dest, fill(size, 2 + 63));
-  for (let i = 64; i < 80; i++) await s.set(`/v/${i}`, fill(size, 7));
+  for (let i = 64; i < 80; i++) {
+    await s.set(`/v/${i}`, fill(size, 7));
+    await s.get(`/v/${i}`);
+  }
   assert.deepEqual(dest, fill(size, 2 + 63));
+  await s.close();
+});
+
+test('cacheWrites: values written are copied into the cache once on disk (write-through)', async () => {
+  await using tmp = await tempDir();
+  const s = (await open(tmp.path, { inlineValueBytes: 0, cacheWrites: true })) as EmbeddedStore;
+  const v = fill(5000, 3);
+  await s.set('/v/0', v);
+  v.fill(0);
+  const ref = lookupRef(s, '/v/0');
+  assert.deepEqual(ref.reader.peek(ref), fill(5000, 3), 'cached at once, a copy of the bytes set');
+  assert.equal(s.stats().cacheMisses, 0);
   await s.close();
 });
