@@ -343,6 +343,8 @@ export class ValueStore implements ValueReader {
   }
 
   private remember(key: number, bytes: Uint8Array): void {
+    // A read that ends after close() must not allocate a slab the closed store would keep.
+    if (this.closed) return;
     this.counters.cacheEvictions += this.cache.put(key, bytes);
   }
 
