@@ -14,12 +14,15 @@ export interface ReaderResult {
   getS: number;
   scanS: number;
   scanned: number;
+  /** CPU time of the reader process (user + system) per random get and per scanned value (µs). */
+  getCpuUs: number;
+  scanCpuUs: number;
   phases: ReaderPhase[];
   stats: { cacheHits?: number; cacheMisses?: number; cacheEvictions?: number; cacheLimit?: number };
 }
 
 async function main(): Promise<void> {
-  const a = JSON.parse(process.argv[2]!) as { dir: string; count: number; perDir: number; valueBytes: number; reads: number; dirs: number; cold: boolean };
+  const a = JSON.parse(process.argv[2]!) as { dir: string; count: number; perDir: number; valueBytes: number; reads: number; dirs: number; cold: boolean; cacheBytes?: number };
   const load = (): string => os.loadavg()[0]!.toFixed(1);
   const phases: ReaderPhase[] = [];
   const done = (w: RssWatch, name: string, figure: string): void => {
@@ -31,23 +34,27 @@ async function main(): Promise<void> {
   let w = new RssWatch();
   if (a.cold) dropCaches();
   let t0 = performance.now();
-  const s = await open(a.dir);
+  const s = await open(a.dir, a.cacheBytes === undefined ? {} : { cacheBytes: a.cacheBytes });
+  const cpuUs = (c: NodeJS.CpuUsage): number => c.user + c.system;
   const reopenMs = performance.now() - t0;
   done(w, 'reopen', `${reopenMs.toFixed(1)} ms`);
 
   w = new RssWatch();
   const picks = shuffled(a.count, a.reads);
   t0 = performance.now();
+  let c0 = process.cpuUsage();
   await pool(a.reads, 16, async (k) => {
     const e = await s.get(keyOf(picks[k]!, a.perDir));
     if (e === undefined || e.value.length !== a.valueBytes) throw new Error('bigdata: a value is missing');
   });
   const getS = (performance.now() - t0) / 1000;
-  done(w, 'random gets', `${(a.reads / getS).toFixed(0)} values/s`);
+  const getCpuUs = cpuUs(process.cpuUsage(c0)) / a.reads;
+  done(w, 'random gets', `${(a.reads / getS).toFixed(0)} values/s, ${getCpuUs.toFixed(0)} µs CPU per get`);
 
   w = new RssWatch();
   if (a.cold) dropCaches();
   t0 = performance.now();
+  c0 = process.cpuUsage();
   let scanned = 0;
   for (let d = 0; d < a.dirs; d++) {
     const dname = `/d${String(d).padStart(15, '0')}`;
@@ -61,10 +68,11 @@ async function main(): Promise<void> {
     });
   }
   const scanS = (performance.now() - t0) / 1000;
-  done(w, 'scan', `${(scanned / MiB / scanS).toFixed(0)} MB/s`);
+  const scanCpuUs = cpuUs(process.cpuUsage(c0)) / (scanned / a.valueBytes);
+  done(w, 'scan', `${(scanned / MiB / scanS).toFixed(0)} MB/s, ${scanCpuUs.toFixed(0)} µs CPU per value`);
   const st = s.stats();
   await s.close();
-  const out: ReaderResult = { reopenMs, getS, scanS, scanned, phases, stats: { cacheHits: st.cacheHits, cacheMisses: st.cacheMisses, cacheEvictions: st.cacheEvictions, cacheLimit: st.cacheLimit } };
+  const out: ReaderResult = { reopenMs, getS, scanS, scanned, getCpuUs, scanCpuUs, phases, stats: { cacheHits: st.cacheHits, cacheMisses: st.cacheMisses, cacheEvictions: st.cacheEvictions, cacheLimit: st.cacheLimit } };
   process.stdout.write(JSON.stringify(out));
 }
 

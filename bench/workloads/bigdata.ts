@@ -56,6 +56,9 @@ async function bigValues(o: BenchOptions): Promise<void> {
   const rows: (string | number)[][] = [];
   const rss: (string | number)[][] = [];
   const cold = !o.quick && dropCaches();
+  // `--bigdata-cache-mib=N`: the value cache of the writer and the reader (default: the store's, 256 MiB).
+  const cacheMiB = argNum(o.args, 'bigdata-cache-mib', 0);
+  const cacheBytes = cacheMiB > 0 ? cacheMiB * MiB : undefined;
   const load = (): string => os.loadavg()[0]!.toFixed(1);
 
   // latchkey
@@ -64,28 +67,32 @@ async function bigValues(o: BenchOptions): Promise<void> {
   try {
     const w = new RssWatch();
     let t0 = performance.now();
-    const s = await open(dir);
+    const s = await open(dir, cacheBytes === undefined ? {} : { cacheBytes });
+    const wc0 = process.cpuUsage();
     // One buffer per writer, refilled for each value: set copies it before it returns, so the
     // bench's own values are not 32 GiB of garbage in the process it measures.
     const bufs = Array.from({ length: 16 }, () => new Uint8Array(valueBytes));
     await pool(count, 16, (i, k) => s.set(keyOf(i, perDir), block(i, valueBytes, bufs[k])));
     const writeS = (performance.now() - t0) / 1000;
+    const wcpu = process.cpuUsage(wc0);
+    const setCpuUs = (wcpu.user + wcpu.system) / count;
     await s.close();
     const diskBytes = dirBytes(dir);
     rss.push(['latchkey write', fmt(w.stop()), w.breakdown()]);
     const total = count * valueBytes;
     rows.push(['write, durable (MB/s)', fmt(total / MiB / writeS), '', '', load()]);
-    phase(`latchkey write ${fmt(total / MiB / writeS)} MB/s durable, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
+    phase(`latchkey write ${fmt(total / MiB / writeS)} MB/s durable, ${fmt(setCpuUs)} µs CPU per set, peak RSS ${rss.at(-1)![1]} MiB, load ${load()}`);
 
     // Reopened in a process of its own: the writer's garbage (its closed
     // store's cache, the values this bench made) is not counted against the
     // reader, as it would not be in a server restarted on its data.
-    const r = await readInChild({ dir, count, perDir, valueBytes, reads, dirs, cold });
+    const r = await readInChild({ dir, count, perDir, valueBytes, reads, dirs, cold, cacheBytes });
     for (const p of r.phases) {
       rss.push([`latchkey ${p.name}`, fmt(p.peakMiB), p.breakdown]);
       phase(`latchkey ${p.name}: ${p.figure}, peak RSS ${fmt(p.peakMiB)} MiB (${p.breakdown}), load ${p.load}`);
     }
     rows.push(['reopen (ms)', fmt(r.reopenMs, 1), '', '', r.phases[0]!.load]);
+    rows.push(['CPU per set / random get / scanned value (µs, this process)', `${fmt(setCpuUs)} / ${fmt(r.getCpuUs)} / ${fmt(r.scanCpuUs)}`, '', '', '']);
     const getS = r.getS;
     const scanS = r.scanS;
     const scanned = r.scanned;
@@ -310,7 +317,7 @@ export default async function bigdata(o: BenchOptions): Promise<void> {
   part(undefined);
 }
 
-interface ReaderArgs { dir: string; count: number; perDir: number; valueBytes: number; reads: number; dirs: number; cold: boolean }
+interface ReaderArgs { dir: string; count: number; perDir: number; valueBytes: number; reads: number; dirs: number; cold: boolean; cacheBytes: number | undefined }
 
 /** Runs bench/bigdata-child.js on `a.dir`: reopen, random gets, scan; its figures. */
 function readInChild(a: ReaderArgs): Promise<ReaderResult> {

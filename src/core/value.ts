@@ -26,7 +26,11 @@ export interface ValueLocation {
   readonly crc: number;
 }
 
-/** What can fetch a ref's bytes (implemented by storage/values.ts). */
+/**
+ * What can fetch a ref's bytes (implemented by storage/values.ts). Every
+ * method that returns bytes returns the caller's own (a copy: the cache
+ * reuses its memory).
+ */
 export interface ValueReader {
   /** The bytes, from the cache or by a synchronous positional read; CORRUPT when the checksum fails. */
   readSync(ref: ValueRef): Uint8Array;

@@ -50,13 +50,16 @@ export function statOf(n: Node): Stat {
 }
 
 /**
- * An entry over a tree node: its stat is made on first use, its value copied
- * on each (stored bytes are shared by every snapshot and the value cache).
- * A value on disk was read before the entry was made (`entryOfNodeAsync`).
+ * An entry over a tree node: its stat is made on first use. A value held in
+ * the tree is copied on each `value` (stored bytes are shared by every
+ * snapshot). A value on disk was read before the entry was made
+ * (`entryOfNodeAsync`) into bytes of its own (`owned`: the value store
+ * hands out copies, storage/values.ts note 4): `value` gives those, the same
+ * array each time, as an entry decoded from the wire does.
  */
 class NodeEntry extends BaseEntry {
   private statCache: Stat | undefined;
-  constructor(path: string, private readonly node: Node, revision: number, private readonly stored: Uint8Array) {
+  constructor(path: string, private readonly node: Node, revision: number, private readonly stored: Uint8Array, private readonly owned: boolean) {
     super(path, revision);
   }
 
@@ -65,6 +68,7 @@ class NodeEntry extends BaseEntry {
   }
 
   get value(): Uint8Array {
+    if (this.owned) return this.stored;
     // Uint8Array's slice copies; a Buffer's (values set from strings are Buffers) would share the stored bytes.
     return copyBytes(this.stored);
   }
@@ -92,21 +96,22 @@ class DataEntry extends BaseEntry {
 
 /** An entry over a node whose value is in memory, or read synchronously (a synchronous view). */
 export function entryOfNode(path: string, node: Node, revision: number): Entry {
-  return new NodeEntry(path, node, revision, bytesOf(node.value));
+  return new NodeEntry(path, node, revision, bytesOf(node.value), !(node.value instanceof Uint8Array));
 }
 
 /** An entry over a node whose value is in memory or cached; undefined when reading it would need I/O. */
 export function entryOfNodeInMemory(path: string, node: Node, revision: number): Entry | undefined {
   const v = node.value;
   const bytes = v instanceof Uint8Array ? v : v.reader.peek(v);
-  return bytes === undefined ? undefined : new NodeEntry(path, node, revision, bytes);
+  return bytes === undefined ? undefined : new NodeEntry(path, node, revision, bytes, !(v instanceof Uint8Array));
 }
 
 /** An entry over a node; a value on disk and not cached is read asynchronously first (never blocks the event loop). */
 export function entryOfNodeAsync(path: string, node: Node, revision: number): Entry | Promise<Entry> {
   const v = readValue(node.value);
-  if (v instanceof Uint8Array) return new NodeEntry(path, node, revision, v);
-  return v.then((bytes) => new NodeEntry(path, node, revision, bytes));
+  const owned = !(node.value instanceof Uint8Array);
+  if (v instanceof Uint8Array) return new NodeEntry(path, node, revision, v, owned);
+  return v.then((bytes) => new NodeEntry(path, node, revision, bytes, true));
 }
 
 export function entryOf(e: { path: string; value: Uint8Array; stat: Stat; revision: number }): Entry {

@@ -209,10 +209,30 @@ export class Engine implements EngineAccess {
    * Runs `fn` on a Workspace over the pending head and commits what it wrote.
    * Resolves with fn's result and the revision it reflects, once durable.
    * (Not async: a write that needs no lock wait costs no extra ticks.)
+   * `values`: the values the write sets, for the value store's write
+   * back-pressure (storage/values.ts note 6), taken once its locks are
+   * granted.
    */
-  write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T, plan?: (ws: Workspace) => T): Promise<{ value: T; rev: number }> {
+  write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T, plan?: (ws: Workspace) => T, values?: readonly (Uint8Array | undefined)[]): Promise<{ value: T; rev: number }> {
     this.checkWritable();
     const admission = this.admit(session, targets, opts);
+    const store = this.options.storage?.values;
+    if (store !== undefined && values !== undefined) {
+      let bytes = 0;
+      for (const v of values) if (v !== undefined && store.storesOnDisk(v.length)) bytes += v.length;
+      if (bytes > 0 || store.writesWaiting) {
+        const gated = (a: Admission): Promise<{ value: T; rev: number }> => {
+          const g = store.admit(bytes);
+          const run = (release: () => void): Promise<{ value: T; rev: number }> => {
+            const out = settled(() => this.writeAdmitted(a, session, opts, fn, plan));
+            void out.then(release, release);
+            return out;
+          };
+          return g instanceof Promise ? g.then(run) : run(g);
+        };
+        return admission instanceof Promise ? admission.then(gated) : gated(admission);
+      }
+    }
     if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn, plan));
     return settled(() => this.writeAdmitted(admission, session, opts, fn, plan));
   }

@@ -20,8 +20,8 @@ export interface OpenOptions extends Omit<EngineOptions, 'storage'>, StorageOpti
  */
 export async function open(dir?: string, options: OpenOptions = {}): Promise<Store> {
   if (dir === undefined) return EmbeddedStore.create(options);
-  const { durability, segmentBytes, snapshotsKept, snapshotEveryBytes, snapshotEveryRecords, fs, inlineValueBytes, cacheBytes, cachePolicy, valueFileBytes, ...engineOptions } = options;
-  const storage = await openStorage(dir, { durability, segmentBytes, snapshotsKept, snapshotEveryBytes, snapshotEveryRecords, fs, inlineValueBytes, cacheBytes, cachePolicy, valueFileBytes });
+  const { durability, segmentBytes, snapshotsKept, snapshotEveryBytes, snapshotEveryRecords, fs, inlineValueBytes, cacheBytes, cachePolicy, valueFileBytes, valueWriteBytes, cacheWrites, ...engineOptions } = options;
+  const storage = await openStorage(dir, { durability, segmentBytes, snapshotsKept, snapshotEveryBytes, snapshotEveryRecords, fs, inlineValueBytes, cacheBytes, cachePolicy, valueFileBytes, valueWriteBytes, cacheWrites });
   let engine: Engine;
   try {
     engine = new Engine({ ...engineOptions, storage });

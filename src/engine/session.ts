@@ -77,14 +77,14 @@ export class SessionImpl extends SessionEdge {
     }
     // A set of any node but the root may join a burst (engine.ts): the same checks, applied by the engine.
     const plan = path === '/' ? undefined : (ws: Workspace): void => ws.planSet(path, value, cond);
-    return this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, value, cond), plan).then(revOf);
+    return this.engine.write(this.id, [targetOf('set', path)], options, (ws) => ws.set(path, value, cond), plan, [value]).then(revOf);
   }
 
   protected async _create(path: string, value: Uint8Array, flags: CreateFlags, options: WriteOptions): Promise<string> {
     const owner = flags.ephemeral ? this.id : undefined;
     const sequential = flags.sequential === true;
     const r = await this.engine.write(this.id, [targetOf('create', path, sequential)], options,
-      (ws) => ws.create(path, value, { owner, sequential }));
+      (ws) => ws.create(path, value, { owner, sequential }), undefined, [value]);
     return r.value;
   }
 
@@ -101,7 +101,7 @@ export class SessionImpl extends SessionEdge {
       const t = targetOfOp(w);
       if (t !== undefined) targets.push(t);
     }
-    const r = await this.engine.write(this.id, targets, options, (ws) => applyMultiOps(ws, writes));
+    const r = await this.engine.write(this.id, targets, options, (ws) => applyMultiOps(ws, writes), undefined, writes.map((w) => (w.op === 'set' || w.op === 'create' ? w.value : undefined)));
     return { revision: r.rev, results: r.value };
   }
 

@@ -17,7 +17,7 @@ import { errnoOf, ioError, snapshotName } from './format.js';
 import { type Fs, realFs } from './fs.js';
 import { acquireOwnership, type Ownership } from './ownership.js';
 import { listDir, recover } from './recovery.js';
-import { DEFAULT_CACHE_BYTES, DEFAULT_CACHE_POLICY, DEFAULT_INLINE_VALUE_BYTES, DEFAULT_VALUE_FILE_BYTES, VALUE_FILE_HEADER_SIZE, ValueStore } from './values.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_CACHE_POLICY, DEFAULT_INLINE_VALUE_BYTES, DEFAULT_VALUE_FILE_BYTES, VALUE_FILE_HEADER_SIZE, ValueStore, defaultWriteBytes } from './values.js';
 import { CACHE_POLICIES, type CachePolicy } from './value-cache.js';
 import { writeSnapshot } from './snapshot.js';
 import { TOKEN_BLOCK } from './lock-log.js';
@@ -71,6 +71,14 @@ export interface StorageOptions {
   cachePolicy?: CachePolicy;
   /** Start a new value file when the active one reaches this size (default 1 GiB). */
   valueFileBytes?: number;
+  /**
+   * Write back-pressure: bytes of large values (those going to value files)
+   * in writes admitted and not yet durable, at which new writes wait
+   * (default a quarter of `cacheBytes`, at least 1 MiB; storage/values.ts).
+   */
+  valueWriteBytes?: number;
+  /** Copy values written into the value cache once on disk (write-through); default false: reads fill it (storage/values.ts note 4). */
+  cacheWrites?: boolean;
 }
 
 export interface DurableStorage extends Storage {
@@ -118,6 +126,8 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
   if (!Number.isSafeInteger(inlineBytes) || inlineBytes < 0) throw invalidArgument('inlineValueBytes must be a non-negative integer');
   if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) throw invalidArgument('cacheBytes must be a non-negative integer');
   const cachePolicy = options.cachePolicy ?? DEFAULT_CACHE_POLICY;
+  const writeBytes = options.valueWriteBytes ?? defaultWriteBytes(cacheBytes);
+  if (!Number.isSafeInteger(writeBytes) || writeBytes < 1) throw invalidArgument('valueWriteBytes must be a positive integer');
   if (!CACHE_POLICIES.includes(cachePolicy)) throw invalidArgument(`cachePolicy must be one of ${CACHE_POLICIES.join(', ')}`);
   if (!Number.isSafeInteger(valueFileBytes) || valueFileBytes < 4096 || valueFileBytes > 2 ** 39) throw invalidArgument('valueFileBytes must be an integer from 4096 to 2^39');
   const ownership = await acquireOwnership(fs, dir);
@@ -139,7 +149,7 @@ export async function openStorage(dir: string, options: StorageOptions = {}): Pr
       await fs.unlink(path.join(dir, lastValue.name)).catch((e: unknown) => { throw ioError('removing a torn value file', path.join(dir, lastValue.name), e); });
       existing.delete(lastValue.n);
     }
-    values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, cachePolicy, fileBytes: valueFileBytes }, existing);
+    values = new ValueStore({ dir, fs, durable, inlineBytes, cacheBytes, cachePolicy, fileBytes: valueFileBytes, writeBytes, cacheWrites: options.cacheWrites === true }, existing);
     const rec = await recover(fs, dir, durable, values, listing);
     const wal = await Wal.open({
       dir, fs, segmentBytes, durable, segments: rec.segments, activeSize: rec.activeSize, nextRev: rec.revision + 1,

@@ -23,11 +23,27 @@
  *    is checked against the ref's CRC32C; a mismatch or a short read is
  *    CORRUPT naming the file and offset, and nothing is cached.
  * 4. A bounded cache (S3-FIFO by default, LRU on request: value-cache.ts;
- *    `cacheBytes`, default 256 MiB) keeps read and written values; entries still being
- *    written stay in `unflushed` until they are on disk, whatever the cache
- *    evicts.
+ *    `cacheBytes`, default 256 MiB) keeps values read, copied into memory
+ *    it owns and reuses (value-arena.ts: slabs allocated once, blocks freed
+ *    by eviction and reused). Values written are not copied in by default
+ *    (`cacheWrites`): the watch history window already holds the bytes of
+ *    recent writes (up to 64 MiB), and a second copy of them in the cache
+ *    made the writer's memory cache + window instead of either (measured:
+ *    docs/benchmarks.md, bigdata). Entries still being written stay in
+ *    `unflushed`, readable, until they are on disk.
+ *    Every read hands out bytes the caller owns (a copy out of the cache, or
+ *    the buffer the file was read into, whose bytes the cache copied): a
+ *    cached block is reused after eviction, so no one outside this file ever
+ *    holds a view of one.
  * 5. Reads in flight pin their file (`pins`): compaction deletes a file
  *    only when no reader holds it (compaction.ts).
+ * 6. Write back-pressure (`admit`): the bytes of large values in writes
+ *    admitted and not yet durable are bounded (`writeBytes`, default a
+ *    quarter of `cacheBytes`, at least 1 MiB). A write that would pass the
+ *    bound waits, first come first served; one alone (nothing else in
+ *    flight) always proceeds, however large. The engine asks after the
+ *    write's locks are granted, and a write admitted here only waits for
+ *    its own log sync: the waits cannot form a cycle.
  */
 import { closeSync, openSync, read as readCb, readSync } from 'node:fs';
 import path from 'node:path';
@@ -36,7 +52,8 @@ import { type ValueReader, ValueRef } from '../core/value.js';
 import { crc32c } from './crc32c.js';
 import { corrupt, dataView, errnoOf, ioError, readU64, writeU64 } from './format.js';
 import { type FileHandleLike, type Fs, writeAll } from './fs.js';
-import { type CachePolicy, type ValueCache, makeValueCache } from './value-cache.js';
+import { ArenaCache } from './value-arena.js';
+import type { CachePolicy } from './value-cache.js';
 
 export const VALUE_FILE_MAGIC = 'LATCHVAL';
 export const VALUE_FILE_HEADER_SIZE = 32;
@@ -113,6 +130,18 @@ export interface ValueStoreOptions {
   fileBytes: number;
   /** The cache's eviction policy (storage/value-cache.ts; default `DEFAULT_CACHE_POLICY`). */
   cachePolicy?: CachePolicy;
+  /** Write back-pressure: bytes of large values admitted and not yet durable before new writes wait (default `defaultWriteBytes(cacheBytes)`). */
+  writeBytes?: number;
+  /**
+   * Copy values written into the cache once they are on disk (write-through;
+   * default false: only reads fill the cache, note 4).
+   */
+  cacheWrites?: boolean;
+}
+
+/** The default bound on large values in flight: a quarter of the cache, at least 1 MiB. */
+export function defaultWriteBytes(cacheBytes: number): number {
+  return Math.max(1024 * 1024, Math.floor(cacheBytes / 4));
 }
 
 export interface ValueStats {
@@ -129,6 +158,12 @@ export interface ValueStats {
   cacheBytes: number;
   cacheLimit: number;
   cacheEntries: number;
+  /** Bytes of slabs the cache's arena has allocated (value-arena.ts): never above cacheLimit. */
+  cacheArenaBytes: number;
+  /** Write back-pressure: bytes of large values admitted and not yet durable, the bound, writes that waited. */
+  writeBytesInFlight: number;
+  writeBytesLimit: number;
+  writesWaited: number;
 }
 
 interface PendingChunk {
@@ -148,7 +183,7 @@ export type PendingValues = readonly PendingChunk[];
  * plain Uint8Array over the Buffer's own ArrayBuffer, so `slice` copies as
  * callers expect (a Buffer's `slice` would share the cached bytes).
  */
-function uninitialized(n: number): Uint8Array {
+export function uninitialized(n: number): Uint8Array {
   const b = Buffer.allocUnsafeSlow(n);
   return new Uint8Array(b.buffer, b.byteOffset, n);
 }
@@ -170,18 +205,23 @@ export class ValueStore implements ValueReader {
   private pending: PendingChunk[] = [];
   /** Entries buffered or being written: readable from here until they are on disk. */
   private readonly unflushed = new Map<number, Uint8Array>();
-  private readonly cache: ValueCache;
+  private readonly cache: ArenaCache;
+  private readonly writeLimit: number;
+  private writeInFlight = 0;
+  /** Writes waiting for `admit`, first come first served. */
+  private readonly writeWaiters: { bytes: number; grant: () => void }[] = [];
   private readonly fds = new Map<number, number>();
   private readonly handles = new Map<number, FileHandleLike>();
   /** Reads in flight per file. */
   readonly pins = new Map<number, number>();
-  private readonly counters = { valuesWritten: 0, valueBytesWritten: 0, valueReads: 0, valueBytesRead: 0, cacheHits: 0, cacheMisses: 0, cacheEvictions: 0 };
+  private readonly counters = { valuesWritten: 0, valueBytesWritten: 0, valueReads: 0, valueBytesRead: 0, cacheHits: 0, cacheMisses: 0, cacheEvictions: 0, writesWaited: 0 };
   closed = false;
   private sealRequested = false;
 
   constructor(private readonly o: ValueStoreOptions, existing: ReadonlyMap<number, number>) {
     this.inlineBytes = o.inlineBytes;
-    this.cache = makeValueCache(o.cachePolicy ?? DEFAULT_CACHE_POLICY, o.cacheBytes);
+    this.cache = new ArenaCache(o.cachePolicy ?? DEFAULT_CACHE_POLICY, o.cacheBytes);
+    this.writeLimit = o.writeBytes ?? defaultWriteBytes(o.cacheBytes);
     for (const [n, size] of existing) this.sizes.set(n, size);
     this.active = existing.size === 0 ? 0 : Math.max(...existing.keys());
   }
@@ -261,25 +301,68 @@ export class ValueStore implements ValueReader {
       for (const k of c.keys) {
         const b = this.unflushed.get(k);
         this.unflushed.delete(k);
-        if (b !== undefined) this.remember(k, b);
+        if (b !== undefined && this.o.cacheWrites === true) this.remember(k, b);
       }
     }
   }
 
-  private remember(key: number, bytes: Uint8Array): void {
-    this.counters.cacheEvictions += this.cache.set(key, bytes);
+  /**
+   * Admits a write carrying `bytes` of large values (back-pressure, note 6):
+   * the release to call once it is durable or failed (at once, or when the
+   * bytes in flight allow it). A write of no large values still waits
+   * behind those waiting, so writes keep their order.
+   */
+  admit(bytes: number): (() => void) | Promise<() => void> {
+    if (this.writeWaiters.length === 0 && this.admissible(bytes)) return this.grant(bytes);
+    this.counters.writesWaited++;
+    return new Promise((resolve) => this.writeWaiters.push({ bytes, grant: () => resolve(this.grant(bytes)) }));
   }
 
-  peek(ref: ValueRef): Uint8Array | undefined {
+  /** True while at least one write waits for `admit`. */
+  get writesWaiting(): boolean {
+    return this.writeWaiters.length > 0;
+  }
+
+  private admissible(bytes: number): boolean {
+    return this.closed || this.writeInFlight === 0 || this.writeInFlight + bytes <= this.writeLimit;
+  }
+
+  private grant(bytes: number): () => void {
+    this.writeInFlight += bytes;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.writeInFlight -= bytes;
+      this.wakeWriters();
+    };
+  }
+
+  private wakeWriters(): void {
+    while (this.writeWaiters.length > 0 && this.admissible(this.writeWaiters[0]!.bytes)) this.writeWaiters.shift()!.grant();
+  }
+
+  private remember(key: number, bytes: Uint8Array): void {
+    // A read that ends after close() must not allocate a slab the closed store would keep.
+    if (this.closed) return;
+    this.counters.cacheEvictions += this.cache.put(key, bytes);
+  }
+
+  /** The cached or buffered bytes of `ref` as they are held (a view of a cache block: copy at once, note 4), counting a hit. */
+  private held(ref: ValueRef): Uint8Array | undefined {
     const key = keyOf(ref.file, ref.offset);
-    const b = this.cache.get(key);
-    if (b !== undefined) {
-      this.counters.cacheHits++;
-      return b;
-    }
-    const u = this.unflushed.get(key);
-    if (u !== undefined) this.counters.cacheHits++;
-    return u;
+    const b = this.cache.view(key) ?? this.unflushed.get(key);
+    if (b !== undefined) this.counters.cacheHits++;
+    return b;
+  }
+
+  /** A copy of the bytes of `ref` when they are in memory (the caller's own). */
+  peek(ref: ValueRef): Uint8Array | undefined {
+    const b = this.held(ref);
+    if (b === undefined) return undefined;
+    const out = uninitialized(b.length);
+    out.set(b);
+    return out;
   }
 
   private fdOf(file: number): number {
@@ -326,6 +409,7 @@ export class ValueStore implements ValueReader {
       throw ioError('reading a value file', valueFileName(ref.file), e);
     }
     this.checked(ref, buf, got);
+    // The cache copies the bytes: `buf` is the caller's.
     this.remember(keyOf(ref.file, ref.offset), buf);
     return buf;
   }
@@ -361,10 +445,10 @@ export class ValueStore implements ValueReader {
   }
 
   /**
-   * The bytes of `ref`: from the cache, or read into a new buffer that the
-   * cache then keeps (the buffer returned is the cache's: callers never
-   * modify it). `cache: false` neither looks in the cache nor fills it
-   * (compaction copying a file).
+   * The bytes of `ref`, the caller's own: a copy out of the cache, or a new
+   * buffer read from the file (whose bytes the cache then copies). `cache:
+   * false` neither looks in the cache nor fills it (compaction copying a
+   * file).
    */
   async read(ref: ValueRef, cache = true): Promise<Uint8Array> {
     if (cache) {
@@ -390,7 +474,7 @@ export class ValueStore implements ValueReader {
     if (!Number.isInteger(at) || at < 0 || at + ref.length > dest.length) {
       throw new LatchkeyError('INVALID_ARGUMENT', `readInto: ${ref.length} bytes do not fit at offset ${at} of a buffer of ${dest.length}`);
     }
-    const hit = this.peek(ref);
+    const hit = this.held(ref);
     if (hit !== undefined) {
       dest.set(hit, at);
       return;
@@ -454,6 +538,9 @@ export class ValueStore implements ValueReader {
       cacheBytes: this.cache.bytes,
       cacheLimit: this.o.cacheBytes,
       cacheEntries: this.cache.entries,
+      cacheArenaBytes: this.cache.arenaBytes,
+      writeBytesInFlight: this.writeInFlight,
+      writeBytesLimit: this.writeLimit,
     };
   }
 
@@ -466,5 +553,7 @@ export class ValueStore implements ValueReader {
     }
     this.fds.clear();
     this.cache.clear();
+    // Writes still waiting go on (and fail CLOSED in the engine): none is left hanging.
+    this.wakeWriters();
   }
 }

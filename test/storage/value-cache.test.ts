@@ -68,8 +68,8 @@ for (const policy of CACHE_POLICIES) {
         // The charge is exactly the sum of what the entries present cost.
         let sum = 0;
         for (let q = 0; q < 400; q++) {
-          const b = (c as unknown as { slots?: Map<number, { bytes: Uint8Array }>; map?: Map<number, Uint8Array> });
-          const e = b.slots?.get(q)?.bytes ?? b.map?.get(q);
+          const b = (c as unknown as { slots?: Map<number, { v: Uint8Array }>; map?: Map<number, Uint8Array> });
+          const e = b.slots?.get(q)?.v ?? b.map?.get(q);
           if (e !== undefined) sum += entryCost(e);
         }
         assert.equal(c.bytes, sum);
