@@ -291,9 +291,12 @@ export class Engine implements EngineAccess {
    */
   setPlain(session: string, path: string, segs: readonly string[], value: Uint8Array, opts: WriteOptions): Promise<number> {
     this.checkWritable();
-    // A value for a value file goes the general way (its write is buffered there; the memory bound applies).
-    if (segs.length === 0 || !this.canBurst() || this.options.storage?.values?.storesOnDisk(value.length) === true) {
-      return this.write(session, [{ path, subtree: false }], opts, (ws) => ws.set(path, value), segs.length === 0 ? undefined : (ws) => ws.planSet(path, value)).then(revOf);
+    // A value for a value file goes the general way (its write is buffered
+    // there; the memory bound applies), and so does every set while writes
+    // wait for that bound: a small set must not pass them (their order is kept).
+    const values = this.options.storage?.values;
+    if (segs.length === 0 || !this.canBurst() || values?.storesOnDisk(value.length) === true || values?.writesWaiting === true) {
+      return this.write(session, [{ path, subtree: false }], opts, (ws) => ws.set(path, value), segs.length === 0 ? undefined : (ws) => ws.planSet(path, value), [value]).then(revOf);
     }
     const admission = this.admit(session, [{ path, subtree: false }], opts);
     if (admission instanceof Promise) return admission.then((a) => this.setGeneral(a, session, path, value, opts));
