@@ -14,7 +14,7 @@ import { parentPath } from '../core/path.js';
 import type { Limits } from '../protocol/limits.js';
 import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js';
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
-import type { ServedStore, ServedWatch } from './served.js';
+import type { ServedStore, ServedWait, ServedWatch } from './served.js';
 import type { LockNow, ServedLock } from '../engine/access.js';
 import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead, sessionsVisibleTo } from './auth.js';
 
@@ -38,6 +38,8 @@ export interface ConnContext {
   readonly locks: Map<number, LockSlot>;
   /** Lock handles whose request is in flight (counted against maxLocks, not yet in `locks`). */
   readonly pendingLocks: Set<number>;
+  /** Lock waits a resume carried over, by lock handle, until `awaitLock` takes them. */
+  readonly adoptedWaits: Map<number, { readonly session: number; readonly wait: ServedWait }>;
   readonly watchCount: number;
   session(handle: number): Session;
   openSession(handle: number, name: string | undefined): Promise<Session>;
@@ -316,6 +318,26 @@ export const handlers: HandlerTable = {
       );
     },
   },
+  awaitLock: {
+    // Authorized when the wait was first asked for (its session's resume proved it the client's).
+    access: none,
+    run(c, { s, a, signal }) {
+      const slot = c.adoptedWaits.get(a.lock);
+      if (slot === undefined || slot.session !== s) throw new LatchkeyError('LOCK_LOST', `no lock wait ${a.lock} carried over on this connection`, { info: { lock: a.lock } });
+      c.adoptedWaits.delete(a.lock);
+      const onAbort = (): void => slot.wait.abort(signal.reason);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+      return slot.wait.result.then((lock) => {
+        c.pendingLocks.delete(a.lock);
+        c.trackLock(a.lock, s, lock);
+        return { token: lock.token, ownerDied: lock.ownerDied, mode: lock.mode };
+      }, (e: unknown) => {
+        c.pendingLocks.delete(a.lock);
+        throw e;
+      });
+    },
+  },
   upgrade: {
     access: none,
     async run(c, { a, signal }) {
@@ -415,8 +437,8 @@ export const handlers: HandlerTable = {
   session: {
     access: none,
     async run(c, { a }) {
-      const sess = await c.openSession(a.session, a.name);
-      return { id: sess.id, name: sess.name };
+      const sess: Session & { readonly secret?: string | undefined } = await c.openSession(a.session, a.name);
+      return { id: sess.id, name: sess.name, ...(sess.secret === undefined ? {} : { secret: sess.secret }) };
     },
   },
   goodbye: {
