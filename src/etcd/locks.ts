@@ -181,7 +181,8 @@ export class Locks {
     for (;;) {
       const q = queueOf(this.backend);
       const me = q.find((e) => e.id === id);
-      if (me === undefined) throw new LatchkeyError('SESSION_EXPIRED', `session ${owner.id} ended while waiting for ${path}`, { path });
+      // Ended, or moved to another front-end (which may carry this wait on): never granted here after that.
+      if (me === undefined || owner.endSignal.aborted) throw new LatchkeyError('SESSION_EXPIRED', `session ${owner.id} ended while waiting for ${path}`, { path });
       seen = me.modRev;
       const m = this.unrecoverable(path);
       if (m !== undefined) return cancel(this.notRecoverable(path, m));

@@ -131,6 +131,23 @@ function writeOpts(a: { fence?: number; wait?: boolean }, signal: AbortSignal): 
 
 const toNull = (): null => null;
 
+/**
+ * The signal of a resumable session's lock wait: the client's cancel and the
+ * server's shutdown abort it, the connection's loss does not. The wait then
+ * lives as long as its session here (it ends with it, SESSION_EXPIRED), so
+ * a client resuming the session elsewhere finds it still queued and carries
+ * it over (docs/protocol.md, "Resuming a session").
+ */
+function keptOnLoss(signal: AbortSignal): AbortSignal {
+  const ctl = new AbortController();
+  const onAbort = (): void => {
+    if (!LatchkeyError.is(signal.reason, 'CONNECTION_LOST')) ctl.abort(signal.reason);
+  };
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  return ctl.signal;
+}
+
 function lockSlot(c: ConnContext, handle: number): LockSlot {
   const slot = c.locks.get(handle);
   if (slot === undefined) throw new LatchkeyError('LOCK_LOST', `no lock ${handle} held on this connection`, { info: { lock: handle } });
@@ -296,7 +313,7 @@ export const handlers: HandlerTable = {
         throw new LatchkeyError('QUOTA', `more than ${c.limits.maxLocks} locks held or awaited on this connection`, { info: { limit: c.limits.maxLocks } });
       }
       const session = c.session(s);
-      const o = { ...definedFields(a, ['mode', 'wait', 'timeoutMs', 'robust']), signal };
+      const o = { ...definedFields(a, ['mode', 'wait', 'timeoutMs', 'robust']), signal: (session as { readonly secret?: string }).secret === undefined ? signal : keptOnLoss(signal) };
       const granted = (lock: Lock): Result<'lock'> => {
         c.trackLock(a.lock, s, lock);
         return { token: lock.token, ownerDied: lock.ownerDied, mode: lock.mode };

@@ -28,7 +28,8 @@
  *                                 answered SESSION_EXPIRED on its return and its wait fails so; the next waiter
  *                                 gets the held lock with ownerDied; the expired waits took nothing
  *   node etcd-serve.js moved      a cut link with the front-end alive: the client resumes on B; A, once its TCP
- *                                 lease for the cut connection is over, does not end the session (no revoke)
+ *                                 lease for the cut connection is over, does not end the session (no revoke);
+ *                                 the client's wait in flight at the cut is carried over and granted on B
  *   node etcd-serve.js hung      a client's front-end is stopped (SIGSTOP, socket open): never two holders of its
  *                                 lock (the client resumes on B in time, or its lock aborts before the waiter's grant)
  *   node etcd-serve.js client-dies a client process holding a lock through front-end A, and A, are both
@@ -448,6 +449,9 @@ async function movedTest(): Promise<void> {
     const id = client.id;
     const lock = await client.lock('/jobs/m');
     const node = await client.create('/eph/mover', 'x', { ephemeral: true });
+    const theirs = await other.lock('/jobs/mw');
+    const waiting = client.lock('/jobs/mw');
+    while (!(await other.fetchLockTable()).waiting.some((w) => w.path === '/jobs/mw')) await sleep(50);
     r.to(undefined);
     r.cut();
     const cutAt = performance.now();
@@ -460,6 +464,11 @@ async function movedTest(): Promise<void> {
     const busy = await other.lock('/jobs/m', { wait: false }).then((l) => l, (x: unknown) => x);
     check(LatchkeyError.is(busy, 'LOCKED'), 'another session is refused the lock (LOCKED)');
     check((await other.get(node)) !== undefined, 'the ephemeral node is still there: A did not revoke the lease');
+    check(await within(waiting, 0) === 'pending', 'the wait in flight at the cut still waits (A, alive, did not withdraw it; B carried it over)');
+    await theirs.release();
+    const got = await waiting;
+    check(!got.ownerDied && got.token > theirs.token, `the other client's release granted it, ownerDied false (${got.token} > ${theirs.token})`);
+    await got.release();
     await lock.release();
   } finally {
     await client.close();
