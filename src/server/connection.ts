@@ -347,8 +347,9 @@ export class Connection implements ConnContext, BudgetHolder {
         return;
       }
       // The connection's own session and the extra ones resumed: one path (handle 0 is the connection's).
-      for (const x of [{ s: 0, session: r.session, locks: r.locks, waits: r.waits }, ...extra]) {
-        this.sessions.set(x.s, x.session);
+      const all = [{ s: 0, session: r.session, locks: r.locks, waits: r.waits }, ...extra];
+      for (const x of all) this.sessions.set(x.s, x.session); // all end with the connection from now on, even if a guard refuses one
+      for (const x of all) {
         this.guard(x.session); // a resumed session too (a fresh one was guarded already: the same check again)
         for (const [handle, lock] of x.locks) this.trackLock(handle, x.s, lock);
         for (const [handle, wait] of x.waits) {
