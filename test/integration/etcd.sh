@@ -45,7 +45,7 @@ echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p') members at $ETCD_EN
 failed=()
 echo "=== etcd: contract suites"
 timeout 900 node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
-echo "=== etcd: resuming a session across front-ends (store API: request ids, a close racing an adoption, a failed resume)"
+echo "=== etcd: resuming a session across front-ends (store API: request ids, a close racing an adoption, a failed resume, carried lock waits)"
 timeout 300 node --test --test-reporter=spec build/test/integration/etcd-resume.js || failed+=(resume)
 echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, XenStore socket, front-end SIGKILLed: session resumed; extra sessions and a wait resumed; clients back too late, with waits; client and front-end SIGKILLed)"
 for scenario in cli xenstore failover late sessions late-waits moved hung client-dies; do
