@@ -16,8 +16,9 @@
  * A call made while the link is down awaits the next connection attempt that
  * succeeds (up to connectTimeoutMs); nothing polls.
  */
+import type { LockMode } from '../api.js';
 import { LatchkeyError, storeClosed } from '../core/errors.js';
-import type { Args, RequestOp, Result } from '../protocol/messages.js';
+import { type Args, type RequestOp, type Result, type WelcomeBody, fromWireError } from '../protocol/messages.js';
 import { DisposableStack } from '../util/disposable.js';
 import { type RetryCounters, newRetryCounters } from '../util/retry.js';
 import { type Address, Link, type LinkOptions, type Push, type ReadIntoResult } from './link.js';
@@ -40,16 +41,42 @@ export interface LinkMember {
   linkLost(e: LatchkeyError): void;
 }
 
+/** What a member asks the next link's hello to carry over: a session of the connection (by its handle), a held lock, a lock wait. */
+export type ResumeItem =
+  | { readonly kind: 'session'; readonly session: string; readonly secret: string }
+  | { readonly kind: 'held'; readonly s: number; readonly l: number; readonly token: number }
+  | { readonly kind: 'wait'; readonly s: number; readonly l: number; readonly path: string; readonly mode: LockMode; readonly wait?: boolean; readonly timeoutMs?: number };
+
 /**
- * A member that can outlive its link while the session is resumed on the
- * next one (a held lock of the store's own session): it is not told of the
- * loss until the resume failed or its window passed.
+ * A member that can outlive its link while its session is resumed on the
+ * next one (an extra session, a held lock, a lock wait): it is not told of
+ * the loss until the resume failed or its window passed.
  */
 export interface ResumableMember extends LinkMember {
-  /** Its claim (handle, token) while it may be carried over; undefined once it may not (released, lost). */
-  resumeClaim(): { l: number; token: number } | undefined;
+  /** Its claim while it may be carried over; undefined once it may not (released, lost, ended). */
+  resumeClaim(): ResumeItem | undefined;
   /** Carried over to the link of `generation`. */
   resumed(generation: number): void;
+}
+
+type SessionClaim = { session: string; secret: string; locks: Array<{ l: number; token: number }>; waits: Array<{ l: number; path: string; mode: LockMode; wait?: boolean; timeoutMs?: number }> };
+
+/** The hello's resume from what a claim keeps: the connection's session, then the extra ones, each with its locks and waits. */
+function helloResume(claim: Claim): NonNullable<LinkOptions['resume']> {
+  const items = [...claim.kept].flatMap(([h, m]) => {
+    const it = m.resumeClaim();
+    return it === undefined ? [] : [{ h, it }];
+  });
+  const sessions = new Map<number, SessionClaim>([[0, { session: claim.session, secret: claim.secret, locks: [], waits: [] }]]);
+  for (const { h, it } of items) if (it.kind === 'session') sessions.set(h, { session: it.session, secret: it.secret, locks: [], waits: [] });
+  for (const { it } of items) {
+    if (it.kind === 'held') sessions.get(it.s)?.locks.push({ l: it.l, token: it.token });
+    else if (it.kind === 'wait') sessions.get(it.s)?.waits.push({ l: it.l, path: it.path, mode: it.mode, ...(it.wait === undefined ? {} : { wait: it.wait }), ...(it.timeoutMs === undefined ? {} : { timeoutMs: it.timeoutMs }) });
+  }
+  // Fields left out when empty: a server of the first resume (no waits, no extra sessions) still understands the rest.
+  const wire = (c: SessionClaim): { session: string; secret: string; locks: SessionClaim['locks']; waits?: SessionClaim['waits'] } => ({ session: c.session, secret: c.secret, locks: c.locks, ...(c.waits.length === 0 ? {} : { waits: c.waits }) });
+  const extra = [...sessions].filter(([s]) => s !== 0).map(([s, c]) => ({ s, ...wire(c) }));
+  return { ...wire(sessions.get(0)!), ...(extra.length === 0 ? {} : { sessions: extra }) };
 }
 
 const isResumable = (m: LinkMember): m is ResumableMember => typeof (m as Partial<ResumableMember>).resumeClaim === 'function';
@@ -143,9 +170,15 @@ export class ClientConnection {
     if (m === undefined || this.members.get(handle) === m) this.members.delete(handle);
   }
 
-  /** What lives on the current link now (for local views of it: lockTable, locks). */
-  attached(): IterableIterator<LinkMember> {
-    return this.members.values();
+  /** What lives on the current link now, and what a resume carries to the next (for local views of it: lockTable, locks). */
+  *attached(): IterableIterator<LinkMember> {
+    yield* this.members.values();
+    if (this.claim !== undefined) yield* this.claim.kept.values();
+  }
+
+  /** True while `m` waits for its session's resume on the next link. */
+  carried(m: LinkMember): boolean {
+    return this.claim !== undefined && [...this.claim.kept.values()].some((k) => k === m);
   }
 
   /** Tells `f` of every new link and of the connection's end; returns the unfollow. */
@@ -174,7 +207,7 @@ export class ClientConnection {
     const claim = this.claim;
     const opts = claim === undefined ? this.opts : {
       ...this.opts,
-      resume: { session: claim.session, secret: claim.secret, locks: [...claim.kept.values()].flatMap((m) => m.resumeClaim() ?? []) },
+      resume: helloResume(claim),
     };
     this.connecting ??= Link.open(addr, opts, {
       push: (m) => this.members.get(handleOf(m))?.pushed?.(m),
@@ -259,7 +292,9 @@ export class ClientConnection {
     this.members.clear();
     const claim = link === undefined ? undefined : this.claimAfter(link, e);
     for (const [h, m] of members) {
-      if (claim !== undefined && claim.timer !== undefined && isResumable(m) && m.resumeClaim() !== undefined) claim.kept.set(h, m);
+      const it = claim === undefined || !isResumable(m) ? undefined : m.resumeClaim();
+      // A held lock only within the window (lease safety); a session or a wait until a server answers the claim.
+      if (claim !== undefined && it !== undefined && (it.kind !== 'held' || claim.timer !== undefined)) claim.kept.set(h, m as ResumableMember);
       else m.linkLost(e);
     }
     if (e.code === 'AUTH' || (e.code === 'PROTOCOL' && e.info?.supported !== undefined)) this.fatal = e;
@@ -292,7 +327,7 @@ export class ClientConnection {
         if (this.claim !== claim) return;
         claim.timer = undefined;
         // With no lock at stake the claim stays (the session's ephemerals live as long as its lease).
-        if (claim.kept.size > 0) this.dropClaim(new LatchkeyError('SESSION_EXPIRED', `the session was not resumed within ${link.resumeWindowMs} ms of its last answer: its locks are given up before its lease can end`));
+        if ([...claim.kept.values()].some((m) => m.resumeClaim()?.kind === 'held')) this.dropClaim(new LatchkeyError('SESSION_EXPIRED', `the session was not resumed within ${link.resumeWindowMs} ms of its last answer: its locks are given up before its lease can end`));
       }, left);
       claim.timer.unref();
     }
@@ -300,27 +335,61 @@ export class ClientConnection {
     return claim;
   }
 
-  /** The link after a claim: the kept locks the server still holds go on, on it; the others are lost. */
+  /**
+   * The link after a claim: each session resumed goes on on it with the
+   * kept locks and waits the server carried over; the others are lost (a
+   * session not resumed ends with the server's reason).
+   */
   private resumed(claim: Claim, link: Link): void {
     if (this.claim === claim) {
       clearTimeout(claim.timer);
       this.claim = undefined;
     }
     const w = link.welcome;
-    const still = new Set(w.resumed === true ? w.locks ?? [] : []);
-    for (const h of still) {
-      const m = claim.kept.get(h);
-      // Given up (the window passed) or released meanwhile: hand it back.
-      if (m === undefined || m.resumeClaim() === undefined) link.request('release', { lock: h }).catch(() => {});
-      else {
-        this.members.set(h, m);
-        m.resumed(this.generation);
+    type Outcome = Pick<WelcomeBody, 'resumed' | 'locks' | 'waits' | 'resumeError'>;
+    const outcomes = new Map<number, Outcome>([[0, w], ...(w.sessions ?? []).map((x): [number, Outcome] => [x.s, x])]);
+    const carried = (s: number, list: 'locks' | 'waits', h: number): boolean => {
+      const o = outcomes.get(s);
+      return o?.resumed === true && (o[list] ?? []).includes(h);
+    };
+    const notResumed = (s: number): LatchkeyError => {
+      const e = outcomes.get(s)?.resumeError;
+      return e === undefined ? new LatchkeyError('SESSION_EXPIRED', 'the session could not be resumed: the server does not resume it') : fromWireError(e);
+    };
+    // Held locks the server still holds that the client gave up meanwhile (its window passed, released): hand them back.
+    for (const [s, o] of outcomes) {
+      if (o.resumed !== true) continue;
+      for (const h of o.locks ?? []) {
+        const it = claim.kept.get(h)?.resumeClaim();
+        if (it?.kind !== 'held') link.request('release', { lock: h }, s).catch(() => {});
       }
     }
-    const why = w.resumed === true ? 'it was not held when the session was resumed'
-      : `the session could not be resumed: ${w.resumeError?.message ?? 'the server does not resume sessions'}`;
-    for (const [h, m] of claim.kept) if (!still.has(h)) m.linkLost(new LatchkeyError('LOCK_LOST', `lock lost with the connection: ${why}`));
+    // Every claim read before any member is told (a session's end would take its locks' claims with it).
+    const items = [...claim.kept].map(([h, m]) => ({ h, m, it: m.resumeClaim() }));
     claim.kept.clear();
+    for (const { h, m, it } of items) {
+      let keep = false;
+      let why: LatchkeyError;
+      // LockState.linkLost puts 'lock lost with the connection: ' before a LOCK_LOST's message.
+      if (it === undefined) why = new LatchkeyError('LOCK_LOST', 'it was given up meanwhile');
+      else if (it.kind === 'session') {
+        keep = outcomes.get(h)?.resumed === true;
+        why = notResumed(h);
+      } else if (outcomes.get(it.s)?.resumed !== true) {
+        const e = notResumed(it.s);
+        why = it.kind === 'held' ? new LatchkeyError('LOCK_LOST', `the session could not be resumed: ${e.message}`, { cause: e }) : e;
+      } else if (it.kind === 'held') {
+        keep = carried(it.s, 'locks', h);
+        why = new LatchkeyError('LOCK_LOST', 'it was not held when the session was resumed');
+      } else {
+        keep = carried(it.s, 'waits', h);
+        why = new LatchkeyError('CONNECTION_LOST', 'the lock request did not reach the store before the connection was lost');
+      }
+      if (keep) {
+        this.members.set(h, m);
+        m.resumed(this.generation);
+      } else m.linkLost(why);
+    }
   }
 
   /** No resume: the kept locks are lost with `e`. */

@@ -2,7 +2,7 @@
 import type { Lock, LockMode } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { type Args, fromWireError } from '../protocol/messages.js';
-import type { ClientConnection, ResumableMember } from './connection.js';
+import type { ClientConnection, ResumableMember, ResumeItem } from './connection.js';
 import type { Push } from './link.js';
 
 /** The session a lock belongs to, as a lock sees it. */
@@ -10,6 +10,16 @@ export interface LockOwner {
   readonly id: string;
   /** The session's handle on its connection. */
   readonly handle: number;
+  /** Its client may resume it on another server after a lost link (its locks and waits go with it). */
+  readonly resumable: boolean;
+}
+
+/** A lock request in flight: what a resume needs to carry its wait over. */
+export interface LockRequest {
+  readonly wait?: boolean;
+  readonly timeoutMs?: number;
+  /** When it was sent (performance.now): the time left of timeoutMs is counted from here. */
+  readonly sent: number;
 }
 
 /**
@@ -26,17 +36,51 @@ export class LockState implements ResumableMember {
     if (m.t === 'lockLost') this.lost(fromWireError(m.e));
   }
 
-  /** Held by the connection's own session (the one a resume carries over): its handle and token. */
-  resumeClaim(): { l: number; token: number } | undefined {
+  /** Set while the lock request waits for its answer (a wait a resume may carry over). */
+  request: LockRequest | undefined;
+  /** A carried wait's outcome, until its requester takes it (reattached): the new link's generation, or why not. */
+  private carriedTo: number | LatchkeyError | undefined;
+  private wake: (() => void) | undefined;
+
+  /** What a resume carries over: the lock held (handle, token), or the wait (what it asked, the time it has left). */
+  resumeClaim(): ResumeItem | undefined {
+    if (!this.owner.resumable) return undefined;
     const l = this.lock;
-    return l === undefined || !l.held || this.owner.handle !== 0 ? undefined : { l: this.handle, token: l.token };
+    if (l !== undefined) return l.held ? { kind: 'held', s: this.owner.handle, l: this.handle, token: l.token } : undefined;
+    const r = this.request;
+    if (r === undefined || this.lostError !== undefined) return undefined;
+    const left = r.timeoutMs === undefined ? undefined : Math.max(0, Math.floor(r.timeoutMs - (performance.now() - r.sent)));
+    return { kind: 'wait', s: this.owner.handle, l: this.handle, path: this.path, mode: this.mode, ...(r.wait === undefined ? {} : { wait: r.wait }), ...(left === undefined ? {} : { timeoutMs: left }) };
   }
 
   resumed(generation: number): void {
-    this.lock?.rebind(generation);
+    if (this.lock !== undefined) this.lock.rebind(generation);
+    else this.carry(generation);
+  }
+
+  private carry(to: number | LatchkeyError): void {
+    this.carriedTo = to;
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /** A wait whose link was lost: the generation of the link its session was resumed on, or why it was not. */
+  reattached(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const settle = (): void => {
+        const c = this.carriedTo;
+        this.carriedTo = undefined;
+        if (typeof c === 'number') resolve(c);
+        else reject(c);
+      };
+      if (this.carriedTo !== undefined) settle();
+      else this.wake = settle;
+    });
   }
 
   linkLost(e: LatchkeyError): void {
+    if (this.lock === undefined && this.request !== undefined) this.carry(e);
     // A lease given up (SESSION_EXPIRED) says so: the server cannot have granted the lock to anyone yet.
     this.lost(e.code === 'SESSION_EXPIRED' ? e : new LatchkeyError('LOCK_LOST', `lock lost with the connection: ${e.message}`));
   }

@@ -5,7 +5,7 @@ import { type CheckedMultiOp, type CreateFlags, type DeleteFlags, type SetCondit
 import { entryOf, makeListing } from '../edge/entry.js';
 import { SessionEdge } from '../edge/session.js';
 import type { Args, RequestOp, Result } from '../protocol/messages.js';
-import type { ClientConnection, LinkMember } from './connection.js';
+import type { ClientConnection, ResumableMember, ResumeItem } from './connection.js';
 import type { Push } from './link.js';
 import { LockState, RemoteLock } from './lock.js';
 import { RemoteTransaction } from './transaction.js';
@@ -18,12 +18,16 @@ const revOrZero = (r: Result<'set'>): number => r ?? 0;
 
 /**
  * A session of a remote store. Sessions from `store.session()` live on one
- * link (attached under their handle: the server's sessionEnd, or the link's
- * loss, ends them); the store's own session (handle 0) follows reconnections.
+ * link at a time (attached under their handle: the server's sessionEnd, or
+ * the link's loss, ends them), except that a resumable one (its server gave
+ * it a secret) is carried to the next link when the connection resumes its
+ * sessions there; the store's own session (handle 0) follows reconnections.
  */
-export class RemoteSession extends SessionEdge implements LinkMember {
+export class RemoteSession extends SessionEdge implements ResumableMember {
   protected ended_ = false;
   protected idValue: string;
+  /** The credential that resumes this session after a lost link (from the server's answer to `session`). */
+  protected secret: string | undefined;
 
   constructor(
     protected readonly conn: ClientConnection,
@@ -31,7 +35,7 @@ export class RemoteSession extends SessionEdge implements LinkMember {
     readonly handle: number,
     readonly name: string,
     /** The link generation the session lives on; undefined for the store's own session, which follows reconnections. */
-    protected readonly generation: number | undefined,
+    protected generation: number | undefined,
   ) {
     super();
     this.idValue = handle === 0 ? conn.link?.welcome.session ?? '' : `pending-${handle}`;
@@ -58,6 +62,28 @@ export class RemoteSession extends SessionEdge implements LinkMember {
     this.ended();
   }
 
+  /** Its locks and waits go with it when the connection resumes it. */
+  get resumable(): boolean {
+    return this.handle === 0 || (this.secret !== undefined && !this.ended_);
+  }
+
+  resumeClaim(): ResumeItem | undefined {
+    if (this.handle === 0 || this.secret === undefined || this.ended_ || this.conn.closed || this.idValue.startsWith('pending-')) return undefined;
+    return { kind: 'session', session: this.idValue, secret: this.secret };
+  }
+
+  resumed(generation: number): void {
+    this.generation = generation;
+  }
+
+  /** While the connection carries this session to the next link: waits for that (true when it lives on there). */
+  private async carriedOver(): Promise<boolean> {
+    if (this.generation === undefined || !this.conn.carried(this)) return false;
+    // resumed() moves it to the new link before whoever waits for a link is told of it.
+    await this.conn.current();
+    return !this.ended_ && this.generation === this.conn.generation;
+  }
+
   /** This session's locks, requested or held, on the current link. */
   private *lockStates(): Generator<LockState> {
     for (const m of this.conn.attached()) if (m instanceof LockState && m.owner === this) yield m;
@@ -71,8 +97,12 @@ export class RemoteSession extends SessionEdge implements LinkMember {
   protected req<K extends RequestOp>(op: K, args: Args<K>, signal?: AbortSignal): Promise<Result<K>> {
     this.checkOpen();
     if (this.generation === undefined) return this.conn.request(op, args, this.handle, signal);
+    if (this.conn.carried(this)) {
+      // Its link is lost and a resume carries it: sent on the next link once it lives there.
+      return this.carriedOver().then(() => this.req(op, args, signal));
+    }
     return this.conn.requestOn(this.generation, op, args, this.handle, signal).catch((e: unknown) => {
-      if (LatchkeyError.is(e, 'CONNECTION_LOST') && this.conn.generation !== this.generation) {
+      if (LatchkeyError.is(e, 'CONNECTION_LOST') && this.conn.generation !== this.generation && !this.conn.carried(this)) {
         this.ended_ = true;
         throw new LatchkeyError('SESSION_EXPIRED', `session ${this.name} ended with its connection`, { cause: e });
       }
@@ -148,20 +178,27 @@ export class RemoteSession extends SessionEdge implements LinkMember {
     // request is sent on (recorded before, a lock granted on the next connection could never be
     // released: its release would go to the dead one, and the live session would hold it forever).
     if (this.generation === undefined && this.conn.link?.alive !== true) await this.conn.current();
+    else if (this.generation !== undefined && this.conn.carried(this)) await this.carriedOver(); // carried to the next link: its locks live there
+    this.checkOpen();
     const handle = this.conn.handle();
-    const generation = this.gen();
+    let generation = this.gen();
     const state = new LockState(handle, this, path, options.mode ?? 'exclusive');
     this.conn.attach(handle, state);
     const a: Args<'lock'> = { lock: handle, path, ...definedFields(options, ['mode', 'wait', 'timeoutMs', 'robust']) };
+    state.request = { ...definedFields(options, ['wait', 'timeoutMs']), sent: performance.now() };
     let r: Result<'lock'>;
     try {
       r = this.generation === undefined
         ? await this.conn.requestOn(generation, 'lock', a, this.handle, options.signal)
         : await this.req('lock', a, options.signal);
     } catch (e) {
-      this.conn.detach(handle, state);
-      throw e;
+      [r, generation] = await this.stillWaiting(state, e, options.signal).catch((err: unknown) => {
+        state.request = undefined;
+        this.conn.detach(handle, state);
+        throw err;
+      });
     }
+    state.request = undefined;
     const lock = new RemoteLock(this.conn, this, state, generation, path, r.mode, r.token, r.ownerDied);
     if (options.signal?.aborted) {
       // The grant won the race with the cancel: give the lock back, report the abort.
@@ -171,7 +208,25 @@ export class RemoteSession extends SessionEdge implements LinkMember {
     return lock;
   }
 
-  /** Locks this session holds (known locally: the client saw every grant and loss). */
+  /**
+   * A lock request whose link was lost while its session is carried to the
+   * next link: it goes on there (the server carried the wait over, `awaitLock`
+   * answers as `lock` would), again after each loss, until it is answered or
+   * the session was not resumed. Any other failure is the request's.
+   */
+  private async stillWaiting(state: LockState, e: unknown, signal: AbortSignal | undefined): Promise<[Result<'lock'>, number]> {
+    for (;;) {
+      if (!LatchkeyError.is(e, 'CONNECTION_LOST') || !this.conn.carried(state)) throw e;
+      const generation = await state.reattached();
+      try {
+        return [await this.conn.requestOn(generation, 'awaitLock', { lock: state.handle }, this.handle, signal), generation];
+      } catch (err) {
+        e = err;
+      }
+    }
+  }
+
+  /** Locks this session holds (known locally: the client saw every grant and loss; while a resume carries them, those it keeps). */
   locks(): LockInfo[] {
     const out: LockInfo[] = [];
     for (const st of this.lockStates()) {

@@ -74,13 +74,14 @@ export class RemoteStore extends RemoteSession implements Store {
     const handle = this.conn.handle();
     const name = options.name ?? `session-${handle}`;
     const s = new (class extends RemoteSession {
-      setId(id: string): void {
-        this.idValue = id;
+      setId(r: { id: string; secret?: string }): void {
+        this.idValue = r.id;
+        this.secret = r.secret;
       }
     })(this.conn, handle, name, this.conn.generation);
     this.conn.attach(handle, s);
     // Pipelined like begin: the session's first requests follow this one.
-    link.request('session', { session: handle, name }).then((r) => s.setId(r.id), () => s.ended());
+    link.request('session', { session: handle, name }).then((r) => s.setId(r), () => s.ended());
     return s;
   }
 

@@ -23,17 +23,18 @@
  * 4. The new front-end keeps the lease alive (AdoptedLease), and the
  *    session's locks are rebuilt from the queue, the truth: a held request
  *    (granted, with its held marker) whose token the client names becomes a
- *    Lock again; every other request of the session is withdrawn (a wait
- *    the client saw fail with the lost link, a grant it never heard of).
+ *    Lock again; a request the client still waits for goes on waiting here
+ *    (rebuildLocks); every other request of the session is withdrawn (a
+ *    grant or a wait the client does not know of).
  *    Ephemeral nodes need nothing: they are attached to the lease.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
-import type { Lock } from '../api.js';
+import type { Lock, LockMode } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 import { type EtcdBackend, etcdError } from './backend.js';
-import { EtcdLock, type Locks, isGranted, queueOf } from './locks.js';
+import { EtcdLock, type Locks, type QEntry, isGranted, queueOf } from './locks.js';
 import type { AdoptedLease, EtcdSession, SessionLease } from './session.js';
 
 /** A lock the resuming client holds: its handle on the client, and its token. */
@@ -194,33 +195,94 @@ export async function adoptLease(backend: EtcdBackend, id: string, secret: strin
   return { lease: new KeptLease(backend.leaseClient, id, granted), ttl: granted, goodUntil, tag, record, name: rec.n };
 }
 
-/** Step 4: the session's held locks the client claims, by handle; every other request of the session is withdrawn. */
-export async function rebuildLocks(backend: EtcdBackend, locks: Locks, session: EtcdSession, claims: readonly HeldClaim[]): Promise<Map<number, Lock>> {
-  await backend.barrier();
-  const q = queueOf(backend);
-  const byToken = new Map(claims.map((c) => [c.token, c.handle]));
-  const kept = new Map<number, Lock>();
-  const withdraw: string[] = [];
-  for (const e of q) {
-    if (e.session !== session.id) continue;
-    const h = backend.mirror.flat.h.get(e.id);
-    const handle = h === undefined ? undefined : byToken.get(h.createRev);
-    if (h !== undefined && handle !== undefined && isGranted(q, e)) {
-      const lock = new EtcdLock(locks, session, e, h.createRev, false);
-      locks.mine.set(e.id, lock);
-      kept.set(handle, lock);
-      byToken.delete(h.createRev);
-    } else withdraw.push(e.id);
+/** A lock wait the resuming client still awaits: its handle, what it asked for, and the time it has left. */
+export interface WaitClaim {
+  readonly handle: number;
+  readonly path: string;
+  readonly mode: LockMode;
+  readonly wait?: boolean;
+  readonly timeoutMs?: number;
+}
+
+/** A wait carried over: it goes on here (its FIFO place kept), to the lock or its failure; `abort` withdraws it (ABORTED). */
+export interface AdoptedWait {
+  readonly result: Promise<Lock>;
+  abort(reason?: unknown): void;
+}
+
+/**
+ * Step 4: the session's held locks the client claims, by handle (by token),
+ * and its waits (by path and mode, in queue order: the client's handles
+ * follow its requests' order, and so does the queue). A claimed wait whose
+ * request is in the queue goes on here: granted meanwhile (its held marker
+ * written by the old front-end), it comes back as that grant, token and
+ * ownerDied (the marker's `d`); still waiting, it is rewritten in place
+ * (same key, so the same create revision: its place in the queue) so that
+ * the old front-end's compared grant or withdrawal of it fails, and waited
+ * for here. Every other request of the session is withdrawn (a wait or a
+ * grant the client does not know of).
+ */
+export async function rebuildLocks(backend: EtcdBackend, locks: Locks, session: EtcdSession, claims: readonly HeldClaim[], waits: readonly WaitClaim[] = []): Promise<{ locks: Map<number, Lock>; waits: Map<number, AdoptedWait> }> {
+  const k = backend.keys;
+  for (let attempt = 0; ; attempt++) {
+    await backend.barrier();
+    const q = queueOf(backend);
+    const byToken = new Map(claims.map((c) => [c.token, c.handle]));
+    const open = [...waits];
+    const held: Array<{ handle: number; e: QEntry; token: number; ownerDied: boolean; wait: boolean }> = [];
+    const carried: Array<{ claim: WaitClaim; e: QEntry }> = [];
+    const withdraw: string[] = [];
+    for (const e of q) {
+      if (e.session !== session.id) continue;
+      const h = backend.mirror.flat.h.get(e.id);
+      const handle = h === undefined ? undefined : byToken.get(h.createRev);
+      if (h !== undefined && handle !== undefined && isGranted(q, e)) {
+        held.push({ handle, e, token: h.createRev, ownerDied: false, wait: false });
+        byToken.delete(h.createRev);
+        continue;
+      }
+      const w = open.findIndex((c) => c.path === e.path && c.mode === e.mode);
+      if (w < 0) {
+        withdraw.push(e.id);
+        continue;
+      }
+      const claim = open.splice(w, 1)[0]!;
+      if (h !== undefined && isGranted(q, e)) {
+        const d = (JSON.parse(h.value.toString()) as { d?: number }).d === 1;
+        held.push({ handle: claim.handle, e, token: h.createRev, ownerDied: d, wait: true });
+      } else carried.push({ claim, e });
+    }
+    if (withdraw.length > 0 || carried.length > 0) {
+      const rev = await locks.sendUntilThrough({
+        compare: carried.map(({ e }) => ({ key: Buffer.from(k.of('q', e.id)), target: 'Mod' as const, result: 'Equal' as const, mod_revision: e.modRev })),
+        empty: false,
+        success: [
+          ...withdraw.flatMap((id) => [{ request_delete_range: { key: Buffer.from(k.of('q', id)) } }, { request_delete_range: { key: Buffer.from(k.of('h', id)) } }]),
+          ...carried.map(({ e }) => ({ request_put: { key: Buffer.from(k.of('q', e.id)), value: backend.mirror.flat.q.get(e.id)!.value, lease: session.id } })),
+          { request_put: { key: Buffer.from(backend.mirror.revKey), value: Buffer.from('') } },
+        ],
+      }, session);
+      if (rev === undefined) {
+        // A carried request changed under us (the old front-end withdrew or granted it): decide again.
+        if (attempt >= 20) throw new LatchkeyError('CONFLICT', `session ${session.id}: its lock requests kept changing while it was resumed`);
+        continue;
+      }
+      await backend.barrier();
+    }
+    const kept = new Map<number, Lock>();
+    const adopted = new Map<number, AdoptedWait>();
+    for (const x of held) {
+      const lock = new EtcdLock(locks, session, x.e, x.token, x.ownerDied);
+      locks.mine.set(x.e.id, lock);
+      if (x.wait) adopted.set(x.handle, { result: Promise.resolve(lock), abort: () => {} });
+      else kept.set(x.handle, lock);
+    }
+    for (const { claim, e } of carried) {
+      const ctl = new AbortController();
+      const result = locks.waitFor(session, e.id, e.path, claim.wait !== false, { signal: ctl.signal, ...(claim.timeoutMs === undefined ? {} : { timeoutMs: claim.timeoutMs }) }, false);
+      result.catch(() => {});
+      adopted.set(claim.handle, { result, abort: (reason) => ctl.abort(reason) });
+    }
+    return { locks: kept, waits: adopted };
   }
-  if (withdraw.length > 0) {
-    const k = backend.keys;
-    await locks.sendUntilThrough({
-      compare: [], empty: false,
-      success: [
-        ...withdraw.flatMap((id) => [{ request_delete_range: { key: Buffer.from(k.of('q', id)) } }, { request_delete_range: { key: Buffer.from(k.of('h', id)) } }]),
-        { request_put: { key: Buffer.from(backend.mirror.revKey), value: Buffer.from('') } },
-      ],
-    }, session);
-  }
-  return kept;
 }

@@ -154,20 +154,36 @@ export class Locks {
     const enqueued = this.enqueueChain.then(() => this.enqueue(owner, path, mode, wait, robust));
     this.enqueueChain = enqueued.then(() => {}, () => {});
     const id = await enqueued;
+    return this.waitFor(owner, id, path, wait, options, true);
+  }
+
+  /**
+   * Waits for request `id` of `owner` (path `path`) until granted: the rest
+   * of lock(), and of a wait a resume carried over to this front-end
+   * (adopt.ts; `first` false: its deadlock check was made when it was queued).
+   */
+  async waitFor(owner: LockOwner, id: string, path: string, wait: boolean, options: Pick<LockOptions, 'signal' | 'timeoutMs'>, first: boolean): Promise<Lock> {
     const qk = this.backend.keys.of('q', id);
     const signals = [owner.endSignal];
     if (options.signal !== undefined) signals.push(options.signal);
     if (options.timeoutMs !== undefined) signals.push(AbortSignal.timeout(options.timeoutMs));
     const signal = AbortSignal.any(signals);
+    let seen = 0;
+    // Compared on the request as last seen: a front-end the session moved away from (adopt.ts rewrites its
+    // waiting requests) cannot withdraw a wait its new front-end carries on.
     const cancel = async (err: LatchkeyError): Promise<never> => {
-      await this.sendUntilThrough({ compare: [], empty: false, success: [{ request_delete_range: { key: b(qk) } }, { request_put: { key: b(this.backend.mirror.revKey), value: b('') } }] }, owner).catch(() => {});
+      await this.sendUntilThrough({
+        compare: seen === 0 ? [] : [{ key: b(qk), target: 'Mod', result: 'Equal', mod_revision: seen }],
+        empty: false, success: [{ request_delete_range: { key: b(qk) } }, { request_put: { key: b(this.backend.mirror.revKey), value: b('') } }],
+      }, owner).catch(() => {});
       throw err;
     };
-    let first = true;
     for (;;) {
       const q = queueOf(this.backend);
       const me = q.find((e) => e.id === id);
-      if (me === undefined) throw new LatchkeyError('SESSION_EXPIRED', `session ${owner.id} ended while waiting for ${path}`, { path });
+      // Ended, or moved to another front-end (which may carry this wait on): never granted here after that.
+      if (me === undefined || owner.endSignal.aborted) throw new LatchkeyError('SESSION_EXPIRED', `session ${owner.id} ended while waiting for ${path}`, { path });
+      seen = me.modRev;
       const m = this.unrecoverable(path);
       if (m !== undefined) return cancel(this.notRecoverable(path, m));
       if (isGranted(q, me)) {
@@ -201,11 +217,10 @@ export class Locks {
    * revision-key put). Gives up, with the last error, only when the session
    * has ended (its lease takes the request with it) or the store is closed.
    */
-  async sendUntilThrough(plan: TxnPlan, owner: LockOwner): Promise<void> {
+  async sendUntilThrough(plan: TxnPlan, owner: LockOwner): Promise<number | undefined> {
     for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
       try {
-        await this.backend.send(plan);
-        return;
+        return await this.backend.send(plan);
       } catch (e) {
         if (!LatchkeyError.is(e, 'CONNECTION_LOST') || this.backend.closed || owner.endSignal.aborted) throw e;
         await new Promise((r) => setTimeout(r, delay));
@@ -254,7 +269,8 @@ export class Locks {
     const ownerDied = dead.length > 0 || taints.length > 0;
     const success = [
       // A non-robust holder's marker goes with its lease: its end leaves nothing to turn into a taint.
-      { request_put: { key: b(keys.of('h', me.id)), value: b(JSON.stringify({ p: me.path, m: me.mode, s: me.session })), ...(me.robust ? {} : { lease: me.session }) } },
+      // `d`: granted with ownerDied (a front-end resuming the session tells its client, adopt.ts).
+      { request_put: { key: b(keys.of('h', me.id)), value: b(JSON.stringify({ p: me.path, m: me.mode, s: me.session, ...(ownerDied ? { d: 1 } : {}) })), ...(me.robust ? {} : { lease: me.session }) } },
       ...dead.map((d) => ({ request_delete_range: { key: b(keys.of('h', d.id)) } })),
       ...[...new Set(dead.map((d) => d.path))].filter((p) => !taints.includes(p)).map((p) => ({ request_put: { key: b(keys.of('d', p)), value: b('') } })),
       { request_put: { key: b(mirror.revKey), value: b('') } },

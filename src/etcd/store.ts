@@ -9,7 +9,7 @@ import { openBigArray, openBigFile } from '../bigfile/index.js';
 import { LatchkeyError } from '../core/errors.js';
 import { parsePath } from '../core/path.js';
 import { walkTree } from '../core/tree.js';
-import { type HeldClaim, adoptLease, rebuildLocks } from './adopt.js';
+import { type AdoptedWait, type HeldClaim, type WaitClaim, adoptLease, rebuildLocks } from './adopt.js';
 import { EtcdBackend, type EtcdOptions, parseEtcdUrl } from './backend.js';
 import { Locks } from './locks.js';
 import { type AdoptedLease, EtcdSession } from './session.js';
@@ -45,6 +45,12 @@ export class EtcdStore extends EtcdSession implements Store {
         sessions.delete(this);
         await super.end(died);
       }
+
+      // Moved to another front-end (or a resume given up): it ends here too.
+      override letGo(reason: LatchkeyError): void {
+        sessions.delete(this);
+        super.letGo(reason);
+      }
     })(this.backend, this.lockService, options.name, adopted);
     sessions.add(s);
     return s;
@@ -63,11 +69,12 @@ export class EtcdStore extends EtcdSession implements Store {
 
   /**
    * Resumes a session another front-end served (adopt.ts): takes its live
-   * lease over and gives back the held locks the client claims (by token),
-   * keyed by the client's handles. SESSION_EXPIRED when the lease is gone,
-   * AUTH when the secret is not the session's.
+   * lease over and gives back the held locks the client claims (by token)
+   * and the waits it claims (going on here), keyed by the client's handles.
+   * SESSION_EXPIRED when the lease is gone, AUTH when the secret is not the
+   * session's.
    */
-  async resumeSession(id: string, secret: string, claims: readonly HeldClaim[]): Promise<{ session: EtcdSession; locks: Map<number, Lock> }> {
+  async resumeSession(id: string, secret: string, claims: readonly HeldClaim[], waits: readonly WaitClaim[] = []): Promise<{ session: EtcdSession; locks: Map<number, Lock>; waits: Map<number, AdoptedWait> }> {
     this.checkOpen();
     const sessions = this.sessions;
     const adopted = await adoptLease(this.backend, id, secret);
@@ -75,8 +82,8 @@ export class EtcdStore extends EtcdSession implements Store {
     try {
       await session.ready();
       session.secret = secret;
-      const locks = await rebuildLocks(this.backend, this.lockService, session, claims);
-      return { session, locks };
+      const r = await rebuildLocks(this.backend, this.lockService, session, claims, waits);
+      return { session, locks: r.locks, waits: r.waits };
     } catch (e) {
       // The lease is adopted (the old front-end let go): revoking it now would hand the session's locks to
       // waiters while its client, told to try another server, still trusts them until its resume window
@@ -93,13 +100,13 @@ export class EtcdStore extends EtcdSession implements Store {
     ownedSession(o: SessionOptions): EtcdSession;
     ephemeralCounts(): Map<string, number>;
     resumable(s: EtcdSession): Promise<string>;
-    resumeSession(id: string, secret: string, claims: readonly HeldClaim[]): Promise<{ session: EtcdSession; locks: Map<number, Lock> }>;
+    resumeSession(id: string, secret: string, claims: readonly HeldClaim[], waits?: readonly WaitClaim[]): Promise<{ session: EtcdSession; locks: Map<number, Lock>; waits: Map<number, AdoptedWait> }>;
   } {
     return {
       ownedSession: (o) => this.ownedSession(o),
       ephemeralCounts: () => this.ephemeralCounts(),
       resumable: (s) => s.resumable(),
-      resumeSession: (id, secret, claims) => this.resumeSession(id, secret, claims),
+      resumeSession: (id, secret, claims, waits) => this.resumeSession(id, secret, claims, waits),
     };
   }
 

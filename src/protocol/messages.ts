@@ -116,10 +116,13 @@ export const requests = {
   watch: op(object({ watch: uint, path: str, recursive: opt(bool), fromRevision: opt(uint) }), object({ revision: uint }, loose)),
   unwatch: op(object({ watch: uint }), nil),
   /** Opens another session on this connection; later requests name it in the envelope's `s`. */
-  session: op(object({ session: uint, name: opt(str) }), object({ id: str, name: str }, loose)),
+  /** Result: its id and name, and for a resumable session (an etcd front-end) its resume credential. */
+  session: op(object({ session: uint, name: opt(str) }), object({ id: str, name: str, secret: opt(str) }, loose)),
   endSession: op(object({ session: uint }), nil),
   /** The client closes on purpose: the connection's close that follows ends its sessions at once. */
   goodbye: op(object({}), nil),
+  /** A lock wait carried over by a resume (welcome `waits`): answered as `lock` is, once granted or failed. */
+  awaitLock: op(object({ lock: uint }), object({ token: uint, ownerDied: bool, mode: lockMode }, loose)),
   stats: op(object({}), anyMap),
   snapshot: op(object({}), nil),
   ping: op(object({}), nil),
@@ -137,12 +140,22 @@ export function isRequestOp(s: unknown): s is RequestOp {
 
 // ---------------------------------------------------------------- envelopes
 
+/** One session's claim in a hello's resume: its id and secret, the locks it holds (handle, token), its lock waits. */
+const resumeClaimFields = {
+  session: str, secret: str,
+  locks: arrayOf(object({ l: uint, token: uint }), 100_000),
+  waits: opt(arrayOf(object({ l: uint, path: str, mode: lockMode, wait: opt(bool), timeoutMs: opt(uint) }), 100_000)),
+};
+
+/** What a resume gave back, per session: true (`locks`: the claimed lock handles still held, `waits`: the claimed waits carried over), or why not. */
+const resumedFields = { resumed: opt(bool), locks: opt(arrayOf(uint)), waits: opt(arrayOf(uint)), resumeError: opt(wireError) };
+
 /** Client → server. A request's id, and the id a cancel names, travel in the frame header. */
 export const helloBody = object({
   t: literal('hello'), magic: literal(PROTOCOL_MAGIC), versions: arrayOf(uint, 16),
   token: opt(str), name: opt(str),
   /** Resume a session after a lost link (docs/protocol.md, "Resuming a session"): added without a version bump. */
-  resume: opt(object({ session: str, secret: str, locks: arrayOf(object({ l: uint, token: uint }), 100_000) })),
+  resume: opt(object({ ...resumeClaimFields, sessions: opt(arrayOf(object({ s: uint, ...resumeClaimFields }), 10_000)) })),
 });
 export type HelloBody = Infer<typeof helloBody>;
 
@@ -158,7 +171,9 @@ export const welcomeBody = object({
   /** The session's resume credential, and how long after a request's send time its lease outlives this server's answer (ms). */
   secret: opt(str), resumeMs: opt(uint),
   /** The hello's resume: true when the session was resumed (`locks`: the lock handles still held), or why not. */
-  resumed: opt(bool), locks: opt(arrayOf(uint)), resumeError: opt(wireError),
+  ...resumedFields,
+  /** The extra sessions the hello's resume named, by handle. */
+  sessions: opt(arrayOf(object({ s: uint, ...resumedFields }, loose))),
 }, loose);
 export type WelcomeBody = Infer<typeof welcomeBody>;
 

@@ -41,7 +41,7 @@ import { DisposableStack } from '../util/disposable.js';
 import { type AuthTable, type Principal, TRUSTED, authorize, needsWriteGuard } from './auth.js';
 import type { BudgetHolder, MemoryBudget } from './budget.js';
 import { type HelloSession, resumeOrOpen, welcomeOf } from './resume.js';
-import type { ServedSession, ServedStore, ServedWatch, SessionOrigin } from './served.js';
+import type { ServedSession, ServedStore, ServedWait, ServedWatch, SessionOrigin } from './served.js';
 import { type ConnContext, type LockSlot, NOT_SYNC, type Request, type TxSlot, checkAccess, handlers } from './dispatch.js';
 import { errorBody, okBody } from './reply.js';
 import { RequestSignal } from './signal.js';
@@ -89,6 +89,8 @@ export class Connection implements ConnContext, BudgetHolder {
   readonly txs = new Map<number, TxSlot>();
   readonly locks = new Map<number, LockSlot>();
   readonly pendingLocks = new Set<number>();
+  /** Lock waits a resume carried over, until the client's `awaitLock` takes each (they count in pendingLocks). */
+  readonly adoptedWaits = new Map<number, { readonly session: number; readonly wait: ServedWait }>();
   private readonly watches = new Map<number, WatchSlot>();
   private readonly sessions = new Map<number, ServedSession>();
   private readonly inflight = new Map<number, InFlight>();
@@ -151,6 +153,9 @@ export class Connection implements ConnContext, BudgetHolder {
     owned.defer(() => {
       this.locks.clear();
       this.txs.clear();
+      const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
+      for (const { wait } of this.adoptedWaits.values()) wait.abort(lost);
+      this.adoptedWaits.clear();
     });
     owned.defer(() => {
       for (const { w } of this.watches.values()) void w.return();
@@ -324,9 +329,9 @@ export class Connection implements ConnContext, BudgetHolder {
     } catch (e) {
       return this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)));
     }
-    if (s.ready !== undefined) return this.greetWhen(s.ready().then(() => ({ session: s, locks: new Map() })));
+    if (s.ready !== undefined) return this.greetWhen(s.ready().then(() => ({ session: s, locks: new Map(), waits: new Map(), extra: [] })));
     this.greeted = true;
-    this.send(0, welcomeOf({ session: s, locks: new Map() }, this.opts.ttlMs, this.store.revision, this.limits));
+    this.send(0, welcomeOf({ session: s, locks: new Map(), waits: new Map() }, this.opts.ttlMs, this.store.revision, this.limits));
   }
 
   /** A session made asynchronously (an etcd lease, a resume): what the client sends before its welcome waits. */
@@ -334,11 +339,24 @@ export class Connection implements ConnContext, BudgetHolder {
     this.held = [];
     this.socket.pause();
     made.then((r) => {
+      const extra = r.extra.flatMap((x) => (x.resumed === undefined ? [] : [{ s: x.s, ...x.resumed }]));
       // Gone meanwhile: a resumed session lingers as after any cut (its client may resume it elsewhere).
-      if (this.state !== 'open') return void (this.sessions.get(0) !== r.session && setTimeout(() => void r.session.end(true).catch(() => {}), this.opts.ttlMs).unref());
-      this.sessions.set(0, r.session);
-      this.guard(r.session); // a resumed session too (a fresh one was guarded already: the same check again)
-      for (const [handle, lock] of r.locks) this.trackLock(handle, 0, lock);
+      if (this.state !== 'open') {
+        const gone = [...(this.sessions.get(0) !== r.session ? [r.session] : []), ...extra.map((x) => x.session)];
+        if (gone.length > 0) setTimeout(() => { for (const g of gone) void g.end(true).catch(() => {}); }, this.opts.ttlMs).unref();
+        return;
+      }
+      // The connection's own session and the extra ones resumed: one path (handle 0 is the connection's).
+      const all = [{ s: 0, session: r.session, locks: r.locks, waits: r.waits }, ...extra];
+      for (const x of all) this.sessions.set(x.s, x.session); // all end with the connection from now on, even if a guard refuses one
+      for (const x of all) {
+        this.guard(x.session); // a resumed session too (a fresh one was guarded already: the same check again)
+        for (const [handle, lock] of x.locks) this.trackLock(handle, x.s, lock);
+        for (const [handle, wait] of x.waits) {
+          this.pendingLocks.add(handle);
+          this.adoptedWaits.set(handle, { session: x.s, wait });
+        }
+      }
       this.greeted = true;
       this.send(0, welcomeOf(r, this.opts.ttlMs, this.store.revision, this.limits));
       const held = this.held ?? [];
@@ -514,7 +532,7 @@ export class Connection implements ConnContext, BudgetHolder {
     if (this.sessions.size >= this.limits.maxSessions) {
       throw new LatchkeyError('QUOTA', `more than ${this.limits.maxSessions} sessions on this connection`, { info: { limit: this.limits.maxSessions } });
     }
-    const s = this.store.ownedSession(name === undefined ? {} : { name }, this.origin());
+    const s = this.store.ownedSession(name === undefined ? {} : { name }, this.origin(), true);
     this.sessions.set(handle, s);
     try {
       this.guard(s);

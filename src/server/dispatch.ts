@@ -14,7 +14,7 @@ import { parentPath } from '../core/path.js';
 import type { Limits } from '../protocol/limits.js';
 import type { Args, RequestOp, Result, WireEntry } from '../protocol/messages.js';
 import { CHECK_EXPECT, CREATE_FLAGS, DELETE_FLAGS, SET_CONDITIONS, checkValueSize, definedFields } from '../edge/args.js';
-import type { ServedStore, ServedWatch } from './served.js';
+import type { ServedStore, ServedWait, ServedWatch } from './served.js';
 import type { LockNow, ServedLock } from '../engine/access.js';
 import { type Access, type Principal, authorize, authorizeRecursiveWatch, canRead, sessionsVisibleTo } from './auth.js';
 
@@ -38,6 +38,8 @@ export interface ConnContext {
   readonly locks: Map<number, LockSlot>;
   /** Lock handles whose request is in flight (counted against maxLocks, not yet in `locks`). */
   readonly pendingLocks: Set<number>;
+  /** Lock waits a resume carried over, by lock handle, until `awaitLock` takes them. */
+  readonly adoptedWaits: Map<number, { readonly session: number; readonly wait: ServedWait }>;
   readonly watchCount: number;
   session(handle: number): Session;
   openSession(handle: number, name: string | undefined): Promise<Session>;
@@ -143,6 +145,23 @@ function setOpts(a: Args<'set'>, signal: AbortSignal): SetConditionsAndWrite {
 interface SetConditionsAndWrite { ifVersion?: number; ifModRev?: number; ifAbsent?: boolean; fence?: number; wait?: boolean; signal: AbortSignal }
 
 const toNull = (): null => null;
+
+/**
+ * The signal of a resumable session's lock wait: the client's cancel and the
+ * server's shutdown abort it, the connection's loss does not. The wait then
+ * lives as long as its session here (it ends with it, SESSION_EXPIRED), so
+ * a client resuming the session elsewhere finds it still queued and carries
+ * it over (docs/protocol.md, "Resuming a session").
+ */
+function keptOnLoss(signal: AbortSignal): AbortSignal {
+  const ctl = new AbortController();
+  const onAbort = (): void => {
+    if (!LatchkeyError.is(signal.reason, 'CONNECTION_LOST')) ctl.abort(signal.reason);
+  };
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  return ctl.signal;
+}
 
 function lockSlot(c: ConnContext, handle: number): LockSlot {
   const slot = c.locks.get(handle);
@@ -308,7 +327,7 @@ export const handlers: HandlerTable = {
         throw new LatchkeyError('QUOTA', `more than ${c.limits.maxLocks} locks held or awaited on this connection`, { info: { limit: c.limits.maxLocks } });
       }
       const session = c.session(s);
-      const o = { ...definedFields(a, ['mode', 'wait', 'timeoutMs', 'robust']), signal };
+      const o = { ...definedFields(a, ['mode', 'wait', 'timeoutMs', 'robust']), signal: (session as { readonly secret?: string }).secret === undefined ? signal : keptOnLoss(signal) };
       const granted = (lock: Lock): Result<'lock'> => {
         c.trackLock(a.lock, s, lock);
         return { token: lock.token, ownerDied: lock.ownerDied, mode: lock.mode };
@@ -328,6 +347,26 @@ export const handlers: HandlerTable = {
           throw e;
         },
       );
+    },
+  },
+  awaitLock: {
+    // Authorized when the wait was first asked for (its session's resume proved it the client's).
+    access: none,
+    run(c, { s, a, signal }) {
+      const slot = c.adoptedWaits.get(a.lock);
+      if (slot === undefined || slot.session !== s) throw new LatchkeyError('LOCK_LOST', `no lock wait ${a.lock} carried over on this connection`, { info: { lock: a.lock } });
+      c.adoptedWaits.delete(a.lock);
+      const onAbort = (): void => slot.wait.abort(signal.reason);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+      return slot.wait.result.then((lock) => {
+        c.pendingLocks.delete(a.lock);
+        c.trackLock(a.lock, s, lock);
+        return { token: lock.token, ownerDied: lock.ownerDied, mode: lock.mode };
+      }, (e: unknown) => {
+        c.pendingLocks.delete(a.lock);
+        throw e;
+      });
     },
   },
   upgrade: {
@@ -429,8 +468,8 @@ export const handlers: HandlerTable = {
   session: {
     access: none,
     async run(c, { a }) {
-      const sess = await c.openSession(a.session, a.name);
-      return { id: sess.id, name: sess.name };
+      const sess: Session & { readonly secret?: string | undefined } = await c.openSession(a.session, a.name);
+      return { id: sess.id, name: sess.name, ...(sess.secret === undefined ? {} : { secret: sess.secret }) };
     },
   },
   goodbye: {

@@ -11,7 +11,7 @@
  * server can end as a *death* (`end(true)`: its locks go to the next
  * waiter with ownerDied), which a backend supplies.
  */
-import type { Entry, Lock, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
+import type { Entry, Lock, LockMode, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
 
 /** Where a served session's client is (for listSessions). */
@@ -32,17 +32,34 @@ export interface ServedSession extends Session {
   readonly resumeMs?: number;
 }
 
-/** A hello's claim to a session whose link was lost: its id, its secret, the locks the client holds (handle, token). */
+/** A lock wait a resume carries over: the client's handle, what it asked, the time it has left. */
+export interface WaitClaim {
+  readonly handle: number;
+  readonly path: string;
+  readonly mode: LockMode;
+  readonly wait?: boolean;
+  readonly timeoutMs?: number;
+}
+
+/** A hello's claim to a session whose link was lost: its id, its secret, the locks it holds (handle, token), the waits it awaits. */
 export interface ResumeClaim {
   readonly session: string;
   readonly secret: string;
   readonly locks: ReadonlyArray<{ readonly handle: number; readonly token: number }>;
+  readonly waits?: readonly WaitClaim[];
 }
 
-/** A resumed session, and the claimed locks still held, by the client's handle. */
+/** A wait carried over by a resume: it goes on, to its lock or its failure; `abort` withdraws it (ABORTED). */
+export interface ServedWait {
+  readonly result: Promise<Lock>;
+  abort(reason?: unknown): void;
+}
+
+/** A resumed session, the claimed locks still held and the claimed waits carried over, by the client's handle. */
 export interface Resumed {
   readonly session: ServedSession;
   readonly locks: ReadonlyMap<number, Lock>;
+  readonly waits: ReadonlyMap<number, ServedWait>;
 }
 
 /** What the server's watches need: batches of events, and the backlog for the memory budget. */
@@ -110,7 +127,7 @@ export interface ServedBackend {
   /** Makes a session resumable (resolves to its secret); absent: sessions are not resumable. */
   resumable?(s: ServedSession): Promise<string>;
   /** Takes over a live session another front-end served (src/etcd/adopt.ts). */
-  resumeSession?(id: string, secret: string, claims: ResumeClaim['locks']): Promise<Resumed>;
+  resumeSession?(id: string, secret: string, claims: ResumeClaim['locks'], waits?: ResumeClaim['waits']): Promise<Resumed>;
   /** Ephemeral nodes per session id (listSessions); zero for all when absent. */
   ephemeralCounts?(): ReadonlyMap<string, number>;
 }
@@ -146,8 +163,8 @@ export function servedStore(store: Store, backend: ServedBackend): ServedStore {
     },
     ...(resume === undefined ? {} : {
       async resumeSession(claim: ResumeClaim, origin?: SessionOrigin): Promise<Resumed> {
-        const r = await resume(claim.session, claim.secret, claim.locks);
-        return { session: served(r.session, origin), locks: r.locks };
+        const r = await resume(claim.session, claim.secret, claim.locks, claim.waits);
+        return { session: served(r.session, origin), locks: r.locks, waits: r.waits };
       },
     }),
     sessionList(visible) {
@@ -171,7 +188,11 @@ export function servedStore(store: Store, backend: ServedBackend): ServedStore {
       // The store's own session first, when the store is one (the embedded store and the etcd store are).
       const self = store as Partial<Pick<Session, 'id' | 'name'>>;
       const out = self.id === undefined || self.name === undefined ? [] : [one({ id: self.id, name: self.name }, storeSince, undefined)];
-      for (const [s, { origin, since }] of sessions) if (!s.closed && s.id !== '') out.push(one(s, since, origin));
+      for (const [s, { origin, since }] of sessions) {
+        // A session that ended without its end() (moved to another front-end) is forgotten here.
+        if (s.closed) sessions.delete(s);
+        else if (s.id !== '') out.push(one(s, since, origin));
+      }
       return out;
     },
     watchInternal(path, options) {

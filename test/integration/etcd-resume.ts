@@ -102,3 +102,77 @@ test('a resume that fails after adoption lets the lease go, does not revoke it',
     await p.done();
   }
 });
+
+test('a wait in flight is carried over: B waits on in its FIFO place and is granted at the release; aborted, it is withdrawn', { timeout: 120_000 }, async () => {
+  const p = await pair();
+  try {
+    const holder = p.a.servedBackend().ownedSession({ name: 'holder' });
+    const sa = p.a.servedBackend().ownedSession({ name: 'waiter' });
+    const behind = p.a.servedBackend().ownedSession({ name: 'behind' });
+    const secret = await sa.resumable();
+    const held = await holder.lock('/w');
+    const onA = sa.lock('/w').then(() => 'granted', (e: unknown) => e);
+    while (p.a.lockTable().waiting.length < 1) await new Promise((r) => setTimeout(r, 20));
+    const third = behind.lock('/w');
+    while (p.a.lockTable().waiting.length < 2) await new Promise((r) => setTimeout(r, 20));
+    const before = await p.raw.getAll().prefix(`${p.prefix}/q/`).exec();
+    const { session: sb, waits } = await p.b.resumeSession(sa.id, secret, [], [{ handle: 3, path: '/w', mode: 'exclusive' }, { handle: 4, path: '/nothing', mode: 'shared' }]);
+    assert.deepEqual([...waits.keys()], [3], 'the wait with a queued request is carried over; one with none is not');
+    const onAres = await onA;
+    assert.ok(LatchkeyError.is(onAres, 'SESSION_EXPIRED'), `A's wait ends (the session moved): ${String(onAres)}`);
+    const after = await p.raw.getAll().prefix(`${p.prefix}/q/`).exec();
+    const order = (r: typeof before): string[] => r.kvs.slice().sort((x, y) => Number(x.create_revision) - Number(y.create_revision)).map((kv) => kv.key.toString());
+    assert.deepEqual(order(after), order(before), 'the queue keeps its order (the request rewritten in place)');
+    await held.release();
+    const got = await waits.get(3)!.result;
+    assert.equal(got.ownerDied, false);
+    assert.ok(got.token > held.token);
+    let thirdGot = false;
+    void third.then(() => { thirdGot = true; });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(thirdGot, false, 'the wait queued behind it is not granted first');
+    await got.release();
+    await (await third).release();
+    // An adopted wait aborted: withdrawn (ABORTED), nothing taken.
+    const h2 = await holder.lock('/w2');
+    const w2 = sb.lock('/w2').then(() => 'granted', (e: unknown) => e);
+    while (p.b.lockTable().waiting.length < 1) await new Promise((r) => setTimeout(r, 20));
+    const secret2 = sb.secret!;
+    const { waits: again } = await p.a.resumeSession(sb.id, secret2, [], [{ handle: 9, path: '/w2', mode: 'exclusive' }]);
+    assert.ok(LatchkeyError.is(await w2, 'SESSION_EXPIRED'));
+    again.get(9)!.abort(new Error('test abort'));
+    assert.ok(await again.get(9)!.result.then(() => false, (e: unknown) => LatchkeyError.is(e, 'ABORTED')), 'an aborted carried wait fails ABORTED');
+    await h2.release();
+    const free = await holder.lock('/w2', { wait: false });
+    assert.equal(free.ownerDied, false, 'the withdrawn wait took nothing');
+    await free.release();
+  } finally {
+    await p.done();
+  }
+});
+
+test('a wait granted on A whose answer never reached the client comes back granted: same token, ownerDied as granted', { timeout: 120_000 }, async () => {
+  const p = await pair();
+  try {
+    const dying = p.a.servedBackend().ownedSession({ name: 'dying' });
+    const sa = p.a.servedBackend().ownedSession({ name: 'waiter' });
+    const secret = await sa.resumable();
+    await dying.ready();
+    await dying.lock('/g');
+    const granted = sa.lock('/g');
+    while (p.a.lockTable().waiting.length < 1) await new Promise((r) => setTimeout(r, 20));
+    await p.raw.leaseClient.leaseRevoke({ ID: dying.id }); // the holder dies: A grants the wait with ownerDied
+    const onA = await granted;
+    assert.equal(onA.ownerDied, true);
+    const { waits, locks } = await p.b.resumeSession(sa.id, secret, [], [{ handle: 2, path: '/g', mode: 'exclusive' }]);
+    assert.equal(locks.size, 0);
+    const onB = await waits.get(2)!.result;
+    assert.equal(onB.token, onA.token, 'the same grant: the same fencing token');
+    assert.equal(onB.ownerDied, true, 'ownerDied as A granted it (its held marker says so)');
+    assert.equal(onB.held, true);
+    await onB.markConsistent();
+    await onB.release();
+  } finally {
+    await p.done();
+  }
+});

@@ -19,8 +19,18 @@
  *                                 lock holder gives it up (SESSION_EXPIRED) and the waiter gets it with
  *                                 ownerDied after the lease; a client holding an ephemeral asks to resume
  *                                 afterwards and is answered SESSION_EXPIRED (new session, ephemeral gone)
+ *   node etcd-serve.js sessions   a client with two extra sessions (tcp://A,B): one holds a lock and an ephemeral,
+ *                                 one waits for another client's lock, a third client queued behind it; A is
+ *                                 SIGKILLed: both sessions resume on B (same ids), past the old lease the lock is
+ *                                 still held and the wait still queued; the other client's release grants the
+ *                                 resumed wait (ownerDied false), then its release the third client (FIFO)
+ *   node etcd-serve.js late-waits clients with extra sessions that come back after the lease: the one holding a lock
+ *                                 gives it up (SESSION_EXPIRED) and its wait with it; the one only waiting is
+ *                                 answered SESSION_EXPIRED on its return and its wait fails so; the next waiter
+ *                                 gets the held lock with ownerDied; the expired waits took nothing
  *   node etcd-serve.js moved      a cut link with the front-end alive: the client resumes on B; A, once its TCP
- *                                 lease for the cut connection is over, does not end the session (no revoke)
+ *                                 lease for the cut connection is over, does not end the session (no revoke);
+ *                                 the client's wait in flight at the cut is carried over and granted on B
  *   node etcd-serve.js hung      a client's front-end is stopped (SIGSTOP, socket open): never two holders of its
  *                                 lock (the client resumes on B in time, or its lock aborts before the waiter's grant)
  *   node etcd-serve.js client-dies a client process holding a lock through front-end A, and A, are both
@@ -284,6 +294,135 @@ async function lateTest(): Promise<void> {
   }
 }
 
+/** Settles with 'pending' while `p` has not settled after `ms`, else with its value or error. */
+const within = (p: Promise<unknown>, ms: number): Promise<unknown> => Promise.race([p.then((v) => v, (e: unknown) => e), sleep(ms).then(() => 'pending')]);
+
+/**
+ * Extra sessions and a wait across a SIGKILLed front-end: every session of
+ * the connection resumes on B, the held lock stays held past the old lease,
+ * the wait keeps its FIFO place (its queue entry, on the session's lease, is
+ * adopted by B) and is granted there.
+ */
+async function sessionsTest(): Promise<void> {
+  const prefix = `/lk-serve-ss-${randomBytes(4).toString('hex')}`;
+  const a = await frontEnd(prefix, [], RESUME_TTL_S);
+  const b = await frontEnd(prefix, [], RESUME_TTL_S);
+  const client = await connect(`tcp://${hostOf(a.url)},${hostOf(b.url)}`, { name: 'sessions', minBackoffMs: 20, maxBackoffMs: 200 });
+  const other = await connect(b.url, { name: 'other' });
+  const third = await connect(b.url, { name: 'third' });
+  try {
+    const s1 = client.session({ name: 'holder' });
+    const s2 = client.session({ name: 'waiter' });
+    const held = await s1.lock('/jobs/held');
+    const eph = await s1.create('/eph/s1', 'x', { ephemeral: true });
+    const [id1, id2] = [s1.id, s2.id];
+    const theirs = await other.lock('/jobs/w');
+    const waiting = s2.lock('/jobs/w');
+    while (!(await other.fetchLockTable()).waiting.some((w) => w.session === id2)) await sleep(50);
+    const behind = third.lock('/jobs/w');
+    while ((await other.fetchLockTable()).waiting.filter((w) => w.path === '/jobs/w').length < 2) await sleep(50);
+    check(true, `session ${id1} holds /jobs/held (token ${held.token}); session ${id2} waits for /jobs/w, a third client queued behind it`);
+
+    const killedAt = performance.now();
+    a.proc.kill('SIGKILL');
+    await a.exited;
+    check(s1.locks().some((l) => l.path === '/jobs/held'), 'while its front-end is gone the session still lists its lock (locks())');
+    await s1.get('/jobs');
+    await s2.get('/jobs');
+    const w = welcomeOf(client);
+    check(w.resumed === true && s1.id === id1 && s2.id === id2, `both extra sessions resumed on B ${Math.round(performance.now() - killedAt)} ms after A died (same ids ${s1.id}, ${s2.id})`);
+    check(!held.signal.aborted && held.held, `the lock on /jobs/held is still held${held.signal.aborted ? ` (${String(held.signal.reason)})` : ''}`);
+    const e = await other.get(eph);
+    check(e !== undefined && e.stat.ephemeralOwner === id1, `its ephemeral node ${eph} survived, owned by ${id1}`);
+
+    while (performance.now() - killedAt < (RESUME_TTL_S + 2) * 1000) await sleep(100);
+    check(!held.signal.aborted && await within(waiting, 0) === 'pending' && await within(behind, 0) === 'pending', `${RESUME_TTL_S + 2} s after the kill (past the lease A kept alive) the lock is still held and both waits still wait`);
+    const busy = await other.lock('/jobs/held', { wait: false }).then((l) => l, (x: unknown) => x);
+    check(LatchkeyError.is(busy, 'LOCKED'), 'another session is refused /jobs/held (LOCKED)');
+    await theirs.release();
+    const got = await waiting;
+    check(!got.ownerDied && got.token > theirs.token, `the release granted the resumed wait, ownerDied false, higher token (${got.token} > ${theirs.token})`);
+    check(await within(behind, 300) === 'pending', 'the third client, queued behind the resumed wait, still waits (FIFO)');
+    await s2.set('/jobs/w/done', 'y', { fence: got });
+    await got.release();
+    const next = await behind;
+    check(!next.ownerDied && next.token > got.token, `then the third client got it, ownerDied false (${next.token} > ${got.token})`);
+    await next.release();
+    await held.release();
+    const free = await other.lock('/jobs/held', { wait: false });
+    check(!free.ownerDied, 'the resumed holder\'s release freed /jobs/held (ownerDied false)');
+    await free.release();
+  } finally {
+    await client.close();
+    await other.close();
+    await third.close();
+    await stop(b);
+    a.proc.kill('SIGKILL');
+  }
+}
+
+/**
+ * Extra sessions that come back after the lease: a client holding a lock
+ * in one session and waiting in another gives both up at the end of its
+ * resume window (SESSION_EXPIRED); a client only waiting keeps its claim and
+ * is answered SESSION_EXPIRED when it comes back, its wait failing so. The
+ * next waiter of the held lock gets it with ownerDied; the expired waits
+ * took nothing.
+ */
+async function lateWaitsTest(): Promise<void> {
+  const prefix = `/lk-serve-lw-${randomBytes(4).toString('hex')}`;
+  const a = await frontEnd(prefix, [], RESUME_TTL_S);
+  const b = await frontEnd(prefix, [], RESUME_TTL_S);
+  const r = await relay();
+  r.to(hostOf(a.url));
+  const holder = await connect(r.url, { name: 'holder', minBackoffMs: 50, maxBackoffMs: 500 });
+  const waitOnly = await connect(r.url, { name: 'wait-only', minBackoffMs: 50, maxBackoffMs: 500 });
+  const other = await connect(b.url, { name: 'other' });
+  try {
+    const h1 = holder.session({ name: 'h1' });
+    const h2 = holder.session({ name: 'h2' });
+    const w1 = waitOnly.session({ name: 'w1' });
+    const lock = await h1.lock('/jobs/lh');
+    const theirs = await other.lock('/jobs/lw');
+    const wait1 = h2.lock('/jobs/lw').then(() => 'granted', (e: unknown) => e);
+    const wait2 = w1.lock('/jobs/lw').then(() => 'granted', (e: unknown) => e);
+    const nextWaiter = other.session({ name: 'next' });
+    while ((await other.fetchLockTable()).waiting.filter((w) => w.path === '/jobs/lw').length < 2) await sleep(50);
+    const waiting = nextWaiter.lock('/jobs/lh');
+    r.to(undefined); // nowhere to reconnect to for now
+    const killedAt = performance.now();
+    a.proc.kill('SIGKILL');
+    await a.exited;
+    const lost = await new Promise<unknown>((resolve) => lock.signal.addEventListener('abort', () => resolve(lock.signal.reason), { once: true }));
+    check(LatchkeyError.is(lost, 'SESSION_EXPIRED'), `the holder gave its lock up with SESSION_EXPIRED ${Math.round(performance.now() - killedAt)} ms after the kill (${(lost as Error).message})`);
+    const e1 = await wait1;
+    check(LatchkeyError.is(e1, 'SESSION_EXPIRED'), `…and its other session's wait failed SESSION_EXPIRED (${String(e1)})`);
+    const got = await waiting;
+    check(got.ownerDied && got.token > lock.token, `the next waiter got /jobs/lh with ownerDied after the lease, ${Math.round(performance.now() - killedAt)} ms after the kill (${got.token} > ${lock.token})`);
+    check(await within(wait2, 0) === 'pending', 'the client only waiting still waits for a server to answer its claim');
+    while (performance.now() - killedAt < (RESUME_TTL_S + 2) * 1000) await sleep(100);
+    r.to(hostOf(b.url)); // it comes back, too late
+    const e2 = await wait2;
+    check(LatchkeyError.is(e2, 'SESSION_EXPIRED'), `coming back after the lease its wait failed SESSION_EXPIRED (${String(e2)})`);
+    check(welcomeOf(waitOnly).resumeError?.code === 'SESSION_EXPIRED', 'its connection\'s resume was answered SESSION_EXPIRED');
+    const after = await w1.get('/jobs').then(() => 'ok', (x: unknown) => x);
+    check(LatchkeyError.is(after, 'SESSION_EXPIRED'), 'its extra session has ended (SESSION_EXPIRED)');
+    await theirs.release();
+    const free = await other.lock('/jobs/lw', { wait: false });
+    check(!free.ownerDied, 'the expired waits took nothing: /jobs/lw is free, ownerDied false');
+    await free.release();
+    await got.markConsistent();
+    await got.release();
+  } finally {
+    await holder.close();
+    await waitOnly.close();
+    await other.close();
+    r.close();
+    await stop(b);
+    a.proc.kill('SIGKILL');
+  }
+}
+
 /**
  * A cut link, the front-end alive: the client resumes on B; A, whose TCP
  * lease for the cut connection runs out 3 s later, must not end the session
@@ -302,6 +441,9 @@ async function movedTest(): Promise<void> {
     const id = client.id;
     const lock = await client.lock('/jobs/m');
     const node = await client.create('/eph/mover', 'x', { ephemeral: true });
+    const theirs = await other.lock('/jobs/mw');
+    const waiting = client.lock('/jobs/mw');
+    while (!(await other.fetchLockTable()).waiting.some((w) => w.path === '/jobs/mw')) await sleep(50);
     r.to(undefined);
     r.cut();
     const cutAt = performance.now();
@@ -314,6 +456,11 @@ async function movedTest(): Promise<void> {
     const busy = await other.lock('/jobs/m', { wait: false }).then((l) => l, (x: unknown) => x);
     check(LatchkeyError.is(busy, 'LOCKED'), 'another session is refused the lock (LOCKED)');
     check((await other.get(node)) !== undefined, 'the ephemeral node is still there: A did not revoke the lease');
+    check(await within(waiting, 0) === 'pending', 'the wait in flight at the cut still waits (A, alive, did not withdraw it; B carried it over)');
+    await theirs.release();
+    const got = await waiting;
+    check(!got.ownerDied && got.token > theirs.token, `the other client's release granted it, ownerDied false (${got.token} > ${theirs.token})`);
+    await got.release();
     await lock.release();
   } finally {
     await client.close();
@@ -521,7 +668,7 @@ async function xenstoreTest(): Promise<void> {
   }
 }
 
-const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, moved: movedTest, hung: hungTest, 'client-dies': clientDiesTest, xenstore: xenstoreTest };
+const scenarios: Record<string, () => Promise<void>> = { cli: cliTest, failover: failoverTest, late: lateTest, sessions: sessionsTest, 'late-waits': lateWaitsTest, moved: movedTest, hung: hungTest, 'client-dies': clientDiesTest, xenstore: xenstoreTest };
 const which = process.argv[2] ?? '';
 const run = scenarios[which];
 if (run === undefined || endpoints === '') {

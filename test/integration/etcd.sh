@@ -45,12 +45,12 @@ echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p') members at $ETCD_EN
 failed=()
 echo "=== etcd: contract suites"
 timeout 900 node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
-echo "=== etcd: resuming a session across front-ends (store API: request ids, a close racing an adoption, a failed resume)"
+echo "=== etcd: resuming a session across front-ends (store API: request ids, a close racing an adoption, a failed resume, carried lock waits)"
 timeout 300 node --test --test-reporter=spec build/test/integration/etcd-resume.js || failed+=(resume)
 echo "=== etcd: the XenStore socket from two front-ends in one process (guest domains shared, reads behind barriers, a waiting write withdrawn with its connection, watches across a compaction reload, adopting a lease about to expire)"
 timeout 300 node --test --test-reporter=spec build/test/integration/etcd-xenstore.js || failed+=(xenstore)
-echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, XenStore socket, front-end SIGKILLed: session resumed; clients back too late; client and front-end SIGKILLed)"
-for scenario in cli xenstore failover late moved hung client-dies; do
+echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, XenStore socket, front-end SIGKILLed: session resumed; extra sessions and a wait resumed; clients back too late, with waits; client and front-end SIGKILLed)"
+for scenario in cli xenstore failover late sessions late-waits moved hung client-dies; do
   timeout 300 node build/test/integration/etcd-serve.js "$scenario" || failed+=("serve-$scenario")
 done
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.

@@ -171,18 +171,31 @@ test('client: the first connection tries each front-end in turn', async () => {
  * The etcd backend does the same by adopting the lease (test/integration/etcd-serve.ts).
  */
 function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedStore; ended: Set<string> } {
-  const live = new Map<string, { session: ServedSession; secret?: string; locks: Map<number, Lock> }>();
+  type Wait = { path: string; mode: string; result: Promise<Lock>; ctl: AbortController; taken: boolean };
+  const live = new Map<string, { session: ServedSession; secret?: string; locks: Map<number, Lock>; waits: Wait[] }>();
   const ended = new Set<string>();
   const store = servedStore(s, {
     ownedSession: (o) => {
       const sess = s.ownedSession(o) as unknown as ServedSession & { lockNow?: unknown; resumeMs?: number };
-      const entry = { session: sess as ServedSession, locks: new Map<number, Lock>() };
+      const entry = { session: sess as ServedSession, locks: new Map<number, Lock>(), waits: [] as Wait[] };
       const lock = sess.lock.bind(sess);
       sess.lockNow = undefined; // every grant through lock(), recorded
-      sess.lock = (async (p: string, opt?: LockOptions) => {
-        const l = await lock(p, opt);
-        entry.locks.set(l.token, l);
-        return l;
+      sess.lock = (async (p: string, opt: LockOptions = {}) => {
+        // A wait outlives its request's connection (as an etcd queue entry outlives its dead front-end): a
+        // loss of the connection (CONNECTION_LOST) leaves it waiting for a resume; a cancel withdraws it.
+        const ctl = new AbortController();
+        const w: Wait = { path: p, mode: opt.mode ?? 'exclusive', ctl, taken: false, result: lock(p, { ...opt, signal: ctl.signal }) };
+        w.result.catch(() => {});
+        w.result.then((l) => entry.locks.set(l.token, l), () => {});
+        entry.waits.push(w);
+        return new Promise<Lock>((resolve, reject) => {
+          w.result.then(resolve, reject);
+          opt.signal?.addEventListener('abort', () => {
+            const why = opt.signal!.reason as unknown;
+            if (LatchkeyError.is(why, 'CONNECTION_LOST')) reject(why);
+            else ctl.abort(why);
+          }, { once: true });
+        });
       }) as typeof sess.lock;
       sess.resumeMs = resumeMs;
       live.set(sess.id, entry);
@@ -194,7 +207,7 @@ function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedSto
       (sess as { secret?: string }).secret = secret;
       return secret;
     },
-    resumeSession: async (id, secret, claims) => {
+    resumeSession: async (id, secret, claims, waitClaims = []) => {
       const e = live.get(id);
       if (e === undefined || e.session.closed || ended.has(id)) throw new LatchkeyError('SESSION_EXPIRED', `session ${id} has ended`);
       if (e.secret !== secret) throw new LatchkeyError('AUTH', `not the secret of session ${id}`);
@@ -203,7 +216,14 @@ function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedSto
         const l = e.locks.get(c.token);
         if (l !== undefined && l.held) locks.set(c.handle, l);
       }
-      return { session: e.session, locks };
+      const waits = new Map<number, { result: Promise<Lock>; abort(reason?: unknown): void }>();
+      for (const c of waitClaims) {
+        const w = e.waits.find((x) => !x.taken && x.path === c.path && x.mode === c.mode);
+        if (w === undefined) continue;
+        w.taken = true;
+        waits.set(c.handle, { result: w.result, abort: (r) => w.ctl.abort(r) });
+      }
+      return { session: e.session, locks, waits };
     },
   });
   return { store, ended };
@@ -344,6 +364,122 @@ test('resume: the hello\'s resume answered in the welcome: AUTH for a wrong secr
   } finally {
     await a.close();
     await plain.close();
+    await backing.close();
+  }
+});
+
+test('resume: every session of the connection resumes (extra sessions too, each with its secret): a held lock stays held, a wait in flight goes on in its FIFO place and is granted on the release; locks() lists kept locks while the link is down', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store } = resumableGeneric(backing);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${b.tcpAddress!.port}`, { minBackoffMs: 10, maxBackoffMs: 50 });
+  const other = await connect(`tcp://127.0.0.1:${b.tcpAddress!.port}`);
+  const third = await connect(`tcp://127.0.0.1:${b.tcpAddress!.port}`);
+  try {
+    const s1 = c.session({ name: 'holder' });
+    const s2 = c.session({ name: 'waiter' });
+    const held = await s1.lock('/r');
+    const eph = await s1.create('/eph1', 'e', { ephemeral: true });
+    const id1 = s1.id;
+    const id2 = s2.id;
+    const theirs = await other.lock('/w');
+    const waiting = s2.lock('/w');
+    await sleep(50);
+    const later = third.lock('/w'); // queued after s2's wait: FIFO says s2 first
+    await sleep(50);
+    cut(c);
+    assert.deepEqual(s1.locks().map((l) => l.path), ['/r'], 'a kept lock is listed while the link is down');
+    assert.equal(held.held, true);
+    await sleep(20);
+    await c.ready();
+    await s1.get('/r'); // the session's first request after the resume
+    assert.equal(s1.id, id1, 'the extra session resumed: same id');
+    assert.equal(s2.id, id2);
+    assert.equal(held.signal.aborted, false, 'its lock was not lost');
+    assert.ok((await s1.get(eph)) !== undefined, 'its ephemeral is there');
+    await assert.rejects(other.lock('/r', { wait: false }), (e: unknown) => LatchkeyError.is(e, 'LOCKED'));
+    await theirs.release();
+    const got = await waiting;
+    assert.equal(got.ownerDied, false);
+    assert.ok(got.token > theirs.token);
+    assert.deepEqual(s2.locks().map((l) => l.path), ['/w']);
+    await got.release(); // on the second front-end: then the third client's wait, behind it, is granted
+    const after = await later;
+    assert.ok(after.token > got.token, 'FIFO: the resumed wait was granted before the one queued after it');
+    await after.release();
+    await held.release();
+    await s1.close();
+    await s2.close();
+  } finally {
+    await c.close();
+    await other.close();
+    await third.close();
+    await a.close();
+    await b.close();
+    await backing.close();
+  }
+});
+
+test('resume: a wait aborted while its link is down ends ABORTED once resumed (the wait withdrawn, nothing taken)', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store } = resumableGeneric(backing);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${b.tcpAddress!.port}`, { minBackoffMs: 200, maxBackoffMs: 200 });
+  const other = await connect(`tcp://127.0.0.1:${b.tcpAddress!.port}`);
+  try {
+    const theirs = await other.lock('/w');
+    const ctl = new AbortController();
+    const aborted = c.lock('/w', { signal: ctl.signal });
+    const outcome = aborted.then(() => 'granted', (e: unknown) => e);
+    await sleep(50);
+    cut(c);
+    await sleep(20);
+    ctl.abort();
+    await c.ready();
+    const e = await outcome;
+    assert.ok(LatchkeyError.is(e, 'ABORTED'), String(e));
+    await theirs.release();
+    const next = await other.lock('/w', { wait: false });
+    assert.equal(next.ownerDied, false, 'the withdrawn wait took nothing');
+    await next.release();
+  } finally {
+    await c.close();
+    await other.close();
+    await a.close();
+    await b.close();
+    await backing.close();
+  }
+});
+
+test('resume: an extra session that ended meanwhile is refused: it ends SESSION_EXPIRED with its wait, while the connection\'s own session resumes', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store, ended } = resumableGeneric(backing);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${b.tcpAddress!.port}`, { minBackoffMs: 10, maxBackoffMs: 50 });
+  const other = await connect(`tcp://127.0.0.1:${b.tcpAddress!.port}`);
+  try {
+    const id = c.id;
+    const s1 = c.session();
+    const theirs = await other.lock('/w');
+    const waiting = s1.lock('/w').then(() => 'granted', (e: unknown) => e);
+    await sleep(50);
+    ended.add(s1.id);
+    cut(c);
+    await sleep(20);
+    await c.ready();
+    assert.equal(c.id, id, 'the connection\'s session resumed');
+    const e = await waiting;
+    assert.ok(LatchkeyError.is(e, 'SESSION_EXPIRED'), String(e));
+    await assert.rejects(s1.get('/x'), (err: unknown) => LatchkeyError.is(err, 'SESSION_EXPIRED'));
+    await theirs.release();
+  } finally {
+    await c.close();
+    await other.close();
+    await a.close();
+    await b.close();
     await backing.close();
   }
 });
