@@ -261,8 +261,8 @@ function notApplied(e: unknown, rev: number, at: { file: string; offset: number 
 /** A replayed commit of the common shape in the history window: its mutations are made only if it stays there. */
 interface PendingCommit {
   readonly rev: number;
-  /** A copy of the record's payload (not a view: it would keep the whole segment's buffer alive). */
-  readonly payload: Uint8Array;
+  /** The record's payload: a view of its segment's buffer until the next segment is read, then a copy. */
+  payload: Uint8Array;
   /** The values the tree got, shared with the history's mutations. */
   readonly values: Array<Uint8Array | undefined>;
   readonly before: Node | undefined;
@@ -316,7 +316,16 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
   // history needs the root before it (one with a delete or a perms change).
   const builder = new TreeBuilder(root);
   const common = new CommonReplay();
+  let segmentFile = '';
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
+    if (at.file !== segmentFile) {
+      // A new segment: the window's payloads still viewing the last one are copied, so its buffer can go.
+      segmentFile = at.file;
+      for (let i = historyHead; i < history.length; i++) {
+        const c = history[i]!;
+        if ('payload' in c) c.payload = Uint8Array.prototype.slice.call(c.payload);
+      }
+    }
     let events: number;
     let bytes: number;
     if (common.scan(payload)) {
@@ -329,8 +338,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
       } catch (e) {
         throw notApplied(e, rev, at);
       }
-      // A copy: Buffer#slice would be a view of the whole segment.
-      history.push({ rev, payload: Uint8Array.prototype.slice.call(payload), values, before });
+      history.push({ rev, payload, values, before });
     } else {
       const muts = decodeMutations(payload, { ...at, revision: rev }, refs);
       const mutations: Mutation[] = [];

@@ -151,6 +151,8 @@ function valuesOf(b: Uint8Array, l: Layout): Array<Uint8Array | undefined> {
   const values = new Uint8Array(l.valueBytes);
   const buffer = values.buffer;
   const out = new Array<Uint8Array | undefined>(l.count);
+  // A plain view of the payload: a Buffer's subarray makes a FastBuffer (a JS constructor call) per value.
+  const u = b instanceof Buffer ? new Uint8Array(b.buffer, b.byteOffset, b.length) : b;
   let at = 0;
   for (let i = 0; i < l.count; i++) {
     const s = l.valStart[i]!;
@@ -159,8 +161,8 @@ function valuesOf(b: Uint8Array, l: Layout): Array<Uint8Array | undefined> {
       continue;
     }
     const n = l.valLen[i]!;
-    if (n > 64) values.set(b.subarray(s, s + n), at);
-    else for (let k = 0; k < n; k++) values[at + k] = b[s + k]!;
+    if (n > 64) values.set(u.subarray(s, s + n), at);
+    else for (let k = 0; k < n; k++) values[at + k] = u[s + k]!;
     out[i] = new Uint8Array(buffer, at, n);
     at += n;
   }
