@@ -103,8 +103,12 @@ try {
       await stopAll();
     }
     if (!noRecord) {
+      // `--NAME-only=PART` runs some parts of a long workload: the result goes
+      // beside the whole run's, and the report takes each part from the newest run of it
+      const only = argv.find((a) => a.startsWith(`--${name}-only=`))?.slice(`--${name}-only=`.length);
       const result: ResultFile = {
-        format: 1, workload: name, date, quick, command: `npm run bench -- ${name}${quick ? ' --quick' : ''}`,
+        format: 1, workload: name, date, quick, ...(only !== undefined ? { only } : {}),
+        command: `npm run bench -- ${name}${only !== undefined ? ` --${name}-only=${only}` : ''}${quick ? ' --quick' : ''}`,
         description: describeWorkload(readFileSync(path.join(here, 'workloads', `${name}.js`), 'utf8')),
         seconds: (performance.now() - t0) / 1000, machine: facts, load1m: [loadBefore, os.loadavg()[0]!], ...record, ...(error !== undefined ? { error: error.split('\n')[0]! } : {}),
       };

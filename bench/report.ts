@@ -5,7 +5,11 @@
  * quick run to bench/results/quick/, which git ignores: quick figures are
  * for catching rot, not for reading). docs/benchmarks.md and its charts are
  * rebuilt from the newest full result of every workload, so a run of one
- * workload refreshes its section and keeps the others.
+ * workload refreshes its section and keeps the others. A long workload
+ * marks its parts (bench/util.ts, `part()`); a run of some of them
+ * (`--NAME-only=PART`) is written beside the whole run as
+ * <date>-<workload>-<PART>.json, and its section shows each part from the
+ * newest run that ran it.
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -19,6 +23,8 @@ export interface ResultFile extends WorkloadRecord {
   /** ISO time the workload started. */
   date: string;
   quick: boolean;
+  /** Set when the run was limited to some parts (`--NAME-only=PART`): it names the file. */
+  only?: string;
   /** The command that reproduces this result. */
   command: string;
   /** What the workload measures: the first paragraph of its file's doc comment. */
@@ -31,8 +37,9 @@ export interface ResultFile extends WorkloadRecord {
   error?: string;
 }
 
-export function resultPath(root: string, r: Pick<ResultFile, 'date' | 'workload' | 'quick'>): string {
-  return path.join(root, 'bench', 'results', ...(r.quick ? ['quick'] : []), `${r.date.slice(0, 10)}-${r.workload}.json`);
+export function resultPath(root: string, r: Pick<ResultFile, 'date' | 'workload' | 'quick' | 'only'>): string {
+  const only = r.only !== undefined ? `-${r.only.replace(/[^A-Za-z0-9_-]/g, '_')}` : '';
+  return path.join(root, 'bench', 'results', ...(r.quick ? ['quick'] : []), `${r.date.slice(0, 10)}-${r.workload}${only}.json`);
 }
 
 export function writeResult(root: string, r: ResultFile): string {
@@ -62,23 +69,73 @@ export function describeWorkload(source: string): string | undefined {
   return text === '' ? undefined : text;
 }
 
-/** The newest full (not quick) result of each workload. */
-export function latestResults(root: string): ResultFile[] {
+/** Every full (not quick) result, by workload, newest first; workloads in name order. */
+export function resultsByWorkload(root: string): Map<string, ResultFile[]> {
   const dir = path.join(root, 'bench', 'results');
   let files: string[];
   try {
     files = readdirSync(dir).filter((f) => f.endsWith('.json'));
   } catch {
-    return [];
+    return new Map();
   }
-  const newest = new Map<string, ResultFile>();
+  const all = new Map<string, ResultFile[]>();
   for (const f of files) {
     const r = JSON.parse(readFileSync(path.join(dir, f), 'utf8')) as ResultFile;
     if (r.format !== 1 || r.quick) continue;
-    const seen = newest.get(r.workload);
-    if (!seen || seen.date < r.date) newest.set(r.workload, r);
+    const list = all.get(r.workload) ?? [];
+    list.push(r);
+    all.set(r.workload, list);
   }
-  return [...newest.values()].sort((a, b) => a.workload.localeCompare(b.workload));
+  for (const list of all.values()) list.sort((a, b) => b.date.localeCompare(a.date));
+  return new Map([...all].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** The newest full (not quick) result of each workload. */
+export function latestResults(root: string): ResultFile[] {
+  return [...resultsByWorkload(root).values()].map((list) => list[0]!);
+}
+
+/** What one workload's section shows: a run, and the tables and notes taken from it. */
+export interface SectionPiece {
+  from: ResultFile;
+  part?: string;
+  tables: ResultFile['tables'];
+  notes: string[];
+}
+
+/**
+ * A workload's section from its runs (newest first): the newest run's
+ * tables and notes outside any part, then each part (in the order the run
+ * with the most parts ran them) from the newest run that ran it.
+ */
+export function sectionPieces(runs: readonly ResultFile[]): SectionPiece[] {
+  const newest = runs[0];
+  if (newest === undefined) return [];
+  const partsOf = (r: ResultFile): string[] => {
+    const seen = new Set<string>();
+    for (const t of r.tables) if (t.part !== undefined) seen.add(t.part);
+    for (const p of Object.keys(r.partNotes ?? {})) seen.add(p);
+    return [...seen];
+  };
+  // one order for parts run at different times: a part first seen in a
+  // smaller run goes before the part that followed it there
+  const order: string[] = [];
+  for (const r of [...runs].sort((a, b) => partsOf(b).length - partsOf(a).length)) {
+    const ps = partsOf(r);
+    ps.forEach((p, i) => {
+      if (order.includes(p)) return;
+      const next = ps.slice(i + 1).find((q) => order.includes(q));
+      order.splice(next !== undefined ? order.indexOf(next) : order.length, 0, p);
+    });
+  }
+  const pieces: SectionPiece[] = [];
+  const whole = newest.tables.filter((t) => t.part === undefined);
+  if (whole.length > 0 || newest.notes.length > 0) pieces.push({ from: newest, tables: whole, notes: newest.notes });
+  for (const p of order) {
+    const from = runs.find((r) => partsOf(r).includes(p))!;
+    pieces.push({ from, part: p, tables: from.tables.filter((t) => t.part === p), notes: from.partNotes?.[p] ?? [] });
+  }
+  return pieces;
 }
 
 function mdCell(c: Cell | undefined): string {
@@ -93,7 +150,8 @@ function machineLine(m: ResultFile['machine']): string {
 
 /** Rebuilds docs/benchmarks.md and docs/benchmarks/*.svg; `available` lists every workload that exists. */
 export function writeReport(root: string, available: readonly string[]): string {
-  const results = latestResults(root);
+  const byWorkload = resultsByWorkload(root);
+  const results = [...byWorkload.values()].map((list) => list[0]!);
   const chartDir = path.join(root, 'docs', 'benchmarks');
   rmSync(chartDir, { recursive: true, force: true });
   mkdirSync(chartDir, { recursive: true });
@@ -109,6 +167,7 @@ export function writeReport(root: string, available: readonly string[]): string 
     'npm run bench:compare            # every comparison with peers (compare-*, xenstore, counter), full sizes; rewrites their sections of this page',
     'npm run bench                    # every workload, full sizes, with peers; rewrites this page',
     'npm run bench -- compare-durable # one workload (names below); a name ending in * runs every workload it begins',
+    'npm run bench -- bigdata --bigdata-only=big  # one part of a long workload; its section keeps the other parts from their own runs',
     'npm run bench -- --quick         # small sizes, latchkey only (what CI runs)',
     'node dist/cli/main.js bench compare-vm   # the same through the CLI: latchkey bench [WORKLOAD…] [--quick]', '```', '');
   out.push('Run it on a quiet machine: each section states the load average (1 minute) before and after its workload, and each comparison the load',
@@ -153,26 +212,40 @@ export function writeReport(root: string, available: readonly string[]): string 
   out.push('');
   for (const r of results) {
     out.push(`## ${r.workload}`, '');
-    const load = r.load1m ? ` Load average (1 min) ${fmt(r.load1m[0], 2)} before, ${fmt(r.load1m[1], 2)} after.` : '';
-    out.push(`Measured ${r.date.replace('T', ' ').slice(0, 16)} UTC in ${fmt(r.seconds, 1)} s on ${machineLine(r.machine)}.${load}`, '');
+    const pieces = sectionPieces(byWorkload.get(r.workload) ?? [r]);
+    const runsShown = [...new Set(pieces.map((p) => p.from))];
+    const when = (x: ResultFile): string => {
+      const load = x.load1m ? ` Load average (1 min) ${fmt(x.load1m[0], 2)} before, ${fmt(x.load1m[1], 2)} after.` : '';
+      return `${x.date.replace('T', ' ').slice(0, 16)} UTC in ${fmt(x.seconds, 1)} s on ${machineLine(x.machine)}.${load}`;
+    };
+    if (runsShown.length > 1) out.push('Its parts were measured in separate runs; each part says when.', '');
+    else out.push(`Measured ${when(r)}`, '');
     if (r.description) out.push(r.description, '');
-    out.push(`Reproduce: \`${r.command}\``, '');
+    out.push(`Reproduce: \`${runsShown.length > 1 ? `npm run bench -- ${r.workload}` : r.command}\``, '');
     if (r.error) out.push(`**The run failed:** ${r.error}`, '');
-    r.tables.forEach((t, i) => {
-      out.push(`### ${t.title}`, '');
-      out.push(`| ${t.header.map(mdCell).join(' | ')} |`);
-      out.push(`| ${t.header.map((_, c) => (c === 0 ? '---' : '---:')).join(' | ')} |`);
-      for (const row of t.rows) out.push(`| ${t.header.map((_, c) => mdCell(row[c])).join(' | ')} |`);
-      out.push('');
-      if (chartable(t)) {
-        const name = `${r.workload}-${i + 1}.svg`;
-        writeFileSync(path.join(chartDir, name), renderChart(t));
-        out.push(`![${t.title.replace(/[[\]]/g, '')}](benchmarks/${name})`, '');
+    let tableNo = 0; // charts are named by the table's place in the section
+    for (const piece of pieces) {
+      if (piece.part !== undefined && runsShown.length > 1) {
+        const x = piece.from;
+        out.push(`**Part \`${piece.part}\`** (\`${x.command}\`), measured ${when(x)}${x.error && x !== r ? ` **That run failed:** ${x.error}` : ''}`, '');
       }
-    });
-    if (r.notes.length > 0) {
-      for (const n of r.notes) out.push(`- ${n}`);
-      out.push('');
+      for (const t of piece.tables) {
+        tableNo++;
+        out.push(`### ${t.title}`, '');
+        out.push(`| ${t.header.map(mdCell).join(' | ')} |`);
+        out.push(`| ${t.header.map((_, c) => (c === 0 ? '---' : '---:')).join(' | ')} |`);
+        for (const row of t.rows) out.push(`| ${t.header.map((_, c) => mdCell(row[c])).join(' | ')} |`);
+        out.push('');
+        if (chartable(t)) {
+          const name = `${r.workload}-${tableNo}.svg`;
+          writeFileSync(path.join(chartDir, name), renderChart(t));
+          out.push(`![${t.title.replace(/[[\]]/g, '')}](benchmarks/${name})`, '');
+        }
+      }
+      if (piece.notes.length > 0) {
+        for (const n of piece.notes) out.push(`- ${n}`);
+        out.push('');
+      }
     }
   }
   const file = path.join(root, 'docs', 'benchmarks.md');

@@ -63,20 +63,38 @@ export interface RecordedTable {
   header: string[];
   rows: Cell[][];
   chart?: ChartSpec | false;
+  /** The part of its workload that printed it (see `part()`). */
+  part?: string;
 }
 
 export interface WorkloadRecord {
   tables: RecordedTable[];
+  /** Notes printed outside any part. */
   notes: string[];
+  /** Notes printed during a part, by part name. */
+  partNotes?: Record<string, string[]>;
   /** Peer name → its version and the settings it ran with (fsync, lease TTLs…). */
   peers: Record<string, { version?: string; settings: string[] }>;
 }
 
 let current: WorkloadRecord | undefined;
+let currentPart: string | undefined;
+
+/**
+ * Marks what follows as one part of a long workload (bigdata's `big`,
+ * `small`, `overwrite`…), until the next call; `undefined` ends the part.
+ * The report shows each part from the newest run that ran it, so a run of
+ * one part (`--bigdata-only=big`) refreshes that part's tables and notes
+ * and keeps the others.
+ */
+export function part(name: string | undefined): void {
+  currentPart = name;
+}
 
 /** Starts collecting what a workload prints (called by main.ts). */
 export function beginRecord(): WorkloadRecord {
   current = { tables: [], notes: [], peers: {} };
+  currentPart = undefined;
   rounds.length = 0;
   return current;
 }
@@ -84,6 +102,7 @@ export function beginRecord(): WorkloadRecord {
 export function endRecord(): WorkloadRecord | undefined {
   const r = current;
   current = undefined;
+  currentPart = undefined;
   return r;
 }
 
@@ -95,7 +114,11 @@ export function formatCell(c: Cell): string {
 }
 
 export function table(title: string, header: readonly string[], rows: readonly (readonly Cell[])[], options: TableOptions = {}): void {
-  current?.tables.push({ title, header: [...header], rows: rows.map((r) => [...r]), ...(options.chart !== undefined ? { chart: options.chart } : {}) });
+  current?.tables.push({
+    title, header: [...header], rows: rows.map((r) => [...r]),
+    ...(options.chart !== undefined ? { chart: options.chart } : {}),
+    ...(currentPart !== undefined ? { part: currentPart } : {}),
+  });
   const cells = [header, ...rows.map((r) => r.map(formatCell))];
   const widths = header.map((_, i) => Math.max(...cells.map((r) => String(r[i] ?? '').length)));
   const line = (r: readonly Cell[]): string => r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!))).join('  ');
@@ -107,7 +130,10 @@ export function table(title: string, header: readonly string[], rows: readonly (
 
 /** A line of context printed after the tables and kept with the record. */
 export function note(text: string): void {
-  current?.notes.push(text);
+  if (current !== undefined) {
+    if (currentPart === undefined) current.notes.push(text);
+    else ((current.partNotes ??= {})[currentPart] ??= []).push(text);
+  }
   console.log(text);
 }
 

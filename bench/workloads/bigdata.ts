@@ -28,7 +28,7 @@ import { open } from '../../src/index.js';
 import { MiB, RssWatch, block, dropCaches, keyOf, pool, shuffled } from '../bigdata-common.js';
 import type { ReaderResult } from '../bigdata-child.js';
 import { forgetTempDirLater, tempDir } from '../peers/server.js';
-import { type BenchOptions, fmt, note, percentile, table } from '../util.js';
+import { type BenchOptions, fmt, note, part, percentile, table } from '../util.js';
 
 function argNum(args: readonly string[], name: string, dflt: number): number {
   const a = args.find((x) => x.startsWith(`--${name}=`));
@@ -289,10 +289,25 @@ async function overwrite(o: BenchOptions): Promise<void> {
 
 export default async function bigdata(o: BenchOptions): Promise<void> {
   const only = o.args.find((a) => a.startsWith('--bigdata-only='))?.slice('--bigdata-only='.length);
-  if (only === undefined || only === 'big') await bigValues(o);
-  if (only === undefined || only === 'small' || only === 'tree') await treeMemory(o);
-  if (only === undefined || only === 'small') await smallNodes(o);
-  if (only === undefined || only === 'overwrite') await overwrite(o);
+  // each phase is a part of the report (bench/util.ts `part`): a run of one
+  // (`--bigdata-only=…`) refreshes its tables and notes and keeps the others
+  if (only === undefined || only === 'big') {
+    part('big');
+    await bigValues(o);
+  }
+  if (only === undefined || only === 'small' || only === 'tree') {
+    part('tree');
+    await treeMemory(o);
+  }
+  if (only === undefined || only === 'small') {
+    part('small');
+    await smallNodes(o);
+  }
+  if (only === undefined || only === 'overwrite') {
+    part('overwrite');
+    await overwrite(o);
+  }
+  part(undefined);
 }
 
 interface ReaderArgs { dir: string; count: number; perDir: number; valueBytes: number; reads: number; dirs: number; cold: boolean }

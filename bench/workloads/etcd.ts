@@ -73,7 +73,7 @@ async function floor({ o, store, raw, prefix }: Ctx): Promise<void> {
     }
     table(`latchkey on etcd vs plain etcd3, one client, sequential calls, ops/s (higher is better)`,
       ['operation', 'latchkey on etcd', 'plain etcd3 (locks: Mutex recipe)', 'etcd3 Lock', 'latchkey / plain'], rows);
-    note('latchkey reads are linearizable: one range of the revision key, then the answer from the client\'s mirror; a write is one Txn with its compares plus that range first. The plain lock is etcd\'s Mutex recipe on a session lease (bench/peers/etcd.ts); etcd3\'s `Lock` grants a lease of its own for every acquire and revokes it on release.');
+    note('latchkey reads are linearizable: one range of the revision key, then the answer from the client\'s mirror; a set is one Txn (its compare on the node\'s mod revision, the node\'s put and the revision key\'s put; no range before it), after which the client waits for its mirror to apply it; plain etcd3\'s put is one put without a compare. The plain lock is etcd\'s Mutex recipe on a session lease (bench/peers/etcd.ts); etcd3\'s `Lock` grants a lease of its own for every acquire and revokes it on release.');
   } finally {
     await rawSession.close();
   }

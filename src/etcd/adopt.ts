@@ -9,6 +9,9 @@
  *    SESSION_EXPIRED, or AUTH for a wrong secret.
  * 2. etcd's remaining TTL, asked after noting the time, gives the moment
  *    until which the lease certainly lives; zero or less: SESSION_EXPIRED.
+ *    Less than `minimumLeftMs` (two session margins): one keep-alive first,
+ *    credited from its send time, and SESSION_EXPIRED if the lease still
+ *    has too little (never a session that ends before the client knows).
  * 3. The record is rewritten with this front-end's tag, compared on its
  *    mod revision (of two front-ends resuming at once, one wins); the old
  *    front-end, if alive, sees the new tag and lets the session go without
@@ -78,6 +81,7 @@ class KeptLease extends EventEmitter implements SessionLease {
 
   private restart(): void {
     clearInterval(this.timer);
+    if (this.stream !== undefined) this.emit('keepaliveFailed');
     this.stream?.end();
     this.stream = undefined;
     if (!this.closed) setTimeout(() => void this.start(), 100).unref();
@@ -111,6 +115,33 @@ class KeptLease extends EventEmitter implements SessionLease {
 
 const expired = (id: string, why: string): LatchkeyError => new LatchkeyError('SESSION_EXPIRED', `session ${id} cannot be resumed: ${why}`, { info: { session: id } });
 
+/**
+ * The least lease time an adopted session may start with: twice the margin
+ * the session ends itself by (EtcdSession: a quarter TTL, at least 500 ms),
+ * so it neither ends at its first check nor leaves the client a resume
+ * window (less than one margin) the lease does not cover.
+ */
+export function minimumLeftMs(ttlSeconds: number): number {
+  return 2 * Math.max(500, (ttlSeconds * 1000) / 4);
+}
+
+/** One keep-alive of lease `id` on a stream of its own: until when the lease then lives (from the send time), 0 if expired. */
+async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number): Promise<number> {
+  const stream = await client.leaseClient.leaseKeepAlive();
+  try {
+    const sent = Date.now();
+    const ttl = await new Promise<number>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('keep-alive not answered in time')), timeoutMs);
+      stream.on('data', (res: { TTL: string }) => { clearTimeout(t); resolve(Number(res.TTL)); });
+      stream.on('error', (e: Error) => { clearTimeout(t); reject(e); });
+      stream.write({ ID: id });
+    });
+    return ttl > 0 ? sent + ttl * 1000 : 0;
+  } finally {
+    try { stream.end(); } catch { /* already ended */ }
+  }
+}
+
 /** Steps 1-3: checks the claim and takes the lease over. */
 export async function adoptLease(backend: EtcdBackend, id: string, secret: string): Promise<AdoptedLease & { name: string }> {
   if (!/^[0-9]{1,20}$/.test(id)) throw expired(id, 'not a session of this store');
@@ -137,6 +168,13 @@ export async function adoptLease(backend: EtcdBackend, id: string, secret: strin
     throw etcdError(e);
   }
   if (!(remaining > 0)) throw expired(id, 'its lease expired');
+  let goodUntil = asked + remaining * 1000;
+  // A lease about to expire is refreshed before it is adopted, or the resume refused: the session would
+  // otherwise end itself (or etcd expire the lease) before the client knows it holds nothing.
+  if (goodUntil - Date.now() < minimumLeftMs(granted)) {
+    goodUntil = await keepAliveOnce(backend.leaseClient, id, backend.callTimeoutMs).catch(() => 0);
+    if (goodUntil - Date.now() < minimumLeftMs(granted)) throw expired(id, 'its lease is about to expire and could not be renewed');
+  }
   const tag = randomBytes(9).toString('base64');
   const record = Buffer.from(JSON.stringify({ h: rec.h, n: rec.n, o: tag }));
   let rev: number | undefined;
@@ -153,7 +191,7 @@ export async function adoptLease(backend: EtcdBackend, id: string, secret: strin
   }
   if (rev === undefined) throw expired(id, 'it was resumed or ended meanwhile');
   // Its lock requests get ids of a generation of their own (EtcdSession.nextId): none can repeat one the old front-end made.
-  return { lease: new KeptLease(backend.leaseClient, id, granted), ttl: granted, goodUntil: asked + remaining * 1000, tag, record, name: rec.n };
+  return { lease: new KeptLease(backend.leaseClient, id, granted), ttl: granted, goodUntil, tag, record, name: rec.n };
 }
 
 /** Step 4: the session's held locks the client claims, by handle; every other request of the session is withdrawn. */

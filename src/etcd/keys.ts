@@ -20,8 +20,11 @@
  *   P/p/PATH       a node's XenStore permissions (JSON array of strings),
  *                  only when it has some; written and deleted with the node,
  *                  with its lease.
+ *   P/x/DOMID      a XenStore guest domain introduced (JSON {m,p,t?,r?}:
+ *                  mfn, event channel, target, releasing), without a lease:
+ *                  the domain table every front-end serves.
  */
-export type KeyKind = 'n' | 'c' | 'q' | 'h' | 'd' | 'u' | 's' | 'p';
+export type KeyKind = 'n' | 'c' | 'q' | 'h' | 'd' | 'u' | 's' | 'p' | 'x';
 
 export class Keys {
   readonly root: string;
@@ -64,7 +67,7 @@ export class Keys {
     switch (kind) {
       case 'n': return { kind, rest: tail.slice(4) };
       case 'c': case 'd': case 'u': case 'p': return { kind, rest: tail };
-      case 'q': case 'h': case 's': return { kind, rest: tail.slice(1) };
+      case 'q': case 'h': case 's': case 'x': return { kind, rest: tail.slice(1) };
       default: return undefined;
     }
   }

@@ -47,6 +47,9 @@ export interface Change {
 }
 
 export type Flat = ReadonlyMap<string, Rec>;
+/** The kinds kept as flat maps: lock and session records, and XenStore domains. */
+export type FlatKind = 'q' | 'h' | 'd' | 'u' | 's' | 'x';
+const FLAT_KINDS: readonly FlatKind[] = ['q', 'h', 'd', 'u', 's', 'x'];
 
 function segsOf(path: string): string[] {
   return path === '/' ? [] : path.slice(1).split('/');
@@ -85,7 +88,7 @@ function leaseOwner(lease: string): string | undefined {
 export class Mirror {
   root: Node = emptyRoot();
   rev = 0;
-  flat: Record<'q' | 'h' | 'd' | 'u' | 's', Flat> = { q: new Map(), h: new Map(), d: new Map(), u: new Map(), s: new Map() };
+  flat: Record<FlatKind, Flat> = { q: new Map(), h: new Map(), d: new Map(), u: new Map(), s: new Map(), x: new Map() };
   private watcher: Watcher | undefined;
   private waiters: Array<{ rev: number; resolve: () => void }> = [];
   private listeners = new Set<(changes: readonly Change[], rev: number, before: Node, after: Node) => void>();
@@ -121,17 +124,18 @@ export class Mirror {
       if (p?.kind === 'c') root = this.putChildren(root, p.rest, r);
       else if (p?.kind === 'p') root = this.putPerms(root, p.rest, r.value);
     }
-    const flat = { q: new Map<string, Rec>(), h: new Map<string, Rec>(), d: new Map<string, Rec>(), u: new Map<string, Rec>(), s: new Map<string, Rec>() };
+    const flat = { q: new Map<string, Rec>(), h: new Map<string, Rec>(), d: new Map<string, Rec>(), u: new Map<string, Rec>(), s: new Map<string, Rec>(), x: new Map<string, Rec>() };
     for (const r of kvs) {
       const p = this.keys.parse(r.key);
       if (p !== undefined && p.kind !== 'n' && p.kind !== 'c' && p.kind !== 'p') flat[p.kind].set(p.rest, r);
     }
-    // A reload (after a compaction) skips the revisions between: tell listeners how the lock and session
-    // records moved meanwhile (a request gone, a session record retagged by another front-end), or a lock
-    // whose request vanished, or a session resumed elsewhere, would go unnoticed. Nodes are not diffed.
-    const changes: Change[] = [];
+    // A reload (after a compaction) skips the revisions between: tell listeners how the records moved
+    // meanwhile (a request gone, a session record retagged by another front-end, a domain introduced), or a
+    // lock whose request vanished, or a session resumed elsewhere, would go unnoticed; and how the nodes and
+    // their permissions moved (nodeChanges: old tree against new), or XenStore watches would miss them.
     const before = this.root;
-    for (const kind of ['q', 'h', 'd', 'u', 's'] as const) {
+    const changes: Change[] = this.rev === 0 ? [] : nodeChanges(before, root, rev);
+    for (const kind of FLAT_KINDS) {
       const was = this.flat[kind];
       for (const [k, r] of flat[kind]) if (was.get(k)?.modRev !== r.modRev) changes.push({ type: 'put', kind, rest: k, rev, value: r.value });
       for (const k of was.keys()) if (!flat[kind].has(k)) changes.push({ type: 'delete', kind, rest: k, rev });
@@ -143,10 +147,19 @@ export class Mirror {
     this.wake();
   }
 
-  private async watch(): Promise<void> {
+  /** `reloaded`: just after a full read (a watch refused again then is not a compaction: it fails). */
+  private async watch(reloaded = false): Promise<void> {
     const [from] = this.keys.all;
     this.watchClient ??= this.newWatchClient();
-    const w = await this.watchClient.watch().prefix(from).startRevision(String(this.rev + 1)).create();
+    let w: Watcher;
+    try {
+      w = await this.watchClient.watch().prefix(from).startRevision(String(this.rev + 1)).create();
+    } catch (e) {
+      if (this.closed || reloaded || !resumeLost(e)) throw e;
+      // Refused at creation because our resume point left etcd's history: start over from a full read.
+      await this.load();
+      return this.watch(true);
+    }
     this.watcher = w;
     w.on('data', (res) => {
       if (this.closed) return;
@@ -167,7 +180,7 @@ export class Mirror {
     });
     w.on('error', (err: Error) => {
       if (this.closed) return;
-      if (/compact/i.test(err.message)) {
+      if (resumeLost(err)) {
         // Our resume point left etcd's history: start over from a full read.
         void w.cancel().catch(() => {});
         void this.load().then(() => this.watch()).catch((e: Error) => this.fail(e));
@@ -245,7 +258,7 @@ export class Mirror {
         root = this.putPerms(root, p.rest, e.type === 'put' ? e.kv.value : undefined);
         changes.push({ type: e.type, kind: 'p', rest: p.rest, rev, value: e.kv.value });
       } else if (p !== undefined && p.kind !== 'n' && p.kind !== 'c') {
-        flat ??= { q: new Map(this.flat.q), h: new Map(this.flat.h), d: new Map(this.flat.d), u: new Map(this.flat.u), s: new Map(this.flat.s) };
+        flat ??= { q: new Map(this.flat.q), h: new Map(this.flat.h), d: new Map(this.flat.d), u: new Map(this.flat.u), s: new Map(this.flat.s), x: new Map(this.flat.x) };
         const m = flat[p.kind] as Map<string, Rec>;
         if (e.type === 'put') m.set(p.rest, toRec(e.kv));
         else m.delete(p.rest);
@@ -342,6 +355,51 @@ export class Mirror {
   }
 }
 
+/**
+ * A watch etcd cancelled: our resume point was compacted away. etcd says so
+ * with the cancel's compact_revision, which etcd3 does not pass on: its
+ * error reads "Watcher canceled: " with an empty reason (etcd 3.4-3.5), so
+ * any cancel counts (a reload is correct whatever the cause; a stream that
+ * failed otherwise is resumed by etcd3 itself, without a cancel).
+ */
+function resumeLost(e: unknown): boolean {
+  return /compact|watcher canceled/i.test(e instanceof Error ? e.message : String(e));
+}
+
 export function toRec(kv: IKeyValue): Rec {
   return { key: kv.key.toString(), value: kv.value, createRev: Number(kv.create_revision), modRev: Number(kv.mod_revision), lease: String(kv.lease), version: Number(kv.version) };
+}
+
+/**
+ * What changed between two trees, as the changes a revision would have
+ * carried: a put for every node created or written (its createRev or modRev
+ * differs), a delete for every node gone (each, parents first), a 'p' change
+ * for every node whose permissions differ. Subtrees that are the same object
+ * are skipped; a reload builds a new tree, so this walks both.
+ */
+export function nodeChanges(before: Node, after: Node, rev: number): Change[] {
+  const out: Change[] = [];
+  const samePerms = (a: readonly string[] | undefined, b: readonly string[] | undefined): boolean =>
+    a === b || (a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]));
+  const gone = (path: string, n: Node): void => {
+    out.push({ type: 'delete', kind: 'n', rest: path, rev });
+    for (const [name, c] of n.children.entries()) gone(join(path, name), c);
+  };
+  const walk = (path: string, b: Node | undefined, a: Node): void => {
+    if (b === a) return;
+    if (b === undefined || b.createRev !== a.createRev || b.modRev !== a.modRev) {
+      out.push({ type: 'put', kind: 'n', rest: path, rev, value: Buffer.from(a.value as Uint8Array) });
+    }
+    if (!samePerms(b?.perms, a.perms)) out.push({ type: a.perms === undefined ? 'delete' : 'put', kind: 'p', rest: path, rev });
+    if (b !== undefined && b.children !== a.children) {
+      for (const [name, c] of b.children.entries()) if (!a.children.has(name)) gone(join(path, name), c);
+    }
+    for (const [name, c] of a.children.entries()) walk(join(path, name), b?.children.get(name), c);
+  };
+  walk('/', before, after);
+  return out;
+}
+
+function join(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }

@@ -28,12 +28,16 @@ import { REMOTE_RETRY, type RetryCounters } from '../util/retry.js';
 import { type EtcdBackend, etcdError } from './backend.js';
 import type { PlanBuilder } from './commit.js';
 import { type Locks, type LockOwner } from './locks.js';
+import { KeepAliveHedge, keepAliveOnce } from './faults.js';
 import { EtcdTransaction, writeTargets } from './transaction.js';
 
 /** What a session needs of its lease: etcd3's `Lease`, or one adopted from another front-end (adopt.ts). */
 export interface SessionLease {
   on(event: 'keepaliveFired', fn: () => void): unknown;
-  on(event: 'keepaliveSucceeded', fn: () => void): unknown;
+  /** `res.TTL`: the TTL etcd gave the lease at this keep-alive (seconds), when the lease says. */
+  on(event: 'keepaliveSucceeded', fn: (res?: { TTL?: string }) => void): unknown;
+  /** The keep-alive stream failed: its unanswered keep-alives will never be answered. */
+  on(event: 'keepaliveFailed', fn: () => void): unknown;
   on(event: 'lost', fn: (err: Error) => void): unknown;
   grant(): Promise<string>;
   revoke(): Promise<unknown>;
@@ -54,6 +58,40 @@ export interface AdoptedLease {
   readonly record: Buffer;
 }
 
+/**
+ * Until when keep-alive answers say the lease lives. Both lease kinds fire
+ * keep-alives on a timer whether or not the last one was answered, and a
+ * stream answers in order: an answer is credited from the send time of the
+ * oldest unanswered keep-alive, with the TTL the answer gives (at most the
+ * granted one). Crediting from the newest send, or from the answer's
+ * arrival, would let the session believe its lease lives longer than etcd
+ * counts it.
+ */
+export class KeepAliveCredit {
+  private readonly sent: number[] = [];
+  constructor(private readonly ttlSeconds: number) {}
+
+  /** A keep-alive is about to be sent at `now` (epoch ms). */
+  fired(now: number): void {
+    // Bounded: with no answers the session ends anyway; a send not recorded only makes later credits older (safe).
+    if (this.sent.length < 64) this.sent.push(now);
+  }
+
+  /** An answer came (its TTL, seconds, when known): the epoch ms the lease lives until, or undefined (no credit). */
+  answered(ttl: string | number | undefined): number | undefined {
+    const sent = this.sent.shift();
+    if (sent === undefined) return undefined; // an answer we cannot date
+    const n = ttl === undefined ? this.ttlSeconds : Number(ttl);
+    const secs = Number.isFinite(n) ? Math.min(this.ttlSeconds, n) : this.ttlSeconds;
+    return secs > 0 ? sent + secs * 1000 : undefined;
+  }
+
+  /** The stream failed: its unanswered keep-alives will never be answered; the next stream's answers match its own sends. */
+  failed(): void {
+    this.sent.length = 0;
+  }
+}
+
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 export class EtcdSession extends SessionEdge implements LockOwner {
@@ -72,7 +110,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
   readonly resumeMs: number;
   private readonly endController = new AbortController();
   private goodUntil = Infinity;
-  private firedAt = 0;
+  private readonly credit: KeepAliveCredit;
   private timer: NodeJS.Timeout | undefined;
   private counter = 0;
   /**
@@ -99,11 +137,31 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     const marginMs = Math.max(500, (ttl * 1000) / 4);
     const checkMs = Math.min(250, marginMs / 2);
     this.resumeMs = Math.floor(marginMs - checkMs);
-    this.lease.on('keepaliveFired', () => {
-      this.firedAt = Date.now();
+    // Credit from the oldest unanswered send (KeepAliveCredit); a keep-alive
+    // stuck on its stream gets a second one on a fresh stream, credited from
+    // its own send time (faults.ts KeepAliveHedge).
+    this.credit = new KeepAliveCredit(ttl);
+    const hedge = new KeepAliveHedge({
+      afterMs: Math.max(1000, (ttl * 1000) / 10),
+      send: (timeoutMs) => keepAliveOnce(backend.leaseClient, this.idValue, timeoutMs),
+      credit: (sentAt, secs) => {
+        this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, sentAt + Math.min(ttl, secs) * 1000);
+      },
+      gone: () => this.die(`its lease ${this.idValue} has expired`),
     });
-    this.lease.on('keepaliveSucceeded', () => {
-      this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, this.firedAt + ttl * 1000);
+    this.lease.on('keepaliveFired', () => {
+      const now = Date.now();
+      this.credit.fired(now);
+      hedge.fired(now);
+    });
+    this.lease.on('keepaliveSucceeded', (res) => {
+      hedge.answered();
+      const until = this.credit.answered(res?.TTL);
+      if (until !== undefined) this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, until);
+    });
+    this.lease.on('keepaliveFailed', () => {
+      hedge.failed();
+      this.credit.failed();
     });
     this.lease.on('lost', (err) => this.die(`its lease was lost: ${err.message}`));
     const grantSent = Date.now();
@@ -114,6 +172,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
       this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, adopted?.goodUntil ?? grantSent + ttl * 1000);
       if (adopted !== undefined) this.watchMoved();
       this.timer = setInterval(() => {
+        hedge.tick(Date.now());
         if (Date.now() > this.goodUntil - marginMs) this.die('its lease could not be renewed in time (the client gave up before etcd could expire it)');
       }, checkMs);
       this.timer.unref();

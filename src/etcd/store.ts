@@ -52,7 +52,10 @@ export class EtcdStore extends EtcdSession implements Store {
 
   /** What the XenStore adapter serves this store through (xenstore.ts; `latchkey serve --backend etcd --xenstore-socket`). */
   get xenstoreEngine(): ReturnType<typeof xenstoreAccess> {
-    this.xsAccess ??= xenstoreAccess(this.backend, this.lockService);
+    this.xsAccess ??= xenstoreAccess(this.backend, this.lockService, (id) => {
+      for (const s of this.sessions) if (s.id === id) return s.endSignal;
+      return undefined;
+    });
     return this.xsAccess;
   }
 

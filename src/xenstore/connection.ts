@@ -27,7 +27,7 @@
  */
 import type { EngineAccess, OwnedSession } from '../engine/access.js';
 import { type DomainControl, type XsConnectionContext, type XsTx, dropAll, handlers } from './dispatch.js';
-import type { XsDomain } from './domains.js';
+import type { ReadBarrier, XsDomain } from './domains.js';
 import type { XsTransport } from './transport.js';
 import { toErrno, xsError } from './errno.js';
 import type { XenstoreLimits } from './limits.js';
@@ -41,6 +41,8 @@ export interface ConnectionHost {
   readonly hub: WatchHub;
   readonly limits: XenstoreLimits;
   readonly domains: DomainControl;
+  /** A store whose head moves by a watch (etcd): reads wait for writes acknowledged before they arrived. */
+  readonly readBarrier?: ReadBarrier | undefined;
   newTxId(): number;
   log(message: string): void;
   closed(conn: XsConnection): void;
@@ -58,6 +60,8 @@ export class XsConnection implements XsConnectionContext {
   readonly watches = new Map<string, XsWatch>();
   private readonly decoder: XsDecoder;
   private readonly queue: XsPacket[] = [];
+  /** With a read barrier: each queued packet's ticket, taken when it arrived (same indices as `queue`). */
+  private readonly tickets: number[] | undefined;
   private queueHead = 0;
   private busy = false;
   private paused = false;
@@ -81,6 +85,7 @@ export class XsConnection implements XsConnectionContext {
     readonly domain: XsDomain,
   ) {
     this.decoder = new XsDecoder(host.limits.maxPayload);
+    this.tickets = host.readBarrier === undefined ? undefined : [];
     domain.members.add(this);
     transport.start({
       data: (chunk) => this.onData(chunk),
@@ -115,6 +120,7 @@ export class XsConnection implements XsConnectionContext {
 
   private receive(chunk: Uint8Array): void {
     this.decoder.push(chunk);
+    const ticket = this.tickets === undefined ? 0 : this.host.readBarrier!.ticket();
     for (;;) {
       const ev = this.decoder.next();
       if (ev === undefined) break;
@@ -124,6 +130,7 @@ export class XsConnection implements XsConnectionContext {
         return;
       }
       this.queue.push(ev.packet);
+      if (this.tickets !== undefined) this.tickets[this.queue.length - 1] = ticket;
     }
     if (this.queued >= this.limits.maxOutstanding && !this.paused) {
       this.paused = true;
@@ -136,15 +143,17 @@ export class XsConnection implements XsConnectionContext {
   private pump(): void {
     while (!this.busy && !this.ended && this.queued > 0) {
       const p = this.queue[this.queueHead]!;
+      const ticket = this.tickets?.[this.queueHead];
       this.queue[this.queueHead++] = undefined as unknown as XsPacket;
       if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
         this.queue.splice(0, this.queueHead);
+        this.tickets?.splice(0, this.queueHead);
         this.queueHead = 0;
       }
       this.requests++;
       let r: Uint8Array | Promise<Uint8Array>;
       try {
-        r = this.run(p);
+        r = ticket === undefined ? this.run(p) : this.runAfterBarrier(p, ticket);
       } catch (e) {
         this.replyError(p, e);
         continue;
@@ -158,6 +167,7 @@ export class XsConnection implements XsConnectionContext {
     }
     if (this.queueHead === this.queue.length) {
       this.queue.length = 0;
+      if (this.tickets !== undefined) this.tickets.length = 0;
       this.queueHead = 0;
     }
     this.maybeResume();
@@ -181,6 +191,24 @@ export class XsConnection implements XsConnectionContext {
     const h = p.type < byType.length ? byType[p.type] : undefined;
     if (h === undefined) throw xsError('ENOSYS', `unknown message type ${p.type}`);
     return h(this, p);
+  }
+
+  /**
+   * A read outside a transaction (and a transaction's snapshot, and whether a
+   * domain is introduced) sees every write acknowledged before the request
+   * arrived, through any front-end: it waits for a barrier begun after its
+   * arrival (one shared by all the requests that arrived meanwhile).
+   */
+  private runAfterBarrier(p: XsPacket, ticket: number): Uint8Array | Promise<Uint8Array> {
+    const t = p.type;
+    const read = t === XsType.TRANSACTION_START || t === XsType.IS_DOMAIN_INTRODUCED
+      || (p.txId === 0 && (t === XsType.READ || t === XsType.DIRECTORY || t === XsType.DIRECTORY_PART || t === XsType.GET_PERMS));
+    const w = read ? this.host.readBarrier!.wait(ticket) : undefined;
+    if (w === undefined) return this.run(p);
+    return w.then(() => {
+      if (this.ended) throw xsError('EIO', 'the connection closed');
+      return this.run(p);
+    });
   }
 
   private reply(p: XsPacket, payload: Uint8Array): void {
@@ -272,6 +300,7 @@ export class XsConnection implements XsConnectionContext {
     this.ended = true;
     this.out = [];
     this.queue.length = 0;
+    if (this.tickets !== undefined) this.tickets.length = 0;
     this.queueHead = 0;
     dropAll(this);
     this.domain.members.delete(this);

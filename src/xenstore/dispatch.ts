@@ -59,6 +59,8 @@ export interface DomainControl {
   entries(domid: number): number;
   /** INTRODUCE: creates the domain and its transport; false if it existed (same mfn: the port is updated). */
   introduce(domid: number, mfn: string, port: number): Promise<boolean>;
+  /** SET_TARGET: records that `domid` acts for `target` (ENOENT when it is not introduced). */
+  setTarget(domid: number, target: number): Promise<void>;
   /** RELEASE: closes the domain's connections and transport, removes what it owned, fires @releaseDomain. */
   release(domid: number, sessionId: string): Promise<void>;
   /** CONTROL `watches`: one line per watch of every connection. */
@@ -360,8 +362,7 @@ export const handlers: Record<XsTypeName, Handler> = {
     const dom = c.domains.domain(guestDomid(d));
     const target = parseDomid(t);
     if (dom === undefined) throw xsError('ENOENT', 'domain not introduced');
-    dom.target = target;
-    return OK;
+    return c.domains.setTarget(dom.domid, target).then(replyOK);
   },
 
   CONTROL: (c, p) => {

@@ -23,7 +23,7 @@ import { EmbeddedStore } from '../engine/store.js';
 import { AsyncDisposableStack } from '../util/disposable.js';
 import { XsConnection } from './connection.js';
 import type { DomainControl } from './dispatch.js';
-import { DomainTable, XsDomain } from './domains.js';
+import { type DomainRecord, type DomainRegistry, DomainTable, LocalDomains, type ReadBarrier, XsDomain } from './domains.js';
 import { EntryCounts, recount } from './entries.js';
 import { xsError } from './errno.js';
 import { type XenstoreLimits, resolveLimits } from './limits.js';
@@ -70,7 +70,12 @@ export interface XenstoreServer extends AsyncDisposable {
  * connection owns (`ready` resolves once the session has its id).
  */
 export interface XenstoreBackedStore extends Store {
-  readonly xenstoreEngine: EngineAccess;
+  readonly xenstoreEngine: EngineAccess & {
+    /** Reads outside a transaction (and a transaction's snapshot) wait for it: the head moves by a watch. */
+    readonly readBarrier?: ReadBarrier;
+    /** The domain table in the store (shared by its front-ends); without it, this process's memory. */
+    readonly domains?: DomainRegistry;
+  };
   ownedSession(options: SessionOptions): OwnedSession & { ready?(): Promise<void> };
 }
 
@@ -83,11 +88,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   if (!(store instanceof EmbeddedStore) && !isBacked(store)) {
     throw new LatchkeyError('INVALID_ARGUMENT', 'the XenStore adapter serves an embedded store (the process that owns the data) or an etcd-backed one');
   }
-  // The domain table (INTRODUCE/RELEASE, a guest's counters) is this process's memory, not the cluster's: with
-  // several front-ends a guest would exist on one only. Guests are not served from etcd; dom0's socket is.
-  if (!(store instanceof EmbeddedStore) && options.domainDir !== undefined) {
-    throw new LatchkeyError('INVALID_ARGUMENT', 'guest domain sockets (domainDir) are not served from etcd: the domain table is per front-end, not in the cluster');
-  }
+  const backed = store instanceof EmbeddedStore ? undefined : store;
   const limits = resolveLimits(options.limits);
   const socketPath = path.resolve(options.socketPath);
   const domainDir = options.domainDir === undefined ? undefined : path.resolve(options.domainDir);
@@ -112,49 +113,100 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   let totals = { requests: 0, errors: 0, watchEvents: 0 };
   let closing: Promise<void> | undefined;
 
+  // The domain table: a cache of the registry (this process's memory, or the cluster's for etcd), kept in step
+  // by its change callback: a guest introduced through any front-end gets a socket on each (domainDir).
+  const registry: DomainRegistry = backed?.xenstoreEngine.domains ?? new LocalDomains();
+  const opening = new Map<number, Promise<boolean>>();
+  const closeGuestListener = (domid: number): void => {
+    const srv = guestListeners.get(domid);
+    if (srv === undefined) return;
+    guestListeners.delete(domid);
+    srv.close();
+    unlinkQuietly(path.join(domainDir!, String(domid)));
+  };
+  /** Opens guest `d`'s socket (if there is a domain directory) and announces it; false when the socket could not be opened. */
+  const open = async (d: XsDomain): Promise<boolean> => {
+    if (domainDir !== undefined) {
+      try {
+        const srv = net.createServer((socket) => accept(socket, d));
+        srv.on('error', (e) => log(`xenstore: domain ${d.domid} listener error: ${e.message}`));
+        await listenPrivately(srv, path.join(domainDir, String(d.domid)), false);
+        if (table.get(d.domid) !== d || d.releasing || closing !== undefined) {
+          srv.close();
+          unlinkQuietly(path.join(domainDir, String(d.domid)));
+          return true;
+        }
+        guestListeners.set(d.domid, srv);
+      } catch (e) {
+        log(`xenstore: cannot open domain ${d.domid}'s transport: ${(e as Error).message}`);
+        return false;
+      }
+    }
+    if (table.get(d.domid) === d && !d.releasing) {
+      d.announced = true;
+      hub.fireSpecial('@introduceDomain', engine.visibleRoot);
+    }
+    return true;
+  };
+  const sync = (domid: number, rec: DomainRecord | undefined): void => {
+    const d = table.get(domid);
+    if (rec === undefined) {
+      if (d === undefined) return;
+      table.delete(domid);
+      opening.delete(domid);
+      closeGuestListener(domid);
+      for (const m of [...d.members]) m.destroy();
+      if (d.announced) hub.fireSpecial('@releaseDomain', engine.visibleRoot);
+      return;
+    }
+    if (d === undefined) {
+      const nd = new XsDomain(domid, rec.mfn, rec.port);
+      nd.target = rec.target;
+      nd.releasing = rec.releasing === true;
+      table.add(nd);
+      // Kept until the domain goes: the INTRODUCE that created it reads whether its transport opened.
+      if (!nd.releasing) opening.set(domid, open(nd));
+      return;
+    }
+    if (d.mfn !== rec.mfn || (d.releasing && rec.releasing !== true)) {
+      // Released and introduced again in between (a reload after a compaction skips the revisions between): another domain.
+      sync(domid, undefined);
+      sync(domid, rec);
+      return;
+    }
+    d.port = rec.port;
+    d.target = rec.target;
+    if (rec.releasing === true && !d.releasing) {
+      d.releasing = true;
+      closeGuestListener(domid);
+      for (const m of [...d.members]) m.destroy();
+    }
+  };
+  owned.defer(registry.onChange(sync));
+  for (const rec of [...registry.records()]) sync(rec.domid, rec);
+
   const domains: DomainControl = {
     domain: (domid) => table.get(domid),
     entries: (domid) => entries.get(domid),
     async introduce(domid, mfn, port) {
-      const existing = table.get(domid);
-      if (existing !== undefined) {
-        // Re-INTRODUCE (xenbus event channel re-creation): same page, maybe a new port.
-        if (existing.mfn !== mfn) throw xsError('EINVAL', `domain ${domid} was introduced with another mfn`);
-        existing.port = port;
-        return false;
+      const r = await registry.introduce(domid, mfn, port);
+      // Re-INTRODUCE (xenbus event channel re-creation): same page, maybe a new port.
+      if (r === 'mfn') throw xsError('EINVAL', `domain ${domid} was introduced with another mfn`);
+      if (r === 'busy') throw xsError('EAGAIN', `domain ${domid} is being released`);
+      if (r === 'updated') return false;
+      if (!(await (opening.get(domid) ?? true))) {
+        await registry.remove(domid).catch(() => {});
+        throw xsError('EIO', 'cannot open the domain\'s transport');
       }
-      const d = new XsDomain(domid, mfn, port);
-      table.add(d);
-      if (domainDir !== undefined) {
-        try {
-          const srv = net.createServer((socket) => accept(socket, d));
-          srv.on('error', (e) => log(`xenstore: domain ${domid} listener error: ${e.message}`));
-          await listenPrivately(srv, path.join(domainDir, String(domid)), false);
-          if (table.get(domid) !== d || closing !== undefined) {
-            srv.close();
-            unlinkQuietly(path.join(domainDir, String(domid)));
-          } else {
-            guestListeners.set(domid, srv);
-          }
-        } catch (e) {
-          table.delete(domid);
-          log(`xenstore: cannot open domain ${domid}'s transport: ${(e as Error).message}`);
-          throw xsError('EIO', 'cannot open the domain\'s transport');
-        }
-      }
-      hub.fireSpecial('@introduceDomain', engine.visibleRoot);
       return true;
     },
+    async setTarget(domid, target) {
+      if (!(await registry.setTarget(domid, target))) throw xsError('ENOENT', 'domain not introduced');
+    },
     async release(domid, sessionId) {
-      const d = table.delete(domid);
-      if (d === undefined) throw xsError('EINVAL', `domain ${domid} is not introduced`);
-      const srv = guestListeners.get(domid);
-      if (srv !== undefined) {
-        guestListeners.delete(domid);
-        srv.close();
-        unlinkQuietly(path.join(domainDir!, String(domid)));
-      }
-      for (const m of [...d.members]) m.destroy();
+      // 1. Marked releasing: every front-end closes the guest's connections and socket. 2. Its nodes and
+      // permissions go. 3. The record goes: every front-end forgets it and fires @releaseDomain.
+      if (!(await registry.beginRelease(domid))) throw xsError('EINVAL', `domain ${domid} is not introduced`);
       const { deletes, perms } = releaseChanges(engine.visibleRoot, domid);
       if (deletes.length + perms.length > 0) {
         const targets = [...deletes.map((p) => ({ path: p, subtree: true })), ...perms.map(([p]) => ({ path: p, subtree: false }))];
@@ -165,7 +217,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
           for (const [p, q] of now.perms) ws.setPerms(p, q);
         });
       }
-      hub.fireSpecial('@releaseDomain', engine.visibleRoot);
+      await registry.remove(domid);
     },
     describeWatches() {
       const lines: string[] = [];
@@ -192,6 +244,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
 
   const host = {
     engine, hub, limits, log, domains,
+    readBarrier: backed?.xenstoreEngine.readBarrier,
     newTxId(): number {
       // Opaque non-zero u32, unique among open transactions in practice (wraps after 4 billion).
       const id = nextTx;
@@ -208,7 +261,7 @@ export async function startXenstoreServer(store: Store, options: XenstoreServerO
   function accept(socket: net.Socket, domain: XsDomain): void {
     const limit = domain.domid === 0 ? limits.maxConnections : limits.maxDomainConnections;
     const open = domain.domid === 0 ? [...conns].filter((c) => c.domain === domain).length : domain.members.size;
-    if (open >= limit || engine.closed || closing !== undefined || table.get(domain.domid) !== domain) {
+    if (open >= limit || engine.closed || closing !== undefined || table.get(domain.domid) !== domain || domain.releasing) {
       log(`xenstore: refusing a connection of domain ${domain.domid} (${open} open, limit ${limit})`);
       socket.destroy();
       return;

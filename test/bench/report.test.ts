@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { describeWorkload, latestResults, type ResultFile, writeReport, writeResult } from '../../bench/report.js';
-import { beginRecord, endRecord, note, peerInfo, ratio, table } from '../../bench/util.js';
+import { beginRecord, endRecord, note, part, peerInfo, ratio, table } from '../../bench/util.js';
 
 const fsync = { dir: '/tmp', samples: 3, p50Ms: 1, p99Ms: 2, meanMs: 1.2, perSec: 833 };
 
@@ -92,4 +92,56 @@ test('report: a workload is described by the first paragraph of its doc comment'
   assert.equal(describeWorkload(src), 'durable commits at 1 and 10 committers.');
   assert.equal(describeWorkload('/** `npm run bench -- engine`: the engine. */\n'), 'the engine.');
   assert.equal(describeWorkload('import a from "b";'), undefined);
+});
+
+test('report: a run of some parts refreshes them and keeps the other parts from the newest run that ran them', () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'latchkey-report-'));
+  const log = console.log;
+  console.log = () => {};
+  try {
+    // a whole run records its parts as it goes
+    const whole = beginRecord();
+    note('outside any part');
+    part('big');
+    table('big values', ['m', 'MB/s'], [['write', 1]]);
+    note('big, first run');
+    part('overwrite');
+    table('overwrite', ['t', 'disk/live'], [[1, 1.5]]);
+    note('overwrite, first run');
+    part(undefined);
+    endRecord();
+    assert.deepEqual(whole.tables.map((t) => t.part), ['big', 'overwrite']);
+    assert.deepEqual(whole.partNotes, { big: ['big, first run'], overwrite: ['overwrite, first run'] });
+    assert.deepEqual(whole.notes, ['outside any part']);
+    writeResult(root, { ...result('bigdata', '2026-01-01T00:00:00.000Z'), ...whole });
+
+    // later, one part alone (and a part the whole run did not have), written beside it
+    const partial = beginRecord();
+    part('tree');
+    table('tree memory', ['built by', 'bytes'], [['putNode', 148]]);
+    part('big');
+    table('big values', ['m', 'MB/s'], [['write', 2]]);
+    note('big, second run');
+    endRecord();
+    const f = writeResult(root, { ...result('bigdata', '2026-01-02T00:00:00.000Z'), only: 'big', ...partial });
+    assert.equal(path.basename(f), '2026-01-02-bigdata-big.json');
+    assert.equal(readdirSync(path.join(root, 'bench', 'results')).length, 2);
+
+    const md = readFileSync(writeReport(root, ['bigdata']), 'utf8');
+    const at = (s: string): number => {
+      const i = md.indexOf(s);
+      assert.ok(i >= 0, `missing: ${s}`);
+      return i;
+    };
+    assert.ok(md.includes('| write | 2 |') && !md.includes('| write | 1 |'), 'the newer run of a part replaces it');
+    assert.ok(md.includes('big, second run') && !md.includes('big, first run'));
+    assert.ok(md.includes('| 1 | 1.50 |') && md.includes('overwrite, first run'), 'a part the newer run did not run is kept');
+    assert.ok(!md.includes('outside any part'), 'notes outside parts come from the newest run only');
+    assert.ok(at('### tree memory') < at('### big values') && at('### big values') < at('### overwrite'), 'parts keep the order the runs had');
+    assert.ok(md.includes('Its parts were measured in separate runs'));
+    assert.ok(md.includes('measured 2026-01-01 00:00 UTC') && md.includes('measured 2026-01-02 00:00 UTC'));
+  } finally {
+    console.log = log;
+    rmSync(root, { recursive: true, force: true });
+  }
 });

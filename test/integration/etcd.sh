@@ -47,6 +47,8 @@ echo "=== etcd: contract suites"
 timeout 900 node --test --test-reporter=spec build/test/integration/etcd-contract.js || failed+=(contract)
 echo "=== etcd: resuming a session across front-ends (store API: request ids, a close racing an adoption, a failed resume)"
 timeout 300 node --test --test-reporter=spec build/test/integration/etcd-resume.js || failed+=(resume)
+echo "=== etcd: the XenStore socket from two front-ends in one process (guest domains shared, reads behind barriers, a waiting write withdrawn with its connection, watches across a compaction reload, adopting a lease about to expire)"
+timeout 300 node --test --test-reporter=spec build/test/integration/etcd-xenstore.js || failed+=(xenstore)
 echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, XenStore socket, front-end SIGKILLed: session resumed; clients back too late; client and front-end SIGKILLed)"
 for scenario in cli xenstore failover late moved hung client-dies; do
   timeout 300 node build/test/integration/etcd-serve.js "$scenario" || failed+=("serve-$scenario")

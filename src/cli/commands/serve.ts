@@ -268,18 +268,15 @@ async function serveCommand(argv: string[]): Promise<void> {
 
 /**
  * What `--backend etcd://…` cannot be combined with: the data-directory
- * options, the HTTP console (it reaches the embedded engine's internals),
- * and guests' XenStore sockets (the domain table is per front-end; the dom0
- * XenStore socket is served). docs/etcd.md, "Limits".
+ * options and the HTTP console (it reaches the embedded engine's
+ * internals). docs/etcd.md, "Limits". The XenStore socket and guests'
+ * sockets are served (the domain table is in the cluster).
  */
 function checkBackendFlags(backend: string, values: Record<string, unknown>, parseEtcdUrl: (url: string) => unknown): void {
   if (!backend.startsWith('etcd://')) throw new UsageError(`--backend expects etcd://HOST:PORT[,HOST:PORT...]; got ${backend}`);
   parseEtcdUrl(backend); // a malformed URL fails here, before anything listens
   for (const flag of ['data', 'memory', 'durability', 'cache', 'inline-values', 'max-commit']) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is an option of the embedded store; it cannot be combined with --backend`);
-  }
-  if (values['xenstore-domain-dir'] !== undefined) {
-    throw new LatchkeyError('INVALID_ARGUMENT', '--xenstore-domain-dir is not available with --backend etcd: the XenStore domain table (INTRODUCE/RELEASE) is per front-end, not in the cluster, so guests are not served (docs/etcd.md, "Limits")');
   }
   for (const flag of ['http']) {
     if (values[flag] !== undefined) {
