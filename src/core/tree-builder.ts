@@ -190,10 +190,41 @@ export class TreeBuilder {
       return;
     }
     const { parent, name } = this.parentOf(path);
+    this.putAt(rev, parent, name, false, value, owner, seq);
+  }
+
+  /**
+   * A put of `name` (ASCII, a string of its own: not a view into a longer
+   * string) in the directory `dir` ('/' or '/a/b/'), as `apply` of a put of
+   * `dir + name` would do it. For the log's fast replay (storage/wal-decode.ts
+   * `CommonReplay`): no path string, and a run of new names in ascending
+   * order into one directory is appended without a lookup.
+   */
+  putIn(rev: number, dir: string, name: string, value: Value): void {
+    let parent: Draft;
+    if (dir === this.lastPrefix && this.lastParent !== undefined) parent = this.lastParent;
+    else {
+      const segs = dir === '/' ? [] : dir.slice(1, -1).split('/');
+      parent = this.walk(segs, segs.length);
+      this.lastPrefix = dir;
+      this.lastParent = parent;
+    }
+    const names = parent.names;
+    // ASCII names: the native comparison is compareNames's order.
+    if (names !== undefined && names[names.length - 1]! < name) {
+      names.push(name);
+      parent.nodes!.push(mkNode(value, rev, rev, 1, rev, PMap.empty(), undefined, 0, 1, undefined));
+      parent.childrenRev = rev;
+      return;
+    }
+    this.putAt(rev, parent, name, true, value, undefined, false);
+  }
+
+  private putAt(rev: number, parent: Draft, name: string, owned: boolean, value: Value, owner: string | undefined, seq: boolean): void {
     const old = parent.child(name);
     if (old === undefined) {
       // A name of its own now (not a view into the path, which would stay alive with it until the freeze).
-      parent.set(ownKey(name), mkNode(value, rev, rev, 1, rev, PMap.empty(), owner, 0, 1, undefined));
+      parent.set(owned ? name : ownKey(name), mkNode(value, rev, rev, 1, rev, PMap.empty(), owner, 0, 1, undefined));
       parent.childrenRev = rev;
     } else if (old instanceof Draft) {
       old.value = value;

@@ -9,8 +9,9 @@
  * reset; `logRecovery` the steps of the last recovery. Per-request events
  * are not logged (they are metrics).
  */
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 import type { EmbeddedStore } from '../engine/store.js';
 
 export type { Logger } from 'pino';
@@ -31,6 +32,8 @@ export function createLogger(o: LoggerOptions = {}): Logger {
   const dest = o.destination ?? 2;
   const tty = dest === 2 ? process.stderr.isTTY === true : false;
   if (o.pretty ?? tty) {
+    // Loaded only for pretty output (a terminal): a server logging JSON lines does not pay for it.
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
     const stream = pretty({ colorize: tty, destination: dest as number, sync: true, translateTime: 'SYS:HH:MM:ss.l' });
     return pino({ level, base: { pid: process.pid } }, stream);
   }

@@ -37,6 +37,7 @@ import type { RecoveredCommit } from './storage.js';
 import { readSnapshot } from './snapshot.js';
 import { LockImage, unpackEvents, unpackImage } from './lock-log.js';
 import { RECORD_TYPE_LOCK_IMAGE, type RefMaker, type ScannedLockRecord, type SegmentRef, decodeMutations, scanSegment } from './wal.js';
+import { CommonReplay } from './wal-decode.js';
 import { parseValueFileName } from './values.js';
 
 export interface DirListing {
@@ -246,10 +247,25 @@ function applyOrCorrupt(builder: TreeBuilder, rev: number, muts: readonly Mutati
   try {
     builder.apply(rev, muts);
   } catch (e) {
-    if (!(e instanceof BugError)) throw e;
-    const reason = `the commit does not apply (${e.message})`;
-    throw corrupt(`corrupt write-ahead log ${at.file} at offset ${at.offset} (revision ${rev}): ${reason}`, { ...at, revision: rev, reason });
+    throw notApplied(e, rev, at);
   }
+}
+
+/** A BugError from applying a commit (a parent missing, …) as the log's CORRUPT; anything else as it is. */
+function notApplied(e: unknown, rev: number, at: { file: string; offset: number }): unknown {
+  if (!(e instanceof BugError)) return e;
+  const reason = `the commit does not apply (${e.message})`;
+  return corrupt(`corrupt write-ahead log ${at.file} at offset ${at.offset} (revision ${rev}): ${reason}`, { ...at, revision: rev, reason });
+}
+
+/** A replayed commit of the common shape in the history window: its mutations are made only if it stays there. */
+interface PendingCommit {
+  readonly rev: number;
+  /** The record's payload: a view of its segment's buffer until the next segment is read, then a copy. */
+  payload: Uint8Array;
+  /** The values the tree got, shared with the history's mutations. */
+  readonly values: Array<Uint8Array | undefined>;
+  readonly before: Node | undefined;
 }
 
 export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefMaker, listed?: DirListing): Promise<Recovered> {
@@ -285,7 +301,10 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
   // drop it), so replay does not hold every mutation of the log until the engine starts.
   // The per-commit sizes live in two number arrays compacted with the history, not in an
   // object per commit kept to the end.
-  const history: RecoveredCommit[] = [];
+  // A commit of the common shape (puts with inline values, deletes: wal-decode.ts) goes straight into
+  // the builder, with no Mutation per put; its history entry keeps a copy of the payload and the
+  // values, and its mutations are made only if it is still in the window at the end.
+  const history: Array<RecoveredCommit | PendingCommit> = [];
   const histEvents: number[] = [];
   const histBytes: number[] = [];
   let historyHead = 0;
@@ -296,29 +315,55 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
   // copies: the tree is frozen once at the end, and in between only when a commit of the
   // history needs the root before it (one with a delete or a perms change).
   const builder = new TreeBuilder(root);
+  const common = new CommonReplay();
+  let segmentFile = '';
   const walk = await walkLog(fs, dir, listing.segments, snapRev, (rev, payload, at) => {
-    const muts = decodeMutations(payload, { ...at, revision: rev }, refs);
-    const mutations: Mutation[] = [];
-    let needsBefore = false;
-    let bytes = 0;
-    for (let i = 0; i < muts.length; i++) {
-      const m = muts[i]!;
-      if (m.op === 'move') continue; // watchers are never told of value moves
-      mutations.push(m);
-      bytes += m.path.length;
-      if (m.op !== 'put') needsBefore = true;
-      else {
-        bytes += m.value.length;
-        if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
+    if (at.file !== segmentFile) {
+      // A new segment: the window's payloads still viewing the last one are copied, so its buffer can go.
+      segmentFile = at.file;
+      for (let i = historyHead; i < history.length; i++) {
+        const c = history[i]!;
+        if ('payload' in c) c.payload = Uint8Array.prototype.slice.call(c.payload);
       }
     }
-    const before = needsBefore ? builder.root() : undefined;
-    applyOrCorrupt(builder, rev, muts, at);
-    history.push({ rev, mutations, before });
+    let events: number;
+    let bytes: number;
+    if (common.scan(payload)) {
+      const before = common.hasDelete ? builder.root() : undefined;
+      events = common.count;
+      bytes = common.bytes;
+      let values: Array<Uint8Array | undefined>;
+      try {
+        values = common.apply(payload, rev, builder);
+      } catch (e) {
+        throw notApplied(e, rev, at);
+      }
+      history.push({ rev, payload, values, before });
+    } else {
+      const muts = decodeMutations(payload, { ...at, revision: rev }, refs);
+      const mutations: Mutation[] = [];
+      let needsBefore = false;
+      bytes = 0;
+      for (let i = 0; i < muts.length; i++) {
+        const m = muts[i]!;
+        if (m.op === 'move') continue; // watchers are never told of value moves
+        mutations.push(m);
+        bytes += m.path.length;
+        if (m.op !== 'put') needsBefore = true;
+        else {
+          bytes += m.value.length;
+          if (m.ephemeralOwner !== undefined) mayHaveEphemerals = true;
+        }
+      }
+      const before = needsBefore ? builder.root() : undefined;
+      applyOrCorrupt(builder, rev, muts, at);
+      history.push({ rev, mutations, before });
+      events = mutations.length;
+    }
     // at least one event per mutation (a delete counts its subtree in the registry)
-    histEvents.push(mutations.length);
+    histEvents.push(events);
     histBytes.push(bytes);
-    keptEvents += mutations.length;
+    keptEvents += events;
     keptBytes += bytes;
     while (history.length - historyHead > 1 && (keptEvents > DEFAULT_HISTORY_EVENTS || keptBytes > DEFAULT_HISTORY_BYTES)) {
       keptEvents -= histEvents[historyHead]!;
@@ -382,6 +427,7 @@ export async function recover(fs: Fs, dir: string, durable: boolean, refs?: RefM
     torn: walk.torn ? { file: walk.torn.file, offset: walk.torn.offset, bytes: walk.torn.bytes, reason: walk.torn.reason } : undefined,
     damagedSnapshots, replayed: walk.replayed, bytesAfterSnapshot: walk.bytesAfter, mayHaveEphemerals, snapshotsKept: snaps, locks,
     // A torn or dropped tail is not in walk.reach; neither is it here.
-    history: history.slice(historyHead).filter((c) => c.rev <= revision),
+    history: history.slice(historyHead).filter((c) => c.rev <= revision)
+      .map((c) => ('payload' in c ? { rev: c.rev, mutations: common.mutations(c.payload, c.values), before: c.before } : c)),
   };
 }

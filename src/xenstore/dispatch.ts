@@ -36,7 +36,7 @@ import type { XsDomain } from './domains.js';
 import { isPrivileged } from './perms.js';
 import type { WatchEventSink, WatchHub, XsWatch } from './watches.js';
 import {
-  PAYLOAD_MAX, type XsPacket, type XsTypeName, nulTerminated, splitFirst, splitStrings, utf8,
+  PAYLOAD_MAX, type XsPacket, type XsTypeName, firstString, nulTerminated, splitFirst, splitStrings, utf8,
 } from './wire.js';
 
 /** An open XenStore transaction: the engine's state plus what XenStore needs around it. */
@@ -130,7 +130,7 @@ function caller(c: XsConnectionContext, tx: XsTx | undefined): XsCaller {
 
 /** The one path argument of READ, MKDIR, RM, … resolved; EINVAL when missing. */
 function pathArg(c: XsConnectionContext, p: XsPacket): string {
-  const s = splitStrings(p.payload)[0];
+  const s = firstString(p.payload);
   if (s === undefined) throw xsError('EINVAL', 'missing path');
   return resolvePath(s, home(c), c.limits).abs;
 }
@@ -231,7 +231,8 @@ export const handlers: Record<XsTypeName, Handler> = {
     if (parts === undefined) throw xsError('EINVAL', 'WRITE needs a path and a value');
     const path = resolvePath(parts.first, home(c), c.limits).abs;
     if (parts.rest.length > c.limits.maxValueBytes) throw xsError('E2BIG', `value larger than ${c.limits.maxValueBytes} bytes`);
-    const value = parts.rest.slice(); // the tree keeps it: never alias the socket's chunk
+    // The tree keeps it: a copy, never a view of the socket's chunk (Uint8Array#slice copies; a Buffer's would not).
+    const value = Uint8Array.prototype.slice.call(parts.rest);
     return runWrite(c, p, targetOf('set', path), (t, who) => xsWrite(t, who, path, value));
   },
 

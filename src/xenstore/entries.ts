@@ -42,7 +42,15 @@ export class EntryCounts {
     for (let i = 0; i < muts.length && !dels; i++) dels = muts[i]!.op === 'del';
     if (!dels) {
       if (muts.length === 1) {
-        this.at(c, muts[0]!.path);
+        const m = muts[0]!;
+        // A put keeps an existing node's perms, so its owner: only a node it creates counts (most XenStore WRITEs rewrite one).
+        if (m.op === 'put') {
+          if (m.path === '/') return;
+          const segs = m.path.slice(1).split('/');
+          if (lookup(c.before, segs) === undefined) this.node(undefined, lookup(c.after, segs));
+          return;
+        }
+        this.at(c, m.path);
         return;
       }
       const seen = new Set<string>();

@@ -100,9 +100,14 @@ export function encodeHeader(out: Uint8Array, at: number, type: number, reqId: n
   putU32le(out, at + 12, len);
 }
 
-/** One whole message: header + payload. The caller keeps payloads within PAYLOAD_MAX. */
+/**
+ * One whole message: header + payload. The caller keeps payloads within
+ * PAYLOAD_MAX. A Buffer (a socket takes it as it is; a plain Uint8Array
+ * would be wrapped in a Buffer on every write) with memory of its own, not
+ * a slice of Node's pool: `.buffer` is this message alone, from offset 0.
+ */
 export function encodePacket(type: number, reqId: number, txId: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(HEADER_BYTES + payload.length);
+  const out = Buffer.allocUnsafeSlow(HEADER_BYTES + payload.length);
   encodeHeader(out, 0, type, reqId, txId, payload.length);
   out.set(payload, HEADER_BYTES);
   return out;
@@ -110,6 +115,15 @@ export function encodePacket(type: number, reqId: number, txId: number, payload:
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: false });
+
+/** Node's Buffer#utf8Slice (a string straight from a range of bytes, no view made), where there is one. */
+const utf8Slice = (Buffer.prototype as unknown as { utf8Slice?: (start: number, end: number) => string }).utf8Slice;
+
+/** The UTF-8 text of `b[start..end)` (invalid sequences become U+FFFD, as TextDecoder without `fatal`). */
+function text(b: Uint8Array, start: number, end: number): string {
+  if (utf8Slice !== undefined) return utf8Slice.call(b, start, end);
+  return decoder.decode(b.subarray(start, end));
+}
 
 export function utf8(s: string): Uint8Array {
   return encoder.encode(s);
@@ -151,12 +165,19 @@ export function splitStrings(payload: Uint8Array): string[] {
   let start = 0;
   for (let i = 0; i < payload.length; i++) {
     if (payload[i] === 0) {
-      out.push(decoder.decode(payload.subarray(start, i)));
+      out.push(text(payload, start, i));
       start = i + 1;
     }
   }
-  if (start < payload.length) out.push(decoder.decode(payload.subarray(start)));
+  if (start < payload.length) out.push(text(payload, start, payload.length));
   return out;
+}
+
+/** The first NUL-terminated string of a payload (or all of it without a NUL); undefined when empty. */
+export function firstString(payload: Uint8Array): string | undefined {
+  if (payload.length === 0) return undefined;
+  const i = payload.indexOf(0);
+  return text(payload, 0, i < 0 ? payload.length : i);
 }
 
 /**
@@ -166,16 +187,20 @@ export function splitStrings(payload: Uint8Array): string[] {
 export function splitFirst(payload: Uint8Array): { first: string; rest: Uint8Array } | undefined {
   const i = payload.indexOf(0);
   if (i < 0) return undefined;
-  return { first: decoder.decode(payload.subarray(0, i)), rest: payload.subarray(i + 1) };
+  return { first: text(payload, 0, i), rest: payload.subarray(i + 1) };
 }
 
 /**
  * Incremental decoder. `push` chunks as they arrive; `next` returns the next
  * complete event or undefined when more bytes are needed. Payload views may
  * alias the pushed chunks; they stay valid (chunks are never reused here).
+ * Payloads are plain Uint8Arrays even when the chunks are Buffers (a view of
+ * a Buffer made by `subarray` is a Buffer, whose construction costs more).
  */
 export class XsDecoder {
   private chunks: Uint8Array[] = [];
+  /** Bytes of chunks[0] already consumed. */
+  private off = 0;
   private buffered = 0;
   private failed = false;
 
@@ -193,57 +218,76 @@ export class XsDecoder {
 
   next(): XsDecodeEvent | undefined {
     if (this.failed || this.buffered < HEADER_BYTES) return undefined;
-    const head = this.peek(HEADER_BYTES);
-    const len = getU32le(head, 12);
+    let head = this.chunks[0]!;
+    let at = this.off;
+    if (head.length - at < HEADER_BYTES) {
+      head = this.peek(HEADER_BYTES);
+      at = 0;
+    }
+    const len = getU32le(head, at + 12);
     if (len > this.maxPayload) {
-      const header: XsHeader = { type: getU32le(head, 0), reqId: getU32le(head, 4), txId: getU32le(head, 8) };
+      const header: XsHeader = { type: getU32le(head, at), reqId: getU32le(head, at + 4), txId: getU32le(head, at + 8) };
       this.failed = true;
       this.chunks = [];
+      this.off = 0;
       this.buffered = 0;
       return { kind: 'oversized', header, len };
     }
     if (this.buffered < HEADER_BYTES + len) return undefined;
-    const type = getU32le(head, 0);
-    const reqId = getU32le(head, 4);
-    const txId = getU32le(head, 8);
-    this.take(HEADER_BYTES);
+    const type = getU32le(head, at);
+    const reqId = getU32le(head, at + 4);
+    const txId = getU32le(head, at + 8);
+    this.skip(HEADER_BYTES);
     const payload = this.take(len);
     return { kind: 'packet', packet: { type, reqId, txId, payload } };
   }
 
-  /** The first `n` buffered bytes (n <= buffered), without consuming them. */
+  /** The first `n` buffered bytes (n <= buffered, spanning chunks), copied. */
   private peek(n: number): Uint8Array {
-    const first = this.chunks[0]!;
-    if (first.length >= n) return first.subarray(0, n);
     const out = new Uint8Array(n);
     let at = 0;
-    for (const c of this.chunks) {
-      const k = Math.min(c.length, n - at);
-      out.set(c.subarray(0, k), at);
+    for (let i = 0; at < n; i++) {
+      const c = this.chunks[i]!;
+      const from = i === 0 ? this.off : 0;
+      const k = Math.min(c.length - from, n - at);
+      out.set(c.subarray(from, from + k), at);
       at += k;
-      if (at === n) break;
     }
     return out;
   }
 
-  private take(n: number): Uint8Array {
+  /** Drops `n` buffered bytes. */
+  private skip(n: number): void {
     this.buffered -= n;
-    const first = this.chunks[0];
+    while (n > 0) {
+      const c = this.chunks[0]!;
+      const left = c.length - this.off;
+      if (left > n) {
+        this.off += n;
+        return;
+      }
+      n -= left;
+      this.chunks.shift();
+      this.off = 0;
+    }
+  }
+
+  private take(n: number): Uint8Array {
     if (n === 0) return new Uint8Array(0);
-    if (first !== undefined && first.length >= n) {
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
+    const first = this.chunks[0]!;
+    if (first.length - this.off >= n) {
+      const out = new Uint8Array(first.buffer, first.byteOffset + this.off, n);
+      this.skip(n);
+      return out;
     }
     const out = new Uint8Array(n);
     let at = 0;
     while (at < n) {
       const c = this.chunks[0]!;
-      const k = Math.min(c.length, n - at);
-      out.set(c.subarray(0, k), at);
+      const k = Math.min(c.length - this.off, n - at);
+      out.set(c.subarray(this.off, this.off + k), at);
       at += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
+      this.skip(k);
     }
     return out;
   }

@@ -2,10 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Packr, Unpackr } from 'msgpackr';
 import fc from 'fast-check';
-import { LatchkeyError } from '../../src/core/errors.js';
-import type { Mutation } from '../../src/core/tree.js';
+import { BugError, LatchkeyError } from '../../src/core/errors.js';
+import { type Mutation, applyMutations, emptyRoot } from '../../src/core/tree.js';
+import { TreeBuilder } from '../../src/core/tree-builder.js';
 import { type ValueReader, ValueRef } from '../../src/core/value.js';
-import { decodeCommonRecord } from '../../src/storage/wal-decode.js';
+import { CommonReplay, decodeCommonRecord } from '../../src/storage/wal-decode.js';
+import { dump } from './helpers.js';
 import { RECORD_HEADER_SIZE, decodeMutations, encodeRecord } from '../../src/storage/wal.js';
 
 const where = { file: 'test.log', offset: 0, revision: 1 };
@@ -101,4 +103,57 @@ test('fast decode: an array32 count beyond the payload is not its shape (left to
     new DataView(p.buffer).setUint32(1, count);
     assert.equal(decodeCommonRecord(p), undefined);
   }
+});
+
+test('fast replay: CommonReplay into a builder gives the tree and the mutations of the decoded records (property)', () => {
+  // Few names, so records put into existing nodes and directories, delete them, and come back in and out of order.
+  const seg = fc.constantFrom('a', 'b', 'c', 'sixteen-byte-nam', 'n000000000000001', 'n000000000000002', 'é');
+  const pathArb = fc.array(seg, { minLength: 1, maxLength: 3 }).map((s) => '/' + s.join('/'));
+  const mut = fc.oneof(
+    { weight: 6, arbitrary: fc.record({ op: fc.constant('put' as const), path: pathArb, value: fc.uint8Array({ maxLength: 80 }) }) },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant('del' as const), path: pathArb }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant('put' as const), path: fc.constant('/'), value: fc.uint8Array({ maxLength: 8 }) }) },
+  );
+  fc.assert(fc.property(fc.array(fc.array(mut, { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 12 }), (records) => {
+    const slow = new TreeBuilder(emptyRoot());
+    const fast = new TreeBuilder(emptyRoot());
+    const replay = new CommonReplay();
+    let rev = 0;
+    for (const raw of records) {
+      // Only records that apply (parents exist, deleted nodes exist), made so against the slow builder's tree.
+      const muts: Mutation[] = [];
+      let probe = slow.root();
+      for (const m of raw) {
+        try {
+          probe = applyMutations(probe, rev + 1, [m]);
+          muts.push(m);
+        } catch {
+          // a parent missing or a missing node: not a record the log would hold
+        }
+      }
+      if (muts.length === 0) continue;
+      rev++;
+      const p = Buffer.from(payloadOf(muts));
+      slow.apply(rev, decodeMutations(p, where));
+      const ascii = muts.every((m) => !m.path.includes('é'));
+      assert.equal(replay.scan(p), ascii, 'the common shape: ASCII paths only');
+      if (!ascii) {
+        fast.apply(rev, decodeMutations(p, where));
+        continue;
+      }
+      assert.equal(replay.count, muts.length);
+      assert.equal(replay.hasDelete, muts.some((m) => m.op === 'del'));
+      const values = replay.apply(p, rev, fast);
+      assert.deepEqual(plain(replay.mutations(p, values)), plain(muts));
+      if (rev % 3 === 0) assert.deepEqual(dump(fast.root()), dump(slow.root()), 'the same tree part way');
+    }
+    assert.deepEqual(dump(fast.root()), dump(slow.root()));
+  }), { numRuns: 300 });
+});
+
+test('fast replay: a put whose parent is missing throws as the builder does (recovery makes it CORRUPT)', () => {
+  const replay = new CommonReplay();
+  const p = Buffer.from(payloadOf([{ op: 'put', path: '/missing/child', value: new Uint8Array([1]) }]));
+  assert.ok(replay.scan(p));
+  assert.throws(() => replay.apply(p, 1, new TreeBuilder(emptyRoot())), BugError);
 });
