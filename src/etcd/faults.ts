@@ -132,7 +132,17 @@ export class LeaderTerm {
     if (t > this.term) this.term = t;
   }
 
-  /** The call's answer, or 'moved' when a term newer than `since` shows up first. */
+  /** Learns the term (one probe; a failure leaves it as it was): the backend does it once at start. */
+  learn(): Promise<void> {
+    return this.probeOnce();
+  }
+
+  /**
+   * The call's answer, or 'moved' when a term newer than `since` shows up
+   * first. `since` 0 is a term not known yet: the first probe's answer is
+   * then the call's term, not a move (else a slow first Txn would count as
+   * moved and be sent again, spending an attempt).
+   */
   async race<T>(call: Promise<T>, since: number): Promise<{ value: T } | 'moved'> {
     let done = false;
     let timer: NodeJS.Timeout | undefined;
@@ -144,7 +154,8 @@ export class LeaderTerm {
         });
         if (done) break;
         await this.probeOnce();
-        if (this.term > since) return 'moved';
+        if (since === 0) since = this.term; // unknown until now (0 again if the probe failed)
+        else if (this.term > since) return 'moved';
       }
       return new Promise<'moved'>(() => {}); // the call answered: never
     };

@@ -79,6 +79,33 @@ test('leader term: a call still waiting when a newer term shows up is "moved"; t
   answer('ignored');
 });
 
+test('leader term: a call sent before any term was seen is not "moved" by the first probe; a change after it is', async () => {
+  let term = 6;
+  const t = new LeaderTerm(async () => term, 1);
+  assert.equal(t.term, 0, 'nothing seen yet');
+  let answer!: (v: string) => void;
+  const call = new Promise<string>((r) => (answer = r));
+  const r = t.race(call, t.term);
+  let moved = false;
+  void r.then((x) => { moved = x === 'moved'; });
+  // The first probe gives the call's term (6), later ones the same: still waiting (a moved call stops probing).
+  while (t.probes < 3 && !moved) await tick();
+  answer('slow but fine');
+  assert.deepEqual(await r, { value: 'slow but fine' }, 'term 6 seen after a send under an unknown term is not a move');
+  // Unknown again at the send (a fresh LeaderTerm): a change after the first probe is a move.
+  const t2 = new LeaderTerm(async () => term, 1);
+  const r2 = t2.race(new Promise<string>(() => {}), t2.term);
+  while (t2.probes < 2) await tick();
+  term = 7;
+  assert.equal(await r2, 'moved');
+});
+
+test('leader term: learn() notes the term before the first call', async () => {
+  const t = new LeaderTerm(async () => 11, 10_000);
+  await t.learn();
+  assert.equal(t.term, 11);
+});
+
 test('leader term: a failing probe is ignored and the call keeps waiting', async () => {
   const t = new LeaderTerm(async () => {
     throw new Error('member down');
