@@ -19,7 +19,7 @@ import { LatchkeyError } from '../core/errors.js';
 import type { Workspace } from '../core/ops.js';
 import type { Node } from '../core/tree.js';
 import { type RetryCounters, newRetryCounters } from '../util/retry.js';
-import { PlanBuilder, type TxnPlan } from './commit.js';
+import { PinnedWorkspace, PlanBuilder, type TxnPlan } from './commit.js';
 import { CallDeadlineError, LeaderTerm, MemberHealth } from './faults.js';
 import { Keys } from './keys.js';
 import { Mirror } from './mirror.js';
@@ -101,6 +101,20 @@ export function etcdError(e: unknown): LatchkeyError {
   return new LatchkeyError('CONNECTION_LOST', `etcd: ${msg}`, { cause: e });
 }
 
+/**
+ * Errors about the caller or the connection, not about the store's state:
+ * answered without a barrier (backend.write). Anything else a write's
+ * computation throws (a LatchkeyError, XenStore's XsError, a plain Error)
+ * may come from a stale head.
+ */
+// Not INVALID_ARGUMENT nor TOO_LARGE: they can be about the node as it is (no integer to add to, a parent that is
+// ephemeral, an append past the limit).
+const NOT_FROM_HEAD = new Set(['ABORTED', 'CLOSED', 'SESSION_EXPIRED', 'CONNECTION_LOST']);
+
+function notFromHead(e: unknown): boolean {
+  return e instanceof LatchkeyError && NOT_FROM_HEAD.has(e.code);
+}
+
 export class EtcdBackend {
   readonly client: Etcd3;
   readonly keys: Keys;
@@ -169,6 +183,8 @@ export class EtcdBackend {
   async start(): Promise<void> {
     try {
       await this.mirror.start();
+      // The term before the first Txn: a write no longer takes a barrier (which noted it) first (faults.ts LeaderTerm).
+      await this.term.learn();
     } catch (e) {
       this.client.close();
       this.leaseClient.close();
@@ -291,36 +307,41 @@ export class EtcdBackend {
    * the new head whenever the Txn's compares fail.
    *
    * No barrier before the first try: the Txn's compares pin everything the
-   * write depended on, so a write computed on a head that lags the cluster
-   * either applies exactly as it would have on the newest state, or fails
-   * its compares (then the mirror catches up with the revision etcd answered,
-   * which is after every write acknowledged before this call). What the Txn
-   * cannot vouch for is an answer that writes nothing: an error of the
-   * write itself (EXISTS, NOT_FOUND, BAD_VERSION…, LOCKED without waiting)
-   * or a no-op (a delete of an absent node). Such an answer is given only
-   * on a head that is known fresh: after a barrier (one linearizable range),
-   * the write is computed again. Before, every write paid that range first:
-   * 2 RPCs per set instead of 1 (docs/etcd.md, Writes).
+   * write's computation read (commit.ts: the nodes it wrote or deleted, the
+   * nodes it checked or looked at without writing, the nearest existing
+   * ancestor of each node it created, whose permissions XenStore judged and
+   * copied; `check`'s lock keys), so a write computed on a head that lags the
+   * cluster either applies exactly as it would have on the newest state, or
+   * fails its compares (then the mirror catches up with the revision etcd
+   * answered, which is after every write acknowledged before this call).
+   * What the Txn cannot vouch for is an answer that writes nothing: any
+   * error thrown by `fn` or `check` (EXISTS, CONFLICT, LOCKED without
+   * waiting, LOCK_LOST, XenStore's EACCES, ENOENT, EQUOTA…) or a no-op (a
+   * delete of an absent node). Such an answer is given only on a head that
+   * is known fresh: after a barrier (one linearizable range), the write is
+   * computed again. Only errors about the caller or the connection, not the
+   * store's state (`notFromHead`), are answered at once. Before, every write
+   * paid that range first: 2 RPCs per set instead of 1 (docs/etcd.md, Writes).
    */
-  async write<T>(fn: (ws: Workspace) => T, options: WriteOptions, check: (plan: PlanBuilder, base: Node, rev: number) => Promise<boolean>,
-    makeWs: (base: Node, rev: number) => Workspace): Promise<CommitOutcome<T>> {
+  async write<T>(fn: (ws: Workspace) => T, options: WriteOptions, check: (plan: PlanBuilder, base: Node, rev: number) => Promise<boolean>): Promise<CommitOutcome<T>> {
     // True once the head holds every commit acknowledged before this call.
     let fresh = false;
     const refresh = async (): Promise<void> => {
       await this.barrier(options.signal);
       fresh = true;
     };
+    const answerNow = (e: unknown): boolean => fresh || this.closed || options.signal?.aborted === true || notFromHead(e);
     for (;;) {
       this.checkOpen();
       options.signal?.throwIfAborted();
       const base = this.mirror.root;
       const baseRev = this.mirror.rev;
-      const ws = makeWs(base, baseRev);
+      const ws = new PinnedWorkspace(base, baseRev + 1, undefined, this.maxValueBytes);
       let value: T;
       try {
         value = fn(ws);
       } catch (e) {
-        if (fresh || !(e instanceof LatchkeyError)) throw e;
+        if (answerNow(e)) throw e;
         await refresh();
         continue;
       }
@@ -335,7 +356,7 @@ export class EtcdBackend {
       try {
         admitted = await check(plan, base, baseRev);
       } catch (e) {
-        if (fresh || !(e instanceof LatchkeyError) || e.code !== 'LOCKED') throw e;
+        if (answerNow(e)) throw e;
         await refresh();
         continue;
       }

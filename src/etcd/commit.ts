@@ -4,8 +4,13 @@
  * A commit is computed on the mirror (a Workspace over a snapshot at etcd
  * revision `baseRev`) and sent as one Txn whose compares hold exactly when
  * every key the computation depended on is as it was in that snapshot:
- *  - each node read (get, exists, the target of a write, a parent a write
- *    relied on): its key's mod_revision equals the snapshot's, 0 if absent;
+ *  - each node read (get, exists, the target of a write, a `check` op, a
+ *    delete or atomic op that changed nothing, the nearest existing
+ *    ancestor of each node a write creates): its key's mod_revision equals
+ *    the snapshot's, 0 if absent. The ancestor's mod_revision pins its
+ *    existence, value and permissions (a permissions change rewrites the
+ *    node key too): XenStore decides a creation by the ancestor's
+ *    permissions and copies them into the new node;
  *  - each directory listed or whose children a write changed: its node
  *    key's create_revision (same directory, not a new one of that name), and
  *    its children record's mod_revision not after the snapshot's
@@ -23,7 +28,7 @@
 import type { ICompare, IRequestOp } from 'etcd3';
 import type { Recorded } from '../core/transaction.js';
 import { type Node, lookup, walkTree } from '../core/tree.js';
-import type { Workspace } from '../core/ops.js';
+import { type AtomicOp, type CheckOptions, type DeleteOptions, type ListResult, Workspace } from '../core/ops.js';
 import { parsePath } from '../core/path.js';
 import { LatchkeyError } from '../core/errors.js';
 import { type Keys, parentOf } from './keys.js';
@@ -47,6 +52,45 @@ function samePerms(a: readonly string[] | undefined, b: readonly string[] | unde
   return a.every((x, i) => x === b[i]);
 }
 
+/**
+ * A workspace that remembers what its computation read without writing it,
+ * so a plain write's Txn can pin it (PlanBuilder.diff): nodes looked at
+ * (`get`), checked (`check` ops of a multi, XenStore's MKDIR and RM),
+ * deleted or changed by an atomic op, whether or not anything was written
+ * (a delete of an absent node, an `add` of 0 answer from the node as it
+ * was), and directories listed. What a write does write is compared anyway.
+ */
+export class PinnedWorkspace extends Workspace {
+  readonly reads = new Set<string>();
+  readonly listed = new Map<string, readonly string[]>();
+
+  override get(path: string): Node | undefined {
+    this.reads.add(path);
+    return super.get(path);
+  }
+
+  override list(path: string, after?: string, limit?: number): ListResult {
+    const r = super.list(path, after, limit);
+    this.listed.set(path, [...(this.listed.get(path) ?? []), ...r.names]);
+    return r;
+  }
+
+  override check(path: string, o: CheckOptions): void {
+    this.reads.add(path);
+    super.check(path, o);
+  }
+
+  override delete(path: string, o: DeleteOptions = {}): boolean {
+    this.reads.add(path);
+    return super.delete(path, o);
+  }
+
+  override atomic(op: AtomicOp): number | boolean | undefined {
+    this.reads.add(op.path);
+    return super.atomic(op);
+  }
+}
+
 export class PlanBuilder {
   private readonly compares = new Map<string, ICompare>();
   private readonly ops: IRequestOp[] = [];
@@ -59,7 +103,7 @@ export class PlanBuilder {
     const k = this.keys.node(path);
     if (this.compares.has(k)) return;
     const n = nodeAt(this.base, path);
-    if (path === '/' && n !== undefined && n.modRev === 0) return; // the root without a key: always there
+    // The root without a key (modRev 0) compares mod_revision 0: it fails once the root is written (a value, permissions).
     this.compares.set(k, { key: b(k), target: 'Mod', result: 'Equal', mod_revision: n?.modRev ?? 0 });
   }
 
@@ -106,8 +150,15 @@ export class PlanBuilder {
     }
   }
 
-  /** The diff between the snapshot and the workspace, with the compares it depends on. */
+  /**
+   * The diff between the snapshot and the workspace, with the compares it
+   * depends on; for a PinnedWorkspace, also what its computation read.
+   */
   diff(ws: Workspace, leaseOf: (owner: string) => string): void {
+    if (ws instanceof PinnedWorkspace) {
+      for (const p of ws.reads) this.node(p);
+      for (const [p, names] of ws.listed) this.children(p, names);
+    }
     const dirty: string[] = [];
     const seen = new Set<string>();
     const add = (p: string): void => {
@@ -147,7 +198,12 @@ export class PlanBuilder {
         this.put(k, Buffer.from(v.buffer, v.byteOffset, v.byteLength), lease);
         if (before === undefined) {
           this.put(this.keys.children(p), b('{"seq":0}'), '0');
-          if (p !== '/') dirs.add(parentOf(p));
+          if (p !== '/') {
+            const d = parentOf(p);
+            dirs.add(d);
+            // The nearest existing ancestor the creation relied on (see the header): as it was, permissions included.
+            if (nodeAt(this.base, d) !== undefined) this.node(d);
+          }
         }
         // XenStore permissions: their own key, with the node's lease (an expired ephemeral takes them along).
         if (!samePerms(before?.perms, after.perms)) {

@@ -17,7 +17,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import type { Entry, Listing, ListOptions, Lock, LockInfo, LockOptions, MultiResult, Transaction, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
-import { type AtomicOp, type WriteOp, Workspace } from '../core/ops.js';
+import type { AtomicOp, WriteOp, Workspace } from '../core/ops.js';
 import { parsePath } from '../core/path.js';
 import { type Node, lookup, walkTree } from '../core/tree.js';
 import type { CheckedMultiOp, CreateFlags, DeleteFlags, SetConditions } from '../edge/args.js';
@@ -342,7 +342,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
       }
       return false;
     };
-    return this.backend.write(fn, options, admit, (base, rev) => new Workspace(base, rev + 1, undefined, this.backend.maxValueBytes));
+    return this.backend.write(fn, options, admit);
   }
 
   protected async _set(path: string, value: Uint8Array, cond: SetConditions, options: WriteOptions): Promise<number> {
@@ -433,7 +433,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
           const mine: string[] = [];
           for (const [p, n] of walkTree(ws.root)) if (n.ephemeralOwner === id) mine.push(p);
           for (const p of mine) if (ws.get(p) !== undefined) ws.delete(p);
-        }, {}, async () => true, (base, rev) => new Workspace(base, rev + 1));
+        }, {}, async () => true);
       } catch {
         // the lease revocation below deletes them anyway
       }

@@ -10,7 +10,10 @@
  *    request that arrives while one is in flight waits for the next one, so
  *    N reads arriving together cost two ranges at most, not N;
  *  - writes: one commit through the commit loop (backend.write; a barrier
- *    only before an answer that writes nothing, as for every write), with
+ *    only before an answer that writes nothing, an XsError such as EACCES,
+ *    ENOENT or EQUOTA included, as for every write; the Txn compares the
+ *    nearest existing ancestor of each node created, so a permission
+ *    revoked through another front-end fails it), with
  *    mandatory locking as for the session's own writes; a
  *    write or commit still waiting (a lock, a retry) when its connection's
  *    session ends is withdrawn (the session's end signal aborts it);
@@ -28,7 +31,7 @@
  */
 import type { CommitResult, WriteOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
-import { Workspace } from '../core/ops.js';
+import type { Workspace } from '../core/ops.js';
 import type { TxState } from '../core/transaction.js';
 import { type Mutation, type Node, lookup } from '../core/tree.js';
 import { parsePath } from '../core/path.js';
@@ -223,7 +226,7 @@ export function xenstoreAccess(backend: EtcdBackend, locks: Locks, endSignal: (s
       await locks.nextChange(opts.signal ?? new AbortController().signal);
       return false;
     };
-    const r = await backend.write(fn, opts, admit, (base, rev) => new Workspace(base, rev + 1, undefined, backend.maxValueBytes));
+    const r = await backend.write(fn, opts, admit);
     return { value: r.value, rev: r.rev };
   };
   const commitTx = (session: string, tx: TxState, opts: WriteOptions): Promise<CommitResult> => commitTxState(backend, locks, session, tx, withEnd(session, opts));

@@ -193,6 +193,41 @@ test('reads through one front-end see writes acknowledged through the other, wit
   }
 });
 
+test('a guest\'s write through a front-end whose head lags: judged on the permissions acknowledged through the other', { timeout: 120_000 }, async () => {
+  const p = await pair();
+  try {
+    const a0 = await p.connect(p.a.sock);
+    const b0 = await p.connect(p.b.sock);
+    await a0.mkdir('/local/domain/5/data');
+    await a0.setPerms('/local/domain/5/data', ['n5', 'w7']);
+    await req(a0, XsType.INTRODUCE, '7', '1007', '1');
+    await until('B\'s socket for guest 7', () => existsSync(path.join(p.b.domains, '7')));
+    const g7 = await p.connect(path.join(p.b.domains, '7'));
+    await g7.write('/local/domain/5/data/before', 'allowed');
+    assert.deepEqual(await b0.getPerms('/local/domain/5/data'), ['n5', 'w7'], 'B has seen the grant');
+
+    // Revoked through A (acknowledged), while B's mirror hears nothing: B's head still shows the grant.
+    await deafen(p.b);
+    await a0.setPerms('/local/domain/5/data', ['n5']);
+    assert.equal(await errnoOf(g7.write('/local/domain/5/data/x', 'too late')), 'EACCES', 'the revoked write is refused');
+    assert.equal(await errnoOf(a0.read('/local/domain/5/data/x')), 'ENOENT', 'and never lands');
+
+    // Granted through A while B hears nothing: EACCES on B's stale head is not the answer.
+    await deafen(p.b);
+    await a0.setPerms('/local/domain/5/data', ['n5', 'w7']);
+    assert.equal(await errnoOf(g7.write('/local/domain/5/data/y', 'granted')), 'OK', 'EACCES is answered only from a fresh head');
+    assert.equal(await a0.read('/local/domain/5/data/y'), 'granted');
+
+    // RM of a node whose parent A just made: not ENOENT from B's stale head (the parent is there).
+    await deafen(p.b);
+    await a0.mkdir('/rmtest/p');
+    assert.equal(await errnoOf(b0.rm('/rmtest/p/q')), 'OK', 'ENOENT is answered only from a fresh head');
+    await req(a0, XsType.RELEASE, '7');
+  } finally {
+    await p.done();
+  }
+});
+
 test('a write waiting on a lock is withdrawn when its connection closes', { timeout: 120_000 }, async () => {
   const p = await pair();
   try {
