@@ -104,8 +104,8 @@ export interface SectionPiece {
 }
 
 /**
- * A workload's section from its runs (newest first): the newest run's
- * tables and notes outside any part, then each part (in the order the run
+ * A workload's section from its runs (newest first): the tables and notes
+ * outside any part from the newest run of the whole workload, then each part (in the order the run
  * with the most parts ran them) from the newest run that ran it.
  */
 export function sectionPieces(runs: readonly ResultFile[]): SectionPiece[] {
@@ -129,8 +129,11 @@ export function sectionPieces(runs: readonly ResultFile[]): SectionPiece[] {
     });
   }
   const pieces: SectionPiece[] = [];
-  const whole = newest.tables.filter((t) => t.part === undefined);
-  if (whole.length > 0 || newest.notes.length > 0) pieces.push({ from: newest, tables: whole, notes: newest.notes });
+  // outside any part: the newest run of the whole workload (a run of some
+  // parts prints nothing of the rest), else the newest run
+  const base = runs.find((r) => r.only === undefined) ?? newest;
+  const whole = base.tables.filter((t) => t.part === undefined);
+  if (whole.length > 0 || base.notes.length > 0) pieces.push({ from: base, tables: whole, notes: base.notes });
   for (const p of order) {
     const from = runs.find((r) => partsOf(r).includes(p))!;
     pieces.push({ from, part: p, tables: from.tables.filter((t) => t.part === p), notes: from.partNotes?.[p] ?? [] });

@@ -159,9 +159,15 @@ async function bigValues(o: BenchOptions): Promise<void> {
         for (const { value } of db.getRange({})) lbytes += (value as Uint8Array).length;
         const ls = (performance.now() - t0) / 1000;
         await db.close();
-        rows[0]!.splice(3, 1, `${fmt(lcount * valueBytes / MiB / lw)} (${lgib} GiB)`);
-        rows[2]!.splice(3, 1, `${fmt(reads / lg)} (${lgib} GiB, sync reads)`);
-        rows[3]!.splice(3, 1, `${fmt(lbytes / MiB / ls)} (${lgib} GiB)`);
+        // by the row's measure, not its place (a row added above must not shift lmdb-js's figures)
+        const row = (measure: string): (string | number)[] => {
+          const r = rows.find((x) => String(x[0]).startsWith(measure));
+          if (r === undefined) throw new Error(`bigdata: no row '${measure}'`);
+          return r;
+        };
+        row('write, durable').splice(3, 1, `${fmt(lcount * valueBytes / MiB / lw)} (${lgib} GiB)`);
+        row('random get').splice(3, 1, `${fmt(reads / lg)} (${lgib} GiB, sync reads)`);
+        row('sequential scan').splice(3, 1, `${fmt(lbytes / MiB / ls)} (${lgib} GiB)`);
       } finally {
         rmSync(ldir, { recursive: true, force: true });
       }

@@ -140,22 +140,28 @@ function bin(n: number): Uint8Array {
 }
 
 /**
- * Small byte strings are copied into views of a shared slab, as Node's
- * Buffer pool does: an ArrayBuffer of its own per 100-byte value cost more
- * than the rest of the message's decoding (its own backing store, outside
- * the heap). A value kept pins at most its slab (SLAB bytes).
+ * Small byte strings are copied into views of a shared slab: an
+ * ArrayBuffer of its own per 100-byte value cost more than the rest of the
+ * message's decoding (its own backing store, outside the heap). The slab is
+ * a slice of Node's own Buffer pool (SLAB is under Buffer.poolSize / 2), so
+ * a value kept pins at most a pool block (8 KiB by default), and its
+ * `.buffer` is shared with other values and small Buffers, as any small
+ * Buffer's is. Node marks its pool untransferable: a caller transferring
+ * `value.buffer` (postMessage, structuredClone with a transfer list) copies
+ * it instead of detaching the memory later values are decoded into.
  */
-const SLAB = 16 * 1024;
+const SLAB = 4000;
 const SLAB_MAX = 1024;
-let slab = new ArrayBuffer(SLAB);
+
+let slab = Buffer.allocUnsafe(SLAB);
 let slabAt = 0;
 
 function slabBytes(n: number): Uint8Array {
   if (slabAt + n > SLAB) {
-    slab = new ArrayBuffer(SLAB);
+    slab = Buffer.allocUnsafe(SLAB);
     slabAt = 0;
   }
-  const out = new Uint8Array(slab, slabAt, n);
+  const out = new Uint8Array(slab.buffer, slab.byteOffset + slabAt, n);
   slabAt += (n + 7) & ~7;
   return out;
 }

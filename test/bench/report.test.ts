@@ -136,7 +136,7 @@ test('report: a run of some parts refreshes them and keeps the other parts from 
     assert.ok(md.includes('| write | 2 |') && !md.includes('| write | 1 |'), 'the newer run of a part replaces it');
     assert.ok(md.includes('big, second run') && !md.includes('big, first run'));
     assert.ok(md.includes('| 1 | 1.50 |') && md.includes('overwrite, first run'), 'a part the newer run did not run is kept');
-    assert.ok(!md.includes('outside any part'), 'notes outside parts come from the newest run only');
+    assert.ok(md.includes('outside any part'), 'what a run of some parts did not print outside them is kept from the whole run');
     assert.ok(at('### tree memory') < at('### big values') && at('### big values') < at('### overwrite'), 'parts keep the order the runs had');
     assert.ok(md.includes('Its parts were measured in separate runs'));
     assert.ok(md.includes('measured 2026-01-01 00:00 UTC') && md.includes('measured 2026-01-02 00:00 UTC'));

@@ -81,6 +81,23 @@ test('msgpack-read: byte strings are copies (or views of an owned body), never v
   assert.equal(Object.getPrototypeOf(copied.value), Uint8Array.prototype);
 });
 
+test('msgpack-read: a small value\'s shared slab cannot be transferred away from the values decoded after it', () => {
+  const first = readMsgpack(Buffer.from(packBody({ value: new Uint8Array([1, 2, 3]) })), true) as { value: Uint8Array };
+  // transferring the slab would detach it under every later value (postMessage, structuredClone with a
+  // transfer list); marked untransferable, it is copied instead (Node's own Buffer pool behaves the same)
+  const slab = first.value.buffer as ArrayBuffer;
+  const size = slab.byteLength;
+  try {
+    structuredClone(first.value, { transfer: [slab] });
+  } catch {
+    // refusing is as good as copying
+  }
+  assert.equal(slab.byteLength, size, 'the slab is still attached');
+  assert.deepEqual(first.value, new Uint8Array([1, 2, 3]));
+  const later = readMsgpack(Buffer.from(packBody({ value: new Uint8Array([4, 5]) })), true) as { value: Uint8Array };
+  assert.deepEqual(later.value, new Uint8Array([4, 5]));
+});
+
 test('msgpack-read: keys cached by their bytes come back right when their slots collide', () => {
   const keys = Array.from({ length: 3000 }, (_, i) => `key${i}`);
   for (let round = 0; round < 2; round++) {
