@@ -65,18 +65,49 @@ export class LockState implements ResumableMember {
     w?.();
   }
 
-  /** A wait whose link was lost: the generation of the link its session was resumed on, or why it was not. */
-  reattached(): Promise<number> {
+  /**
+   * A wait whose link was lost: the generation of the link its session was
+   * resumed on, or why it was not. While the link is down the request's own
+   * end still counts: its `signal` aborting (ABORTED) or its timeout passing
+   * (TIMEOUT, counted from its send) gives the wait up here, and no resume
+   * claims it after that (the next server withdraws it).
+   */
+  reattached(signal?: AbortSignal): Promise<number> {
     return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (this.wake === settle) this.wake = undefined;
+      };
       const settle = (): void => {
+        done();
         const c = this.carriedTo;
         this.carriedTo = undefined;
         if (typeof c === 'number') resolve(c);
         else reject(c);
       };
-      if (this.carriedTo !== undefined) settle();
-      else this.wake = settle;
+      const giveUp = (e: LatchkeyError): void => {
+        done();
+        this.request = undefined; // not claimed by the next resume: withdrawn there
+        reject(e);
+      };
+      const onAbort = (): void => giveUp(new LatchkeyError('ABORTED', 'lock request aborted', { path: this.path, cause: signal?.reason }));
+      if (this.carriedTo !== undefined) return settle();
+      if (signal?.aborted) return onAbort();
+      const r = this.request;
+      if (r?.timeoutMs !== undefined) {
+        const left = r.timeoutMs - (performance.now() - r.sent);
+        if (left <= 0) return giveUp(this.timedOut(r.timeoutMs));
+        timer = setTimeout(() => giveUp(this.timedOut(r.timeoutMs!)), left);
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.wake = settle;
     });
+  }
+
+  private timedOut(ms: number): LatchkeyError {
+    return new LatchkeyError('TIMEOUT', `lock on ${this.path}: not granted within ${ms} ms`, { path: this.path });
   }
 
   linkLost(e: LatchkeyError): void {

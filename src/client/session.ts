@@ -212,12 +212,13 @@ export class RemoteSession extends SessionEdge implements ResumableMember {
    * A lock request whose link was lost while its session is carried to the
    * next link: it goes on there (the server carried the wait over, `awaitLock`
    * answers as `lock` would), again after each loss, until it is answered or
-   * the session was not resumed. Any other failure is the request's.
+   * the session was not resumed. While the link is down its signal and its
+   * timeout still end it (LockState.reattached). Any other failure is the request's.
    */
   private async stillWaiting(state: LockState, e: unknown, signal: AbortSignal | undefined): Promise<[Result<'lock'>, number]> {
     for (;;) {
       if (!LatchkeyError.is(e, 'CONNECTION_LOST') || !this.conn.carried(state)) throw e;
-      const generation = await state.reattached();
+      const generation = await state.reattached(signal);
       try {
         return [await this.conn.requestOn(generation, 'awaitLock', { lock: state.handle }, this.handle, signal), generation];
       } catch (err) {

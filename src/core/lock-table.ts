@@ -15,7 +15,8 @@
  *   - lock-trie.ts: the data structure of note 3 — `LockRequest`, `Entry`,
  *     `PathNode` with its counts and lists, each session's request lists
  *     (`SessionRequests`), the owner-died taints of note 5, and `LockTrie`,
- *     which keeps them all consistent and decides nothing.
+ *     which keeps them all consistent and decides nothing; also a write's
+ *     targets as placements (`normalizeTargets`).
  *   - lock-wait-for.ts: who waits for whom — the blockers of an entry
  *     (`forEachBlocker`, `forEachEarlierWaiter`, used for grants, LOCKED
  *     messages and diagnostics too) and the deadlock search of note 4
@@ -138,7 +139,8 @@ import { LatchkeyError, assert } from './errors.js';
 import { joinPath, parsePath } from './path.js';
 import {
   CLASS_COUNT, COMPATIBLE_GROUP, CONFLICTS, Entry, LockClass, LockRequest, LockTrie, type LockMode, type PathNode, type SessionRequests,
-  WRITE_NODE_BIT, type WriteTarget, anyWaiterAt, conflictsBelow, countIn, earlierWaiterAt, foreignHolderAt, hasWaitersAt, listOf,
+  WRITE_NODE_BIT, type Placement, type WriteTarget, anyWaiterAt, conflictsBelow, countIn, earlierWaiterAt, foreignHolderAt, hasWaitersAt, listOf,
+  normalizeTargets,
 } from './lock-trie.js';
 import { type Blocker, type CycleStep, behindHold, coveredByOwnExclusive, findCycle, forEachBlocker, forEachEarlierWaiter } from './lock-wait-for.js';
 import { type LockPage, type LockPageOptions, lockPage, sessionCounts } from './lock-page.js';
@@ -176,12 +178,6 @@ export interface LockTableCounters {
   wakeups: number;
   grants: number;
   deadlocks: number;
-}
-
-/** Where a request asks to be: a path (as segments) and a class. */
-interface Placement {
-  readonly segs: readonly string[];
-  readonly cls: LockClass;
 }
 
 export class LockTable {
@@ -306,8 +302,8 @@ export class LockTable {
 
   /**
    * Admits a write by `session` touching `targets`. Returns undefined when it
-   * may apply now (nothing is held for it: the caller must apply it before
-   * any other call into the table), or a waiting request, which once granted
+   * may apply now (nothing is held for it: the caller must apply it, or hold
+   * it with `holdWrite`, before any other call into the table), or a waiting request, which once granted
    * is held until the caller `release`s it after applying the write.
    * Throws LOCKED (wait false) or DEADLOCK.
    */
@@ -326,6 +322,21 @@ export class LockTable {
     const req = new LockRequest(this.nextId++, session, 'write', this.nextOrder++, this.clock());
     for (const t of placements) req.entries.push(new Entry(req, this.trie.nodeAt(t.segs), t.cls));
     return this.enqueue(req);
+  }
+
+  /**
+   * Holds a write that `admitWrite` just admitted at once (returned
+   * undefined, and no call into the table since) but that the caller cannot
+   * apply in this tick (the engine's write back-pressure): from now on a
+   * request that conflicts with it waits for it, as for a write granted
+   * after waiting. Release it with `release` once the write is applied.
+   */
+  holdWrite(session: string, targets: readonly WriteTarget[]): LockRequest {
+    const req = new LockRequest(this.nextId++, session, 'write', this.nextOrder++, this.clock());
+    for (const t of normalizeTargets(targets)) req.entries.push(new Entry(req, this.trie.nodeAt(t.segs), t.cls));
+    this.markHeld(req);
+    this.cascade(req.session);
+    return req;
   }
 
   /**
@@ -767,25 +778,4 @@ export class LockTable {
       this.grantWaiting(e.req);
     }
   }
-}
-
-/**
- * Targets as placements: duplicates merged, targets covered by a subtree
- * target of the same write dropped (one entry per node, none under another
- * subtree entry of the same request).
- */
-function normalizeTargets(targets: readonly WriteTarget[]): Placement[] {
-  if (targets.length === 1) return [{ segs: parsePath(targets[0]!.path), cls: targets[0]!.subtree ? LockClass.WriteSubtree : LockClass.WriteNode }];
-  const byPath = new Map<string, boolean>();
-  for (const t of targets) byPath.set(t.path, (byPath.get(t.path) ?? false) || t.subtree);
-  const paths = [...byPath.keys()].sort((a, b) => a.length - b.length);
-  const subtrees: string[] = [];
-  const out: Placement[] = [];
-  for (const p of paths) {
-    if (subtrees.some((s) => s === '/' || p.startsWith(s + '/'))) continue;
-    const subtree = byPath.get(p)!;
-    if (subtree) subtrees.push(p);
-    out.push({ segs: parsePath(p), cls: subtree ? LockClass.WriteSubtree : LockClass.WriteNode });
-  }
-  return out;
 }

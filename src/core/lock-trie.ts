@@ -6,7 +6,7 @@
  * it decides nothing (who may be granted is lock-table.ts, who waits for whom
  * lock-wait-for.ts).
  */
-import { joinPath } from './path.js';
+import { joinPath, parsePath } from './path.js';
 
 export type LockMode = 'shared' | 'exclusive';
 export type RequestKind = LockMode | 'upgrade' | 'write';
@@ -29,6 +29,12 @@ export const enum LockClass {
   WriteSubtree = 2,
   WriteNode = 3,
 }
+/** Where a request asks to be: a path (as segments) and a class. */
+export interface Placement {
+  readonly segs: readonly string[];
+  readonly cls: LockClass;
+}
+
 export const CLASS_COUNT = 4;
 /** Classes in the same group are compatible among themselves (shared with shared, writes with writes). */
 export const COMPATIBLE_GROUP = [0, 1, 2, 2];
@@ -467,4 +473,25 @@ export function entriesConflict(a: Entry, b: Entry): boolean {
 export function isUnder(m: PathNode, n: PathNode): boolean {
   while (m.depth > n.depth) m = m.parent!;
   return m === n;
+}
+
+/**
+ * Targets as placements: duplicates merged, targets covered by a subtree
+ * target of the same write dropped (one entry per node, none under another
+ * subtree entry of the same request).
+ */
+export function normalizeTargets(targets: readonly WriteTarget[]): Placement[] {
+  if (targets.length === 1) return [{ segs: parsePath(targets[0]!.path), cls: targets[0]!.subtree ? LockClass.WriteSubtree : LockClass.WriteNode }];
+  const byPath = new Map<string, boolean>();
+  for (const t of targets) byPath.set(t.path, (byPath.get(t.path) ?? false) || t.subtree);
+  const paths = [...byPath.keys()].sort((a, b) => a.length - b.length);
+  const subtrees: string[] = [];
+  const out: Placement[] = [];
+  for (const p of paths) {
+    if (subtrees.some((s) => s === '/' || p.startsWith(s + '/'))) continue;
+    const subtree = byPath.get(p)!;
+    if (subtree) subtrees.push(p);
+    out.push({ segs: parsePath(p), cls: subtree ? LockClass.WriteSubtree : LockClass.WriteNode });
+  }
+  return out;
 }

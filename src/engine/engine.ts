@@ -12,15 +12,15 @@
  * Revisions count commits: `pending.rev >= visible.rev`, both contiguous.
  *
  * Every write goes the same way (`write`): admission by the lock service
- * (locks.ts: mandatory locks, may wait), fence check, synchronous execution on a Workspace over the pending
- * head, then the pipeline. An operation that fails or changes nothing
+ * (locks.ts: mandatory locks, may wait), then by the value store's write
+ * bound (admission.ts `gate`: may wait, in order), fence check, synchronous
+ * execution on a Workspace over the pending head, then the pipeline. An operation that fails or changes nothing
  * answers only after the state it observed is durable, so no caller can learn
  * of a commit that a crash could take back.
  */
 import type { CommitResult, StoreStats, WriteOptions } from '../api.js';
 import { BugError, LatchkeyError, assert, storeClosed } from '../core/errors.js';
-import { type Sequencer, type WriteOp, Workspace } from '../core/ops.js';
-import { parentPath } from '../core/path.js';
+import { type Sequencer, Workspace } from '../core/ops.js';
 import { type TxState, replayAt } from '../core/transaction.js';
 import { type Mutation, type Node, applyMutations, emptyRoot, lookup, lookupParent, putNodeOwned, walkTree } from '../core/tree.js';
 import type { WriteTarget } from '../core/lock-table.js';
@@ -29,11 +29,15 @@ import type { Storage } from '../storage/storage.js';
 import { MAX_RECORD_PAYLOAD } from '../storage/wal.js';
 import { COMMIT_BASE_BYTES, DEFAULT_MAX_COMMIT_BYTES, MUTATION_OVERHEAD_BYTES, commitBytes, mutationBytes, utf8Length } from '../core/commit-size.js';
 import type { CommitHook, EngineAccess } from './access.js';
+import { gate, settled, writeTargets } from './admission.js';
 import { type Admission, LockService, NO_ADMISSION } from './locks.js';
 import { Observers } from './observe.js';
 import { CommitPipeline, type Published } from './pipeline.js';
 import { type CompactionOptions, ValueCompactor } from './compaction.js';
 import { type RetryCounters, newRetryCounters } from '../util/retry.js';
+
+/** Where writes touch the tree (admission.ts); importers have found them here. */
+export { targetOf, targetOfOp, writeTargets } from './admission.js';
 
 export interface EngineOptions {
   storage?: Storage;
@@ -208,33 +212,44 @@ export class Engine implements EngineAccess {
   /**
    * Runs `fn` on a Workspace over the pending head and commits what it wrote.
    * Resolves with fn's result and the revision it reflects, once durable.
-   * (Not async: a write that needs no lock wait costs no extra ticks.)
+   * (Not async: a write that needs no lock wait costs no extra ticks; it
+   * never throws, every error is a rejection.)
    * `values`: the values the write sets, for the value store's write
    * back-pressure (storage/values.ts note 6), taken once its locks are
-   * granted.
+   * granted (admission.ts `gate`); every write, with values or not, queues
+   * there behind writes waiting for the bound.
    */
   write<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T, plan?: (ws: Workspace) => T, values?: readonly (Uint8Array | undefined)[]): Promise<{ value: T; rev: number }> {
-    this.checkWritable();
-    const admission = this.admit(session, targets, opts);
-    const store = this.options.storage?.values;
-    if (store !== undefined && values !== undefined) {
-      let bytes = 0;
-      for (const v of values) if (v !== undefined && store.storesOnDisk(v.length)) bytes += v.length;
-      if (bytes > 0 || store.writesWaiting) {
-        const gated = (a: Admission): Promise<{ value: T; rev: number }> => {
-          const g = store.admit(bytes);
-          const run = (release: () => void): Promise<{ value: T; rev: number }> => {
-            const out = settled(() => this.writeAdmitted(a, session, opts, fn, plan));
-            void out.then(release, release);
-            return out;
-          };
-          return g instanceof Promise ? g.then(run) : run(g);
-        };
-        return admission instanceof Promise ? admission.then(gated) : gated(admission);
-      }
+    let admission: Admission | Promise<Admission>;
+    try {
+      this.checkWritable();
+      admission = this.admit(session, targets, opts);
+    } catch (e) {
+      return Promise.reject(e);
     }
-    if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn, plan));
-    return settled(() => this.writeAdmitted(admission, session, opts, fn, plan));
+    const store = this.options.storage?.values;
+    let bytes = 0;
+    if (store !== undefined && values !== undefined) for (const v of values) if (v !== undefined && store.storesOnDisk(v.length)) bytes += v.length;
+    const now = !(admission instanceof Promise);
+    if (store === undefined || (now && bytes === 0 && !store.writesWaiting)) {
+      if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts.fence, fn, plan));
+      return settled(() => this.writeAdmitted(admission, session, opts.fence, fn, plan));
+    }
+    const apply = (a: Admission, fence: WriteOptions['fence']): { value: T; rev: number } | Promise<{ value: T; rev: number }> => this.writeAdmitted(a, session, fence, fn, plan);
+    if (admission instanceof Promise) return admission.then((a) => this.gate(a, session, targets, opts.fence, bytes, apply));
+    return settled(() => this.gate(admission, session, targets, opts.fence, bytes, apply));
+  }
+
+  /** True while writes wait for the value store's write bound (`gate`): every write queues behind them. */
+  private get writesWaiting(): boolean {
+    return this.options.storage?.values?.writesWaiting === true;
+  }
+
+  /** The value bound's gate (admission.ts `gate`), after lock admission `a`. */
+  private gate<R>(a: Admission, session: string, targets: readonly WriteTarget[], fence: WriteOptions['fence'], bytes: number, apply: (a: Admission, fence: WriteOptions['fence']) => R | Promise<R>): R | Promise<R> {
+    const store = this.options.storage?.values;
+    if (store === undefined || (bytes === 0 && !store.writesWaiting)) return apply(a, fence);
+    return gate(store, this.locks, a, session, targets, fence, bytes, apply, (e) => this.afterPublished(this.pendingRev, () => { throw e; }));
   }
 
   /**
@@ -246,21 +261,26 @@ export class Engine implements EngineAccess {
   writeNow<T>(session: string, targets: readonly WriteTarget[], opts: WriteOptions, fn: (ws: Workspace) => T): { value: T; rev: number } | Promise<{ value: T; rev: number }> {
     this.checkWritable();
     const admission = this.admit(session, targets, opts);
-    if (admission instanceof Promise) return admission.then((a) => this.writeAdmitted(a, session, opts, fn));
-    return this.writeAdmitted(admission, session, opts, fn);
+    const apply = (a: Admission, fence: WriteOptions['fence']): { value: T; rev: number } | Promise<{ value: T; rev: number }> => this.writeAdmitted(a, session, fence, fn);
+    if (admission instanceof Promise) return admission.then((a) => this.gate(a, session, targets, opts.fence, 0, apply));
+    // No value bytes are counted here, but the write queues behind those waiting for the bound (order).
+    if (this.writesWaiting) return this.gate(admission, session, targets, opts.fence, 0, apply);
+    return this.writeAdmitted(admission, session, opts.fence, fn);
   }
 
   /**
    * `plan`, when given, is `fn` as a plan (Workspace.planSet: mutations
    * checked, the tree left alone), used when the commit can join a burst.
+   * `fence`: the fence to check (undefined when there is none, or `gate`
+   * checked it already).
    */
-  private writeAdmitted<T>(admission: Admission, session: string, opts: WriteOptions, fn: (ws: Workspace) => T, plan?: (ws: Workspace) => T): { value: T; rev: number } | Promise<{ value: T; rev: number }> {
+  private writeAdmitted<T>(admission: Admission, session: string, fence: WriteOptions['fence'], fn: (ws: Workspace) => T, plan?: (ws: Workspace) => T): { value: T; rev: number } | Promise<{ value: T; rev: number }> {
     let ws: Workspace;
     let value: T;
     const burst = plan !== undefined && this.canBurst();
     try {
       this.checkWritable();
-      if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
+      if (fence !== undefined) this.locks.checkFence(session, fence);
       ws = new Workspace(burst ? this.pendingHead : this.pendingRoot, this.pendingRev + 1, this.sequencer, this.maxValueBytes);
       value = burst ? plan(ws) : fn(ws);
       this.checkCommit(session, ws.mutations);
@@ -287,30 +307,38 @@ export class Engine implements EngineAccess {
    * only; the answer is the revision itself, with no promise chained on the
    * commit's). Anything else (no burst, the root, a value for a value
    * file, a lock wait, a missing or ephemeral parent) goes the general way,
-   * with the same checks, errors and answers. Resolves with the commit's revision once durable.
+   * with the same checks, errors and answers. Resolves with the commit's
+   * revision once durable; never throws (every error is a rejection).
    */
   setPlain(session: string, path: string, segs: readonly string[], value: Uint8Array, opts: WriteOptions): Promise<number> {
-    this.checkWritable();
-    // A value for a value file goes the general way (its write is buffered
-    // there; the memory bound applies), and so does every set while writes
-    // wait for that bound: a small set must not pass them (their order is kept).
-    const values = this.options.storage?.values;
-    if (segs.length === 0 || !this.canBurst() || values?.storesOnDisk(value.length) === true || values?.writesWaiting === true) {
-      return this.write(session, [{ path, subtree: false }], opts, (ws) => ws.set(path, value), segs.length === 0 ? undefined : (ws) => ws.planSet(path, value), [value]).then(revOf);
+    let admission: Admission | Promise<Admission>;
+    try {
+      this.checkWritable();
+      // A value for a value file goes the general way (its write is buffered
+      // there; the memory bound applies), and so does every set while writes
+      // wait for that bound: a small set must not pass them (their order is kept).
+      const values = this.options.storage?.values;
+      if (segs.length === 0 || !this.canBurst() || values?.storesOnDisk(value.length) === true || values?.writesWaiting === true) {
+        return this.write(session, [{ path, subtree: false }], opts, (ws) => ws.set(path, value), segs.length === 0 ? undefined : (ws) => ws.planSet(path, value), [value]).then(revOf);
+      }
+      admission = this.admit(session, [{ path, subtree: false }], opts);
+    } catch (e) {
+      // Never a synchronous throw: the caller gets a promise.
+      return Promise.reject(e);
     }
-    const admission = this.admit(session, [{ path, subtree: false }], opts);
-    if (admission instanceof Promise) return admission.then((a) => this.setGeneral(a, session, path, value, opts));
+    // After a lock wait, writes may be waiting for the value bound: it queues behind them (`gate`).
+    if (admission instanceof Promise) return admission.then((a) => this.gate(a, session, [{ path, subtree: false }], opts.fence, 0, (g, fence) => this.setGeneral(g, session, path, value, fence)));
     let m: PutMutation;
     try {
       if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
       const parent = lookupParent(this.pendingHead, segs);
-      if (parent === undefined || parent.ephemeralOwner !== undefined) return settled(() => this.setGeneral(admission, session, path, value, opts));
+      if (parent === undefined || parent.ephemeralOwner !== undefined) return settled(() => this.setGeneral(admission, session, path, value, opts.fence));
       m = { op: 'put', path, value };
       this.writeGuards.get(session)?.(path);
       this.checkCommitSize(ONE, COMMIT_BASE_BYTES + mutationBytes(m));
     } catch (e) {
       admission.done();
-      return Promise.resolve(this.afterPublished(this.pendingRev, () => { throw e; }));
+      return settled(() => this.afterPublished(this.pendingRev, () => { throw e; }));
     }
     const rev = this.pendingRev + 1;
     const root = putNodeOwned(this.pendingHead, segs, rev, value, undefined, undefined, (this.burst ??= new Set()));
@@ -324,8 +352,8 @@ export class Engine implements EngineAccess {
   }
 
   /** setPlain's general way, once admitted: `write`'s, with planSet. */
-  private setGeneral(a: Admission, session: string, path: string, value: Uint8Array, opts: WriteOptions): Promise<number> | number {
-    const r = this.writeAdmitted(a, session, opts, (ws) => ws.set(path, value), (ws) => ws.planSet(path, value));
+  private setGeneral(a: Admission, session: string, path: string, value: Uint8Array, fence: WriteOptions['fence']): Promise<number> | number {
+    const r = this.writeAdmitted(a, session, fence, (ws) => ws.set(path, value), (ws) => ws.planSet(path, value));
     return r instanceof Promise ? r.then(revOf) : r.rev;
   }
 
@@ -539,18 +567,22 @@ export class Engine implements EngineAccess {
     if (!tx.hasWrites) return { revision: tx.snapshotRev, replayed: false };
     this.checkWritable();
     const targets = writeTargets(tx);
-    // An immediate admission holds nothing, so the commit must apply in the same tick.
+    // An immediate admission holds nothing, so the commit must apply in the
+    // same tick, unless it queues behind writes waiting for the value bound
+    // (`gate`: its values are not counted, but it keeps its place in the order).
     const pending = this.admit(session, targets, opts);
-    if (pending instanceof Promise) return pending.then((a) => this.commitTxAdmitted(a, session, tx, opts));
-    return this.commitTxAdmitted(pending, session, tx, opts);
+    const apply = (a: Admission, fence: WriteOptions['fence']): CommitResult | Promise<CommitResult> => this.commitTxAdmitted(a, session, tx, fence);
+    if (pending instanceof Promise) return pending.then((a) => this.gate(a, session, targets, opts.fence, 0, apply));
+    if (this.writesWaiting) return this.gate(pending, session, targets, opts.fence, 0, apply);
+    return this.commitTxAdmitted(pending, session, tx, opts.fence);
   }
 
-  private commitTxAdmitted(admission: Admission, session: string, tx: TxState, opts: WriteOptions): CommitResult | Promise<CommitResult> {
+  private commitTxAdmitted(admission: Admission, session: string, tx: TxState, fence: WriteOptions['fence']): CommitResult | Promise<CommitResult> {
     let ws: Workspace;
     let replayed = false;
     try {
       this.checkWritable();
-      if (opts.fence !== undefined) this.locks.checkFence(session, opts.fence);
+      if (fence !== undefined) this.locks.checkFence(session, fence);
       if (tx.snapshotRev === this.pendingRev) {
         ws = tx.ws;
       } else {
@@ -644,6 +676,9 @@ export class Engine implements EngineAccess {
 
   /** Deletes a dead or closed session's ephemeral nodes (in one commit unless they outgrow maxCommitBytes). */
   async endSession(session: string, died: boolean, name = session): Promise<void> {
+    // Its writes still waiting for the value bound fail as its lock waiters
+    // do, before its guard and its ephemerals go (none may apply after).
+    this.options.storage?.values?.cancelWaiters(session, new LatchkeyError('SESSION_EXPIRED', `session ${died ? 'died' : 'ended'} while its write waited for the value write bound`));
     this.writeGuards.delete(session);
     const held = this.observers.any ? this.locks.locksOf(session) : [];
     this.locks.sessionEnded(session, died);
@@ -733,45 +768,7 @@ function splitSegs(path: string): string[] {
   return path === '/' ? [] : path.slice(1).split('/');
 }
 
-/** The places a transaction's writes touch, for lock admission. */
-export function writeTargets(tx: TxState): WriteTarget[] {
-  const out: WriteTarget[] = [];
-  for (const r of tx.record) {
-    if (r.kind !== 'write') continue;
-    const t = targetOfOp(r.op);
-    if (t !== undefined) out.push(t);
-  }
-  return out;
-}
-
-/** Where a write op touches the tree (undefined for `check`, which only reads). */
-export function targetOfOp(op: WriteOp): WriteTarget | undefined {
-  switch (op.op) {
-    case 'check': return undefined;
-    case 'setPerms': return { path: op.path, subtree: false };
-    case 'create': return targetOf('create', op.path, op.sequential === true);
-    case 'set':
-    case 'delete': return targetOf(op.op, op.path);
-    default: return targetOf('set', op.path); // atomic ops write one node
-  }
-}
-
-export function targetOf(op: 'set' | 'create' | 'delete', path: string, sequential = false): WriteTarget {
-  // A sequential create's final name is chosen at apply time: admit the parent's subtree.
-  if (sequential) return { path: parentPath(path), subtree: true };
-  return { path, subtree: op === 'delete' };
-}
-
 const revOf = (r: { rev: number }): number => r.rev;
 type PutMutation = Extract<Mutation, { op: 'put' }>;
 /** checkCommitSize's list for a one-mutation commit whose size is given (only its length is read, for the message). */
 const ONE: readonly Mutation[] = [{ op: 'del', path: '/' }];
-
-/** Runs `f`; its result (or what it throws) as a promise. */
-function settled<R>(f: () => R | Promise<R>): Promise<R> {
-  try {
-    return Promise.resolve(f());
-  } catch (e) {
-    return Promise.reject(e);
-  }
-}

@@ -8,9 +8,10 @@
  *   the table grants it, or when its own timer or signal cancels it.
  * - Mandatory locks: the engine asks `admit` before every write and commit.
  *   An immediate admission holds nothing (the engine applies the write in
- *   the same tick). An admission that waited is held in the table until the
- *   engine calls `done()` with the write on the pending head, so a lock
- *   queued behind the write cannot be granted in between.
+ *   the same tick, or, when the write must wait for the value bound, makes
+ *   it a held one at once: `holdWrite`). An admission that waited is held in
+ *   the table until the engine calls `done()` with the write on the pending
+ *   head, so a lock queued behind the write cannot be granted in between.
  * - A lock lost to its session's end aborts `lock.signal` (LOCK_LOST); the
  *   next holder is told `ownerDied`, until one of them calls
  *   `markConsistent()` (the robust-mutex contract: releasing without it
@@ -333,11 +334,27 @@ export class LockService {
     checkWaitOptions(opts);
     const req = this.table.admitWrite(session, targets, opts.wait !== false);
     if (req === undefined) return NO_ADMISSION;
-    return this.waitFor<Admission>(req, opts, (r) => ({
+    return this.waitFor<Admission>(req, opts, (r) => this.heldAdmission(r), true);
+  }
+
+  /**
+   * Turns an admission `admit` just gave at once (NO_ADMISSION, in this same
+   * tick) into a held one, for a write that cannot apply in this tick (it
+   * waits for the value store's write bound, engine.ts `gate`): until its
+   * `done()`, another session's lock overlapping the write waits for it.
+   */
+  holdWrite(session: string, targets: readonly WriteTarget[]): Admission {
+    const r = this.table.holdWrite(session, targets);
+    this.deliver(this.table.drain());
+    return this.heldAdmission(r);
+  }
+
+  private heldAdmission(r: LockRequest): Admission {
+    return {
       done: () => {
         if (r.state === 'held') this.deliver(this.table.release(r));
       },
-    }), true);
+    };
   }
 
   /** Throws LOCK_LOST unless `fence` names a lock `session` still holds. */

@@ -153,8 +153,8 @@ export class Connection implements ConnContext, BudgetHolder {
     owned.defer(() => {
       this.locks.clear();
       this.txs.clear();
-      const lost = new LatchkeyError('CONNECTION_LOST', 'the connection closed');
-      for (const { wait } of this.adoptedWaits.values()) wait.abort(lost);
+      // Carried waits not yet taken by an awaitLock go on (as a resumable session's own waits do): they end
+      // with their session, so the client can carry them over again after this loss.
       this.adoptedWaits.clear();
     });
     owned.defer(() => {
@@ -322,7 +322,7 @@ export class Connection implements ConnContext, BudgetHolder {
       this.guard(s);
       return s;
     };
-    if (h.resume !== undefined) return this.greetWhen(resumeOrOpen(this.store, h.resume, this.origin(), fresh));
+    if (h.resume !== undefined) return this.greetWhen(resumeOrOpen(this.store, h.resume, this.origin(), fresh, (s) => this.abandon([s])));
     let s: ServedSession;
     try {
       s = fresh();
@@ -342,8 +342,7 @@ export class Connection implements ConnContext, BudgetHolder {
       const extra = r.extra.flatMap((x) => (x.resumed === undefined ? [] : [{ s: x.s, ...x.resumed }]));
       // Gone meanwhile: a resumed session lingers as after any cut (its client may resume it elsewhere).
       if (this.state !== 'open') {
-        const gone = [...(this.sessions.get(0) !== r.session ? [r.session] : []), ...extra.map((x) => x.session)];
-        if (gone.length > 0) setTimeout(() => { for (const g of gone) void g.end(true).catch(() => {}); }, this.opts.ttlMs).unref();
+        this.abandon([...(this.sessions.get(0) !== r.session ? [r.session] : []), ...extra.map((x) => x.session)]);
         return;
       }
       // The connection's own session and the extra ones resumed: one path (handle 0 is the connection's).
@@ -364,6 +363,11 @@ export class Connection implements ConnContext, BudgetHolder {
       this.socket.resume();
       this.handle(held);
     }).catch((e: unknown) => this.fatal(e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e))));
+  }
+
+  /** Resumed sessions this connection will not serve: they linger as after a cut (their client may resume them elsewhere). */
+  private abandon(sessions: readonly ServedSession[]): void {
+    if (sessions.length > 0) setTimeout(() => { for (const g of sessions) void g.end(true).catch(() => {}); }, this.opts.ttlMs).unref();
   }
 
   private request(m: RequestMessage, size: number): void {

@@ -356,9 +356,12 @@ export const handlers: HandlerTable = {
       const slot = c.adoptedWaits.get(a.lock);
       if (slot === undefined || slot.session !== s) throw new LatchkeyError('LOCK_LOST', `no lock wait ${a.lock} carried over on this connection`, { info: { lock: a.lock } });
       c.adoptedWaits.delete(a.lock);
-      const onAbort = (): void => slot.wait.abort(signal.reason);
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
+      // As the first request's wait (keptOnLoss): the client's cancel and the server's shutdown withdraw it,
+      // the connection's loss does not (the client carries it over again after each loss).
+      const kept = keptOnLoss(signal);
+      const onAbort = (): void => slot.wait.abort(kept.reason);
+      if (kept.aborted) onAbort();
+      else kept.addEventListener('abort', onAbort, { once: true });
       return slot.wait.result.then((lock) => {
         c.pendingLocks.delete(a.lock);
         c.trackLock(a.lock, s, lock);

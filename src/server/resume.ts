@@ -9,9 +9,8 @@
  * replaced by a fresh one as for any hello, the welcome carrying the typed
  * reason (`resumeError`: SESSION_EXPIRED, or AUTH for a wrong secret); an
  * extra session not resumed is only reported (its client ends it). Any
- * other failure of the connection's own session (the store unreachable)
- * fails the hello, so the client keeps its claim and tries the next
- * front-end.
+ * other failure of any of its sessions (the store unreachable) fails the
+ * hello, so the client keeps its claim and tries the next front-end.
  */
 import type { Lock } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
@@ -53,8 +52,15 @@ export function resumeOne(store: ServedStore, claim: WireClaim, origin: SessionO
 
 const typed = (e: unknown): e is LatchkeyError => LatchkeyError.is(e, 'SESSION_EXPIRED') || LatchkeyError.is(e, 'AUTH');
 
-/** Resumes the claimed sessions, or makes a fresh one for the connection (`fresh`) and says why its resume failed. */
-export async function resumeOrOpen(store: ServedStore, claim: NonNullable<HelloBody['resume']>, origin: SessionOrigin, fresh: () => ServedSession): Promise<HelloSession> {
+/**
+ * Resumes the claimed sessions, or makes a fresh one for the connection
+ * (`fresh`) and says why its resume failed. Only SESSION_EXPIRED and AUTH
+ * are a session's outcome; any other failure of any of them (the store
+ * unreachable) fails the hello, so the client keeps its whole claim for the
+ * next front-end: the sessions resumed here meanwhile are handed to
+ * `abandon` (they linger as after a cut, for that front-end to take over).
+ */
+export async function resumeOrOpen(store: ServedStore, claim: NonNullable<HelloBody['resume']>, origin: SessionOrigin, fresh: () => ServedSession, abandon: (s: ServedSession) => void): Promise<HelloSession> {
   let own: SessionOutcome;
   try {
     const r = await resumeOne(store, claim, origin);
@@ -70,14 +76,22 @@ export async function resumeOrOpen(store: ServedStore, claim: NonNullable<HelloB
     }
     own = { session, locks: new Map(), waits: new Map(), resumeError: e };
   }
-  // The extra sessions after the connection's own: a failure of one is that session's (the hello goes on).
-  const extra = await Promise.all((claim.sessions ?? []).map(async (c) => {
+  // The extra sessions after the connection's own: SESSION_EXPIRED or AUTH is that session's (the hello goes on).
+  const settled = await Promise.all((claim.sessions ?? []).map(async (c) => {
     try {
       return { s: c.s, resumed: await resumeOne(store, c, origin) };
     } catch (e) {
-      return { s: c.s, error: e instanceof LatchkeyError ? e : new LatchkeyError('INTERNAL', String(e)) };
+      return typed(e) ? { s: c.s, error: e } : { s: c.s, failed: e };
     }
   }));
+  const failed = settled.find((x) => 'failed' in x);
+  if (failed !== undefined && 'failed' in failed) {
+    if (own.resumed === true) abandon(own.session);
+    else void own.session.end(true).catch(() => {});
+    for (const x of settled) if ('resumed' in x && x.resumed !== undefined) abandon(x.resumed.session);
+    throw failed.failed;
+  }
+  const extra = settled.flatMap((x) => ('failed' in x ? [] : [x]));
   return { ...own, extra };
 }
 

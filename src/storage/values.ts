@@ -41,9 +41,11 @@
  *    admitted and not yet durable are bounded (`writeBytes`, default a
  *    quarter of `cacheBytes`, at least 1 MiB). A write that would pass the
  *    bound waits, first come first served; one alone (nothing else in
- *    flight) always proceeds, however large. The engine asks after the
- *    write's locks are granted, and a write admitted here only waits for
- *    its own log sync: the waits cannot form a cycle.
+ *    flight) always proceeds, however large; a write of no large values
+ *    waits only behind other waiters. The engine asks after the write's
+ *    locks are granted, and a write admitted here only waits for its own
+ *    log sync: the waits cannot form a cycle. A waiter carries its session:
+ *    the session's end fails it (`cancelWaiters`).
  */
 import { closeSync, openSync, read as readCb, readSync } from 'node:fs';
 import path from 'node:path';
@@ -209,7 +211,7 @@ export class ValueStore implements ValueReader {
   private readonly writeLimit: number;
   private writeInFlight = 0;
   /** Writes waiting for `admit`, first come first served. */
-  private readonly writeWaiters: { bytes: number; grant: () => void }[] = [];
+  private readonly writeWaiters: { bytes: number; session: string; grant: () => void; reject: (e: unknown) => void }[] = [];
   private readonly fds = new Map<number, number>();
   private readonly handles = new Map<number, FileHandleLike>();
   /** Reads in flight per file. */
@@ -307,15 +309,28 @@ export class ValueStore implements ValueReader {
   }
 
   /**
-   * Admits a write carrying `bytes` of large values (back-pressure, note 6):
-   * the release to call once it is durable or failed (at once, or when the
-   * bytes in flight allow it). A write of no large values still waits
-   * behind those waiting, so writes keep their order.
+   * Admits a write by `session` carrying `bytes` of large values
+   * (back-pressure, note 6): the release to call once it is durable or
+   * failed (at once, or when the bytes in flight allow it). A write of no
+   * large values still waits behind those waiting, so writes keep their
+   * order. A waiting write fails with what `cancelWaiters` gives when its
+   * session ends.
    */
-  admit(bytes: number): (() => void) | Promise<() => void> {
+  admit(bytes: number, session: string): (() => void) | Promise<() => void> {
     if (this.writeWaiters.length === 0 && this.admissible(bytes)) return this.grant(bytes);
     this.counters.writesWaited++;
-    return new Promise((resolve) => this.writeWaiters.push({ bytes, grant: () => resolve(this.grant(bytes)) }));
+    return new Promise((resolve, reject) => this.writeWaiters.push({ bytes, session, grant: () => resolve(this.grant(bytes)), reject }));
+  }
+
+  /** Fails the writes of `session` still waiting for `admit` with `error` (its session ended); the others keep their order. */
+  cancelWaiters(session: string, error: unknown): void {
+    if (!this.writeWaiters.some((w) => w.session === session)) return;
+    const gone = this.writeWaiters.filter((w) => w.session === session);
+    const kept = this.writeWaiters.filter((w) => w.session !== session);
+    this.writeWaiters.splice(0, this.writeWaiters.length, ...kept);
+    for (const w of gone) w.reject(error);
+    // The first of them may have been what the others waited behind.
+    this.wakeWriters();
   }
 
   /** True while at least one write waits for `admit`. */
@@ -324,7 +339,7 @@ export class ValueStore implements ValueReader {
   }
 
   private admissible(bytes: number): boolean {
-    return this.closed || this.writeInFlight === 0 || this.writeInFlight + bytes <= this.writeLimit;
+    return this.closed || bytes === 0 || this.writeInFlight === 0 || this.writeInFlight + bytes <= this.writeLimit;
   }
 
   private grant(bytes: number): () => void {

@@ -114,7 +114,9 @@ export function encodePacket(type: number, reqId: number, txId: number, payload:
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: false });
+// ignoreBOM: a leading U+FEFF is kept, as utf8Slice keeps it and as the C
+// daemons keep every byte of a path or token
+const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
 /** Node's Buffer#utf8Slice (a string straight from a range of bytes, no view made), where there is one. */
 const utf8Slice = (Buffer.prototype as unknown as { utf8Slice?: (start: number, end: number) => string }).utf8Slice;

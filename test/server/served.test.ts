@@ -170,10 +170,12 @@ test('client: the first connection tries each front-end in turn', async () => {
  * long) and the Lock objects it granted, by token, to the second server.
  * The etcd backend does the same by adopting the lease (test/integration/etcd-serve.ts).
  */
-function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedStore; ended: Set<string> } {
-  type Wait = { path: string; mode: string; result: Promise<Lock>; ctl: AbortController; taken: boolean };
+function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedStore; ended: Set<string>; unreachable: Map<string, number> } {
+  type Wait = { path: string; mode: string; result: Promise<Lock>; ctl: AbortController; failed: boolean };
   const live = new Map<string, { session: ServedSession; secret?: string; locks: Map<number, Lock>; waits: Wait[] }>();
   const ended = new Set<string>();
+  /** Sessions whose resume fails as with the store unreachable (CONNECTION_LOST), with the count of such failures. */
+  const unreachable = new Map<string, number>();
   const store = servedStore(s, {
     ownedSession: (o) => {
       const sess = s.ownedSession(o) as unknown as ServedSession & { lockNow?: unknown; resumeMs?: number };
@@ -184,8 +186,8 @@ function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedSto
         // A wait outlives its request's connection (as an etcd queue entry outlives its dead front-end): a
         // loss of the connection (CONNECTION_LOST) leaves it waiting for a resume; a cancel withdraws it.
         const ctl = new AbortController();
-        const w: Wait = { path: p, mode: opt.mode ?? 'exclusive', ctl, taken: false, result: lock(p, { ...opt, signal: ctl.signal }) };
-        w.result.catch(() => {});
+        const w: Wait = { path: p, mode: opt.mode ?? 'exclusive', ctl, failed: false, result: lock(p, { ...opt, signal: ctl.signal }) };
+        w.result.catch(() => { w.failed = true; });
         w.result.then((l) => entry.locks.set(l.token, l), () => {});
         entry.waits.push(w);
         return new Promise<Lock>((resolve, reject) => {
@@ -209,6 +211,11 @@ function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedSto
     },
     resumeSession: async (id, secret, claims, waitClaims = []) => {
       const e = live.get(id);
+      const n = unreachable.get(id);
+      if (n !== undefined) {
+        unreachable.set(id, n + 1);
+        throw new LatchkeyError('CONNECTION_LOST', 'the store is unreachable');
+      }
       if (e === undefined || e.session.closed || ended.has(id)) throw new LatchkeyError('SESSION_EXPIRED', `session ${id} has ended`);
       if (e.secret !== secret) throw new LatchkeyError('AUTH', `not the secret of session ${id}`);
       const locks = new Map<number, Lock>();
@@ -217,16 +224,20 @@ function resumableGeneric(s: EmbeddedStore, resumeMs = 5000): { store: ServedSto
         if (l !== undefined && l.held) locks.set(c.handle, l);
       }
       const waits = new Map<number, { result: Promise<Lock>; abort(reason?: unknown): void }>();
+      // As rebuildLocks on etcd: each claimed wait still in the queue is carried over (again at each resume), every other is withdrawn.
+      const claimed = new Set<Wait>();
       for (const c of waitClaims) {
-        const w = e.waits.find((x) => !x.taken && x.path === c.path && x.mode === c.mode);
+        const w = e.waits.find((x) => !x.failed && !claimed.has(x) && x.path === c.path && x.mode === c.mode);
         if (w === undefined) continue;
-        w.taken = true;
+        claimed.add(w);
         waits.set(c.handle, { result: w.result, abort: (r) => w.ctl.abort(r) });
       }
+      for (const w of e.waits) if (!claimed.has(w)) w.ctl.abort(new LatchkeyError('ABORTED', 'withdrawn: not claimed by the resume'));
+      e.waits = [...claimed];
       return { session: e.session, locks, waits };
     },
   });
-  return { store, ended };
+  return { store, ended, unreachable };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -421,25 +432,30 @@ test('resume: every session of the connection resumes (extra sessions too, each 
   }
 });
 
-test('resume: a wait aborted while its link is down ends ABORTED once resumed (the wait withdrawn, nothing taken)', async () => {
+test('resume: a wait aborted while its link is down ends ABORTED at once, not at the resume, which withdraws it (nothing taken)', async () => {
   const backing = (await open()) as EmbeddedStore;
   const { store } = resumableGeneric(backing);
   const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
   const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
-  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${b.tcpAddress!.port}`, { minBackoffMs: 200, maxBackoffMs: 200 });
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${b.tcpAddress!.port}`, { minBackoffMs: 1500, maxBackoffMs: 1500 });
   const other = await connect(`tcp://127.0.0.1:${b.tcpAddress!.port}`);
   try {
     const theirs = await other.lock('/w');
     const ctl = new AbortController();
     const aborted = c.lock('/w', { signal: ctl.signal });
-    const outcome = aborted.then(() => 'granted', (e: unknown) => e);
+    let linkWhenSettled: unknown = 'unsettled';
+    const outcome = aborted.then(() => 'granted', (e: unknown) => {
+      linkWhenSettled = (c as unknown as { conn: ClientConnection }).conn.link;
+      return e;
+    });
     await sleep(50);
     cut(c);
     await sleep(20);
     ctl.abort();
-    await c.ready();
     const e = await outcome;
     assert.ok(LatchkeyError.is(e, 'ABORTED'), String(e));
+    assert.equal(linkWhenSettled, undefined, 'it ended while the link was down (not when a server answered)');
+    await c.ready();
     await theirs.release();
     const next = await other.lock('/w', { wait: false });
     assert.equal(next.ownerDied, false, 'the withdrawn wait took nothing');
@@ -475,6 +491,151 @@ test('resume: an extra session that ended meanwhile is refused: it ends SESSION_
     assert.ok(LatchkeyError.is(e, 'SESSION_EXPIRED'), String(e));
     await assert.rejects(s1.get('/x'), (err: unknown) => LatchkeyError.is(err, 'SESSION_EXPIRED'));
     await theirs.release();
+  } finally {
+    await c.close();
+    await other.close();
+    await a.close();
+    await b.close();
+    await backing.close();
+  }
+});
+
+test('resume: a carried wait survives the next front-end\'s loss too (taken by awaitLock or not yet): after two cuts it keeps its FIFO place and is granted', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store } = resumableGeneric(backing);
+  const fe = await Promise.all([0, 1, 2].map(() => serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 })));
+  const c = await connect(fe.map((f) => `127.0.0.1:${f.tcpAddress!.port}`).join(',').replace(/^/, 'tcp://'), { minBackoffMs: 10, maxBackoffMs: 50 });
+  const other = await connect(`tcp://127.0.0.1:${fe[2]!.tcpAddress!.port}`);
+  const third = await connect(`tcp://127.0.0.1:${fe[2]!.tcpAddress!.port}`);
+  try {
+    const id = c.id;
+    const theirs = await other.lock('/w');
+    const waiting = c.lock('/w');
+    await sleep(50);
+    const later = third.lock('/w'); // queued after c's wait: FIFO says c first
+    await sleep(50);
+    cut(c); // the first front-end goes: the wait is carried to the second (awaitLock)
+    await sleep(20);
+    await c.ready();
+    await c.get('/x');
+    await sleep(50);
+    cut(c); // and the second goes too: the wait is carried again
+    await sleep(20);
+    await c.ready();
+    await c.get('/x');
+    assert.equal(c.id, id, 'the same session');
+    await theirs.release();
+    const got = await waiting;
+    assert.equal(got.ownerDied, false);
+    assert.ok(got.token > theirs.token);
+    await got.release();
+    const after = await later;
+    assert.ok(after.token > got.token, 'FIFO: the twice-carried wait was granted before the one queued after it');
+    await after.release();
+  } finally {
+    await c.close();
+    await other.close();
+    await third.close();
+    for (const f of fe) await f.close();
+    await backing.close();
+  }
+});
+
+test('resume: a wait carried to a connection that closes before its awaitLock stays for the next resume', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store } = resumableGeneric(backing);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const other = await connect(`tcp://127.0.0.1:${b.tcpAddress!.port}`);
+  const handlers = { push: () => {}, lost: () => {} };
+  const at = (f: typeof a) => ({ kind: 'tcp' as const, host: '127.0.0.1', port: f.tcpAddress!.port, tls: false });
+  try {
+    const theirs = await other.lock('/w');
+    const first = await Link.open(at(a), {}, handlers);
+    const pending = first.request('lock', { lock: 1, path: '/w' }).catch((e: unknown) => e);
+    await sleep(50);
+    first.rawSocket.destroy();
+    assert.ok(LatchkeyError.is(await pending, 'CONNECTION_LOST'));
+    const resume = { session: first.welcome.session, secret: first.welcome.secret!, locks: [], waits: [{ l: 1, path: '/w', mode: 'exclusive' as const }] };
+    const second = await Link.open(at(b), { resume }, handlers);
+    assert.deepEqual(second.welcome.waits, [1]);
+    second.rawSocket.destroy(); // gone before its client took the wait (no awaitLock)
+    await sleep(50);
+    const again = await Link.open(at(a), { resume }, handlers);
+    assert.deepEqual(again.welcome.waits, [1], 'still carried: the loss did not withdraw it');
+    const granted = again.request('awaitLock', { lock: 1 });
+    await theirs.release();
+    const g = await granted;
+    assert.ok(g.token > theirs.token);
+    await again.request('release', { lock: 1 });
+    again.close();
+  } finally {
+    await other.close();
+    await a.close();
+    await b.close();
+    await backing.close();
+  }
+});
+
+test('resume: a carried wait\'s timeout runs while its link is down: TIMEOUT with no server answering, and the next resume withdraws it', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store } = resumableGeneric(backing);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true });
+  const bPort = b.tcpAddress!.port;
+  await b.close(); // nothing answers at the second address
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${bPort}`, { minBackoffMs: 1500, maxBackoffMs: 1500 });
+  const other = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port}`);
+  try {
+    const theirs = await other.lock('/w');
+    let linkWhenSettled: unknown = 'unsettled';
+    const outcome = c.lock('/w', { timeoutMs: 300 }).then(() => 'granted', (e: unknown) => {
+      linkWhenSettled = (c as unknown as { conn: ClientConnection }).conn.link;
+      return e;
+    });
+    await sleep(50);
+    cut(c); // reconnects only after its backoff, first to the dead address
+    const e = await outcome;
+    assert.ok(LatchkeyError.is(e, 'TIMEOUT'), String(e));
+    assert.equal(linkWhenSettled, undefined, 'it timed out while the link was down');
+    await c.ready();
+    await c.get('/x'); // resumed: the wait was not claimed, so withdrawn
+    await theirs.release();
+    const next = await other.lock('/w', { wait: false });
+    assert.equal(next.ownerDied, false, 'the withdrawn wait took nothing');
+    await next.release();
+  } finally {
+    await c.close();
+    await other.close();
+    await a.close();
+    await backing.close();
+  }
+});
+
+test('resume: an extra session whose resume fails because the store is unreachable fails the hello; the client keeps its claim and resumes it (same id, its lock held) at the next try', async () => {
+  const backing = (await open()) as EmbeddedStore;
+  const { store, unreachable } = resumableGeneric(backing);
+  const a = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const b = await serve(store, { listen: { host: '127.0.0.1', port: 0 }, insecureLoopback: true, ttlMs: 60_000 });
+  const c = await connect(`tcp://127.0.0.1:${a.tcpAddress!.port},127.0.0.1:${b.tcpAddress!.port}`, { minBackoffMs: 10, maxBackoffMs: 50 });
+  const other = await connect(`tcp://127.0.0.1:${b.tcpAddress!.port}`);
+  try {
+    const id = c.id;
+    const s1 = c.session({ name: 'extra' });
+    const held = await s1.lock('/r');
+    const id1 = s1.id;
+    unreachable.set(id1, 0);
+    cut(c);
+    while (unreachable.get(id1)! < 1) await sleep(10);
+    unreachable.delete(id1); // the store answers again
+    await c.ready();
+    await s1.get('/r');
+    assert.equal(c.id, id, 'the connection\'s session resumed');
+    assert.equal(s1.id, id1, 'the extra session resumed: not ended by the failure');
+    assert.equal(held.signal.aborted, false, 'its lock was kept');
+    await assert.rejects(other.lock('/r', { wait: false }), (err: unknown) => LatchkeyError.is(err, 'LOCKED'));
+    await held.release();
+    await s1.close();
   } finally {
     await c.close();
     await other.close();

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  HEADER_BYTES, PAYLOAD_MAX, XsDecoder, type XsDecodeEvent, XsType, encodePacket, errorPayload, nulTerminated,
+  HEADER_BYTES, PAYLOAD_MAX, XsDecoder, type XsDecodeEvent, XsType, encodePacket, errorPayload, firstString, fromUtf8, nulTerminated,
   splitFirst, splitStrings, typeName,
 } from '../../src/xenstore/wire.js';
 
@@ -136,4 +136,12 @@ test('wire: an incomplete header waits for more bytes', () => {
   const e = d.next();
   assert.equal(e?.kind, 'packet');
   assert.equal(e?.kind === 'packet' && e.packet.payload.length, 0);
+});
+
+test('wire: a leading byte-order mark is kept, from a Buffer and from a plain Uint8Array alike', () => {
+  const bytes = [0xef, 0xbb, 0xbf, 0x2f, 0x61, 0];
+  for (const b of [Buffer.from(bytes), new Uint8Array(bytes)]) {
+    assert.equal(firstString(b), '\ufeff/a');
+    assert.equal(fromUtf8(b.subarray(0, 5)), '\ufeff/a');
+  }
 });
