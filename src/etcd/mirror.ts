@@ -113,6 +113,10 @@ export class Mirror {
     const [from, to] = this.keys.all;
     const res = await this.client.kv.range({ key: Buffer.from(from), range_end: Buffer.from(to) });
     const rev = Number(res.header.revision);
+    // Already past it: a reload answered after a later one whose watch has applied revisions since (a
+    // cancelled watch's reload racing restartWatch's). Replacing the tree would put it back to `rev` while
+    // `rev` stays ahead: reads after a barrier would miss writes, and keys no later event touches for good.
+    if (rev < this.rev) return;
     const kvs = res.kvs.map(toRec);
     const nodes = kvs.filter((r) => this.keys.parse(r.key)?.kind === 'n')
       .map((r) => ({ r, path: this.keys.parse(r.key)!.rest }))

@@ -107,17 +107,20 @@ const hostOf = (url: string): string => url.replace(/^tcp:\/\//, '');
 
 async function cliTest(): Promise<void> {
   const prefix = `/lk-serve-cli-${randomBytes(4).toString('hex')}`;
-  const a = await frontEnd(prefix);
-  const b = await frontEnd(prefix);
+  // The default lease (10 s), not TTL_S: with a 4 s lease a client gives its link up (CONNECTION_LOST) after
+  // 364 ms without an answer (two thirds of its resume window, client/link.ts startLease), which a loaded
+  // machine's scheduling alone can cause; this scenario is about the CLI, not the lease.
+  const a = await frontEnd(prefix, [], 10);
+  const b = await frontEnd(prefix, [], 10);
   try {
     const set = await cli(a.url, ['set', '/cli/greeting', 'hello']);
-    check(set.code === 0, `latchkey set through front-end A exits 0 (${set.err.trim()})`);
+    check(set.code === 0, `latchkey set through front-end A exits 0 (exit ${set.code}, stderr ${JSON.stringify(set.err.trim())})`);
     const get = await cli(b.url, ['get', '/cli/greeting']);
-    check(get.code === 0 && get.out.trim() === 'hello', `latchkey get through front-end B reads what A wrote (got ${JSON.stringify(get.out)})`);
+    check(get.code === 0 && get.out.trim() === 'hello', `latchkey get through front-end B reads what A wrote (got ${JSON.stringify(get.out)}, exit ${get.code}, stderr ${JSON.stringify(get.err.trim())})`);
     const both = await cli(`tcp://${hostOf(a.url)},${hostOf(b.url)}`, ['ls', '/cli']);
-    check(both.code === 0 && both.out.trim() === 'greeting', `latchkey ls with both front-ends (tcp://A,B) lists /cli (got ${JSON.stringify(both.out)})`);
+    check(both.code === 0 && both.out.trim() === 'greeting', `latchkey ls with both front-ends (tcp://A,B) lists /cli (got ${JSON.stringify(both.out)}, exit ${both.code}, stderr ${JSON.stringify(both.err.trim())})`);
     const lock = await cli(b.url, ['lock', '/cli/lock', '--', process.execPath, '-e', 'process.stdout.write(process.env.LATCHKEY_FENCE ?? "")']);
-    check(lock.code === 0 && /^\d+$/.test(lock.out.trim()) && Number(lock.out) > 0, `latchkey lock -- CMD runs CMD with a fencing token (got ${JSON.stringify(lock.out)})`);
+    check(lock.code === 0 && /^\d+$/.test(lock.out.trim()) && Number(lock.out) > 0, `latchkey lock -- CMD runs CMD with a fencing token (got ${JSON.stringify(lock.out)}, exit ${lock.code}, stderr ${JSON.stringify(lock.err.trim())})`);
   } finally {
     await stop(a);
     await stop(b);

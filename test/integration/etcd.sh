@@ -55,6 +55,8 @@ echo "=== etcd: latchkey serve --backend etcd front-ends (CLI, XenStore socket, 
 for scenario in cli xenstore failover late sessions late-waits moved hung client-dies; do
   timeout 300 node build/test/integration/etcd-serve.js "$scenario" || failed+=("serve-$scenario")
 done
+echo "=== etcd: read-after-write across front-ends (fresh and kept clients, a front-end started anew each round, the CLI)"
+timeout 300 node build/test/integration/etcd-reads.js || failed+=(reads)
 # Stopping a member needs all three up; the leader kill leaves two, so it goes last.
 echo "=== etcd: a member stopped (SIGSTOP) for three election timeouts"
 timeout 300 node build/test/integration/etcd-failures.js member-stop || failed+=(member-stop)
