@@ -194,14 +194,15 @@ export class XsConnection implements XsConnectionContext {
   }
 
   /**
-   * A read outside a transaction (and a transaction's snapshot, and whether a
-   * domain is introduced) sees every write acknowledged before the request
-   * arrived, through any front-end: it waits for a barrier begun after its
-   * arrival (one shared by all the requests that arrived meanwhile).
+   * A read outside a transaction (and a transaction's snapshot, its
+   * permission re-check at TRANSACTION_END, and whether a domain is
+   * introduced) sees every write acknowledged before the request arrived,
+   * through any front-end: it waits for a barrier begun after its arrival
+   * (one shared by all the requests that arrived meanwhile).
    */
   private runAfterBarrier(p: XsPacket, ticket: number): Uint8Array | Promise<Uint8Array> {
     const t = p.type;
-    const read = t === XsType.TRANSACTION_START || t === XsType.IS_DOMAIN_INTRODUCED
+    const read = t === XsType.TRANSACTION_START || t === XsType.TRANSACTION_END || t === XsType.IS_DOMAIN_INTRODUCED
       || (p.txId === 0 && (t === XsType.READ || t === XsType.DIRECTORY || t === XsType.DIRECTORY_PART || t === XsType.GET_PERMS));
     const w = read ? this.host.readBarrier!.wait(ticket) : undefined;
     if (w === undefined) return this.run(p);

@@ -218,6 +218,16 @@ test('a guest\'s write through a front-end whose head lags: judged on the permis
     assert.equal(await errnoOf(g7.write('/local/domain/5/data/y', 'granted')), 'OK', 'EACCES is answered only from a fresh head');
     assert.equal(await a0.read('/local/domain/5/data/y'), 'granted');
 
+    // A transaction that wrote while allowed, ended after a revoke acknowledged through A while B hears
+    // nothing: its permission re-check at TRANSACTION_END runs on a fresh head (EAGAIN, nothing lands).
+    const tx = await g7.start();
+    await g7.write('/local/domain/5/data/in-tx', 'allowed at the time', tx);
+    await deafen(p.b);
+    await a0.setPerms('/local/domain/5/data', ['n5']);
+    assert.equal(await errnoOf(g7.end(tx)), 'EAGAIN', 'the transaction\'s revoked write is refused at its end');
+    assert.equal(await errnoOf(a0.read('/local/domain/5/data/in-tx')), 'ENOENT', 'and never lands');
+    await a0.setPerms('/local/domain/5/data', ['n5', 'w7']);
+
     // RM of a node whose parent A just made: not ENOENT from B's stale head (the parent is there).
     await deafen(p.b);
     await a0.mkdir('/rmtest/p');
