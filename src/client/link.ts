@@ -336,19 +336,9 @@ export class Link {
     if (ttl <= 0 && silentMs === Infinity) return;
     const expires = ttl > 0 ? clientLeaseMs(ttl, this.leaseMarginMs) : Infinity;
     this.leaseMs = Math.min(expires, silentMs);
-    // `read`: the poll phase has run since the timer fired. After a stall of this process (a long task, a
-    // machine that did not schedule it) timers run before the poll phase reads the socket, so answers
-    // that came meanwhile would not count yet: the verdict waits one turn (setImmediate runs after the
-    // poll phase). An answer credits from its request's send time, whenever it is read, so this is
-    // as safe as a timer that fired on time; without it a stall of about one ping interval (182 ms
-    // with a 4 s etcd lease) gave a healthy link up (CONNECTION_LOST).
-    const check = (read = false): void => {
+    const check = (): void => {
       if (this.dead !== undefined) return;
       const left = this.leaseFrom + this.leaseMs - performance.now();
-      if (left <= 0 && !read) {
-        setImmediate(() => check(true));
-        return;
-      }
       if (left <= 0) {
         const quiet = Math.round(performance.now() - this.leaseFrom);
         if (silentMs <= expires) {
