@@ -182,22 +182,7 @@ export class LeaderTerm {
  * seconds (0: the lease is gone). Rejects on an error or after `timeoutMs`.
  */
 export async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number): Promise<number> {
-  // opening the stream is inside the time limit too: a hedge that never settles would block every later one
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no keep-alive stream in ${timeoutMs} ms`)), timeoutMs);
-  });
-  let stream: Awaited<ReturnType<Etcd3['leaseClient']['leaseKeepAlive']>>;
-  try {
-    const opening = client.leaseClient.leaseKeepAlive();
-    opening.then((late) => {
-      if (timer === undefined) late.end(); // opened after the limit: nobody writes on it
-    }, () => {});
-    stream = await Promise.race([opening, limit]);
-  } finally {
-    clearTimeout(timer);
-    timer = undefined;
-  }
+  const stream = await client.leaseClient.leaseKeepAlive();
   try {
     return await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no keep-alive answer in ${timeoutMs} ms`)), timeoutMs);
@@ -236,13 +221,9 @@ export async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number
  * keep-alive goes on a fresh stream (keepAliveOnce; at most one at a time);
  * its answer is credited from its own send time, as any answer is.
  */
-/** Alone: keep-alives out at once, each on its own stream. */
-const ALONE_IN_FLIGHT = 8;
-
 export class KeepAliveHedge {
   private readonly unanswered: number[] = [];
-  /** Hedges not yet settled: at most one while the lease's stream is credited, a few when alone. */
-  private inFlight = 0;
+  private inFlight = false;
   /** Set by `alone()`: every keep-alive is one of these, on its own stream, one every aloneEveryMs. */
   private only = false;
   private lastSent = 0;
@@ -253,13 +234,6 @@ export class KeepAliveHedge {
     afterMs: number;
     /** Alone, one keep-alive every this many ms (default afterMs). */
     aloneEveryMs?: number;
-    /**
-     * How long a hedge waits for its answer (default 2 × afterMs). Its
-     * answer is credited from its own send time whenever it comes, so it
-     * may wait as long as the session would still live (a quarter TTL
-     * short of the TTL): a slow answer (seen: 4 s) still counts.
-     */
-    waitMs?: number;
     send: (timeoutMs: number) => Promise<number>;
     credit: (sentAt: number, ttlSeconds: number) => void;
     gone: () => void;
@@ -292,23 +266,22 @@ export class KeepAliveHedge {
 
   /** Called on a timer: sends a hedge when the oldest unanswered keep-alive is too old (or, alone, every afterMs). */
   tick(now: number): void {
-    // alone, a slow answer must not stop the next keep-alive: several may be out at once
-    if (this.inFlight >= (this.only ? ALONE_IN_FLIGHT : 1)) return;
+    if (this.inFlight) return;
     if (this.only) {
       if (now - this.lastSent < (this.options.aloneEveryMs ?? this.options.afterMs)) return;
     } else {
       const oldest = this.unanswered[0];
       if (oldest === undefined || now - oldest < this.options.afterMs) return;
     }
-    this.inFlight++;
+    this.inFlight = true;
     this.sent++;
     const sentAt = Date.now();
     this.lastSent = now;
-    this.options.send(this.options.waitMs ?? this.options.afterMs * 2).then((ttl) => {
+    this.options.send(this.options.afterMs * 2).then((ttl) => {
       if (ttl > 0) this.options.credit(sentAt, ttl);
       else this.options.gone();
     }, () => {}).finally(() => {
-      this.inFlight--;
+      this.inFlight = false;
     });
   }
 }

@@ -155,8 +155,6 @@ export class EtcdSession extends SessionEdge implements LockOwner {
       afterMs: Math.max(1000, (ttl * 1000) / 10),
       // alone, well inside the margin the session keeps (a quarter TTL, at least 500 ms)
       aloneEveryMs: Math.min(Math.max(1000, (ttl * 1000) / 10), (ttl * 1000) / 4),
-      // an answer counts from its own send, so it may come as late as the session would still live
-      waitMs: Math.max(Math.max(1000, (ttl * 1000) / 10) * 2, ttl * 1000 - marginMs),
       send: (timeoutMs) => keepAliveOnce(backend.leaseClient, this.idValue, timeoutMs),
       credit: (sentAt, secs) => {
         this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, sentAt + Math.min(ttl, secs) * 1000);
