@@ -153,8 +153,6 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     this.credit = new KeepAliveCredit(ttl);
     const hedge = new KeepAliveHedge({
       afterMs: Math.max(1000, (ttl * 1000) / 10),
-      // alone, well inside the margin the session keeps (a quarter TTL, at least 500 ms)
-      aloneEveryMs: Math.min(Math.max(1000, (ttl * 1000) / 10), (ttl * 1000) / 4),
       send: (timeoutMs) => keepAliveOnce(backend.leaseClient, this.idValue, timeoutMs),
       credit: (sentAt, secs) => {
         this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, sentAt + Math.min(ttl, secs) * 1000);
