@@ -224,10 +224,20 @@ export async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number
 export class KeepAliveHedge {
   private readonly unanswered: number[] = [];
   private inFlight = false;
+  /** Set by `alone()`: every keep-alive is one of these, on its own stream, one every aloneEveryMs. */
+  private only = false;
+  private lastSent = 0;
   /** Hedges sent (stats and tests). */
   sent = 0;
 
-  constructor(private readonly options: { afterMs: number; send: (timeoutMs: number) => Promise<number>; credit: (sentAt: number, ttlSeconds: number) => void; gone: () => void }) {}
+  constructor(private readonly options: {
+    afterMs: number;
+    /** Alone, one keep-alive every this many ms (default afterMs). */
+    aloneEveryMs?: number;
+    send: (timeoutMs: number) => Promise<number>;
+    credit: (sentAt: number, ttlSeconds: number) => void;
+    gone: () => void;
+  }) {}
 
   /** The lease's stream sent a keep-alive. */
   fired(now: number): void {
@@ -244,13 +254,29 @@ export class KeepAliveHedge {
     this.unanswered.length = 0;
   }
 
-  /** Called on a timer: sends a hedge when the oldest unanswered keep-alive is too old. */
+  /**
+   * The lease's own stream can no longer be credited (its answers cannot be
+   * told from a replaced stream's, see session.ts): from now on the lease
+   * is kept alive by these keep-alives alone, one every aloneEveryMs, each on a
+   * stream of its own and credited from its own send time.
+   */
+  alone(): void {
+    this.only = true;
+  }
+
+  /** Called on a timer: sends a hedge when the oldest unanswered keep-alive is too old (or, alone, every afterMs). */
   tick(now: number): void {
-    const oldest = this.unanswered[0];
-    if (this.inFlight || oldest === undefined || now - oldest < this.options.afterMs) return;
+    if (this.inFlight) return;
+    if (this.only) {
+      if (now - this.lastSent < (this.options.aloneEveryMs ?? this.options.afterMs)) return;
+    } else {
+      const oldest = this.unanswered[0];
+      if (oldest === undefined || now - oldest < this.options.afterMs) return;
+    }
     this.inFlight = true;
     this.sent++;
     const sentAt = Date.now();
+    this.lastSent = now;
     this.options.send(this.options.afterMs * 2).then((ttl) => {
       if (ttl > 0) this.options.credit(sentAt, ttl);
       else this.options.gone();

@@ -73,12 +73,14 @@ export class KeepAliveCredit {
 
   /** A keep-alive is about to be sent at `now` (epoch ms). */
   fired(now: number): void {
+    if (this.dead) return;
     // Bounded: with no answers the session ends anyway; a send not recorded only makes later credits older (safe).
     if (this.sent.length < 64) this.sent.push(now);
   }
 
   /** An answer came (its TTL, seconds, when known): the epoch ms the lease lives until, or undefined (no credit). */
   answered(ttl: string | number | undefined): number | undefined {
+    if (this.dead) return undefined;
     const sent = this.sent.shift();
     if (sent === undefined) return undefined; // an answer we cannot date
     const n = ttl === undefined ? this.ttlSeconds : Number(ttl);
@@ -86,10 +88,18 @@ export class KeepAliveCredit {
     return secs > 0 ? sent + secs * 1000 : undefined;
   }
 
-  /** The stream failed: its unanswered keep-alives will never be answered; the next stream's answers match its own sends. */
+  /**
+   * The stream failed. etcd3 then opens a new stream but leaves its
+   * listener on the old one, so an old answer arriving late is reported
+   * like a new one and would be matched to a later send (credit too long).
+   * The stream's answers are never credited again: the hedge keeps the
+   * lease alive alone (faults.ts KeepAliveHedge.alone).
+   */
   failed(): void {
     this.sent.length = 0;
+    this.dead = true;
   }
+  private dead = false;
 }
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -143,6 +153,8 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     this.credit = new KeepAliveCredit(ttl);
     const hedge = new KeepAliveHedge({
       afterMs: Math.max(1000, (ttl * 1000) / 10),
+      // alone, well inside the margin the session keeps (a quarter TTL, at least 500 ms)
+      aloneEveryMs: Math.min(Math.max(1000, (ttl * 1000) / 10), (ttl * 1000) / 4),
       send: (timeoutMs) => keepAliveOnce(backend.leaseClient, this.idValue, timeoutMs),
       credit: (sentAt, secs) => {
         this.goodUntil = Math.max(this.goodUntil === Infinity ? 0 : this.goodUntil, sentAt + Math.min(ttl, secs) * 1000);
@@ -162,6 +174,7 @@ export class EtcdSession extends SessionEdge implements LockOwner {
     this.lease.on('keepaliveFailed', () => {
       hedge.failed();
       this.credit.failed();
+      hedge.alone();
     });
     this.lease.on('lost', (err) => this.die(`its lease was lost: ${err.message}`));
     const grantSent = Date.now();

@@ -153,6 +153,27 @@ test('keep-alive hedge: none while keep-alives are answered; one (at a time) whe
   assert.equal(sends.length, 2, 'a failed stream leaves nothing unanswered');
 });
 
+test('keep-alive hedge alone (after the lease\'s stream failed): one keep-alive every afterMs on its own stream, whatever the stream says', async () => {
+  const sends: Array<(ttl: number) => void> = [];
+  const credits: Array<[number, number]> = [];
+  const h = new KeepAliveHedge({ afterMs: 1000, send: () => new Promise<number>((r) => sends.push(r)), credit: (at, ttl) => credits.push([at, ttl]), gone: () => assert.fail('not gone') });
+  h.failed();
+  h.alone();
+  h.tick(10_000);
+  assert.equal(sends.length, 1, 'nothing unanswered on the stream, yet a keep-alive goes');
+  h.tick(10_100);
+  assert.equal(sends.length, 1, 'one at a time');
+  sends[0]!(10);
+  await tick();
+  assert.equal(credits.length, 1);
+  h.fired(10_200);
+  h.answered(); // the stream's answers change nothing now
+  h.tick(10_500);
+  assert.equal(sends.length, 1, 'not before afterMs since the last');
+  h.tick(11_000);
+  assert.equal(sends.length, 2, 'the next after afterMs');
+});
+
 test('keep-alive hedge: a failed hedge frees the next one', async () => {
   let n = 0;
   const h = new KeepAliveHedge({ afterMs: 10, send: async () => { n++; throw new Error('refused'); }, credit: () => assert.fail('no credit'), gone: () => assert.fail('not gone') });
