@@ -33,6 +33,7 @@ import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
 import type { Lock, LockMode } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
+import type { WaitClaim } from '../edge/claims.js';
 import { type EtcdBackend, etcdError } from './backend.js';
 import { EtcdLock, type Locks, type QEntry, isGranted, queueOf } from './locks.js';
 import type { AdoptedLease, EtcdSession, SessionLease } from './session.js';
@@ -195,14 +196,7 @@ export async function adoptLease(backend: EtcdBackend, id: string, secret: strin
   return { lease: new KeptLease(backend.leaseClient, id, granted), ttl: granted, goodUntil, tag, record, name: rec.n };
 }
 
-/** A lock wait the resuming client still awaits: its handle, what it asked for, and the time it has left. */
-export interface WaitClaim {
-  readonly handle: number;
-  readonly path: string;
-  readonly mode: LockMode;
-  readonly wait?: boolean;
-  readonly timeoutMs?: number;
-}
+export type { WaitClaim } from '../edge/claims.js';
 
 /** A wait carried over: it goes on here (its FIFO place kept), to the lock or its failure; `abort` withdraws it (ABORTED). */
 export interface AdoptedWait {

@@ -13,6 +13,7 @@
  */
 import type { Entry, Lock, LockMode, LockTableInfo, Session, SessionInfo, SessionOptions, Store, StoreStats, WatchEvent, WatchOptions } from '../api.js';
 import { LatchkeyError } from '../core/errors.js';
+import type { WaitClaim } from '../edge/claims.js';
 
 /** Where a served session's client is (for listSessions). */
 export interface SessionOrigin {
@@ -32,14 +33,7 @@ export interface ServedSession extends Session {
   readonly resumeMs?: number;
 }
 
-/** A lock wait a resume carries over: the client's handle, what it asked, the time it has left. */
-export interface WaitClaim {
-  readonly handle: number;
-  readonly path: string;
-  readonly mode: LockMode;
-  readonly wait?: boolean;
-  readonly timeoutMs?: number;
-}
+export type { WaitClaim } from '../edge/claims.js';
 
 /** A hello's claim to a session whose link was lost: its id, its secret, the locks it holds (handle, token), the waits it awaits. */
 export interface ResumeClaim {
